@@ -1,0 +1,138 @@
+//! `coffer operator init|unseal|seal|status`: the key custodians' commands,
+//! over the Vault-compatible `/v1/sys/*` endpoints.
+
+use std::io::{BufRead, IsTerminal};
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use super::client::Client;
+
+/// Operator commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum OperatorCmd {
+    /// Initialize a new server: prints the unseal shares and the root token, once.
+    Init {
+        /// Number of shares (N).
+        #[arg(long = "shares", default_value_t = 5)]
+        shares: u8,
+        /// Shares needed to unseal (K).
+        #[arg(long = "threshold", default_value_t = 3)]
+        threshold: u8,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Submit one unseal share, read without echo from the terminal, or from stdin.
+    Unseal {
+        /// Throw away the shares submitted so far instead.
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Seal the server: every key is dropped from memory (needs COFFER_TOKEN).
+    Seal,
+    /// Show the seal status. Exit code 0 unsealed, 2 sealed, 1 error.
+    Status,
+}
+
+/// Exit code of `status` when sealed, as Vault's CLI.
+pub(crate) const EXIT_SEALED: u8 = 2;
+
+/// Run an operator command; returns the process exit code.
+pub(crate) async fn run(client: &Client, cmd: OperatorCmd) -> anyhow::Result<u8> {
+    match cmd {
+        OperatorCmd::Init {
+            shares,
+            threshold,
+            json,
+        } => {
+            let out = client
+                .call(
+                    Method::PUT,
+                    "/v1/sys/init",
+                    Some(&json!({ "secret_shares": shares, "secret_threshold": threshold })),
+                )
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                print_init(&out, threshold);
+            }
+            Ok(0)
+        }
+        OperatorCmd::Unseal { reset } => {
+            let body = if reset {
+                json!({ "reset": true })
+            } else {
+                let share = read_share()?;
+                json!({ "key": share.as_str() })
+            };
+            let status = client.call(Method::PUT, "/v1/sys/unseal", Some(&body)).await?;
+            print_status(&status);
+            Ok(0)
+        }
+        OperatorCmd::Seal => {
+            client.require_token()?;
+            client.call(Method::PUT, "/v1/sys/seal", None).await?;
+            println!("Sealed: every key was dropped from the server's memory.");
+            Ok(0)
+        }
+        OperatorCmd::Status => {
+            let status = client.call(Method::GET, "/v1/sys/seal-status", None).await?;
+            print_status(&status);
+            Ok(if status["sealed"].as_bool() == Some(false) {
+                0
+            } else {
+                EXIT_SEALED
+            })
+        }
+    }
+}
+
+fn print_init(out: &Value, threshold: u8) {
+    let keys = out["keys"].as_array().cloned().unwrap_or_default();
+    for (i, k) in keys.iter().enumerate() {
+        println!("Unseal share {}: {}", i + 1, k.as_str().unwrap_or(""));
+    }
+    println!("\nInitial root token: {}", out["root_token"].as_str().unwrap_or(""));
+    println!(
+        "\nGive each share to a different custodian. Any {threshold} of them unseal the server; \
+         fewer reveal nothing. coffer keeps no copy: if more than {} are lost, the data is lost.",
+        keys.len().saturating_sub(usize::from(threshold))
+    );
+}
+
+fn print_status(s: &Value) {
+    let sealed = s["sealed"].as_bool().unwrap_or(true);
+    println!("Initialized   {}", s["initialized"]);
+    println!("Sealed        {sealed}");
+    println!("Shares        {}", s["n"]);
+    println!("Threshold     {}", s["t"]);
+    if sealed {
+        println!("Progress      {}/{}", s["progress"], s["t"]);
+    }
+    println!("Storage       {}", s["storage_type"].as_str().unwrap_or(""));
+    println!("Version       {}", s["version"].as_str().unwrap_or(""));
+}
+
+/// Read one share: a prompt without echo on a terminal, else one line of stdin.
+fn read_share() -> anyhow::Result<Zeroizing<String>> {
+    let share = if std::io::stdin().is_terminal() {
+        Zeroizing::new(rpassword::prompt_password("Unseal share (input hidden): ").context("cannot read the share")?)
+    } else {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the share from stdin")?;
+        line
+    };
+    let trimmed = Zeroizing::new(share.trim().to_owned());
+    if trimmed.is_empty() {
+        bail!("no share given");
+    }
+    Ok(trimmed)
+}

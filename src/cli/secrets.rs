@@ -1,0 +1,220 @@
+//! `coffer secrets …`: daily secret operations on one environment, over the
+//! native API. Values are read from stdin or a hidden prompt, never argv, so
+//! they stay out of shell history and `ps`.
+
+use std::io::{IsTerminal, Read};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use super::client::Client;
+
+/// Which environment a command works on.
+#[derive(Debug, Args)]
+pub(crate) struct EnvArgs {
+    /// Organization slug.
+    #[arg(long, env = "COFFER_ORG", default_value = "default", global = true)]
+    pub(crate) org: String,
+    /// Project slug.
+    #[arg(long, env = "COFFER_PROJECT", default_value = "default", global = true)]
+    pub(crate) project: String,
+    /// Environment slug.
+    #[arg(long, env = "COFFER_ENV", default_value = "dev", global = true)]
+    pub(crate) env: String,
+}
+
+/// Secrets commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum SecretsCmd {
+    /// List secrets (metadata only; nothing is decrypted).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a secret's value (or only its metadata with --meta).
+    Get {
+        /// Secret key.
+        key: String,
+        /// Metadata only; do not reveal the value.
+        #[arg(long)]
+        meta: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create or update a secret; the value is read from stdin or a hidden prompt.
+    Set {
+        /// Secret key.
+        key: String,
+        /// Value type: text, json, yaml, boolean, integer, password.
+        #[arg(long = "type")]
+        value_type: Option<String>,
+        /// Description.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Soft-delete a secret (restorable), or purge it with --permanent.
+    Delete {
+        /// Secret key.
+        key: String,
+        /// Remove every version for good.
+        #[arg(long)]
+        permanent: bool,
+    },
+    /// List the versions of a secret.
+    History {
+        /// Secret key.
+        key: String,
+    },
+    /// Make a new version holding an old version's value.
+    Rollback {
+        /// Secret key.
+        key: String,
+        /// The version to bring back.
+        version: i64,
+    },
+    /// Undo a soft delete.
+    Restore {
+        /// Secret key.
+        key: String,
+    },
+}
+
+fn seg(s: &str) -> String {
+    // Slugs and keys are validated by the server; still never let a
+    // separator change the path.
+    s.replace(['/', '?', '#', '%'], "_")
+}
+
+/// Run a secrets command.
+pub(crate) async fn run(client: &Client, env: &EnvArgs, cmd: SecretsCmd) -> anyhow::Result<u8> {
+    let base = format!(
+        "/orgs/{}/projects/{}/environments/{}",
+        seg(&env.org),
+        seg(&env.project),
+        seg(&env.env)
+    );
+    let secret = |key: &str| format!("{base}/secrets/{}", seg(key));
+    match cmd {
+        SecretsCmd::List { json } => {
+            let data = client.api(Method::GET, &format!("{base}/secrets"), None).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+            } else {
+                println!("{:<32} {:<9} {:>7}  UPDATED", "KEY", "TYPE", "VERSION");
+                for s in data.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<32} {:<9} {:>7}  {}",
+                        s["key"].as_str().unwrap_or(""),
+                        s["type"].as_str().unwrap_or(""),
+                        s["version"],
+                        s["updated_at"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        SecretsCmd::Get { key, meta, json } => {
+            let path = if meta {
+                secret(&key)
+            } else {
+                format!("{}?reveal=true", secret(&key))
+            };
+            let data = client.api(Method::GET, &path, None).await?;
+            if json || meta {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+            } else {
+                println!("{}", data["value"].as_str().unwrap_or(""));
+            }
+        }
+        SecretsCmd::Set {
+            key,
+            value_type,
+            description,
+        } => {
+            let value = read_value(&key)?;
+            let mut body = json!({ "value": value.as_str() });
+            if let Some(t) = value_type {
+                body["type"] = Value::String(t);
+            }
+            if let Some(d) = description {
+                body["description"] = Value::String(d);
+            }
+            let data = client.api(Method::POST, &secret(&key), Some(&body)).await?;
+            println!("{key}: version {}", data["version"]);
+        }
+        SecretsCmd::Delete { key, permanent } => {
+            if permanent {
+                client
+                    .api(Method::DELETE, &format!("{}/permanent", secret(&key)), None)
+                    .await?;
+                println!("{key}: purged (every version removed)");
+            } else {
+                client.api(Method::DELETE, &secret(&key), None).await?;
+                println!("{key}: deleted (restore with `coffer secrets restore {key}`)");
+            }
+        }
+        SecretsCmd::History { key } => {
+            let data = client
+                .api(Method::GET, &format!("{}/history", secret(&key)), None)
+                .await?;
+            println!("{:>7}  {:<9} {:<26} BY", "VERSION", "TYPE", "CREATED");
+            for v in data.as_array().into_iter().flatten() {
+                println!(
+                    "{:>7}  {:<9} {:<26} {}",
+                    v["version"],
+                    v["type"].as_str().unwrap_or(""),
+                    v["created_at"].as_str().unwrap_or(""),
+                    v["created_by"].as_str().unwrap_or("")
+                );
+            }
+        }
+        SecretsCmd::Rollback { key, version } => {
+            let data = client
+                .api(
+                    Method::POST,
+                    &format!("{}/rollback", secret(&key)),
+                    Some(&json!({ "version": version })),
+                )
+                .await?;
+            println!(
+                "{key}: version {} now holds the value of version {version}",
+                data["version"]
+            );
+        }
+        SecretsCmd::Restore { key } => {
+            client
+                .api(Method::POST, &format!("{}/restore", secret(&key)), None)
+                .await?;
+            println!("{key}: restored");
+        }
+    }
+    Ok(0)
+}
+
+/// The value to store: a hidden prompt on a terminal, else all of stdin
+/// (one trailing newline removed, as `echo` adds it).
+fn read_value(key: &str) -> anyhow::Result<Zeroizing<String>> {
+    if std::io::stdin().is_terminal() {
+        let v =
+            rpassword::prompt_password(format!("Value of {key} (input hidden): ")).context("cannot read the value")?;
+        return Ok(Zeroizing::new(v));
+    }
+    let mut v = Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_to_string(&mut v)
+        .context("cannot read the value from stdin (is it UTF-8?)")?;
+    if v.ends_with('\n') {
+        v.pop();
+        if v.ends_with('\r') {
+            v.pop();
+        }
+    }
+    if v.is_empty() {
+        bail!("empty value on stdin; pipe the value in, e.g. `printf %s \"$VALUE\" | coffer secrets set {key}`");
+    }
+    Ok(v)
+}

@@ -1,0 +1,219 @@
+//! Configuration: the TOML file, then `COFFER_*` environment variables,
+//! resolved once into a validated [`Settings`]. Unknown keys are errors (a
+//! typo must not silently leave TLS off).
+//!
+//! ```toml
+//! disable_mlock = false
+//! [listener]
+//! address = "0.0.0.0:8200"
+//! tls_cert = "/etc/coffer/tls/cert.pem"
+//! tls_key = "/etc/coffer/tls/key.pem"
+//! # tls_client_ca = "/etc/coffer/tls/clients-ca.pem"   # turns on mutual TLS
+//! # tls_disable = true                                  # plain HTTP, explicit only
+//! [storage]
+//! url = "sqlite:///var/lib/coffer/coffer.db"            # or postgres://user@host/db
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Configuration errors; each names the key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// file
+        path: String,
+        /// cause
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// file
+        path: String,
+        /// parser message
+        message: String,
+    },
+    /// A value is invalid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    disable_mlock: bool,
+    #[serde(default)]
+    listener: RawListener,
+    #[serde(default)]
+    storage: RawStorage,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    address: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    #[serde(default)]
+    tls_disable: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    url: Option<String>,
+}
+
+/// How the server listens.
+#[derive(Debug, Clone)]
+pub enum Listener {
+    /// Plain HTTP (`tls_disable = true`, or dev mode).
+    Plain {
+        /// bind address
+        address: SocketAddr,
+    },
+    /// HTTPS, optionally with client certificates.
+    Tls {
+        /// bind address
+        address: SocketAddr,
+        /// PEM certificate chain
+        cert: PathBuf,
+        /// PEM private key
+        key: PathBuf,
+        /// PEM CA bundle for client certificates (mutual TLS)
+        client_ca: Option<PathBuf>,
+    },
+}
+
+/// Validated server settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// listener
+    pub listener: Listener,
+    /// `sqlite://PATH` or `postgres://…`
+    pub storage_url: String,
+    /// run even if key memory cannot be locked
+    pub disable_mlock: bool,
+}
+
+/// Default address, as Vault's.
+pub const DEFAULT_ADDRESS: &str = "127.0.0.1:8200";
+/// Default storage when none is configured.
+pub const DEFAULT_STORAGE: &str = "sqlite:///var/lib/coffer/coffer.db";
+
+impl Settings {
+    /// Read `path` (if given), apply `COFFER_LISTEN_ADDRESS`,
+    /// `COFFER_STORAGE_URL` and `COFFER_DISABLE_MLOCK`, then validate.
+    pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut raw = match path {
+            None => RawFile::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: p.display().to_string(),
+                    message: e.message().to_owned(),
+                })?
+            }
+        };
+        if let Ok(v) = std::env::var("COFFER_LISTEN_ADDRESS") {
+            raw.listener.address = Some(v);
+        }
+        if let Ok(v) = std::env::var("COFFER_STORAGE_URL") {
+            raw.storage.url = Some(v);
+        }
+        if let Ok(v) = std::env::var("COFFER_DISABLE_MLOCK") {
+            raw.disable_mlock = matches!(v.as_str(), "1" | "true" | "yes");
+        }
+        Self::validate(raw)
+    }
+
+    fn validate(raw: RawFile) -> Result<Settings, ConfigError> {
+        let addr_text = raw.listener.address.as_deref().unwrap_or(DEFAULT_ADDRESS);
+        let address: SocketAddr = addr_text
+            .parse()
+            .map_err(|_| ConfigError::Invalid(format!("listener.address {addr_text:?} is not an IP:port address")))?;
+        let l = raw.listener;
+        let listener = if l.tls_disable {
+            if l.tls_client_ca.is_some() {
+                return Err(ConfigError::Invalid(
+                    "listener.tls_client_ca needs TLS; remove it or set listener.tls_disable = false".into(),
+                ));
+            }
+            Listener::Plain { address }
+        } else {
+            match (l.tls_cert, l.tls_key) {
+                (Some(cert), Some(key)) => Listener::Tls {
+                    address,
+                    cert,
+                    key,
+                    client_ca: l.tls_client_ca,
+                },
+                _ => {
+                    return Err(ConfigError::Invalid(
+                        "listener.tls_cert and listener.tls_key are required; to serve plain HTTP \
+                         set listener.tls_disable = true explicitly"
+                            .into(),
+                    ));
+                }
+            }
+        };
+        let storage_url = raw.storage.url.unwrap_or_else(|| DEFAULT_STORAGE.to_owned());
+        if !(storage_url.starts_with("sqlite:")
+            || storage_url.starts_with("postgres://")
+            || storage_url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid(
+                "storage.url must start with sqlite:// or postgres://".into(),
+            ));
+        }
+        Ok(Settings {
+            listener,
+            storage_url,
+            disable_mlock: raw.disable_mlock,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Settings, ConfigError> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "test".into(),
+            message: e.message().to_owned(),
+        })?;
+        Settings::validate(raw)
+    }
+
+    #[test]
+    fn tls_is_required_unless_disabled_explicitly() {
+        let err = parse("[listener]\naddress = \"127.0.0.1:1\"\n").expect_err("no TLS files");
+        assert!(err.to_string().contains("tls_disable"), "{err}");
+        let s = parse("[listener]\ntls_disable = true\n").expect("plain");
+        assert!(matches!(s.listener, Listener::Plain { .. }));
+        let s =
+            parse("[listener]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\ntls_client_ca = \"ca.pem\"\n").expect("mtls");
+        assert!(matches!(s.listener, Listener::Tls { client_ca: Some(_), .. }));
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_named() {
+        let err = parse("[listener]\ntls_disabled = true\n").expect_err("unknown key");
+        assert!(err.to_string().contains("tls_disabled"), "{err}");
+        let err = parse("[listener]\ntls_disable = true\naddress = \"localhost\"\n").expect_err("bad addr");
+        assert!(err.to_string().contains("listener.address"), "{err}");
+        let err = parse("[listener]\ntls_disable = true\n[storage]\nurl = \"mysql://x\"\n").expect_err("bad url");
+        assert!(err.to_string().contains("storage.url"), "{err}");
+    }
+}

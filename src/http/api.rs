@@ -1,0 +1,178 @@
+//! Native API under `/api/v1`: organizations, projects, environments and
+//! secrets. Each handler extracts, calls one service method and wraps the
+//! result in the envelope `{"error":false,"message":"","data":…}`.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{Auth, Body};
+use crate::service::SecretInput;
+
+type Reply = Result<Json<Value>, ApiError>;
+
+fn ok<T: Serialize>(data: T) -> Reply {
+    Ok(Json(json!({ "error": false, "message": "", "data": data })))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct NewOrg {
+    slug: String,
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct NewEnv {
+    slug: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    protected: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct WriteSecret {
+    value: String,
+    #[serde(rename = "type")]
+    value_type: Option<String>,
+    description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Rollback {
+    version: i64,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RevealQuery {
+    #[serde(default)]
+    reveal: bool,
+}
+
+type OrgP = Path<String>;
+type ProjectP = Path<(String, String)>;
+type EnvP = Path<(String, String, String)>;
+type SecretP = Path<(String, String, String, String)>;
+
+pub(super) async fn list_orgs(State(s): State<AppState>, Auth(who): Auth) -> Reply {
+    ok(s.coffer.list_orgs(&who).await?)
+}
+
+pub(super) async fn create_org(State(s): State<AppState>, Auth(who): Auth, Body(b): Body<NewOrg>) -> Reply {
+    ok(s.coffer.create_org(&who, &b.slug, &b.name).await?)
+}
+
+pub(super) async fn get_org(State(s): State<AppState>, Auth(who): Auth, Path(org): OrgP) -> Reply {
+    ok(s.coffer.get_org(&who, &org).await?)
+}
+
+pub(super) async fn list_projects(State(s): State<AppState>, Auth(who): Auth, Path(org): OrgP) -> Reply {
+    ok(s.coffer.list_projects(&who, &org).await?)
+}
+
+pub(super) async fn create_project(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(org): OrgP,
+    Body(b): Body<NewOrg>,
+) -> Reply {
+    ok(s.coffer.create_project(&who, &org, &b.slug, &b.name).await?)
+}
+
+pub(super) async fn get_project(State(s): State<AppState>, Auth(who): Auth, Path((org, p)): ProjectP) -> Reply {
+    ok(s.coffer.get_project(&who, &org, &p).await?)
+}
+
+pub(super) async fn list_envs(State(s): State<AppState>, Auth(who): Auth, Path((org, p)): ProjectP) -> Reply {
+    ok(s.coffer.list_envs(&who, &org, &p).await?)
+}
+
+pub(super) async fn create_env(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p)): ProjectP,
+    Body(b): Body<NewEnv>,
+) -> Reply {
+    ok(s.coffer
+        .create_env(&who, &org, &p, &b.slug, &b.name, b.protected)
+        .await?)
+}
+
+pub(super) async fn get_env(State(s): State<AppState>, Auth(who): Auth, Path((org, p, e)): EnvP) -> Reply {
+    ok(s.coffer.get_env(&who, &org, &p, &e).await?)
+}
+
+pub(super) async fn list_secrets(State(s): State<AppState>, Auth(who): Auth, Path((org, p, e)): EnvP) -> Reply {
+    ok(s.coffer.list_secrets(&who, &org, &p, &e).await?)
+}
+
+pub(super) async fn get_secret(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p, e, key)): SecretP,
+    Query(q): Query<RevealQuery>,
+) -> Reply {
+    ok(s.coffer.get_secret(&who, (&org, &p, &e), &key, q.reveal).await?)
+}
+
+pub(super) async fn put_secret(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p, e, key)): SecretP,
+    Body(b): Body<WriteSecret>,
+) -> Reply {
+    let input = SecretInput {
+        value: Zeroizing::new(b.value),
+        value_type: b.value_type,
+        description: b.description,
+    };
+    ok(s.coffer.put_secret(&who, (&org, &p, &e), &key, input).await?)
+}
+
+pub(super) async fn delete_secret(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p, e, key)): SecretP,
+) -> Reply {
+    s.coffer.delete_secret(&who, (&org, &p, &e), &key).await?;
+    ok(json!({ "key": key, "deleted": true }))
+}
+
+pub(super) async fn purge_secret(State(s): State<AppState>, Auth(who): Auth, Path((org, p, e, key)): SecretP) -> Reply {
+    s.coffer.purge_secret(&who, (&org, &p, &e), &key).await?;
+    ok(json!({ "key": key, "purged": true }))
+}
+
+pub(super) async fn history(State(s): State<AppState>, Auth(who): Auth, Path((org, p, e, key)): SecretP) -> Reply {
+    ok(s.coffer.history(&who, (&org, &p, &e), &key).await?)
+}
+
+pub(super) async fn rollback(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p, e, key)): SecretP,
+    Body(b): Body<Rollback>,
+) -> Reply {
+    ok(s.coffer.rollback(&who, (&org, &p, &e), &key, b.version).await?)
+}
+
+pub(super) async fn restore(State(s): State<AppState>, Auth(who): Auth, Path((org, p, e, key)): SecretP) -> Reply {
+    ok(s.coffer.restore_secret(&who, (&org, &p, &e), &key).await?)
+}
+
+pub(super) async fn inject(State(s): State<AppState>, Auth(who): Auth, Path((org, p, e)): EnvP) -> Reply {
+    ok(s.coffer.inject(&who, (&org, &p, &e)).await?)
+}
+
+/// Unknown native path: 503 while sealed, else 404, in the envelope.
+pub(super) async fn fallback(State(s): State<AppState>, uri: axum::http::Uri) -> ApiError {
+    match s.coffer.require_unsealed() {
+        Err(e) => ApiError(e),
+        Ok(()) => ApiError(crate::service::ServiceError::NotFound(format!("route {}", uri.path()))),
+    }
+}

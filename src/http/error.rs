@@ -1,0 +1,96 @@
+//! The one mapping from [`ServiceError`] to HTTP. Two wire formats share it:
+//! the native envelope `{"error":true,"code":…,"message":…,"data":null}` and
+//! Vault's `{"errors":[…]}`. Internal details are logged with the request's
+//! id and never sent.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::service::ServiceError;
+
+/// Status and machine-readable code of an error. Exhaustive on purpose: a
+/// new variant must decide its status here.
+fn classify(e: &ServiceError) -> (StatusCode, &'static str) {
+    match e {
+        ServiceError::Sealed => (StatusCode::SERVICE_UNAVAILABLE, "sealed"),
+        ServiceError::NotInitialized => (StatusCode::SERVICE_UNAVAILABLE, "not_initialized"),
+        ServiceError::AlreadyInitialized => (StatusCode::BAD_REQUEST, "already_initialized"),
+        ServiceError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+        ServiceError::PermissionDenied => (StatusCode::FORBIDDEN, "permission_denied"),
+        ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        ServiceError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+        ServiceError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        ServiceError::Unseal(_) => (StatusCode::BAD_REQUEST, "unseal_failed"),
+        ServiceError::Decryption { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "decryption_failed"),
+        ServiceError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
+        ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+/// The client-facing message: the error's Display, which carries no
+/// secret; storage and internal causes are logged instead.
+fn message(e: &ServiceError) -> String {
+    match e {
+        ServiceError::Storage(cause) => {
+            tracing::error!(error = %cause, "storage error");
+            "storage is unavailable; see the server log".to_owned()
+        }
+        ServiceError::Internal(cause) => {
+            tracing::error!(error = %cause, "internal error");
+            "internal error; see the server log".to_owned()
+        }
+        ServiceError::Decryption { .. } => {
+            tracing::error!(error = %e, "stored ciphertext failed authentication");
+            e.to_string()
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// A [`ServiceError`] answered in the native envelope.
+#[derive(Debug)]
+pub(crate) struct ApiError(pub(crate) ServiceError);
+
+impl<E: Into<ServiceError>> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        ApiError(e.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = classify(&self.0);
+        let body = json!({ "error": true, "code": code, "message": message(&self.0), "data": null });
+        (status, Json(body)).into_response()
+    }
+}
+
+/// A [`ServiceError`] answered as Vault does: `{"errors":[…]}` with Vault's
+/// texts where clients match on them ("Vault is sealed").
+#[derive(Debug)]
+pub(crate) struct VaultError(pub(crate) ServiceError);
+
+impl<E: Into<ServiceError>> From<E> for VaultError {
+    fn from(e: E) -> Self {
+        VaultError(e.into())
+    }
+}
+
+impl IntoResponse for VaultError {
+    fn into_response(self) -> Response {
+        let (status, _) = classify(&self.0);
+        let (status, msg) = match &self.0 {
+            ServiceError::Sealed => (status, "Vault is sealed".to_owned()),
+            ServiceError::NotInitialized => (StatusCode::BAD_REQUEST, "Vault is not initialized".to_owned()),
+            ServiceError::AlreadyInitialized => (status, "Vault is already initialized".to_owned()),
+            // Vault answers a missing or bad token with 403.
+            ServiceError::Unauthenticated | ServiceError::PermissionDenied => {
+                (StatusCode::FORBIDDEN, "permission denied".to_owned())
+            }
+            _ => (status, message(&self.0)),
+        };
+        (status, Json(json!({ "errors": [msg] }))).into_response()
+    }
+}

@@ -1,0 +1,201 @@
+//! Vault-compatible seal lifecycle: `/v1/sys/{health,init,seal-status,
+//! unseal,seal,leader}` with Vault's raw JSON bodies and status codes, so
+//! the Vault/OpenBao CLIs and client libraries can run a ceremony.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::VaultError;
+use super::extract::{VaultAuth, VaultBody};
+use crate::seal::SealStatus;
+use crate::service::ServiceError;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+fn server_time() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// `cluster_name` / `cluster_id` fields, present once unsealed.
+fn cluster(s: &SealStatus, body: &mut serde_json::Map<String, Value>) {
+    body.insert("cluster_name".into(), json!("coffer"));
+    body.insert("cluster_id".into(), json!(s.cluster_id));
+}
+
+fn seal_status_body(state: &AppState, s: &SealStatus) -> Value {
+    let mut body = json!({
+        "type": "shamir",
+        "initialized": s.initialized,
+        "sealed": s.sealed,
+        "t": s.threshold,
+        "n": s.shares,
+        "progress": s.progress,
+        // Vault shows no nonce until the first share of a ceremony.
+        "nonce": if s.progress == 0 { "" } else { s.nonce.as_str() },
+        "version": VERSION,
+        "build_date": "",
+        "migration": false,
+        "recovery_seal": false,
+        "storage_type": state.coffer.storage_kind(),
+    });
+    if !s.sealed
+        && let Some(map) = body.as_object_mut()
+    {
+        cluster(s, map);
+    }
+    body
+}
+
+/// `GET|HEAD /v1/sys/health`: 200 active, 503 sealed, 501 uninitialized;
+/// each code can be overridden by query parameter, as Vault allows.
+pub(super) async fn health(State(state): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let s = state.coffer.seal_status_cached();
+    let code = |name: &str, default: u16| q.get(name).and_then(|v| v.parse::<u16>().ok()).unwrap_or(default);
+    let status = if !s.initialized {
+        code("uninitcode", 501)
+    } else if s.sealed {
+        code("sealedcode", 503)
+    } else {
+        code("activecode", 200)
+    };
+    let mut body = json!({
+        "initialized": s.initialized,
+        "sealed": s.sealed,
+        "standby": s.sealed,
+        "performance_standby": false,
+        "replication_performance_mode": "disabled",
+        "replication_dr_mode": "disabled",
+        "server_time_utc": server_time(),
+        "version": VERSION,
+        "enterprise": false,
+        "echo_duration_ms": 0,
+        "clock_skew_ms": 0,
+        "replication_primary_canary_age_ms": 0,
+        "removed_from_cluster": false,
+    });
+    if let Some(map) = body.as_object_mut() {
+        cluster(&s, map);
+    }
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    (status, Json(body)).into_response()
+}
+
+/// `GET /v1/sys/init`.
+pub(super) async fn init_status(State(state): State<AppState>) -> Result<Json<Value>, VaultError> {
+    let s = state.coffer.seal_status().await?;
+    Ok(Json(json!({ "initialized": s.initialized })))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct InitRequest {
+    secret_shares: Option<u64>,
+    secret_threshold: Option<u64>,
+    #[serde(default)]
+    pgp_keys: Option<Vec<String>>,
+    #[serde(default)]
+    root_token_pgp_key: Option<String>,
+}
+
+fn share_count(field: &str, v: Option<u64>) -> Result<u8, ServiceError> {
+    let v = v.ok_or_else(|| ServiceError::Invalid(format!("{field} is required")))?;
+    u8::try_from(v)
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| ServiceError::Invalid(format!("{field} must be between 1 and 255, got {v}")))
+}
+
+/// `PUT|POST /v1/sys/init`: shares and root token, once.
+pub(super) async fn init(
+    State(state): State<AppState>,
+    VaultBody(req): VaultBody<InitRequest>,
+) -> Result<Json<Value>, VaultError> {
+    if req.pgp_keys.as_ref().is_some_and(|k| !k.is_empty())
+        || req.root_token_pgp_key.as_ref().is_some_and(|k| !k.is_empty())
+    {
+        return Err(ServiceError::Invalid(
+            "PGP-encrypted shares are not supported; omit pgp_keys and root_token_pgp_key".into(),
+        )
+        .into());
+    }
+    let shares = share_count("secret_shares", req.secret_shares)?;
+    let threshold = share_count("secret_threshold", req.secret_threshold)?;
+    let out = state.coffer.init(shares, threshold).await?;
+    let keys: Vec<&str> = out.keys_hex.iter().map(|k| k.as_str()).collect();
+    let keys_b64: Vec<&str> = out.keys_base64.iter().map(|k| k.as_str()).collect();
+    Ok(Json(
+        json!({ "keys": keys, "keys_base64": keys_b64, "root_token": out.root_token.as_str() }),
+    ))
+}
+
+/// `GET /v1/sys/seal-status`.
+pub(super) async fn seal_status(State(state): State<AppState>) -> Result<Json<Value>, VaultError> {
+    let s = state.coffer.seal_status().await?;
+    Ok(Json(seal_status_body(&state, &s)))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct UnsealRequest {
+    key: Option<String>,
+    #[serde(default)]
+    reset: bool,
+    #[serde(default)]
+    #[allow(dead_code)] // accepted (hvac always sends it) and ignored: no seal migration yet
+    migrate: bool,
+}
+
+/// `PUT|POST /v1/sys/unseal`: one share, or `reset`.
+pub(super) async fn unseal(
+    State(state): State<AppState>,
+    VaultBody(req): VaultBody<UnsealRequest>,
+) -> Result<Json<Value>, VaultError> {
+    let status = if req.reset {
+        state.coffer.unseal_reset()
+    } else {
+        let key = req.key.map(zeroize::Zeroizing::new).ok_or_else(|| {
+            ServiceError::Invalid("'key' must be specified in request body as JSON, or 'reset' set to true".into())
+        })?;
+        state.coffer.unseal(&key).await?
+    };
+    Ok(Json(seal_status_body(&state, &status)))
+}
+
+/// `PUT|POST /v1/sys/seal`: root token; 204.
+pub(super) async fn seal(State(state): State<AppState>, VaultAuth(who): VaultAuth) -> Result<StatusCode, VaultError> {
+    state.coffer.seal(&who)?;
+    tracing::warn!(accessor = %who.accessor, "sealed by API request");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/sys/leader`: a single active node, no HA.
+pub(super) async fn leader(State(state): State<AppState>) -> Result<Json<Value>, VaultError> {
+    state.coffer.require_unsealed()?;
+    Ok(Json(json!({
+        "ha_enabled": false,
+        "is_self": true,
+        "active_time": "0001-01-01T00:00:00Z",
+        "leader_address": "",
+        "leader_cluster_address": "",
+        "performance_standby": false,
+        "performance_standby_last_remote_wal": 0,
+        "raft_committed_index": 0,
+        "raft_applied_index": 0,
+    })))
+}
+
+/// Any other `/v1/` path: 503 while sealed (clients match the text), else 404.
+pub(super) async fn fallback(State(state): State<AppState>, uri: axum::http::Uri) -> VaultError {
+    match state.coffer.require_unsealed() {
+        Err(e) => VaultError(e),
+        Ok(()) => VaultError(ServiceError::NotFound(format!(
+            "no handler for route {:?}; path",
+            uri.path()
+        ))),
+    }
+}

@@ -1,0 +1,288 @@
+//! The key hierarchy (see DESIGN.md):
+//!
+//! ```text
+//! unseal key ──decrypts──► root key ──wraps──► org KEK vN ──wraps──► DEK ──encrypts──► value
+//!            AAD "root"            AAD "kek"‖org‖vN        AAD "dek"‖version_id   AAD "value"‖org‖env‖secret‖version
+//! ```
+//!
+//! This module owns the AAD layout and the [`Keyring`] (root key + KEK cache)
+//! that exists only while the server is unsealed. It never touches storage or
+//! HTTP: callers hand it blobs and ids. Every AAD field is fixed-width (UUIDs
+//! as 16 bytes, versions as big-endian u64), so no two rows share an AAD.
+
+pub mod aead;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use hmac::{KeyInit, Mac};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::secure_mem::{KeyBytes, MemError, scrub_stack};
+pub use aead::AeadError;
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// Constant the verification tag authenticates (HMAC under the root key).
+const VERIFY_LABEL: &[u8] = b"coffer unseal verification v1";
+
+/// AAD of the root-key blob, encrypted by the unseal key.
+pub const ROOT_AAD: &[u8] = b"root\x00\x01";
+
+fn aad(label: &[u8], ids: &[&Uuid], version: Option<i64>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(label.len() + 16 * ids.len() + 8);
+    out.extend_from_slice(label);
+    for id in ids {
+        out.extend_from_slice(id.as_bytes());
+    }
+    if let Some(v) = version {
+        out.extend_from_slice(&(v as u64).to_be_bytes());
+    }
+    out
+}
+
+/// AAD of a KEK blob: `"kek" ‖ org_id ‖ kek_version`.
+pub fn kek_aad(org_id: &Uuid, version: i64) -> Vec<u8> {
+    aad(b"kek", &[org_id], Some(version))
+}
+
+/// The row a secret value belongs to; every field goes into its AADs.
+#[derive(Debug, Clone, Copy)]
+pub struct ValueRow {
+    /// organization
+    pub org_id: Uuid,
+    /// environment
+    pub env_id: Uuid,
+    /// secret
+    pub secret_id: Uuid,
+    /// the secret_versions row id (AAD of the wrapped DEK)
+    pub version_id: Uuid,
+    /// version number
+    pub version: i64,
+}
+
+impl ValueRow {
+    fn dek_aad(&self) -> Vec<u8> {
+        aad(b"dek", &[&self.version_id], None)
+    }
+    fn value_aad(&self) -> Vec<u8> {
+        aad(
+            b"value",
+            &[&self.org_id, &self.env_id, &self.secret_id],
+            Some(self.version),
+        )
+    }
+}
+
+/// A value encrypted under a fresh DEK, and that DEK wrapped by a KEK.
+#[derive(Debug)]
+pub struct SealedValue {
+    /// value ciphertext (AAD: the value row)
+    pub ciphertext: Vec<u8>,
+    /// the DEK wrapped by the org KEK (AAD: the version id)
+    pub wrapped_dek: Vec<u8>,
+}
+
+/// Encrypt one secret version: fresh DEK, value under DEK, DEK under KEK.
+pub fn encrypt_value(kek: &KeyBytes, row: &ValueRow, plaintext: &[u8]) -> Result<SealedValue, MemError> {
+    let dek = KeyBytes::random()?;
+    Ok(SealedValue {
+        ciphertext: aead::seal(&dek, &row.value_aad(), plaintext),
+        wrapped_dek: aead::wrap_key(kek, &row.dek_aad(), &dek),
+    })
+}
+
+/// Decrypt one secret version made by [`encrypt_value`].
+pub fn decrypt_value(
+    kek: &KeyBytes,
+    row: &ValueRow,
+    ciphertext: &[u8],
+    wrapped_dek: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, AeadError> {
+    let dek = aead::unwrap_key(kek, &row.dek_aad(), wrapped_dek)?;
+    aead::open(&dek, &row.value_aad(), ciphertext)
+}
+
+/// What init stores: the root key encrypted by the unseal key, and a tag that
+/// proves a recombined unseal key is the right one.
+#[derive(Debug)]
+pub struct RootBlob {
+    /// root key under the unseal key, AAD [`ROOT_AAD`]
+    pub encrypted_root: Vec<u8>,
+    /// HMAC-SHA256(root key, VERIFY_LABEL)
+    pub verify_tag: Vec<u8>,
+}
+
+fn verify_tag(root: &KeyBytes) -> Vec<u8> {
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(root.expose())
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(VERIFY_LABEL);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Why a recombined unseal key was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UnlockError {
+    /// The key does not decrypt the stored root key, or the tag does not match.
+    #[error("the unseal key does not match this server's root key")]
+    WrongKey,
+    /// Locked memory could not be allocated.
+    #[error("cannot allocate locked key memory")]
+    Memory,
+}
+
+/// The root key and the KEKs it unwrapped: exists only while unsealed.
+/// Dropping it (seal) zeroizes every key it holds.
+pub struct Keyring {
+    root: KeyBytes,
+    keks: RwLock<HashMap<(Uuid, i64), Arc<KeyBytes>>>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring").finish_non_exhaustive()
+    }
+}
+
+impl Keyring {
+    /// Init: a fresh root key, returned with its blob for storage.
+    pub fn generate(unseal_key: &KeyBytes) -> Result<(Keyring, RootBlob), MemError> {
+        let root = KeyBytes::random()?;
+        let blob = RootBlob {
+            encrypted_root: aead::wrap_key(unseal_key, ROOT_AAD, &root),
+            verify_tag: verify_tag(&root),
+        };
+        scrub_stack();
+        Ok((Keyring::from_root(root), blob))
+    }
+
+    /// Unseal: decrypt the root key and check the verification tag in
+    /// constant time.
+    pub fn unlock(unseal_key: &KeyBytes, blob: &RootBlob) -> Result<Keyring, UnlockError> {
+        let result = Self::unlock_inner(unseal_key, blob);
+        scrub_stack();
+        result
+    }
+
+    fn unlock_inner(unseal_key: &KeyBytes, blob: &RootBlob) -> Result<Keyring, UnlockError> {
+        let root = aead::unwrap_key(unseal_key, ROOT_AAD, &blob.encrypted_root).map_err(|_| UnlockError::WrongKey)?;
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(root.expose()).map_err(|_| UnlockError::Memory)?;
+        mac.update(VERIFY_LABEL);
+        // verify_slice compares in constant time.
+        mac.verify_slice(&blob.verify_tag).map_err(|_| UnlockError::WrongKey)?;
+        Ok(Keyring::from_root(root))
+    }
+
+    fn from_root(root: KeyBytes) -> Keyring {
+        Keyring {
+            root,
+            keks: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// A new KEK for `org_id` version `version`: returns the wrapped blob to
+    /// store, and caches the key.
+    pub fn new_kek(&self, org_id: Uuid, version: i64) -> Result<Vec<u8>, MemError> {
+        let kek = KeyBytes::random()?;
+        let blob = aead::wrap_key(&self.root, &kek_aad(&org_id, version), &kek);
+        scrub_stack();
+        self.cache(org_id, version, kek);
+        Ok(blob)
+    }
+
+    /// A cached KEK, if this server unwrapped it already.
+    pub fn cached_kek(&self, org_id: Uuid, version: i64) -> Option<Arc<KeyBytes>> {
+        self.keks.read().ok()?.get(&(org_id, version)).cloned()
+    }
+
+    /// Unwrap a stored KEK blob with the root key and cache it.
+    pub fn load_kek(&self, org_id: Uuid, version: i64, wrapped: &[u8]) -> Result<Arc<KeyBytes>, AeadError> {
+        let kek = aead::unwrap_key(&self.root, &kek_aad(&org_id, version), wrapped);
+        scrub_stack();
+        Ok(self.cache(org_id, version, kek?))
+    }
+
+    fn cache(&self, org_id: Uuid, version: i64, kek: KeyBytes) -> Arc<KeyBytes> {
+        let kek = Arc::new(kek);
+        if let Ok(mut map) = self.keks.write() {
+            map.insert((org_id, version), kek.clone());
+        }
+        kek
+    }
+
+    /// The root key, for tests that check it leaves memory on seal.
+    #[cfg(test)]
+    pub(crate) fn root_for_test(&self) -> &KeyBytes {
+        &self.root
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> ValueRow {
+        ValueRow {
+            org_id: Uuid::new_v4(),
+            env_id: Uuid::new_v4(),
+            secret_id: Uuid::new_v4(),
+            version_id: Uuid::new_v4(),
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn unlock_accepts_only_the_right_unseal_key() {
+        let unseal = KeyBytes::random().expect("key");
+        let (ring, blob) = Keyring::generate(&unseal).expect("init");
+        let again = Keyring::unlock(&unseal, &blob).expect("right key unlocks");
+        assert_eq!(again.root_for_test().expose(), ring.root_for_test().expose());
+        let wrong = KeyBytes::random().expect("key");
+        assert_eq!(Keyring::unlock(&wrong, &blob).err(), Some(UnlockError::WrongKey));
+        let mut bad_tag = RootBlob {
+            encrypted_root: blob.encrypted_root.clone(),
+            verify_tag: blob.verify_tag.clone(),
+        };
+        bad_tag.verify_tag[0] ^= 1;
+        assert_eq!(Keyring::unlock(&unseal, &bad_tag).err(), Some(UnlockError::WrongKey));
+    }
+
+    #[test]
+    fn envelope_binds_value_to_its_row() {
+        let unseal = KeyBytes::random().expect("key");
+        let (ring, _) = Keyring::generate(&unseal).expect("init");
+        let org = Uuid::new_v4();
+        let wrapped = ring.new_kek(org, 1).expect("kek");
+        let kek = ring.cached_kek(org, 1).expect("cached");
+        let a = row();
+        let sealed = encrypt_value(&kek, &a, b"s3cret").expect("encrypt");
+        assert_eq!(
+            decrypt_value(&kek, &a, &sealed.ciphertext, &sealed.wrapped_dek)
+                .expect("decrypts")
+                .as_slice(),
+            b"s3cret"
+        );
+        // Same blobs presented as another version, secret or org: refused.
+        for other in [
+            ValueRow { version: 2, ..a },
+            ValueRow {
+                secret_id: Uuid::new_v4(),
+                ..a
+            },
+            ValueRow {
+                version_id: Uuid::new_v4(),
+                ..a
+            },
+            ValueRow {
+                org_id: Uuid::new_v4(),
+                ..a
+            },
+        ] {
+            assert!(decrypt_value(&kek, &other, &sealed.ciphertext, &sealed.wrapped_dek).is_err());
+        }
+        // A KEK blob only unwraps under its own org and version.
+        assert!(ring.load_kek(org, 2, &wrapped).is_err());
+        assert!(ring.load_kek(org, 1, &wrapped).is_ok());
+    }
+}

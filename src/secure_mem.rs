@@ -1,0 +1,199 @@
+//! Locked, zeroized, non-dumpable memory for key material, and the process
+//! hardening that goes with it. This is the one module allowed `unsafe`.
+//!
+//! Invariants:
+//! - every key of the hierarchy (unseal key, root key, KEKs, DEKs) lives in a
+//!   [`KeyBytes`], whose 32 bytes sit in a page of their own allocated by
+//!   `memsec::malloc`: guard pages on both sides, `mlock`ed (never swapped),
+//!   `MADV_DONTDUMP` (never in a core dump), zeroized when dropped;
+//! - [`KeyBytes`] has no `Clone`, `Display` or `Serialize`, and its `Debug`
+//!   prints no byte, so a key cannot leak through formatting or logging;
+//! - [`harden_process`] runs before any key exists: core dumps off
+//!   (`RLIMIT_CORE` 0) and the process non-dumpable (`PR_SET_DUMPABLE` 0, which
+//!   also refuses ptrace attach by unprivileged users).
+//!
+//! If memory cannot be locked the server refuses to start, unless the
+//! operator set `disable_mlock = true`; then keys still get guard pages and
+//! zeroization, and the server warns loudly.
+#![allow(unsafe_code)]
+
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use zeroize::Zeroize;
+
+/// Length of every symmetric key in the hierarchy (AES-256).
+pub const KEY_LEN: usize = 32;
+
+/// Set once by [`harden_process`]: whether a failed `mlock` is tolerated.
+static MLOCK_OPTIONAL: AtomicBool = AtomicBool::new(false);
+
+/// Why key memory could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum MemError {
+    /// `mlock` failed and the configuration requires locked memory.
+    #[error(
+        "cannot lock key memory (mlock failed: {0}); raise the memlock limit \
+         (systemd: LimitMEMLOCK=infinity, shell: ulimit -l), or set \
+         disable_mlock = true in the config to run without it (keys may then be swapped to disk)"
+    )]
+    MlockFailed(std::io::Error),
+    /// The allocator refused a guarded page.
+    #[error("cannot allocate guarded key memory")]
+    AllocFailed,
+    /// A hardening syscall failed.
+    #[error("process hardening failed: {what}: {source}")]
+    Hardening {
+        /// which step failed
+        what: &'static str,
+        /// the OS error
+        source: std::io::Error,
+    },
+}
+
+/// What [`harden_process`] found, for the start-up log line.
+#[derive(Debug, Clone, Copy)]
+pub struct Hardening {
+    /// Whether key pages can be locked in RAM.
+    pub mlock: bool,
+}
+
+/// Disable core dumps and ptrace attach, and check that key pages can be
+/// locked. Call once at start, before any key is created.
+pub fn harden_process(disable_mlock: bool) -> Result<Hardening, MemError> {
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit reads a valid, initialized rlimit struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) } != 0 {
+        return Err(MemError::Hardening {
+            what: "setrlimit(RLIMIT_CORE, 0)",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes plain integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(MemError::Hardening {
+            what: "prctl(PR_SET_DUMPABLE, 0)",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    MLOCK_OPTIONAL.store(disable_mlock, Ordering::SeqCst);
+    // Probe: one key allocation tells whether locking works here.
+    match KeyBytes::zeroed() {
+        Ok(_) => Ok(Hardening { mlock: true }),
+        Err(MemError::MlockFailed(_)) if disable_mlock => Ok(Hardening { mlock: false }),
+        Err(e) => Err(e),
+    }
+}
+
+/// 32 bytes of key material in a guarded, locked, non-dumpable page.
+///
+/// Dropping it zeroizes the bytes before the page is released.
+pub struct KeyBytes {
+    ptr: NonNull<[u8; KEY_LEN]>,
+}
+
+// SAFETY: KeyBytes owns its allocation exclusively (no aliasing pointer is
+// handed out except through &self / &mut self borrows), like a Box.
+unsafe impl Send for KeyBytes {}
+// SAFETY: shared access only reads the bytes; mutation needs &mut self.
+unsafe impl Sync for KeyBytes {}
+
+impl KeyBytes {
+    /// A zeroed key page; fill it with [`KeyBytes::as_mut`].
+    pub fn zeroed() -> Result<Self, MemError> {
+        // SAFETY: memsec::malloc returns a fresh, properly aligned allocation
+        // of size_of::<[u8; 32]>() bytes (or None); we zero it before use.
+        let ptr = unsafe { memsec::malloc::<[u8; KEY_LEN]>() }.ok_or(MemError::AllocFailed)?;
+        let mut key = KeyBytes { ptr };
+        key.expose_mut().zeroize();
+        // memsec::malloc locks the page but ignores a failure; lock again
+        // (idempotent) to learn the outcome. It also sets MADV_DONTDUMP.
+        // SAFETY: the pointer covers KEY_LEN bytes of our own allocation.
+        let locked = unsafe { memsec::mlock(key.ptr.as_ptr().cast::<u8>(), KEY_LEN) };
+        if !locked && !MLOCK_OPTIONAL.load(Ordering::SeqCst) {
+            return Err(MemError::MlockFailed(std::io::Error::last_os_error()));
+        }
+        Ok(key)
+    }
+
+    /// Fresh random key bytes from the OS.
+    pub fn random() -> Result<Self, MemError> {
+        let mut key = Self::zeroed()?;
+        getrandom::fill(key.expose_mut()).map_err(|_| MemError::AllocFailed)?;
+        Ok(key)
+    }
+
+    /// Copy `bytes` into a locked page. The caller wipes its own copy.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != KEY_LEN {
+            return None;
+        }
+        let mut key = Self::zeroed().ok()?;
+        key.expose_mut().copy_from_slice(bytes);
+        Some(key)
+    }
+
+    /// The key bytes. Keep the borrow short; never copy them out.
+    pub fn expose(&self) -> &[u8; KEY_LEN] {
+        // SAFETY: ptr is valid for the lifetime of self and initialized.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    /// Mutable access, to fill a fresh key in place.
+    pub fn expose_mut(&mut self) -> &mut [u8; KEY_LEN] {
+        // SAFETY: ptr is valid, initialized, and &mut self guarantees uniqueness.
+        unsafe { self.ptr.as_mut() }
+    }
+}
+
+impl Drop for KeyBytes {
+    #[inline(never)]
+    fn drop(&mut self) {
+        self.expose_mut().zeroize();
+        // SAFETY: ptr came from memsec::malloc and is freed exactly once;
+        // memsec::free also munlocks (which zeroes the page again).
+        unsafe { memsec::free(self.ptr) }
+    }
+}
+
+impl fmt::Debug for KeyBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyBytes").finish_non_exhaustive()
+    }
+}
+
+/// Overwrite a stretch of the current thread's stack, so that key schedules
+/// and temporaries left by a crypto call below this frame do not linger.
+/// Called after every operation that used the unseal or root key.
+#[inline(never)]
+pub fn scrub_stack() {
+    let mut buf = [0xA5u8; 32 * 1024];
+    buf.zeroize();
+    std::hint::black_box(&buf);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_bytes_round_trip_and_debug_hides_bytes() {
+        let bytes = [0x42u8; KEY_LEN];
+        let key = KeyBytes::from_slice(&bytes).expect("locked key");
+        assert_eq!(key.expose(), &bytes);
+        let dbg = format!("{key:?}");
+        assert!(!dbg.contains("42") && !dbg.contains("66"), "{dbg}");
+        assert!(KeyBytes::from_slice(&bytes[..31]).is_none());
+    }
+
+    #[test]
+    fn random_keys_differ() {
+        let a = KeyBytes::random().expect("key");
+        let b = KeyBytes::random().expect("key");
+        assert_ne!(a.expose(), b.expose());
+    }
+}

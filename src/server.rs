@@ -1,0 +1,151 @@
+//! `coffer server`: harden the process, open storage, load the seal state,
+//! listen. Boots sealed (or uninitialized); never unseals by itself except in
+//! `--dev` mode, which is a throw-away single-share instance for laptops.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::{Listener, Settings};
+use crate::http::{AppState, router, tls};
+use crate::secure_mem;
+use crate::service::{Coffer, Principal};
+use crate::storage;
+
+/// Run a server with validated settings until SIGINT/SIGTERM.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let hardening = secure_mem::harden_process(settings.disable_mlock)?;
+    if !hardening.mlock {
+        tracing::warn!(
+            "disable_mlock = true and memory cannot be locked: keys may be written to swap. \
+             Do not run like this in production; raise LimitMEMLOCK instead"
+        );
+    }
+    let store = storage::open(&settings.storage_url)
+        .await
+        .context("cannot open storage")?;
+    let coffer = Coffer::load(Arc::new(store)).await?;
+    serve(settings.listener, coffer, None).await
+}
+
+/// `--dev`: throw-away SQLite in a temp dir, plain HTTP, auto-init with one
+/// share, auto-unseal, org `default` / project `default` / env `dev`.
+pub async fn run_dev(address: SocketAddr) -> anyhow::Result<()> {
+    let hardening = secure_mem::harden_process(true)?;
+    if !hardening.mlock {
+        tracing::warn!("memory cannot be locked (dev mode continues anyway)");
+    }
+    let dir = DevDir::create()?;
+    let url = format!("sqlite://{}", dir.0.join("coffer.db").display());
+    let store = storage::open(&url).await.context("cannot open dev storage")?;
+    let coffer = Coffer::load(Arc::new(store)).await?;
+    let init = coffer.init(1, 1).await?;
+    let share = init.keys_hex.first().context("init returned no share")?;
+    coffer.unseal(share).await?;
+    let root = coffer.authenticate(&init.root_token).await?;
+    seed_dev(&coffer, &root).await?;
+    // Dev mode exists to hand out these two values; production never prints them.
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "coffer dev server (throw-away data in {dir}; NOT for production)\n\
+         \n  Unseal share: {share}\n  Root token:   {token}\n\
+         \n  export COFFER_ADDR=http://{address}\n  export COFFER_TOKEN={token}\n",
+        dir = dir.0.display(),
+        share = share.as_str(),
+        token = init.root_token.as_str(),
+    )?;
+    drop(out);
+    serve(Listener::Plain { address }, coffer, Some(dir)).await
+}
+
+async fn seed_dev(coffer: &Coffer, root: &Principal) -> anyhow::Result<()> {
+    coffer.create_org(root, "default", "Default").await?;
+    coffer.create_project(root, "default", "default", "Default").await?;
+    coffer
+        .create_env(root, "default", "default", "dev", "Development", false)
+        .await?;
+    Ok(())
+}
+
+/// Temp data dir of a dev server, removed when the server stops.
+struct DevDir(PathBuf);
+
+impl DevDir {
+    fn create() -> anyhow::Result<DevDir> {
+        let mut suffix = [0u8; 6];
+        getrandom::fill(&mut suffix).map_err(|_| anyhow::anyhow!("OS random number generator failed"))?;
+        let dir = std::env::temp_dir().join(format!("coffer-dev-{}", hex::encode(suffix)));
+        std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(DevDir(dir))
+    }
+}
+
+impl Drop for DevDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn serve(listener: Listener, coffer: Coffer, _dev_dir: Option<DevDir>) -> anyhow::Result<()> {
+    let state = AppState { coffer: coffer.clone() };
+    let app = router(state);
+    let (address, tls_config) = match &listener {
+        Listener::Plain { address } => (*address, None),
+        Listener::Tls {
+            address,
+            cert,
+            key,
+            client_ca,
+        } => (*address, Some(tls::server_config(cert, key, client_ca.as_deref())?)),
+    };
+    let tcp = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    let bound = tcp.local_addr()?;
+    let scheme = if tls_config.is_some() { "https" } else { "http" };
+    let status = coffer.seal_status_cached();
+    let state_word = match (status.initialized, status.sealed) {
+        (false, _) => "uninitialized",
+        (true, true) => "sealed",
+        (true, false) => "unsealed",
+    };
+    tracing::info!(
+        storage = coffer.storage_kind(),
+        "listening on {scheme}://{bound} ({state_word})"
+    );
+    // A stable line on stdout for scripts and tests that bind port 0.
+    println!("coffer: listening on {scheme}://{bound}");
+    match tls_config {
+        None => {
+            axum::serve(tcp, app).with_graceful_shutdown(shutdown_signal()).await?;
+        }
+        Some(config) => tls::serve(tcp, config, app, shutdown_signal()).await,
+    }
+    // Drop every key before exiting.
+    coffer.seal_on_shutdown();
+    tracing::info!("stopped; keys dropped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,265 @@
+//! The logic of coffer: seal operations, authentication, organizations and
+//! secrets. No HTTP types here; handlers call one method each and map
+//! [`ServiceError`] once.
+//!
+//! Every method that touches tenant data first asks the seal for the
+//! keyring, so a sealed server refuses all of them the same way.
+
+mod orgs;
+mod secrets;
+pub mod values;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::keys::Keyring;
+use crate::seal::{Seal, SealError, SealStatus};
+use crate::storage::{Backend, StorageError, TokenRow};
+
+pub use orgs::{EnvView, OrgView, ProjectView};
+pub use secrets::{SecretInput, SecretView, VersionView};
+
+/// Errors of the service layer. The HTTP layer maps each variant once.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The server holds no keys.
+    #[error("coffer is sealed")]
+    Sealed,
+    /// No init ran yet.
+    #[error("coffer is not initialized")]
+    NotInitialized,
+    /// Init ran already.
+    #[error("coffer is already initialized")]
+    AlreadyInitialized,
+    /// No token, or an unknown or expired one.
+    #[error("missing or invalid token")]
+    Unauthenticated,
+    /// The token may not do this.
+    #[error("permission denied")]
+    PermissionDenied,
+    /// The named thing does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A field of the request is invalid; the message names it.
+    #[error("{0}")]
+    Invalid(String),
+    /// The request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// An unseal share was rejected (malformed, duplicate, or the set was wrong).
+    #[error("{0}")]
+    Unseal(String),
+    /// A stored ciphertext or wrapped key did not authenticate.
+    #[error("decryption failed for secret {key} version {version}")]
+    Decryption {
+        /// secret key
+        key: String,
+        /// version number
+        version: i64,
+    },
+    /// Storage failed; details go to the log, not to the client.
+    #[error("storage error")]
+    Storage(#[source] StorageError),
+    /// Anything else internal (memory locking, corrupt keyring).
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<StorageError> for ServiceError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Conflict(what) => ServiceError::Conflict(what.to_owned()),
+            StorageError::AlreadyInitialized => ServiceError::AlreadyInitialized,
+            other => ServiceError::Storage(other),
+        }
+    }
+}
+
+impl From<SealError> for ServiceError {
+    fn from(e: SealError) -> Self {
+        match e {
+            SealError::NotInitialized => ServiceError::NotInitialized,
+            SealError::AlreadyInitialized => ServiceError::AlreadyInitialized,
+            SealError::Sealed => ServiceError::Sealed,
+            SealError::BadShare(_) | SealError::WrongShares => ServiceError::Unseal(e.to_string()),
+            SealError::InvalidConfig(msg) => ServiceError::Invalid(msg),
+            SealError::Memory(m) => ServiceError::Internal(m.to_string()),
+            SealError::Storage(s) => s.into(),
+        }
+    }
+}
+
+/// Result alias of this layer.
+pub type Result<T> = std::result::Result<T, ServiceError>;
+
+/// Who is calling, after token authentication.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// public token accessor (goes into `created_by` and logs)
+    pub accessor: String,
+    /// the token's policy; "root" may do everything
+    pub policy: String,
+}
+
+impl Principal {
+    fn require_root(&self) -> Result<()> {
+        if self.policy == "root" {
+            Ok(())
+        } else {
+            Err(ServiceError::PermissionDenied)
+        }
+    }
+}
+
+/// What init returns, once.
+pub struct InitResult {
+    /// shares, hex-encoded (Vault's `keys`)
+    pub keys_hex: Vec<Zeroizing<String>>,
+    /// shares, base64-encoded (Vault's `keys_base64`)
+    pub keys_base64: Vec<Zeroizing<String>>,
+    /// the root token
+    pub root_token: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for InitResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitResult")
+            .field("shares", &self.keys_hex.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+}
+
+/// RFC 3339 of a unix-millisecond timestamp.
+pub fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|_| ServiceError::Internal("OS random number generator failed".into()))?;
+    Ok(b)
+}
+
+/// The service facade the HTTP layer and `--dev` use.
+#[derive(Debug, Clone)]
+pub struct Coffer {
+    store: Arc<dyn Backend>,
+    seal: Arc<Seal>,
+}
+
+impl Coffer {
+    /// Boot: load the seal state from storage.
+    pub async fn load(store: Arc<dyn Backend>) -> Result<Coffer> {
+        let seal = Arc::new(Seal::load(store.clone()).await?);
+        Ok(Coffer { store, seal })
+    }
+
+    /// Storage kind, for status output.
+    pub fn storage_kind(&self) -> &'static str {
+        self.store.kind()
+    }
+
+    fn keyring(&self) -> Result<Arc<Keyring>> {
+        Ok(self.seal.keyring()?)
+    }
+
+    /// `Sealed` / `NotInitialized` unless the server holds its keys.
+    pub fn require_unsealed(&self) -> Result<()> {
+        self.keyring().map(drop)
+    }
+
+    /// Seal status (unauthenticated, Vault's `sys/seal-status`).
+    pub async fn seal_status(&self) -> Result<SealStatus> {
+        self.seal.refresh_if_uninitialized().await?;
+        Ok(self.seal.status())
+    }
+
+    /// Seal status without touching storage (health checks).
+    pub fn seal_status_cached(&self) -> SealStatus {
+        self.seal.status()
+    }
+
+    /// Init: shares for the custodians and a root token, returned once.
+    pub async fn init(&self, shares: u8, threshold: u8) -> Result<InitResult> {
+        let secret = random_bytes::<32>()?;
+        let root_token = Zeroizing::new(format!(
+            "cfr_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+        ));
+        let row = TokenRow {
+            accessor: hex::encode(random_bytes::<12>()?),
+            token_hash: token_hash(&root_token),
+            policy: "root".to_owned(),
+            display_name: "root".to_owned(),
+            created_at: now_ms(),
+            expires_at: None,
+        };
+        let split = self.seal.init(shares, threshold, &row, now_ms()).await?;
+        Ok(InitResult {
+            keys_hex: split.iter().map(|s| s.to_hex()).collect(),
+            keys_base64: split.iter().map(|s| s.to_base64()).collect(),
+            root_token,
+        })
+    }
+
+    /// Submit one unseal share.
+    pub async fn unseal(&self, share: &str) -> Result<SealStatus> {
+        self.seal.refresh_if_uninitialized().await?;
+        Ok(self.seal.submit_share(share)?)
+    }
+
+    /// Throw away the collected shares.
+    pub fn unseal_reset(&self) -> SealStatus {
+        self.seal.reset()
+    }
+
+    /// Seal (root only).
+    pub fn seal(&self, who: &Principal) -> Result<()> {
+        who.require_root()?;
+        Ok(self.seal.seal()?)
+    }
+
+    /// Drop the keys at process exit (no-op unless unsealed).
+    pub fn seal_on_shutdown(&self) {
+        let _ = self.seal.seal();
+    }
+
+    /// Authenticate a bearer token. Sealed servers refuse before looking.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal> {
+        self.require_unsealed()?;
+        let hash = token_hash(token);
+        let row = self
+            .store
+            .token_by_hash(&hash)
+            .await?
+            .ok_or(ServiceError::Unauthenticated)?;
+        // The lookup was by hash; compare again in constant time so no
+        // storage-side collation or truncation can let a near-miss through.
+        if !bool::from(row.token_hash.as_slice().ct_eq(hash.as_slice())) {
+            return Err(ServiceError::Unauthenticated);
+        }
+        if row.expires_at.is_some_and(|t| t <= now_ms()) {
+            return Err(ServiceError::Unauthenticated);
+        }
+        Ok(Principal {
+            accessor: row.accessor,
+            policy: row.policy,
+        })
+    }
+}

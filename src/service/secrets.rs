@@ -1,0 +1,419 @@
+//! Secrets of an environment: typed, versioned, envelope-encrypted.
+//!
+//! Invariants: listing and history never decrypt; every write (create,
+//! update, rollback) makes a new version under a fresh DEK wrapped by the
+//! org's active KEK, in one storage transaction; a failed decryption is
+//! reported with the secret and version, never as garbage.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use super::values::ValueType;
+use super::{Coffer, Principal, Result, ServiceError, now_ms, rfc3339};
+use crate::keys::{self, Keyring, ValueRow};
+use crate::secure_mem::KeyBytes;
+use crate::storage::{EnvPath, SecretRow, StorageError, VersionRow};
+
+/// How often a write retries after losing a race to another write.
+const WRITE_RETRIES: usize = 5;
+
+/// A secret as the API shows it; `value` only when revealed.
+#[derive(Debug, Serialize)]
+pub struct SecretView {
+    /// variable name
+    pub key: String,
+    /// value type
+    #[serde(rename = "type")]
+    pub value_type: String,
+    /// current version
+    pub version: i64,
+    /// the plaintext, present only on reveal
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// free text
+    pub description: String,
+    /// soft-deleted
+    pub deleted: bool,
+    /// RFC 3339
+    pub created_at: String,
+    /// RFC 3339
+    pub updated_at: String,
+}
+
+/// One entry of a secret's history (no value).
+#[derive(Debug, Serialize)]
+pub struct VersionView {
+    /// version number
+    pub version: i64,
+    /// value type of that version
+    #[serde(rename = "type")]
+    pub value_type: String,
+    /// writer's token accessor
+    pub created_by: String,
+    /// RFC 3339
+    pub created_at: String,
+    /// KEK version that wraps its DEK
+    pub kek_version: i64,
+}
+
+/// A write request.
+#[derive(Debug)]
+pub struct SecretInput {
+    /// the value, always a string
+    pub value: Zeroizing<String>,
+    /// type name; None keeps the current type (text for a new secret)
+    pub value_type: Option<String>,
+    /// None keeps the current description
+    pub description: Option<String>,
+}
+
+/// Check a secret key: `[A-Za-z_][A-Za-z0-9_]*`, at most 256 characters.
+fn check_key(key: &str) -> Result<()> {
+    let ok = !key.is_empty()
+        && key.len() <= 256
+        && key
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::Invalid(
+            "key must match [A-Za-z_][A-Za-z0-9_]* and be at most 256 characters".into(),
+        ))
+    }
+}
+
+fn view(s: &SecretRow, value: Option<String>) -> SecretView {
+    SecretView {
+        key: s.key.clone(),
+        value_type: s.value_type.clone(),
+        version: s.current_version,
+        value,
+        description: s.description.clone(),
+        deleted: s.deleted_at.is_some(),
+        created_at: rfc3339(s.created_at),
+        updated_at: rfc3339(s.updated_at),
+    }
+}
+
+impl Coffer {
+    /// The KEK version `version` of an org, from the cache or unwrapped now.
+    async fn kek(&self, keyring: &Keyring, org_id: Uuid, version: i64) -> Result<Arc<KeyBytes>> {
+        if let Some(k) = keyring.cached_kek(org_id, version) {
+            return Ok(k);
+        }
+        let row =
+            self.store.kek(org_id, version).await?.ok_or_else(|| {
+                ServiceError::Internal(format!("KEK version {version} of an organization is missing"))
+            })?;
+        keyring
+            .load_kek(org_id, version, &row.wrapped_key)
+            .map_err(|_| ServiceError::Internal(format!("KEK version {version} of an organization does not decrypt")))
+    }
+
+    async fn decrypt(&self, keyring: &Keyring, path: &EnvPath, key: &str, v: &VersionRow) -> Result<String> {
+        let kek = self.kek(keyring, v.org_id, v.kek_version).await?;
+        let row = ValueRow {
+            org_id: path.org_id,
+            env_id: path.env_id,
+            secret_id: v.secret_id,
+            version_id: v.id,
+            version: v.version,
+        };
+        let failed = || ServiceError::Decryption {
+            key: key.to_owned(),
+            version: v.version,
+        };
+        let plain = keys::decrypt_value(&kek, &row, &v.ciphertext, &v.wrapped_dek).map_err(|_| failed())?;
+        String::from_utf8(plain.to_vec()).map_err(|_| failed())
+    }
+
+    async fn live_secret(&self, path: &EnvPath, key: &str) -> Result<SecretRow> {
+        match self.store.secret(path.env_id, key).await? {
+            Some(s) if s.deleted_at.is_none() => Ok(s),
+            _ => Err(ServiceError::NotFound(format!("secret {key}"))),
+        }
+    }
+
+    /// Metadata of every live secret; never decrypts.
+    pub async fn list_secrets(&self, _who: &Principal, org: &str, project: &str, env: &str) -> Result<Vec<SecretView>> {
+        self.keyring()?;
+        let path = self.env_path(org, project, env).await?;
+        let rows = self.store.list_secrets(path.env_id).await?;
+        Ok(rows
+            .iter()
+            .filter(|s| s.deleted_at.is_none())
+            .map(|s| view(s, None))
+            .collect())
+    }
+
+    /// One secret; decrypted only when `reveal`.
+    pub async fn get_secret(
+        &self,
+        _who: &Principal,
+        (org, project, env): (&str, &str, &str),
+        key: &str,
+        reveal: bool,
+    ) -> Result<SecretView> {
+        let keyring = self.keyring()?;
+        let path = self.env_path(org, project, env).await?;
+        let secret = self.live_secret(&path, key).await?;
+        if !reveal {
+            return Ok(view(&secret, None));
+        }
+        let v = self
+            .store
+            .version(secret.id, secret.current_version)
+            .await?
+            .ok_or_else(|| ServiceError::Internal(format!("secret {key} has no version {}", secret.current_version)))?;
+        let value = self.decrypt(&keyring, &path, key, &v).await?;
+        Ok(view(&secret, Some(value)))
+    }
+
+    /// Create or update: a new version with a fresh DEK.
+    pub async fn put_secret(
+        &self,
+        who: &Principal,
+        (org, project, env): (&str, &str, &str),
+        key: &str,
+        input: SecretInput,
+    ) -> Result<SecretView> {
+        let keyring = self.keyring()?;
+        check_key(key)?;
+        if let Some(d) = &input.description
+            && d.len() > 1000
+        {
+            return Err(ServiceError::Invalid(
+                "description must be at most 1000 characters".into(),
+            ));
+        }
+        let path = self.env_path(org, project, env).await?;
+        self.write_version(&keyring, who, &path, key, &input).await
+    }
+
+    async fn write_version(
+        &self,
+        keyring: &Keyring,
+        who: &Principal,
+        path: &EnvPath,
+        key: &str,
+        input: &SecretInput,
+    ) -> Result<SecretView> {
+        let kek = self.kek(keyring, path.org_id, path.kek_version).await?;
+        for _ in 0..WRITE_RETRIES {
+            let existing = self.store.secret(path.env_id, key).await?;
+            let type_name = match (&input.value_type, &existing) {
+                (Some(t), _) => t.clone(),
+                (None, Some(s)) => s.value_type.clone(),
+                (None, None) => ValueType::Text.as_str().to_owned(),
+            };
+            let value_type = ValueType::parse(&type_name).ok_or_else(|| {
+                ServiceError::Invalid(format!(
+                    "type {type_name:?} is unknown; use one of text, json, yaml, boolean, integer, password"
+                ))
+            })?;
+            value_type
+                .validate(&input.value)
+                .map_err(|msg| ServiceError::Invalid(format!("value of {key} is not a valid {type_name}: {msg}")))?;
+            let now = now_ms();
+            let (secret, expected) = match existing {
+                Some(mut s) => {
+                    let expected = s.current_version;
+                    s.current_version += 1;
+                    s.value_type = type_name.clone();
+                    if let Some(d) = &input.description {
+                        s.description = d.clone();
+                    }
+                    s.deleted_at = None;
+                    s.updated_at = now;
+                    (s, expected)
+                }
+                None => (
+                    SecretRow {
+                        id: Uuid::new_v4(),
+                        org_id: path.org_id,
+                        env_id: path.env_id,
+                        key: key.to_owned(),
+                        value_type: type_name.clone(),
+                        description: input.description.clone().unwrap_or_default(),
+                        current_version: 1,
+                        deleted_at: None,
+                        created_at: now,
+                        updated_at: now,
+                    },
+                    0,
+                ),
+            };
+            let row = ValueRow {
+                org_id: path.org_id,
+                env_id: path.env_id,
+                secret_id: secret.id,
+                version_id: Uuid::new_v4(),
+                version: secret.current_version,
+            };
+            let sealed = keys::encrypt_value(&kek, &row, input.value.as_bytes())
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            let version = VersionRow {
+                id: row.version_id,
+                org_id: path.org_id,
+                secret_id: secret.id,
+                version: secret.current_version,
+                value_type: type_name,
+                ciphertext: sealed.ciphertext,
+                wrapped_dek: sealed.wrapped_dek,
+                kek_version: path.kek_version,
+                created_by: who.accessor.clone(),
+                created_at: now,
+            };
+            match self.store.put_version(&secret, expected, &version).await {
+                Ok(()) => return Ok(view(&secret, None)),
+                Err(StorageError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::Conflict(format!(
+            "secret {key} is being written by others; try again"
+        )))
+    }
+
+    /// Version list, oldest first; never decrypts.
+    pub async fn history(
+        &self,
+        _who: &Principal,
+        (org, project, env): (&str, &str, &str),
+        key: &str,
+    ) -> Result<Vec<VersionView>> {
+        self.keyring()?;
+        let path = self.env_path(org, project, env).await?;
+        let secret = self.live_secret(&path, key).await?;
+        Ok(self
+            .store
+            .versions(secret.id)
+            .await?
+            .into_iter()
+            .map(|v| VersionView {
+                version: v.version,
+                value_type: v.value_type,
+                created_by: v.created_by,
+                created_at: rfc3339(v.created_at),
+                kek_version: v.kek_version,
+            })
+            .collect())
+    }
+
+    /// Make a new version holding the value and type of `version`.
+    pub async fn rollback(
+        &self,
+        who: &Principal,
+        (org, project, env): (&str, &str, &str),
+        key: &str,
+        version: i64,
+    ) -> Result<SecretView> {
+        let keyring = self.keyring()?;
+        let path = self.env_path(org, project, env).await?;
+        let secret = self.live_secret(&path, key).await?;
+        let old = self
+            .store
+            .version(secret.id, version)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("version {version} of secret {key}")))?;
+        let value = Zeroizing::new(self.decrypt(&keyring, &path, key, &old).await?);
+        let input = SecretInput {
+            value,
+            value_type: Some(old.value_type),
+            description: None,
+        };
+        self.write_version(&keyring, who, &path, key, &input).await
+    }
+
+    /// Soft delete: the secret disappears from lists and reads; history stays.
+    pub async fn delete_secret(
+        &self,
+        _who: &Principal,
+        (org, project, env): (&str, &str, &str),
+        key: &str,
+    ) -> Result<()> {
+        self.keyring()?;
+        let path = self.env_path(org, project, env).await?;
+        let secret = self.live_secret(&path, key).await?;
+        self.store.set_deleted(secret.id, Some(now_ms()), now_ms()).await?;
+        Ok(())
+    }
+
+    /// Undo a soft delete.
+    pub async fn restore_secret(
+        &self,
+        _who: &Principal,
+        (org, project, env): (&str, &str, &str),
+        key: &str,
+    ) -> Result<SecretView> {
+        self.keyring()?;
+        let path = self.env_path(org, project, env).await?;
+        let mut secret = self
+            .store
+            .secret(path.env_id, key)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("secret {key}")))?;
+        if secret.deleted_at.is_none() {
+            return Err(ServiceError::Conflict(format!("secret {key} is not deleted")));
+        }
+        let now = now_ms();
+        self.store.set_deleted(secret.id, None, now).await?;
+        secret.deleted_at = None;
+        secret.updated_at = now;
+        Ok(view(&secret, None))
+    }
+
+    /// Remove a secret and all its versions for good.
+    pub async fn purge_secret(
+        &self,
+        who: &Principal,
+        (org, project, env): (&str, &str, &str),
+        key: &str,
+    ) -> Result<()> {
+        self.keyring()?;
+        who.require_root()?;
+        let path = self.env_path(org, project, env).await?;
+        let secret = self
+            .store
+            .secret(path.env_id, key)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("secret {key}")))?;
+        self.store.purge_secret(secret.id).await?;
+        Ok(())
+    }
+
+    /// Every live value of an environment, decrypted, in one query.
+    pub async fn inject(
+        &self,
+        _who: &Principal,
+        (org, project, env): (&str, &str, &str),
+    ) -> Result<BTreeMap<String, String>> {
+        let keyring = self.keyring()?;
+        let path = self.env_path(org, project, env).await?;
+        let mut out = BTreeMap::new();
+        for (key, v) in self.store.current_versions(path.env_id).await? {
+            let value = self.decrypt(&keyring, &path, &key, &v).await?;
+            out.insert(key, value);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys() {
+        for ok in ["DB_URL", "_x", "a1", "A"] {
+            assert!(super::check_key(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "1A", "DB-URL", "a b", "ключ"] {
+            assert!(super::check_key(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Storage conformance: the same behaviour from every `Backend`
+//! implementation, run on the backend under test.
+
+use coffer::storage::{
+    self, Backend, EnvRow, KekRow, KeyringRow, OrgRow, ProjectRow, SecretRow, StorageError, TokenRow, VersionRow,
+};
+use uuid::Uuid;
+
+use crate::util;
+
+fn keyring() -> KeyringRow {
+    KeyringRow {
+        seal_type: "shamir".into(),
+        secret_shares: 5,
+        secret_threshold: 3,
+        encrypted_root: vec![1, 2, 3],
+        verify_tag: vec![4, 5, 6],
+        created_at: 1,
+    }
+}
+
+fn token(hash: u8) -> TokenRow {
+    TokenRow {
+        accessor: format!("acc-{hash}"),
+        token_hash: vec![hash; 32],
+        policy: "root".into(),
+        display_name: "root".into(),
+        created_at: 1,
+        expires_at: None,
+    }
+}
+
+fn secret(org: Uuid, env: Uuid, key: &str, version: i64) -> SecretRow {
+    SecretRow {
+        id: Uuid::new_v4(),
+        org_id: org,
+        env_id: env,
+        key: key.into(),
+        value_type: "text".into(),
+        description: String::new(),
+        current_version: version,
+        deleted_at: None,
+        created_at: 10,
+        updated_at: 10,
+    }
+}
+
+fn version(s: &SecretRow, n: i64, byte: u8) -> VersionRow {
+    VersionRow {
+        id: Uuid::new_v4(),
+        org_id: s.org_id,
+        secret_id: s.id,
+        version: n,
+        value_type: s.value_type.clone(),
+        ciphertext: vec![byte; 40],
+        wrapped_dek: vec![byte; 61],
+        kek_version: 1,
+        created_by: "acc".into(),
+        created_at: 10 + n,
+    }
+}
+
+/// A backend with org `acme`, project `api`, env `prod`; returns it and the ids.
+async fn with_tenant() -> (Box<dyn Backend>, Uuid, Uuid, tempfile::TempDir) {
+    let dir = util::tempdir();
+    let b = storage::open(&util::fresh_storage_url(dir.path()).await)
+        .await
+        .expect("open");
+    assert_eq!(b.kind(), util::storage_kind());
+    let org = OrgRow {
+        id: Uuid::new_v4(),
+        slug: "acme".into(),
+        name: "Acme".into(),
+        created_at: 1,
+    };
+    let kek = KekRow {
+        org_id: org.id,
+        version: 1,
+        wrapped_key: vec![9; 61],
+        created_at: 1,
+    };
+    b.create_org(&org, &kek).await.expect("org");
+    let project = ProjectRow {
+        id: Uuid::new_v4(),
+        org_id: org.id,
+        slug: "api".into(),
+        name: "API".into(),
+        created_at: 1,
+    };
+    b.create_project(&project).await.expect("project");
+    let env = EnvRow {
+        id: Uuid::new_v4(),
+        org_id: org.id,
+        project_id: project.id,
+        slug: "prod".into(),
+        name: "Prod".into(),
+        protected: true,
+        created_at: 1,
+    };
+    b.create_env(&env).await.expect("env");
+    (Box::new(b), org.id, env.id, dir)
+}
+
+#[tokio::test]
+async fn keyring_is_written_once_with_its_root_token() {
+    let dir = util::tempdir();
+    let b = storage::open(&util::fresh_storage_url(dir.path()).await)
+        .await
+        .expect("open");
+    assert!(b.keyring().await.unwrap().is_none());
+    b.init_keyring(&keyring(), &token(1)).await.expect("first init");
+    let again = b.init_keyring(&keyring(), &token(2)).await;
+    assert!(matches!(again, Err(StorageError::AlreadyInitialized)), "{again:?}");
+    // The failed second init wrote nothing: its token does not exist.
+    assert!(b.token_by_hash(&[2; 32]).await.unwrap().is_none());
+    let k = b.keyring().await.unwrap().expect("keyring");
+    assert_eq!(
+        (k.secret_shares, k.secret_threshold, k.encrypted_root),
+        (5, 3, vec![1, 2, 3])
+    );
+    let t = b.token_by_hash(&[1; 32]).await.unwrap().expect("root token");
+    assert_eq!(
+        (t.accessor.as_str(), t.policy.as_str(), t.expires_at),
+        ("acc-1", "root", None)
+    );
+}
+
+#[tokio::test]
+async fn tenant_tree_resolves_and_slugs_are_unique() {
+    let (b, org, env, _dir) = with_tenant().await;
+    let path = b.resolve_env("acme", "api", "prod").await.unwrap().expect("resolves");
+    assert_eq!((path.org_id, path.env_id, path.kek_version), (org, env, 1));
+    assert!(b.resolve_env("acme", "api", "staging").await.unwrap().is_none());
+    assert!(b.resolve_env("other", "api", "prod").await.unwrap().is_none());
+    let dup = OrgRow {
+        id: Uuid::new_v4(),
+        slug: "acme".into(),
+        name: "again".into(),
+        created_at: 2,
+    };
+    let kek = KekRow {
+        org_id: dup.id,
+        version: 1,
+        wrapped_key: vec![1],
+        created_at: 2,
+    };
+    assert!(matches!(b.create_org(&dup, &kek).await, Err(StorageError::Conflict(_))));
+    // The failed org left no KEK behind (one transaction).
+    assert!(b.kek(dup.id, 1).await.unwrap().is_none());
+    assert_eq!(b.kek(org, 1).await.unwrap().expect("kek").wrapped_key, vec![9; 61]);
+    assert_eq!(b.list_orgs().await.unwrap().len(), 1);
+    let envs = b.list_envs(path.project_id).await.unwrap();
+    assert_eq!(envs.len(), 1);
+    assert!(envs[0].protected);
+}
+
+#[tokio::test]
+async fn versions_append_and_lost_races_write_nothing() {
+    let (b, org, env, _dir) = with_tenant().await;
+    let mut s = secret(org, env, "DB_URL", 1);
+    let v1 = version(&s, 1, 1);
+    b.put_version(&s, 0, &v1).await.expect("v1");
+    // A second "create" of the same key loses.
+    let other = secret(org, env, "DB_URL", 1);
+    assert!(matches!(
+        b.put_version(&other, 0, &version(&other, 1, 7)).await,
+        Err(StorageError::Conflict(_))
+    ));
+    s.current_version = 2;
+    b.put_version(&s, 1, &version(&s, 2, 2)).await.expect("v2");
+    // A writer that based its write on v1 loses and writes nothing.
+    let stale = version(&s, 2, 3);
+    assert!(matches!(
+        b.put_version(&s, 1, &stale).await,
+        Err(StorageError::Conflict(_))
+    ));
+    let got = b.secret(env, "DB_URL").await.unwrap().expect("secret");
+    assert_eq!(got.current_version, 2);
+    let v2 = b.version(s.id, 2).await.unwrap().expect("v2");
+    assert_eq!(v2.ciphertext, vec![2; 40]);
+    assert_eq!(v2.wrapped_dek, vec![2; 61]);
+    let history = b.versions(s.id).await.unwrap();
+    assert_eq!(history.iter().map(|v| v.version).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(
+        history.iter().all(|v| v.ciphertext.is_empty()),
+        "history must not load ciphertexts"
+    );
+}
+
+#[tokio::test]
+async fn inject_sees_current_live_versions_only() {
+    let (b, org, env, _dir) = with_tenant().await;
+    let mut a = secret(org, env, "A", 1);
+    b.put_version(&a, 0, &version(&a, 1, 1)).await.unwrap();
+    a.current_version = 2;
+    b.put_version(&a, 1, &version(&a, 2, 2)).await.unwrap();
+    let gone = secret(org, env, "GONE", 1);
+    b.put_version(&gone, 0, &version(&gone, 1, 5)).await.unwrap();
+    assert!(b.set_deleted(gone.id, Some(99), 99).await.unwrap());
+    let current = b.current_versions(env).await.unwrap();
+    assert_eq!(current.len(), 1);
+    assert_eq!((current[0].0.as_str(), current[0].1.version), ("A", 2));
+    assert_eq!(current[0].1.ciphertext, vec![2; 40]);
+    // Restore brings it back; purge removes it and its versions for good.
+    assert!(b.set_deleted(gone.id, None, 100).await.unwrap());
+    assert_eq!(b.current_versions(env).await.unwrap().len(), 2);
+    assert!(b.purge_secret(gone.id).await.unwrap());
+    assert!(b.secret(env, "GONE").await.unwrap().is_none());
+    assert!(b.version(gone.id, 1).await.unwrap().is_none());
+    assert!(!b.purge_secret(gone.id).await.unwrap());
+    let listed = b.list_secrets(env).await.unwrap();
+    assert_eq!(listed.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(), vec!["A"]);
+}

@@ -1,0 +1,7 @@
+//! Integration tests: the real `coffer` binary over real HTTP, on the
+//! storage backend chosen by `COFFER_TEST_STORAGE` (see `util.rs`).
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+mod conformance;
+mod lifecycle;
+mod util;
