@@ -4,4 +4,8 @@
 
 mod conformance;
 mod lifecycle;
+mod memory;
+mod tamper;
+mod tls;
 mod util;
+mod vault_clients;
