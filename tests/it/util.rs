@@ -56,10 +56,15 @@ pub struct Server {
 impl Server {
     /// Start the binary with a config using `storage_url`, plain HTTP on a free port.
     pub fn start(dir: &Path, storage_url: &str) -> Server {
+        Self::start_with(dir, storage_url, "tls_disable = true")
+    }
+
+    /// Start with extra `[listener]` settings (TLS files…) on a free port.
+    pub fn start_with(dir: &Path, storage_url: &str, listener: &str) -> Server {
         let config = dir.join("coffer.toml");
         std::fs::write(
             &config,
-            format!("[listener]\naddress = \"127.0.0.1:0\"\ntls_disable = true\n[storage]\nurl = \"{storage_url}\"\n"),
+            format!("[listener]\naddress = \"127.0.0.1:0\"\n{listener}\n[storage]\nurl = \"{storage_url}\"\n"),
         )
         .expect("write config");
         let mut s = Server {
