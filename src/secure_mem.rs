@@ -82,10 +82,11 @@ pub fn harden_process(disable_mlock: bool) -> Result<Hardening, MemError> {
     }
     MLOCK_OPTIONAL.store(disable_mlock, Ordering::SeqCst);
     // Probe: one key allocation tells whether locking works here.
-    match KeyBytes::zeroed() {
-        Ok(_) => Ok(Hardening { mlock: true }),
-        Err(MemError::MlockFailed(_)) if disable_mlock => Ok(Hardening { mlock: false }),
-        Err(e) => Err(e),
+    let (_probe, locked) = KeyBytes::allocate()?;
+    match (locked, disable_mlock) {
+        (true, _) => Ok(Hardening { mlock: true }),
+        (false, true) => Ok(Hardening { mlock: false }),
+        (false, false) => Err(MemError::MlockFailed(std::io::Error::last_os_error())),
     }
 }
 
@@ -103,8 +104,18 @@ unsafe impl Send for KeyBytes {}
 unsafe impl Sync for KeyBytes {}
 
 impl KeyBytes {
-    /// A zeroed key page; fill it with [`KeyBytes::as_mut`].
+    /// A zeroed key page; fill it with [`KeyBytes::expose_mut`]. Fails if the
+    /// page cannot be locked, unless `disable_mlock` was configured.
     pub fn zeroed() -> Result<Self, MemError> {
+        let (key, locked) = Self::allocate()?;
+        if !locked && !MLOCK_OPTIONAL.load(Ordering::SeqCst) {
+            return Err(MemError::MlockFailed(std::io::Error::last_os_error()));
+        }
+        Ok(key)
+    }
+
+    /// A zeroed key page and whether it is locked in RAM.
+    fn allocate() -> Result<(Self, bool), MemError> {
         // SAFETY: memsec::malloc returns a fresh, properly aligned allocation
         // of size_of::<[u8; 32]>() bytes (or None); we zero it before use.
         let ptr = unsafe { memsec::malloc::<[u8; KEY_LEN]>() }.ok_or(MemError::AllocFailed)?;
@@ -114,10 +125,7 @@ impl KeyBytes {
         // (idempotent) to learn the outcome. It also sets MADV_DONTDUMP.
         // SAFETY: the pointer covers KEY_LEN bytes of our own allocation.
         let locked = unsafe { memsec::mlock(key.ptr.as_ptr().cast::<u8>(), KEY_LEN) };
-        if !locked && !MLOCK_OPTIONAL.load(Ordering::SeqCst) {
-            return Err(MemError::MlockFailed(std::io::Error::last_os_error()));
-        }
-        Ok(key)
+        Ok((key, locked))
     }
 
     /// Fresh random key bytes from the OS.

@@ -2,7 +2,9 @@
 //! storage backend chosen by `COFFER_TEST_STORAGE` (see `util.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+mod cli;
 mod conformance;
+mod hardening;
 mod lifecycle;
 mod memory;
 mod tamper;
