@@ -5,6 +5,7 @@
 //! Every method that touches tenant data first asks the seal for the
 //! keyring, so a sealed server refuses all of them the same way.
 
+mod cache;
 mod orgs;
 mod secrets;
 pub mod values;
@@ -161,13 +162,18 @@ fn random_bytes<const N: usize>() -> Result<[u8; N]> {
 pub struct Coffer {
     store: Arc<dyn Backend>,
     seal: Arc<Seal>,
+    cache: Arc<cache::HotCache>,
 }
 
 impl Coffer {
     /// Boot: load the seal state from storage.
     pub async fn load(store: Arc<dyn Backend>) -> Result<Coffer> {
         let seal = Arc::new(Seal::load(store.clone()).await?);
-        Ok(Coffer { store, seal })
+        Ok(Coffer {
+            store,
+            seal,
+            cache: Arc::new(cache::HotCache::new()),
+        })
     }
 
     /// Storage kind, for status output.
@@ -232,18 +238,24 @@ impl Coffer {
     /// Seal (root only).
     pub fn seal(&self, who: &Principal) -> Result<()> {
         who.require_root()?;
-        Ok(self.seal.seal()?)
+        self.seal.seal()?;
+        self.cache.clear();
+        Ok(())
     }
 
     /// Drop the keys at process exit (no-op unless unsealed).
     pub fn seal_on_shutdown(&self) {
         let _ = self.seal.seal();
+        self.cache.clear();
     }
 
     /// Authenticate a bearer token. Sealed servers refuse before looking.
     pub async fn authenticate(&self, token: &str) -> Result<Principal> {
         self.require_unsealed()?;
         let hash = token_hash(token);
+        if let Some(who) = self.cache.principal(&hash) {
+            return Ok(who);
+        }
         let row = self
             .store
             .token_by_hash(&hash)
@@ -257,9 +269,12 @@ impl Coffer {
         if row.expires_at.is_some_and(|t| t <= now_ms()) {
             return Err(ServiceError::Unauthenticated);
         }
-        Ok(Principal {
+        let who = Principal {
             accessor: row.accessor,
             policy: row.policy,
-        })
+        };
+        // Expiry is checked again on every cache miss; an entry lives 1 s.
+        self.cache.put_principal(hash, who.clone());
+        Ok(who)
     }
 }

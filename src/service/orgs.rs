@@ -203,10 +203,17 @@ impl Coffer {
 
     /// Resolve the slug path of an environment.
     pub(crate) async fn env_path(&self, org: &str, project: &str, env: &str) -> Result<EnvPath> {
-        self.store
+        let key = (org.to_owned(), project.to_owned(), env.to_owned());
+        if let Some(path) = self.cache.env(&key) {
+            return Ok(path);
+        }
+        let path = self
+            .store
             .resolve_env(org, project, env)
             .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("environment {org}/{project}/{env}")))
+            .ok_or_else(|| ServiceError::NotFound(format!("environment {org}/{project}/{env}")))?;
+        self.cache.put_env(key, path);
+        Ok(path)
     }
 }
 

@@ -162,15 +162,13 @@ impl Coffer {
     ) -> Result<SecretView> {
         let keyring = self.keyring()?;
         let path = self.env_path(org, project, env).await?;
-        let secret = self.live_secret(&path, key).await?;
         if !reveal {
-            return Ok(view(&secret, None));
+            return Ok(view(&self.live_secret(&path, key).await?, None));
         }
-        let v = self
-            .store
-            .version(secret.id, secret.current_version)
-            .await?
-            .ok_or_else(|| ServiceError::Internal(format!("secret {key} has no version {}", secret.current_version)))?;
+        let (secret, v) = match self.store.current_secret(path.env_id, key).await? {
+            Some((s, v)) if s.deleted_at.is_none() => (s, v),
+            _ => return Err(ServiceError::NotFound(format!("secret {key}"))),
+        };
         let value = self.decrypt(&keyring, &path, key, &v).await?;
         Ok(view(&secret, Some(value)))
     }

@@ -253,6 +253,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     async fn list_secrets(&self, env_id: Uuid) -> Result<Vec<SecretRow>>;
     /// One secret by key.
     async fn secret(&self, env_id: Uuid, key: &str) -> Result<Option<SecretRow>>;
+    /// One secret by key with its current version, in one query (the
+    /// reveal path).
+    async fn current_secret(&self, env_id: Uuid, key: &str) -> Result<Option<(SecretRow, VersionRow)>>;
     /// One version of a secret.
     async fn version(&self, secret_id: Uuid, version: i64) -> Result<Option<VersionRow>>;
     /// Every version of a secret, oldest first, without ciphertexts.

@@ -104,25 +104,29 @@ fn secret_row(r: &AnyRow) -> Result<SecretRow> {
     })
 }
 
-/// Decode a version row; `with_blobs = false` for history listings, which
-/// select no ciphertext.
-fn version_row(r: &AnyRow, with_blobs: bool) -> Result<VersionRow> {
+/// Decode a version row whose columns carry `prefix` (`""` or `"v_"`);
+/// `with_blobs = false` for history listings, which select no ciphertext.
+fn version_row(r: &AnyRow, prefix: &str, with_blobs: bool) -> Result<VersionRow> {
+    let col = |name: &str| format!("{prefix}{name}");
     let (ciphertext, wrapped_dek) = if with_blobs {
-        (r.try_get("ciphertext")?, r.try_get("wrapped_dek")?)
+        (
+            r.try_get(col("ciphertext").as_str())?,
+            r.try_get(col("wrapped_dek").as_str())?,
+        )
     } else {
         (Vec::new(), Vec::new())
     };
     Ok(VersionRow {
-        id: uuid(r, "id", "secret_versions")?,
-        org_id: uuid(r, "org_id", "secret_versions")?,
-        secret_id: uuid(r, "secret_id", "secret_versions")?,
-        version: r.try_get("version")?,
-        value_type: r.try_get("type")?,
+        id: uuid(r, &col("id"), "secret_versions")?,
+        org_id: uuid(r, &col("org_id"), "secret_versions")?,
+        secret_id: uuid(r, &col("secret_id"), "secret_versions")?,
+        version: r.try_get(col("version").as_str())?,
+        value_type: r.try_get(col("type").as_str())?,
         ciphertext,
         wrapped_dek,
-        kek_version: r.try_get("kek_version")?,
-        created_by: r.try_get("created_by")?,
-        created_at: r.try_get("created_at")?,
+        kek_version: r.try_get(col("kek_version").as_str())?,
+        created_by: r.try_get(col("created_by").as_str())?,
+        created_at: r.try_get(col("created_at").as_str())?,
     })
 }
 
@@ -355,6 +359,24 @@ impl Backend for SqlBackend {
         row.as_ref().map(secret_row).transpose()
     }
 
+    async fn current_secret(&self, env_id: Uuid, key: &str) -> Result<Option<(SecretRow, VersionRow)>> {
+        let row = query(
+            "SELECT s.id, s.org_id, s.env_id, s.key, s.type, s.description, s.current_version, s.deleted_at, \
+                    s.created_at, s.updated_at, v.id AS v_id, v.org_id AS v_org_id, v.secret_id AS v_secret_id, \
+                    v.version AS v_version, v.type AS v_type, v.ciphertext AS v_ciphertext, \
+                    v.wrapped_dek AS v_wrapped_dek, v.kek_version AS v_kek_version, v.created_by AS v_created_by, \
+                    v.created_at AS v_created_at \
+             FROM secrets s JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version \
+             WHERE s.env_id = $1 AND s.key = $2",
+        )
+        .bind(env_id.to_string())
+        .bind(key.to_owned())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((secret_row(&r)?, version_row(&r, "v_", true)?)))
+            .transpose()
+    }
+
     async fn version(&self, secret_id: Uuid, version: i64) -> Result<Option<VersionRow>> {
         let row = query(
             "SELECT id, org_id, secret_id, version, type, ciphertext, wrapped_dek, kek_version, created_by, created_at \
@@ -364,7 +386,7 @@ impl Backend for SqlBackend {
         .bind(version)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| version_row(&r, true)).transpose()
+        row.map(|r| version_row(&r, "", true)).transpose()
     }
 
     async fn versions(&self, secret_id: Uuid) -> Result<Vec<VersionRow>> {
@@ -375,7 +397,7 @@ impl Backend for SqlBackend {
         .bind(secret_id.to_string())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| version_row(r, false)).collect()
+        rows.iter().map(|r| version_row(r, "", false)).collect()
     }
 
     async fn current_versions(&self, env_id: Uuid) -> Result<Vec<(String, VersionRow)>> {
@@ -389,7 +411,7 @@ impl Backend for SqlBackend {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("key")?, version_row(r, true)?)))
+            .map(|r| Ok((r.try_get("key")?, version_row(r, "", true)?)))
             .collect()
     }
 
