@@ -173,9 +173,14 @@ pub(super) async fn seal(State(state): State<AppState>, VaultAuth(who): VaultAut
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /v1/sys/leader`: a single active node, no HA.
+/// `GET /v1/sys/leader`: a single active node, no HA. Uninitialized counts as
+/// sealed, as in Vault: `vault/bao status` calls this and tolerates only an
+/// error containing "Vault is sealed"; any other error fails the command.
 pub(super) async fn leader(State(state): State<AppState>) -> Result<Json<Value>, VaultError> {
-    state.coffer.require_unsealed()?;
+    state.coffer.require_unsealed().map_err(|e| match e {
+        ServiceError::NotInitialized => ServiceError::Sealed,
+        e => e,
+    })?;
     Ok(Json(json!({
         "ha_enabled": false,
         "is_self": true,
