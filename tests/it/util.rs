@@ -107,6 +107,11 @@ impl Server {
         }
     }
 
+    /// Process id of the running server (for /proc inspection).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
     /// The server's stderr so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
