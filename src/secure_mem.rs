@@ -174,6 +174,32 @@ impl fmt::Debug for KeyBytes {
     }
 }
 
+thread_local! {
+    /// One locked key page per thread for short-lived keys (DEKs), so that
+    /// the hot path does not pay the ~8 syscalls of a guarded allocation per
+    /// secret. Always zeroized after use.
+    static SCRATCH: std::cell::RefCell<Option<KeyBytes>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Run `f` with this thread's scratch key page (zeroed on entry and wiped on
+/// exit). Falls back to a fresh page if the scratch is busy (re-entrance).
+pub fn with_scratch_key<R>(f: impl FnOnce(&mut KeyBytes) -> R) -> Result<R, MemError> {
+    SCRATCH.with(|cell| {
+        let Ok(mut slot) = cell.try_borrow_mut() else {
+            return KeyBytes::zeroed().map(|mut k| f(&mut k));
+        };
+        if slot.is_none() {
+            *slot = Some(KeyBytes::zeroed()?);
+        }
+        let Some(key) = slot.as_mut() else {
+            return Err(MemError::AllocFailed);
+        };
+        let out = f(key);
+        key.expose_mut().zeroize();
+        Ok(out)
+    })
+}
+
 /// Overwrite a stretch of the current thread's stack, so that key schedules
 /// and temporaries left by a crypto call below this frame do not linger.
 /// Called after every operation that used the unseal or root key.
@@ -196,6 +222,29 @@ mod tests {
         let dbg = format!("{key:?}");
         assert!(!dbg.contains("42") && !dbg.contains("66"), "{dbg}");
         assert!(KeyBytes::from_slice(&bytes[..31]).is_none());
+    }
+
+    #[test]
+    fn scratch_key_is_wiped_after_use() {
+        let first = with_scratch_key(|k| {
+            assert_eq!(k.expose(), &[0u8; KEY_LEN], "scratch starts zeroed");
+            k.expose_mut().fill(7);
+            k.expose().as_ptr() as usize
+        })
+        .expect("scratch");
+        let again = with_scratch_key(|k| {
+            assert_eq!(k.expose(), &[0u8; KEY_LEN], "previous use was wiped");
+            k.expose().as_ptr() as usize
+        })
+        .expect("scratch");
+        assert_eq!(first, again, "the same locked page is reused on one thread");
+        // Re-entrant use gets its own page instead of aliasing.
+        with_scratch_key(|outer| {
+            outer.expose_mut().fill(1);
+            with_scratch_key(|inner| assert_eq!(inner.expose(), &[0u8; KEY_LEN])).expect("inner");
+            assert_eq!(outer.expose(), &[1u8; KEY_LEN]);
+        })
+        .expect("outer");
     }
 
     #[test]

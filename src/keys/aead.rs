@@ -90,16 +90,21 @@ pub fn wrap_key(wrapping: &KeyBytes, aad: &[u8], key: &KeyBytes) -> Vec<u8> {
 /// Decrypt a wrapped key straight into locked memory: the plaintext key
 /// never touches an ordinary heap buffer.
 pub fn unwrap_key(wrapping: &KeyBytes, aad: &[u8], blob: &[u8]) -> Result<KeyBytes, AeadError> {
+    let mut key = KeyBytes::zeroed().map_err(|_| AeadError)?;
+    unwrap_key_into(wrapping, aad, blob, &mut key)?;
+    Ok(key)
+}
+
+/// [`unwrap_key`] into a page the caller owns (e.g. the thread's scratch).
+pub fn unwrap_key_into(wrapping: &KeyBytes, aad: &[u8], blob: &[u8], out: &mut KeyBytes) -> Result<(), AeadError> {
     let p = parts(blob)?;
     if p.ct.len() != KEY_LEN {
         return Err(AeadError);
     }
-    let mut key = KeyBytes::zeroed().map_err(|_| AeadError)?;
-    key.expose_mut().copy_from_slice(p.ct);
+    out.expose_mut().copy_from_slice(p.ct);
     cipher(wrapping)
-        .decrypt_inout_detached(&p.nonce, aad, key.expose_mut().as_mut_slice().into(), &p.tag)
-        .map_err(|_| AeadError)?;
-    Ok(key)
+        .decrypt_inout_detached(&p.nonce, aad, out.expose_mut().as_mut_slice().into(), &p.tag)
+        .map_err(|_| AeadError)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use hmac::{KeyInit, Mac};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use crate::secure_mem::{KeyBytes, MemError, scrub_stack};
+use crate::secure_mem::{KeyBytes, MemError, scrub_stack, with_scratch_key};
 pub use aead::AeadError;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
@@ -85,12 +85,15 @@ pub struct SealedValue {
 }
 
 /// Encrypt one secret version: fresh DEK, value under DEK, DEK under KEK.
+/// The DEK lives only in this thread's locked scratch page, wiped after.
 pub fn encrypt_value(kek: &KeyBytes, row: &ValueRow, plaintext: &[u8]) -> Result<SealedValue, MemError> {
-    let dek = KeyBytes::random()?;
-    Ok(SealedValue {
-        ciphertext: aead::seal(&dek, &row.value_aad(), plaintext),
-        wrapped_dek: aead::wrap_key(kek, &row.dek_aad(), &dek),
-    })
+    with_scratch_key(|dek| {
+        getrandom::fill(dek.expose_mut()).map_err(|_| MemError::AllocFailed)?;
+        Ok(SealedValue {
+            ciphertext: aead::seal(dek, &row.value_aad(), plaintext),
+            wrapped_dek: aead::wrap_key(kek, &row.dek_aad(), dek),
+        })
+    })?
 }
 
 /// Decrypt one secret version made by [`encrypt_value`].
@@ -100,8 +103,11 @@ pub fn decrypt_value(
     ciphertext: &[u8],
     wrapped_dek: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, AeadError> {
-    let dek = aead::unwrap_key(kek, &row.dek_aad(), wrapped_dek)?;
-    aead::open(&dek, &row.value_aad(), ciphertext)
+    with_scratch_key(|dek| {
+        aead::unwrap_key_into(kek, &row.dek_aad(), wrapped_dek, dek)?;
+        aead::open(dek, &row.value_aad(), ciphertext)
+    })
+    .map_err(|_| AeadError)?
 }
 
 /// What init stores: the root key encrypted by the unseal key, and a tag that
