@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use crate::util;
 
@@ -37,6 +37,16 @@ fn unlockable(config: &Path) -> Command {
     c
 }
 
+/// Block until the server prints its listening line.
+fn wait_listening(child: &mut Child) {
+    let line = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert!(line.starts_with("coffer: listening on"), "{line}");
+}
+
 #[tokio::test]
 async fn refuses_to_start_when_key_memory_cannot_be_locked() {
     let dir = util::tempdir();
@@ -65,12 +75,7 @@ async fn disable_mlock_starts_with_a_loud_warning() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let line = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
-    assert!(line.starts_with("coffer: listening on"), "{line}");
+    wait_listening(&mut child);
     let _ = child.kill();
     let _ = child.wait();
     let err = std::fs::read_to_string(&log).unwrap();
@@ -91,12 +96,7 @@ async fn core_dumps_are_off() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let line = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
-    assert!(line.starts_with("coffer: listening on"), "{line}");
+    wait_listening(&mut child);
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
     let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
     let fields: Vec<&str> = core.split_whitespace().collect();

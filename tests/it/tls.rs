@@ -125,16 +125,22 @@ fn client(dir: &Path, identity: Option<&str>) -> reqwest::Client {
     b.build().unwrap()
 }
 
+/// A server with a fresh PKI in `dir`, TLS on, client certificates
+/// required when `mutual`.
+async fn tls_server(dir: &Path, mutual: bool) -> Server {
+    make_pki(dir);
+    let d = dir.display();
+    let mut listener = format!("tls_cert = \"{d}/server.pem\"\ntls_key = \"{d}/server.key\"");
+    if mutual {
+        listener.push_str(&format!("\ntls_client_ca = \"{d}/ca.pem\""));
+    }
+    Server::start_with(dir, &util::fresh_storage_url(dir).await, &listener)
+}
+
 #[tokio::test]
 async fn https_serves_and_plain_http_does_not() {
     let dir = util::tempdir();
-    make_pki(dir.path());
-    let d = dir.path().display();
-    let server = Server::start_with(
-        dir.path(),
-        &util::fresh_storage_url(dir.path()).await,
-        &format!("tls_cert = \"{d}/server.pem\"\ntls_key = \"{d}/server.key\""),
-    );
+    let server = tls_server(dir.path(), false).await;
     assert!(server.base.starts_with("https://"), "{}", server.base);
     let res = client(dir.path(), None)
         .get(format!("{}/v1/sys/health", server.base))
@@ -165,13 +171,7 @@ async fn https_serves_and_plain_http_does_not() {
 #[tokio::test]
 async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     let dir = util::tempdir();
-    make_pki(dir.path());
-    let d = dir.path().display();
-    let server = Server::start_with(
-        dir.path(),
-        &util::fresh_storage_url(dir.path()).await,
-        &format!("tls_cert = \"{d}/server.pem\"\ntls_key = \"{d}/server.key\"\ntls_client_ca = \"{d}/ca.pem\""),
-    );
+    let server = tls_server(dir.path(), true).await;
     let url = format!("{}/v1/sys/seal-status", server.base);
     let ok = client(dir.path(), Some("client")).get(&url).send().await.unwrap();
     assert_eq!(ok.status(), 200);
