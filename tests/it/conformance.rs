@@ -180,7 +180,10 @@ async fn versions_append_and_lost_races_write_nothing() {
     assert_eq!(v2.ciphertext, vec![2; 40]);
     assert_eq!(v2.wrapped_dek, vec![2; 61]);
     let (cur, cur_v) = b.current_secret(env, "DB_URL").await.unwrap().expect("current");
-    assert_eq!((cur.id, cur.current_version, cur_v.version, cur_v.id), (s.id, 2, 2, v2.id));
+    assert_eq!(
+        (cur.id, cur.current_version, cur_v.version, cur_v.id),
+        (s.id, 2, 2, v2.id)
+    );
     assert_eq!(cur_v.ciphertext, vec![2; 40]);
     assert!(b.current_secret(env, "NOPE").await.unwrap().is_none());
     let history = b.versions(s.id).await.unwrap();
