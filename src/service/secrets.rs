@@ -16,7 +16,7 @@ use super::values::ValueType;
 use super::{Coffer, Principal, Result, ServiceError, now_ms, rfc3339};
 use crate::keys::{self, Keyring, ValueRow};
 use crate::secure_mem::KeyBytes;
-use crate::storage::{EnvPath, SecretRow, StorageError, VersionRow};
+use crate::storage::{CurrentValue, EnvPath, SecretRow, StorageError, VersionRow};
 
 /// How often a write retries after losing a race to another write.
 const WRITE_RETRIES: usize = 5;
@@ -58,6 +58,43 @@ pub struct VersionView {
     pub created_at: String,
     /// KEK version that wraps its DEK
     pub kek_version: i64,
+}
+
+/// One stored version as decryption sees it.
+#[derive(Debug, Clone, Copy)]
+struct Sealed<'a> {
+    secret_id: Uuid,
+    version_id: Uuid,
+    version: i64,
+    kek_version: i64,
+    ciphertext: &'a [u8],
+    wrapped_dek: &'a [u8],
+}
+
+impl<'a> From<&'a VersionRow> for Sealed<'a> {
+    fn from(v: &'a VersionRow) -> Self {
+        Sealed {
+            secret_id: v.secret_id,
+            version_id: v.id,
+            version: v.version,
+            kek_version: v.kek_version,
+            ciphertext: &v.ciphertext,
+            wrapped_dek: &v.wrapped_dek,
+        }
+    }
+}
+
+impl<'a> From<&'a CurrentValue> for Sealed<'a> {
+    fn from(v: &'a CurrentValue) -> Self {
+        Sealed {
+            secret_id: v.secret_id,
+            version_id: v.version_id,
+            version: v.version,
+            kek_version: v.kek_version,
+            ciphertext: &v.ciphertext,
+            wrapped_dek: &v.wrapped_dek,
+        }
+    }
 }
 
 /// A write request.
@@ -116,20 +153,20 @@ impl Coffer {
             .map_err(|_| ServiceError::Internal(format!("KEK version {version} of an organization does not decrypt")))
     }
 
-    async fn decrypt(&self, keyring: &Keyring, path: &EnvPath, key: &str, v: &VersionRow) -> Result<String> {
-        let kek = self.kek(keyring, v.org_id, v.kek_version).await?;
+    async fn decrypt(&self, keyring: &Keyring, path: &EnvPath, key: &str, v: Sealed<'_>) -> Result<String> {
+        let kek = self.kek(keyring, path.org_id, v.kek_version).await?;
         let row = ValueRow {
             org_id: path.org_id,
             env_id: path.env_id,
             secret_id: v.secret_id,
-            version_id: v.id,
+            version_id: v.version_id,
             version: v.version,
         };
         let failed = || ServiceError::Decryption {
             key: key.to_owned(),
             version: v.version,
         };
-        let plain = keys::decrypt_value(&kek, &row, &v.ciphertext, &v.wrapped_dek).map_err(|_| failed())?;
+        let plain = keys::decrypt_value(&kek, &row, v.ciphertext, v.wrapped_dek).map_err(|_| failed())?;
         String::from_utf8(plain.to_vec()).map_err(|_| failed())
     }
 
@@ -169,7 +206,7 @@ impl Coffer {
             Some((s, v)) if s.deleted_at.is_none() => (s, v),
             _ => return Err(ServiceError::NotFound(format!("secret {key}"))),
         };
-        let value = self.decrypt(&keyring, &path, key, &v).await?;
+        let value = self.decrypt(&keyring, &path, key, (&v).into()).await?;
         Ok(view(&secret, Some(value)))
     }
 
@@ -320,7 +357,7 @@ impl Coffer {
             .version(secret.id, version)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("version {version} of secret {key}")))?;
-        let value = Zeroizing::new(self.decrypt(&keyring, &path, key, &old).await?);
+        let value = Zeroizing::new(self.decrypt(&keyring, &path, key, (&old).into()).await?);
         let input = SecretInput {
             value,
             value_type: Some(old.value_type),
@@ -395,9 +432,9 @@ impl Coffer {
         let keyring = self.keyring()?;
         let path = self.env_path(org, project, env).await?;
         let mut out = BTreeMap::new();
-        for (key, v) in self.store.current_versions(path.env_id).await? {
-            let value = self.decrypt(&keyring, &path, &key, &v).await?;
-            out.insert(key, value);
+        for v in self.store.current_values(path.env_id).await? {
+            let value = self.decrypt(&keyring, &path, &v.key, (&v).into()).await?;
+            out.insert(v.key, value);
         }
         Ok(out)
     }

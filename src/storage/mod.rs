@@ -213,6 +213,26 @@ pub struct VersionRow {
     pub created_at: i64,
 }
 
+/// What inject needs of a live secret's current version: its blobs and the
+/// ids their AADs bind them to.
+#[derive(Debug, Clone)]
+pub struct CurrentValue {
+    /// variable name
+    pub key: String,
+    /// secret
+    pub secret_id: Uuid,
+    /// the secret_versions row id
+    pub version_id: Uuid,
+    /// version number
+    pub version: i64,
+    /// which KEK version wrapped the DEK
+    pub kek_version: i64,
+    /// value encrypted by the DEK
+    pub ciphertext: Vec<u8>,
+    /// DEK wrapped by the org KEK
+    pub wrapped_dek: Vec<u8>,
+}
+
 /// The storage operations coffer needs. Implementations must pass
 /// `conformance::run_all`.
 #[async_trait]
@@ -260,9 +280,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     async fn version(&self, secret_id: Uuid, version: i64) -> Result<Option<VersionRow>>;
     /// Every version of a secret, oldest first, without ciphertexts.
     async fn versions(&self, secret_id: Uuid) -> Result<Vec<VersionRow>>;
-    /// The current version of every live secret of an environment: the
-    /// inject query.
-    async fn current_versions(&self, env_id: Uuid) -> Result<Vec<(String, VersionRow)>>;
+    /// The current version of every live secret of an environment, only the
+    /// columns decryption needs: the inject query.
+    async fn current_values(&self, env_id: Uuid) -> Result<Vec<CurrentValue>>;
     /// Append `version` and move `secret` to it, in one transaction.
     /// `expected_current` is the version the writer based its write on
     /// (0 = the secret must not exist yet); if another write got there first

@@ -15,7 +15,13 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 pub(super) async fn open(url: &str) -> Result<SqlBackend> {
     sqlx::any::install_default_drivers();
     let opts = AnyConnectOptions::from_str(url).map_err(|_| StorageError::Url("not a valid postgres:// URL".into()))?;
-    let pool = PoolOptions::<Any>::new().max_connections(16).connect_with(opts).await?;
+    let pool = PoolOptions::<Any>::new()
+        // A broken connection fails its query and is dropped; a ping before
+        // every acquire would cost a round trip per query.
+        .test_before_acquire(false)
+        .max_connections(16)
+        .connect_with(opts)
+        .await?;
     MIGRATOR.run(&pool).await?;
     Ok(SqlBackend::new(pool, "postgres"))
 }

@@ -15,8 +15,8 @@ use uuid::Uuid;
 pub type AnyPool = sqlx::Pool<Any>;
 
 use super::{
-    Backend, EnvPath, EnvRow, KekRow, KeyringRow, OrgRow, ProjectRow, Result, SecretRow, StorageError, TokenRow,
-    VersionRow,
+    Backend, CurrentValue, EnvPath, EnvRow, KekRow, KeyringRow, OrgRow, ProjectRow, Result, SecretRow, StorageError,
+    TokenRow, VersionRow,
 };
 
 /// A pool of connections to one SQLite file or one PostgreSQL database.
@@ -104,29 +104,66 @@ fn secret_row(r: &AnyRow) -> Result<SecretRow> {
     })
 }
 
-/// Decode a version row whose columns carry `prefix` (`""` or `"v_"`);
-/// `with_blobs = false` for history listings, which select no ciphertext.
-fn version_row(r: &AnyRow, prefix: &str, with_blobs: bool) -> Result<VersionRow> {
-    let col = |name: &str| format!("{prefix}{name}");
+/// Column names of a version row: plain, or with the `v_` prefix the reveal
+/// join uses. Static so decoding allocates nothing for names.
+struct VersionCols {
+    id: &'static str,
+    org_id: &'static str,
+    secret_id: &'static str,
+    version: &'static str,
+    value_type: &'static str,
+    ciphertext: &'static str,
+    wrapped_dek: &'static str,
+    kek_version: &'static str,
+    created_by: &'static str,
+    created_at: &'static str,
+}
+
+const PLAIN: VersionCols = VersionCols {
+    id: "id",
+    org_id: "org_id",
+    secret_id: "secret_id",
+    version: "version",
+    value_type: "type",
+    ciphertext: "ciphertext",
+    wrapped_dek: "wrapped_dek",
+    kek_version: "kek_version",
+    created_by: "created_by",
+    created_at: "created_at",
+};
+
+const PREFIXED: VersionCols = VersionCols {
+    id: "v_id",
+    org_id: "v_org_id",
+    secret_id: "v_secret_id",
+    version: "v_version",
+    value_type: "v_type",
+    ciphertext: "v_ciphertext",
+    wrapped_dek: "v_wrapped_dek",
+    kek_version: "v_kek_version",
+    created_by: "v_created_by",
+    created_at: "v_created_at",
+};
+
+/// Decode a version row; `with_blobs = false` for history listings, which
+/// select no ciphertext.
+fn version_row(r: &AnyRow, c: &VersionCols, with_blobs: bool) -> Result<VersionRow> {
     let (ciphertext, wrapped_dek) = if with_blobs {
-        (
-            r.try_get(col("ciphertext").as_str())?,
-            r.try_get(col("wrapped_dek").as_str())?,
-        )
+        (r.try_get(c.ciphertext)?, r.try_get(c.wrapped_dek)?)
     } else {
         (Vec::new(), Vec::new())
     };
     Ok(VersionRow {
-        id: uuid(r, &col("id"), "secret_versions")?,
-        org_id: uuid(r, &col("org_id"), "secret_versions")?,
-        secret_id: uuid(r, &col("secret_id"), "secret_versions")?,
-        version: r.try_get(col("version").as_str())?,
-        value_type: r.try_get(col("type").as_str())?,
+        id: uuid(r, c.id, "secret_versions")?,
+        org_id: uuid(r, c.org_id, "secret_versions")?,
+        secret_id: uuid(r, c.secret_id, "secret_versions")?,
+        version: r.try_get(c.version)?,
+        value_type: r.try_get(c.value_type)?,
         ciphertext,
         wrapped_dek,
-        kek_version: r.try_get(col("kek_version").as_str())?,
-        created_by: r.try_get(col("created_by").as_str())?,
-        created_at: r.try_get(col("created_at").as_str())?,
+        kek_version: r.try_get(c.kek_version)?,
+        created_by: r.try_get(c.created_by)?,
+        created_at: r.try_get(c.created_at)?,
     })
 }
 
@@ -373,7 +410,7 @@ impl Backend for SqlBackend {
         .bind(key.to_owned())
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| Ok((secret_row(&r)?, version_row(&r, "v_", true)?)))
+        row.map(|r| Ok((secret_row(&r)?, version_row(&r, &PREFIXED, true)?)))
             .transpose()
     }
 
@@ -386,7 +423,7 @@ impl Backend for SqlBackend {
         .bind(version)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| version_row(&r, "", true)).transpose()
+        row.map(|r| version_row(&r, &PLAIN, true)).transpose()
     }
 
     async fn versions(&self, secret_id: Uuid) -> Result<Vec<VersionRow>> {
@@ -397,13 +434,12 @@ impl Backend for SqlBackend {
         .bind(secret_id.to_string())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| version_row(r, "", false)).collect()
+        rows.iter().map(|r| version_row(r, &PLAIN, false)).collect()
     }
 
-    async fn current_versions(&self, env_id: Uuid) -> Result<Vec<(String, VersionRow)>> {
+    async fn current_values(&self, env_id: Uuid) -> Result<Vec<CurrentValue>> {
         let rows = query(
-            "SELECT s.key, v.id, v.org_id, v.secret_id, v.version, v.type, v.ciphertext, v.wrapped_dek, \
-                    v.kek_version, v.created_by, v.created_at \
+            "SELECT s.key, s.id AS secret_id, v.id AS version_id, v.version, v.kek_version, v.ciphertext, v.wrapped_dek \
              FROM secrets s JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version \
              WHERE s.env_id = $1 AND s.deleted_at IS NULL ORDER BY s.key",
         )
@@ -411,7 +447,17 @@ impl Backend for SqlBackend {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("key")?, version_row(r, "", true)?)))
+            .map(|r| {
+                Ok(CurrentValue {
+                    key: r.try_get("key")?,
+                    secret_id: uuid(r, "secret_id", "secrets")?,
+                    version_id: uuid(r, "version_id", "secret_versions")?,
+                    version: r.try_get("version")?,
+                    kek_version: r.try_get("kek_version")?,
+                    ciphertext: r.try_get("ciphertext")?,
+                    wrapped_dek: r.try_get("wrapped_dek")?,
+                })
+            })
             .collect()
     }
 

@@ -22,6 +22,9 @@ pub(super) async fn open(url: &str) -> Result<SqlBackend> {
     };
     let opts = AnyConnectOptions::from_str(&url).map_err(|_| StorageError::Url("not a valid sqlite:// URL".into()))?;
     let pool = PoolOptions::<Any>::new()
+        // A broken connection fails its query and is dropped; a ping before
+        // every acquire would cost a round trip per query.
+        .test_before_acquire(false)
         .max_connections(8)
         .after_connect(|conn, _| {
             Box::pin(async move {

@@ -204,13 +204,19 @@ async fn inject_sees_current_live_versions_only() {
     let gone = secret(org, env, "GONE", 1);
     b.put_version(&gone, 0, &version(&gone, 1, 5)).await.unwrap();
     assert!(b.set_deleted(gone.id, Some(99), 99).await.unwrap());
-    let current = b.current_versions(env).await.unwrap();
+    let current = b.current_values(env).await.unwrap();
     assert_eq!(current.len(), 1);
-    assert_eq!((current[0].0.as_str(), current[0].1.version), ("A", 2));
-    assert_eq!(current[0].1.ciphertext, vec![2; 40]);
+    assert_eq!(
+        (current[0].key.as_str(), current[0].version, current[0].secret_id),
+        ("A", 2, a.id)
+    );
+    assert_eq!(
+        (&current[0].ciphertext, &current[0].wrapped_dek),
+        (&vec![2; 40], &vec![2; 61])
+    );
     // Restore brings it back; purge removes it and its versions for good.
     assert!(b.set_deleted(gone.id, None, 100).await.unwrap());
-    assert_eq!(b.current_versions(env).await.unwrap().len(), 2);
+    assert_eq!(b.current_values(env).await.unwrap().len(), 2);
     assert!(b.purge_secret(gone.id).await.unwrap());
     assert!(b.secret(env, "GONE").await.unwrap().is_none());
     assert!(b.version(gone.id, 1).await.unwrap().is_none());
