@@ -54,6 +54,8 @@ CREATE TABLE environments (
     name       TEXT    NOT NULL,
     protected  BIGINT  NOT NULL,
     created_at BIGINT  NOT NULL,
+    -- bumped by every change to the environment's secrets (inject cache stamp)
+    revision   BIGINT  NOT NULL DEFAULT 0,
     UNIQUE (project_id, slug)
 );
 

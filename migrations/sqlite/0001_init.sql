@@ -54,6 +54,8 @@ CREATE TABLE environments (
     name       TEXT    NOT NULL,
     protected  INTEGER NOT NULL,
     created_at INTEGER NOT NULL,
+    -- bumped by every change to the environment's secrets (inject cache stamp)
+    revision   INTEGER NOT NULL DEFAULT 0,
     UNIQUE (project_id, slug)
 );
 

@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::AppState;
@@ -13,10 +13,23 @@ use super::error::ApiError;
 use super::extract::{Auth, Body};
 use crate::service::SecretInput;
 
-type Reply = Result<Json<Value>, ApiError>;
+/// The success envelope, serialized straight from the typed data (no
+/// intermediate `serde_json::Value` tree).
+#[derive(Debug, Serialize)]
+pub(super) struct Envelope<T> {
+    error: bool,
+    message: &'static str,
+    data: T,
+}
 
-fn ok<T: Serialize>(data: T) -> Reply {
-    Ok(Json(json!({ "error": false, "message": "", "data": data })))
+type Reply<T> = Result<Json<Envelope<T>>, ApiError>;
+
+fn ok<T: Serialize>(data: T) -> Reply<T> {
+    Ok(Json(Envelope {
+        error: false,
+        message: "",
+        data,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,19 +72,27 @@ type ProjectP = Path<(String, String)>;
 type EnvP = Path<(String, String, String)>;
 type SecretP = Path<(String, String, String, String)>;
 
-pub(super) async fn list_orgs(State(s): State<AppState>, Auth(who): Auth) -> Reply {
+pub(super) async fn list_orgs(State(s): State<AppState>, Auth(who): Auth) -> Reply<impl Serialize> {
     ok(s.coffer.list_orgs(&who).await?)
 }
 
-pub(super) async fn create_org(State(s): State<AppState>, Auth(who): Auth, Body(b): Body<NewOrg>) -> Reply {
+pub(super) async fn create_org(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Body(b): Body<NewOrg>,
+) -> Reply<impl Serialize> {
     ok(s.coffer.create_org(&who, &b.slug, &b.name).await?)
 }
 
-pub(super) async fn get_org(State(s): State<AppState>, Auth(who): Auth, Path(org): OrgP) -> Reply {
+pub(super) async fn get_org(State(s): State<AppState>, Auth(who): Auth, Path(org): OrgP) -> Reply<impl Serialize> {
     ok(s.coffer.get_org(&who, &org).await?)
 }
 
-pub(super) async fn list_projects(State(s): State<AppState>, Auth(who): Auth, Path(org): OrgP) -> Reply {
+pub(super) async fn list_projects(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(org): OrgP,
+) -> Reply<impl Serialize> {
     ok(s.coffer.list_projects(&who, &org).await?)
 }
 
@@ -80,15 +101,23 @@ pub(super) async fn create_project(
     Auth(who): Auth,
     Path(org): OrgP,
     Body(b): Body<NewOrg>,
-) -> Reply {
+) -> Reply<impl Serialize> {
     ok(s.coffer.create_project(&who, &org, &b.slug, &b.name).await?)
 }
 
-pub(super) async fn get_project(State(s): State<AppState>, Auth(who): Auth, Path((org, p)): ProjectP) -> Reply {
+pub(super) async fn get_project(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p)): ProjectP,
+) -> Reply<impl Serialize> {
     ok(s.coffer.get_project(&who, &org, &p).await?)
 }
 
-pub(super) async fn list_envs(State(s): State<AppState>, Auth(who): Auth, Path((org, p)): ProjectP) -> Reply {
+pub(super) async fn list_envs(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p)): ProjectP,
+) -> Reply<impl Serialize> {
     ok(s.coffer.list_envs(&who, &org, &p).await?)
 }
 
@@ -97,17 +126,25 @@ pub(super) async fn create_env(
     Auth(who): Auth,
     Path((org, p)): ProjectP,
     Body(b): Body<NewEnv>,
-) -> Reply {
+) -> Reply<impl Serialize> {
     ok(s.coffer
         .create_env(&who, &org, &p, &b.slug, &b.name, b.protected)
         .await?)
 }
 
-pub(super) async fn get_env(State(s): State<AppState>, Auth(who): Auth, Path((org, p, e)): EnvP) -> Reply {
+pub(super) async fn get_env(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p, e)): EnvP,
+) -> Reply<impl Serialize> {
     ok(s.coffer.get_env(&who, &org, &p, &e).await?)
 }
 
-pub(super) async fn list_secrets(State(s): State<AppState>, Auth(who): Auth, Path((org, p, e)): EnvP) -> Reply {
+pub(super) async fn list_secrets(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p, e)): EnvP,
+) -> Reply<impl Serialize> {
     ok(s.coffer.list_secrets(&who, &org, &p, &e).await?)
 }
 
@@ -116,7 +153,7 @@ pub(super) async fn get_secret(
     Auth(who): Auth,
     Path((org, p, e, key)): SecretP,
     Query(q): Query<RevealQuery>,
-) -> Reply {
+) -> Reply<impl Serialize> {
     ok(s.coffer.get_secret(&who, (&org, &p, &e), &key, q.reveal).await?)
 }
 
@@ -125,7 +162,7 @@ pub(super) async fn put_secret(
     Auth(who): Auth,
     Path((org, p, e, key)): SecretP,
     Body(b): Body<WriteSecret>,
-) -> Reply {
+) -> Reply<impl Serialize> {
     let input = SecretInput {
         value: Zeroizing::new(b.value),
         value_type: b.value_type,
@@ -138,17 +175,25 @@ pub(super) async fn delete_secret(
     State(s): State<AppState>,
     Auth(who): Auth,
     Path((org, p, e, key)): SecretP,
-) -> Reply {
+) -> Reply<impl Serialize> {
     s.coffer.delete_secret(&who, (&org, &p, &e), &key).await?;
     ok(json!({ "key": key, "deleted": true }))
 }
 
-pub(super) async fn purge_secret(State(s): State<AppState>, Auth(who): Auth, Path((org, p, e, key)): SecretP) -> Reply {
+pub(super) async fn purge_secret(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p, e, key)): SecretP,
+) -> Reply<impl Serialize> {
     s.coffer.purge_secret(&who, (&org, &p, &e), &key).await?;
     ok(json!({ "key": key, "purged": true }))
 }
 
-pub(super) async fn history(State(s): State<AppState>, Auth(who): Auth, Path((org, p, e, key)): SecretP) -> Reply {
+pub(super) async fn history(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p, e, key)): SecretP,
+) -> Reply<impl Serialize> {
     ok(s.coffer.history(&who, (&org, &p, &e), &key).await?)
 }
 
@@ -157,15 +202,23 @@ pub(super) async fn rollback(
     Auth(who): Auth,
     Path((org, p, e, key)): SecretP,
     Body(b): Body<Rollback>,
-) -> Reply {
+) -> Reply<impl Serialize> {
     ok(s.coffer.rollback(&who, (&org, &p, &e), &key, b.version).await?)
 }
 
-pub(super) async fn restore(State(s): State<AppState>, Auth(who): Auth, Path((org, p, e, key)): SecretP) -> Reply {
+pub(super) async fn restore(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p, e, key)): SecretP,
+) -> Reply<impl Serialize> {
     ok(s.coffer.restore_secret(&who, (&org, &p, &e), &key).await?)
 }
 
-pub(super) async fn inject(State(s): State<AppState>, Auth(who): Auth, Path((org, p, e)): EnvP) -> Reply {
+pub(super) async fn inject(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p, e)): EnvP,
+) -> Reply<impl Serialize> {
     ok(s.coffer.inject(&who, (&org, &p, &e)).await?)
 }
 

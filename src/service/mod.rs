@@ -239,14 +239,19 @@ impl Coffer {
     pub fn seal(&self, who: &Principal) -> Result<()> {
         who.require_root()?;
         self.seal.seal()?;
-        self.cache.clear();
+        self.drop_caches();
         Ok(())
     }
 
     /// Drop the keys at process exit (no-op unless unsealed).
     pub fn seal_on_shutdown(&self) {
         let _ = self.seal.seal();
+        self.drop_caches();
+    }
+
+    fn drop_caches(&self) {
         self.cache.clear();
+        self.store.drop_caches();
     }
 
     /// Authenticate a bearer token. Sealed servers refuse before looking.

@@ -432,9 +432,9 @@ impl Coffer {
         let keyring = self.keyring()?;
         let path = self.env_path(org, project, env).await?;
         let mut out = BTreeMap::new();
-        for v in self.store.current_values(path.env_id).await? {
-            let value = self.decrypt(&keyring, &path, &v.key, (&v).into()).await?;
-            out.insert(v.key, value);
+        for v in self.store.current_values(path.env_id).await?.iter() {
+            let value = self.decrypt(&keyring, &path, &v.key, v.into()).await?;
+            out.insert(v.key.clone(), value);
         }
         Ok(out)
     }

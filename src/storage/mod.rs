@@ -282,7 +282,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     async fn versions(&self, secret_id: Uuid) -> Result<Vec<VersionRow>>;
     /// The current version of every live secret of an environment, only the
     /// columns decryption needs: the inject query.
-    async fn current_values(&self, env_id: Uuid) -> Result<Vec<CurrentValue>>;
+    async fn current_values(&self, env_id: Uuid) -> Result<std::sync::Arc<Vec<CurrentValue>>>;
+    /// Forget cached rows (called on seal).
+    fn drop_caches(&self);
     /// Append `version` and move `secret` to it, in one transaction.
     /// `expected_current` is the version the writer based its write on
     /// (0 = the secret must not exist yet); if another write got there first

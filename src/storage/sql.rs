@@ -6,6 +6,10 @@
 //! for ciphertexts. Dialect-specific setup lives in `sqlite.rs` and
 //! `postgres.rs`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
@@ -24,11 +28,60 @@ use super::{
 pub struct SqlBackend {
     pool: AnyPool,
     kind: &'static str,
+    values: Arc<ValuesCache>,
+}
+
+/// The inject rows of recently injected environments (ciphertexts and
+/// wrapped DEKs only, nothing in clear), each stamped with the environment's
+/// `revision`. Every write to an environment's secrets bumps its revision in
+/// the same transaction, so one single-row query tells whether the cached
+/// rows are still current, on this server or any other sharing the database.
+/// Entries also expire after a second, which bounds the effect of edits made
+/// behind coffer's back (a database restored in place).
+#[derive(Default)]
+struct ValuesCache {
+    map: RwLock<HashMap<Uuid, CachedValues>>,
+}
+
+/// (environment revision, when cached, rows)
+type CachedValues = (i64, Instant, Arc<Vec<CurrentValue>>);
+
+impl std::fmt::Debug for ValuesCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.map.read().map(|m| m.len()).unwrap_or(0);
+        f.debug_struct("ValuesCache").field("environments", &n).finish()
+    }
+}
+
+/// Oldest cache entry served.
+const VALUES_TTL: Duration = Duration::from_secs(1);
+/// Environments kept before the cache is flushed.
+const VALUES_MAX: usize = 1_000;
+
+impl ValuesCache {
+    fn get(&self, env_id: Uuid, revision: i64) -> Option<Arc<Vec<CurrentValue>>> {
+        let map = self.map.read().ok()?;
+        let (rev, at, rows) = map.get(&env_id)?;
+        (*rev == revision && at.elapsed() < VALUES_TTL).then(|| rows.clone())
+    }
+
+    fn put(&self, env_id: Uuid, revision: i64, rows: Arc<Vec<CurrentValue>>) {
+        if let Ok(mut map) = self.map.write() {
+            if map.len() >= VALUES_MAX {
+                map.clear();
+            }
+            map.insert(env_id, (revision, Instant::now(), rows));
+        }
+    }
 }
 
 impl SqlBackend {
     pub(super) fn new(pool: AnyPool, kind: &'static str) -> Self {
-        SqlBackend { pool, kind }
+        SqlBackend {
+            pool,
+            kind,
+            values: Arc::new(ValuesCache::default()),
+        }
     }
 
     /// The pool, for tests that tamper with rows directly.
@@ -437,7 +490,17 @@ impl Backend for SqlBackend {
         rows.iter().map(|r| version_row(r, &PLAIN, false)).collect()
     }
 
-    async fn current_values(&self, env_id: Uuid) -> Result<Vec<CurrentValue>> {
+    async fn current_values(&self, env_id: Uuid) -> Result<Arc<Vec<CurrentValue>>> {
+        let revision: i64 = query("SELECT revision FROM environments WHERE id = $1")
+            .bind(env_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get("revision"))
+            .transpose()?
+            .unwrap_or(0);
+        if let Some(rows) = self.values.get(env_id, revision) {
+            return Ok(rows);
+        }
         let rows = query(
             "SELECT s.key, s.id AS secret_id, v.id AS version_id, v.version, v.kek_version, v.ciphertext, v.wrapped_dek \
              FROM secrets s JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version \
@@ -446,19 +509,31 @@ impl Backend for SqlBackend {
         .bind(env_id.to_string())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(CurrentValue {
-                    key: r.try_get("key")?,
-                    secret_id: uuid(r, "secret_id", "secrets")?,
-                    version_id: uuid(r, "version_id", "secret_versions")?,
-                    version: r.try_get("version")?,
-                    kek_version: r.try_get("kek_version")?,
-                    ciphertext: r.try_get("ciphertext")?,
-                    wrapped_dek: r.try_get("wrapped_dek")?,
+        let rows = Arc::new(
+            rows.iter()
+                .map(|r| {
+                    Ok(CurrentValue {
+                        key: r.try_get("key")?,
+                        secret_id: uuid(r, "secret_id", "secrets")?,
+                        version_id: uuid(r, "version_id", "secret_versions")?,
+                        version: r.try_get("version")?,
+                        kek_version: r.try_get("kek_version")?,
+                        ciphertext: r.try_get("ciphertext")?,
+                        wrapped_dek: r.try_get("wrapped_dek")?,
+                    })
                 })
-            })
-            .collect()
+                .collect::<Result<Vec<_>>>()?,
+        );
+        // Rows read after the revision are at least as new as it: safe to
+        // file under it (a newer revision only causes a refetch).
+        self.values.put(env_id, revision, rows.clone());
+        Ok(rows)
+    }
+
+    fn drop_caches(&self) {
+        if let Ok(mut map) = self.values.map.write() {
+            map.clear();
+        }
     }
 
     async fn put_version(&self, s: &SecretRow, expected_current: i64, v: &VersionRow) -> Result<()> {
@@ -514,22 +589,27 @@ impl Backend for SqlBackend {
         .execute(&mut *tx)
         .await
         .map_err(conflict("this version exists already"))?;
+        bump_revision(&mut tx, BUMP_ENV, &s.env_id.to_string()).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn set_deleted(&self, secret_id: Uuid, deleted_at: Option<i64>, now: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let done = query("UPDATE secrets SET deleted_at = $1, updated_at = $2 WHERE id = $3")
             .bind(deleted_at)
             .bind(now)
             .bind(secret_id.to_string())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        bump_revision(&mut tx, BUMP_BY_SECRET, &secret_id.to_string()).await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn purge_secret(&self, secret_id: Uuid) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
+        bump_revision(&mut tx, BUMP_BY_SECRET, &secret_id.to_string()).await?;
         query("DELETE FROM secret_versions WHERE secret_id = $1")
             .bind(secret_id.to_string())
             .execute(&mut *tx)
@@ -541,6 +621,18 @@ impl Backend for SqlBackend {
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
+}
+
+/// Count a change to environment `$1`'s secrets (see [`ValuesCache`]).
+const BUMP_ENV: &str = "UPDATE environments SET revision = revision + 1 WHERE id = $1";
+/// Count a change to the secrets of the environment of secret `$1`.
+const BUMP_BY_SECRET: &str =
+    "UPDATE environments SET revision = revision + 1 WHERE id = (SELECT env_id FROM secrets WHERE id = $1)";
+
+/// Run one of the `BUMP_*` statements in `tx`.
+async fn bump_revision(tx: &mut sqlx::Transaction<'_, Any>, sql: &'static str, id: &str) -> Result<()> {
+    query(sql).bind(id.to_owned()).execute(&mut **tx).await?;
+    Ok(())
 }
 
 async fn insert_token(tx: &mut sqlx::Transaction<'_, Any>, t: &TokenRow) -> Result<()> {

@@ -214,13 +214,34 @@ async fn inject_sees_current_live_versions_only() {
         (&current[0].ciphertext, &current[0].wrapped_dek),
         (&vec![2; 40], &vec![2; 61])
     );
-    // Restore brings it back; purge removes it and its versions for good.
+    // Restore brings it back (through the inject cache, which every change
+    // invalidates); purge removes it and its versions for good.
     assert!(b.set_deleted(gone.id, None, 100).await.unwrap());
     assert_eq!(b.current_values(env).await.unwrap().len(), 2);
+    let mut b2 = secret(org, env, "B", 1);
+    b.put_version(&b2, 0, &version(&b2, 1, 3)).await.unwrap();
+    assert_eq!(
+        b.current_values(env).await.unwrap().len(),
+        3,
+        "a new secret is seen at once"
+    );
+    b2.current_version = 2;
+    b.put_version(&b2, 1, &version(&b2, 2, 4)).await.unwrap();
+    let now = b.current_values(env).await.unwrap();
+    let got = now.iter().find(|v| v.key == "B").unwrap();
+    assert_eq!(
+        (got.version, &got.ciphertext),
+        (2, &vec![4; 40]),
+        "an update is seen at once"
+    );
     assert!(b.purge_secret(gone.id).await.unwrap());
+    assert_eq!(b.current_values(env).await.unwrap().len(), 2, "a purge is seen at once");
     assert!(b.secret(env, "GONE").await.unwrap().is_none());
     assert!(b.version(gone.id, 1).await.unwrap().is_none());
     assert!(!b.purge_secret(gone.id).await.unwrap());
     let listed = b.list_secrets(env).await.unwrap();
-    assert_eq!(listed.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(), vec!["A"]);
+    assert_eq!(
+        listed.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(),
+        vec!["A", "B"]
+    );
 }
