@@ -36,6 +36,8 @@ pub(crate) enum OperatorCmd {
     Seal,
     /// Show the seal status. Exit code 0 unsealed, 2 sealed, 1 error.
     Status,
+    #[command(flatten)]
+    Keys(super::keys::KeysCmd),
 }
 
 /// Exit code of `status` when sealed, as Vault's CLI.
@@ -80,6 +82,7 @@ pub(crate) async fn run(client: &Client, cmd: OperatorCmd) -> anyhow::Result<u8>
             println!("Sealed: every key was dropped from the server's memory.");
             Ok(0)
         }
+        OperatorCmd::Keys(cmd) => super::keys::run(client, cmd).await,
         OperatorCmd::Status => {
             let status = client.call(Method::GET, "/v1/sys/seal-status", None).await?;
             print_status(&status);

@@ -5,6 +5,7 @@
 mod api;
 mod error;
 mod extract;
+mod keys;
 mod sys;
 pub mod tls;
 
@@ -36,6 +37,10 @@ pub fn router(state: AppState) -> Router {
     let native = Router::new()
         .route("/orgs", get(api::list_orgs).post(api::create_org))
         .route("/orgs/{org}", get(api::get_org))
+        .route("/orgs/{org}/keks", get(keys::list))
+        .route("/orgs/{org}/keks/rotate", post(keys::rotate))
+        .route("/orgs/{org}/keks/rewrap", post(keys::rewrap))
+        .route("/orgs/{org}/keks/{version}", delete(keys::destroy))
         .route(
             "/orgs/{org}/projects",
             get(api::list_projects).post(api::create_project),

@@ -110,6 +110,18 @@ pub fn decrypt_value(
     .map_err(|_| AeadError)?
 }
 
+/// Re-wrap one DEK from an older KEK version to a newer one: unwrap under
+/// `old`, wrap under `new`, same AAD (the version row id). The DEK lives only
+/// in this thread's locked scratch page; the value ciphertext is untouched.
+pub fn rewrap_dek(old: &KeyBytes, new: &KeyBytes, version_id: &Uuid, wrapped_dek: &[u8]) -> Result<Vec<u8>, AeadError> {
+    let aad = aad(b"dek", &[version_id], None);
+    with_scratch_key(|dek| {
+        aead::unwrap_key_into(old, &aad, wrapped_dek, dek)?;
+        Ok(aead::wrap_key(new, &aad, dek))
+    })
+    .map_err(|_| AeadError)?
+}
+
 /// What init stores: the root key encrypted by the unseal key, and a tag that
 /// proves a recombined unseal key is the right one.
 #[derive(Debug)]
@@ -209,6 +221,13 @@ impl Keyring {
         Ok(self.cache(org_id, version, kek?))
     }
 
+    /// Drop a cached KEK (after it was destroyed in storage).
+    pub fn forget_kek(&self, org_id: Uuid, version: i64) {
+        if let Ok(mut map) = self.keks.write() {
+            map.remove(&(org_id, version));
+        }
+    }
+
     fn cache(&self, org_id: Uuid, version: i64, kek: KeyBytes) -> Arc<KeyBytes> {
         let kek = Arc::new(kek);
         if let Ok(mut map) = self.keks.write() {
@@ -252,6 +271,21 @@ mod tests {
         };
         bad_tag.verify_tag[0] ^= 1;
         assert_eq!(Keyring::unlock(&unseal, &bad_tag).err(), Some(UnlockError::WrongKey));
+    }
+
+    #[test]
+    fn rewrapped_dek_opens_the_same_ciphertext_under_the_new_kek_only() {
+        let old = KeyBytes::random().expect("key");
+        let new = KeyBytes::random().expect("key");
+        let a = row();
+        let sealed = encrypt_value(&old, &a, b"value").expect("encrypt");
+        let moved = rewrap_dek(&old, &new, &a.version_id, &sealed.wrapped_dek).expect("rewrap");
+        assert_ne!(moved, sealed.wrapped_dek);
+        let plain = decrypt_value(&new, &a, &sealed.ciphertext, &moved).expect("new KEK opens");
+        assert_eq!(plain.as_slice(), b"value");
+        assert!(decrypt_value(&old, &a, &sealed.ciphertext, &moved).is_err());
+        // Bound to its row: another version id does not re-wrap it.
+        assert!(rewrap_dek(&old, &new, &Uuid::new_v4(), &sealed.wrapped_dek).is_err());
     }
 
     #[test]

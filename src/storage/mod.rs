@@ -15,6 +15,7 @@
 //! both dialects
 //! (`tests/it/conformance.rs`).
 
+pub mod keystore;
 mod postgres;
 pub mod sql;
 mod sqlite;
@@ -236,7 +237,7 @@ pub struct CurrentValue {
 /// The storage operations coffer needs. Implementations must pass
 /// `conformance::run_all`.
 #[async_trait]
-pub trait Backend: Send + Sync + std::fmt::Debug {
+pub trait Backend: keystore::KeyStore + Send + Sync + std::fmt::Debug {
     /// "sqlite" or "postgres".
     fn kind(&self) -> &'static str;
     /// The keyring row, if initialized.

@@ -5,6 +5,7 @@
 mod cli;
 mod conformance;
 mod hardening;
+mod keys;
 mod lifecycle;
 mod memory;
 mod tamper;
