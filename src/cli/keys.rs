@@ -1,5 +1,6 @@
-//! `coffer operator rotate-kek|rewrap|keks|destroy-kek`: an organization's
-//! KEK lifecycle, over the native API (root token in `COFFER_TOKEN`).
+//! `coffer operator rotate-root|rotate-kek|rewrap|keks|destroy-kek`: the
+//! root key's and an organization's KEK lifecycle (root token in
+//! `COFFER_TOKEN`).
 //!
 //! `rewrap` drives the server one batch per request, so a crash (of either
 //! side) loses at most one batch, and running it again resumes; it draws a
@@ -18,6 +19,9 @@ use super::client::Client;
 /// Key lifecycle commands (flattened into `coffer operator`).
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeysCmd {
+    /// Rotate the root key: every KEK is re-wrapped in one transaction, the old root is zeroized.
+    /// Shamir mode: each custodian runs it with a share (stdin or hidden prompt); the K-th rotates.
+    RotateRoot,
     /// Make a new KEK version the organization's active one (lazy rotation).
     RotateKek {
         /// Organization slug.
@@ -53,6 +57,28 @@ pub(crate) enum KeysCmd {
 /// Run a key lifecycle command.
 pub(crate) async fn run(client: &Client, cmd: KeysCmd) -> anyhow::Result<u8> {
     match cmd {
+        KeysCmd::RotateRoot => {
+            client.require_token()?;
+            let status = client.call(Method::GET, "/v1/sys/seal-status", None).await?;
+            let body = if status["type"] == "pkcs11" {
+                json!({})
+            } else {
+                let share = super::operator::read_share()?;
+                json!({ "key": share.as_str() })
+            };
+            let out = client.call(Method::PUT, "/v1/sys/rotate-root", Some(&body)).await?;
+            if out["complete"] == Value::Bool(true) {
+                println!(
+                    "Root key rotated: {} KEKs re-wrapped under the new root; the old root key was dropped.",
+                    out["keks_rewrapped"]
+                );
+            } else {
+                println!(
+                    "Share accepted: {}/{} for the root rotation.",
+                    out["progress"], out["required"]
+                );
+            }
+        }
         KeysCmd::RotateKek { org } => {
             let k = client
                 .api(Method::POST, &format!("/orgs/{org}/keks/rotate"), None)

@@ -122,7 +122,7 @@ fn print_status(s: &Value) {
 }
 
 /// Read one share: a prompt without echo on a terminal, else one line of stdin.
-fn read_share() -> anyhow::Result<Zeroizing<String>> {
+pub(crate) fn read_share() -> anyhow::Result<Zeroizing<String>> {
     let share = if std::io::stdin().is_terminal() {
         Zeroizing::new(rpassword::prompt_password("Unseal share (input hidden): ").context("cannot read the share")?)
     } else {

@@ -6,11 +6,12 @@ mod api;
 mod error;
 mod extract;
 mod keys;
+mod rekey;
 mod sys;
 pub mod tls;
 
 use axum::Router;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 
 use crate::service::Coffer;
 
@@ -29,7 +30,27 @@ pub fn router(state: AppState) -> Router {
         .route("/seal-status", get(sys::seal_status))
         .route("/unseal", post(sys::unseal).put(sys::unseal))
         .route("/seal", post(sys::seal).put(sys::seal))
-        .route("/leader", get(sys::leader));
+        .route("/leader", get(sys::leader))
+        .route("/rotate-root", post(rekey::rotate_root).put(rekey::rotate_root));
+    let mut sys = sys;
+    for base in ["/rekey", "/rekey-recovery-key"] {
+        sys = sys
+            .route(
+                &format!("{base}/init"),
+                get(rekey::status)
+                    .put(rekey::init)
+                    .post(rekey::init)
+                    .delete(rekey::cancel),
+            )
+            .route(&format!("{base}/update"), put(rekey::update).post(rekey::update))
+            .route(
+                &format!("{base}/verify"),
+                get(rekey::verify_status)
+                    .put(rekey::verify)
+                    .post(rekey::verify)
+                    .delete(rekey::verify_reset),
+            );
+    }
     let vault = Router::new().nest("/sys", sys).fallback(sys::fallback);
 
     let env = "/orgs/{org}/projects/{project}/environments/{env}";

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::VaultError;
 use super::extract::{VaultAuth, VaultBody};
-use crate::seal::SealStatus;
+use crate::seal::{SealKind, SealStatus};
 use crate::service::ServiceError;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -31,7 +31,7 @@ fn cluster(s: &SealStatus, body: &mut serde_json::Map<String, Value>) {
 
 fn seal_status_body(state: &AppState, s: &SealStatus) -> Value {
     let mut body = json!({
-        "type": "shamir",
+        "type": s.kind.as_str(),
         "initialized": s.initialized,
         "sealed": s.sealed,
         "t": s.threshold,
@@ -42,9 +42,13 @@ fn seal_status_body(state: &AppState, s: &SealStatus) -> Value {
         "version": VERSION,
         "build_date": "",
         "migration": false,
-        "recovery_seal": false,
+        "recovery_seal": s.kind == SealKind::Pkcs11,
         "storage_type": state.coffer.storage_kind(),
     });
+    if let (Some(reason), Some(map)) = (&s.reason, body.as_object_mut()) {
+        // coffer's own field: why the HSM auto-unseal has not succeeded.
+        map.insert("sealed_reason".into(), json!(reason));
+    }
     if !s.sealed
         && let Some(map) = body.as_object_mut()
     {
@@ -82,6 +86,9 @@ pub(super) async fn health(State(state): State<AppState>, Query(q): Query<HashMa
     });
     if let Some(map) = body.as_object_mut() {
         cluster(&s, map);
+        if let Some(reason) = &s.reason {
+            map.insert("sealed_reason".into(), json!(reason));
+        }
     }
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     (status, Json(body)).into_response()

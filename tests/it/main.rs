@@ -8,6 +8,7 @@ mod hardening;
 mod keys;
 mod lifecycle;
 mod memory;
+mod rekey;
 mod tamper;
 mod tls;
 mod util;
