@@ -43,6 +43,13 @@ pub(crate) enum KeysCmd {
         #[arg(long)]
         org: String,
     },
+    /// Create the HSM key of `seal "pkcs11"` (first setup, run on the server host):
+    /// an AES-256 key, sensitive and non-extractable, labelled as the config says.
+    HsmKeygen {
+        /// Server config file with the [seal] section.
+        #[arg(long, short = 'c', env = "COFFER_CONFIG")]
+        config: std::path::PathBuf,
+    },
     /// Destroy (crypto-shred) an unreferenced, inactive KEK version.
     DestroyKek {
         /// Organization slug.
@@ -108,6 +115,18 @@ pub(crate) async fn run(client: &Client, cmd: KeysCmd) -> anyhow::Result<u8> {
             println!("KEK version {version} of {org} destroyed: what it wrapped can never be decrypted again.");
         }
         KeysCmd::Rewrap { org, batch } => rewrap(client, &org, batch).await?,
+        KeysCmd::HsmKeygen { config } => {
+            let settings = crate::config::Settings::load(Some(&config))?;
+            let cfg = settings
+                .pkcs11
+                .context("the config has no [seal] type = \"pkcs11\" section")?;
+            let (token, key) = (cfg.token_label.clone(), cfg.key_label.clone());
+            tokio::task::spawn_blocking(move || hsm::Hsm::new(cfg).generate_key()).await??;
+            println!(
+                "Created AES-256 key {key:?} in token {token:?} (sensitive, non-extractable). \
+                 Start the server, then run `coffer operator init`: custodians get recovery shares."
+            );
+        }
     }
     Ok(0)
 }

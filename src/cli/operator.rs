@@ -96,9 +96,15 @@ pub(crate) async fn run(client: &Client, cmd: OperatorCmd) -> anyhow::Result<u8>
 }
 
 fn print_init(out: &Value, threshold: u8) {
-    let keys = out["keys"].as_array().cloned().unwrap_or_default();
+    let mut keys = out["keys"].as_array().cloned().unwrap_or_default();
+    let mut what = "Unseal";
+    if keys.is_empty() {
+        // seal "pkcs11": the HSM unseals; custodians hold recovery shares.
+        keys = out["recovery_keys"].as_array().cloned().unwrap_or_default();
+        what = "Recovery";
+    }
     for (i, k) in keys.iter().enumerate() {
-        println!("Unseal share {}: {}", i + 1, k.as_str().unwrap_or(""));
+        println!("{what} share {}: {}", i + 1, k.as_str().unwrap_or(""));
     }
     println!("\nInitial root token: {}", out["root_token"].as_str().unwrap_or(""));
     println!(

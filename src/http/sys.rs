@@ -108,6 +108,9 @@ pub(super) struct InitRequest {
     pgp_keys: Option<Vec<String>>,
     #[serde(default)]
     root_token_pgp_key: Option<String>,
+    /// pkcs11 mode (Vault's auto-unseal): the custodians' recovery shares
+    recovery_shares: Option<u64>,
+    recovery_threshold: Option<u64>,
 }
 
 fn share_count(field: &str, v: Option<u64>) -> Result<u8, ServiceError> {
@@ -131,14 +134,31 @@ pub(super) async fn init(
         )
         .into());
     }
-    let shares = share_count("secret_shares", req.secret_shares)?;
-    let threshold = share_count("secret_threshold", req.secret_threshold)?;
+    let recovery = state.coffer.seal_status_cached().kind == SealKind::Pkcs11;
+    let (shares, threshold) = if recovery {
+        (
+            share_count("recovery_shares", req.recovery_shares.or(req.secret_shares))?,
+            share_count("recovery_threshold", req.recovery_threshold.or(req.secret_threshold))?,
+        )
+    } else {
+        (
+            share_count("secret_shares", req.secret_shares)?,
+            share_count("secret_threshold", req.secret_threshold)?,
+        )
+    };
     let out = state.coffer.init(shares, threshold).await?;
     let keys: Vec<&str> = out.keys_hex.iter().map(|k| k.as_str()).collect();
     let keys_b64: Vec<&str> = out.keys_base64.iter().map(|k| k.as_str()).collect();
-    Ok(Json(
-        json!({ "keys": keys, "keys_base64": keys_b64, "root_token": out.root_token.as_str() }),
-    ))
+    Ok(Json(if recovery {
+        // Vault's auto-unseal answer: no unseal keys, recovery keys instead.
+        json!({
+            "keys": [], "keys_base64": [],
+            "recovery_keys": keys, "recovery_keys_base64": keys_b64,
+            "root_token": out.root_token.as_str(),
+        })
+    } else {
+        json!({ "keys": keys, "keys_base64": keys_b64, "root_token": out.root_token.as_str() })
+    }))
 }
 
 /// `GET /v1/sys/seal-status`.

@@ -20,6 +20,7 @@
 //! authorize rekey and root generation but decrypt nothing). Rekey lives in
 //! `rekey.rs`, root rotation in `rotate.rs`.
 
+pub mod pkcs11;
 mod rekey;
 mod rotate;
 

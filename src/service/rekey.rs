@@ -39,6 +39,12 @@ pub enum RekeyOutcome {
 }
 
 impl Coffer {
+    /// `seal "pkcs11"`: start the boot-time HSM auto-unseal loop (retries
+    /// with back-off until unsealed; reasons show in seal-status/health).
+    pub fn spawn_auto_unseal(&self) {
+        tokio::spawn(crate::seal::pkcs11::auto_unseal_loop(self.seal.clone()));
+    }
+
     /// `GET sys/rekey/init`.
     pub fn rekey_status(&self, who: &Principal) -> Result<RekeyStatus> {
         who.require_root()?;

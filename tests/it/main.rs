@@ -5,6 +5,7 @@
 mod cli;
 mod conformance;
 mod hardening;
+mod hsm;
 mod keys;
 mod lifecycle;
 mod memory;
