@@ -214,6 +214,16 @@ impl Coffer {
 
     /// Init: shares for the custodians and a root token, returned once.
     pub async fn init(&self, shares: u8, threshold: u8) -> Result<InitResult> {
+        let (split, root_token) = self.init_split(shares, threshold).await?;
+        Ok(InitResult {
+            keys_hex: split.iter().map(|s| s.to_hex()).collect(),
+            keys_base64: split.iter().map(|s| s.to_base64()).collect(),
+            root_token,
+        })
+    }
+
+    /// Init, returning the shares themselves and the root token.
+    async fn init_split(&self, shares: u8, threshold: u8) -> Result<(Vec<unseal::Share>, Zeroizing<String>)> {
         let secret = random_bytes::<32>()?;
         let root_token = Zeroizing::new(format!(
             "cfr_{}",
@@ -228,11 +238,7 @@ impl Coffer {
             expires_at: None,
         };
         let split = self.seal.init(shares, threshold, &row, now_ms()).await?;
-        Ok(InitResult {
-            keys_hex: split.iter().map(|s| s.to_hex()).collect(),
-            keys_base64: split.iter().map(|s| s.to_base64()).collect(),
-            root_token,
-        })
+        Ok((split, root_token))
     }
 
     /// Submit one unseal share.

@@ -2,6 +2,7 @@
 //! storage backend chosen by `COFFER_TEST_STORAGE` (see `util.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+mod age_shares;
 mod cli;
 mod conformance;
 mod hardening;
