@@ -20,10 +20,12 @@
 //! authorize rekey and root generation but decrypt nothing). Rekey lives in
 //! `rekey.rs`, root rotation in `rotate.rs`.
 
+mod generate_root;
 pub mod pkcs11;
 mod rekey;
 mod rotate;
 
+pub use generate_root::{GenerateRootStatus, GenerateRootStep};
 pub use rekey::{RekeyStatus, RekeyUpdate, VerifyStatus};
 pub use rotate::RotateStatus;
 
@@ -206,6 +208,8 @@ pub struct Seal {
     rekey: std::sync::Mutex<Option<rekey::Rekey>>,
     /// shares collected for a root rotation (shamir mode, see `rotate.rs`)
     rotation: std::sync::Mutex<Option<Ceremony>>,
+    /// a root token generation attempt (see `generate_root.rs`)
+    generate_root: std::sync::Mutex<Option<generate_root::GenerateRoot>>,
 }
 
 impl std::fmt::Debug for Seal {
@@ -229,6 +233,7 @@ impl Seal {
             hsm_reason: RwLock::new(None),
             rekey: std::sync::Mutex::new(None),
             rotation: std::sync::Mutex::new(None),
+            generate_root: std::sync::Mutex::new(None),
         })
     }
 
@@ -520,6 +525,9 @@ impl Seal {
                     *r = None;
                 }
                 if let Ok(mut r) = self.rotation.lock() {
+                    *r = None;
+                }
+                if let Ok(mut r) = self.generate_root.lock() {
                     *r = None;
                 }
                 scrub_stack();

@@ -6,6 +6,7 @@
 //! keyring, so a sealed server refuses all of them the same way.
 
 mod cache;
+pub mod generate_root;
 pub mod keys;
 mod orgs;
 pub mod rekey;

@@ -87,6 +87,8 @@ pub trait KeyStore: Send + Sync {
     async fn recovery_tag(&self) -> Result<Option<Vec<u8>>>;
     /// [`super::Backend::init_keyring`] with a recovery tag, one transaction.
     async fn init_keyring_with_recovery(&self, k: &KeyringRow, recovery_tag: &[u8], t: &TokenRow) -> Result<()>;
+    /// Store a root token minted by a quorum (generate-root).
+    async fn insert_root_token(&self, t: &TokenRow) -> Result<()>;
     /// Replace the keyring row if its `encrypted_root` is still `expected`;
     /// [`StorageError::Conflict`] otherwise.
     async fn update_keyring(&self, expected: &[u8], update: &KeyringUpdate) -> Result<()>;
@@ -182,6 +184,22 @@ impl KeyStore for SqlBackend {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_root_token(&self, t: &TokenRow) -> Result<()> {
+        q(
+            "INSERT INTO tokens (accessor, token_hash, policy, display_name, created_at, expires_at) \
+           VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&t.accessor)
+        .bind(&t.token_hash)
+        .bind(&t.policy)
+        .bind(&t.display_name)
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 

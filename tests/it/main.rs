@@ -5,6 +5,7 @@
 mod age_shares;
 mod cli;
 mod conformance;
+mod generate_root;
 mod hardening;
 mod hsm;
 mod keys;
