@@ -39,6 +39,9 @@ pub(crate) enum OperatorCmd {
         /// identity file (AGE-SECRET-KEY-1…) and submit the plaintext share.
         #[arg(long)]
         identity: Option<std::path::PathBuf>,
+        /// Seal migration (Shamir <-> HSM, see `migration` in status): submit with migrate=true.
+        #[arg(long)]
+        migrate: bool,
     },
     /// Seal the server: every key is dropped from memory (needs COFFER_TOKEN).
     Seal,
@@ -82,7 +85,11 @@ pub(crate) async fn run(client: &Client, cmd: OperatorCmd) -> anyhow::Result<u8>
             }
             Ok(0)
         }
-        OperatorCmd::Unseal { reset, identity } => {
+        OperatorCmd::Unseal {
+            reset,
+            identity,
+            migrate,
+        } => {
             let body = if reset {
                 json!({ "reset": true })
             } else {
@@ -94,7 +101,7 @@ pub(crate) async fn run(client: &Client, cmd: OperatorCmd) -> anyhow::Result<u8>
                     );
                     share = crate::keys::shares::decrypt_share(&id, &share).map_err(anyhow::Error::msg)?;
                 }
-                json!({ "key": share.as_str() })
+                json!({ "key": share.as_str(), "migrate": migrate })
             };
             let status = client.call(Method::PUT, "/v1/sys/unseal", Some(&body)).await?;
             print_status(&status);

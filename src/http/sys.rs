@@ -41,7 +41,7 @@ fn seal_status_body(state: &AppState, s: &SealStatus) -> Value {
         "nonce": if s.progress == 0 { "" } else { s.nonce.as_str() },
         "version": VERSION,
         "build_date": "",
-        "migration": false,
+        "migration": s.migration,
         "recovery_seal": s.kind == SealKind::Pkcs11,
         "storage_type": state.coffer.storage_kind(),
     });
@@ -179,8 +179,8 @@ pub(super) struct UnsealRequest {
     key: Option<String>,
     #[serde(default)]
     reset: bool,
+    /// Vault's seal migration flag (hvac always sends `false`).
     #[serde(default)]
-    #[allow(dead_code)] // accepted (hvac always sends it) and ignored: no seal migration yet
     migrate: bool,
 }
 
@@ -195,7 +195,7 @@ pub(super) async fn unseal(
         let key = req.key.map(zeroize::Zeroizing::new).ok_or_else(|| {
             ServiceError::Invalid("'key' must be specified in request body as JSON, or 'reset' set to true".into())
         })?;
-        state.coffer.unseal(&key).await?
+        state.coffer.unseal_migrate(&key, req.migrate).await?
     };
     Ok(Json(seal_status_body(&state, &status)))
 }

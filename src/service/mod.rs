@@ -244,8 +244,24 @@ impl Coffer {
 
     /// Submit one unseal share.
     pub async fn unseal(&self, share: &str) -> Result<SealStatus> {
+        self.unseal_migrate(share, false).await
+    }
+
+    /// Submit one share; `migrate` as Vault's: required, and only accepted,
+    /// while a seal migration is pending.
+    pub async fn unseal_migrate(&self, share: &str, migrate: bool) -> Result<SealStatus> {
         self.seal.refresh_if_uninitialized().await?;
         self.seal.reload_if_sealed().await?;
+        match (self.seal.pending_migration(), migrate) {
+            (Some(_), true) => return Ok(self.seal.submit_migration_share(share).await?),
+            (Some(_), false) => {
+                return Err(ServiceError::Invalid(
+                    "a seal migration is pending: submit the shares with migrate=true".into(),
+                ));
+            }
+            (None, true) => return Err(ServiceError::Invalid("no seal migration is pending".into())),
+            (None, false) => {}
+        }
         Ok(self.seal.submit_share(share)?)
     }
 
