@@ -70,7 +70,8 @@ def main():
         boots.append((t1 - t0) * 1000); listens.append((t_listen - t0) * 1000)
         with open(log) as f:
             f.seek(before)
-            m = re.search(r"unwrap_ms=([0-9.]+)", f.read())
+            text = re.sub(r"\x1b\[[0-9;]*m", "", f.read())  # the text log may carry ANSI colours
+            m = re.search(r"unwrap_ms=([0-9.]+)", text)
             if m:
                 unwraps.append(float(m.group(1)))
     for name, xs, target in [("pkcs11_boot_to_serving_ms", boots, 1000), ("pkcs11_start_to_listening_ms", listens, None),
