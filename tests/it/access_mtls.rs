@@ -432,3 +432,38 @@ async fn certificate_bound_tokens_are_refused_without_a_certificate() {
         .await;
     assert_eq!(st, 400, "malformed bind_spki_sha256: {body}");
 }
+
+#[tokio::test]
+async fn certificate_login_acts_in_the_org_of_the_request_path() {
+    // A certificate is public, so any org's admin can map its SPKI to an
+    // account of their own. The account a certificate-only request acts as
+    // must come from the org the request names, never from another org that
+    // claimed the same certificate.
+    let dir = util::tempdir();
+    let d = dir.path();
+    let server = mtls_server(d).await;
+    let with = |cert: &str, token: Option<&str>| Http::from_client(&server.base, tls_client(d, Some(cert)), token);
+    let (root, _) = util::boot(&with("a", None)).await;
+    let spki = spki_sha256(d, "c");
+    // "aaa" sorts first: the org that claims someone else's certificate.
+    for (org, sa, value) in [("aaa", "claimer", "aaa-value"), ("bravo", "robot", "bravo-value")] {
+        util::org_tree(&root, org, &[("api", &["prod"])]).await;
+        util::write_secret(&root, &util::env_path(org, "api", "prod"), "KEY", value).await;
+        util::service_account(&root, org, sa, json!({"certificate": {"spki_sha256": spki}})).await;
+        util::grant(
+            &root,
+            org,
+            json!({"service_account": sa, "project": "api", "environment": "prod", "role": "developer"}),
+        )
+        .await;
+    }
+    let mut failures = Vec::new();
+    for (org, value) in [("bravo", "bravo-value"), ("aaa", "aaa-value")] {
+        let path = format!("{}/secrets/KEY?reveal=true", util::env_path(org, "api", "prod"));
+        let (st, body) = with("c", None).get(&path).await;
+        if !(st.is_success() && body["data"]["value"] == value) {
+            failures.push(format!("cert C, no token: GET {path} → {st} {body} (expected {value})"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
