@@ -28,7 +28,20 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let store = storage::open(&settings.storage_url)
         .await
         .context("cannot open storage")?;
-    let coffer = Coffer::load(Arc::new(store)).await?;
+    let wrapper = settings.pkcs11.clone().map(|cfg| {
+        tracing::info!(
+            module = %cfg.module.display(),
+            token = %cfg.token_label,
+            key = %cfg.key_label,
+            "seal \"pkcs11\": the root key is unwrapped by the HSM at boot"
+        );
+        Arc::new(crate::seal::pkcs11::Pkcs11Wrapper(hsm::Hsm::new(cfg))) as Arc<dyn crate::seal::RootWrapper>
+    });
+    let auto_unseal = wrapper.is_some();
+    let coffer = Coffer::load_with_seal(Arc::new(store), wrapper).await?;
+    if auto_unseal {
+        coffer.spawn_auto_unseal();
+    }
     serve(settings.listener, coffer, None).await
 }
 

@@ -2,6 +2,7 @@
 //! group; the server command hands over to `crate::server`.
 
 mod client;
+mod keys;
 mod operator;
 mod secrets;
 

@@ -36,6 +36,8 @@ pub(crate) enum OperatorCmd {
     Seal,
     /// Show the seal status. Exit code 0 unsealed, 2 sealed, 1 error.
     Status,
+    #[command(flatten)]
+    Keys(super::keys::KeysCmd),
 }
 
 /// Exit code of `status` when sealed, as Vault's CLI.
@@ -80,6 +82,7 @@ pub(crate) async fn run(client: &Client, cmd: OperatorCmd) -> anyhow::Result<u8>
             println!("Sealed: every key was dropped from the server's memory.");
             Ok(0)
         }
+        OperatorCmd::Keys(cmd) => super::keys::run(client, cmd).await,
         OperatorCmd::Status => {
             let status = client.call(Method::GET, "/v1/sys/seal-status", None).await?;
             print_status(&status);
@@ -93,9 +96,15 @@ pub(crate) async fn run(client: &Client, cmd: OperatorCmd) -> anyhow::Result<u8>
 }
 
 fn print_init(out: &Value, threshold: u8) {
-    let keys = out["keys"].as_array().cloned().unwrap_or_default();
+    let mut keys = out["keys"].as_array().cloned().unwrap_or_default();
+    let mut what = "Unseal";
+    if keys.is_empty() {
+        // seal "pkcs11": the HSM unseals; custodians hold recovery shares.
+        keys = out["recovery_keys"].as_array().cloned().unwrap_or_default();
+        what = "Recovery";
+    }
     for (i, k) in keys.iter().enumerate() {
-        println!("Unseal share {}: {}", i + 1, k.as_str().unwrap_or(""));
+        println!("{what} share {}: {}", i + 1, k.as_str().unwrap_or(""));
     }
     println!("\nInitial root token: {}", out["root_token"].as_str().unwrap_or(""));
     println!(
@@ -119,7 +128,7 @@ fn print_status(s: &Value) {
 }
 
 /// Read one share: a prompt without echo on a terminal, else one line of stdin.
-fn read_share() -> anyhow::Result<Zeroizing<String>> {
+pub(crate) fn read_share() -> anyhow::Result<Zeroizing<String>> {
     let share = if std::io::stdin().is_terminal() {
         Zeroizing::new(rpassword::prompt_password("Unseal share (input hidden): ").context("cannot read the share")?)
     } else {

@@ -13,12 +13,16 @@
 //! # tls_disable = true                                  # plain HTTP, explicit only
 //! [storage]
 //! url = "sqlite:///var/lib/coffer/coffer.db"            # or postgres://user@host/db
+//! # [seal] type = "pkcs11" …                            # HSM auto-unseal, see seal.rs
 //! ```
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+mod seal;
+pub use seal::Pkcs11Settings;
 
 /// Configuration errors; each names the key or file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +57,8 @@ struct RawFile {
     listener: RawListener,
     #[serde(default)]
     storage: RawStorage,
+    #[serde(default)]
+    seal: seal::RawSeal,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +111,8 @@ pub struct Settings {
     pub storage_url: String,
     /// run even if key memory cannot be locked
     pub disable_mlock: bool,
+    /// `seal "pkcs11"`: the HSM that wraps the root key (None: shamir)
+    pub pkcs11: Option<Pkcs11Settings>,
 }
 
 /// Default address, as Vault's.
@@ -186,6 +194,7 @@ impl Settings {
             listener,
             storage_url,
             disable_mlock: raw.disable_mlock,
+            pkcs11: raw.seal.validate()?,
         })
     }
 }

@@ -6,11 +6,13 @@ mod api;
 mod error;
 mod extract;
 mod identity;
+mod keys;
+mod rekey;
 mod sys;
 pub mod tls;
 
 use axum::Router;
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 
 use crate::access::{ENV_ROUTES, EnvRoute};
 use crate::service::Coffer;
@@ -34,7 +36,7 @@ fn env_handler(r: &EnvRoute) -> Option<MethodRouter<AppState>> {
         ("POST", "/inject") => post(api::inject),
         ("GET", "/secrets/{key}") => get(api::get_secret),
         ("POST", "/secrets/{key}") => post(api::put_secret),
-        ("PUT", "/secrets/{key}") => axum::routing::put(api::put_secret),
+        ("PUT", "/secrets/{key}") => put(api::put_secret),
         ("DELETE", "/secrets/{key}") => delete(api::delete_secret),
         ("POST", "/secrets/{key}/restore") => post(api::restore),
         ("DELETE", "/secrets/{key}/permanent") => delete(api::purge_secret),
@@ -68,13 +70,37 @@ pub fn router(state: AppState) -> Router {
         .route("/seal-status", get(sys::seal_status))
         .route("/unseal", post(sys::unseal).put(sys::unseal))
         .route("/seal", post(sys::seal).put(sys::seal))
-        .route("/leader", get(sys::leader));
+        .route("/leader", get(sys::leader))
+        .route("/rotate-root", post(rekey::rotate_root).put(rekey::rotate_root));
+    let mut sys = sys;
+    for base in ["/rekey", "/rekey-recovery-key"] {
+        sys = sys
+            .route(
+                &format!("{base}/init"),
+                get(rekey::status)
+                    .put(rekey::init)
+                    .post(rekey::init)
+                    .delete(rekey::cancel),
+            )
+            .route(&format!("{base}/update"), put(rekey::update).post(rekey::update))
+            .route(
+                &format!("{base}/verify"),
+                get(rekey::verify_status)
+                    .put(rekey::verify)
+                    .post(rekey::verify)
+                    .delete(rekey::verify_reset),
+            );
+    }
     let vault = Router::new().nest("/sys", sys).fallback(sys::fallback);
 
     let org = "/orgs/{org}";
     let native = Router::new()
         .route("/orgs", get(api::list_orgs).post(api::create_org))
         .route(org, get(api::get_org))
+        .route(&format!("{org}/keks"), get(keys::list))
+        .route(&format!("{org}/keks/rotate"), post(keys::rotate))
+        .route(&format!("{org}/keks/rewrap"), post(keys::rewrap))
+        .route(&format!("{org}/keks/{{version}}"), delete(keys::destroy))
         .route(
             &format!("{org}/projects"),
             get(api::list_projects).post(api::create_project),

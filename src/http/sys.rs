@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::VaultError;
 use super::extract::{VaultAuth, VaultBody};
-use crate::seal::SealStatus;
+use crate::seal::{SealKind, SealStatus};
 use crate::service::ServiceError;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -31,7 +31,7 @@ fn cluster(s: &SealStatus, body: &mut serde_json::Map<String, Value>) {
 
 fn seal_status_body(state: &AppState, s: &SealStatus) -> Value {
     let mut body = json!({
-        "type": "shamir",
+        "type": s.kind.as_str(),
         "initialized": s.initialized,
         "sealed": s.sealed,
         "t": s.threshold,
@@ -42,9 +42,13 @@ fn seal_status_body(state: &AppState, s: &SealStatus) -> Value {
         "version": VERSION,
         "build_date": "",
         "migration": false,
-        "recovery_seal": false,
+        "recovery_seal": s.kind == SealKind::Pkcs11,
         "storage_type": state.coffer.storage_kind(),
     });
+    if let (Some(reason), Some(map)) = (&s.reason, body.as_object_mut()) {
+        // coffer's own field: why the HSM auto-unseal has not succeeded.
+        map.insert("sealed_reason".into(), json!(reason));
+    }
     if !s.sealed
         && let Some(map) = body.as_object_mut()
     {
@@ -82,6 +86,9 @@ pub(super) async fn health(State(state): State<AppState>, Query(q): Query<HashMa
     });
     if let Some(map) = body.as_object_mut() {
         cluster(&s, map);
+        if let Some(reason) = &s.reason {
+            map.insert("sealed_reason".into(), json!(reason));
+        }
     }
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     (status, Json(body)).into_response()
@@ -101,6 +108,9 @@ pub(super) struct InitRequest {
     pgp_keys: Option<Vec<String>>,
     #[serde(default)]
     root_token_pgp_key: Option<String>,
+    /// pkcs11 mode (Vault's auto-unseal): the custodians' recovery shares
+    recovery_shares: Option<u64>,
+    recovery_threshold: Option<u64>,
 }
 
 fn share_count(field: &str, v: Option<u64>) -> Result<u8, ServiceError> {
@@ -124,14 +134,31 @@ pub(super) async fn init(
         )
         .into());
     }
-    let shares = share_count("secret_shares", req.secret_shares)?;
-    let threshold = share_count("secret_threshold", req.secret_threshold)?;
+    let recovery = state.coffer.seal_status_cached().kind == SealKind::Pkcs11;
+    let (shares, threshold) = if recovery {
+        (
+            share_count("recovery_shares", req.recovery_shares.or(req.secret_shares))?,
+            share_count("recovery_threshold", req.recovery_threshold.or(req.secret_threshold))?,
+        )
+    } else {
+        (
+            share_count("secret_shares", req.secret_shares)?,
+            share_count("secret_threshold", req.secret_threshold)?,
+        )
+    };
     let out = state.coffer.init(shares, threshold).await?;
     let keys: Vec<&str> = out.keys_hex.iter().map(|k| k.as_str()).collect();
     let keys_b64: Vec<&str> = out.keys_base64.iter().map(|k| k.as_str()).collect();
-    Ok(Json(
-        json!({ "keys": keys, "keys_base64": keys_b64, "root_token": out.root_token.as_str() }),
-    ))
+    Ok(Json(if recovery {
+        // Vault's auto-unseal answer: no unseal keys, recovery keys instead.
+        json!({
+            "keys": [], "keys_base64": [],
+            "recovery_keys": keys, "recovery_keys_base64": keys_b64,
+            "root_token": out.root_token.as_str(),
+        })
+    } else {
+        json!({ "keys": keys, "keys_base64": keys_b64, "root_token": out.root_token.as_str() })
+    }))
 }
 
 /// `GET /v1/sys/seal-status`.

@@ -27,6 +27,10 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 /// Constant the verification tag authenticates (HMAC under the root key).
 const VERIFY_LABEL: &[u8] = b"coffer unseal verification v1";
 
+/// Constant the recovery tag authenticates (HMAC under the recovery key,
+/// pkcs11 mode: the custodians' shares authorize but do not decrypt).
+const RECOVERY_LABEL: &[u8] = b"coffer recovery verification v1";
+
 /// AAD of the root-key blob, encrypted by the unseal key.
 pub const ROOT_AAD: &[u8] = b"root\x00\x01";
 
@@ -115,9 +119,21 @@ pub fn decrypt_value(
     .map_err(|_| AeadError)?
 }
 
+/// Re-wrap one DEK from an older KEK version to a newer one: unwrap under
+/// `old`, wrap under `new`, same AAD (the version row id). The DEK lives only
+/// in this thread's locked scratch page; the value ciphertext is untouched.
+pub fn rewrap_dek(old: &KeyBytes, new: &KeyBytes, version_id: &Uuid, wrapped_dek: &[u8]) -> Result<Vec<u8>, AeadError> {
+    let aad = aad(b"dek", &[version_id], None);
+    with_scratch_key(|dek| {
+        aead::unwrap_key_into(old, &aad, wrapped_dek, dek)?;
+        Ok(aead::wrap_key(new, &aad, dek))
+    })
+    .map_err(|_| AeadError)?
+}
+
 /// What init stores: the root key encrypted by the unseal key, and a tag that
 /// proves a recombined unseal key is the right one.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RootBlob {
     /// root key under the unseal key, AAD [`ROOT_AAD`]
     pub encrypted_root: Vec<u8>,
@@ -125,11 +141,41 @@ pub struct RootBlob {
     pub verify_tag: Vec<u8>,
 }
 
-fn verify_tag(root: &KeyBytes) -> Vec<u8> {
-    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(root.expose())
+fn tag(key: &KeyBytes, label: &[u8]) -> Vec<u8> {
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key.expose())
         .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-    mac.update(VERIFY_LABEL);
+    mac.update(label);
     mac.finalize().into_bytes().to_vec()
+}
+
+fn check_tag(key: &KeyBytes, label: &[u8], expected: &[u8]) -> bool {
+    let Ok(mut mac) = <HmacSha256 as KeyInit>::new_from_slice(key.expose()) else {
+        return false;
+    };
+    mac.update(label);
+    // verify_slice compares in constant time.
+    mac.verify_slice(expected).is_ok()
+}
+
+fn verify_tag(root: &KeyBytes) -> Vec<u8> {
+    tag(root, VERIFY_LABEL)
+}
+
+/// The tag stored for a recovery key (pkcs11 mode).
+pub fn recovery_tag(recovery_key: &KeyBytes) -> Vec<u8> {
+    tag(recovery_key, RECOVERY_LABEL)
+}
+
+/// Whether `candidate` is the recovery key `expected` was made from, in
+/// constant time.
+pub fn check_recovery_key(candidate: &KeyBytes, expected: &[u8]) -> bool {
+    check_tag(candidate, RECOVERY_LABEL, expected)
+}
+
+/// Whether `candidate` is the unseal key of `blob` (opens the root key and
+/// matches the verification tag). The decrypted root is wiped at once.
+pub fn check_unseal_key(candidate: &KeyBytes, blob: &RootBlob) -> bool {
+    Keyring::unlock(candidate, blob).is_ok()
 }
 
 /// Why a recombined unseal key was not accepted.
@@ -185,6 +231,57 @@ impl Keyring {
         Ok(Keyring::from_root(root))
     }
 
+    /// pkcs11 mode: a root key the HSM unwrapped, accepted only if it
+    /// matches the stored verification tag (constant time).
+    pub fn from_unwrapped_root(root: KeyBytes, verify_tag: &[u8]) -> Result<Keyring, UnlockError> {
+        if !check_tag(&root, VERIFY_LABEL, verify_tag) {
+            return Err(UnlockError::WrongKey);
+        }
+        Ok(Keyring::from_root(root))
+    }
+
+    /// pkcs11 init: a fresh root key (the caller has the HSM wrap it).
+    pub fn generate_bare() -> Result<(Keyring, Vec<u8>), MemError> {
+        let root = KeyBytes::random()?;
+        let tag = verify_tag(&root);
+        Ok((Keyring::from_root(root), tag))
+    }
+
+    /// This root key encrypted under another unseal key (rekey): same root,
+    /// same verification tag, new blob.
+    pub fn root_blob(&self, unseal_key: &KeyBytes) -> RootBlob {
+        let blob = RootBlob {
+            encrypted_root: aead::wrap_key(unseal_key, ROOT_AAD, &self.root),
+            verify_tag: verify_tag(&self.root),
+        };
+        scrub_stack();
+        blob
+    }
+
+    /// Run `f` over the root key's bytes (to hand them to an HSM for
+    /// wrapping). The caller must not copy them anywhere unlocked.
+    pub fn with_root<R>(&self, f: impl FnOnce(&KeyBytes) -> R) -> R {
+        f(&self.root)
+    }
+
+    /// Root rotation: a keyring with a fresh root key, and its verification
+    /// tag. KEKs are not carried over: re-wrap them with [`Keyring::rewrap_kek`].
+    pub fn rotated(&self) -> Result<(Keyring, Vec<u8>), MemError> {
+        Keyring::generate_bare()
+    }
+
+    /// Move one KEK blob from this keyring's root to `new`'s root, same AAD.
+    pub fn rewrap_kek(&self, new: &Keyring, org_id: Uuid, version: i64, wrapped: &[u8]) -> Result<Vec<u8>, AeadError> {
+        let aad = kek_aad(&org_id, version);
+        let out = with_scratch_key(|kek| {
+            aead::unwrap_key_into(&self.root, &aad, wrapped, kek)?;
+            Ok(aead::wrap_key(&new.root, &aad, kek))
+        })
+        .map_err(|_| AeadError)?;
+        scrub_stack();
+        out
+    }
+
     fn from_root(root: KeyBytes) -> Keyring {
         Keyring {
             root,
@@ -212,6 +309,13 @@ impl Keyring {
         let kek = aead::unwrap_key(&self.root, &kek_aad(&org_id, version), wrapped);
         scrub_stack();
         Ok(self.cache(org_id, version, kek?))
+    }
+
+    /// Drop a cached KEK (after it was destroyed in storage).
+    pub fn forget_kek(&self, org_id: Uuid, version: i64) {
+        if let Ok(mut map) = self.keks.write() {
+            map.remove(&(org_id, version));
+        }
     }
 
     fn cache(&self, org_id: Uuid, version: i64, kek: KeyBytes) -> Arc<KeyBytes> {
@@ -272,6 +376,43 @@ mod tests {
         };
         bad_tag.verify_tag[0] ^= 1;
         assert_eq!(Keyring::unlock(&unseal, &bad_tag).err(), Some(UnlockError::WrongKey));
+    }
+
+    #[test]
+    fn rewrapped_dek_opens_the_same_ciphertext_under_the_new_kek_only() {
+        let old = KeyBytes::random().expect("key");
+        let new = KeyBytes::random().expect("key");
+        let a = row();
+        let sealed = encrypt_value(&old, &a, b"value").expect("encrypt");
+        let moved = rewrap_dek(&old, &new, &a.version_id, &sealed.wrapped_dek).expect("rewrap");
+        assert_ne!(moved, sealed.wrapped_dek);
+        let plain = decrypt_value(&new, &a, &sealed.ciphertext, &moved).expect("new KEK opens");
+        assert_eq!(plain.as_slice(), b"value");
+        assert!(decrypt_value(&old, &a, &sealed.ciphertext, &moved).is_err());
+        // Bound to its row: another version id does not re-wrap it.
+        assert!(rewrap_dek(&old, &new, &Uuid::new_v4(), &sealed.wrapped_dek).is_err());
+    }
+
+    #[test]
+    fn rotated_root_rewraps_keks_and_old_root_no_longer_opens_them() {
+        let unseal = KeyBytes::random().expect("key");
+        let (old, _) = Keyring::generate(&unseal).expect("init");
+        let org = Uuid::new_v4();
+        let blob = old.new_kek(org, 3).expect("kek");
+        let (new, tag) = old.rotated().expect("rotate");
+        let moved = old.rewrap_kek(&new, org, 3, &blob).expect("rewrap");
+        let a = new.load_kek(org, 3, &moved).expect("new root opens");
+        assert_eq!(a.expose(), old.cached_kek(org, 3).expect("cached").expose());
+        assert!(old.load_kek(org, 3, &moved).is_err());
+        assert!(old.rewrap_kek(&new, org, 4, &blob).is_err(), "AAD binds version");
+        let root_blob = new.root_blob(&unseal);
+        assert_eq!(root_blob.verify_tag, tag);
+        assert!(check_unseal_key(&unseal, &root_blob));
+        assert!(!check_unseal_key(&KeyBytes::random().expect("key"), &root_blob));
+        let rk = KeyBytes::random().expect("key");
+        let rt = recovery_tag(&rk);
+        assert!(check_recovery_key(&rk, &rt));
+        assert!(!check_recovery_key(&unseal, &rt));
     }
 
     #[test]

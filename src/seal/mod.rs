@@ -10,16 +10,59 @@
 //! zeroizes the root key and every cached KEK). Handlers never look at the
 //! state: they ask for [`Seal::keyring`], which fails with `Sealed`.
 //!
-//! Crypto and storage are kept apart: this module loads the keyring row once
-//! at boot (and after init) and unseals without touching the database.
+//! Crypto and storage are kept apart: this module loads the keyring row at
+//! boot (and again before a ceremony share, in case another server sharing
+//! the database rekeyed) and unseals without touching the database.
+//!
+//! Two seal kinds ([`SealKind`]): `shamir` (custodians' shares recombine the
+//! unseal key that decrypts the root key) and `pkcs11` (an HSM key wraps the
+//! root key, see [`RootWrapper`]; the custodians hold *recovery* shares that
+//! authorize rekey and root generation but decrypt nothing). Rekey lives in
+//! `rekey.rs`, root rotation in `rotate.rs`.
+
+pub mod pkcs11;
+mod rekey;
+mod rotate;
+
+pub use rekey::{RekeyStatus, RekeyUpdate, VerifyStatus};
+pub use rotate::RotateStatus;
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use unseal::{Ceremony, ShareError};
 
-use crate::keys::{Keyring, RootBlob, UnlockError};
+use crate::keys::{self, Keyring, RootBlob, UnlockError};
 use crate::secure_mem::{KeyBytes, MemError, scrub_stack};
 use crate::storage::{Backend, KeyringRow, StorageError};
+
+/// How the root key is protected at rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealKind {
+    /// encrypted by the unseal key the custodians' shares recombine
+    Shamir,
+    /// wrapped by a key inside a PKCS#11 token; shares are recovery shares
+    Pkcs11,
+}
+
+impl SealKind {
+    /// The name Vault's seal-status reports (`type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SealKind::Shamir => "shamir",
+            SealKind::Pkcs11 => "pkcs11",
+        }
+    }
+}
+
+/// What wraps the root key in pkcs11 mode: the HSM, behind a trait so the
+/// seal logic never sees PKCS#11. Error strings name the cause (token
+/// missing, PIN refused…) and never carry key bytes.
+pub trait RootWrapper: Send + Sync + std::fmt::Debug {
+    /// Encrypt the root key under the HSM key.
+    fn wrap(&self, root: &KeyBytes) -> Result<Vec<u8>, String>;
+    /// Decrypt a blob made by [`RootWrapper::wrap`] into locked memory.
+    fn unwrap(&self, blob: &[u8]) -> Result<KeyBytes, String>;
+}
 
 /// Errors of seal transitions.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +88,14 @@ pub enum SealError {
     /// Init parameters out of range.
     #[error("{0}")]
     InvalidConfig(String),
+    /// The request does not fit the current state (no rekey in progress,
+    /// wrong nonce, wrong seal kind…).
+    #[error("{0}")]
+    Refused(String),
+    /// The HSM could not wrap or unwrap the root key; the reason names the
+    /// cause, never a key or PIN.
+    #[error("HSM: {0}")]
+    Hsm(String),
     /// Key memory could not be allocated.
     #[error(transparent)]
     Memory(#[from] MemError),
@@ -55,19 +106,33 @@ pub enum SealError {
 
 /// The stored keyring parameters a sealed or unsealed server keeps.
 struct Params {
+    kind: SealKind,
     threshold: u8,
     shares: u8,
     blob: RootBlob,
+    /// pkcs11 mode: tag of the recovery key
+    recovery_tag: Option<Vec<u8>>,
     cluster_id: String,
 }
 
 impl Params {
-    fn from_row(row: &KeyringRow) -> Result<Params, SealError> {
+    fn from_row(row: &KeyringRow, recovery_tag: Option<Vec<u8>>) -> Result<Params, SealError> {
         let small = |v: i64| {
             u8::try_from(v)
                 .map_err(|_| SealError::InvalidConfig("stored keyring has an out-of-range share count".into()))
         };
+        let kind = match row.seal_type.as_str() {
+            "shamir" => SealKind::Shamir,
+            "pkcs11" => SealKind::Pkcs11,
+            other => {
+                return Err(SealError::InvalidConfig(format!(
+                    "stored keyring has unknown seal type {other:?}"
+                )));
+            }
+        };
         Ok(Params {
+            kind,
+            recovery_tag,
             threshold: small(row.secret_threshold)?,
             shares: small(row.secret_shares)?,
             blob: RootBlob {
@@ -87,6 +152,8 @@ impl Params {
 }
 
 /// Where the server is in its lifecycle.
+/// The unseal key itself is never kept: it exists only while a ceremony
+/// combines and checks it.
 enum SealState {
     Uninitialized,
     Sealed { ceremony: Ceremony, params: Params },
@@ -110,6 +177,10 @@ pub struct SealStatus {
     pub nonce: String,
     /// stable id of this keyring ("" before init)
     pub cluster_id: String,
+    /// shamir or pkcs11
+    pub kind: SealKind,
+    /// why an HSM auto-unseal has not succeeded yet (pkcs11 mode, sealed)
+    pub reason: Option<String>,
 }
 
 /// A stable, non-secret id of an initialized keyring: a hash of the stored
@@ -127,6 +198,14 @@ pub struct Seal {
     state: RwLock<SealState>,
     store: Arc<dyn Backend>,
     init_lock: tokio::sync::Mutex<()>,
+    /// the configured HSM (pkcs11 mode), if any
+    wrapper: Option<Arc<dyn RootWrapper>>,
+    /// last auto-unseal failure, shown by seal-status and health
+    hsm_reason: RwLock<Option<String>>,
+    /// a rekey in progress (see `rekey.rs`)
+    rekey: std::sync::Mutex<Option<rekey::Rekey>>,
+    /// shares collected for a root rotation (shamir mode, see `rotate.rs`)
+    rotation: std::sync::Mutex<Option<Ceremony>>,
 }
 
 impl std::fmt::Debug for Seal {
@@ -137,16 +216,29 @@ impl std::fmt::Debug for Seal {
 
 impl Seal {
     /// Boot: sealed if a keyring exists, uninitialized otherwise.
-    pub async fn load(store: Arc<dyn Backend>) -> Result<Seal, SealError> {
-        let state = match store.keyring().await? {
-            Some(row) => Params::from_row(&row)?.sealed(),
+    pub async fn load(store: Arc<dyn Backend>, wrapper: Option<Arc<dyn RootWrapper>>) -> Result<Seal, SealError> {
+        let state = match load_params(store.as_ref()).await? {
+            Some(params) => params.sealed(),
             None => SealState::Uninitialized,
         };
         Ok(Seal {
             state: RwLock::new(state),
             store,
             init_lock: tokio::sync::Mutex::new(()),
+            wrapper,
+            hsm_reason: RwLock::new(None),
+            rekey: std::sync::Mutex::new(None),
+            rotation: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The configured seal kind (what init will create).
+    pub fn configured_kind(&self) -> SealKind {
+        if self.wrapper.is_some() {
+            SealKind::Pkcs11
+        } else {
+            SealKind::Shamir
+        }
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, SealState> {
@@ -171,6 +263,7 @@ impl Seal {
 
     /// Current status.
     pub fn status(&self) -> SealStatus {
+        let reason = self.hsm_reason.read().ok().and_then(|r| r.clone());
         match &*self.read() {
             SealState::Uninitialized => SealStatus {
                 initialized: false,
@@ -180,6 +273,8 @@ impl Seal {
                 progress: 0,
                 nonce: String::new(),
                 cluster_id: String::new(),
+                kind: self.configured_kind(),
+                reason: None,
             },
             SealState::Sealed { ceremony, params } => SealStatus {
                 initialized: true,
@@ -189,6 +284,8 @@ impl Seal {
                 progress: ceremony.progress(),
                 nonce: ceremony.nonce().to_owned(),
                 cluster_id: params.cluster_id.clone(),
+                kind: params.kind,
+                reason: if params.kind == SealKind::Pkcs11 { reason } else { None },
             },
             SealState::Unsealed { params, .. } => SealStatus {
                 initialized: true,
@@ -198,6 +295,8 @@ impl Seal {
                 progress: 0,
                 nonce: String::new(),
                 cluster_id: params.cluster_id.clone(),
+                kind: params.kind,
+                reason: None,
             },
         }
     }
@@ -207,8 +306,7 @@ impl Seal {
         if !matches!(*self.read(), SealState::Uninitialized) {
             return Ok(());
         }
-        if let Some(row) = self.store.keyring().await? {
-            let params = Params::from_row(&row)?;
+        if let Some(params) = load_params(self.store.as_ref()).await? {
             let mut state = self.write();
             if matches!(*state, SealState::Uninitialized) {
                 *state = params.sealed();
@@ -217,9 +315,12 @@ impl Seal {
         Ok(())
     }
 
-    /// Init: a fresh unseal key split into `shares` shares with threshold
-    /// `threshold`, a fresh root key encrypted by it; the keyring row and the
-    /// root token row are stored in one transaction. The server stays sealed.
+    /// Init. Shamir mode: a fresh unseal key split into `shares` shares with
+    /// threshold `threshold`, a fresh root key encrypted by it; the server
+    /// stays sealed. Pkcs11 mode: a fresh root key wrapped by the HSM, a
+    /// fresh recovery key split into recovery shares (its tag stored); the
+    /// server is unsealed at once, as Vault's auto-unseal. The keyring row
+    /// and the root token row are stored in one transaction.
     pub async fn init(
         &self,
         shares: u8,
@@ -232,28 +333,123 @@ impl Seal {
         if !matches!(*self.read(), SealState::Uninitialized) {
             return Err(SealError::AlreadyInitialized);
         }
-        let (split, row) = {
-            let unseal_key = KeyBytes::random()?;
-            let split = unseal::split(unseal_key.expose(), threshold, shares)
-                .map_err(|e| SealError::InvalidConfig(e.to_string()))?;
-            let (_keyring, blob) = Keyring::generate(&unseal_key)?;
-            let row = KeyringRow {
-                seal_type: "shamir".to_owned(),
-                secret_shares: i64::from(shares),
-                secret_threshold: i64::from(threshold),
-                encrypted_root: blob.encrypted_root,
-                verify_tag: blob.verify_tag,
-                created_at: now,
-            };
-            (split, row)
+        let split_key = KeyBytes::random()?;
+        let split = unseal::split(split_key.expose(), threshold, shares)
+            .map_err(|e| SealError::InvalidConfig(e.to_string()))?;
+        let mut row = KeyringRow {
+            seal_type: self.configured_kind().as_str().to_owned(),
+            secret_shares: i64::from(shares),
+            secret_threshold: i64::from(threshold),
+            encrypted_root: Vec::new(),
+            verify_tag: Vec::new(),
+            created_at: now,
         };
-        scrub_stack();
-        match self.store.init_keyring(&row, root_token).await {
-            Err(StorageError::AlreadyInitialized) => return Err(SealError::AlreadyInitialized),
-            other => other?,
-        }
-        *self.write() = Params::from_row(&row)?.sealed();
+        let unsealed = match &self.wrapper {
+            None => {
+                let (_keyring, blob) = Keyring::generate(&split_key)?;
+                row.encrypted_root = blob.encrypted_root;
+                row.verify_tag = blob.verify_tag;
+                scrub_stack();
+                match self.store.init_keyring(&row, root_token).await {
+                    Err(StorageError::AlreadyInitialized) => return Err(SealError::AlreadyInitialized),
+                    other => other?,
+                }
+                None
+            }
+            Some(hsm) => {
+                let (keyring, tag) = Keyring::generate_bare()?;
+                row.encrypted_root = keyring.with_root(|root| hsm.wrap(root)).map_err(SealError::Hsm)?;
+                row.verify_tag = tag;
+                let recovery = keys::recovery_tag(&split_key);
+                scrub_stack();
+                match self.store.init_keyring_with_recovery(&row, &recovery, root_token).await {
+                    Err(StorageError::AlreadyInitialized) => return Err(SealError::AlreadyInitialized),
+                    other => other?,
+                }
+                Some((keyring, recovery))
+            }
+        };
+        drop(split_key);
+        *self.write() = match unsealed {
+            None => Params::from_row(&row, None)?.sealed(),
+            Some((keyring, recovery)) => SealState::Unsealed {
+                keyring: Arc::new(keyring),
+                params: Params::from_row(&row, Some(recovery))?,
+            },
+        };
         Ok(split)
+    }
+
+    /// Pkcs11 mode: ask the HSM to unwrap the stored root key and unseal.
+    /// On failure the server stays sealed and the reason is kept for
+    /// seal-status and health. No-op unless sealed in pkcs11 mode.
+    pub fn auto_unseal(&self) -> Result<bool, SealError> {
+        let Some(hsm) = &self.wrapper else {
+            return Ok(false);
+        };
+        let blob = match &*self.read() {
+            SealState::Sealed { params, .. } if params.kind == SealKind::Pkcs11 => params.blob.clone(),
+            SealState::Sealed { .. } => {
+                return Err(SealError::Refused(
+                    "the stored keyring is sealed with shamir, but the config says pkcs11: \
+                     unseal with the custodians' shares (seal migration is not implemented)"
+                        .into(),
+                ));
+            }
+            _ => return Ok(false),
+        };
+        let result = hsm
+            .unwrap(&blob.encrypted_root)
+            .map_err(SealError::Hsm)
+            .and_then(|root| {
+                Keyring::from_unwrapped_root(root, &blob.verify_tag).map_err(|_| {
+                    SealError::Hsm("the HSM key does not unwrap this server's root key (another key label?)".into())
+                })
+            });
+        scrub_stack();
+        let keyring = match result {
+            Ok(k) => k,
+            Err(e) => {
+                if let Ok(mut r) = self.hsm_reason.write() {
+                    *r = Some(e.to_string());
+                }
+                return Err(e);
+            }
+        };
+        if let Ok(mut r) = self.hsm_reason.write() {
+            *r = None;
+        }
+        let mut state = self.write();
+        if let SealState::Sealed { .. } = &*state {
+            let SealState::Sealed { params, .. } = std::mem::replace(&mut *state, SealState::Uninitialized) else {
+                unreachable!("matched Sealed above under the same lock")
+            };
+            *state = SealState::Unsealed {
+                keyring: Arc::new(keyring),
+                params,
+            };
+        }
+        Ok(true)
+    }
+
+    /// Sealed: reload the keyring row in case another server sharing the
+    /// database rekeyed or rotated; a changed row restarts the ceremony.
+    pub async fn reload_if_sealed(&self) -> Result<(), SealError> {
+        let current = match &*self.read() {
+            SealState::Sealed { params, .. } => params.blob.encrypted_root.clone(),
+            _ => return Ok(()),
+        };
+        let Some(params) = load_params(self.store.as_ref()).await? else {
+            return Ok(());
+        };
+        if params.blob.encrypted_root == current {
+            return Ok(());
+        }
+        let mut state = self.write();
+        if matches!(*state, SealState::Sealed { .. }) {
+            *state = params.sealed();
+        }
+        Ok(())
     }
 
     /// Submit one share. Returns the status after it; the K-th share
@@ -272,6 +468,13 @@ impl Seal {
                     }
                 };
             };
+            if params.kind == SealKind::Pkcs11 {
+                return Err(SealError::Refused(
+                    "this server unseals itself through its HSM; recovery shares cannot unseal it \
+                     (see seal-status for why the HSM unseal has not succeeded)"
+                        .into(),
+                ));
+            }
             if let Some(combined) = ceremony.submit(share)? {
                 let unlocked = KeyBytes::from_slice(combined.as_slice())
                     .ok_or(SealError::Memory(MemError::AllocFailed))
@@ -313,6 +516,12 @@ impl Seal {
                 *state = params.sealed();
                 drop(state);
                 drop(keyring);
+                if let Ok(mut r) = self.rekey.lock() {
+                    *r = None;
+                }
+                if let Ok(mut r) = self.rotation.lock() {
+                    *r = None;
+                }
                 scrub_stack();
                 Ok(())
             }
@@ -323,4 +532,13 @@ impl Seal {
             SealState::Uninitialized => Err(SealError::NotInitialized),
         }
     }
+}
+
+/// The keyring row and recovery tag, as seal parameters.
+async fn load_params(store: &dyn Backend) -> Result<Option<Params>, SealError> {
+    let Some(row) = store.keyring().await? else {
+        return Ok(None);
+    };
+    let recovery = store.recovery_tag().await?;
+    Ok(Some(Params::from_row(&row, recovery)?))
 }

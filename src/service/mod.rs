@@ -8,8 +8,10 @@
 mod access;
 mod auth;
 mod cache;
+pub mod keys;
 mod limits;
 mod orgs;
+pub mod rekey;
 mod secrets;
 pub mod values;
 
@@ -119,7 +121,8 @@ impl From<SealError> for ServiceError {
             SealError::AlreadyInitialized => ServiceError::AlreadyInitialized,
             SealError::Sealed => ServiceError::Sealed,
             SealError::BadShare(_) | SealError::WrongShares => ServiceError::Unseal(e.to_string()),
-            SealError::InvalidConfig(msg) => ServiceError::Invalid(msg),
+            SealError::InvalidConfig(msg) | SealError::Refused(msg) => ServiceError::Invalid(msg),
+            SealError::Hsm(msg) => ServiceError::Internal(format!("HSM: {msg}")),
             SealError::Memory(m) => ServiceError::Internal(m.to_string()),
             SealError::Storage(s) => s.into(),
         }
@@ -245,7 +248,15 @@ pub struct Coffer {
 impl Coffer {
     /// Boot: load the seal state from storage.
     pub async fn load(store: Arc<dyn Backend>) -> Result<Coffer> {
-        let seal = Arc::new(Seal::load(store.clone()).await?);
+        Self::load_with_seal(store, None).await
+    }
+
+    /// Boot with a `seal "pkcs11"` wrapper (the HSM), if configured.
+    pub async fn load_with_seal(
+        store: Arc<dyn Backend>,
+        wrapper: Option<Arc<dyn crate::seal::RootWrapper>>,
+    ) -> Result<Coffer> {
+        let seal = Arc::new(Seal::load(store.clone(), wrapper).await?);
         Ok(Coffer {
             store,
             seal,
@@ -309,6 +320,7 @@ impl Coffer {
     /// Submit one unseal share.
     pub async fn unseal(&self, share: &str) -> Result<SealStatus> {
         self.seal.refresh_if_uninitialized().await?;
+        self.seal.reload_if_sealed().await?;
         Ok(self.seal.submit_share(share)?)
     }
 

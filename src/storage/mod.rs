@@ -16,6 +16,7 @@
 //! (`tests/it/conformance.rs`).
 
 mod identity;
+pub mod keystore;
 mod postgres;
 pub mod sql;
 mod sqlite;
@@ -253,7 +254,7 @@ pub struct CurrentValue {
 /// another organization's rows (on PostgreSQL row-level security enforces
 /// it a second time).
 #[async_trait]
-pub trait Backend: Send + Sync + std::fmt::Debug {
+pub trait Backend: keystore::KeyStore + Send + Sync + std::fmt::Debug {
     /// "sqlite" or "postgres".
     fn kind(&self) -> &'static str;
     /// The keyring row, if initialized.

@@ -143,8 +143,21 @@ impl SqlBackend {
         }
     }
 
+    /// Inside a transaction of the shared pool, act for organization
+    /// `org_id` until the transaction ends (PostgreSQL row-level security;
+    /// nothing to do on SQLite). For the few cross-organization operations.
+    pub(super) async fn act_for(&self, tx: &mut sqlx::Transaction<'_, Any>, org_id: Uuid) -> Result<()> {
+        if self.tenants.is_some() {
+            query("SELECT set_config('coffer.org_id', $1, true)")
+                .bind(org_id.to_string())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// The pool for one organization's rows (the shared pool on SQLite).
-    fn tenant(&self, org_id: Uuid) -> AnyPool {
+    pub(super) fn tenant(&self, org_id: Uuid) -> AnyPool {
         match &self.tenants {
             Some(t) => t.pool(org_id),
             None => self.pool.clone(),

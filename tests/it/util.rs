@@ -51,6 +51,7 @@ pub struct Server {
     pub base: String,
     config: PathBuf,
     log: PathBuf,
+    envs: Vec<(String, String)>,
 }
 
 impl Server {
@@ -61,10 +62,16 @@ impl Server {
 
     /// Start with extra `[listener]` settings (TLS files…) on a free port.
     pub fn start_with(dir: &Path, storage_url: &str, listener: &str) -> Server {
+        Self::start_full(dir, storage_url, listener, "", &[])
+    }
+
+    /// Start with extra config sections (after `[storage]`) and extra
+    /// environment variables for the server process.
+    pub fn start_full(dir: &Path, storage_url: &str, listener: &str, extra: &str, envs: &[(&str, &str)]) -> Server {
         let config = dir.join("coffer.toml");
         std::fs::write(
             &config,
-            format!("[listener]\naddress = \"127.0.0.1:0\"\n{listener}\n[storage]\nurl = \"{storage_url}\"\n"),
+            format!("[listener]\naddress = \"127.0.0.1:0\"\n{listener}\n[storage]\nurl = \"{storage_url}\"\n{extra}"),
         )
         .expect("write config");
         let mut s = Server {
@@ -72,9 +79,15 @@ impl Server {
             base: String::new(),
             config,
             log: dir.join("server.log"),
+            envs: envs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         };
         s.spawn();
         s
+    }
+
+    /// The config file the server runs with.
+    pub fn config_path(&self) -> &Path {
+        &self.config
     }
 
     fn spawn(&mut self) {
@@ -87,6 +100,7 @@ impl Server {
             .args(["server", "--config"])
             .arg(&self.config)
             .env("COFFER_LOG_FORMAT", "text")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

@@ -1,0 +1,185 @@
+//! Vault's `sys/rekey/*` (and the auto-unseal twin `sys/rekey-recovery-key/*`)
+//! and coffer's `sys/rotate-root`, with Vault's raw JSON bodies. Every route
+//! needs the root token (OpenBao's authenticated behaviour). Thin handlers.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::VaultError;
+use super::extract::{VaultAuth, VaultBody};
+use crate::seal::{RekeyStatus, VerifyStatus};
+use crate::service::ServiceError;
+use crate::service::rekey::RekeyOutcome;
+
+fn status_body(s: &RekeyStatus) -> Value {
+    json!({
+        "started": s.started,
+        "nonce": s.nonce,
+        "t": s.t,
+        "n": s.n,
+        "progress": s.progress,
+        "required": s.required,
+        "pgp_fingerprints": null,
+        "backup": false,
+        "verification_required": s.verification_required,
+        "verification_nonce": s.verification_nonce,
+    })
+}
+
+fn verify_body(s: &VerifyStatus) -> Value {
+    if s.complete {
+        return json!({ "nonce": s.nonce, "complete": true });
+    }
+    json!({ "nonce": s.nonce, "started": s.started, "t": s.t, "n": s.n, "progress": s.progress })
+}
+
+/// `GET sys/rekey/init`
+pub(super) async fn status(State(s): State<AppState>, VaultAuth(who): VaultAuth) -> Result<Json<Value>, VaultError> {
+    Ok(Json(status_body(&s.coffer.rekey_status(&who)?)))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct InitRequest {
+    secret_shares: Option<u64>,
+    secret_threshold: Option<u64>,
+    #[serde(default)]
+    pgp_keys: Option<Vec<String>>,
+    #[serde(default)]
+    backup: bool,
+    #[serde(default)]
+    require_verification: bool,
+}
+
+fn count(field: &str, v: Option<u64>) -> Result<u8, ServiceError> {
+    let v = v.ok_or_else(|| ServiceError::Invalid(format!("{field} is required")))?;
+    u8::try_from(v)
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| ServiceError::Invalid(format!("{field} must be between 1 and 255, got {v}")))
+}
+
+/// `PUT|POST sys/rekey/init`
+pub(super) async fn init(
+    State(s): State<AppState>,
+    VaultAuth(who): VaultAuth,
+    VaultBody(req): VaultBody<InitRequest>,
+) -> Result<Json<Value>, VaultError> {
+    if req.backup {
+        return Err(ServiceError::Invalid("backup is not supported: coffer never stores shares".into()).into());
+    }
+    if req.pgp_keys.as_ref().is_some_and(|k| !k.is_empty()) {
+        return Err(ServiceError::Invalid("pgp_keys are not supported for rekey yet".into()).into());
+    }
+    let shares = count("secret_shares", req.secret_shares)?;
+    let threshold = count("secret_threshold", req.secret_threshold)?;
+    let st = s.coffer.rekey_init(&who, shares, threshold, req.require_verification)?;
+    Ok(Json(status_body(&st)))
+}
+
+/// `DELETE sys/rekey/init`: 204
+pub(super) async fn cancel(State(s): State<AppState>, VaultAuth(who): VaultAuth) -> Result<StatusCode, VaultError> {
+    s.coffer.rekey_cancel(&who)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct KeyRequest {
+    key: Option<String>,
+    #[serde(default)]
+    nonce: String,
+}
+
+impl KeyRequest {
+    fn key(self) -> Result<(zeroize::Zeroizing<String>, String), ServiceError> {
+        let key = self
+            .key
+            .map(zeroize::Zeroizing::new)
+            .ok_or_else(|| ServiceError::Invalid("'key' must be specified in request body as JSON".into()))?;
+        Ok((key, self.nonce))
+    }
+}
+
+/// `PUT|POST sys/rekey/update`
+pub(super) async fn update(
+    State(s): State<AppState>,
+    VaultAuth(who): VaultAuth,
+    VaultBody(req): VaultBody<KeyRequest>,
+) -> Result<Json<Value>, VaultError> {
+    let (key, nonce) = req.key()?;
+    Ok(Json(match s.coffer.rekey_update(&who, &key, &nonce).await? {
+        RekeyOutcome::Progress(st) => status_body(&st),
+        RekeyOutcome::Complete(r) => {
+            let keys: Vec<&str> = r.keys_hex.iter().map(|k| k.as_str()).collect();
+            let keys_b64: Vec<&str> = r.keys_base64.iter().map(|k| k.as_str()).collect();
+            json!({
+                "complete": true,
+                "keys": keys,
+                "keys_base64": keys_b64,
+                "nonce": r.nonce,
+                "pgp_fingerprints": null,
+                "backup": false,
+                "verification_required": r.verification_required,
+                "verification_nonce": r.verification_nonce,
+            })
+        }
+    }))
+}
+
+/// `GET sys/rekey/verify`
+pub(super) async fn verify_status(
+    State(s): State<AppState>,
+    VaultAuth(who): VaultAuth,
+) -> Result<Json<Value>, VaultError> {
+    Ok(Json(verify_body(&s.coffer.rekey_verify_status(&who)?)))
+}
+
+/// `DELETE sys/rekey/verify`: restart the verification round
+pub(super) async fn verify_reset(
+    State(s): State<AppState>,
+    VaultAuth(who): VaultAuth,
+) -> Result<Json<Value>, VaultError> {
+    Ok(Json(verify_body(&s.coffer.rekey_verify_reset(&who)?)))
+}
+
+/// `PUT|POST sys/rekey/verify`
+pub(super) async fn verify(
+    State(s): State<AppState>,
+    VaultAuth(who): VaultAuth,
+    VaultBody(req): VaultBody<KeyRequest>,
+) -> Result<Json<Value>, VaultError> {
+    let (key, nonce) = req.key()?;
+    Ok(Json(verify_body(
+        &s.coffer.rekey_verify_update(&who, &key, &nonce).await?,
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RotateRequest {
+    key: Option<String>,
+    #[serde(default)]
+    reset: bool,
+}
+
+/// `PUT|POST sys/rotate-root {key?, reset?}`: new root key, every KEK
+/// re-wrapped. Shamir mode: one current share per call, the K-th rotates.
+pub(super) async fn rotate_root(
+    State(s): State<AppState>,
+    VaultAuth(who): VaultAuth,
+    VaultBody(req): VaultBody<RotateRequest>,
+) -> Result<Json<Value>, VaultError> {
+    let key = req.key.map(zeroize::Zeroizing::new);
+    let st = s
+        .coffer
+        .rotate_root(&who, key.as_deref().map(String::as_str), req.reset)
+        .await?;
+    Ok(Json(json!({
+        "complete": st.keks_rewrapped.is_some(),
+        "progress": st.progress,
+        "required": st.required,
+        "keks_rewrapped": st.keks_rewrapped,
+    })))
+}

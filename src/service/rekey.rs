@@ -1,0 +1,146 @@
+//! Rekey and root rotation for the root token holder: thin wrappers over
+//! the seal (which owns the crypto), plus the share encodings the wire
+//! format wants. Every step is logged by token accessor, never a share.
+
+use zeroize::Zeroizing;
+
+use super::{Coffer, Principal, Result};
+use crate::seal::{RekeyStatus, RekeyUpdate, RotateStatus, VerifyStatus};
+
+/// New shares, returned once by the rekey's last current share.
+pub struct RekeyResult {
+    /// rekey nonce
+    pub nonce: String,
+    /// shares, hex
+    pub keys_hex: Vec<Zeroizing<String>>,
+    /// shares, base64
+    pub keys_base64: Vec<Zeroizing<String>>,
+    /// the new shares take effect only after verification
+    pub verification_required: bool,
+    /// nonce of the verification round
+    pub verification_nonce: String,
+}
+
+impl std::fmt::Debug for RekeyResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RekeyResult")
+            .field("shares", &self.keys_hex.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a rekey share did.
+#[derive(Debug)]
+pub enum RekeyOutcome {
+    /// more shares needed
+    Progress(RekeyStatus),
+    /// the new share set
+    Complete(RekeyResult),
+}
+
+impl Coffer {
+    /// `seal "pkcs11"`: start the boot-time HSM auto-unseal loop (retries
+    /// with back-off until unsealed; reasons show in seal-status/health).
+    pub fn spawn_auto_unseal(&self) {
+        tokio::spawn(crate::seal::pkcs11::auto_unseal_loop(self.seal.clone()));
+    }
+
+    /// `GET sys/rekey/init`.
+    pub fn rekey_status(&self, who: &Principal) -> Result<RekeyStatus> {
+        who.require_root()?;
+        Ok(self.seal.rekey_status()?)
+    }
+
+    /// `PUT sys/rekey/init`.
+    pub fn rekey_init(
+        &self,
+        who: &Principal,
+        shares: u8,
+        threshold: u8,
+        require_verification: bool,
+    ) -> Result<RekeyStatus> {
+        who.require_root()?;
+        let s = self.seal.rekey_init(shares, threshold, require_verification)?;
+        tracing::warn!(accessor = %who.accessor, shares, threshold, require_verification, "rekey started");
+        Ok(s)
+    }
+
+    /// `DELETE sys/rekey/init`.
+    pub fn rekey_cancel(&self, who: &Principal) -> Result<()> {
+        who.require_root()?;
+        self.seal.rekey_cancel()?;
+        tracing::warn!(accessor = %who.accessor, "rekey cancelled");
+        Ok(())
+    }
+
+    /// `PUT sys/rekey/update`: one current share.
+    pub async fn rekey_update(&self, who: &Principal, share: &str, nonce: &str) -> Result<RekeyOutcome> {
+        who.require_root()?;
+        let out = self.seal.rekey_update(share, nonce).await;
+        match &out {
+            Ok(RekeyUpdate::Complete {
+                verification_required, ..
+            }) => tracing::warn!(
+                accessor = %who.accessor,
+                verification_required,
+                "rekey: new shares issued{}",
+                if *verification_required { " (pending verification)" } else { "; old shares revoked" }
+            ),
+            Ok(RekeyUpdate::Progress(_)) => tracing::info!(accessor = %who.accessor, "rekey: share accepted"),
+            Err(e) => tracing::warn!(accessor = %who.accessor, error = %e, "rekey: share refused"),
+        }
+        Ok(match out? {
+            RekeyUpdate::Progress(s) => RekeyOutcome::Progress(s),
+            RekeyUpdate::Complete {
+                nonce,
+                shares,
+                verification_required,
+                verification_nonce,
+            } => RekeyOutcome::Complete(RekeyResult {
+                nonce,
+                keys_hex: shares.iter().map(|s| s.to_hex()).collect(),
+                keys_base64: shares.iter().map(|s| s.to_base64()).collect(),
+                verification_required,
+                verification_nonce,
+            }),
+        })
+    }
+
+    /// `GET sys/rekey/verify`.
+    pub fn rekey_verify_status(&self, who: &Principal) -> Result<VerifyStatus> {
+        who.require_root()?;
+        Ok(self.seal.rekey_verify_status()?)
+    }
+
+    /// `DELETE sys/rekey/verify`.
+    pub fn rekey_verify_reset(&self, who: &Principal) -> Result<VerifyStatus> {
+        who.require_root()?;
+        Ok(self.seal.rekey_verify_reset()?)
+    }
+
+    /// `PUT sys/rekey/verify`: one new share.
+    pub async fn rekey_verify_update(&self, who: &Principal, share: &str, nonce: &str) -> Result<VerifyStatus> {
+        who.require_root()?;
+        let s = self.seal.rekey_verify_update(share, nonce).await?;
+        if s.complete {
+            tracing::warn!(accessor = %who.accessor, "rekey verified: new shares in effect, old shares revoked");
+        }
+        Ok(s)
+    }
+
+    /// Rotate the root key (every KEK re-wrapped in one transaction). In
+    /// shamir mode each call submits one current share; the K-th rotates.
+    pub async fn rotate_root(&self, who: &Principal, share: Option<&str>, reset: bool) -> Result<RotateStatus> {
+        who.require_root()?;
+        let s = self.seal.rotate_root(share, reset).await;
+        match &s {
+            Ok(RotateStatus {
+                keks_rewrapped: Some(n),
+                ..
+            }) => tracing::warn!(accessor = %who.accessor, keks = n, "root key rotated"),
+            Ok(_) => tracing::info!(accessor = %who.accessor, "root rotation: share accepted"),
+            Err(e) => tracing::warn!(accessor = %who.accessor, error = %e, "root rotation refused"),
+        }
+        Ok(s?)
+    }
+}
