@@ -1215,3 +1215,303 @@ async fn service_account_cidrs_restrict_the_source_address() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// Grant scopes, and removals that must take effect
+// ---------------------------------------------------------------------------
+
+/// `GET {env}/secrets` as `http`: the status only.
+async fn list_status(http: &Http, env: &str) -> u16 {
+    http.get(&format!("{env}/secrets")).await.0.as_u16()
+}
+
+#[tokio::test]
+async fn grant_scopes_and_removals_take_effect() {
+    let dir = util::tempdir();
+    let (server, root) = booted(dir.path()).await;
+    let anon = server.client(None);
+    util::org_tree(&root, "acme", &[("api", &["staging", "production"]), ("web", &["dev"])]).await;
+    let staging = util::env_path("acme", "api", "staging");
+    let production = util::env_path("acme", "api", "production");
+    let web = util::env_path("acme", "web", "dev");
+    let mut failures = Vec::new();
+    let mut expect = |what: &str, got: u16, want: u16| {
+        if got != want {
+            failures.push(format!("{what}: GET …/secrets → {got} (expected {want})"));
+        }
+    };
+
+    // environment "*" = every environment of one project; project "*" = all.
+    for (name, project, env) in [("proj", "api", "*"), ("everything", "*", "*")] {
+        util::service_account(&root, "acme", name, json!({})).await;
+        util::grant(
+            &root,
+            "acme",
+            json!({"service_account": name, "project": project, "environment": env, "role": "viewer"}),
+        )
+        .await;
+    }
+    let proj = server.client(util::sa_token(&root, "acme", "proj", json!({})).await["token"].as_str());
+    let all = server.client(util::sa_token(&root, "acme", "everything", json!({})).await["token"].as_str());
+    expect(
+        "project-wide grant, api/staging",
+        list_status(&proj, &staging).await,
+        200,
+    );
+    expect(
+        "project-wide grant, api/production",
+        list_status(&proj, &production).await,
+        200,
+    );
+    expect("project-wide grant, web/dev", list_status(&proj, &web).await, 403);
+    expect("org-wide grant, web/dev", list_status(&all, &web).await, 200);
+    // An environment created after the grant is covered too.
+    util::org_tree_in(&root, "acme", "later", &["qa"]).await;
+    expect(
+        "org-wide grant, environment created later",
+        list_status(&all, &util::env_path("acme", "later", "qa")).await,
+        200,
+    );
+
+    // Revoking a grant takes the permission away (within the 1-s cache).
+    util::service_account(&root, "acme", "temp", json!({})).await;
+    let g = util::grant(
+        &root,
+        "acme",
+        json!({"service_account": "temp", "project": "api", "environment": "staging", "role": "developer"}),
+    )
+    .await;
+    let temp_token = util::sa_token(&root, "acme", "temp", json!({})).await;
+    let temp = server.client(temp_token["token"].as_str());
+    expect("temp before grant revocation", list_status(&temp, &staging).await, 200);
+    let gid = g["id"].as_str().unwrap_or_else(|| panic!("grant id in {g}"));
+    util::ok_data(
+        "revoke grant",
+        root.delete(&format!("/api/v1/orgs/acme/grants/{gid}")).await,
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    expect("temp after grant revocation", list_status(&temp, &staging).await, 403);
+
+    // Deleting an account revokes its tokens; a new account of the same name
+    // inherits neither tokens nor grants.
+    util::grant(
+        &root,
+        "acme",
+        json!({"service_account": "temp", "project": "api", "environment": "staging", "role": "developer"}),
+    )
+    .await;
+    let deleted = util::ok_data(
+        "delete service account",
+        root.delete("/api/v1/orgs/acme/service-accounts/temp").await,
+    );
+    assert_eq!(deleted["deleted"], true, "{deleted}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    expect("token of a deleted account", list_status(&temp, &staging).await, 401);
+    util::service_account(&root, "acme", "temp", json!({})).await;
+    let reborn = server.client(util::sa_token(&root, "acme", "temp", json!({})).await["token"].as_str());
+    expect(
+        "old token after the name is reused",
+        list_status(&temp, &staging).await,
+        401,
+    );
+    expect(
+        "new account of a reused name (no grants)",
+        list_status(&reborn, &staging).await,
+        403,
+    );
+
+    // Users: a group grant ends with group membership; everything ends with
+    // org membership.
+    util::create_user(&root, "gina@acme.test", PASSWORD).await;
+    util::add_member(&root, "acme", "gina@acme.test", "member").await;
+    util::ok_data(
+        "group",
+        root.post("/api/v1/orgs/acme/groups", json!({"name": "ops"})).await,
+    );
+    util::ok_data(
+        "group member",
+        root.post(
+            "/api/v1/orgs/acme/groups/ops/members",
+            json!({"email": "gina@acme.test"}),
+        )
+        .await,
+    );
+    util::grant(
+        &root,
+        "acme",
+        json!({"group": "ops", "project": "api", "environment": "staging", "role": "viewer"}),
+    )
+    .await;
+    util::grant(
+        &root,
+        "acme",
+        json!({"user": "gina@acme.test", "project": "web", "environment": "dev", "role": "viewer"}),
+    )
+    .await;
+    let gina = util::user_client(&anon, "gina@acme.test", PASSWORD).await;
+    expect("gina via group", list_status(&gina, &staging).await, 200);
+    expect("gina via own grant", list_status(&gina, &web).await, 200);
+    util::ok_data(
+        "remove from group",
+        root.delete("/api/v1/orgs/acme/groups/ops/members/gina@acme.test").await,
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    expect("gina after leaving the group", list_status(&gina, &staging).await, 403);
+    expect(
+        "gina's own grant after leaving the group",
+        list_status(&gina, &web).await,
+        200,
+    );
+    let removed = util::ok_data(
+        "remove member",
+        root.delete("/api/v1/orgs/acme/members/gina@acme.test").await,
+    );
+    assert_eq!(removed["removed"], true, "{removed}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    expect("gina after leaving the org", list_status(&gina, &web).await, 404);
+    // Re-added as a plain member, she does not get her old grants back.
+    util::add_member(&root, "acme", "gina@acme.test", "member").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    expect(
+        "gina re-added: old grant must be gone",
+        list_status(&gina, &web).await,
+        403,
+    );
+    assert_none("grant scopes and removals", &failures);
+}
+
+#[tokio::test]
+async fn tokens_are_revoked_only_by_their_owner_root_or_their_org_admin() {
+    let dir = util::tempdir();
+    let (server, root) = booted(dir.path()).await;
+    let anon = server.client(None);
+    util::org_tree(&root, "acme", &[("api", &["staging"])]).await;
+    let env = util::env_path("acme", "api", "staging");
+    for (u, role) in [("admin", "admin"), ("mem", "member"), ("mem2", "member")] {
+        util::create_user(&root, &format!("{u}@acme.test"), PASSWORD).await;
+        util::add_member(&root, "acme", &format!("{u}@acme.test"), role).await;
+    }
+    util::service_account(&root, "acme", "bot", json!({})).await;
+    util::grant(
+        &root,
+        "acme",
+        json!({"service_account": "bot", "project": "api", "environment": "staging", "role": "viewer"}),
+    )
+    .await;
+    let bot = util::sa_token(&root, "acme", "bot", json!({})).await;
+    let bot_http = server.client(bot["token"].as_str());
+    let session = |email: &'static str| {
+        let anon = anon.clone();
+        async move { util::login(&anon, email, PASSWORD).await }
+    };
+    let (s_admin, s_mem, s_mem2) = (
+        session("admin@acme.test").await,
+        session("mem@acme.test").await,
+        session("mem2@acme.test").await,
+    );
+    let as_ = |s: &Value| anon.with_token(s["access_token"].as_str().unwrap());
+    let (admin, mem, mem2) = (as_(&s_admin), as_(&s_mem), as_(&s_mem2));
+    let acc = |s: &Value| s["accessor"].as_str().unwrap().to_owned();
+
+    let mut failures = Vec::new();
+    for (who, caller, target, victim) in [
+        ("member", &mem, bot["accessor"].as_str().unwrap().to_owned(), &bot_http),
+        ("member", &mem, acc(&s_admin), &admin),
+        // A user's session belongs to no org: an org admin may not end it.
+        ("org admin", &admin, acc(&s_mem2), &mem2),
+    ] {
+        let path = format!("/api/v1/tokens/{target}");
+        let (st, body) = caller.delete(&path).await;
+        if st.is_success() || st.is_server_error() {
+            failures.push(format!("{who}: DELETE {path} → {st} {body} (expected a refusal)"));
+        }
+        let (st, body) = victim.get("/api/v1/auth/whoami").await;
+        if !st.is_success() {
+            failures.push(format!(
+                "after {who}'s refused DELETE {path}, the token answers {st} {body}"
+            ));
+        }
+    }
+    // Lists show the caller's own tokens only.
+    let listed = util::ok_data("member lists tokens", mem.get("/api/v1/tokens").await);
+    let accessors = listed_field(&listed, "accessor");
+    if !accessors.contains(&acc(&s_mem)) || accessors.iter().any(|a| [acc(&s_admin), acc(&s_mem2)].contains(a)) {
+        failures.push(format!(
+            "member's GET /api/v1/tokens → {listed} (expected only its own)"
+        ));
+    }
+    // The org admin revokes the org's service-account token; a user its own.
+    util::ok_data(
+        "admin revokes the bot's token",
+        admin
+            .delete(&format!("/api/v1/tokens/{}", bot["accessor"].as_str().unwrap()))
+            .await,
+    );
+    util::ok_data(
+        "member revokes its own token",
+        mem.delete(&format!("/api/v1/tokens/{}", acc(&s_mem))).await,
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    util::expect_error(
+        "revoked bot token",
+        bot_http.get(&format!("{env}/secrets")).await,
+        401,
+        "unauthenticated",
+    );
+    util::expect_error(
+        "revoked own token",
+        mem.get("/api/v1/auth/whoami").await,
+        401,
+        "unauthenticated",
+    );
+    assert_none("token revocation rights", &failures);
+}
+
+fn listed_field(data: &Value, field: &str) -> Vec<String> {
+    listed(data, field)
+}
+
+#[tokio::test]
+async fn only_root_seals_creates_users_and_service_accounts_create_no_orgs() {
+    let dir = util::tempdir();
+    let (server, root) = booted(dir.path()).await;
+    let anon = server.client(None);
+    util::create_user(&root, "owner@acme.test", PASSWORD).await;
+    let owner = util::user_client(&anon, "owner@acme.test", PASSWORD).await;
+    util::ok_data(
+        "user creates its org",
+        owner
+            .post("/api/v1/orgs", json!({"slug": "acme", "name": "Acme"}))
+            .await,
+    );
+    util::service_account(&owner, "acme", "ops", json!({})).await;
+    util::grant(
+        &owner,
+        "acme",
+        json!({"service_account": "ops", "project": "*", "environment": "*", "role": "admin"}),
+    )
+    .await;
+    let ops = server.client(util::sa_token(&owner, "acme", "ops", json!({})).await["token"].as_str());
+    for (who, caller) in [("org owner", &owner), ("admin service account", &ops)] {
+        for method in ["PUT", "POST"] {
+            let (st, body) = caller.req(method, "/v1/sys/seal", Some(json!({}))).await;
+            assert_eq!(st, 403, "{who}: {method} /v1/sys/seal → {st} {body}");
+        }
+        let (_, status) = anon.get("/v1/sys/seal-status").await;
+        assert_eq!(status["sealed"], false, "{who} sealed the server: {status}");
+        util::expect_error(
+            &format!("{who} creates a user"),
+            caller
+                .post("/api/v1/users", json!({"email": "x@acme.test", "password": PASSWORD}))
+                .await,
+            403,
+            "permission_denied",
+        );
+    }
+    util::expect_error(
+        "service account creates an org",
+        ops.post("/api/v1/orgs", json!({"slug": "sa-org", "name": "x"})).await,
+        403,
+        "permission_denied",
+    );
+}

@@ -575,3 +575,29 @@ async fn device_flow_issues_a_session_for_the_approving_user() {
         "a spent device code must not give a second session: {st} {body}"
     );
 }
+
+#[tokio::test]
+async fn unknown_bearer_tokens_are_limited_per_source_address() {
+    let dir = util::tempdir();
+    let (server, _root) = booted(dir.path()).await;
+    let into = util::unix_now() % 60;
+    if into > 50 {
+        tokio::time::sleep(Duration::from_secs(61 - into)).await;
+    }
+    for i in 0..20 {
+        let forged = format!("cfr_{}", uuid::Uuid::new_v4().simple());
+        util::expect_error(
+            &format!("unknown token {}", i + 1),
+            server.client(Some(&forged)).get("/api/v1/auth/whoami").await,
+            401,
+            "unauthenticated",
+        );
+    }
+    let forged = format!("cfr_{}", uuid::Uuid::new_v4().simple());
+    util::expect_error(
+        "21st unknown token from the same address",
+        server.client(Some(&forged)).get("/api/v1/auth/whoami").await,
+        429,
+        "rate_limited",
+    );
+}
