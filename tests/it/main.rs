@@ -6,6 +6,7 @@ mod access;
 mod access_auth;
 mod access_mtls;
 mod cli;
+mod cli_access;
 mod conformance;
 mod hardening;
 mod hsm;
