@@ -363,6 +363,19 @@ fn org_routes(org: &str, p: &str, email: &str, g: &str, sa: &str) -> Vec<(&'stat
     ]
 }
 
+/// The key-encryption-key routes of `{org}` (root only; not in
+/// docs/access.md, but an org's KEK is the last thing another tenant may
+/// touch).
+fn kek_routes(org: &str) -> Vec<(&'static str, String, Option<Value>)> {
+    let o = format!("/api/v1/orgs/{org}/keks");
+    vec![
+        ("GET", o.clone(), None),
+        ("POST", format!("{o}/rotate"), Some(json!({}))),
+        ("POST", format!("{o}/rewrap"), Some(json!({}))),
+        ("DELETE", format!("{o}/1"), None),
+    ]
+}
+
 fn listed(data: &Value, field: &str) -> Vec<String> {
     data.as_array()
         .unwrap_or_else(|| panic!("expected a list: {data}"))
@@ -487,7 +500,10 @@ async fn org_roles_decide_who_manages_and_outsiders_see_not_found() {
     );
 
     // A plain member manages nothing…
-    for (method, path, body) in org_routes("alpha", "web", "idle@alpha.test", "team", "bot") {
+    for (method, path, body) in org_routes("alpha", "web", "idle@alpha.test", "team", "bot")
+        .into_iter()
+        .chain(kek_routes("alpha"))
+    {
         let reads = method == "GET"
             && (path.ends_with("/projects")
                 || path.ends_with("/environments")
@@ -573,6 +589,9 @@ async fn org_roles_decide_who_manages_and_outsiders_see_not_found() {
         {
             probes.push((m, b_path, z_path, body));
         }
+        for ((m, b_path, body), (_, z_path, _)) in kek_routes("bravo").into_iter().zip(kek_routes("zulu")) {
+            probes.push((m, b_path, z_path, body));
+        }
         for r in ENV_ROUTES {
             let key = if r.target == Target::Deleted {
                 "BRAVO_GONE"
@@ -589,8 +608,14 @@ async fn org_roles_decide_who_manages_and_outsiders_see_not_found() {
         for (m, b_path, z_path, body) in probes {
             let (bst, bbody) = caller.req(m, &b_path, body.clone()).await;
             let (zst, zbody) = caller.req(m, &z_path, body.clone()).await;
-            if !(bst == 404 && bbody["code"] == "not_found") {
+            // Root-only KEK routes may refuse before any lookup (403 for
+            // every org alike); the equality check below still applies.
+            let kek = b_path.contains("/keks");
+            if !kek && !(bst == 404 && bbody["code"] == "not_found") {
                 failures.push(format!("{who}: {m} {b_path} → {bst} {bbody} (expected 404 not_found)"));
+            }
+            if kek && !bst.is_client_error() {
+                failures.push(format!("{who}: {m} {b_path} → {bst} {bbody} (expected a 4xx refusal)"));
             }
             if bst != zst || normalize(&bbody, "bravo") != normalize(&zbody, "zulu") {
                 failures.push(format!(
@@ -696,6 +721,7 @@ async fn bravo_state(root: &Http) -> Value {
         "/api/v1/orgs/bravo/groups".to_owned(),
         "/api/v1/orgs/bravo/service-accounts".to_owned(),
         "/api/v1/orgs/bravo/grants".to_owned(),
+        "/api/v1/orgs/bravo/keks".to_owned(),
         format!("{}/secrets", util::env_path("bravo", "vault", "prod")),
         format!("{}/secrets", util::env_path("bravo", "vault", "qa")),
         format!("{}/inject", util::env_path("bravo", "vault", "prod")),
@@ -790,7 +816,10 @@ async fn cross_tenant_probes_find_nothing() {
         }
     }
     for org in ["bravo".to_owned(), rand()] {
-        for (m, path, body) in org_routes(&org, "vault", "bmember@bravo.test", "bravo-ops", "bravo-bot") {
+        for (m, path, body) in org_routes(&org, "vault", "bmember@bravo.test", "bravo-ops", "bravo-bot")
+            .into_iter()
+            .chain(kek_routes(&org))
+        {
             probes.push((m, path, body));
         }
         probes.push(("DELETE", format!("/api/v1/orgs/{org}/grants/{}", bravo.grant_id), None));
@@ -864,7 +893,10 @@ async fn cross_tenant_probes_find_nothing() {
                 ));
             }
             // bravo's slugs answer exactly as a nonexistent org does.
-            if path.starts_with("/api/v1/orgs/bravo") && !(st == 404 && answer["code"] == "not_found") {
+            if path.starts_with("/api/v1/orgs/bravo")
+                && !path.contains("/keks")
+                && !(st == 404 && answer["code"] == "not_found")
+            {
                 failures.push(format!("{who}: {m} {path} → {st} {answer} (expected 404 not_found)"));
             }
         }
