@@ -132,7 +132,12 @@ impl Client {
     pub(crate) fn require_token(&self) -> anyhow::Result<()> {
         let mut state = self.state();
         if matches!(*state, TokenState::NotLoaded) {
-            *state = match Store::locate()?.get(&self.base)? {
+            // No HOME nor XDG_CONFIG_HOME (a bare CI job): simply no login.
+            let stored = match Store::locate() {
+                Ok(store) => store.get(&self.base)?,
+                Err(_) => None,
+            };
+            *state = match stored {
                 Some(entry) => TokenState::Stored(entry),
                 None => TokenState::Missing,
             };
@@ -278,6 +283,13 @@ impl Client {
         let (status, json) = self.send(method, path, body).await?;
         if status.is_success() {
             return Ok(json);
+        }
+        if status == StatusCode::UNAUTHORIZED && matches!(*self.state(), TokenState::Stored(_)) {
+            bail!(
+                "{} ({}); the stored login was refused: run `coffer login` again",
+                error_message(&json),
+                status.as_u16()
+            );
         }
         bail!("{} ({})", error_message(&json), status.as_u16())
     }

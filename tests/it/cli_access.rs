@@ -229,6 +229,27 @@ async fn login_whoami_refresh_and_logout_with_a_private_credentials_file() {
     assert!(after["expires_at"].as_i64().unwrap() > util::unix_now() as i64);
     assert_eq!(mode(&file), 0o600, "the rewritten file stays private");
 
+    // Several processes find the token expired at once: one refreshes, the
+    // others take its pair (a second use of a spent refresh token would
+    // revoke the whole login).
+    edit_stored(&config, |e| e["expires_at"] = Value::from(0));
+    let racers: Vec<Child> = (0..4)
+        .map(|_| {
+            command(&server, &alice, &["whoami", "--json"])
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for r in racers {
+        let out = r.wait_with_output().unwrap();
+        assert!(out.status.success(), "concurrent refresh: {}", stderr(&out));
+    }
+    assert!(
+        ok(&server, &alice, &["whoami"], "").contains(ALICE),
+        "the login survived"
+    );
+
     // A 401 on a token the client thought valid: refresh, store, retry.
     edit_stored(&config, |e| {
         e["access_token"] = Value::from("cfr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
@@ -270,6 +291,7 @@ async fn login_whoami_refresh_and_logout_with_a_private_credentials_file() {
 
     // Logout revokes the session on the server and deletes it here.
     let access = stored(&config)["access_token"].as_str().unwrap().to_owned();
+    let refresh = stored(&config)["refresh_token"].as_str().unwrap().to_owned();
     let out = ok(&server, &alice, &["logout"], "");
     assert!(out.contains("Logged out"), "{out}");
     assert!(!file.exists(), "no login left in {}", file.display());
@@ -279,6 +301,11 @@ async fn login_whoami_refresh_and_logout_with_a_private_credentials_file() {
         401,
         "unauthenticated",
     );
+    let (st, body) = server
+        .client(None)
+        .post("/api/v1/auth/refresh", serde_json::json!({ "refresh_token": refresh }))
+        .await;
+    assert_eq!(st, 401, "the refresh token died with the session: {body}");
     let err = fails(&server, &alice, &["whoami"], "");
     assert!(err.contains("coffer login"), "{err}");
     assert!(ok(&server, &alice, &["logout"], "").contains("Not logged in"));
@@ -329,6 +356,9 @@ async fn device_login_is_approved_from_another_session() {
         .recv_timeout(Duration::from_secs(20))
         .expect("the device login prints `coffer login approve CODE`");
     assert_eq!(code.len(), 9, "ABCD-EFGH: {code}");
+    // Let at least one poll find the login still pending.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(child.try_wait().unwrap().is_none(), "still waiting for approval");
 
     // Approved from the logged-in laptop (lower case is fine).
     let out = ok(
