@@ -611,7 +611,8 @@ async fn org_roles_decide_who_manages_and_outsiders_see_not_found() {
             // Root-only KEK routes may refuse before any lookup (403 for
             // every org alike); the equality check below still applies.
             let kek = b_path.contains("/keks");
-            if !kek && !(bst == 404 && bbody["code"] == "not_found") {
+            let not_found = bst == 404 && bbody["code"] == "not_found";
+            if !(kek || not_found) {
                 failures.push(format!("{who}: {m} {b_path} → {bst} {bbody} (expected 404 not_found)"));
             }
             if kek && !bst.is_client_error() {
