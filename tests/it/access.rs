@@ -857,6 +857,14 @@ async fn cross_tenant_probes_find_nothing() {
         format!("/api/v1/orgs/{org}/grants"),
         Some(json!({"service_account": "bravo-bot", "project": "*", "environment": "*", "role": "admin"})),
     ));
+    // A grant in alpha naming bravo's project or environment slugs.
+    for (project, env) in [("vault", "prod"), ("vault", "*"), ("web", "qa")] {
+        probes.push((
+            "POST",
+            "/api/v1/orgs/alpha/grants".to_owned(),
+            Some(json!({"service_account": "deployer", "project": project, "environment": env, "role": "admin"})),
+        ));
+    }
     probes.push(("DELETE", format!("/api/v1/tokens/{}", bravo.accessor), None));
 
     // What must never show up in an answer: bravo's values, key names and
@@ -1547,4 +1555,64 @@ async fn only_root_seals_creates_users_and_service_accounts_create_no_orgs() {
         403,
         "permission_denied",
     );
+}
+
+#[tokio::test]
+async fn derived_tokens_keep_the_grants_and_expire() {
+    let dir = util::tempdir();
+    let (server, root) = booted(dir.path()).await;
+    util::org_tree(&root, "acme", &[("api", &["staging"])]).await;
+    let env = util::env_path("acme", "api", "staging");
+    util::write_secret(&root, &env, "KEY", "value").await;
+    util::service_account(&root, "acme", "viewer", json!({})).await;
+    util::grant(
+        &root,
+        "acme",
+        json!({"service_account": "viewer", "project": "api", "environment": "staging", "role": "viewer"}),
+    )
+    .await;
+    let parent = server.client(util::sa_token(&root, "acme", "viewer", json!({})).await["token"].as_str());
+    // A token made by a viewer is a viewer: it lists, it never reveals.
+    let child = util::ok_data(
+        "viewer creates a token",
+        parent.post("/api/v1/tokens", json!({"name": "child"})).await,
+    );
+    let child = server.client(child["token"].as_str());
+    util::ok_data("child lists", child.get(&format!("{env}/secrets")).await);
+    util::expect_error(
+        "child of a viewer reveals",
+        child.get(&format!("{env}/secrets/KEY?reveal=true")).await,
+        403,
+        "permission_denied",
+    );
+    util::expect_error(
+        "child of a viewer writes",
+        child.post(&format!("{env}/secrets/NEW"), json!({"value": "x"})).await,
+        403,
+        "permission_denied",
+    );
+    // ttl_seconds is honoured, for derived and service-account tokens alike.
+    let short = util::ok_data(
+        "short-lived derived token",
+        parent
+            .post("/api/v1/tokens", json!({"name": "short", "ttl_seconds": 1}))
+            .await,
+    );
+    assert!(short["expires_at"].is_string(), "expires_at is set: {short}");
+    let short = server.client(short["token"].as_str());
+    let short_sa = util::sa_token(&root, "acme", "viewer", json!({"ttl_seconds": 1})).await;
+    assert!(short_sa["expires_at"].is_string(), "expires_at is set: {short_sa}");
+    let short_sa = server.client(short_sa["token"].as_str());
+    util::ok_data("short derived token, fresh", short.get(&format!("{env}/secrets")).await);
+    util::ok_data("short SA token, fresh", short_sa.get(&format!("{env}/secrets")).await);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for (what, c) in [("derived", &short), ("service-account", &short_sa)] {
+        util::expect_error(
+            &format!("expired {what} token"),
+            c.get(&format!("{env}/secrets")).await,
+            401,
+            "unauthenticated",
+        );
+    }
+    util::ok_data("the parent lives on", parent.get(&format!("{env}/secrets")).await);
 }

@@ -148,6 +148,16 @@ async fn users_log_in_refresh_rotates_and_reuse_revokes_the_family() {
         .unwrap();
     assert_eq!(res.status(), 200, "Authorization: Bearer");
 
+    // The two kinds of token are not interchangeable.
+    util::expect_error(
+        "refresh token used as a bearer token",
+        anon.with_token(&r1).get("/api/v1/auth/whoami").await,
+        401,
+        "unauthenticated",
+    );
+    let (st, body) = anon.post("/api/v1/auth/refresh", json!({"refresh_token": a1})).await;
+    assert_eq!(st, 401, "access token used as a refresh token: {body}");
+
     // An independent login: another family.
     let other = util::login(&anon, "ann@acme.test", PASSWORD).await;
     let other_http = anon.with_token(other["access_token"].as_str().unwrap());
