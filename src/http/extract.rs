@@ -48,10 +48,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
     }
 }
 
-/// The organization slug of a native path `/api/v1/orgs/{org}/…`, for
-/// certificate-only authentication.
+/// The organization slug of a native path `/api/v1/orgs/{org}/…` (seen as
+/// `/orgs/{org}/…` inside the nested router), for certificate-only
+/// authentication.
 fn org_hint(path: &str) -> Option<&str> {
-    let rest = path.strip_prefix("/api/v1/orgs/")?;
+    let rest = path.strip_prefix("/api/v1").unwrap_or(path).strip_prefix("/orgs/")?;
     let org = rest.split('/').next()?;
     (!org.is_empty()).then_some(org)
 }
@@ -159,6 +160,11 @@ mod tests {
     fn org_hint_reads_the_native_org_segment() {
         assert_eq!(super::org_hint("/api/v1/orgs/acme/projects/p"), Some("acme"));
         assert_eq!(super::org_hint("/api/v1/orgs/acme"), Some("acme"));
+        assert_eq!(
+            super::org_hint("/orgs/acme/members"),
+            Some("acme"),
+            "as the nested router sees it"
+        );
         assert_eq!(super::org_hint("/api/v1/orgs/"), None);
         assert_eq!(super::org_hint("/v1/sys/health"), None);
     }

@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 use super::limits::Kind;
 use super::{Coffer, Principal, PrincipalKind, Result, ServiceError, now_ms, random_bytes, rfc3339, token_hash};
 use crate::keys;
-use crate::storage::{DeviceRow, RefreshRow, RefreshUse, TokenRow, UserRow};
+use crate::storage::{DeviceRow, RefreshRow, RefreshUse, ServiceAccountRow, TokenRow, UserRow};
 
 /// Lifetime of a login's access token.
 const ACCESS_TTL_MS: i64 = 3_600_000;
@@ -409,7 +409,7 @@ impl Coffer {
     }
 
     /// The service account a client certificate maps to: in the org of the
-    /// request path, else in any org (the first by slug).
+    /// request path, else the one account of any org that maps it.
     async fn cert_entry(&self, org: Option<&str>, cert: &ClientCert) -> Result<Arc<AuthEntry>> {
         let orgs = match org {
             Some(slug) => vec![self.store.org(slug).await?.ok_or(ServiceError::Unauthenticated)?],
@@ -422,20 +422,22 @@ impl Coffer {
         if let Some(e) = self.cache.certs.get(&key) {
             return Ok(e);
         }
-        let mut found = None;
+        // Any org's admin may map a (public) certificate to an account of
+        // theirs: without the org of the request path the match must be unique.
+        let mut found = Vec::new();
         for org in &orgs {
-            if let Some(sa) = self
-                .store
-                .service_accounts(org.id)
-                .await?
-                .into_iter()
-                .find(|sa| cert_matches(sa, cert))
-            {
-                found = Some(sa);
-                break;
-            }
+            found.extend(
+                self.store
+                    .service_accounts(org.id)
+                    .await?
+                    .into_iter()
+                    .filter(|sa| cert_matches(sa, cert)),
+            );
         }
-        let sa = found.ok_or(ServiceError::Unauthenticated)?;
+        let sa = match <[ServiceAccountRow; 1]>::try_from(found) {
+            Ok([sa]) => sa,
+            Err(_) => return Err(ServiceError::Unauthenticated),
+        };
         let entry = Arc::new(AuthEntry {
             principal: Principal {
                 accessor: format!("cert:{}", cert.spki_sha256.get(..16).unwrap_or_default()),
