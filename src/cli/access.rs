@@ -186,7 +186,7 @@ pub(crate) enum TokenCmd {
         #[arg(long, value_parser = parse_ttl)]
         ttl: Option<u64>,
         /// Bind the token to the client certificate this request is made with
-        /// (--ca-cert and mutual TLS); it is refused on any other connection.
+        /// (--client-cert/--client-key); it is refused on any other connection.
         #[arg(long)]
         bind_certificate: bool,
     },

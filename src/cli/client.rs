@@ -5,7 +5,8 @@
 //! `coffer login` for this address (see `credentials`). Never argv. A stored
 //! login whose access token has expired, or that the server answers 401,
 //! is refreshed once (`POST /auth/refresh`), stored again, and the request
-//! retried.
+//! retried. With `--client-cert`, a request may also carry no token at all:
+//! the certificate then identifies a service account (docs/access.md).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -37,6 +38,23 @@ pub(crate) struct ServerArgs {
     /// PEM CA certificate to trust for the server's TLS certificate.
     #[arg(long = "ca-cert", env = "COFFER_CACERT", global = true)]
     pub(crate) ca_cert: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (a service account's
+    /// certificate identity, or `token create --bind-certificate`).
+    #[arg(
+        long = "client-cert",
+        env = "COFFER_CLIENT_CERT",
+        global = true,
+        requires = "client_key"
+    )]
+    pub(crate) client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert (a path; the key is never taken from argv).
+    #[arg(
+        long = "client-key",
+        env = "COFFER_CLIENT_KEY",
+        global = true,
+        requires = "client_cert"
+    )]
+    pub(crate) client_key: Option<PathBuf>,
 }
 
 /// The token requests carry, and where it came from.
@@ -72,6 +90,8 @@ pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     token: Mutex<TokenState>,
+    /// A client certificate is presented: it may stand in for a token.
+    client_cert: bool,
 }
 
 impl Client {
@@ -104,10 +124,28 @@ impl Client {
                 .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
             builder = builder.tls_certs_only([cert]);
         }
+        if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
+            let mut pem = Zeroizing::new(
+                std::fs::read(cert).with_context(|| format!("cannot read client certificate {}", cert.display()))?,
+            );
+            pem.push(b'\n');
+            pem.extend_from_slice(&Zeroizing::new(
+                std::fs::read(key).with_context(|| format!("cannot read client key {}", key.display()))?,
+            ));
+            let identity = reqwest::Identity::from_pem(&pem).with_context(|| {
+                format!(
+                    "{} and {} are not a PEM certificate and its private key",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+            builder = builder.identity(identity);
+        }
         Ok(Client {
             http: builder.build().context("cannot build the HTTP client")?,
             base: args.address.trim_end_matches('/').to_owned(),
             token: Mutex::new(token),
+            client_cert: args.client_cert.is_some(),
         })
     }
 
@@ -144,6 +182,8 @@ impl Client {
         }
         match &*state {
             TokenState::Env(_) | TokenState::Stored(_) => Ok(()),
+            // Mutual TLS: the certificate alone may identify a service account.
+            TokenState::Missing if self.client_cert => Ok(()),
             TokenState::NotLoaded | TokenState::Missing | TokenState::Anonymous => bail!(
                 "not logged in to {}: run `coffer login` (or set COFFER_TOKEN, e.g. to the token printed by \
                  `coffer operator init` or the dev server)",

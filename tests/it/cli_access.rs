@@ -570,3 +570,194 @@ fn fails_clap(server: &Server, who: &As<'_>, args: &[&str]) -> String {
     assert_eq!(out.status.code(), Some(2), "coffer {args:?}: {}", stderr(&out));
     stderr(&out)
 }
+
+/// `openssl ARGS` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+}
+
+/// A CA, a server certificate for 127.0.0.1 and client certificates
+/// `robot.pem`/`robot.key` and `other.pem`/`other.key`, all P-256.
+fn make_pki(dir: &Path) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=cli-test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(dir, &ca);
+    std::fs::write(
+        dir.join("server.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    for (name, ext) in [
+        ("server", "server.ext"),
+        ("robot", "client.ext"),
+        ("other", "client.ext"),
+    ] {
+        let (key, csr, pem, subj) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("/CN={name}"),
+        );
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &req);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                ext,
+                "-out",
+                &pem,
+            ],
+        );
+    }
+}
+
+#[tokio::test]
+async fn certificate_identity_and_bound_tokens_over_mutual_tls() {
+    let dir = util::tempdir();
+    let d = dir.path();
+    make_pki(d);
+    let listener = format!(
+        "tls_cert = \"{0}/server.pem\"\ntls_key = \"{0}/server.key\"\ntls_client_ca = \"{0}/ca.pem\"",
+        d.display()
+    );
+    let server = Server::start_with(d, &util::fresh_storage_url(d).await, &listener);
+    // Every run trusts the test CA and presents a client certificate.
+    let run = |cert: &str, token: Option<&str>, args: &[&str], stdin: &str| -> Output {
+        let nobody = d.join("no-login");
+        let mut cmd = command(&server, &As::Login(&nobody), args);
+        cmd.env("COFFER_CACERT", d.join("ca.pem"))
+            .env("COFFER_CLIENT_CERT", d.join(format!("{cert}.pem")))
+            .env("COFFER_CLIENT_KEY", d.join(format!("{cert}.key")));
+        if let Some(t) = token {
+            cmd.env("COFFER_TOKEN", t);
+        }
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let must = |out: Output| -> String {
+        assert!(out.status.success(), "{}\n{}", stderr(&out), stdout(&out));
+        stdout(&out)
+    };
+
+    let init: Value = serde_json::from_str(&must(run(
+        "robot",
+        None,
+        &["operator", "init", "--shares", "1", "--threshold", "1", "--json"],
+        "",
+    )))
+    .unwrap();
+    let root = init["root_token"].as_str().unwrap().to_owned();
+    must(run(
+        "robot",
+        None,
+        &["operator", "unseal"],
+        &format!("{}\n", init["keys"][0].as_str().unwrap()),
+    ));
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut pem = std::fs::read(d.join("robot.pem")).unwrap();
+    pem.extend(std::fs::read(d.join("robot.key")).unwrap());
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(d.join("ca.pem")).unwrap()).unwrap()])
+        .identity(reqwest::Identity::from_pem(&pem).unwrap())
+        .build()
+        .unwrap();
+    let http = util::Http::from_client(&server.base, http, Some(&root));
+    util::org_tree(&http, "acme", &[("api", &["production"])]).await;
+    util::write_secret(&http, util::ENV, "DB_URL", "postgres://db/app").await;
+
+    // A service account identified by its certificate's CN, no token at all.
+    let r = Some(root.as_str());
+    must(run(
+        "robot",
+        r,
+        &["service-account", "create", "robot", "--cert-subject-cn", "robot"],
+        "",
+    ));
+    must(run(
+        "robot",
+        r,
+        &[
+            "grant",
+            "--service-account",
+            "robot",
+            "--project",
+            "api",
+            "--env",
+            "production",
+            "--role",
+            "viewer",
+        ],
+        "",
+    ));
+    let me: Value = serde_json::from_str(&must(run("robot", None, &["whoami", "--json"], ""))).unwrap();
+    assert_eq!(
+        (me["kind"].as_str(), me["name"].as_str()),
+        (Some("service_account"), Some("robot")),
+        "{me}"
+    );
+    assert!(must(run("robot", None, &["secrets", "list"], "")).contains("DB_URL"));
+    // Another certificate of the same CA is nobody.
+    let out = run("other", None, &["secrets", "list"], "");
+    assert!(
+        !out.status.success() && stderr(&out).contains("401"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A token bound to the certificate it was created over.
+    let out = run(
+        "robot",
+        None,
+        &["token", "create", "--name", "bound", "--bind-certificate"],
+        "",
+    );
+    let bound = must(out).trim().to_owned();
+    let me: Value = serde_json::from_str(&must(run("robot", Some(&bound), &["whoami", "--json"], ""))).unwrap();
+    assert_eq!(me["certificate_bound"], true, "{me}");
+    let out = run("other", Some(&bound), &["whoami"], "");
+    assert!(
+        !out.status.success() && stderr(&out).contains("401"),
+        "refused with another certificate: {}",
+        stderr(&out)
+    );
+}
