@@ -278,6 +278,7 @@ async fn unknown_email_and_wrong_password_answer_alike() {
     }
     // Same time: an unknown email still pays for an argon2id verification.
     let (w, u) = (wrong.iter().min().unwrap(), unknown.iter().min().unwrap());
+    eprintln!("login timing: wrong password {w:?}, unknown email {u:?} (fastest of 3)");
     if *w > Duration::from_millis(10) {
         assert!(
             *u * 3 >= *w,
@@ -607,6 +608,42 @@ async fn unknown_bearer_tokens_are_limited_per_source_address() {
     util::expect_error(
         "21st unknown token from the same address",
         server.client(Some(&forged)).get("/api/v1/auth/whoami").await,
+        429,
+        "rate_limited",
+    );
+}
+
+#[tokio::test]
+async fn the_account_lock_is_shared_by_every_server_on_the_storage() {
+    let dir1 = util::tempdir();
+    let dir2 = util::tempdir();
+    let storage = util::fresh_storage_url(dir1.path()).await;
+    let s1 = crate::util::Server::start(dir1.path(), &storage);
+    let (root, shares) = util::boot(&s1.client(None)).await;
+    let s2 = crate::util::Server::start(dir2.path(), &storage);
+    let status = util::unseal(&s2.client(None), &[&shares[0], &shares[2]]).await;
+    assert_eq!(status["sealed"], false, "{status}");
+    util::create_user(&root, "lock@acme.test", PASSWORD).await;
+    let (a1, a2) = (s1.client(None), s2.client(None));
+    for i in 0..5 {
+        let (st, body) = a1
+            .post(
+                "/api/v1/auth/login",
+                login_body("lock@acme.test", "not the right password"),
+            )
+            .await;
+        assert!(
+            st == 401 || (i == 4 && st == 429),
+            "failure {} on server 1: {st} {body}",
+            i + 1
+        );
+    }
+    // Server 2 has seen no failure from this address: a 429 there is the
+    // account's lock, read from the database.
+    util::expect_error(
+        "right password on server 2 after 5 failures on server 1",
+        a2.post("/api/v1/auth/login", login_body("lock@acme.test", PASSWORD))
+            .await,
         429,
         "rate_limited",
     );
