@@ -214,8 +214,14 @@ async fn finish_login(server: &ServerArgs, anon: &Client, session: &Value) -> an
     let entry = Entry::from_session(anon.base(), session)?;
     let store = Store::locate()?;
     let lock = store.lock()?;
+    let previous = store.get(anon.base())?;
     store.put(&lock, entry)?;
     drop(lock);
+    if let Some(old) = previous {
+        // The replaced session would otherwise stay valid (its refresh token
+        // for 30 days) with no copy left to log it out: end it now, best effort.
+        anon.revoke_session(&old.access_token).await;
+    }
     let me = Client::stored_login(server)?
         .api(Method::GET, "/auth/whoami", None)
         .await;

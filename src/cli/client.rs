@@ -269,6 +269,14 @@ impl Client {
         Ok((status, json))
     }
 
+    /// `POST /auth/logout` with exactly this token, ignoring the outcome
+    /// (a replaced login's session; it may have expired already).
+    pub(crate) async fn revoke_session(&self, access_token: &str) {
+        let _ = self
+            .send_with(Method::POST, "/api/v1/auth/logout", None, Some(access_token))
+            .await;
+    }
+
     /// Spend the stored refresh token for a new pair, under the store lock.
     /// When another `coffer` process refreshed meanwhile, take its pair
     /// instead of spending the (already spent) token again.

@@ -201,6 +201,17 @@ async fn login_whoami_refresh_and_logout_with_a_private_credentials_file() {
         "{entry}"
     );
 
+    // Logging in again replaces the stored session and ends the old one.
+    let first = stored(&config)["access_token"].as_str().unwrap().to_owned();
+    ok(&server, &alice, &["login", "--email", ALICE], &format!("{PASSWORD}\n"));
+    assert_ne!(stored(&config)["access_token"], first.as_str());
+    util::expect_error(
+        "the replaced session",
+        server.client(Some(&first)).get("/api/v1/auth/whoami").await,
+        401,
+        "unauthenticated",
+    );
+
     let me = ok(&server, &alice, &["whoami"], "");
     assert!(me.contains(ALICE) && me.contains("user"), "{me}");
     let me: Value = serde_json::from_str(&ok(&server, &alice, &["whoami", "--json"], "")).unwrap();
