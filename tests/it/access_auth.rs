@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::access::{PASSWORD, booted};
-use crate::util::{self, Http};
+use crate::util::{self, Http, Server};
 
 fn login_body(email: &str, password: &str) -> Value {
     json!({ "email": email, "password": password })
@@ -618,9 +618,9 @@ async fn the_account_lock_is_shared_by_every_server_on_the_storage() {
     let dir1 = util::tempdir();
     let dir2 = util::tempdir();
     let storage = util::fresh_storage_url(dir1.path()).await;
-    let s1 = crate::util::Server::start(dir1.path(), &storage);
+    let s1 = Server::start(dir1.path(), &storage);
     let (root, shares) = util::boot(&s1.client(None)).await;
-    let s2 = crate::util::Server::start(dir2.path(), &storage);
+    let s2 = Server::start(dir2.path(), &storage);
     let status = util::unseal(&s2.client(None), &[&shares[0], &shares[2]]).await;
     assert_eq!(status["sealed"], false, "{status}");
     util::create_user(&root, "lock@acme.test", PASSWORD).await;
