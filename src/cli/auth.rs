@@ -165,6 +165,7 @@ async fn device_login(anon: &Client) -> anyhow::Result<Value> {
     }
     let deadline = Instant::now() + Duration::from_secs(expires_in);
     let body = json!({ "device_code": device_code.as_str() });
+    let mut network_errors = 0u32;
     loop {
         if tty {
             let left = deadline.saturating_duration_since(Instant::now()).as_secs();
@@ -172,7 +173,24 @@ async fn device_login(anon: &Client) -> anyhow::Result<Value> {
             let _ = std::io::stderr().flush();
         }
         tokio::time::sleep(Duration::from_secs(interval)).await;
-        let (status, code, reply) = anon.api_raw(Method::POST, "/auth/device/token", Some(&body)).await?;
+        let (status, code, reply) = match anon.api_raw(Method::POST, "/auth/device/token", Some(&body)).await {
+            Ok(answer) => {
+                network_errors = 0;
+                answer
+            }
+            // A blip (server restart, Wi-Fi) should not lose the login: keep
+            // polling, and give up after a few failures in a row.
+            Err(e) if network_errors < 3 && Instant::now() < deadline => {
+                network_errors += 1;
+                end_progress(tty);
+                eprintln!("warning: {e:#}; retrying");
+                continue;
+            }
+            Err(e) => {
+                end_progress(tty);
+                return Err(e);
+            }
+        };
         if status.is_success() {
             if tty {
                 eprintln!("\rApproved.{:30}", "");

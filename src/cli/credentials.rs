@@ -9,8 +9,9 @@
 //! - the directory is created 0700 and the file 0600 *at creation*
 //!   (`O_CREAT` with the mode, written to a fresh `O_EXCL` temp file and
 //!   renamed over the old one), never widened and then narrowed with chmod;
-//! - a file that group or others may access is refused, with the `chmod`
-//!   that fixes it, before a byte of it is parsed;
+//! - a file that group or others may access, or one in a directory others
+//!   may write, is refused, with the `chmod` that fixes it, before a byte of
+//!   it is parsed;
 //! - a symlink in place of the file is refused (`O_NOFOLLOW`);
 //! - every read-modify-write (login, refresh, logout) holds an exclusive
 //!   lock on `credentials.lock`, so two `coffer` processes refreshing at once
@@ -209,6 +210,17 @@ impl Store {
             bail!("{} is not a regular file; coffer refuses to use it", path.display());
         }
         check_mode(&path, meta.permissions().mode())?;
+        // Others who may write the directory could swap the file for theirs.
+        if let Ok(dir) = std::fs::metadata(&self.dir)
+            && dir.permissions().mode() & 0o022 != 0
+        {
+            bail!(
+                "{dir} is writable by other users (mode {mode:04o}), so the credentials in it cannot be trusted. \
+                 Fix it with `chmod 700 {dir}`",
+                dir = self.dir.display(),
+                mode = dir.permissions().mode() & 0o7777,
+            );
+        }
         let mut raw = Zeroizing::new(Vec::new());
         file.read_to_end(&mut raw)
             .with_context(|| format!("cannot read {}", path.display()))?;
@@ -364,6 +376,14 @@ mod tests {
         std::os::unix::fs::symlink(&target, s.path()).unwrap();
         let err = format!("{:#}", s.get("http://a").unwrap_err());
         assert!(err.contains("symbolic link"), "{err}");
+        std::fs::remove_file(s.path()).unwrap();
+        std::fs::rename(&target, s.path()).unwrap();
+
+        std::fs::set_permissions(&s.dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = format!("{:#}", s.get("http://a").unwrap_err());
+        assert!(err.contains("chmod 700"), "{err}");
+        std::fs::set_permissions(&s.dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(s.get("http://a").unwrap().is_some());
     }
 
     #[test]
