@@ -282,6 +282,12 @@ impl Keyring {
         out
     }
 
+    /// Move an account secret (TOTP seed) from this keyring's root to `new`'s.
+    pub fn rewrap_account_secret(&self, new: &Keyring, aad: &[u8], blob: &[u8]) -> Result<Vec<u8>, AeadError> {
+        let plain = self.open_account_secret(aad, blob)?;
+        Ok(new.seal_account_secret(aad, &plain))
+    }
+
     fn from_root(root: KeyBytes) -> Keyring {
         Keyring {
             root,

@@ -305,7 +305,7 @@ fn token_view(t: TokenRow) -> TokenView {
 
 /// Which service account, if any, a client certificate stands for: every
 /// configured field must match, and at least one must be configured.
-fn cert_matches(sa: &crate::storage::ServiceAccountRow, cert: &ClientCert) -> bool {
+fn cert_matches(sa: &ServiceAccountRow, cert: &ClientCert) -> bool {
     let spki = sa
         .cert_spki_sha256
         .as_deref()
@@ -956,8 +956,8 @@ fn base32_lower(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn sa(spki: Option<&str>, cn: Option<&str>, san: Option<&str>) -> crate::storage::ServiceAccountRow {
-        crate::storage::ServiceAccountRow {
+    fn sa(spki: Option<&str>, cn: Option<&str>, san: Option<&str>) -> ServiceAccountRow {
+        ServiceAccountRow {
             id: Uuid::nil(),
             org_id: Uuid::nil(),
             name: "ci".into(),

@@ -92,7 +92,15 @@ pub trait KeyStore: Send + Sync {
     async fn update_keyring(&self, expected: &[u8], update: &KeyringUpdate) -> Result<()>;
     /// [`KeyStore::update_keyring`] and replace every KEK blob, in one
     /// transaction. `keks` must be every KEK row.
-    async fn rotate_root(&self, expected: &[u8], update: &KeyringUpdate, keks: &[KekRow]) -> Result<()>;
+    async fn rotate_root(
+        &self,
+        expected: &[u8],
+        update: &KeyringUpdate,
+        keks: &[KekRow],
+        totp_seeds: &[(Uuid, Vec<u8>)],
+    ) -> Result<()>;
+    /// Every user's encrypted TOTP seed (they are under the root key).
+    async fn totp_seeds(&self) -> Result<Vec<(Uuid, Vec<u8>)>>;
     /// Every KEK of every organization.
     async fn all_keks(&self) -> Result<Vec<KekRow>>;
     /// An org's KEK versions with their reference counts, oldest first.
@@ -192,9 +200,22 @@ impl KeyStore for SqlBackend {
         Ok(())
     }
 
-    async fn rotate_root(&self, expected: &[u8], update: &KeyringUpdate, keks: &[KekRow]) -> Result<()> {
+    async fn rotate_root(
+        &self,
+        expected: &[u8],
+        update: &KeyringUpdate,
+        keks: &[KekRow],
+        totp_seeds: &[(Uuid, Vec<u8>)],
+    ) -> Result<()> {
         let mut tx = self.pool().begin().await?;
         update_keyring_in(&mut tx, expected, update).await?;
+        for (user_id, seed) in totp_seeds {
+            q("UPDATE users SET totp_secret = $1 WHERE id = $2")
+                .bind(seed.clone())
+                .bind(user_id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
         // Organization by organization: on PostgreSQL each one's KEK rows are
         // visible only while the transaction acts for it.
         let mut total = 0i64;
@@ -225,6 +246,22 @@ impl KeyStore for SqlBackend {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn totp_seeds(&self) -> Result<Vec<(Uuid, Vec<u8>)>> {
+        q("SELECT id, totp_secret FROM users WHERE totp_secret IS NOT NULL")
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| {
+                let id: String = r.try_get("id")?;
+                let id = Uuid::parse_str(&id).map_err(|_| StorageError::Corrupt {
+                    table: "users",
+                    what: "id is not a UUID".into(),
+                })?;
+                Ok((id, r.try_get("totp_secret")?))
+            })
+            .collect()
     }
 
     async fn all_keks(&self) -> Result<Vec<KekRow>> {

@@ -14,6 +14,7 @@ mod keys;
 mod lifecycle;
 mod memory;
 mod rekey;
+mod rotate_totp;
 mod tamper;
 mod tls;
 mod util;
