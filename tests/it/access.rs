@@ -68,8 +68,15 @@ pub(crate) async fn sweep(
     for (i, r) in ENV_ROUTES.iter().enumerate() {
         let key = format!("{tag}_{i}");
         let path = prepare(root, env, r, &key).await;
-        let (st, body) = caller.req(r.method, &path, route_body(r)).await;
         let want_ok = allowed(r);
+        // A refused write must leave no trace (no check-after-act).
+        let writes = r.method != "GET" && r.target != Target::Env;
+        let before = if writes && !want_ok {
+            Some(secret_state(root, env, &key).await)
+        } else {
+            None
+        };
+        let (st, body) = caller.req(r.method, &path, route_body(r)).await;
         let good = if want_ok {
             st.is_success()
         } else {
@@ -83,8 +90,29 @@ pub(crate) async fn sweep(
                 if want_ok { "2xx" } else { "403 permission_denied" }
             ));
         }
+        if let Some(before) = before {
+            let after = secret_state(root, env, &key).await;
+            if before != after {
+                failures.push(format!(
+                    "{who}: refused {} {path} still changed the secret:\n  before {before}\n  after  {after}",
+                    r.method
+                ));
+            }
+        }
     }
     failures
+}
+
+/// What root sees of a secret (metadata and history, with statuses).
+async fn secret_state(root: &Http, env: &str, key: &str) -> Value {
+    let (st, meta) = root.get(&format!("{env}/secrets/{key}")).await;
+    let (hst, hist) = root.get(&format!("{env}/secrets/{key}/history")).await;
+    let (lst, list) = root.get(&format!("{env}/secrets")).await;
+    let listed = list["data"]
+        .as_array()
+        .map(|items| items.iter().any(|i| i["key"] == key))
+        .unwrap_or_default();
+    json!({"meta": [st.as_u16(), meta], "history": [hst.as_u16(), hist], "listed": [lst.as_u16(), listed]})
 }
 
 #[track_caller]
