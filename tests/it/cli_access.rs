@@ -300,6 +300,32 @@ async fn login_whoami_refresh_and_logout_with_a_private_credentials_file() {
     let err = fails_clap(&server, &alice, &["token", "create", "--ttl", "5x"]);
     assert!(err.contains("\"5x\"") && err.contains("1h"), "{err}");
 
+    // Groups: members, a grant to the group, removal.
+    ok(&server, &root, &["group", "create", "ops"], "");
+    ok(&server, &root, &["group", "add-member", "ops", ALICE], "");
+    let groups: Value = serde_json::from_str(&ok(&server, &root, &["group", "list", "--json"], "")).unwrap();
+    assert_eq!(groups, serde_json::json!([{"name": "ops", "members": [ALICE]}]));
+    let out = ok(
+        &server,
+        &root,
+        &[
+            "grant",
+            "--group",
+            "ops",
+            "--project",
+            "*",
+            "--env",
+            "*",
+            "--perms",
+            "read,export",
+        ],
+        "",
+    );
+    assert!(out.contains("Granted read,export on */* to group:ops"), "{out}");
+    ok(&server, &root, &["group", "remove-member", "ops", ALICE], "");
+    let groups: Value = serde_json::from_str(&ok(&server, &root, &["group", "list", "--json"], "")).unwrap();
+    assert_eq!(groups[0]["members"], serde_json::json!([]), "{groups}");
+
     // Logout revokes the session on the server and deletes it here.
     let access = stored(&config)["access_token"].as_str().unwrap().to_owned();
     let refresh = stored(&config)["refresh_token"].as_str().unwrap().to_owned();
@@ -320,6 +346,10 @@ async fn login_whoami_refresh_and_logout_with_a_private_credentials_file() {
     let err = fails(&server, &alice, &["whoami"], "");
     assert!(err.contains("coffer login"), "{err}");
     assert!(ok(&server, &alice, &["logout"], "").contains("Not logged in"));
+
+    ok(&server, &root, &["org", "members", "remove", ALICE], "");
+    let members: Value = serde_json::from_str(&ok(&server, &root, &["org", "members", "list", "--json"], "")).unwrap();
+    assert!(!members.to_string().contains(ALICE), "{members}");
 }
 
 #[tokio::test]
