@@ -313,7 +313,7 @@ pub trait Backend: keystore::KeyStore + Send + Sync + std::fmt::Debug {
     // ---- memberships (global directory) ----
     /// Add a member or change the role.
     async fn set_membership(&self, org_id: Uuid, user_id: Uuid, role: &str, now: i64) -> Result<()>;
-    /// Remove a member (and the member's group memberships in the org).
+    /// Remove a member with the member's grants and group memberships in the org.
     async fn remove_membership(&self, org_id: Uuid, user_id: Uuid) -> Result<bool>;
     /// The role of a user in an org.
     async fn membership(&self, org_id: Uuid, user_id: Uuid) -> Result<Option<String>>;

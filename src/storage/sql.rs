@@ -643,6 +643,12 @@ impl Backend for SqlBackend {
 
     async fn remove_membership(&self, org_id: Uuid, user_id: Uuid) -> Result<bool> {
         let mut tx = self.tenant(org_id).begin().await?;
+        // Grants end with the membership: re-adding someone starts from nothing.
+        query("DELETE FROM grants WHERE org_id = $1 AND subject_kind = 'user' AND subject_id = $2")
+            .bind(org_id.to_string())
+            .bind(user_id.to_string())
+            .execute(&mut *tx)
+            .await?;
         query("DELETE FROM group_members WHERE org_id = $1 AND user_id = $2")
             .bind(org_id.to_string())
             .bind(user_id.to_string())
