@@ -1,5 +1,5 @@
-//! The logic of coffer: seal operations, authentication, organizations and
-//! secrets. No HTTP types here; handlers call one method each and map
+//! The logic of coffer: seal operations, authentication and authorization
+//! (`auth.rs`, `access.rs`), organizations and secrets. No HTTP types here; handlers call one method each and map
 //! [`ServiceError`] once.
 //!
 //! Every method that touches tenant data first asks the seal for the
@@ -19,17 +19,15 @@ use std::sync::Arc;
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::keys::Keyring;
 use crate::seal::{Seal, SealError, SealStatus};
-use uuid::Uuid;
-
 use crate::storage::{Backend, StorageError, TokenRow};
 
 pub use access::{GrantInput, GrantView, GroupView, MemberView, ServiceAccountInput, ServiceAccountView};
 pub use auth::{Caller, ClientCert, DeviceCode, IssuedToken, Session, TokenView, TotpEnrollment, WhoAmI};
-
 pub use orgs::{EnvView, OrgView, ProjectView};
 pub use secrets::{SecretInput, SecretView, VersionView};
 
