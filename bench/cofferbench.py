@@ -61,6 +61,7 @@ DISABLE_MLOCK = env("DISABLE_MLOCK", "0") == "1"
 LOAD = env("LOAD", "1") == "1"
 LIFECYCLE = env("LIFECYCLE", "1") == "1"
 WORKLOADS = env("WORKLOADS", "reveal inject").split()
+TOKEN_KIND = env("TOKEN_KIND", "root")  # root | sa: load with a scoped service-account token
 COFFER_BIN = env("COFFER_BIN", os.path.join(ROOT, "target", "release", "coffer"))
 WRK = env("WRK", "wrk")
 OUT = os.path.abspath(env("OUT", os.path.join(ROOT, "target", "bench", time.strftime("%Y%m%d-%H%M%S"))))
@@ -352,6 +353,15 @@ def coffer_setup(c):
     got = expect({200}, c.addr, "GET", f"{c.env_path()}/secrets/{REVEAL_KEY}?reveal=true", None, tok)["data"]
     assert len(got.get("value", "")) == 40, got.keys()
     log(f"seeded {N_SECRETS} secrets in {ORG}/{PROJECT}/{ENVIRONMENT}; inject and reveal answer")
+    # A CI-style service account scoped to this one environment (reveal + export).
+    expect({200}, c.addr, "POST", f"/api/v1/orgs/{ORG}/service-accounts", {"name": "bench-ci"}, tok)
+    expect({200}, c.addr, "POST", f"/api/v1/orgs/{ORG}/grants",
+           {"service_account": "bench-ci", "project": PROJECT, "environment": ENVIRONMENT,
+            "permissions": ["reveal", "export"]}, tok)
+    init["sa_token"] = expect({200}, c.addr, "POST", f"/api/v1/orgs/{ORG}/service-accounts/bench-ci/tokens",
+                              {}, tok)["data"]["token"]
+    got = expect({200}, c.addr, "POST", f"{c.env_path()}/inject", None, init["sa_token"])["data"]
+    assert len(got) == N_SECRETS, "the service-account token injects the environment"
     return init
 
 
@@ -675,7 +685,8 @@ def mode_run():
         _, code = c.start(SERVER_CPUS)
         assert code == 501, f"fresh store: health {code}, want 501"
         init = coffer_setup(c)
-        tok = init["root_token"]
+        tok = init["sa_token"] if TOKEN_KIND == "sa" else init["root_token"]
+        log(f"load token: {TOKEN_KIND}")
         if LOAD:
             base, wl = coffer_workloads(c, tok)
             for w in WORKLOADS:

@@ -16,6 +16,8 @@
 #   DURATION       per wrk run (default 10s);  RUNS  runs per figure (default 3)
 #   CONNS          connection counts (default "8 32");  THREADS  wrk threads (default 2)
 #   WORKLOADS      subset of "reveal inject"
+#   TOKEN_KIND     root (default) | sa: load with a service-account token scoped
+#                  to the environment (reveal + export), to price authorization
 #   SERVER_CPUS / WRK_CPUS   taskset CPU lists (default 0 / 1; empty = unpinned)
 #   LIFECYCLE_CPUS CPU list for the lifecycle starts (default empty = unpinned)
 #   STARTS         starts for the start-time median (default 10); UNSEAL_RUNS of them

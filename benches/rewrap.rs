@@ -86,6 +86,10 @@ fn main() {
                     display_name: "bench".into(),
                     created_at: 0,
                     expires_at: None,
+                    principal_id: None,
+                    org_id: None,
+                    bound_spki: None,
+                    family_id: None,
                 },
             )
             .await
@@ -176,7 +180,15 @@ fn main() {
         // The measured part: a server-side service, unsealed, rotating and re-wrapping.
         let coffer = Coffer::load(Arc::new(store)).await.expect("load");
         coffer.unseal(&share).await.expect("unseal");
-        let who = coffer.authenticate(token).await.expect("root");
+        let who = coffer
+            .authenticate(&coffer::service::Caller {
+                token: Some(token),
+                source: None,
+                cert: None,
+                org_hint: None,
+            })
+            .await
+            .expect("root");
         coffer.rotate_kek(&who, "bench").await.expect("rotate");
         let start = Instant::now();
         let mut moved = 0u64;

@@ -4,6 +4,7 @@
 //! Crypto and seal logic never touch HTTP; handlers never touch SQL; only
 //! `secure_mem` may use `unsafe`.
 
+pub mod access;
 pub mod cli;
 pub mod config;
 pub mod http;

@@ -63,7 +63,12 @@ pub async fn run_dev(address: SocketAddr) -> anyhow::Result<()> {
     let init = coffer.init(1, 1).await?;
     let share = init.keys_hex.first().context("init returned no share")?;
     coffer.unseal(share).await?;
-    let root = coffer.authenticate(&init.root_token).await?;
+    let root = coffer
+        .authenticate(&crate::service::Caller {
+            token: Some(init.root_token.as_str()),
+            ..Default::default()
+        })
+        .await?;
     seed_dev(&coffer, &root).await?;
     // Dev mode exists to hand out these two values; production never prints them.
     let mut out = std::io::stdout().lock();
@@ -109,7 +114,10 @@ impl Drop for DevDir {
 }
 
 async fn serve(listener: Listener, coffer: Coffer, _dev_dir: Option<DevDir>) -> anyhow::Result<()> {
-    let state = AppState { coffer: coffer.clone() };
+    let state = AppState {
+        coffer: coffer.clone(),
+        tls: matches!(listener, Listener::Tls { .. }),
+    };
     let app = router(state);
     let (address, tls_config) = match &listener {
         Listener::Plain { address } => (*address, None),
@@ -118,7 +126,16 @@ async fn serve(listener: Listener, coffer: Coffer, _dev_dir: Option<DevDir>) -> 
             cert,
             key,
             client_ca,
-        } => (*address, Some(tls::server_config(cert, key, client_ca.as_deref())?)),
+            client_crl,
+        } => (
+            *address,
+            Some(tls::server_config(
+                cert,
+                key,
+                client_ca.as_deref(),
+                client_crl.as_deref(),
+            )?),
+        ),
     };
     let tcp = TcpListener::bind(address)
         .await
@@ -139,7 +156,9 @@ async fn serve(listener: Listener, coffer: Coffer, _dev_dir: Option<DevDir>) -> 
     println!("coffer: listening on {scheme}://{bound}");
     match tls_config {
         None => {
-            axum::serve(tcp, app).with_graceful_shutdown(shutdown_signal()).await?;
+            axum::serve(tcp, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(shutdown_signal())
+                .await?;
         }
         Some(config) => tls::serve(tcp, config, app, shutdown_signal()).await,
     }

@@ -1,14 +1,28 @@
 //! The CLI's HTTP client: one address, one optional token, JSON in and out.
 //! Server errors in either wire format come back as one readable message.
+//!
+//! Token source, in order: `COFFER_TOKEN`, then the login stored by
+//! `coffer login` for this address (see `credentials`). Never argv. A stored
+//! login whose access token has expired, or that the server answers 401,
+//! is refreshed once (`POST /auth/refresh`), stored again, and the request
+//! retried. With `--client-cert`, a request may also carry no token at all:
+//! the certificate then identifies a service account (docs/access.md).
 
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 use zeroize::Zeroizing;
+
+use super::credentials::{Entry, Store};
+
+/// Refresh a stored access token this many seconds before it expires.
+const EXPIRY_MARGIN_SECS: i64 = 30;
 
 /// Where the server is and how to authenticate.
 #[derive(Debug, Args)]
@@ -24,6 +38,50 @@ pub(crate) struct ServerArgs {
     /// PEM CA certificate to trust for the server's TLS certificate.
     #[arg(long = "ca-cert", env = "COFFER_CACERT", global = true)]
     pub(crate) ca_cert: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (a service account's
+    /// certificate identity, or `token create --bind-certificate`).
+    #[arg(
+        long = "client-cert",
+        env = "COFFER_CLIENT_CERT",
+        global = true,
+        requires = "client_key"
+    )]
+    pub(crate) client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert (a path; the key is never taken from argv).
+    #[arg(
+        long = "client-key",
+        env = "COFFER_CLIENT_KEY",
+        global = true,
+        requires = "client_cert"
+    )]
+    pub(crate) client_key: Option<PathBuf>,
+}
+
+/// The token requests carry, and where it came from.
+enum TokenState {
+    /// `COFFER_TOKEN`.
+    Env(Zeroizing<String>),
+    /// The stored login has not been looked at yet (only commands that need
+    /// a token read the credentials file).
+    NotLoaded,
+    /// The stored login of this address.
+    Stored(Entry),
+    /// No token anywhere.
+    Missing,
+    /// Never send a token (login endpoints).
+    Anonymous,
+}
+
+impl fmt::Debug for TokenState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TokenState::Env(_) => "Env(..)",
+            TokenState::NotLoaded => "NotLoaded",
+            TokenState::Stored(_) => "Stored(..)",
+            TokenState::Missing => "Missing",
+            TokenState::Anonymous => "Anonymous",
+        })
+    }
 }
 
 /// A connected client.
@@ -31,12 +89,34 @@ pub(crate) struct ServerArgs {
 pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
-    token: Option<Zeroizing<String>>,
+    token: Mutex<TokenState>,
+    /// A client certificate is presented: it may stand in for a token.
+    client_cert: bool,
 }
 
 impl Client {
-    /// Build a client; the token comes from `COFFER_TOKEN` only, never argv.
+    /// Build a client; the token comes from `COFFER_TOKEN`, else from the
+    /// stored login of this address, never argv.
     pub(crate) fn new(args: &ServerArgs) -> anyhow::Result<Client> {
+        let token = match env_token() {
+            Some(t) => TokenState::Env(t),
+            None => TokenState::NotLoaded,
+        };
+        Self::with_state(args, token)
+    }
+
+    /// A client that uses only the stored login (`logout` acts on that, even
+    /// when `COFFER_TOKEN` is set).
+    pub(crate) fn stored_login(args: &ServerArgs) -> anyhow::Result<Client> {
+        Self::with_state(args, TokenState::NotLoaded)
+    }
+
+    /// A client that never sends a token (password and device login).
+    pub(crate) fn anonymous(args: &ServerArgs) -> anyhow::Result<Client> {
+        Self::with_state(args, TokenState::Anonymous)
+    }
+
+    fn with_state(args: &ServerArgs, token: TokenState) -> anyhow::Result<Client> {
         let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
         if let Some(path) = &args.ca_cert {
             let pem = std::fs::read(path).with_context(|| format!("cannot read CA certificate {}", path.display()))?;
@@ -44,36 +124,132 @@ impl Client {
                 .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
             builder = builder.tls_certs_only([cert]);
         }
-        let token = std::env::var("COFFER_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty())
-            .map(Zeroizing::new);
+        if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
+            let mut pem = Zeroizing::new(
+                std::fs::read(cert).with_context(|| format!("cannot read client certificate {}", cert.display()))?,
+            );
+            pem.push(b'\n');
+            pem.extend_from_slice(&Zeroizing::new(
+                std::fs::read(key).with_context(|| format!("cannot read client key {}", key.display()))?,
+            ));
+            let identity = reqwest::Identity::from_pem(&pem).with_context(|| {
+                format!(
+                    "{} and {} are not a PEM certificate and its private key",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+            builder = builder.identity(identity);
+        }
         Ok(Client {
             http: builder.build().context("cannot build the HTTP client")?,
             base: args.address.trim_end_matches('/').to_owned(),
-            token,
+            token: Mutex::new(token),
+            client_cert: args.client_cert.is_some(),
         })
     }
 
-    /// Fail early with a helpful message when a command needs a token.
+    /// The server address, as stored logins are keyed.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Whether the token comes from `COFFER_TOKEN`.
+    pub(crate) fn env_token_set() -> bool {
+        env_token().is_some()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, TokenState> {
+        // A panic elsewhere cannot leave the state half-written: every
+        // update is one assignment.
+        self.token.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Fail early with a helpful message when a command needs a token;
+    /// reads the stored login when there is no `COFFER_TOKEN`.
     pub(crate) fn require_token(&self) -> anyhow::Result<()> {
-        if self.token.is_none() {
-            bail!("COFFER_TOKEN is not set; export the token printed by `coffer operator init` (or the dev server)");
+        let mut state = self.state();
+        if matches!(*state, TokenState::NotLoaded) {
+            // No HOME nor XDG_CONFIG_HOME (a bare CI job): simply no login.
+            let stored = match Store::locate() {
+                Ok(store) => store.get(&self.base)?,
+                Err(_) => None,
+            };
+            *state = match stored {
+                Some(entry) => TokenState::Stored(entry),
+                None => TokenState::Missing,
+            };
         }
-        Ok(())
+        match &*state {
+            TokenState::Env(_) | TokenState::Stored(_) => Ok(()),
+            // Mutual TLS: the certificate alone may identify a service account.
+            TokenState::Missing if self.client_cert => Ok(()),
+            TokenState::NotLoaded | TokenState::Missing | TokenState::Anonymous => bail!(
+                "not logged in to {}: run `coffer login` (or set COFFER_TOKEN, e.g. to the token printed by \
+                 `coffer operator init` or the dev server)",
+                self.base
+            ),
+        }
+    }
+
+    /// The token to send now, and whether it is a stored login.
+    fn current(&self) -> (Option<Zeroizing<String>>, Option<Entry>) {
+        match &*self.state() {
+            TokenState::Env(t) => (Some(t.clone()), None),
+            TokenState::Stored(e) => (Some(e.access_token.clone()), Some(e.clone())),
+            TokenState::NotLoaded | TokenState::Missing | TokenState::Anonymous => (None, None),
+        }
     }
 
     /// Send a request; returns the status and the JSON body (Null if empty).
+    /// A stored login is refreshed first when it has expired, and once more
+    /// (then the request is retried) when the server answers 401.
     pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<(StatusCode, Value)> {
+        let mut refreshed = false;
+        if let (_, Some(entry)) = self.current()
+            && entry.expires_within(EXPIRY_MARGIN_SECS)
+            && entry.refresh_token.is_some()
+        {
+            self.refresh(&entry).await?;
+            refreshed = true;
+        }
+        let (token, stored) = self.current();
+        let (status, json) = self
+            .send_with(method.clone(), path, body, token.as_deref().map(String::as_str))
+            .await?;
+        match stored {
+            Some(entry)
+                if status == StatusCode::UNAUTHORIZED
+                    && !refreshed
+                    && entry.refresh_token.is_some()
+                    && refreshable(&json) =>
+            {
+                self.refresh(&entry).await?;
+                let (token, _) = self.current();
+                self.send_with(method, path, body, token.as_deref().map(String::as_str))
+                    .await
+            }
+            _ => Ok((status, json)),
+        }
+    }
+
+    /// One request with exactly this token (or none).
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        token: Option<&str>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method.clone(), &url);
-        if let Some(t) = &self.token {
-            req = req.header("X-Vault-Token", t.as_str());
+        if let Some(t) = token {
+            req = req.header("X-Vault-Token", t);
         }
         if let Some(b) = body {
             req = req.json(b);
@@ -93,11 +269,75 @@ impl Client {
         Ok((status, json))
     }
 
+    /// `POST /auth/logout` with exactly this token, ignoring the outcome
+    /// (a replaced login's session; it may have expired already).
+    pub(crate) async fn revoke_session(&self, access_token: &str) {
+        let _ = self
+            .send_with(Method::POST, "/api/v1/auth/logout", None, Some(access_token))
+            .await;
+    }
+
+    /// Spend the stored refresh token for a new pair, under the store lock.
+    /// When another `coffer` process refreshed meanwhile, take its pair
+    /// instead of spending the (already spent) token again.
+    async fn refresh(&self, seen: &Entry) -> anyhow::Result<()> {
+        let store = Store::locate()?;
+        let lock = store.lock()?;
+        let entry = match store.get(&self.base)? {
+            Some(latest) if latest.access_token != seen.access_token => latest,
+            Some(latest) => {
+                let Some(refresh_token) = latest.refresh_token.as_ref() else {
+                    bail!(
+                        "the stored login to {} has expired; run `coffer login` again",
+                        self.base
+                    );
+                };
+                let body = json!({ "refresh_token": refresh_token.as_str() });
+                let (status, json) = self
+                    .send_with(Method::POST, "/api/v1/auth/refresh", Some(&body), None)
+                    .await?;
+                if status == StatusCode::UNAUTHORIZED || status == StatusCode::BAD_REQUEST {
+                    // Spent, expired or revoked: the stored login is dead.
+                    store.remove(&lock, &self.base)?;
+                    bail!(
+                        "the stored login to {} has expired or was revoked ({}); run `coffer login` again",
+                        self.base,
+                        error_message(&json)
+                    );
+                }
+                if !status.is_success() {
+                    bail!(
+                        "cannot refresh the stored login: {} ({})",
+                        error_message(&json),
+                        status.as_u16()
+                    );
+                }
+                let fresh = Entry::from_session(&self.base, &json["data"])?;
+                store.put(&lock, fresh.clone())?;
+                fresh
+            }
+            None => bail!(
+                "the stored login to {} was removed (by `coffer logout`?); run `coffer login`",
+                self.base
+            ),
+        };
+        drop(lock);
+        *self.state() = TokenState::Stored(entry);
+        Ok(())
+    }
+
     /// Send and fail on any non-2xx, with the server's own message.
     pub(crate) async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
         let (status, json) = self.send(method, path, body).await?;
         if status.is_success() {
             return Ok(json);
+        }
+        if status == StatusCode::UNAUTHORIZED && matches!(*self.state(), TokenState::Stored(_)) {
+            bail!(
+                "{} ({}); the stored login was refused: run `coffer login` again",
+                error_message(&json),
+                status.as_u16()
+            );
         }
         bail!("{} ({})", error_message(&json), status.as_u16())
     }
@@ -108,10 +348,41 @@ impl Client {
         let mut json = self.call(method, &format!("/api/v1{path}"), body).await?;
         Ok(json.get_mut("data").map(Value::take).unwrap_or(Value::Null))
     }
+
+    /// Native API call without a token requirement, for the login routes:
+    /// returns the status, the error `code` (if any) and the whole body, so
+    /// the caller can act on `totp_required`, `authorization_pending`…
+    pub(crate) async fn api_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(StatusCode, Option<String>, Value)> {
+        let (status, json) = self.send(method, &format!("/api/v1{path}"), body).await?;
+        let code = json.get("code").and_then(Value::as_str).map(str::to_owned);
+        Ok((status, code, json))
+    }
+}
+
+/// `COFFER_TOKEN`, when set and not empty.
+fn env_token() -> Option<Zeroizing<String>> {
+    std::env::var("COFFER_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(Zeroizing::new)
+}
+
+/// Whether a 401 is about the token itself (so a refreshed one may pass),
+/// not about a certificate binding or a second factor.
+fn refreshable(json: &Value) -> bool {
+    matches!(
+        json.get("code").and_then(Value::as_str),
+        None | Some("unauthenticated" | "invalid_token" | "token_expired")
+    )
 }
 
 /// The message of a native (`message`) or Vault (`errors`) error body.
-fn error_message(json: &Value) -> String {
+pub(crate) fn error_message(json: &Value) -> String {
     if let Some(m) = json.get("message").and_then(Value::as_str) {
         return m.to_owned();
     }

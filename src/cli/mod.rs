@@ -1,7 +1,10 @@
 //! Command-line interface: clap types and dispatch. One module per command
 //! group; the server command hands over to `crate::server`.
 
+mod access;
+mod auth;
 mod client;
+mod credentials;
 mod keys;
 mod operator;
 mod secrets;
@@ -51,6 +54,88 @@ enum Command {
         #[command(subcommand)]
         cmd: secrets::SecretsCmd,
     },
+    /// Log in and store the session (device approval, or --email with a password).
+    Login {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        args: auth::LoginArgs,
+    },
+    /// Revoke the stored session and delete it from this machine.
+    Logout {
+        #[command(flatten)]
+        server: client::ServerArgs,
+    },
+    /// Show who the CLI acts as: kind, name, org, accessor, expiry.
+    Whoami {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Users: create (root), two-factor login.
+    User {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(subcommand)]
+        cmd: auth::UserCmd,
+    },
+    /// Organization membership.
+    Org {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        org: access::OrgArgs,
+        #[command(subcommand)]
+        cmd: access::OrgCmd,
+    },
+    /// Groups of org members, to grant to many users at once.
+    Group {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        org: access::OrgArgs,
+        #[command(subcommand)]
+        cmd: access::GroupCmd,
+    },
+    /// Grant permissions on environments to a user, service account or group; `grant list` lists them.
+    #[command(subcommand_negates_reqs = true)]
+    Grant {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        org: access::OrgArgs,
+        #[command(flatten)]
+        args: access::GrantArgs,
+        #[command(subcommand)]
+        cmd: Option<access::GrantCmd>,
+    },
+    /// Revoke a grant by its ID (from `coffer grant list`).
+    Revoke {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        org: access::OrgArgs,
+        /// The grant's ID.
+        grant_id: String,
+    },
+    /// Service accounts: machine identities with their own grants and tokens.
+    ServiceAccount {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        org: access::OrgArgs,
+        #[command(subcommand)]
+        cmd: access::ServiceAccountCmd,
+    },
+    /// Your tokens: create (acting as you), list, revoke.
+    Token {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(subcommand)]
+        cmd: access::TokenCmd,
+    },
 }
 
 /// Run the parsed command; returns the process exit code.
@@ -71,5 +156,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Operator { server, cmd } => operator::run(&client::Client::new(&server)?, cmd).await,
         Command::Secrets { server, env, cmd } => secrets::run(&client::Client::new(&server)?, &env, cmd).await,
+        Command::Login { server, args } => auth::login(&server, args).await,
+        Command::Logout { server } => auth::logout(&server).await,
+        Command::Whoami { server, json } => auth::whoami(&client::Client::new(&server)?, json).await,
+        Command::User { server, cmd } => auth::user(&client::Client::new(&server)?, cmd).await,
+        Command::Org { server, org, cmd } => access::org(&client::Client::new(&server)?, &org, cmd).await,
+        Command::Group { server, org, cmd } => access::group(&client::Client::new(&server)?, &org, cmd).await,
+        Command::Grant { server, org, args, cmd } => {
+            access::grant(&client::Client::new(&server)?, &org, args, cmd).await
+        }
+        Command::Revoke { server, org, grant_id } => {
+            access::revoke(&client::Client::new(&server)?, &org, &grant_id).await
+        }
+        Command::ServiceAccount { server, org, cmd } => {
+            access::service_account(&client::Client::new(&server)?, &org, cmd).await
+        }
+        Command::Token { server, cmd } => access::token(&client::Client::new(&server)?, cmd).await,
     }
 }

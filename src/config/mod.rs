@@ -9,6 +9,7 @@
 //! tls_cert = "/etc/coffer/tls/cert.pem"
 //! tls_key = "/etc/coffer/tls/key.pem"
 //! # tls_client_ca = "/etc/coffer/tls/clients-ca.pem"   # turns on mutual TLS
+//! # tls_client_crl = "/etc/coffer/tls/clients.crl.pem"  # revoked client certificates (PEM CRLs)
 //! # tls_disable = true                                  # plain HTTP, explicit only
 //! [storage]
 //! url = "sqlite:///var/lib/coffer/coffer.db"            # or postgres://user@host/db
@@ -67,6 +68,7 @@ struct RawListener {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
+    tls_client_crl: Option<PathBuf>,
     #[serde(default)]
     tls_disable: bool,
 }
@@ -95,6 +97,8 @@ pub enum Listener {
         key: PathBuf,
         /// PEM CA bundle for client certificates (mutual TLS)
         client_ca: Option<PathBuf>,
+        /// PEM certificate revocation lists for client certificates
+        client_crl: Option<PathBuf>,
     },
 }
 
@@ -152,9 +156,10 @@ impl Settings {
             .map_err(|_| ConfigError::Invalid(format!("listener.address {addr_text:?} is not an IP:port address")))?;
         let l = raw.listener;
         let listener = if l.tls_disable {
-            if l.tls_client_ca.is_some() {
+            if l.tls_client_ca.is_some() || l.tls_client_crl.is_some() {
                 return Err(ConfigError::Invalid(
-                    "listener.tls_client_ca needs TLS; remove it or set listener.tls_disable = false".into(),
+                    "listener.tls_client_ca and tls_client_crl need TLS; remove them or set listener.tls_disable = false"
+                        .into(),
                 ));
             }
             Listener::Plain { address }
@@ -165,6 +170,7 @@ impl Settings {
                     cert,
                     key,
                     client_ca: l.tls_client_ca,
+                    client_crl: l.tls_client_crl,
                 },
                 _ => {
                     return Err(ConfigError::Invalid(

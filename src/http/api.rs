@@ -22,9 +22,9 @@ pub(super) struct Envelope<T> {
     data: T,
 }
 
-type Reply<T> = Result<Json<Envelope<T>>, ApiError>;
+pub(super) type Reply<T> = Result<Json<Envelope<T>>, ApiError>;
 
-fn ok<T: Serialize>(data: T) -> Reply<T> {
+pub(super) fn ok<T: Serialize>(data: T) -> Reply<T> {
     Ok(Json(Envelope {
         error: false,
         message: "",

@@ -18,6 +18,13 @@ fn classify(e: &ServiceError) -> (StatusCode, &'static str) {
         ServiceError::NotInitialized => (StatusCode::SERVICE_UNAVAILABLE, "not_initialized"),
         ServiceError::AlreadyInitialized => (StatusCode::BAD_REQUEST, "already_initialized"),
         ServiceError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+        ServiceError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
+        ServiceError::TotpRequired => (StatusCode::UNAUTHORIZED, "totp_required"),
+        ServiceError::InvalidTotp => (StatusCode::UNAUTHORIZED, "invalid_totp"),
+        ServiceError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        ServiceError::CertificateRequired => (StatusCode::UNAUTHORIZED, "certificate_required"),
+        ServiceError::SourceNotAllowed => (StatusCode::FORBIDDEN, "source_not_allowed"),
+        ServiceError::DeviceFlow(code) => (StatusCode::BAD_REQUEST, code),
         ServiceError::PermissionDenied => (StatusCode::FORBIDDEN, "permission_denied"),
         ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
         ServiceError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
@@ -63,7 +70,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = classify(&self.0);
         let body = json!({ "error": true, "code": code, "message": message(&self.0), "data": null });
-        (status, Json(body)).into_response()
+        let mut res = (status, Json(body)).into_response();
+        retry_after(&self.0, &mut res);
+        res
     }
 }
 
@@ -86,11 +95,23 @@ impl IntoResponse for VaultError {
             ServiceError::NotInitialized => (StatusCode::BAD_REQUEST, "Vault is not initialized".to_owned()),
             ServiceError::AlreadyInitialized => (status, "Vault is already initialized".to_owned()),
             // Vault answers a missing or bad token with 403.
-            ServiceError::Unauthenticated | ServiceError::PermissionDenied => {
-                (StatusCode::FORBIDDEN, "permission denied".to_owned())
-            }
+            ServiceError::Unauthenticated
+            | ServiceError::PermissionDenied
+            | ServiceError::CertificateRequired
+            | ServiceError::SourceNotAllowed => (StatusCode::FORBIDDEN, "permission denied".to_owned()),
             _ => (status, message(&self.0)),
         };
-        (status, Json(json!({ "errors": [msg] }))).into_response()
+        let mut res = (status, Json(json!({ "errors": [msg] }))).into_response();
+        retry_after(&self.0, &mut res);
+        res
+    }
+}
+
+/// `Retry-After` on rate-limited answers.
+fn retry_after(e: &ServiceError, res: &mut Response) {
+    if let ServiceError::RateLimited { retry_after_s } = e
+        && let Ok(v) = axum::http::HeaderValue::from_str(&retry_after_s.to_string())
+    {
+        res.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
     }
 }

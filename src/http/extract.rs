@@ -5,14 +5,57 @@
 //! Authentication asks the service, which refuses first when sealed, so no
 //! handler checks the seal itself.
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::error::{ApiError, VaultError};
-use crate::service::{Principal, ServiceError};
+use crate::service::{Caller, ClientCert, Principal, ServiceError};
+
+/// The verified client certificate of a mutual-TLS connection, put into
+/// every request's extensions by the TLS accept loop.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerCert(pub(crate) Arc<ClientCert>);
+
+/// Transport facts about a request: TCP peer and client certificate.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Peer {
+    pub(crate) source: Option<IpAddr>,
+    pub(crate) cert: Option<Arc<ClientCert>>,
+}
+
+impl Peer {
+    fn of(parts: &Parts) -> Peer {
+        Peer {
+            source: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(a)| a.ip()),
+            cert: parts.extensions.get::<PeerCert>().map(|p| p.0.clone()),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer::of(parts))
+    }
+}
+
+/// The organization slug of a native path `/api/v1/orgs/{org}/…` (seen as
+/// `/orgs/{org}/…` inside the nested router), for certificate-only
+/// authentication.
+fn org_hint(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/api/v1").unwrap_or(path).strip_prefix("/orgs/")?;
+    let org = rest.split('/').next()?;
+    (!org.is_empty()).then_some(org)
+}
 
 fn bearer(parts: &Parts) -> Option<&str> {
     if let Some(v) = parts.headers.get("x-vault-token").and_then(|v| v.to_str().ok()) {
@@ -24,13 +67,25 @@ fn bearer(parts: &Parts) -> Option<&str> {
 }
 
 async fn principal(parts: &Parts, state: &AppState) -> Result<Principal, ServiceError> {
-    match bearer(parts) {
-        Some(token) if !token.is_empty() => state.coffer.authenticate(token).await,
-        // Still report "sealed" first when sealed, like every other route.
-        _ => {
-            state.coffer.require_unsealed()?;
-            Err(ServiceError::Unauthenticated)
-        }
+    let peer = Peer::of(parts);
+    let caller = Caller {
+        token: bearer(parts),
+        source: peer.source,
+        cert: peer.cert.as_deref(),
+        org_hint: org_hint(parts.uri.path()),
+    };
+    // Sealed is reported first, like on every other route.
+    state.coffer.authenticate(&caller).await
+}
+
+/// An authenticated caller with its transport facts.
+#[derive(Debug)]
+pub(crate) struct AuthPeer(pub(crate) Principal, pub(crate) Peer);
+
+impl FromRequestParts<AppState> for AuthPeer {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(AuthPeer(principal(parts, state).await?, Peer::of(parts)))
     }
 }
 
@@ -96,5 +151,21 @@ impl<T: DeserializeOwned> FromRequest<AppState> for VaultBody<T> {
         serde_json::from_slice(text)
             .map(VaultBody)
             .map_err(|e| VaultError(ServiceError::Invalid(format!("failed to parse JSON input: {e}"))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn org_hint_reads_the_native_org_segment() {
+        assert_eq!(super::org_hint("/api/v1/orgs/acme/projects/p"), Some("acme"));
+        assert_eq!(super::org_hint("/api/v1/orgs/acme"), Some("acme"));
+        assert_eq!(
+            super::org_hint("/orgs/acme/members"),
+            Some("acme"),
+            "as the nested router sees it"
+        );
+        assert_eq!(super::org_hint("/api/v1/orgs/"), None);
+        assert_eq!(super::org_hint("/v1/sys/health"), None);
     }
 }

@@ -6,14 +6,16 @@ mod api;
 mod error;
 mod extract;
 mod generate_root;
+mod identity;
 mod keys;
 mod rekey;
 mod sys;
 pub mod tls;
 
 use axum::Router;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{MethodRouter, delete, get, post, put};
 
+use crate::access::{ENV_ROUTES, EnvRoute};
 use crate::service::Coffer;
 
 /// What every handler can reach.
@@ -21,6 +23,44 @@ use crate::service::Coffer;
 pub struct AppState {
     /// the service facade
     pub coffer: Coffer,
+    /// served over TLS (for URLs the server hands out)
+    pub tls: bool,
+}
+
+/// The handler of one environment route of the access table. Every entry
+/// of [`ENV_ROUTES`] must have one (a unit test checks), and environment
+/// routes are registered only from that table, so none escapes its rule.
+fn env_handler(r: &EnvRoute) -> Option<MethodRouter<AppState>> {
+    Some(match (r.method, r.path) {
+        ("GET", "") => get(api::get_env),
+        ("GET", "/secrets") => get(api::list_secrets),
+        ("POST", "/inject") => post(api::inject),
+        ("GET", "/secrets/{key}") => get(api::get_secret),
+        ("POST", "/secrets/{key}") => post(api::put_secret),
+        ("PUT", "/secrets/{key}") => put(api::put_secret),
+        ("DELETE", "/secrets/{key}") => delete(api::delete_secret),
+        ("POST", "/secrets/{key}/restore") => post(api::restore),
+        ("DELETE", "/secrets/{key}/permanent") => delete(api::purge_secret),
+        ("GET", "/secrets/{key}/history") => get(api::history),
+        ("POST", "/secrets/{key}/rollback") => post(api::rollback),
+        _ => return None,
+    })
+}
+
+fn env_routes(mut router: Router<AppState>) -> Router<AppState> {
+    let env = "/orgs/{org}/projects/{project}/environments/{env}";
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for r in ENV_ROUTES {
+        if seen.contains(&(r.method, r.path)) {
+            continue;
+        }
+        seen.push((r.method, r.path));
+        match env_handler(r) {
+            Some(h) => router = router.route(&format!("{env}{}", r.path), h),
+            None => tracing::error!(method = r.method, path = r.path, "access table route without a handler"),
+        }
+    }
+    router
 }
 
 /// The whole HTTP surface.
@@ -78,39 +118,70 @@ pub fn router(state: AppState) -> Router {
     }
     let vault = Router::new().nest("/sys", sys).fallback(sys::fallback);
 
-    let env = "/orgs/{org}/projects/{project}/environments/{env}";
-    let secret = format!("{env}/secrets/{{key}}");
+    let org = "/orgs/{org}";
     let native = Router::new()
         .route("/orgs", get(api::list_orgs).post(api::create_org))
-        .route("/orgs/{org}", get(api::get_org))
-        .route("/orgs/{org}/keks", get(keys::list))
-        .route("/orgs/{org}/keks/rotate", post(keys::rotate))
-        .route("/orgs/{org}/keks/rewrap", post(keys::rewrap))
-        .route("/orgs/{org}/keks/{version}", delete(keys::destroy))
+        .route(org, get(api::get_org))
+        .route(&format!("{org}/keks"), get(keys::list))
+        .route(&format!("{org}/keks/rotate"), post(keys::rotate))
+        .route(&format!("{org}/keks/rewrap"), post(keys::rewrap))
+        .route(&format!("{org}/keks/{{version}}"), delete(keys::destroy))
         .route(
-            "/orgs/{org}/projects",
+            &format!("{org}/projects"),
             get(api::list_projects).post(api::create_project),
         )
-        .route("/orgs/{org}/projects/{project}", get(api::get_project))
+        .route(&format!("{org}/projects/{{project}}"), get(api::get_project))
         .route(
-            "/orgs/{org}/projects/{project}/environments",
+            &format!("{org}/projects/{{project}}/environments"),
             get(api::list_envs).post(api::create_env),
         )
-        .route(env, get(api::get_env))
-        .route(&format!("{env}/secrets"), get(api::list_secrets))
-        .route(&format!("{env}/inject"), post(api::inject))
         .route(
-            &secret,
-            get(api::get_secret)
-                .post(api::put_secret)
-                .put(api::put_secret)
-                .delete(api::delete_secret),
+            &format!("{org}/members"),
+            get(identity::list_members).post(identity::set_member),
         )
-        .route(&format!("{secret}/permanent"), delete(api::purge_secret))
-        .route(&format!("{secret}/history"), get(api::history))
-        .route(&format!("{secret}/rollback"), post(api::rollback))
-        .route(&format!("{secret}/restore"), post(api::restore))
-        .fallback(api::fallback);
+        .route(&format!("{org}/members/{{email}}"), delete(identity::remove_member))
+        .route(
+            &format!("{org}/groups"),
+            get(identity::list_groups).post(identity::create_group),
+        )
+        .route(
+            &format!("{org}/groups/{{group}}/members"),
+            post(identity::add_group_member),
+        )
+        .route(
+            &format!("{org}/groups/{{group}}/members/{{email}}"),
+            delete(identity::remove_group_member),
+        )
+        .route(
+            &format!("{org}/service-accounts"),
+            get(identity::list_service_accounts).post(identity::create_service_account),
+        )
+        .route(
+            &format!("{org}/service-accounts/{{name}}"),
+            delete(identity::delete_service_account),
+        )
+        .route(
+            &format!("{org}/service-accounts/{{name}}/tokens"),
+            post(identity::service_account_token),
+        )
+        .route(
+            &format!("{org}/grants"),
+            get(identity::list_grants).post(identity::create_grant),
+        )
+        .route(&format!("{org}/grants/{{id}}"), delete(identity::delete_grant))
+        .route("/users", post(identity::create_user))
+        .route("/auth/login", post(identity::login))
+        .route("/auth/refresh", post(identity::refresh))
+        .route("/auth/logout", post(identity::logout))
+        .route("/auth/whoami", get(identity::whoami))
+        .route("/auth/totp/enroll", post(identity::totp_enroll))
+        .route("/auth/totp/verify", post(identity::totp_verify))
+        .route("/auth/device/code", post(identity::device_code))
+        .route("/auth/device/approve", post(identity::device_approve))
+        .route("/auth/device/token", post(identity::device_token))
+        .route("/tokens", get(identity::list_tokens).post(identity::create_token))
+        .route("/tokens/{accessor}", delete(identity::revoke_token));
+    let native = env_routes(native).fallback(api::fallback);
 
     Router::new()
         .nest("/v1", vault)
@@ -126,4 +197,19 @@ async fn no_store(mut res: axum::response::Response) -> axum::response::Response
         axum::http::HeaderValue::from_static("no-store"),
     );
     res
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_access_table_route_has_a_handler() {
+        for r in crate::access::ENV_ROUTES {
+            assert!(
+                super::env_handler(r).is_some(),
+                "{} {} has no handler",
+                r.method,
+                r.path
+            );
+        }
+    }
 }

@@ -14,9 +14,12 @@ use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+
+use super::extract::PeerCert;
+use crate::service::ClientCert;
 
 /// TLS set-up errors; each names the file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +53,12 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 /// Build the server configuration from PEM files.
-pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+    client_crl: Option<&Path>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = certs(cert)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Pem {
         path: key.display().to_string(),
@@ -66,9 +74,23 @@ pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Resul
                     .add(c)
                     .map_err(|e| TlsError::Config(format!("client CA {}: {e}", ca.display())))?;
             }
-            let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
-                .build()
-                .map_err(|e| TlsError::Config(e.to_string()))?;
+            let mut verifier = WebPkiClientVerifier::builder(Arc::new(roots));
+            if let Some(path) = client_crl {
+                let crls = CertificateRevocationListDer::pem_file_iter(path)
+                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| TlsError::Pem {
+                        path: path.display().to_string(),
+                        what: format!("bad PEM certificate revocation list: {e}"),
+                    })?;
+                if crls.is_empty() {
+                    return Err(TlsError::Pem {
+                        path: path.display().to_string(),
+                        what: "no X509 CRL block found".into(),
+                    });
+                }
+                verifier = verifier.with_crls(crls);
+            }
+            let verifier = verifier.build().map_err(|e| TlsError::Config(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -77,6 +99,40 @@ pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Resul
         .map_err(|e| TlsError::Config(format!("certificate and key do not fit: {e}")))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The identity facts of a verified client certificate: SHA-256 of its
+/// SubjectPublicKeyInfo, subject CN, DNS SANs.
+fn client_cert(der: &[u8]) -> Option<Arc<ClientCert>> {
+    use sha2::Digest;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let spki_sha256 = hex::encode(sha2::Sha256::digest(cert.public_key().raw));
+    let subject_cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned);
+    let dns_sans = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|ext| {
+            ext.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Arc::new(ClientCert {
+        spki_sha256,
+        subject_cn,
+        dns_sans,
+    }))
 }
 
 /// Accept TLS connections until `shutdown` resolves.
@@ -107,6 +163,19 @@ pub async fn serve(listener: TcpListener, config: Arc<ServerConfig>, app: Router
                 }
                 Err(_) => return,
             };
+            let peer_cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|der| client_cert(der.as_ref()));
+            let app = tower::ServiceExt::map_request(app, move |mut req: axum::extract::Request<_>| {
+                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                if let Some(cert) = &peer_cert {
+                    req.extensions_mut().insert(PeerCert(cert.clone()));
+                }
+                req
+            });
             let service = TowerToHyperService::new(app);
             if let Err(e) = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tls), service)

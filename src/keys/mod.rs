@@ -52,6 +52,11 @@ pub fn kek_aad(org_id: &Uuid, version: i64) -> Vec<u8> {
     aad(b"kek", &[org_id], Some(version))
 }
 
+/// AAD of a user's TOTP secret: `"totp" ‖ user_id`.
+pub fn totp_aad(user_id: &Uuid) -> Vec<u8> {
+    aad(b"totp", &[user_id], None)
+}
+
 /// The row a secret value belongs to; every field goes into its AADs.
 #[derive(Debug, Clone, Copy)]
 pub struct ValueRow {
@@ -278,6 +283,12 @@ impl Keyring {
         out
     }
 
+    /// Move an account secret (TOTP seed) from this keyring's root to `new`'s.
+    pub fn rewrap_account_secret(&self, new: &Keyring, aad: &[u8], blob: &[u8]) -> Result<Vec<u8>, AeadError> {
+        let plain = self.open_account_secret(aad, blob)?;
+        Ok(new.seal_account_secret(aad, &plain))
+    }
+
     fn from_root(root: KeyBytes) -> Keyring {
         Keyring {
             root,
@@ -320,6 +331,21 @@ impl Keyring {
             map.insert((org_id, version), kek.clone());
         }
         kek
+    }
+
+    /// Encrypt a small account secret (a TOTP seed) under the root key.
+    /// Root rotation must re-encrypt these blobs with the KEKs.
+    pub fn seal_account_secret(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let blob = aead::seal(&self.root, aad, plaintext);
+        scrub_stack();
+        blob
+    }
+
+    /// Decrypt what [`Keyring::seal_account_secret`] sealed.
+    pub fn open_account_secret(&self, aad: &[u8], blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, AeadError> {
+        let plain = aead::open(&self.root, aad, blob);
+        scrub_stack();
+        plain
     }
 
     /// The root key, for tests that check it leaves memory on seal.

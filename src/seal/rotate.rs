@@ -125,6 +125,18 @@ impl Seal {
                 ..k
             });
         }
+        // TOTP seeds are encrypted under the root key too.
+        let mut seeds = Vec::new();
+        for (user_id, blob) in self.store.totp_seeds().await? {
+            let moved = old
+                .rewrap_account_secret(&new, &crate::keys::totp_aad(&user_id), &blob)
+                .map_err(|_| {
+                    SealError::Refused(format!(
+                        "the TOTP seed of user {user_id} does not decrypt under the root key; nothing was changed"
+                    ))
+                })?;
+            seeds.push((user_id, moved));
+        }
         let encrypted_root = match (kind, unseal_key) {
             (SealKind::Shamir, Some(key)) => new.root_blob(key).encrypted_root,
             (SealKind::Shamir, None) => {
@@ -148,7 +160,7 @@ impl Seal {
             recovery_tag,
         };
         self.store
-            .rotate_root(&blob.encrypted_root, &update, &rewrapped)
+            .rotate_root(&blob.encrypted_root, &update, &rewrapped, &seeds)
             .await?;
         let count = rewrapped.len();
         let mut state = self.write();

@@ -1,5 +1,5 @@
-//! Short-lived caches of the request hot path: token → principal and
-//! slug path → environment ids. Entries live one second, so a change made
+//! Short-lived caches of the request hot path: token → principal,
+//! principal × org → permissions, slug path → environment ids. Entries live one second, so a change made
 //! through another server sharing the database (a revoked token, a rotated
 //! KEK) is seen within a second; sealing clears both. Token entries are keyed
 //! by the token's SHA-256, never by the token.
@@ -9,7 +9,12 @@ use std::hash::Hash;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use super::Principal;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::access::Access;
+use super::auth::AuthEntry;
 use crate::storage::EnvPath;
 
 /// How long an entry may be served.
@@ -18,7 +23,7 @@ const TTL: Duration = Duration::from_secs(1);
 const MAX_ENTRIES: usize = 10_000;
 
 #[derive(Debug)]
-struct TtlMap<K, V> {
+pub(crate) struct TtlMap<K, V> {
     map: RwLock<HashMap<K, (Instant, V)>>,
 }
 
@@ -29,11 +34,11 @@ impl<K: Eq + Hash, V: Clone> TtlMap<K, V> {
         }
     }
 
-    fn get(&self, key: &K) -> Option<V> {
+    pub(crate) fn get(&self, key: &K) -> Option<V> {
         self.get_by(key)
     }
 
-    fn get_by<Q: Eq + Hash + ?Sized>(&self, key: &Q) -> Option<V>
+    pub(crate) fn get_by<Q: Eq + Hash + ?Sized>(&self, key: &Q) -> Option<V>
     where
         K: std::borrow::Borrow<Q>,
     {
@@ -42,7 +47,7 @@ impl<K: Eq + Hash, V: Clone> TtlMap<K, V> {
         (at.elapsed() < TTL).then(|| v.clone())
     }
 
-    fn put(&self, key: K, value: V) {
+    pub(crate) fn put(&self, key: K, value: V) {
         if let Ok(mut map) = self.map.write() {
             if map.len() >= MAX_ENTRIES {
                 map.clear();
@@ -51,7 +56,7 @@ impl<K: Eq + Hash, V: Clone> TtlMap<K, V> {
         }
     }
 
-    fn clear(&self) {
+    pub(crate) fn clear(&self) {
         if let Ok(mut map) = self.map.write() {
             map.clear();
         }
@@ -61,36 +66,30 @@ impl<K: Eq + Hash, V: Clone> TtlMap<K, V> {
 /// The caches of one server process.
 #[derive(Debug)]
 pub(crate) struct HotCache {
-    tokens: TtlMap<Vec<u8>, Principal>,
-    envs: TtlMap<(String, String, String), EnvPath>,
+    /// token SHA-256 → who it is
+    pub(crate) tokens: TtlMap<Vec<u8>, Arc<AuthEntry>>,
+    /// (org, certificate SPKI hash) → the service account it maps to
+    pub(crate) certs: TtlMap<(Uuid, String), Arc<AuthEntry>>,
+    /// (principal id, org id) → what it may do there
+    pub(crate) access: TtlMap<(Uuid, Uuid), Option<Arc<Access>>>,
+    /// org/project/env slugs → ids
+    pub(crate) envs: TtlMap<(String, String, String), EnvPath>,
 }
 
 impl HotCache {
     pub(crate) fn new() -> Self {
         HotCache {
             tokens: TtlMap::new(),
+            certs: TtlMap::new(),
+            access: TtlMap::new(),
             envs: TtlMap::new(),
         }
     }
 
-    pub(crate) fn principal(&self, token_hash: &[u8]) -> Option<Principal> {
-        self.tokens.get_by(token_hash)
-    }
-
-    pub(crate) fn put_principal(&self, token_hash: Vec<u8>, who: Principal) {
-        self.tokens.put(token_hash, who);
-    }
-
-    pub(crate) fn env(&self, path: &(String, String, String)) -> Option<EnvPath> {
-        self.envs.get(path)
-    }
-
-    pub(crate) fn put_env(&self, path: (String, String, String), env: EnvPath) {
-        self.envs.put(path, env);
-    }
-
     pub(crate) fn clear(&self) {
         self.tokens.clear();
+        self.certs.clear();
+        self.access.clear();
         self.envs.clear();
     }
 }

@@ -1,13 +1,16 @@
-//! The logic of coffer: seal operations, authentication, organizations and
-//! secrets. No HTTP types here; handlers call one method each and map
+//! The logic of coffer: seal operations, authentication and authorization
+//! (`auth.rs`, `access.rs`), organizations and secrets. No HTTP types here; handlers call one method each and map
 //! [`ServiceError`] once.
 //!
 //! Every method that touches tenant data first asks the seal for the
 //! keyring, so a sealed server refuses all of them the same way.
 
+mod access;
+mod auth;
 mod cache;
 pub mod generate_root;
 pub mod keys;
+mod limits;
 mod orgs;
 pub mod rekey;
 mod secrets;
@@ -17,13 +20,15 @@ use std::sync::Arc;
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::keys::Keyring;
 use crate::seal::{Seal, SealError, SealStatus};
 use crate::storage::{Backend, StorageError, TokenRow};
 
+pub use access::{GrantInput, GrantView, GroupView, MemberView, ServiceAccountInput, ServiceAccountView};
+pub use auth::{Caller, ClientCert, DeviceCode, IssuedToken, Session, TokenView, TotpEnrollment, WhoAmI};
 pub use orgs::{EnvView, OrgView, ProjectView};
 pub use secrets::{SecretInput, SecretView, VersionView};
 
@@ -42,6 +47,31 @@ pub enum ServiceError {
     /// No token, or an unknown or expired one.
     #[error("missing or invalid token")]
     Unauthenticated,
+    /// Wrong email or password (the same answer for an unknown email).
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    /// The password was right; the account needs a TOTP code.
+    #[error("a TOTP code is required for this account")]
+    TotpRequired,
+    /// The TOTP or recovery code is wrong or was used already.
+    #[error("invalid or already used TOTP code")]
+    InvalidTotp,
+    /// Too many failures from this source or on this account.
+    #[error("too many failed attempts; retry in {retry_after_s} s")]
+    RateLimited {
+        /// seconds until the next attempt is considered
+        retry_after_s: u64,
+    },
+    /// The token is bound to a client certificate this connection lacks.
+    #[error("this token is bound to a client certificate; present it")]
+    CertificateRequired,
+    /// The service account may not be used from this address.
+    #[error("the service account is not allowed from this source address")]
+    SourceNotAllowed,
+    /// An RFC 8628 device-flow state: `authorization_pending`, `slow_down`,
+    /// `expired_token`, `access_denied`.
+    #[error("{0}")]
+    DeviceFlow(&'static str),
     /// The token may not do this.
     #[error("permission denied")]
     PermissionDenied,
@@ -101,21 +131,65 @@ impl From<SealError> for ServiceError {
 /// Result alias of this layer.
 pub type Result<T> = std::result::Result<T, ServiceError>;
 
-/// Who is calling, after token authentication.
+/// What kind of principal is calling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// the root token (and tokens root created): may do everything
+    Root,
+    /// a user account
+    User(Uuid),
+    /// a service account of one organization
+    ServiceAccount {
+        /// account id
+        id: Uuid,
+        /// its organization
+        org_id: Uuid,
+    },
+}
+
+impl PrincipalKind {
+    /// Wire name, also stored in `tokens.policy`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PrincipalKind::Root => "root",
+            PrincipalKind::User(_) => "user",
+            PrincipalKind::ServiceAccount { .. } => "service_account",
+        }
+    }
+}
+
+/// Who is calling, after authentication.
 #[derive(Debug, Clone)]
 pub struct Principal {
     /// public token accessor (goes into `created_by` and logs)
     pub accessor: String,
-    /// the token's policy; "root" may do everything
-    pub policy: String,
+    /// root, user or service account
+    pub kind: PrincipalKind,
+    /// email, service-account name or "root"
+    pub name: String,
+    /// unix ms; None = no expiry
+    pub expires_at: Option<i64>,
+    /// login session of a user's access token
+    pub family_id: Option<String>,
+    /// the token is bound to a client certificate
+    pub certificate_bound: bool,
 }
 
 impl Principal {
     fn require_root(&self) -> Result<()> {
-        if self.policy == "root" {
+        if self.kind == PrincipalKind::Root {
             Ok(())
         } else {
             Err(ServiceError::PermissionDenied)
+        }
+    }
+
+    /// Id of the user or service account (nil for root): the key of the
+    /// per-principal caches.
+    fn id(&self) -> Uuid {
+        match self.kind {
+            PrincipalKind::Root => Uuid::nil(),
+            PrincipalKind::User(id) | PrincipalKind::ServiceAccount { id, .. } => id,
         }
     }
 }
@@ -167,6 +241,7 @@ pub struct Coffer {
     store: Arc<dyn Backend>,
     seal: Arc<Seal>,
     cache: Arc<cache::HotCache>,
+    limits: Arc<limits::Limits>,
 }
 
 impl Coffer {
@@ -185,6 +260,7 @@ impl Coffer {
             store,
             seal,
             cache: Arc::new(cache::HotCache::new()),
+            limits: Arc::new(limits::Limits::default()),
         })
     }
 
@@ -237,6 +313,10 @@ impl Coffer {
             display_name: "root".to_owned(),
             created_at: now_ms(),
             expires_at: None,
+            principal_id: None,
+            org_id: None,
+            bound_spki: None,
+            family_id: None,
         };
         let split = self.seal.init(shares, threshold, &row, now_ms()).await?;
         Ok((split, root_token))
@@ -287,34 +367,5 @@ impl Coffer {
     fn drop_caches(&self) {
         self.cache.clear();
         self.store.drop_caches();
-    }
-
-    /// Authenticate a bearer token. Sealed servers refuse before looking.
-    pub async fn authenticate(&self, token: &str) -> Result<Principal> {
-        self.require_unsealed()?;
-        let hash = token_hash(token);
-        if let Some(who) = self.cache.principal(&hash) {
-            return Ok(who);
-        }
-        let row = self
-            .store
-            .token_by_hash(&hash)
-            .await?
-            .ok_or(ServiceError::Unauthenticated)?;
-        // The lookup was by hash; compare again in constant time so no
-        // storage-side collation or truncation can let a near-miss through.
-        if !bool::from(row.token_hash.as_slice().ct_eq(hash.as_slice())) {
-            return Err(ServiceError::Unauthenticated);
-        }
-        if row.expires_at.is_some_and(|t| t <= now_ms()) {
-            return Err(ServiceError::Unauthenticated);
-        }
-        let who = Principal {
-            accessor: row.accessor,
-            policy: row.policy,
-        };
-        // Expiry is checked again on every cache miss; an entry lives 1 s.
-        self.cache.put_principal(hash, who.clone());
-        Ok(who)
     }
 }

@@ -4,7 +4,8 @@
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{Coffer, Principal, Result, ServiceError, now_ms, rfc3339};
+use super::{Coffer, Principal, PrincipalKind, Result, ServiceError, now_ms, rfc3339};
+use crate::access::Permission;
 use crate::storage::{EnvPath, EnvRow, KekRow, OrgRow, ProjectRow};
 
 /// An organization as the API shows it.
@@ -67,10 +68,13 @@ fn check_name(name: &str) -> Result<()> {
 }
 
 impl Coffer {
-    /// Create an organization and its KEK v1.
+    /// Create an organization and its KEK v1 (root, or a user, who becomes
+    /// its owner).
     pub async fn create_org(&self, who: &Principal, slug: &str, name: &str) -> Result<OrgView> {
         let keyring = self.keyring()?;
-        who.require_root()?;
+        if matches!(who.kind, PrincipalKind::ServiceAccount { .. }) {
+            return Err(ServiceError::PermissionDenied);
+        }
         check_slug("slug", slug)?;
         check_name(name)?;
         let now = now_ms();
@@ -90,35 +94,41 @@ impl Coffer {
             created_at: now,
         };
         self.store.create_org(&org, &kek).await?;
+        if let PrincipalKind::User(user_id) = who.kind {
+            self.store.set_membership(org.id, user_id, "owner", now).await?;
+        }
         Ok(org_view(org))
     }
 
-    /// All organizations.
-    pub async fn list_orgs(&self, _who: &Principal) -> Result<Vec<OrgView>> {
+    /// The organizations the caller belongs to (root: all).
+    pub async fn list_orgs(&self, who: &Principal) -> Result<Vec<OrgView>> {
         self.keyring()?;
-        Ok(self.store.list_orgs().await?.into_iter().map(org_view).collect())
-    }
-
-    async fn org_row(&self, slug: &str) -> Result<OrgRow> {
-        self.store
-            .org(slug)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("organization {slug:?}")))
+        let orgs = match who.kind {
+            PrincipalKind::Root => self.store.list_orgs().await?,
+            PrincipalKind::User(id) => self.store.orgs_of(id).await?.into_iter().map(|(o, _)| o).collect(),
+            PrincipalKind::ServiceAccount { org_id, .. } => self
+                .store
+                .list_orgs()
+                .await?
+                .into_iter()
+                .filter(|o| o.id == org_id)
+                .collect(),
+        };
+        Ok(orgs.into_iter().map(org_view).collect())
     }
 
     /// One organization.
-    pub async fn get_org(&self, _who: &Principal, slug: &str) -> Result<OrgView> {
+    pub async fn get_org(&self, who: &Principal, slug: &str) -> Result<OrgView> {
         self.keyring()?;
-        Ok(org_view(self.org_row(slug).await?))
+        Ok(org_view(self.org_access(who, slug).await?.0))
     }
 
-    /// Create a project in an organization.
+    /// Create a project in an organization (admins).
     pub async fn create_project(&self, who: &Principal, org: &str, slug: &str, name: &str) -> Result<ProjectView> {
         self.keyring()?;
-        who.require_root()?;
+        let (org, _) = self.org_admin(who, org).await?;
         check_slug("slug", slug)?;
         check_name(name)?;
-        let org = self.org_row(org).await?;
         let row = ProjectRow {
             id: Uuid::new_v4(),
             org_id: org.id,
@@ -130,31 +140,55 @@ impl Coffer {
         Ok(project_view(row))
     }
 
-    /// Projects of an organization.
-    pub async fn list_projects(&self, _who: &Principal, org: &str) -> Result<Vec<ProjectView>> {
+    /// Projects of an organization: members see all, service accounts those
+    /// holding an environment they have a grant on.
+    pub async fn list_projects(&self, who: &Principal, org: &str) -> Result<Vec<ProjectView>> {
         self.keyring()?;
-        let org = self.org_row(org).await?;
+        let (org, access) = self.org_access(who, org).await?;
+        let envs = if access.member {
+            Vec::new()
+        } else {
+            self.store.list_envs(org.id).await?
+        };
         Ok(self
             .store
             .list_projects(org.id)
             .await?
             .into_iter()
+            .filter(|p| {
+                access.member
+                    || envs
+                        .iter()
+                        .any(|e| e.project_id == p.id && access.perms(p.id, e.id) != Default::default())
+            })
             .map(project_view)
             .collect())
     }
 
-    async fn project_row(&self, org: &str, project: &str) -> Result<ProjectRow> {
-        let org = self.org_row(org).await?;
-        self.store
+    async fn project_row(&self, who: &Principal, org: &str, project: &str) -> Result<(ProjectRow, Vec<EnvRow>)> {
+        let (org, access) = self.org_access(who, org).await?;
+        let p = self
+            .store
             .project(org.id, project)
             .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("project {org}/{project}", org = org.slug)))
+            .ok_or_else(|| ServiceError::NotFound(format!("project {org}/{project}", org = org.slug)))?;
+        let envs: Vec<EnvRow> = self
+            .store
+            .list_envs(org.id)
+            .await?
+            .into_iter()
+            .filter(|e| e.project_id == p.id && (access.member || access.perms(p.id, e.id) != Default::default()))
+            .collect();
+        if !access.member && envs.is_empty() {
+            return Err(ServiceError::PermissionDenied);
+        }
+        Ok((p, envs))
     }
 
     /// One project.
-    pub async fn get_project(&self, _who: &Principal, org: &str, project: &str) -> Result<ProjectView> {
+    pub async fn get_project(&self, who: &Principal, org: &str, project: &str) -> Result<ProjectView> {
         self.keyring()?;
-        Ok(project_view(self.project_row(org, project).await?))
+        Ok(project_view(self.project_row(who, org, project).await?.0))
     }
 
     /// Create an environment in a project.
@@ -168,10 +202,10 @@ impl Coffer {
         protected: bool,
     ) -> Result<EnvView> {
         self.keyring()?;
-        who.require_root()?;
+        self.org_admin(who, org).await?;
         check_slug("slug", slug)?;
         check_name(name)?;
-        let p = self.project_row(org, project).await?;
+        let (p, _) = self.project_row(who, org, project).await?;
         let row = EnvRow {
             id: Uuid::new_v4(),
             org_id: p.org_id,
@@ -185,26 +219,30 @@ impl Coffer {
         Ok(env_view(row))
     }
 
-    /// Environments of a project.
-    pub async fn list_envs(&self, _who: &Principal, org: &str, project: &str) -> Result<Vec<EnvView>> {
+    /// Environments of a project (service accounts: those they hold a grant on).
+    pub async fn list_envs(&self, who: &Principal, org: &str, project: &str) -> Result<Vec<EnvView>> {
         self.keyring()?;
-        let p = self.project_row(org, project).await?;
-        Ok(self.store.list_envs(p.id).await?.into_iter().map(env_view).collect())
+        let (_, envs) = self.project_row(who, org, project).await?;
+        Ok(envs.into_iter().map(env_view).collect())
     }
 
-    /// One environment.
+    /// One environment (read permission).
     pub async fn get_env(&self, who: &Principal, org: &str, project: &str, env: &str) -> Result<EnvView> {
-        self.list_envs(who, org, project)
+        self.keyring()?;
+        let path = self.authorize_env(who, (org, project, env), Permission::Read).await?;
+        self.store
+            .list_envs(path.org_id)
             .await?
             .into_iter()
-            .find(|e| e.slug == env)
+            .find(|e| e.id == path.env_id)
+            .map(env_view)
             .ok_or_else(|| ServiceError::NotFound(format!("environment {org}/{project}/{env}")))
     }
 
     /// Resolve the slug path of an environment.
     pub(crate) async fn env_path(&self, org: &str, project: &str, env: &str) -> Result<EnvPath> {
         let key = (org.to_owned(), project.to_owned(), env.to_owned());
-        if let Some(path) = self.cache.env(&key) {
+        if let Some(path) = self.cache.envs.get(&key) {
             return Ok(path);
         }
         let path = self
@@ -212,7 +250,7 @@ impl Coffer {
             .resolve_env(org, project, env)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("environment {org}/{project}/{env}")))?;
-        self.cache.put_env(key, path);
+        self.cache.envs.put(key, path);
         Ok(path)
     }
 }

@@ -12,8 +12,10 @@ use serde::Serialize;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use super::access::Access;
 use super::values::ValueType;
 use super::{Coffer, Principal, Result, ServiceError, now_ms, rfc3339};
+use crate::access::Permission;
 use crate::keys::{self, Keyring, ValueRow};
 use crate::secure_mem::KeyBytes;
 use crate::storage::{CurrentValue, EnvPath, SecretRow, StorageError, VersionRow};
@@ -34,6 +36,8 @@ pub struct SecretView {
     /// the plaintext, present only on reveal
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// bytes of the value (known without decrypting)
+    pub length: i64,
     /// free text
     pub description: String,
     /// soft-deleted
@@ -131,6 +135,7 @@ fn view(s: &SecretRow, value: Option<String>) -> SecretView {
         value_type: s.value_type.clone(),
         version: s.current_version,
         value,
+        length: (s.ciphertext_len - keys::aead::OVERHEAD as i64).max(0),
         description: s.description.clone(),
         deleted: s.deleted_at.is_some(),
         created_at: rfc3339(s.created_at),
@@ -171,17 +176,17 @@ impl Coffer {
     }
 
     async fn live_secret(&self, path: &EnvPath, key: &str) -> Result<SecretRow> {
-        match self.store.secret(path.env_id, key).await? {
+        match self.store.secret(path.org_id, path.env_id, key).await? {
             Some(s) if s.deleted_at.is_none() => Ok(s),
             _ => Err(ServiceError::NotFound(format!("secret {key}"))),
         }
     }
 
     /// Metadata of every live secret; never decrypts.
-    pub async fn list_secrets(&self, _who: &Principal, org: &str, project: &str, env: &str) -> Result<Vec<SecretView>> {
+    pub async fn list_secrets(&self, who: &Principal, org: &str, project: &str, env: &str) -> Result<Vec<SecretView>> {
         self.keyring()?;
-        let path = self.env_path(org, project, env).await?;
-        let rows = self.store.list_secrets(path.env_id).await?;
+        let path = self.authorize_env(who, (org, project, env), Permission::Read).await?;
+        let rows = self.store.list_secrets(path.org_id, path.env_id).await?;
         Ok(rows
             .iter()
             .filter(|s| s.deleted_at.is_none())
@@ -192,17 +197,18 @@ impl Coffer {
     /// One secret; decrypted only when `reveal`.
     pub async fn get_secret(
         &self,
-        _who: &Principal,
+        who: &Principal,
         (org, project, env): (&str, &str, &str),
         key: &str,
         reveal: bool,
     ) -> Result<SecretView> {
         let keyring = self.keyring()?;
-        let path = self.env_path(org, project, env).await?;
+        let needed = if reveal { Permission::Reveal } else { Permission::Read };
+        let path = self.authorize_env(who, (org, project, env), needed).await?;
         if !reveal {
             return Ok(view(&self.live_secret(&path, key).await?, None));
         }
-        let (secret, v) = match self.store.current_secret(path.env_id, key).await? {
+        let (secret, v) = match self.store.current_secret(path.org_id, path.env_id, key).await? {
             Some((s, v)) if s.deleted_at.is_none() => (s, v),
             _ => return Err(ServiceError::NotFound(format!("secret {key}"))),
         };
@@ -227,21 +233,31 @@ impl Coffer {
                 "description must be at most 1000 characters".into(),
             ));
         }
-        let path = self.env_path(org, project, env).await?;
-        self.write_version(&keyring, who, &path, key, &input).await
+        let (path, access) = self.env_access(who, (org, project, env)).await?;
+        self.write_version(&keyring, who, &access, &path, key, &input).await
     }
 
     async fn write_version(
         &self,
         keyring: &Keyring,
         who: &Principal,
+        access: &Access,
         path: &EnvPath,
         key: &str,
         input: &SecretInput,
     ) -> Result<SecretView> {
-        let kek = self.kek(keyring, path.org_id, path.kek_version).await?;
         for _ in 0..WRITE_RETRIES {
-            let existing = self.store.secret(path.env_id, key).await?;
+            let existing = self.store.secret(path.org_id, path.env_id, key).await?;
+            // Checked on every attempt: a key created meanwhile needs update.
+            access.require(
+                path,
+                if existing.is_some() {
+                    Permission::Update
+                } else {
+                    Permission::Create
+                },
+            )?;
+            let kek = self.kek(keyring, path.org_id, path.kek_version).await?;
             let type_name = match (&input.value_type, &existing) {
                 (Some(t), _) => t.clone(),
                 (None, Some(s)) => s.value_type.clone(),
@@ -280,6 +296,7 @@ impl Coffer {
                         deleted_at: None,
                         created_at: now,
                         updated_at: now,
+                        ciphertext_len: 0,
                     },
                     0,
                 ),
@@ -305,6 +322,10 @@ impl Coffer {
                 created_by: who.accessor.clone(),
                 created_at: now,
             };
+            let secret = SecretRow {
+                ciphertext_len: version.ciphertext.len() as i64,
+                ..secret
+            };
             match self.store.put_version(&secret, expected, &version).await {
                 Ok(()) => return Ok(view(&secret, None)),
                 Err(StorageError::Conflict(_)) => continue,
@@ -319,16 +340,16 @@ impl Coffer {
     /// Version list, oldest first; never decrypts.
     pub async fn history(
         &self,
-        _who: &Principal,
+        who: &Principal,
         (org, project, env): (&str, &str, &str),
         key: &str,
     ) -> Result<Vec<VersionView>> {
         self.keyring()?;
-        let path = self.env_path(org, project, env).await?;
+        let path = self.authorize_env(who, (org, project, env), Permission::Read).await?;
         let secret = self.live_secret(&path, key).await?;
         Ok(self
             .store
-            .versions(secret.id)
+            .versions(path.org_id, secret.id)
             .await?
             .into_iter()
             .map(|v| VersionView {
@@ -350,11 +371,12 @@ impl Coffer {
         version: i64,
     ) -> Result<SecretView> {
         let keyring = self.keyring()?;
-        let path = self.env_path(org, project, env).await?;
+        let (path, access) = self.env_access(who, (org, project, env)).await?;
+        access.require(&path, Permission::Update)?;
         let secret = self.live_secret(&path, key).await?;
         let old = self
             .store
-            .version(secret.id, version)
+            .version(path.org_id, secret.id, version)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("version {version} of secret {key}")))?;
         let value = Zeroizing::new(self.decrypt(&keyring, &path, key, (&old).into()).await?);
@@ -363,42 +385,44 @@ impl Coffer {
             value_type: Some(old.value_type),
             description: None,
         };
-        self.write_version(&keyring, who, &path, key, &input).await
+        self.write_version(&keyring, who, &access, &path, key, &input).await
     }
 
     /// Soft delete: the secret disappears from lists and reads; history stays.
     pub async fn delete_secret(
         &self,
-        _who: &Principal,
+        who: &Principal,
         (org, project, env): (&str, &str, &str),
         key: &str,
     ) -> Result<()> {
         self.keyring()?;
-        let path = self.env_path(org, project, env).await?;
+        let path = self.authorize_env(who, (org, project, env), Permission::Delete).await?;
         let secret = self.live_secret(&path, key).await?;
-        self.store.set_deleted(secret.id, Some(now_ms()), now_ms()).await?;
+        self.store
+            .set_deleted(path.org_id, secret.id, Some(now_ms()), now_ms())
+            .await?;
         Ok(())
     }
 
     /// Undo a soft delete.
     pub async fn restore_secret(
         &self,
-        _who: &Principal,
+        who: &Principal,
         (org, project, env): (&str, &str, &str),
         key: &str,
     ) -> Result<SecretView> {
         self.keyring()?;
-        let path = self.env_path(org, project, env).await?;
+        let path = self.authorize_env(who, (org, project, env), Permission::Delete).await?;
         let mut secret = self
             .store
-            .secret(path.env_id, key)
+            .secret(path.org_id, path.env_id, key)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("secret {key}")))?;
         if secret.deleted_at.is_none() {
             return Err(ServiceError::Conflict(format!("secret {key} is not deleted")));
         }
         let now = now_ms();
-        self.store.set_deleted(secret.id, None, now).await?;
+        self.store.set_deleted(path.org_id, secret.id, None, now).await?;
         secret.deleted_at = None;
         secret.updated_at = now;
         Ok(view(&secret, None))
@@ -412,27 +436,26 @@ impl Coffer {
         key: &str,
     ) -> Result<()> {
         self.keyring()?;
-        who.require_root()?;
-        let path = self.env_path(org, project, env).await?;
+        let path = self.authorize_env(who, (org, project, env), Permission::Delete).await?;
         let secret = self
             .store
-            .secret(path.env_id, key)
+            .secret(path.org_id, path.env_id, key)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("secret {key}")))?;
-        self.store.purge_secret(secret.id).await?;
+        self.store.purge_secret(path.org_id, secret.id).await?;
         Ok(())
     }
 
     /// Every live value of an environment, decrypted, in one query.
     pub async fn inject(
         &self,
-        _who: &Principal,
+        who: &Principal,
         (org, project, env): (&str, &str, &str),
     ) -> Result<BTreeMap<String, String>> {
         let keyring = self.keyring()?;
-        let path = self.env_path(org, project, env).await?;
+        let path = self.authorize_env(who, (org, project, env), Permission::Export).await?;
         let mut out = BTreeMap::new();
-        for v in self.store.current_values(path.env_id).await?.iter() {
+        for v in self.store.current_values(path.org_id, path.env_id).await?.iter() {
             let value = self.decrypt(&keyring, &path, &v.key, v.into()).await?;
             out.insert(v.key.clone(), value);
         }

@@ -95,7 +95,15 @@ pub trait KeyStore: Send + Sync {
     async fn update_keyring(&self, expected: &[u8], update: &KeyringUpdate) -> Result<()>;
     /// [`KeyStore::update_keyring`] and replace every KEK blob, in one
     /// transaction. `keks` must be every KEK row.
-    async fn rotate_root(&self, expected: &[u8], update: &KeyringUpdate, keks: &[KekRow]) -> Result<()>;
+    async fn rotate_root(
+        &self,
+        expected: &[u8],
+        update: &KeyringUpdate,
+        keks: &[KekRow],
+        totp_seeds: &[(Uuid, Vec<u8>)],
+    ) -> Result<()>;
+    /// Every user's encrypted TOTP seed (they are under the root key).
+    async fn totp_seeds(&self) -> Result<Vec<(Uuid, Vec<u8>)>>;
     /// Every KEK of every organization.
     async fn all_keks(&self) -> Result<Vec<KekRow>>;
     /// An org's KEK versions with their reference counts, oldest first.
@@ -235,37 +243,83 @@ impl KeyStore for SqlBackend {
         Ok(())
     }
 
-    async fn rotate_root(&self, expected: &[u8], update: &KeyringUpdate, keks: &[KekRow]) -> Result<()> {
+    async fn rotate_root(
+        &self,
+        expected: &[u8],
+        update: &KeyringUpdate,
+        keks: &[KekRow],
+        totp_seeds: &[(Uuid, Vec<u8>)],
+    ) -> Result<()> {
         let mut tx = self.pool().begin().await?;
         update_keyring_in(&mut tx, expected, update).await?;
-        let total: i64 = q("SELECT COUNT(*) AS n FROM kms_keys")
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("n")?;
+        for (user_id, seed) in totp_seeds {
+            q("UPDATE users SET totp_secret = $1 WHERE id = $2")
+                .bind(seed.clone())
+                .bind(user_id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Organization by organization: on PostgreSQL each one's KEK rows are
+        // visible only while the transaction acts for it.
+        let mut total = 0i64;
+        for org_id in org_ids(&mut tx).await? {
+            self.act_for(&mut tx, org_id).await?;
+            let n: i64 = q("SELECT COUNT(*) AS n FROM kms_keys WHERE org_id = $1")
+                .bind(org_id.to_string())
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("n")?;
+            total += n;
+            for k in keks.iter().filter(|k| k.org_id == org_id) {
+                let done = q("UPDATE kms_keys SET wrapped_key = $1 WHERE org_id = $2 AND version = $3")
+                    .bind(&k.wrapped_key)
+                    .bind(k.org_id.to_string())
+                    .bind(k.version)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() != 1 {
+                    return Err(StorageError::Conflict("a KEK was removed during root rotation"));
+                }
+            }
+        }
         if usize::try_from(total).ok() != Some(keks.len()) {
             return Err(StorageError::Conflict(
                 "a KEK was added or removed during root rotation",
             ));
         }
-        for k in keks {
-            let done = q("UPDATE kms_keys SET wrapped_key = $1 WHERE org_id = $2 AND version = $3")
-                .bind(&k.wrapped_key)
-                .bind(k.org_id.to_string())
-                .bind(k.version)
-                .execute(&mut *tx)
-                .await?;
-            if done.rows_affected() != 1 {
-                return Err(StorageError::Conflict("a KEK was removed during root rotation"));
-            }
-        }
         tx.commit().await?;
         Ok(())
     }
 
-    async fn all_keks(&self) -> Result<Vec<KekRow>> {
-        let rows = q("SELECT org_id, version, wrapped_key, created_at FROM kms_keys ORDER BY org_id, version")
+    async fn totp_seeds(&self) -> Result<Vec<(Uuid, Vec<u8>)>> {
+        q("SELECT id, totp_secret FROM users WHERE totp_secret IS NOT NULL")
             .fetch_all(self.pool())
-            .await?;
+            .await?
+            .iter()
+            .map(|r| {
+                let id: String = r.try_get("id")?;
+                let id = Uuid::parse_str(&id).map_err(|_| StorageError::Corrupt {
+                    table: "users",
+                    what: "id is not a UUID".into(),
+                })?;
+                Ok((id, r.try_get("totp_secret")?))
+            })
+            .collect()
+    }
+
+    async fn all_keks(&self) -> Result<Vec<KekRow>> {
+        let mut tx = self.pool().begin().await?;
+        let mut rows = Vec::new();
+        for org_id in org_ids(&mut tx).await? {
+            self.act_for(&mut tx, org_id).await?;
+            rows.extend(
+                q("SELECT org_id, version, wrapped_key, created_at FROM kms_keys WHERE org_id = $1 ORDER BY version")
+                    .bind(org_id.to_string())
+                    .fetch_all(&mut *tx)
+                    .await?,
+            );
+        }
+        tx.commit().await?;
         rows.iter()
             .map(|r| {
                 let org: String = r.try_get("org_id")?;
@@ -287,7 +341,7 @@ impl KeyStore for SqlBackend {
                   (SELECT COUNT(*) FROM secret_versions v WHERE v.org_id = k.org_id AND v.kek_version = k.version) AS refs \
              FROM kms_keys k JOIN orgs o ON o.id = k.org_id WHERE k.org_id = $1 ORDER BY k.version")
         .bind(org_id.to_string())
-        .fetch_all(self.pool())
+        .fetch_all(&self.tenant(org_id))
         .await?;
         rows.iter()
             .map(|r| {
@@ -305,7 +359,7 @@ impl KeyStore for SqlBackend {
     async fn active_kek(&self, org_id: Uuid) -> Result<Option<i64>> {
         let row = q("SELECT kek_version FROM orgs WHERE id = $1")
             .bind(org_id.to_string())
-            .fetch_optional(self.pool())
+            .fetch_optional(&self.tenant(org_id))
             .await?;
         Ok(match row {
             Some(r) => Some(r.try_get("kek_version")?),
@@ -314,7 +368,7 @@ impl KeyStore for SqlBackend {
     }
 
     async fn rotate_kek(&self, kek: &KekRow) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.tenant(kek.org_id).begin().await?;
         let done = q("UPDATE orgs SET kek_version = $1 WHERE id = $2 AND kek_version = $3")
             .bind(kek.version)
             .bind(kek.org_id.to_string())
@@ -348,7 +402,7 @@ impl KeyStore for SqlBackend {
         .bind(org_id.to_string())
         .bind(active)
         .bind(limit)
-        .fetch_all(self.pool())
+        .fetch_all(&self.tenant(org_id))
         .await?;
         rows.iter()
             .map(|r| {
@@ -376,7 +430,7 @@ impl KeyStore for SqlBackend {
         // binding looks every `$N` up by name (linear in the parameter
         // count), so one statement per batch would cost O(parameters²) —
         // 74 % of the time at 15,000 parameters.
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.tenant(org_id).begin().await?;
         let mut written = 0;
         for chunk in rows.chunks(UPDATE_CHUNK) {
             let mut query = sqlx::query::<Any>(sqlx::AssertSqlSafe(update_sql(chunk.len())))
@@ -395,7 +449,7 @@ impl KeyStore for SqlBackend {
     }
 
     async fn destroy_kek(&self, org_id: Uuid, version: i64) -> Result<DestroyOutcome> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.tenant(org_id).begin().await?;
         let Some(org) = q("SELECT kek_version FROM orgs WHERE id = $1")
             .bind(org_id.to_string())
             .fetch_optional(&mut *tx)
@@ -427,4 +481,20 @@ impl KeyStore for SqlBackend {
             DestroyOutcome::NotFound
         })
     }
+}
+
+/// Every organization id, in the shared pool's transaction.
+async fn org_ids(tx: &mut sqlx::Transaction<'_, Any>) -> Result<Vec<Uuid>> {
+    q("SELECT id FROM orgs ORDER BY id")
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|r| {
+            let id: String = r.try_get("id")?;
+            Uuid::parse_str(&id).map_err(|_| StorageError::Corrupt {
+                table: "orgs",
+                what: "id is not a UUID".into(),
+            })
+        })
+        .collect()
 }

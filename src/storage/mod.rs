@@ -15,6 +15,7 @@
 //! both dialects
 //! (`tests/it/conformance.rs`).
 
+mod identity;
 pub mod keystore;
 mod postgres;
 pub mod sql;
@@ -23,6 +24,7 @@ mod sqlite;
 use async_trait::async_trait;
 use uuid::Uuid;
 
+pub use identity::{DeviceRow, GrantRow, GroupRow, RefreshRow, RefreshUse, ServiceAccountRow, UserRow};
 pub use sql::SqlBackend;
 
 /// Errors of the storage layer.
@@ -80,7 +82,7 @@ pub struct TokenRow {
     pub accessor: String,
     /// SHA-256 of the token
     pub token_hash: Vec<u8>,
-    /// "root" for now
+    /// principal kind: root | user | service_account
     pub policy: String,
     /// human label
     pub display_name: String,
@@ -88,6 +90,14 @@ pub struct TokenRow {
     pub created_at: i64,
     /// unix ms, None = no expiry
     pub expires_at: Option<i64>,
+    /// the user or service account (None for root)
+    pub principal_id: Option<Uuid>,
+    /// organization of a service-account token
+    pub org_id: Option<Uuid>,
+    /// hex SHA-256 of the SPKI of the client certificate the token is bound to
+    pub bound_spki: Option<String>,
+    /// login session (refresh family) the token belongs to
+    pub family_id: Option<String>,
 }
 
 /// An organization.
@@ -187,6 +197,9 @@ pub struct SecretRow {
     pub created_at: i64,
     /// unix ms
     pub updated_at: i64,
+    /// ciphertext bytes of the current version (gives the value's length
+    /// without decrypting); 0 when not loaded
+    pub ciphertext_len: i64,
 }
 
 /// One immutable version of a secret (ciphertext + wrapped DEK).
@@ -236,6 +249,10 @@ pub struct CurrentValue {
 
 /// The storage operations coffer needs. Implementations must pass
 /// `conformance::run_all`.
+///
+/// Tenant methods take the organization id and must never return or touch
+/// another organization's rows (on PostgreSQL row-level security enforces
+/// it a second time).
 #[async_trait]
 pub trait Backend: keystore::KeyStore + Send + Sync + std::fmt::Debug {
     /// "sqlite" or "postgres".
@@ -245,9 +262,67 @@ pub trait Backend: keystore::KeyStore + Send + Sync + std::fmt::Debug {
     /// Write the keyring row and the root token in one transaction;
     /// [`StorageError::AlreadyInitialized`] if a keyring exists.
     async fn init_keyring(&self, keyring: &KeyringRow, root_token: &TokenRow) -> Result<()>;
+
+    // ---- tokens (global) ----
     /// A token by the hash of its secret.
     async fn token_by_hash(&self, hash: &[u8]) -> Result<Option<TokenRow>>;
+    /// A token by its public accessor.
+    async fn token_by_accessor(&self, accessor: &str) -> Result<Option<TokenRow>>;
+    /// Store a new token.
+    async fn create_token(&self, token: &TokenRow) -> Result<()>;
+    /// Tokens of one principal, or every token (None).
+    async fn list_tokens(&self, principal_id: Option<Uuid>) -> Result<Vec<TokenRow>>;
+    /// Delete a token. False if no such token.
+    async fn delete_token(&self, accessor: &str) -> Result<bool>;
+    /// Delete every token of a login session and spend its refresh tokens.
+    async fn revoke_family(&self, family_id: &str) -> Result<()>;
 
+    // ---- users and login sessions (global) ----
+    /// Create a user; conflict if the email exists.
+    async fn create_user(&self, user: &UserRow) -> Result<()>;
+    /// A user by lower-cased email.
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>>;
+    /// A user by id.
+    async fn user(&self, id: Uuid) -> Result<Option<UserRow>>;
+    /// Record the failed-login count and lock of a user.
+    async fn set_login_state(&self, user_id: Uuid, failed_logins: i64, locked_until: i64) -> Result<()>;
+    /// Set the (encrypted) TOTP secret and whether it is required.
+    async fn set_totp(&self, user_id: Uuid, secret: Option<&[u8]>, enabled: bool) -> Result<()>;
+    /// Accept TOTP step `step` if it is newer than the last accepted one;
+    /// false if it was used (atomic, across servers).
+    async fn use_totp_step(&self, user_id: Uuid, step: i64) -> Result<bool>;
+    /// Replace the user's recovery codes (hashes).
+    async fn set_recovery_codes(&self, user_id: Uuid, hashes: &[Vec<u8>]) -> Result<()>;
+    /// Use up a recovery code; false if it is not (or no longer) valid.
+    async fn use_recovery_code(&self, user_id: Uuid, hash: &[u8]) -> Result<bool>;
+    /// Store a refresh token.
+    async fn create_refresh(&self, refresh: &RefreshRow) -> Result<()>;
+    /// Spend a refresh token (atomic: of two concurrent uses one is `Reused`).
+    async fn spend_refresh(&self, hash: &[u8]) -> Result<RefreshUse>;
+    /// Store a device authorization.
+    async fn create_device(&self, device: &DeviceRow) -> Result<()>;
+    /// A device authorization by its user code.
+    async fn device_by_user_code(&self, user_code: &str) -> Result<Option<DeviceRow>>;
+    /// A device authorization by the hash of its device code; records the poll time.
+    async fn poll_device(&self, device_hash: &[u8], now: i64) -> Result<Option<DeviceRow>>;
+    /// Approve a pending, unexpired device authorization.
+    async fn approve_device(&self, user_code: &str, user_id: Uuid, now: i64) -> Result<bool>;
+    /// Move an approved device authorization to done (once).
+    async fn finish_device(&self, device_hash: &[u8]) -> Result<bool>;
+
+    // ---- memberships (global directory) ----
+    /// Add a member or change the role.
+    async fn set_membership(&self, org_id: Uuid, user_id: Uuid, role: &str, now: i64) -> Result<()>;
+    /// Remove a member with the member's grants and group memberships in the org.
+    async fn remove_membership(&self, org_id: Uuid, user_id: Uuid) -> Result<bool>;
+    /// The role of a user in an org.
+    async fn membership(&self, org_id: Uuid, user_id: Uuid) -> Result<Option<String>>;
+    /// Members of an org: (user, role), by email.
+    async fn members(&self, org_id: Uuid) -> Result<Vec<(UserRow, String)>>;
+    /// Organizations a user belongs to, with the role.
+    async fn orgs_of(&self, user_id: Uuid) -> Result<Vec<(OrgRow, String)>>;
+
+    // ---- organizations and the tenant tree ----
     /// Create an organization with its first KEK, in one transaction.
     async fn create_org(&self, org: &OrgRow, kek: &KekRow) -> Result<()>;
     /// All organizations, by slug.
@@ -256,7 +331,6 @@ pub trait Backend: keystore::KeyStore + Send + Sync + std::fmt::Debug {
     async fn org(&self, slug: &str) -> Result<Option<OrgRow>>;
     /// One wrapped KEK version.
     async fn kek(&self, org_id: Uuid, version: i64) -> Result<Option<KekRow>>;
-
     /// Create a project.
     async fn create_project(&self, project: &ProjectRow) -> Result<()>;
     /// Projects of an org, by slug.
@@ -265,25 +339,52 @@ pub trait Backend: keystore::KeyStore + Send + Sync + std::fmt::Debug {
     async fn project(&self, org_id: Uuid, slug: &str) -> Result<Option<ProjectRow>>;
     /// Create an environment.
     async fn create_env(&self, env: &EnvRow) -> Result<()>;
-    /// Environments of a project, by slug.
-    async fn list_envs(&self, project_id: Uuid) -> Result<Vec<EnvRow>>;
-    /// Resolve `org/project/env` slugs in one query.
+    /// Environments of an org (every project), by project and slug.
+    async fn list_envs(&self, org_id: Uuid) -> Result<Vec<EnvRow>>;
+    /// Resolve `org/project/env` slugs.
     async fn resolve_env(&self, org: &str, project: &str, env: &str) -> Result<Option<EnvPath>>;
 
+    // ---- groups, service accounts, grants (tenant) ----
+    /// Create a group.
+    async fn create_group(&self, group: &GroupRow) -> Result<()>;
+    /// Groups of an org with their members' emails.
+    async fn groups(&self, org_id: Uuid) -> Result<Vec<(GroupRow, Vec<String>)>>;
+    /// Add a user to a group.
+    async fn add_group_member(&self, org_id: Uuid, group_id: Uuid, user_id: Uuid) -> Result<()>;
+    /// Remove a user from a group.
+    async fn remove_group_member(&self, org_id: Uuid, group_id: Uuid, user_id: Uuid) -> Result<bool>;
+    /// Ids of the groups of a user in an org.
+    async fn user_groups(&self, org_id: Uuid, user_id: Uuid) -> Result<Vec<Uuid>>;
+    /// Create a service account.
+    async fn create_service_account(&self, sa: &ServiceAccountRow) -> Result<()>;
+    /// Service accounts of an org, by name.
+    async fn service_accounts(&self, org_id: Uuid) -> Result<Vec<ServiceAccountRow>>;
+    /// One service account by id.
+    async fn service_account(&self, org_id: Uuid, id: Uuid) -> Result<Option<ServiceAccountRow>>;
+    /// Delete a service account with its grants and tokens, in one transaction.
+    async fn delete_service_account(&self, org_id: Uuid, id: Uuid) -> Result<bool>;
+    /// Create a grant.
+    async fn create_grant(&self, grant: &GrantRow) -> Result<()>;
+    /// Every grant of an org.
+    async fn grants(&self, org_id: Uuid) -> Result<Vec<GrantRow>>;
+    /// Delete a grant.
+    async fn delete_grant(&self, org_id: Uuid, id: Uuid) -> Result<bool>;
+
+    // ---- secrets (tenant) ----
     /// Secrets of an environment (including soft-deleted ones), by key.
-    async fn list_secrets(&self, env_id: Uuid) -> Result<Vec<SecretRow>>;
+    async fn list_secrets(&self, org_id: Uuid, env_id: Uuid) -> Result<Vec<SecretRow>>;
     /// One secret by key.
-    async fn secret(&self, env_id: Uuid, key: &str) -> Result<Option<SecretRow>>;
+    async fn secret(&self, org_id: Uuid, env_id: Uuid, key: &str) -> Result<Option<SecretRow>>;
     /// One secret by key with its current version, in one query (the
     /// reveal path).
-    async fn current_secret(&self, env_id: Uuid, key: &str) -> Result<Option<(SecretRow, VersionRow)>>;
+    async fn current_secret(&self, org_id: Uuid, env_id: Uuid, key: &str) -> Result<Option<(SecretRow, VersionRow)>>;
     /// One version of a secret.
-    async fn version(&self, secret_id: Uuid, version: i64) -> Result<Option<VersionRow>>;
+    async fn version(&self, org_id: Uuid, secret_id: Uuid, version: i64) -> Result<Option<VersionRow>>;
     /// Every version of a secret, oldest first, without ciphertexts.
-    async fn versions(&self, secret_id: Uuid) -> Result<Vec<VersionRow>>;
+    async fn versions(&self, org_id: Uuid, secret_id: Uuid) -> Result<Vec<VersionRow>>;
     /// The current version of every live secret of an environment, only the
     /// columns decryption needs: the inject query.
-    async fn current_values(&self, env_id: Uuid) -> Result<std::sync::Arc<Vec<CurrentValue>>>;
+    async fn current_values(&self, org_id: Uuid, env_id: Uuid) -> Result<std::sync::Arc<Vec<CurrentValue>>>;
     /// Forget cached rows (called on seal).
     fn drop_caches(&self);
     /// Append `version` and move `secret` to it, in one transaction.
@@ -292,9 +393,9 @@ pub trait Backend: keystore::KeyStore + Send + Sync + std::fmt::Debug {
     /// this fails with [`StorageError::Conflict`] and writes nothing.
     async fn put_version(&self, secret: &SecretRow, expected_current: i64, version: &VersionRow) -> Result<()>;
     /// Set or clear the soft-delete mark. False if no such secret.
-    async fn set_deleted(&self, secret_id: Uuid, deleted_at: Option<i64>, now: i64) -> Result<bool>;
+    async fn set_deleted(&self, org_id: Uuid, secret_id: Uuid, deleted_at: Option<i64>, now: i64) -> Result<bool>;
     /// Remove a secret and all its versions for good. False if no such secret.
-    async fn purge_secret(&self, secret_id: Uuid) -> Result<bool>;
+    async fn purge_secret(&self, org_id: Uuid, secret_id: Uuid) -> Result<bool>;
 }
 
 /// Open the backend a storage URL names (`sqlite://PATH` or `postgres://…`)

@@ -19,8 +19,8 @@ use uuid::Uuid;
 pub type AnyPool = sqlx::Pool<Any>;
 
 use super::{
-    Backend, CurrentValue, EnvPath, EnvRow, KekRow, KeyringRow, OrgRow, ProjectRow, Result, SecretRow, StorageError,
-    TokenRow, VersionRow,
+    Backend, CurrentValue, DeviceRow, EnvPath, EnvRow, GrantRow, GroupRow, KekRow, KeyringRow, OrgRow, ProjectRow,
+    RefreshRow, RefreshUse, Result, SecretRow, ServiceAccountRow, StorageError, TokenRow, UserRow, VersionRow,
 };
 
 /// A pool of connections to one SQLite file or one PostgreSQL database.
@@ -29,6 +29,64 @@ pub struct SqlBackend {
     pool: AnyPool,
     kind: &'static str,
     values: Arc<ValuesCache>,
+    tenants: Option<Arc<Tenants>>,
+}
+
+/// PostgreSQL only: one small pool per organization whose sessions carry
+/// `coffer.org_id`, the setting the row-level security policies compare
+/// with. Tenant queries go through their organization's pool, so even a
+/// query that forgot its `org_id` filter sees that organization's rows only;
+/// the shared pool sees no tenant row at all.
+pub(super) struct Tenants {
+    opts: sqlx::any::AnyConnectOptions,
+    pools: RwLock<HashMap<Uuid, AnyPool>>,
+}
+
+impl std::fmt::Debug for Tenants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.pools.read().map(|m| m.len()).unwrap_or(0);
+        f.debug_struct("Tenants").field("pools", &n).finish()
+    }
+}
+
+/// Connections per organization pool (idle ones close after a minute).
+const TENANT_POOL_MAX: u32 = 8;
+
+impl Tenants {
+    pub(super) fn new(opts: sqlx::any::AnyConnectOptions) -> Tenants {
+        Tenants {
+            opts,
+            pools: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn pool(&self, org_id: Uuid) -> AnyPool {
+        if let Some(p) = self.pools.read().ok().and_then(|m| m.get(&org_id).cloned()) {
+            return p;
+        }
+        let org = org_id.to_string();
+        let pool = sqlx::pool::PoolOptions::<Any>::new()
+            .test_before_acquire(false)
+            .max_connections(TENANT_POOL_MAX)
+            .min_connections(0)
+            .idle_timeout(Duration::from_secs(60))
+            .after_connect(move |conn, _| {
+                let org = org.clone();
+                Box::pin(async move {
+                    sqlx::query(super::postgres::SET_ROLE).execute(&mut *conn).await?;
+                    sqlx::query("SELECT set_config('coffer.org_id', $1, false)")
+                        .bind(org)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(self.opts.clone());
+        match self.pools.write() {
+            Ok(mut m) => m.entry(org_id).or_insert(pool).clone(),
+            Err(_) => pool,
+        }
+    }
 }
 
 /// The inject rows of recently injected environments (ciphertexts and
@@ -76,11 +134,33 @@ impl ValuesCache {
 }
 
 impl SqlBackend {
-    pub(super) fn new(pool: AnyPool, kind: &'static str) -> Self {
+    pub(super) fn new(pool: AnyPool, kind: &'static str, tenants: Option<Tenants>) -> Self {
         SqlBackend {
             pool,
             kind,
             values: Arc::new(ValuesCache::default()),
+            tenants: tenants.map(Arc::new),
+        }
+    }
+
+    /// Inside a transaction of the shared pool, act for organization
+    /// `org_id` until the transaction ends (PostgreSQL row-level security;
+    /// nothing to do on SQLite). For the few cross-organization operations.
+    pub(super) async fn act_for(&self, tx: &mut sqlx::Transaction<'_, Any>, org_id: Uuid) -> Result<()> {
+        if self.tenants.is_some() {
+            query("SELECT set_config('coffer.org_id', $1, true)")
+                .bind(org_id.to_string())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The pool for one organization's rows (the shared pool on SQLite).
+    pub(super) fn tenant(&self, org_id: Uuid) -> AnyPool {
+        match &self.tenants {
+            Some(t) => t.pool(org_id),
+            None => self.pool.clone(),
         }
     }
 
@@ -139,8 +219,10 @@ fn env_row(r: &AnyRow) -> Result<EnvRow> {
     })
 }
 
-const SECRET_COLS: &str =
-    "id, org_id, env_id, key, type, description, current_version, deleted_at, created_at, updated_at";
+/// A secret row with the ciphertext length of its current version.
+const SECRET_SELECT: &str = "SELECT s.id, s.org_id, s.env_id, s.key, s.type, s.description, s.current_version, \
+     s.deleted_at, s.created_at, s.updated_at, CAST(length(v.ciphertext) AS BIGINT) AS ct_len \
+     FROM secrets s LEFT JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version";
 
 fn secret_row(r: &AnyRow) -> Result<SecretRow> {
     Ok(SecretRow {
@@ -154,6 +236,7 @@ fn secret_row(r: &AnyRow) -> Result<SecretRow> {
         deleted_at: r.try_get("deleted_at")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        ciphertext_len: r.try_get::<Option<i64>, _>("ct_len")?.unwrap_or(0),
     })
 }
 
@@ -274,27 +357,346 @@ impl Backend for SqlBackend {
     }
 
     async fn token_by_hash(&self, hash: &[u8]) -> Result<Option<TokenRow>> {
+        let row = sqlx::query::<Any>(sqlx::AssertSqlSafe(format!("{TOKEN_SELECT} WHERE token_hash = $1")))
+            .bind(hash.to_vec())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(token_row).transpose()
+    }
+
+    async fn token_by_accessor(&self, accessor: &str) -> Result<Option<TokenRow>> {
+        let row = sqlx::query::<Any>(sqlx::AssertSqlSafe(format!("{TOKEN_SELECT} WHERE accessor = $1")))
+            .bind(accessor.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(token_row).transpose()
+    }
+
+    async fn create_token(&self, t: &TokenRow) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_token(&mut tx, t).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_tokens(&self, principal_id: Option<Uuid>) -> Result<Vec<TokenRow>> {
+        let rows = match principal_id {
+            Some(id) => {
+                sqlx::query::<Any>(sqlx::AssertSqlSafe(format!(
+                    "{TOKEN_SELECT} WHERE principal_id = $1 ORDER BY created_at"
+                )))
+                .bind(id.to_string())
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query::<Any>(sqlx::AssertSqlSafe(format!("{TOKEN_SELECT} ORDER BY created_at")))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(token_row).collect()
+    }
+
+    async fn delete_token(&self, accessor: &str) -> Result<bool> {
+        let done = query("DELETE FROM tokens WHERE accessor = $1")
+            .bind(accessor.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn revoke_family(&self, family_id: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        query("DELETE FROM tokens WHERE family_id = $1")
+            .bind(family_id.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        query("UPDATE refresh_tokens SET spent = 1 WHERE family_id = $1")
+            .bind(family_id.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_user(&self, u: &UserRow) -> Result<()> {
+        query(
+            "INSERT INTO users (id, email, password_hash, totp_secret, totp_enabled, totp_last_step, failed_logins, \
+             locked_until, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(u.id.to_string())
+        .bind(&u.email)
+        .bind(&u.password_hash)
+        .bind(u.totp_secret.clone())
+        .bind(i64::from(u.totp_enabled))
+        .bind(u.totp_last_step)
+        .bind(u.failed_logins)
+        .bind(u.locked_until)
+        .bind(u.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(conflict("a user with this email exists"))?;
+        Ok(())
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>> {
+        let row = sqlx::query::<Any>(sqlx::AssertSqlSafe(format!("{USER_SELECT} WHERE email = $1")))
+            .bind(email.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(user_row).transpose()
+    }
+
+    async fn user(&self, id: Uuid) -> Result<Option<UserRow>> {
+        let row = sqlx::query::<Any>(sqlx::AssertSqlSafe(format!("{USER_SELECT} WHERE id = $1")))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(user_row).transpose()
+    }
+
+    async fn set_login_state(&self, user_id: Uuid, failed_logins: i64, locked_until: i64) -> Result<()> {
+        query("UPDATE users SET failed_logins = $1, locked_until = $2 WHERE id = $3")
+            .bind(failed_logins)
+            .bind(locked_until)
+            .bind(user_id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_totp(&self, user_id: Uuid, secret: Option<&[u8]>, enabled: bool) -> Result<()> {
+        query("UPDATE users SET totp_secret = $1, totp_enabled = $2 WHERE id = $3")
+            .bind(secret.map(<[u8]>::to_vec))
+            .bind(i64::from(enabled))
+            .bind(user_id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn use_totp_step(&self, user_id: Uuid, step: i64) -> Result<bool> {
+        let done = query("UPDATE users SET totp_last_step = $1 WHERE id = $2 AND totp_last_step < $1")
+            .bind(step)
+            .bind(user_id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_recovery_codes(&self, user_id: Uuid, hashes: &[Vec<u8>]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        query("DELETE FROM recovery_codes WHERE user_id = $1")
+            .bind(user_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        for h in hashes {
+            query("INSERT INTO recovery_codes (user_id, code_hash) VALUES ($1, $2)")
+                .bind(user_id.to_string())
+                .bind(h.clone())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn use_recovery_code(&self, user_id: Uuid, hash: &[u8]) -> Result<bool> {
+        let done = query("DELETE FROM recovery_codes WHERE user_id = $1 AND code_hash = $2")
+            .bind(user_id.to_string())
+            .bind(hash.to_vec())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn create_refresh(&self, r: &RefreshRow) -> Result<()> {
+        query(
+            "INSERT INTO refresh_tokens (token_hash, family_id, user_id, spent, expires_at, created_at) \
+             VALUES ($1, $2, $3, 0, $4, $5)",
+        )
+        .bind(r.token_hash.clone())
+        .bind(&r.family_id)
+        .bind(r.user_id.to_string())
+        .bind(r.expires_at)
+        .bind(r.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(conflict("refresh token exists"))?;
+        Ok(())
+    }
+
+    async fn spend_refresh(&self, hash: &[u8]) -> Result<RefreshUse> {
         let row = query(
-            "SELECT accessor, token_hash, policy, display_name, created_at, expires_at FROM tokens WHERE token_hash = $1",
+            "SELECT token_hash, family_id, user_id, spent, expires_at, created_at FROM refresh_tokens \
+             WHERE token_hash = $1",
         )
         .bind(hash.to_vec())
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(TokenRow {
-                accessor: r.try_get("accessor")?,
-                token_hash: r.try_get("token_hash")?,
-                policy: r.try_get("policy")?,
-                display_name: r.try_get("display_name")?,
-                created_at: r.try_get("created_at")?,
-                expires_at: r.try_get("expires_at")?,
-            })
+        let Some(r) = row else {
+            return Ok(RefreshUse::Unknown);
+        };
+        let refresh = RefreshRow {
+            token_hash: r.try_get("token_hash")?,
+            family_id: r.try_get("family_id")?,
+            user_id: uuid(&r, "user_id", "refresh_tokens")?,
+            expires_at: r.try_get("expires_at")?,
+            created_at: r.try_get("created_at")?,
+        };
+        // Compare-and-set: of two concurrent uses exactly one spends it.
+        let done = query("UPDATE refresh_tokens SET spent = 1 WHERE token_hash = $1 AND spent = 0")
+            .bind(hash.to_vec())
+            .execute(&self.pool)
+            .await?;
+        Ok(if done.rows_affected() == 1 {
+            RefreshUse::Fresh(refresh)
+        } else {
+            RefreshUse::Reused(refresh)
         })
-        .transpose()
+    }
+
+    async fn create_device(&self, d: &DeviceRow) -> Result<()> {
+        query(
+            "INSERT INTO device_codes (device_hash, user_code, user_id, status, interval_s, last_poll, expires_at) \
+             VALUES ($1, $2, NULL, $3, $4, $5, $6)",
+        )
+        .bind(d.device_hash.clone())
+        .bind(&d.user_code)
+        .bind(&d.status)
+        .bind(d.interval_s)
+        .bind(d.last_poll)
+        .bind(d.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(conflict("device code exists"))?;
+        Ok(())
+    }
+
+    async fn device_by_user_code(&self, user_code: &str) -> Result<Option<DeviceRow>> {
+        let row = sqlx::query::<Any>(sqlx::AssertSqlSafe(format!("{DEVICE_SELECT} WHERE user_code = $1")))
+            .bind(user_code.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(device_row).transpose()
+    }
+
+    async fn poll_device(&self, device_hash: &[u8], now: i64) -> Result<Option<DeviceRow>> {
+        let row = sqlx::query::<Any>(sqlx::AssertSqlSafe(format!("{DEVICE_SELECT} WHERE device_hash = $1")))
+            .bind(device_hash.to_vec())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row.as_ref().map(device_row).transpose()? else {
+            return Ok(None);
+        };
+        query("UPDATE device_codes SET last_poll = $1 WHERE device_hash = $2")
+            .bind(now)
+            .bind(device_hash.to_vec())
+            .execute(&self.pool)
+            .await?;
+        Ok(Some(row))
+    }
+
+    async fn approve_device(&self, user_code: &str, user_id: Uuid, now: i64) -> Result<bool> {
+        let done = query(
+            "UPDATE device_codes SET status = 'approved', user_id = $1 \
+             WHERE user_code = $2 AND status = 'pending' AND expires_at > $3",
+        )
+        .bind(user_id.to_string())
+        .bind(user_code.to_owned())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn finish_device(&self, device_hash: &[u8]) -> Result<bool> {
+        let done = query("UPDATE device_codes SET status = 'done' WHERE device_hash = $1 AND status = 'approved'")
+            .bind(device_hash.to_vec())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_membership(&self, org_id: Uuid, user_id: Uuid, role: &str, now: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let updated = query("UPDATE memberships SET role = $1 WHERE org_id = $2 AND user_id = $3")
+            .bind(role.to_owned())
+            .bind(org_id.to_string())
+            .bind(user_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() == 0 {
+            query("INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(org_id.to_string())
+                .bind(user_id.to_string())
+                .bind(role.to_owned())
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(conflict("the membership was changed concurrently"))?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn remove_membership(&self, org_id: Uuid, user_id: Uuid) -> Result<bool> {
+        let mut tx = self.tenant(org_id).begin().await?;
+        // Grants end with the membership: re-adding someone starts from nothing.
+        query("DELETE FROM grants WHERE org_id = $1 AND subject_kind = 'user' AND subject_id = $2")
+            .bind(org_id.to_string())
+            .bind(user_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        query("DELETE FROM group_members WHERE org_id = $1 AND user_id = $2")
+            .bind(org_id.to_string())
+            .bind(user_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let done = query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
+            .bind(org_id.to_string())
+            .bind(user_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn membership(&self, org_id: Uuid, user_id: Uuid) -> Result<Option<String>> {
+        let row = query("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
+            .bind(org_id.to_string())
+            .bind(user_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("role")).transpose()?)
+    }
+
+    async fn members(&self, org_id: Uuid) -> Result<Vec<(UserRow, String)>> {
+        let rows = query(
+            "SELECT u.id, u.email, u.password_hash, u.totp_secret, u.totp_enabled, u.totp_last_step, u.failed_logins, \
+                    u.locked_until, u.created_at, m.role \
+             FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 ORDER BY u.email",
+        )
+        .bind(org_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((user_row(r)?, r.try_get("role")?))).collect()
+    }
+
+    async fn orgs_of(&self, user_id: Uuid) -> Result<Vec<(OrgRow, String)>> {
+        let rows = query(
+            "SELECT o.id, o.slug, o.name, o.created_at, m.role FROM memberships m JOIN orgs o ON o.id = m.org_id \
+             WHERE m.user_id = $1 ORDER BY o.slug",
+        )
+        .bind(user_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((org_row(r)?, r.try_get("role")?))).collect()
     }
 
     async fn create_org(&self, org: &OrgRow, kek: &KekRow) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.tenant(org.id).begin().await?;
         query("INSERT INTO orgs (id, slug, name, kek_version, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(org.id.to_string())
             .bind(&org.slug)
@@ -334,7 +736,7 @@ impl Backend for SqlBackend {
         let row = query("SELECT wrapped_key, created_at FROM kms_keys WHERE org_id = $1 AND version = $2")
             .bind(org_id.to_string())
             .bind(version)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.tenant(org_id))
             .await?;
         row.map(|r| {
             Ok(KekRow {
@@ -354,7 +756,7 @@ impl Backend for SqlBackend {
             .bind(&p.slug)
             .bind(&p.name)
             .bind(p.created_at)
-            .execute(&self.pool)
+            .execute(&self.tenant(p.org_id))
             .await
             .map_err(conflict("a project with this slug exists in the organization"))?;
         Ok(())
@@ -363,7 +765,7 @@ impl Backend for SqlBackend {
     async fn list_projects(&self, org_id: Uuid) -> Result<Vec<ProjectRow>> {
         let rows = query("SELECT id, org_id, slug, name, created_at FROM projects WHERE org_id = $1 ORDER BY slug")
             .bind(org_id.to_string())
-            .fetch_all(&self.pool)
+            .fetch_all(&self.tenant(org_id))
             .await?;
         rows.iter().map(project_row).collect()
     }
@@ -372,7 +774,7 @@ impl Backend for SqlBackend {
         let row = query("SELECT id, org_id, slug, name, created_at FROM projects WHERE org_id = $1 AND slug = $2")
             .bind(org_id.to_string())
             .bind(slug.to_owned())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.tenant(org_id))
             .await?;
         row.as_ref().map(project_row).transpose()
     }
@@ -389,111 +791,308 @@ impl Backend for SqlBackend {
         .bind(&e.name)
         .bind(i64::from(e.protected))
         .bind(e.created_at)
-        .execute(&self.pool)
+        .execute(&self.tenant(e.org_id))
         .await
         .map_err(conflict("an environment with this slug exists in the project"))?;
         Ok(())
     }
 
-    async fn list_envs(&self, project_id: Uuid) -> Result<Vec<EnvRow>> {
+    async fn list_envs(&self, org_id: Uuid) -> Result<Vec<EnvRow>> {
         let rows = query(
             "SELECT id, org_id, project_id, slug, name, protected, created_at FROM environments \
-             WHERE project_id = $1 ORDER BY slug",
+             WHERE org_id = $1 ORDER BY project_id, slug",
         )
-        .bind(project_id.to_string())
-        .fetch_all(&self.pool)
+        .bind(org_id.to_string())
+        .fetch_all(&self.tenant(org_id))
         .await?;
         rows.iter().map(env_row).collect()
     }
 
     async fn resolve_env(&self, org: &str, project: &str, env: &str) -> Result<Option<EnvPath>> {
+        let row = query("SELECT id, kek_version FROM orgs WHERE slug = $1")
+            .bind(org.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let org_id = uuid(&row, "id", "orgs")?;
+        let kek_version: i64 = row.try_get("kek_version")?;
         let row = query(
-            "SELECT o.id AS org_id, p.id AS project_id, e.id AS env_id, o.kek_version \
-             FROM orgs o JOIN projects p ON p.org_id = o.id JOIN environments e ON e.project_id = p.id \
-             WHERE o.slug = $1 AND p.slug = $2 AND e.slug = $3",
+            "SELECT p.id AS project_id, e.id AS env_id \
+             FROM projects p JOIN environments e ON e.project_id = p.id \
+             WHERE p.org_id = $1 AND e.org_id = $1 AND p.slug = $2 AND e.slug = $3",
         )
-        .bind(org.to_owned())
+        .bind(org_id.to_string())
         .bind(project.to_owned())
         .bind(env.to_owned())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.tenant(org_id))
         .await?;
         row.map(|r| {
             Ok(EnvPath {
-                org_id: uuid(&r, "org_id", "orgs")?,
+                org_id,
                 project_id: uuid(&r, "project_id", "projects")?,
                 env_id: uuid(&r, "env_id", "environments")?,
-                kek_version: r.try_get("kek_version")?,
+                kek_version,
             })
         })
         .transpose()
     }
 
-    async fn list_secrets(&self, env_id: Uuid) -> Result<Vec<SecretRow>> {
+    async fn create_group(&self, g: &GroupRow) -> Result<()> {
+        query("INSERT INTO groups (id, org_id, name, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(g.id.to_string())
+            .bind(g.org_id.to_string())
+            .bind(&g.name)
+            .bind(g.created_at)
+            .execute(&self.tenant(g.org_id))
+            .await
+            .map_err(conflict("a group with this name exists in the organization"))?;
+        Ok(())
+    }
+
+    async fn groups(&self, org_id: Uuid) -> Result<Vec<(GroupRow, Vec<String>)>> {
+        let pool = self.tenant(org_id);
+        let rows = query("SELECT id, org_id, name, created_at FROM groups WHERE org_id = $1 ORDER BY name")
+            .bind(org_id.to_string())
+            .fetch_all(&pool)
+            .await?;
+        let members = query("SELECT group_id, user_id FROM group_members WHERE org_id = $1")
+            .bind(org_id.to_string())
+            .fetch_all(&pool)
+            .await?;
+        let emails: HashMap<String, String> = self
+            .members(org_id)
+            .await?
+            .into_iter()
+            .map(|(u, _)| (u.id.to_string(), u.email))
+            .collect();
+        rows.iter()
+            .map(|r| {
+                let g = GroupRow {
+                    id: uuid(r, "id", "groups")?,
+                    org_id,
+                    name: r.try_get("name")?,
+                    created_at: r.try_get("created_at")?,
+                };
+                let gid = g.id.to_string();
+                let mut list = Vec::new();
+                for m in &members {
+                    if m.try_get::<String, _>("group_id")? == gid
+                        && let Some(e) = emails.get(&m.try_get::<String, _>("user_id")?)
+                    {
+                        list.push(e.clone());
+                    }
+                }
+                list.sort();
+                Ok((g, list))
+            })
+            .collect()
+    }
+
+    async fn add_group_member(&self, org_id: Uuid, group_id: Uuid, user_id: Uuid) -> Result<()> {
+        query("INSERT INTO group_members (org_id, group_id, user_id) VALUES ($1, $2, $3)")
+            .bind(org_id.to_string())
+            .bind(group_id.to_string())
+            .bind(user_id.to_string())
+            .execute(&self.tenant(org_id))
+            .await
+            .map_err(conflict("the user is in the group already"))?;
+        Ok(())
+    }
+
+    async fn remove_group_member(&self, org_id: Uuid, group_id: Uuid, user_id: Uuid) -> Result<bool> {
+        let done = query("DELETE FROM group_members WHERE org_id = $1 AND group_id = $2 AND user_id = $3")
+            .bind(org_id.to_string())
+            .bind(group_id.to_string())
+            .bind(user_id.to_string())
+            .execute(&self.tenant(org_id))
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn user_groups(&self, org_id: Uuid, user_id: Uuid) -> Result<Vec<Uuid>> {
+        let rows = query("SELECT group_id FROM group_members WHERE org_id = $1 AND user_id = $2")
+            .bind(org_id.to_string())
+            .bind(user_id.to_string())
+            .fetch_all(&self.tenant(org_id))
+            .await?;
+        rows.iter().map(|r| uuid(r, "group_id", "group_members")).collect()
+    }
+
+    async fn create_service_account(&self, sa: &ServiceAccountRow) -> Result<()> {
+        query(
+            "INSERT INTO service_accounts (id, org_id, name, cidrs, cert_spki_sha256, cert_subject_cn, cert_dns_san, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(sa.id.to_string())
+        .bind(sa.org_id.to_string())
+        .bind(&sa.name)
+        .bind(&sa.cidrs)
+        .bind(sa.cert_spki_sha256.clone())
+        .bind(sa.cert_subject_cn.clone())
+        .bind(sa.cert_dns_san.clone())
+        .bind(sa.created_at)
+        .execute(&self.tenant(sa.org_id))
+        .await
+        .map_err(conflict("a service account with this name exists in the organization"))?;
+        Ok(())
+    }
+
+    async fn service_accounts(&self, org_id: Uuid) -> Result<Vec<ServiceAccountRow>> {
         let rows = sqlx::query::<Any>(sqlx::AssertSqlSafe(format!(
-            "SELECT {SECRET_COLS} FROM secrets WHERE env_id = $1 ORDER BY key"
+            "{SA_SELECT} WHERE org_id = $1 ORDER BY name"
         )))
+        .bind(org_id.to_string())
+        .fetch_all(&self.tenant(org_id))
+        .await?;
+        rows.iter().map(sa_row).collect()
+    }
+
+    async fn service_account(&self, org_id: Uuid, id: Uuid) -> Result<Option<ServiceAccountRow>> {
+        let row = sqlx::query::<Any>(sqlx::AssertSqlSafe(format!(
+            "{SA_SELECT} WHERE org_id = $1 AND id = $2"
+        )))
+        .bind(org_id.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&self.tenant(org_id))
+        .await?;
+        row.as_ref().map(sa_row).transpose()
+    }
+
+    async fn delete_service_account(&self, org_id: Uuid, id: Uuid) -> Result<bool> {
+        let mut tx = self.tenant(org_id).begin().await?;
+        query("DELETE FROM grants WHERE org_id = $1 AND subject_id = $2")
+            .bind(org_id.to_string())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        query("DELETE FROM tokens WHERE org_id = $1 AND principal_id = $2")
+            .bind(org_id.to_string())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let done = query("DELETE FROM service_accounts WHERE org_id = $1 AND id = $2")
+            .bind(org_id.to_string())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn create_grant(&self, g: &GrantRow) -> Result<()> {
+        query(
+            "INSERT INTO grants (id, org_id, subject_kind, subject_id, project_id, env_id, permissions, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(g.id.to_string())
+        .bind(g.org_id.to_string())
+        .bind(&g.subject_kind)
+        .bind(g.subject_id.to_string())
+        .bind(g.project_id.map(|u| u.to_string()))
+        .bind(g.env_id.map(|u| u.to_string()))
+        .bind(g.permissions)
+        .bind(g.created_at)
+        .execute(&self.tenant(g.org_id))
+        .await?;
+        Ok(())
+    }
+
+    async fn grants(&self, org_id: Uuid) -> Result<Vec<GrantRow>> {
+        let rows = query(
+            "SELECT id, org_id, subject_kind, subject_id, project_id, env_id, permissions, created_at FROM grants \
+             WHERE org_id = $1 ORDER BY created_at, id",
+        )
+        .bind(org_id.to_string())
+        .fetch_all(&self.tenant(org_id))
+        .await?;
+        rows.iter().map(grant_row).collect()
+    }
+
+    async fn delete_grant(&self, org_id: Uuid, id: Uuid) -> Result<bool> {
+        let done = query("DELETE FROM grants WHERE org_id = $1 AND id = $2")
+            .bind(org_id.to_string())
+            .bind(id.to_string())
+            .execute(&self.tenant(org_id))
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_secrets(&self, org_id: Uuid, env_id: Uuid) -> Result<Vec<SecretRow>> {
+        let rows = sqlx::query::<Any>(sqlx::AssertSqlSafe(format!(
+            "{SECRET_SELECT} WHERE s.org_id = $1 AND s.env_id = $2 ORDER BY s.key"
+        )))
+        .bind(org_id.to_string())
         .bind(env_id.to_string())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.tenant(org_id))
         .await?;
         rows.iter().map(secret_row).collect()
     }
 
-    async fn secret(&self, env_id: Uuid, key: &str) -> Result<Option<SecretRow>> {
+    async fn secret(&self, org_id: Uuid, env_id: Uuid, key: &str) -> Result<Option<SecretRow>> {
         let row = sqlx::query::<Any>(sqlx::AssertSqlSafe(format!(
-            "SELECT {SECRET_COLS} FROM secrets WHERE env_id = $1 AND key = $2"
+            "{SECRET_SELECT} WHERE s.org_id = $1 AND s.env_id = $2 AND s.key = $3"
         )))
+        .bind(org_id.to_string())
         .bind(env_id.to_string())
         .bind(key.to_owned())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.tenant(org_id))
         .await?;
         row.as_ref().map(secret_row).transpose()
     }
 
-    async fn current_secret(&self, env_id: Uuid, key: &str) -> Result<Option<(SecretRow, VersionRow)>> {
+    async fn current_secret(&self, org_id: Uuid, env_id: Uuid, key: &str) -> Result<Option<(SecretRow, VersionRow)>> {
         let row = query(
             "SELECT s.id, s.org_id, s.env_id, s.key, s.type, s.description, s.current_version, s.deleted_at, \
-                    s.created_at, s.updated_at, v.id AS v_id, v.org_id AS v_org_id, v.secret_id AS v_secret_id, \
+                    s.created_at, s.updated_at, CAST(length(v.ciphertext) AS BIGINT) AS ct_len, v.id AS v_id, \
+                    v.org_id AS v_org_id, v.secret_id AS v_secret_id, \
                     v.version AS v_version, v.type AS v_type, v.ciphertext AS v_ciphertext, \
                     v.wrapped_dek AS v_wrapped_dek, v.kek_version AS v_kek_version, v.created_by AS v_created_by, \
                     v.created_at AS v_created_at \
              FROM secrets s JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version \
-             WHERE s.env_id = $1 AND s.key = $2",
+             WHERE s.org_id = $1 AND v.org_id = $1 AND s.env_id = $2 AND s.key = $3",
         )
+        .bind(org_id.to_string())
         .bind(env_id.to_string())
         .bind(key.to_owned())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.tenant(org_id))
         .await?;
         row.map(|r| Ok((secret_row(&r)?, version_row(&r, &PREFIXED, true)?)))
             .transpose()
     }
 
-    async fn version(&self, secret_id: Uuid, version: i64) -> Result<Option<VersionRow>> {
+    async fn version(&self, org_id: Uuid, secret_id: Uuid, version: i64) -> Result<Option<VersionRow>> {
         let row = query(
             "SELECT id, org_id, secret_id, version, type, ciphertext, wrapped_dek, kek_version, created_by, created_at \
-             FROM secret_versions WHERE secret_id = $1 AND version = $2",
+             FROM secret_versions WHERE org_id = $1 AND secret_id = $2 AND version = $3",
         )
+        .bind(org_id.to_string())
         .bind(secret_id.to_string())
         .bind(version)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.tenant(org_id))
         .await?;
         row.map(|r| version_row(&r, &PLAIN, true)).transpose()
     }
 
-    async fn versions(&self, secret_id: Uuid) -> Result<Vec<VersionRow>> {
+    async fn versions(&self, org_id: Uuid, secret_id: Uuid) -> Result<Vec<VersionRow>> {
         let rows = query(
             "SELECT id, org_id, secret_id, version, type, kek_version, created_by, created_at \
-             FROM secret_versions WHERE secret_id = $1 ORDER BY version",
+             FROM secret_versions WHERE org_id = $1 AND secret_id = $2 ORDER BY version",
         )
+        .bind(org_id.to_string())
         .bind(secret_id.to_string())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.tenant(org_id))
         .await?;
         rows.iter().map(|r| version_row(r, &PLAIN, false)).collect()
     }
 
-    async fn current_values(&self, env_id: Uuid) -> Result<Arc<Vec<CurrentValue>>> {
-        let revision: i64 = query("SELECT revision FROM environments WHERE id = $1")
+    async fn current_values(&self, org_id: Uuid, env_id: Uuid) -> Result<Arc<Vec<CurrentValue>>> {
+        let pool = self.tenant(org_id);
+        let revision: i64 = query("SELECT revision FROM environments WHERE org_id = $1 AND id = $2")
+            .bind(org_id.to_string())
             .bind(env_id.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&pool)
             .await?
             .map(|r| r.try_get("revision"))
             .transpose()?
@@ -504,10 +1103,11 @@ impl Backend for SqlBackend {
         let rows = query(
             "SELECT s.key, s.id AS secret_id, v.id AS version_id, v.version, v.kek_version, v.ciphertext, v.wrapped_dek \
              FROM secrets s JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version \
-             WHERE s.env_id = $1 AND s.deleted_at IS NULL ORDER BY s.key",
+             WHERE s.org_id = $1 AND v.org_id = $1 AND s.env_id = $2 AND s.deleted_at IS NULL ORDER BY s.key",
         )
+        .bind(org_id.to_string())
         .bind(env_id.to_string())
-        .fetch_all(&self.pool)
+        .fetch_all(&pool)
         .await?;
         let rows = Arc::new(
             rows.iter()
@@ -537,7 +1137,7 @@ impl Backend for SqlBackend {
     }
 
     async fn put_version(&self, s: &SecretRow, expected_current: i64, v: &VersionRow) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.tenant(s.org_id).begin().await?;
         if expected_current == 0 {
             query(
                 "INSERT INTO secrets (id, org_id, env_id, key, type, description, current_version, deleted_at, created_at, updated_at) \
@@ -558,13 +1158,14 @@ impl Backend for SqlBackend {
         } else {
             let done = query(
                 "UPDATE secrets SET type = $1, description = $2, current_version = $3, deleted_at = NULL, updated_at = $4 \
-                 WHERE id = $5 AND current_version = $6",
+                 WHERE id = $5 AND org_id = $6 AND current_version = $7",
             )
             .bind(&s.value_type)
             .bind(&s.description)
             .bind(v.version)
             .bind(s.updated_at)
             .bind(s.id.to_string())
+            .bind(s.org_id.to_string())
             .bind(expected_current)
             .execute(&mut *tx)
             .await?;
@@ -577,7 +1178,7 @@ impl Backend for SqlBackend {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(v.id.to_string())
-        .bind(v.org_id.to_string())
+        .bind(s.org_id.to_string())
         .bind(v.secret_id.to_string())
         .bind(v.version)
         .bind(&v.value_type)
@@ -589,32 +1190,35 @@ impl Backend for SqlBackend {
         .execute(&mut *tx)
         .await
         .map_err(conflict("this version exists already"))?;
-        bump_revision(&mut tx, BUMP_ENV, &s.env_id.to_string()).await?;
+        bump_revision(&mut tx, BUMP_ENV, s.org_id, s.env_id).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn set_deleted(&self, secret_id: Uuid, deleted_at: Option<i64>, now: i64) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let done = query("UPDATE secrets SET deleted_at = $1, updated_at = $2 WHERE id = $3")
+    async fn set_deleted(&self, org_id: Uuid, secret_id: Uuid, deleted_at: Option<i64>, now: i64) -> Result<bool> {
+        let mut tx = self.tenant(org_id).begin().await?;
+        let done = query("UPDATE secrets SET deleted_at = $1, updated_at = $2 WHERE org_id = $3 AND id = $4")
             .bind(deleted_at)
             .bind(now)
+            .bind(org_id.to_string())
             .bind(secret_id.to_string())
             .execute(&mut *tx)
             .await?;
-        bump_revision(&mut tx, BUMP_BY_SECRET, &secret_id.to_string()).await?;
+        bump_revision(&mut tx, BUMP_BY_SECRET, org_id, secret_id).await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
-    async fn purge_secret(&self, secret_id: Uuid) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        bump_revision(&mut tx, BUMP_BY_SECRET, &secret_id.to_string()).await?;
-        query("DELETE FROM secret_versions WHERE secret_id = $1")
+    async fn purge_secret(&self, org_id: Uuid, secret_id: Uuid) -> Result<bool> {
+        let mut tx = self.tenant(org_id).begin().await?;
+        bump_revision(&mut tx, BUMP_BY_SECRET, org_id, secret_id).await?;
+        query("DELETE FROM secret_versions WHERE org_id = $1 AND secret_id = $2")
+            .bind(org_id.to_string())
             .bind(secret_id.to_string())
             .execute(&mut *tx)
             .await?;
-        let done = query("DELETE FROM secrets WHERE id = $1")
+        let done = query("DELETE FROM secrets WHERE org_id = $1 AND id = $2")
+            .bind(org_id.to_string())
             .bind(secret_id.to_string())
             .execute(&mut *tx)
             .await?;
@@ -623,22 +1227,55 @@ impl Backend for SqlBackend {
     }
 }
 
-/// Count a change to environment `$1`'s secrets (see [`ValuesCache`]).
-const BUMP_ENV: &str = "UPDATE environments SET revision = revision + 1 WHERE id = $1";
-/// Count a change to the secrets of the environment of secret `$1`.
-const BUMP_BY_SECRET: &str =
-    "UPDATE environments SET revision = revision + 1 WHERE id = (SELECT env_id FROM secrets WHERE id = $1)";
+/// Count a change to environment `$2`'s secrets (see [`ValuesCache`]).
+const BUMP_ENV: &str = "UPDATE environments SET revision = revision + 1 WHERE org_id = $1 AND id = $2";
+/// Count a change to the secrets of the environment of secret `$2`.
+const BUMP_BY_SECRET: &str = "UPDATE environments SET revision = revision + 1 \
+     WHERE org_id = $1 AND id = (SELECT env_id FROM secrets WHERE org_id = $1 AND id = $2)";
 
 /// Run one of the `BUMP_*` statements in `tx`.
-async fn bump_revision(tx: &mut sqlx::Transaction<'_, Any>, sql: &'static str, id: &str) -> Result<()> {
-    query(sql).bind(id.to_owned()).execute(&mut **tx).await?;
+async fn bump_revision(tx: &mut sqlx::Transaction<'_, Any>, sql: &'static str, org_id: Uuid, id: Uuid) -> Result<()> {
+    query(sql)
+        .bind(org_id.to_string())
+        .bind(id.to_string())
+        .execute(&mut **tx)
+        .await?;
     Ok(())
+}
+
+const TOKEN_SELECT: &str = "SELECT accessor, token_hash, policy, display_name, created_at, expires_at, principal_id, \
+     org_id, bound_spki, family_id FROM tokens";
+
+fn opt_uuid(r: &AnyRow, col: &str, table: &'static str) -> Result<Option<Uuid>> {
+    let text: Option<String> = r.try_get(col)?;
+    text.map(|t| {
+        Uuid::parse_str(&t).map_err(|_| StorageError::Corrupt {
+            table,
+            what: format!("column {col} is not a UUID"),
+        })
+    })
+    .transpose()
+}
+
+fn token_row(r: &AnyRow) -> Result<TokenRow> {
+    Ok(TokenRow {
+        accessor: r.try_get("accessor")?,
+        token_hash: r.try_get("token_hash")?,
+        policy: r.try_get("policy")?,
+        display_name: r.try_get("display_name")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        principal_id: opt_uuid(r, "principal_id", "tokens")?,
+        org_id: opt_uuid(r, "org_id", "tokens")?,
+        bound_spki: r.try_get("bound_spki")?,
+        family_id: r.try_get("family_id")?,
+    })
 }
 
 async fn insert_token(tx: &mut sqlx::Transaction<'_, Any>, t: &TokenRow) -> Result<()> {
     query(
-        "INSERT INTO tokens (accessor, token_hash, policy, display_name, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO tokens (accessor, token_hash, policy, display_name, created_at, expires_at, principal_id, org_id, \
+         bound_spki, family_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(&t.accessor)
     .bind(&t.token_hash)
@@ -646,8 +1283,73 @@ async fn insert_token(tx: &mut sqlx::Transaction<'_, Any>, t: &TokenRow) -> Resu
     .bind(&t.display_name)
     .bind(t.created_at)
     .bind(t.expires_at)
+    .bind(t.principal_id.map(|u| u.to_string()))
+    .bind(t.org_id.map(|u| u.to_string()))
+    .bind(t.bound_spki.clone())
+    .bind(t.family_id.clone())
     .execute(&mut **tx)
     .await
     .map_err(conflict("token exists"))?;
     Ok(())
+}
+
+const USER_SELECT: &str = "SELECT id, email, password_hash, totp_secret, totp_enabled, totp_last_step, failed_logins, \
+     locked_until, created_at FROM users";
+
+fn user_row(r: &AnyRow) -> Result<UserRow> {
+    Ok(UserRow {
+        id: uuid(r, "id", "users")?,
+        email: r.try_get("email")?,
+        password_hash: r.try_get("password_hash")?,
+        totp_secret: r.try_get("totp_secret")?,
+        totp_enabled: r.try_get::<i64, _>("totp_enabled")? != 0,
+        totp_last_step: r.try_get("totp_last_step")?,
+        failed_logins: r.try_get("failed_logins")?,
+        locked_until: r.try_get("locked_until")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+const DEVICE_SELECT: &str =
+    "SELECT device_hash, user_code, user_id, status, interval_s, last_poll, expires_at FROM device_codes";
+
+fn device_row(r: &AnyRow) -> Result<DeviceRow> {
+    Ok(DeviceRow {
+        device_hash: r.try_get("device_hash")?,
+        user_code: r.try_get("user_code")?,
+        user_id: opt_uuid(r, "user_id", "device_codes")?,
+        status: r.try_get("status")?,
+        interval_s: r.try_get("interval_s")?,
+        last_poll: r.try_get("last_poll")?,
+        expires_at: r.try_get("expires_at")?,
+    })
+}
+
+const SA_SELECT: &str = "SELECT id, org_id, name, cidrs, cert_spki_sha256, cert_subject_cn, cert_dns_san, created_at \
+     FROM service_accounts";
+
+fn sa_row(r: &AnyRow) -> Result<ServiceAccountRow> {
+    Ok(ServiceAccountRow {
+        id: uuid(r, "id", "service_accounts")?,
+        org_id: uuid(r, "org_id", "service_accounts")?,
+        name: r.try_get("name")?,
+        cidrs: r.try_get("cidrs")?,
+        cert_spki_sha256: r.try_get("cert_spki_sha256")?,
+        cert_subject_cn: r.try_get("cert_subject_cn")?,
+        cert_dns_san: r.try_get("cert_dns_san")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn grant_row(r: &AnyRow) -> Result<GrantRow> {
+    Ok(GrantRow {
+        id: uuid(r, "id", "grants")?,
+        org_id: uuid(r, "org_id", "grants")?,
+        subject_kind: r.try_get("subject_kind")?,
+        subject_id: uuid(r, "subject_id", "grants")?,
+        project_id: opt_uuid(r, "project_id", "grants")?,
+        env_id: opt_uuid(r, "env_id", "grants")?,
+        permissions: r.try_get("permissions")?,
+        created_at: r.try_get("created_at")?,
+    })
 }

@@ -38,5 +38,5 @@ pub(super) async fn open(url: &str) -> Result<SqlBackend> {
         .await?;
     sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
     MIGRATOR.run(&pool).await?;
-    Ok(SqlBackend::new(pool, "sqlite"))
+    Ok(SqlBackend::new(pool, "sqlite", None))
 }

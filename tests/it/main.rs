@@ -2,8 +2,12 @@
 //! storage backend chosen by `COFFER_TEST_STORAGE` (see `util.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+mod access;
+mod access_auth;
+mod access_mtls;
 mod age_shares;
 mod cli;
+mod cli_access;
 mod conformance;
 mod generate_root;
 mod hardening;
@@ -12,6 +16,7 @@ mod keys;
 mod lifecycle;
 mod memory;
 mod rekey;
+mod rotate_totp;
 mod tamper;
 mod tls;
 mod util;

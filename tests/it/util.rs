@@ -289,3 +289,329 @@ pub const ENV: &str = "/api/v1/orgs/acme/projects/api/environments/production";
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
+
+// ---------------------------------------------------------------------------
+// Access-control helpers (used by `access*.rs`): bootstrapping principals,
+// envelope checks, and RFC 6238 codes computed without extra dependencies.
+// ---------------------------------------------------------------------------
+
+impl Http {
+    /// A client for `base` over a prepared reqwest client (mutual TLS…).
+    pub fn from_client(base: &str, client: reqwest::Client, token: Option<&str>) -> Http {
+        Http {
+            client,
+            base: base.to_owned(),
+            token: token.map(str::to_owned),
+        }
+    }
+
+    /// Like [`Http::req`], with the response headers.
+    pub async fn req_full(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let method = Method::from_bytes(method.as_bytes()).expect("method");
+        let mut r = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            r = r.header("X-Vault-Token", t);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let res = r.send().await.expect("request");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.bytes().await.expect("body");
+        let json = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, headers, json)
+    }
+}
+
+/// `(status, body)` must be a 2xx envelope; returns its `data`.
+#[track_caller]
+pub fn ok_data(what: &str, (st, body): (StatusCode, Value)) -> Value {
+    assert!(
+        st.is_success() && body["error"] == Value::Bool(false),
+        "{what}: expected 2xx, got {st}: {body}"
+    );
+    body["data"].clone()
+}
+
+/// `(status, body)` must be the error envelope with this status and code.
+#[track_caller]
+pub fn expect_error(what: &str, (st, body): (StatusCode, Value), status: u16, code: &str) {
+    assert_eq!(
+        (st.as_u16(), body["code"].as_str()),
+        (status, Some(code)),
+        "{what}: expected {status} {code}, got {st}: {body}"
+    );
+    assert_eq!(body["error"], Value::Bool(true), "{what}: error envelope: {body}");
+}
+
+/// Init 3 shares / threshold 2 and unseal through `anon`; returns a root
+/// client (same connection settings) and the shares.
+pub async fn boot(anon: &Http) -> (Http, Vec<String>) {
+    let (keys, _, root) = init(anon, 3, 2).await;
+    let status = unseal(anon, &[&keys[0], &keys[1]]).await;
+    assert_eq!(status["sealed"], false, "unseal: {status}");
+    (anon.with_token(&root), keys)
+}
+
+/// `/api/v1/orgs/{org}/projects/{project}/environments/{env}`
+pub fn env_path(org: &str, project: &str, env: &str) -> String {
+    format!("/api/v1/orgs/{org}/projects/{project}/environments/{env}")
+}
+
+/// Create an organization, and in it each `(project, [env…])`.
+pub async fn org_tree(http: &Http, org: &str, projects: &[(&str, &[&str])]) {
+    ok_data(
+        &format!("create org {org}"),
+        http.post("/api/v1/orgs", serde_json::json!({"slug": org, "name": org}))
+            .await,
+    );
+    for (project, envs) in projects {
+        ok_data(
+            &format!("create project {org}/{project}"),
+            http.post(
+                &format!("/api/v1/orgs/{org}/projects"),
+                serde_json::json!({"slug": project, "name": project}),
+            )
+            .await,
+        );
+        for env in *envs {
+            ok_data(
+                &format!("create env {org}/{project}/{env}"),
+                http.post(
+                    &format!("/api/v1/orgs/{org}/projects/{project}/environments"),
+                    serde_json::json!({"slug": env, "name": env}),
+                )
+                .await,
+            );
+        }
+    }
+}
+
+/// Root creates a user; returns its id.
+pub async fn create_user(root: &Http, email: &str, password: &str) -> String {
+    let data = ok_data(
+        &format!("create user {email}"),
+        root.post(
+            "/api/v1/users",
+            serde_json::json!({"email": email, "password": password}),
+        )
+        .await,
+    );
+    data["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("user id in {data}"))
+        .to_owned()
+}
+
+/// Log in with a password (no TOTP); returns the `Session`.
+pub async fn login(anon: &Http, email: &str, password: &str) -> Value {
+    let s = ok_data(
+        &format!("login {email}"),
+        anon.post(
+            "/api/v1/auth/login",
+            serde_json::json!({"email": email, "password": password}),
+        )
+        .await,
+    );
+    assert!(s["access_token"].is_string(), "session has an access token: {s}");
+    s
+}
+
+/// A client acting as a freshly logged-in user.
+pub async fn user_client(anon: &Http, email: &str, password: &str) -> Http {
+    let s = login(anon, email, password).await;
+    anon.with_token(s["access_token"].as_str().expect("access token"))
+}
+
+/// Add (or re-role) an org member.
+pub async fn add_member(http: &Http, org: &str, email: &str, role: &str) {
+    ok_data(
+        &format!("add {email} to {org} as {role}"),
+        http.post(
+            &format!("/api/v1/orgs/{org}/members"),
+            serde_json::json!({"email": email, "role": role}),
+        )
+        .await,
+    );
+}
+
+/// Create a service account with extra fields (`cidrs`, `certificate`).
+pub async fn service_account(http: &Http, org: &str, name: &str, extra: Value) -> Value {
+    let mut body = serde_json::json!({ "name": name });
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    ok_data(
+        &format!("create service account {org}/{name}"),
+        http.post(&format!("/api/v1/orgs/{org}/service-accounts"), body).await,
+    )
+}
+
+/// A token of a service account; returns `{token, accessor, expires_at}`.
+pub async fn sa_token(http: &Http, org: &str, name: &str, body: Value) -> Value {
+    let t = ok_data(
+        &format!("token for {org}/{name}"),
+        http.post(&format!("/api/v1/orgs/{org}/service-accounts/{name}/tokens"), body)
+            .await,
+    );
+    assert!(t["token"].is_string() && t["accessor"].is_string(), "{t}");
+    t
+}
+
+/// Grant `spec` (subject, project, environment, permissions or role) in `org`.
+pub async fn grant(http: &Http, org: &str, spec: Value) -> Value {
+    ok_data(
+        &format!("grant in {org}: {spec}"),
+        http.post(&format!("/api/v1/orgs/{org}/grants"), spec).await,
+    )
+}
+
+/// Write a secret (any route answer but 2xx fails the test).
+pub async fn write_secret(http: &Http, env: &str, key: &str, value: &str) {
+    ok_data(
+        &format!("write {env}/secrets/{key}"),
+        http.post(&format!("{env}/secrets/{key}"), serde_json::json!({ "value": value }))
+            .await,
+    );
+}
+
+/// Unix time in seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// RFC 4648 base32 (no padding needed, case-insensitive).
+pub fn base32_decode(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut acc, mut bits, mut out) = (0u64, 0u32, Vec::new());
+    for c in s.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()) {
+        let v = ALPHABET
+            .iter()
+            .position(|a| *a == c.to_ascii_uppercase())
+            .unwrap_or_else(|| panic!("not base32: {s:?}")) as u64;
+        acc = (acc << 5) | v;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+/// SHA-1 (FIPS 180-4), only for TOTP codes in tests.
+fn sha1(data: &[u8]) -> [u8; 20] {
+    let mut h: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
+    let mut msg = data.to_vec();
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&((data.len() as u64) * 8).to_be_bytes());
+    for block in msg.chunks(64) {
+        let mut w = [0u32; 80];
+        for (i, word) in block.chunks(4).enumerate() {
+            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+        }
+        for i in 16..80 {
+            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e] = h;
+        for (i, wi) in w.iter().enumerate() {
+            let (f, k) = match i {
+                0..=19 => ((b & c) | (!b & d), 0x5A82_7999),
+                20..=39 => (b ^ c ^ d, 0x6ED9_EBA1),
+                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC),
+                _ => (b ^ c ^ d, 0xCA62_C1D6),
+            };
+            let t = a
+                .rotate_left(5)
+                .wrapping_add(f)
+                .wrapping_add(e)
+                .wrapping_add(k)
+                .wrapping_add(*wi);
+            (e, d, c, b, a) = (d, c, b.rotate_left(30), a, t);
+        }
+        for (hi, v) in h.iter_mut().zip([a, b, c, d, e]) {
+            *hi = hi.wrapping_add(v);
+        }
+    }
+    let mut out = [0u8; 20];
+    for (o, v) in out.chunks_mut(4).zip(h) {
+        o.copy_from_slice(&v.to_be_bytes());
+    }
+    out
+}
+
+/// HMAC-SHA-1 (RFC 2104).
+fn hmac_sha1(key: &[u8], msg: &[u8]) -> [u8; 20] {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..20].copy_from_slice(&sha1(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
+    inner.extend_from_slice(msg);
+    let mut outer: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
+    outer.extend_from_slice(&sha1(&inner));
+    sha1(&outer)
+}
+
+/// The RFC 6238 code (SHA-1, 6 digits) of a raw secret at 30-s step `step`.
+pub fn totp_at(secret: &[u8], step: u64) -> String {
+    let mac = hmac_sha1(secret, &step.to_be_bytes());
+    let off = (mac[19] & 0x0f) as usize;
+    let bin = u32::from_be_bytes([mac[off] & 0x7f, mac[off + 1], mac[off + 2], mac[off + 3]]);
+    format!("{:06}", bin % 1_000_000)
+}
+
+#[test]
+fn totp_matches_rfc_6238_vectors() {
+    // RFC 6238 appendix B, SHA-1 seed; the 6-digit code is the low 6 digits.
+    let seed = b"12345678901234567890";
+    for (t, code8) in [
+        (59u64, "94287082"),
+        (1_111_111_109, "07081804"),
+        (2_000_000_000, "69279037"),
+    ] {
+        assert_eq!(totp_at(seed, t / 30), code8[2..], "T={t}");
+    }
+    assert_eq!(base32_decode("GEZDGNBVGY3TQOJQ"), b"1234567890");
+}
+
+/// In an existing org, create `project` and its environments.
+pub async fn org_tree_in(http: &Http, org: &str, project: &str, envs: &[&str]) {
+    ok_data(
+        &format!("create project {org}/{project}"),
+        http.post(
+            &format!("/api/v1/orgs/{org}/projects"),
+            serde_json::json!({"slug": project, "name": project}),
+        )
+        .await,
+    );
+    for env in envs {
+        ok_data(
+            &format!("create env {org}/{project}/{env}"),
+            http.post(
+                &format!("/api/v1/orgs/{org}/projects/{project}/environments"),
+                serde_json::json!({"slug": env, "name": env}),
+            )
+            .await,
+        );
+    }
+}

@@ -1,0 +1,308 @@
+//! Native identity routes: users, login sessions, TOTP, device flow,
+//! tokens, members, groups, service accounts, grants (docs/access.md).
+//! Thin: extract, call one service method, wrap in the envelope.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::AppState;
+use super::api::{Reply, ok};
+use super::extract::{Auth, AuthPeer, Body, Peer};
+use crate::service::{GrantInput, ServiceAccountInput};
+
+#[derive(Deserialize)]
+pub(super) struct NewUser {
+    email: String,
+    password: Zeroizing<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Login {
+    email: String,
+    password: Zeroizing<String>,
+    totp: Option<String>,
+    recovery_code: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Refresh {
+    refresh_token: Zeroizing<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Code {
+    code: String,
+}
+
+#[derive(Deserialize)]
+pub(super) struct UserCode {
+    user_code: String,
+}
+
+#[derive(Deserialize)]
+pub(super) struct DeviceToken {
+    device_code: Zeroizing<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct NewToken {
+    #[serde(default)]
+    name: String,
+    ttl_seconds: Option<u64>,
+    #[serde(default)]
+    bind_certificate: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct SaToken {
+    ttl_seconds: Option<u64>,
+    bind_spki_sha256: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Member {
+    email: String,
+    role: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Named {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Email {
+    email: String,
+}
+
+#[derive(Serialize)]
+pub(super) struct RecoveryCodes {
+    recovery_codes: Vec<Zeroizing<String>>,
+}
+
+pub(super) async fn create_user(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Body(b): Body<NewUser>,
+) -> Reply<impl Serialize> {
+    let (id, email) = s.coffer.create_user(&who, &b.email, b.password).await?;
+    ok(json!({ "id": id.to_string(), "email": email }))
+}
+
+pub(super) async fn login(State(s): State<AppState>, peer: Peer, Body(b): Body<Login>) -> Reply<impl Serialize> {
+    ok(s.coffer
+        .login(
+            peer.source,
+            &b.email,
+            b.password,
+            b.totp.as_deref(),
+            b.recovery_code.as_deref(),
+        )
+        .await?)
+}
+
+pub(super) async fn refresh(State(s): State<AppState>, peer: Peer, Body(b): Body<Refresh>) -> Reply<impl Serialize> {
+    ok(s.coffer.refresh(peer.source, &b.refresh_token).await?)
+}
+
+pub(super) async fn logout(State(s): State<AppState>, Auth(who): Auth) -> Reply<impl Serialize> {
+    s.coffer.logout(&who).await?;
+    ok(json!({ "revoked": true }))
+}
+
+pub(super) async fn whoami(State(s): State<AppState>, Auth(who): Auth) -> Reply<impl Serialize> {
+    ok(s.coffer.whoami(&who).await?)
+}
+
+pub(super) async fn totp_enroll(State(s): State<AppState>, Auth(who): Auth) -> Reply<impl Serialize> {
+    ok(s.coffer.totp_enroll(&who).await?)
+}
+
+pub(super) async fn totp_verify(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Body(b): Body<Code>,
+) -> Reply<impl Serialize> {
+    ok(RecoveryCodes {
+        recovery_codes: s.coffer.totp_verify(&who, &b.code).await?,
+    })
+}
+
+pub(super) async fn device_code(State(s): State<AppState>, headers: HeaderMap) -> Reply<impl Serialize> {
+    // Where the approval page lives: this server, as the client addressed it.
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
+        .unwrap_or("localhost");
+    let scheme = if s.tls { "https" } else { "http" };
+    ok(s.coffer.device_code(format!("{scheme}://{host}/device")).await?)
+}
+
+pub(super) async fn device_approve(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Body(b): Body<UserCode>,
+) -> Reply<impl Serialize> {
+    s.coffer.device_approve(&who, &b.user_code).await?;
+    ok(json!({ "approved": true }))
+}
+
+pub(super) async fn device_token(
+    State(s): State<AppState>,
+    peer: Peer,
+    Body(b): Body<DeviceToken>,
+) -> Reply<impl Serialize> {
+    ok(s.coffer.device_token(peer.source, &b.device_code).await?)
+}
+
+pub(super) async fn create_token(
+    State(s): State<AppState>,
+    AuthPeer(who, peer): AuthPeer,
+    Body(b): Body<NewToken>,
+) -> Reply<impl Serialize> {
+    ok(s.coffer
+        .create_token(&who, &b.name, b.ttl_seconds, peer.cert.as_deref(), b.bind_certificate)
+        .await?)
+}
+
+pub(super) async fn list_tokens(State(s): State<AppState>, Auth(who): Auth) -> Reply<impl Serialize> {
+    ok(s.coffer.list_tokens(&who).await?)
+}
+
+pub(super) async fn revoke_token(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(accessor): Path<String>,
+) -> Reply<impl Serialize> {
+    s.coffer.revoke_token(&who, &accessor).await?;
+    ok(json!({ "revoked": true }))
+}
+
+pub(super) async fn list_members(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(org): Path<String>,
+) -> Reply<impl Serialize> {
+    ok(s.coffer.list_members(&who, &org).await?)
+}
+
+pub(super) async fn set_member(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(org): Path<String>,
+    Body(b): Body<Member>,
+) -> Reply<impl Serialize> {
+    ok(s.coffer.set_member(&who, &org, &b.email, &b.role).await?)
+}
+
+pub(super) async fn remove_member(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, email)): Path<(String, String)>,
+) -> Reply<impl Serialize> {
+    s.coffer.remove_member(&who, &org, &email).await?;
+    ok(json!({ "removed": true }))
+}
+
+pub(super) async fn create_group(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(org): Path<String>,
+    Body(b): Body<Named>,
+) -> Reply<impl Serialize> {
+    ok(s.coffer.create_group(&who, &org, &b.name).await?)
+}
+
+pub(super) async fn list_groups(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(org): Path<String>,
+) -> Reply<impl Serialize> {
+    ok(s.coffer.list_groups(&who, &org).await?)
+}
+
+pub(super) async fn add_group_member(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, group)): Path<(String, String)>,
+    Body(b): Body<Email>,
+) -> Reply<impl Serialize> {
+    s.coffer.add_group_member(&who, &org, &group, &b.email).await?;
+    ok(json!({ "group": group, "email": b.email }))
+}
+
+pub(super) async fn remove_group_member(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, group, email)): Path<(String, String, String)>,
+) -> Reply<impl Serialize> {
+    s.coffer.remove_group_member(&who, &org, &group, &email).await?;
+    ok(json!({ "removed": true }))
+}
+
+pub(super) async fn create_service_account(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(org): Path<String>,
+    Body(b): Body<ServiceAccountInput>,
+) -> Reply<impl Serialize> {
+    ok(s.coffer.create_service_account(&who, &org, b).await?)
+}
+
+pub(super) async fn list_service_accounts(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(org): Path<String>,
+) -> Reply<impl Serialize> {
+    ok(s.coffer.list_service_accounts(&who, &org).await?)
+}
+
+pub(super) async fn delete_service_account(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, name)): Path<(String, String)>,
+) -> Reply<impl Serialize> {
+    s.coffer.delete_service_account(&who, &org, &name).await?;
+    ok(json!({ "deleted": true }))
+}
+
+pub(super) async fn service_account_token(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, name)): Path<(String, String)>,
+    Body(b): Body<SaToken>,
+) -> Reply<impl Serialize> {
+    ok(s.coffer
+        .service_account_token(&who, &org, &name, b.ttl_seconds, b.bind_spki_sha256.as_deref())
+        .await?)
+}
+
+pub(super) async fn create_grant(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(org): Path<String>,
+    Body(b): Body<GrantInput>,
+) -> Reply<impl Serialize> {
+    ok(s.coffer.create_grant(&who, &org, b).await?)
+}
+
+pub(super) async fn list_grants(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(org): Path<String>,
+) -> Reply<impl Serialize> {
+    ok(s.coffer.list_grants(&who, &org).await?)
+}
+
+pub(super) async fn delete_grant(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, id)): Path<(String, String)>,
+) -> Reply<impl Serialize> {
+    s.coffer.delete_grant(&who, &org, &id).await?;
+    ok(json!({ "revoked": true }))
+}

@@ -1,0 +1,693 @@
+//! Authorization: what a principal may do in an organization, and the
+//! management of members, groups, service accounts and grants.
+//!
+//! Rules (docs/access.md): root may do everything; org owners and admins
+//! hold every permission on every environment; members and service accounts
+//! hold what their grants (and, for users, their groups' grants) give. A
+//! principal outside an organization gets the answer a nonexistent
+//! organization gets, so slugs cannot be probed.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::auth::{IssuedToken, parse_cidrs, ttl_ms};
+use super::orgs::check_slug;
+use super::{Coffer, Principal, PrincipalKind, Result, ServiceError, now_ms, rfc3339};
+use crate::access::{PermSet, Permission};
+use crate::storage::{EnvPath, GrantRow, GroupRow, OrgRow, ServiceAccountRow};
+
+/// Org membership roles, strongest first.
+const ROLES: [&str; 3] = ["owner", "admin", "member"];
+
+/// What one principal may do in one organization.
+#[derive(Debug)]
+pub(crate) struct Access {
+    /// owner/admin (or root): every permission, and management
+    pub(crate) admin: bool,
+    /// owner (or root): may manage owners
+    pub(crate) owner: bool,
+    /// a user member (lists every project and environment)
+    pub(crate) member: bool,
+    /// (project or every, env or every, permissions)
+    grants: Vec<(Option<Uuid>, Option<Uuid>, PermSet)>,
+}
+
+impl Access {
+    /// Permissions on one environment.
+    pub(crate) fn perms(&self, project_id: Uuid, env_id: Uuid) -> PermSet {
+        if self.admin {
+            return PermSet::ALL;
+        }
+        self.grants
+            .iter()
+            .filter(|(p, e, _)| p.is_none_or(|p| p == project_id) && e.is_none_or(|e| e == env_id))
+            .fold(PermSet::default(), |acc, (_, _, set)| acc.with(*set))
+    }
+
+    /// `PermissionDenied` unless `p` is held on the environment.
+    pub(crate) fn require(&self, path: &EnvPath, p: Permission) -> Result<()> {
+        if self.perms(path.project_id, path.env_id).has(p) {
+            Ok(())
+        } else {
+            Err(ServiceError::PermissionDenied)
+        }
+    }
+}
+
+/// A member as listed.
+#[derive(Debug, Serialize)]
+pub struct MemberView {
+    /// email
+    pub email: String,
+    /// owner | admin | member
+    pub role: String,
+}
+
+/// A group as listed.
+#[derive(Debug, Serialize)]
+pub struct GroupView {
+    /// slug
+    pub name: String,
+    /// member emails
+    pub members: Vec<String>,
+}
+
+/// Certificate fields that authenticate as a service account.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct CertMatch {
+    /// hex SHA-256 of the SubjectPublicKeyInfo
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spki_sha256: Option<String>,
+    /// subject common name
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_cn: Option<String>,
+    /// a DNS subject alternative name
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_san: Option<String>,
+}
+
+/// `POST /orgs/{org}/service-accounts` body.
+#[derive(Debug, Deserialize)]
+pub struct ServiceAccountInput {
+    /// slug
+    pub name: String,
+    /// allowed source networks
+    #[serde(default)]
+    pub cidrs: Vec<String>,
+    /// client certificate that authenticates as the account
+    #[serde(default)]
+    pub certificate: Option<CertMatch>,
+}
+
+/// A service account as listed.
+#[derive(Debug, Serialize)]
+pub struct ServiceAccountView {
+    /// slug
+    pub name: String,
+    /// allowed source networks (empty: anywhere)
+    pub cidrs: Vec<String>,
+    /// certificate mapping, if any
+    pub certificate: Option<CertMatch>,
+    /// RFC 3339
+    pub created_at: String,
+}
+
+/// `POST /orgs/{org}/grants` body: one subject, a scope, permissions or a role.
+#[derive(Debug, Deserialize)]
+pub struct GrantInput {
+    /// a member's email
+    pub user: Option<String>,
+    /// a service account's name
+    pub service_account: Option<String>,
+    /// a group's name
+    pub group: Option<String>,
+    /// project slug or "*"
+    pub project: String,
+    /// environment slug or "*"
+    pub environment: String,
+    /// permission names
+    pub permissions: Option<Vec<String>>,
+    /// viewer | developer | admin
+    pub role: Option<String>,
+}
+
+/// A grant as listed.
+#[derive(Debug, Serialize)]
+pub struct GrantView {
+    /// id (for revoke)
+    pub id: String,
+    /// `{"user": email}`, `{"service_account": name}` or `{"group": name}`
+    pub subject: serde_json::Value,
+    /// project slug or "*"
+    pub project: String,
+    /// environment slug or "*"
+    pub environment: String,
+    /// permission names
+    pub permissions: Vec<&'static str>,
+}
+
+fn sa_view(sa: ServiceAccountRow) -> ServiceAccountView {
+    let certificate = (sa.cert_spki_sha256.is_some() || sa.cert_subject_cn.is_some() || sa.cert_dns_san.is_some())
+        .then_some(CertMatch {
+            spki_sha256: sa.cert_spki_sha256,
+            subject_cn: sa.cert_subject_cn,
+            dns_san: sa.cert_dns_san,
+        });
+    ServiceAccountView {
+        name: sa.name,
+        cidrs: sa
+            .cidrs
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        certificate,
+        created_at: rfc3339(sa.created_at),
+    }
+}
+
+fn check_spki(field: &str, hex_str: &str) -> Result<String> {
+    let s = hex_str.trim().to_ascii_lowercase();
+    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(s)
+    } else {
+        Err(ServiceError::Invalid(format!(
+            "{field} must be 64 hex characters (SHA-256)"
+        )))
+    }
+}
+
+impl Coffer {
+    /// What `who` may do in `org_id`; None when it is not part of the org.
+    pub(crate) async fn access(&self, who: &Principal, org_id: Uuid) -> Result<Option<Arc<Access>>> {
+        let key = (who.id(), org_id);
+        if let Some(a) = self.cache.access.get(&key) {
+            return Ok(a);
+        }
+        let access = match who.kind {
+            PrincipalKind::Root => Some(Access {
+                admin: true,
+                owner: true,
+                member: true,
+                grants: Vec::new(),
+            }),
+            PrincipalKind::User(user_id) => match self.store.membership(org_id, user_id).await? {
+                None => None,
+                Some(role) => {
+                    let admin = role == "owner" || role == "admin";
+                    let groups = if admin {
+                        Vec::new()
+                    } else {
+                        self.store.user_groups(org_id, user_id).await?
+                    };
+                    let grants = if admin {
+                        Vec::new()
+                    } else {
+                        self.grants_of(org_id, |g| {
+                            (g.subject_kind == "user" && g.subject_id == user_id)
+                                || (g.subject_kind == "group" && groups.contains(&g.subject_id))
+                        })
+                        .await?
+                    };
+                    Some(Access {
+                        admin,
+                        owner: role == "owner",
+                        member: true,
+                        grants,
+                    })
+                }
+            },
+            PrincipalKind::ServiceAccount { id, org_id: own } if own == org_id => Some(Access {
+                admin: false,
+                owner: false,
+                member: false,
+                grants: self
+                    .grants_of(org_id, |g| g.subject_kind == "service_account" && g.subject_id == id)
+                    .await?,
+            }),
+            PrincipalKind::ServiceAccount { .. } => None,
+        };
+        let access = access.map(Arc::new);
+        // Grant and membership changes are seen within the 1 s entry lifetime.
+        self.cache.access.put(key, access.clone());
+        Ok(access)
+    }
+
+    async fn grants_of(
+        &self,
+        org_id: Uuid,
+        mut pick: impl FnMut(&GrantRow) -> bool,
+    ) -> Result<Vec<(Option<Uuid>, Option<Uuid>, PermSet)>> {
+        Ok(self
+            .store
+            .grants(org_id)
+            .await?
+            .iter()
+            .filter(|g| pick(g))
+            .map(|g| (g.project_id, g.env_id, PermSet::from_bits(g.permissions)))
+            .collect())
+    }
+
+    /// Resolve an environment and what `who` may do there. Outsiders get
+    /// the nonexistent environment's answer.
+    pub(crate) async fn env_access(
+        &self,
+        who: &Principal,
+        (org, project, env): (&str, &str, &str),
+    ) -> Result<(EnvPath, Arc<Access>)> {
+        let missing = || ServiceError::NotFound(format!("environment {org}/{project}/{env}"));
+        let path = self.env_path(org, project, env).await?;
+        let access = self.access(who, path.org_id).await?.ok_or_else(missing)?;
+        Ok((path, access))
+    }
+
+    /// Resolve an environment and require one permission on it.
+    pub(crate) async fn authorize_env(
+        &self,
+        who: &Principal,
+        env: (&str, &str, &str),
+        p: Permission,
+    ) -> Result<EnvPath> {
+        let (path, access) = self.env_access(who, env).await?;
+        access.require(&path, p)?;
+        Ok(path)
+    }
+
+    /// An organization `who` belongs to (else "not found", as for a
+    /// nonexistent one) and what it may do there.
+    pub(crate) async fn org_access(&self, who: &Principal, slug: &str) -> Result<(OrgRow, Arc<Access>)> {
+        let missing = || ServiceError::NotFound(format!("organization {slug:?}"));
+        let org = self.store.org(slug).await?.ok_or_else(missing)?;
+        let access = self.access(who, org.id).await?.ok_or_else(missing)?;
+        Ok((org, access))
+    }
+
+    /// An organization `who` administers.
+    pub(crate) async fn org_admin(&self, who: &Principal, slug: &str) -> Result<(OrgRow, Arc<Access>)> {
+        let (org, access) = self.org_access(who, slug).await?;
+        if access.admin {
+            Ok((org, access))
+        } else {
+            Err(ServiceError::PermissionDenied)
+        }
+    }
+
+    async fn user_id_by_email(&self, email: &str) -> Result<Uuid> {
+        let email = email.trim().to_ascii_lowercase();
+        Ok(self
+            .store
+            .user_by_email(&email)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("user {email}")))?
+            .id)
+    }
+
+    /// Members of an organization (users of the org and root).
+    pub async fn list_members(&self, who: &Principal, org: &str) -> Result<Vec<MemberView>> {
+        self.require_unsealed()?;
+        let (org, access) = self.org_access(who, org).await?;
+        if !access.member {
+            return Err(ServiceError::PermissionDenied);
+        }
+        Ok(self
+            .store
+            .members(org.id)
+            .await?
+            .into_iter()
+            .map(|(u, role)| MemberView { email: u.email, role })
+            .collect())
+    }
+
+    /// Add a member or change a member's role.
+    pub async fn set_member(&self, who: &Principal, org: &str, email: &str, role: &str) -> Result<MemberView> {
+        self.require_unsealed()?;
+        let (org, access) = self.org_admin(who, org).await?;
+        if !ROLES.contains(&role) {
+            return Err(ServiceError::Invalid("role must be owner, admin or member".into()));
+        }
+        let user_id = self.user_id_by_email(email).await?;
+        let current = self.store.membership(org.id, user_id).await?;
+        if (role == "owner" || current.as_deref() == Some("owner")) && !access.owner {
+            return Err(ServiceError::PermissionDenied);
+        }
+        if current.as_deref() == Some("owner") && role != "owner" {
+            self.keep_an_owner(org.id).await?;
+        }
+        self.store.set_membership(org.id, user_id, role, now_ms()).await?;
+        self.forget_principals();
+        Ok(MemberView {
+            email: email.trim().to_ascii_lowercase(),
+            role: role.to_owned(),
+        })
+    }
+
+    /// Conflict if the org has only one owner left.
+    async fn keep_an_owner(&self, org_id: Uuid) -> Result<()> {
+        let owners = self
+            .store
+            .members(org_id)
+            .await?
+            .iter()
+            .filter(|(_, r)| r == "owner")
+            .count();
+        if owners <= 1 {
+            return Err(ServiceError::Conflict(
+                "the last owner of an organization cannot be removed".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Remove a member.
+    pub async fn remove_member(&self, who: &Principal, org: &str, email: &str) -> Result<()> {
+        self.require_unsealed()?;
+        let (org, access) = self.org_admin(who, org).await?;
+        let user_id = self.user_id_by_email(email).await?;
+        match self.store.membership(org.id, user_id).await?.as_deref() {
+            None => return Err(ServiceError::NotFound(format!("member {email}"))),
+            Some("owner") if !access.owner => return Err(ServiceError::PermissionDenied),
+            Some("owner") => self.keep_an_owner(org.id).await?,
+            Some(_) => {}
+        }
+        self.store.remove_membership(org.id, user_id).await?;
+        self.forget_principals();
+        Ok(())
+    }
+
+    /// Create a group.
+    pub async fn create_group(&self, who: &Principal, org: &str, name: &str) -> Result<GroupView> {
+        self.require_unsealed()?;
+        let (org, _) = self.org_admin(who, org).await?;
+        check_slug("name", name)?;
+        self.store
+            .create_group(&GroupRow {
+                id: Uuid::new_v4(),
+                org_id: org.id,
+                name: name.to_owned(),
+                created_at: now_ms(),
+            })
+            .await?;
+        Ok(GroupView {
+            name: name.to_owned(),
+            members: Vec::new(),
+        })
+    }
+
+    /// Groups of an organization.
+    pub async fn list_groups(&self, who: &Principal, org: &str) -> Result<Vec<GroupView>> {
+        self.require_unsealed()?;
+        let (org, access) = self.org_access(who, org).await?;
+        if !access.member {
+            return Err(ServiceError::PermissionDenied);
+        }
+        Ok(self
+            .store
+            .groups(org.id)
+            .await?
+            .into_iter()
+            .map(|(g, members)| GroupView { name: g.name, members })
+            .collect())
+    }
+
+    async fn group_id(&self, org_id: Uuid, name: &str) -> Result<Uuid> {
+        self.store
+            .groups(org_id)
+            .await?
+            .into_iter()
+            .find(|(g, _)| g.name == name)
+            .map(|(g, _)| g.id)
+            .ok_or_else(|| ServiceError::NotFound(format!("group {name}")))
+    }
+
+    /// Add a member of the org to a group.
+    pub async fn add_group_member(&self, who: &Principal, org: &str, group: &str, email: &str) -> Result<()> {
+        self.require_unsealed()?;
+        let (org, _) = self.org_admin(who, org).await?;
+        let group_id = self.group_id(org.id, group).await?;
+        let user_id = self.user_id_by_email(email).await?;
+        if self.store.membership(org.id, user_id).await?.is_none() {
+            return Err(ServiceError::Invalid(format!(
+                "{email} is not a member of the organization"
+            )));
+        }
+        self.store.add_group_member(org.id, group_id, user_id).await?;
+        self.forget_principals();
+        Ok(())
+    }
+
+    /// Remove a user from a group.
+    pub async fn remove_group_member(&self, who: &Principal, org: &str, group: &str, email: &str) -> Result<()> {
+        self.require_unsealed()?;
+        let (org, _) = self.org_admin(who, org).await?;
+        let group_id = self.group_id(org.id, group).await?;
+        let user_id = self.user_id_by_email(email).await?;
+        if self.store.remove_group_member(org.id, group_id, user_id).await? {
+            self.forget_principals();
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound(format!("{email} in group {group}")))
+        }
+    }
+
+    /// Create a service account.
+    pub async fn create_service_account(
+        &self,
+        who: &Principal,
+        org: &str,
+        input: ServiceAccountInput,
+    ) -> Result<ServiceAccountView> {
+        self.require_unsealed()?;
+        let (org, _) = self.org_admin(who, org).await?;
+        check_slug("name", &input.name)?;
+        let cidrs = input.cidrs.join(",");
+        parse_cidrs(&cidrs)?;
+        let cert = input.certificate.unwrap_or_default();
+        let spki = cert
+            .spki_sha256
+            .as_deref()
+            .map(|s| check_spki("certificate.spki_sha256", s))
+            .transpose()?;
+        let row = ServiceAccountRow {
+            id: Uuid::new_v4(),
+            org_id: org.id,
+            name: input.name,
+            cidrs,
+            cert_spki_sha256: spki,
+            cert_subject_cn: cert.subject_cn.filter(|s| !s.is_empty()),
+            cert_dns_san: cert.dns_san.filter(|s| !s.is_empty()),
+            created_at: now_ms(),
+        };
+        self.store.create_service_account(&row).await?;
+        Ok(sa_view(row))
+    }
+
+    /// Service accounts of an organization.
+    pub async fn list_service_accounts(&self, who: &Principal, org: &str) -> Result<Vec<ServiceAccountView>> {
+        self.require_unsealed()?;
+        let (org, _) = self.org_admin(who, org).await?;
+        Ok(self
+            .store
+            .service_accounts(org.id)
+            .await?
+            .into_iter()
+            .map(sa_view)
+            .collect())
+    }
+
+    async fn service_account_named(&self, org_id: Uuid, name: &str) -> Result<ServiceAccountRow> {
+        self.store
+            .service_accounts(org_id)
+            .await?
+            .into_iter()
+            .find(|sa| sa.name == name)
+            .ok_or_else(|| ServiceError::NotFound(format!("service account {name}")))
+    }
+
+    /// Delete a service account with its grants and tokens.
+    pub async fn delete_service_account(&self, who: &Principal, org: &str, name: &str) -> Result<()> {
+        self.require_unsealed()?;
+        let (org, _) = self.org_admin(who, org).await?;
+        let sa = self.service_account_named(org.id, name).await?;
+        self.store.delete_service_account(org.id, sa.id).await?;
+        self.forget_principals();
+        Ok(())
+    }
+
+    /// A token for a service account (no expiry unless `ttl_seconds`).
+    pub async fn service_account_token(
+        &self,
+        who: &Principal,
+        org: &str,
+        name: &str,
+        ttl_seconds: Option<u64>,
+        bind_spki_sha256: Option<&str>,
+    ) -> Result<IssuedToken> {
+        self.require_unsealed()?;
+        let (org, _) = self.org_admin(who, org).await?;
+        let sa = self.service_account_named(org.id, name).await?;
+        let bound = bind_spki_sha256
+            .map(|s| check_spki("bind_spki_sha256", s))
+            .transpose()?;
+        let expires_at = ttl_ms(ttl_seconds)?.map(|t| now_ms() + t);
+        self.issue_token(
+            PrincipalKind::ServiceAccount {
+                id: sa.id,
+                org_id: org.id,
+            },
+            &sa.name,
+            expires_at,
+            bound,
+            None,
+        )
+        .await
+    }
+
+    /// Grant permissions to a subject.
+    pub async fn create_grant(&self, who: &Principal, org: &str, input: GrantInput) -> Result<GrantView> {
+        self.require_unsealed()?;
+        let (org, _) = self.org_admin(who, org).await?;
+        let (kind, subject_id) = match (&input.user, &input.service_account, &input.group) {
+            (Some(email), None, None) => {
+                let id = self.user_id_by_email(email).await?;
+                if self.store.membership(org.id, id).await?.is_none() {
+                    return Err(ServiceError::Invalid(format!(
+                        "{email} is not a member of the organization"
+                    )));
+                }
+                ("user", id)
+            }
+            (None, Some(name), None) => ("service_account", self.service_account_named(org.id, name).await?.id),
+            (None, None, Some(name)) => ("group", self.group_id(org.id, name).await?),
+            _ => {
+                return Err(ServiceError::Invalid(
+                    "give exactly one of user, service_account or group".into(),
+                ));
+            }
+        };
+        let perms = match (&input.permissions, &input.role) {
+            (Some(names), None) => names
+                .iter()
+                .map(|n| {
+                    Permission::parse(n).ok_or_else(|| {
+                        ServiceError::Invalid(format!(
+                            "permission {n:?} is unknown; use read, reveal, create, update, delete, export"
+                        ))
+                    })
+                })
+                .collect::<Result<PermSet>>()?,
+            (None, Some(role)) => PermSet::role(role)
+                .ok_or_else(|| ServiceError::Invalid("role must be viewer, developer or admin".into()))?,
+            _ => return Err(ServiceError::Invalid("give either permissions or role".into())),
+        };
+        if perms == PermSet::default() {
+            return Err(ServiceError::Invalid("a grant needs at least one permission".into()));
+        }
+        let (project_id, env_id) = match (input.project.as_str(), input.environment.as_str()) {
+            ("*", "*") => (None, None),
+            ("*", _) => {
+                return Err(ServiceError::Invalid(
+                    "environment must be \"*\" when project is \"*\"".into(),
+                ));
+            }
+            (p, e) => {
+                let project = self
+                    .store
+                    .project(org.id, p)
+                    .await?
+                    .ok_or_else(|| ServiceError::NotFound(format!("project {p}")))?;
+                let env = match e {
+                    "*" => None,
+                    e => Some(
+                        self.store
+                            .list_envs(org.id)
+                            .await?
+                            .into_iter()
+                            .find(|x| x.project_id == project.id && x.slug == e)
+                            .ok_or_else(|| ServiceError::NotFound(format!("environment {p}/{e}")))?
+                            .id,
+                    ),
+                };
+                (Some(project.id), env)
+            }
+        };
+        let row = GrantRow {
+            id: Uuid::new_v4(),
+            org_id: org.id,
+            subject_kind: kind.to_owned(),
+            subject_id,
+            project_id,
+            env_id,
+            permissions: i64::from(perms.0),
+            created_at: now_ms(),
+        };
+        self.store.create_grant(&row).await?;
+        self.forget_principals();
+        Ok(GrantView {
+            id: row.id.to_string(),
+            subject: serde_json::json!({ kind: input.user.or(input.service_account).or(input.group) }),
+            project: input.project,
+            environment: input.environment,
+            permissions: perms.names(),
+        })
+    }
+
+    /// Every grant of an organization, with names.
+    pub async fn list_grants(&self, who: &Principal, org: &str) -> Result<Vec<GrantView>> {
+        self.require_unsealed()?;
+        let (org, _) = self.org_admin(who, org).await?;
+        let projects = self.store.list_projects(org.id).await?;
+        let envs = self.store.list_envs(org.id).await?;
+        let users = self.store.members(org.id).await?;
+        let sas = self.store.service_accounts(org.id).await?;
+        let groups = self.store.groups(org.id).await?;
+        let name_of = |g: &GrantRow| -> String {
+            match g.subject_kind.as_str() {
+                "user" => users
+                    .iter()
+                    .find(|(u, _)| u.id == g.subject_id)
+                    .map(|(u, _)| u.email.clone()),
+                "service_account" => sas.iter().find(|s| s.id == g.subject_id).map(|s| s.name.clone()),
+                _ => groups
+                    .iter()
+                    .find(|(x, _)| x.id == g.subject_id)
+                    .map(|(x, _)| x.name.clone()),
+            }
+            .unwrap_or_else(|| g.subject_id.to_string())
+        };
+        Ok(self
+            .store
+            .grants(org.id)
+            .await?
+            .iter()
+            .map(|g| GrantView {
+                id: g.id.to_string(),
+                subject: serde_json::json!({ g.subject_kind.as_str(): name_of(g) }),
+                project: g
+                    .project_id
+                    .and_then(|id| projects.iter().find(|p| p.id == id))
+                    .map_or_else(|| "*".to_owned(), |p| p.slug.clone()),
+                environment: g
+                    .env_id
+                    .and_then(|id| envs.iter().find(|e| e.id == id))
+                    .map_or_else(|| "*".to_owned(), |e| e.slug.clone()),
+                permissions: PermSet::from_bits(g.permissions).names(),
+            })
+            .collect())
+    }
+
+    /// Revoke a grant.
+    pub async fn delete_grant(&self, who: &Principal, org: &str, id: &str) -> Result<()> {
+        self.require_unsealed()?;
+        let (org, _) = self.org_admin(who, org).await?;
+        let missing = || ServiceError::NotFound(format!("grant {id}"));
+        let id = Uuid::parse_str(id).map_err(|_| missing())?;
+        if self.store.delete_grant(org.id, id).await? {
+            self.forget_principals();
+            Ok(())
+        } else {
+            Err(missing())
+        }
+    }
+}

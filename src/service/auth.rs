@@ -1,0 +1,1034 @@
+//! Authentication: tokens (and the certificates they may be bound to),
+//! client-certificate identities, users with passwords and TOTP, login
+//! sessions with rotating refresh tokens, the RFC 8628 device flow.
+//!
+//! Invariants: a token or password never reaches storage or a log, only
+//! its SHA-256 or argon2id hash; a revoked token is refused by every server
+//! within a second (the token cache lives 1 s); an unknown email costs the
+//! same argon2id verification as a known one.
+
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Argon2, PasswordHash};
+use base64::Engine;
+use ipnet::IpNet;
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use super::limits::Kind;
+use super::{Coffer, Principal, PrincipalKind, Result, ServiceError, now_ms, random_bytes, rfc3339, token_hash};
+use crate::keys;
+use crate::storage::{DeviceRow, RefreshRow, RefreshUse, ServiceAccountRow, TokenRow, UserRow};
+
+/// Lifetime of a login's access token.
+const ACCESS_TTL_MS: i64 = 3_600_000;
+/// Lifetime of a refresh token.
+const REFRESH_TTL_MS: i64 = 30 * 24 * 3_600_000;
+/// Consecutive failures that lock an account.
+const LOCK_AFTER: i64 = 5;
+/// First lock; doubles per further failure up to [`LOCK_MAX_MS`].
+const LOCK_BASE_MS: i64 = 60_000;
+const LOCK_MAX_MS: i64 = 15 * 60_000;
+/// Device-flow lifetime and poll interval.
+const DEVICE_TTL_MS: i64 = 600_000;
+const DEVICE_INTERVAL_S: i64 = 5;
+/// Unambiguous letters for user codes (no vowels: no words, no 0/O, 1/I).
+const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
+
+/// A client certificate presented on the connection, as the TLS layer saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// hex SHA-256 of the DER SubjectPublicKeyInfo
+    pub spki_sha256: String,
+    /// subject common name
+    pub subject_cn: Option<String>,
+    /// DNS subject alternative names
+    pub dns_sans: Vec<String>,
+}
+
+/// What the transport knows about a request.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Caller<'a> {
+    /// bearer token
+    pub token: Option<&'a str>,
+    /// TCP peer address
+    pub source: Option<IpAddr>,
+    /// verified client certificate
+    pub cert: Option<&'a ClientCert>,
+    /// organization slug of the request path (certificate-only login)
+    pub org_hint: Option<&'a str>,
+}
+
+/// A cached authentication result.
+#[derive(Debug)]
+pub(crate) struct AuthEntry {
+    principal: Principal,
+    bound_spki: Option<String>,
+    cidrs: Vec<IpNet>,
+}
+
+/// A new login session.
+#[derive(Serialize)]
+pub struct Session {
+    /// bearer token, 1 h
+    pub access_token: Zeroizing<String>,
+    /// spend once at `/auth/refresh`
+    pub refresh_token: Zeroizing<String>,
+    /// "bearer"
+    pub token_type: &'static str,
+    /// seconds
+    pub expires_in: i64,
+    /// accessor of the access token
+    pub accessor: String,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("accessor", &self.accessor)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A newly created token, shown once.
+#[derive(Serialize)]
+pub struct IssuedToken {
+    /// the secret
+    pub token: Zeroizing<String>,
+    /// public id
+    pub accessor: String,
+    /// label
+    pub name: String,
+    /// RFC 3339 or null
+    pub expires_at: Option<String>,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("accessor", &self.accessor)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A token as listings show it (never the secret).
+#[derive(Debug, Serialize)]
+pub struct TokenView {
+    /// public id
+    pub accessor: String,
+    /// label
+    pub name: String,
+    /// root | user | service_account
+    pub kind: String,
+    /// RFC 3339
+    pub created_at: String,
+    /// RFC 3339 or null
+    pub expires_at: Option<String>,
+    /// bound to a client certificate
+    pub certificate_bound: bool,
+}
+
+/// The caller, as `whoami` shows it.
+#[derive(Debug, Serialize)]
+pub struct WhoAmI {
+    /// root | user | service_account
+    pub kind: &'static str,
+    /// user or account id (null for root)
+    pub id: Option<String>,
+    /// email, account name or "root"
+    pub name: String,
+    /// organization slug of a service account
+    pub org: Option<String>,
+    /// token accessor
+    pub accessor: String,
+    /// RFC 3339 or null
+    pub expires_at: Option<String>,
+    /// bound to a client certificate
+    pub certificate_bound: bool,
+}
+
+/// TOTP enrolment data, shown once.
+#[derive(Serialize)]
+pub struct TotpEnrollment {
+    /// base32 seed
+    pub secret: Zeroizing<String>,
+    /// `otpauth://` URI for authenticator apps
+    pub otpauth_uri: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for TotpEnrollment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TotpEnrollment")
+    }
+}
+
+/// RFC 8628 device authorization response.
+#[derive(Serialize)]
+pub struct DeviceCode {
+    /// the CLI's secret handle
+    pub device_code: Zeroizing<String>,
+    /// what the user approves
+    pub user_code: String,
+    /// where to approve
+    pub verification_uri: String,
+    /// seconds
+    pub expires_in: i64,
+    /// seconds between polls
+    pub interval: i64,
+}
+
+impl std::fmt::Debug for DeviceCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceCode")
+            .field("user_code", &self.user_code)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fresh random token string: `cfr_` + 32 random bytes base64url.
+fn new_secret() -> Result<Zeroizing<String>> {
+    let bytes = Zeroizing::new(random_bytes::<32>()?);
+    Ok(Zeroizing::new(format!(
+        "cfr_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes[..])
+    )))
+}
+
+fn new_accessor() -> Result<String> {
+    Ok(hex::encode(random_bytes::<12>()?))
+}
+
+fn argon2() -> Argon2<'static> {
+    // argon2id v19, m = 19 MiB, t = 2, p = 1 (OWASP's recommendation).
+    Argon2::default()
+}
+
+/// argon2id hash of a password (blocking work off the async threads).
+async fn hash_password(password: Zeroizing<String>) -> Result<String> {
+    tokio::task::spawn_blocking(move || {
+        // A fresh random salt from the OS for every hash.
+        let hash: Result<PasswordHash> = argon2()
+            .hash_password(password.as_bytes())
+            .map_err(|_| ServiceError::Internal("password hashing failed".into()));
+        hash.map(|h| h.to_string())
+    })
+    .await
+    .map_err(|_| ServiceError::Internal("password hashing task failed".into()))?
+}
+
+/// A hash that no password matches, verified for unknown emails so that
+/// they cost the same time as known ones.
+fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let hash: Option<PasswordHash> = argon2()
+            .hash_password_with_salt(b"coffer: no such user", b"coffer-dummy-salt")
+            .ok();
+        hash.map(|h| h.to_string()).unwrap_or_default()
+    })
+}
+
+/// Verify a password against a PHC string (blocking work off the async threads).
+async fn verify_password(password: Zeroizing<String>, phc: String) -> bool {
+    tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&phc).is_ok_and(|h| argon2().verify_password(password.as_bytes(), &h).is_ok())
+    })
+    .await
+    .unwrap_or(false)
+}
+
+fn check_email(email: &str) -> Result<String> {
+    let email = email.trim().to_ascii_lowercase();
+    let ok = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && !domain.is_empty() && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        });
+    if ok {
+        Ok(email)
+    } else {
+        Err(ServiceError::Invalid("email must look like name@domain".into()))
+    }
+}
+
+fn check_password(password: &str) -> Result<()> {
+    match password.chars().count() {
+        12..=1024 => Ok(()),
+        _ => Err(ServiceError::Invalid("password must be 12 to 1024 characters".into())),
+    }
+}
+
+/// Parse a comma-separated CIDR list (empty = anywhere).
+pub(crate) fn parse_cidrs(list: &str) -> Result<Vec<IpNet>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    ServiceError::Invalid(format!("cidrs: {s:?} is not an address or a network like 10.0.0.0/8"))
+                })
+        })
+        .collect()
+}
+
+fn totp(secret: &[u8]) -> Result<totp_rs::Totp> {
+    totp_rs::Builder::new()
+        .with_secret(secret)
+        .build()
+        .map_err(|_| ServiceError::Internal("TOTP seed rejected".into()))
+}
+
+fn recovery_hash(code: &str) -> Vec<u8> {
+    let norm: String = code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    token_hash(&norm)
+}
+
+fn token_view(t: TokenRow) -> TokenView {
+    TokenView {
+        accessor: t.accessor,
+        name: t.display_name,
+        kind: t.policy,
+        created_at: rfc3339(t.created_at),
+        expires_at: t.expires_at.map(rfc3339),
+        certificate_bound: t.bound_spki.is_some(),
+    }
+}
+
+/// Which service account, if any, a client certificate stands for: every
+/// configured field must match, and at least one must be configured.
+fn cert_matches(sa: &ServiceAccountRow, cert: &ClientCert) -> bool {
+    let spki = sa
+        .cert_spki_sha256
+        .as_deref()
+        .map(|want| bool::from(want.to_ascii_lowercase().as_bytes().ct_eq(cert.spki_sha256.as_bytes())));
+    let cn = sa
+        .cert_subject_cn
+        .as_deref()
+        .map(|want| cert.subject_cn.as_deref() == Some(want));
+    let san = sa
+        .cert_dns_san
+        .as_deref()
+        .map(|want| cert.dns_sans.iter().any(|s| s.eq_ignore_ascii_case(want)));
+    let fields = [spki, cn, san];
+    fields.iter().any(Option::is_some) && fields.iter().all(|f| f.unwrap_or(true))
+}
+
+impl Coffer {
+    /// Authenticate a request: its token (checked against the certificate it
+    /// may be bound to and the account's source networks), or, without a
+    /// token, its client certificate. Sealed servers refuse before looking.
+    pub async fn authenticate(&self, c: &Caller<'_>) -> Result<Principal> {
+        self.require_unsealed()?;
+        let entry = match (c.token.filter(|t| !t.is_empty()), c.cert, c.org_hint) {
+            (Some(token), _, _) => self.token_entry(token, c.source).await?,
+            (None, Some(cert), org) => self.cert_entry(org, cert).await?,
+            _ => return Err(ServiceError::Unauthenticated),
+        };
+        if entry.principal.expires_at.is_some_and(|t| t <= now_ms()) {
+            return Err(ServiceError::Unauthenticated);
+        }
+        if let Some(spki) = &entry.bound_spki {
+            let presented = c
+                .cert
+                .is_some_and(|cert| bool::from(cert.spki_sha256.as_bytes().ct_eq(spki.as_bytes())));
+            if !presented {
+                return Err(ServiceError::CertificateRequired);
+            }
+        }
+        if !entry.cidrs.is_empty() && !c.source.is_some_and(|ip| entry.cidrs.iter().any(|n| n.contains(&ip))) {
+            return Err(ServiceError::SourceNotAllowed);
+        }
+        Ok(entry.principal.clone())
+    }
+
+    async fn token_entry(&self, token: &str, source: Option<IpAddr>) -> Result<Arc<AuthEntry>> {
+        if let Some(retry_after_s) = self.limits.blocked(Kind::Token, source) {
+            return Err(ServiceError::RateLimited { retry_after_s });
+        }
+        let hash = token_hash(token);
+        if let Some(e) = self.cache.tokens.get_by(hash.as_slice()) {
+            return Ok(e);
+        }
+        let row = match self.store.token_by_hash(&hash).await? {
+            // The lookup was by hash; compare again in constant time so no
+            // storage-side collation or truncation can let a near-miss through.
+            Some(row) if bool::from(row.token_hash.as_slice().ct_eq(hash.as_slice())) => row,
+            _ => {
+                self.limits.fail(Kind::Token, source);
+                return Err(ServiceError::Unauthenticated);
+            }
+        };
+        // The token's own name is a label; the principal is named by its account.
+        let (kind, name, cidrs) = match (row.policy.as_str(), row.principal_id, row.org_id) {
+            ("root", _, _) => (PrincipalKind::Root, "root".to_owned(), Vec::new()),
+            ("user", Some(id), _) => {
+                let user = self.store.user(id).await?.ok_or(ServiceError::Unauthenticated)?;
+                (PrincipalKind::User(id), user.email, Vec::new())
+            }
+            ("service_account", Some(id), Some(org_id)) => {
+                let sa = self
+                    .store
+                    .service_account(org_id, id)
+                    .await?
+                    .ok_or(ServiceError::Unauthenticated)?;
+                (
+                    PrincipalKind::ServiceAccount { id, org_id },
+                    sa.name,
+                    parse_cidrs(&sa.cidrs)?,
+                )
+            }
+            _ => {
+                tracing::error!(accessor = %row.accessor, "token row has an unknown kind; refused");
+                return Err(ServiceError::Unauthenticated);
+            }
+        };
+        let entry = Arc::new(AuthEntry {
+            principal: Principal {
+                accessor: row.accessor,
+                kind,
+                name,
+                expires_at: row.expires_at,
+                family_id: row.family_id,
+                certificate_bound: row.bound_spki.is_some(),
+            },
+            bound_spki: row.bound_spki,
+            cidrs,
+        });
+        // Revocation and expiry are re-read on every miss; an entry lives 1 s.
+        self.cache.tokens.put(hash, entry.clone());
+        Ok(entry)
+    }
+
+    /// The service account a client certificate maps to: in the org of the
+    /// request path, else the one account of any org that maps it.
+    async fn cert_entry(&self, org: Option<&str>, cert: &ClientCert) -> Result<Arc<AuthEntry>> {
+        let orgs = match org {
+            Some(slug) => vec![self.store.org(slug).await?.ok_or(ServiceError::Unauthenticated)?],
+            None => self.store.list_orgs().await?,
+        };
+        let key = (
+            if orgs.len() == 1 { orgs[0].id } else { Uuid::nil() },
+            cert.spki_sha256.clone(),
+        );
+        if let Some(e) = self.cache.certs.get(&key) {
+            return Ok(e);
+        }
+        // Any org's admin may map a (public) certificate to an account of
+        // theirs: without the org of the request path the match must be unique.
+        let mut found = Vec::new();
+        for org in &orgs {
+            found.extend(
+                self.store
+                    .service_accounts(org.id)
+                    .await?
+                    .into_iter()
+                    .filter(|sa| cert_matches(sa, cert)),
+            );
+        }
+        let sa = match <[ServiceAccountRow; 1]>::try_from(found) {
+            Ok([sa]) => sa,
+            Err(_) => return Err(ServiceError::Unauthenticated),
+        };
+        let entry = Arc::new(AuthEntry {
+            principal: Principal {
+                accessor: format!("cert:{}", cert.spki_sha256.get(..16).unwrap_or_default()),
+                kind: PrincipalKind::ServiceAccount {
+                    id: sa.id,
+                    org_id: sa.org_id,
+                },
+                name: sa.name,
+                expires_at: None,
+                family_id: None,
+                certificate_bound: true,
+            },
+            bound_spki: None,
+            cidrs: parse_cidrs(&sa.cidrs)?,
+        });
+        self.cache.certs.put(key, entry.clone());
+        Ok(entry)
+    }
+
+    /// After a revocation on this server: drop every cached authentication
+    /// and permission, so the very next request here re-reads them (other
+    /// servers re-read within the 1 s cache lifetime).
+    pub(crate) fn forget_principals(&self) {
+        self.cache.tokens.clear();
+        self.cache.certs.clear();
+        self.cache.access.clear();
+    }
+
+    /// Store a new token for `kind`; returns it once.
+    pub(crate) async fn issue_token(
+        &self,
+        kind: PrincipalKind,
+        name: &str,
+        expires_at: Option<i64>,
+        bound_spki: Option<String>,
+        family_id: Option<String>,
+    ) -> Result<IssuedToken> {
+        let token = new_secret()?;
+        let (principal_id, org_id) = match kind {
+            PrincipalKind::Root => (None, None),
+            PrincipalKind::User(id) => (Some(id), None),
+            PrincipalKind::ServiceAccount { id, org_id } => (Some(id), Some(org_id)),
+        };
+        let row = TokenRow {
+            accessor: new_accessor()?,
+            token_hash: token_hash(&token),
+            policy: kind.as_str().to_owned(),
+            display_name: name.to_owned(),
+            created_at: now_ms(),
+            expires_at,
+            principal_id,
+            org_id,
+            bound_spki,
+            family_id,
+        };
+        self.store.create_token(&row).await?;
+        Ok(IssuedToken {
+            token,
+            accessor: row.accessor,
+            name: row.display_name,
+            expires_at: expires_at.map(rfc3339),
+        })
+    }
+
+    /// `POST /tokens`: a token acting as the caller.
+    pub async fn create_token(
+        &self,
+        who: &Principal,
+        name: &str,
+        ttl_seconds: Option<u64>,
+        bind_to: Option<&ClientCert>,
+        bind_requested: bool,
+    ) -> Result<IssuedToken> {
+        self.require_unsealed()?;
+        if name.len() > 100 {
+            return Err(ServiceError::Invalid("name must be at most 100 characters".into()));
+        }
+        let bound = match (bind_requested, bind_to) {
+            (false, _) => None,
+            (true, Some(cert)) => Some(cert.spki_sha256.clone()),
+            (true, None) => {
+                return Err(ServiceError::Invalid(
+                    "bind_certificate needs a client certificate on this connection".into(),
+                ));
+            }
+        };
+        let expires_at = ttl_ms(ttl_seconds)?.map(|ttl| now_ms() + ttl);
+        // A child never outlives its parent.
+        let expires_at = match (expires_at, who.expires_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let name = if name.is_empty() { who.name.as_str() } else { name };
+        self.issue_token(who.kind, name, expires_at, bound, None).await
+    }
+
+    /// `GET /tokens`: the caller's tokens (root: every token).
+    pub async fn list_tokens(&self, who: &Principal) -> Result<Vec<TokenView>> {
+        self.require_unsealed()?;
+        let filter = match who.kind {
+            PrincipalKind::Root => None,
+            _ => Some(who.id()),
+        };
+        Ok(self
+            .store
+            .list_tokens(filter)
+            .await?
+            .into_iter()
+            .map(token_view)
+            .collect())
+    }
+
+    /// `DELETE /tokens/{accessor}`: own tokens, or root, or an admin of the
+    /// token's organization. Anything else looks like a missing token.
+    pub async fn revoke_token(&self, who: &Principal, accessor: &str) -> Result<()> {
+        self.require_unsealed()?;
+        let missing = || ServiceError::NotFound(format!("token {accessor}"));
+        let row = self.store.token_by_accessor(accessor).await?.ok_or_else(missing)?;
+        let allowed = match who.kind {
+            PrincipalKind::Root => true,
+            _ if row.principal_id == Some(who.id()) => true,
+            _ => match row.org_id {
+                Some(org_id) => self.access(who, org_id).await?.is_some_and(|a| a.admin),
+                None => false,
+            },
+        };
+        if !allowed {
+            return Err(missing());
+        }
+        self.store.delete_token(accessor).await?;
+        self.forget_principals();
+        Ok(())
+    }
+
+    /// `GET /auth/whoami`.
+    pub async fn whoami(&self, who: &Principal) -> Result<WhoAmI> {
+        self.require_unsealed()?;
+        let (id, org) = match who.kind {
+            PrincipalKind::Root => (None, None),
+            PrincipalKind::User(id) => (Some(id.to_string()), None),
+            PrincipalKind::ServiceAccount { id, org_id } => {
+                let org = self
+                    .store
+                    .list_orgs()
+                    .await?
+                    .into_iter()
+                    .find(|o| o.id == org_id)
+                    .map(|o| o.slug);
+                (Some(id.to_string()), org)
+            }
+        };
+        Ok(WhoAmI {
+            kind: who.kind.as_str(),
+            id,
+            name: who.name.clone(),
+            org,
+            accessor: who.accessor.clone(),
+            expires_at: who.expires_at.map(rfc3339),
+            certificate_bound: who.certificate_bound,
+        })
+    }
+
+    /// `POST /users` (root).
+    pub async fn create_user(
+        &self,
+        who: &Principal,
+        email: &str,
+        password: Zeroizing<String>,
+    ) -> Result<(Uuid, String)> {
+        self.require_unsealed()?;
+        who.require_root()?;
+        let email = check_email(email)?;
+        check_password(&password)?;
+        let user = UserRow {
+            id: Uuid::new_v4(),
+            email,
+            password_hash: hash_password(password).await?,
+            totp_secret: None,
+            totp_enabled: false,
+            totp_last_step: 0,
+            failed_logins: 0,
+            locked_until: 0,
+            created_at: now_ms(),
+        };
+        self.store.create_user(&user).await?;
+        Ok((user.id, user.email))
+    }
+
+    /// `POST /auth/login`.
+    pub async fn login(
+        &self,
+        source: Option<IpAddr>,
+        email: &str,
+        password: Zeroizing<String>,
+        totp_code: Option<&str>,
+        recovery_code: Option<&str>,
+    ) -> Result<Session> {
+        let keyring = self.keyring()?;
+        if let Some(retry_after_s) = self.limits.blocked(Kind::Login, source) {
+            return Err(ServiceError::RateLimited { retry_after_s });
+        }
+        let email = email.trim().to_ascii_lowercase();
+        let Some(user) = self.store.user_by_email(&email).await? else {
+            verify_password(password, dummy_hash().to_owned()).await;
+            self.limits.fail(Kind::Login, source);
+            return Err(ServiceError::InvalidCredentials);
+        };
+        let now = now_ms();
+        if user.locked_until > now {
+            self.limits.fail(Kind::Login, source);
+            return Err(ServiceError::RateLimited {
+                retry_after_s: ((user.locked_until - now) as u64).div_ceil(1000),
+            });
+        }
+        if !verify_password(password, user.password_hash.clone()).await {
+            self.login_failed(&user, source).await?;
+            return Err(ServiceError::InvalidCredentials);
+        }
+        if user.totp_enabled {
+            let ok = match (totp_code, recovery_code) {
+                (_, Some(code)) => self.store.use_recovery_code(user.id, &recovery_hash(code)).await?,
+                (Some(code), None) => self.totp_step_ok(&keyring, &user, code).await?,
+                (None, None) => return Err(ServiceError::TotpRequired),
+            };
+            if !ok {
+                self.login_failed(&user, source).await?;
+                return Err(ServiceError::InvalidTotp);
+            }
+        }
+        if user.failed_logins != 0 {
+            self.store.set_login_state(user.id, 0, 0).await?;
+        }
+        self.new_session(&user, &Uuid::new_v4().simple().to_string()).await
+    }
+
+    /// Count a failed login: per source, and on the account (lock after
+    /// [`LOCK_AFTER`], doubling up to 15 min).
+    async fn login_failed(&self, user: &UserRow, source: Option<IpAddr>) -> Result<()> {
+        self.limits.fail(Kind::Login, source);
+        let failed = user.failed_logins + 1;
+        let locked_until = if failed >= LOCK_AFTER {
+            let shift = (failed - LOCK_AFTER).min(8) as u32;
+            let lock = LOCK_BASE_MS.saturating_mul(1 << shift).min(LOCK_MAX_MS);
+            tracing::warn!(user = %user.id, failures = failed, lock_s = lock / 1000, "account locked after failed logins");
+            now_ms() + lock
+        } else {
+            0
+        };
+        self.store.set_login_state(user.id, failed, locked_until).await?;
+        Ok(())
+    }
+
+    /// Check a TOTP code and spend its time step (a code works once).
+    async fn totp_step_ok(&self, keyring: &keys::Keyring, user: &UserRow, code: &str) -> Result<bool> {
+        let Some(blob) = &user.totp_secret else {
+            return Ok(false);
+        };
+        let seed = keyring
+            .open_account_secret(&keys::totp_aad(&user.id), blob)
+            .map_err(|_| ServiceError::Internal(format!("TOTP seed of user {} does not decrypt", user.id)))?;
+        let now_s = (now_ms() / 1000) as u64;
+        let Some(step) = totp(&seed)?.check(code.trim(), now_s) else {
+            return Ok(false);
+        };
+        Ok(self.store.use_totp_step(user.id, step as i64).await?)
+    }
+
+    async fn new_session(&self, user: &UserRow, family_id: &str) -> Result<Session> {
+        let now = now_ms();
+        let access = self
+            .issue_token(
+                PrincipalKind::User(user.id),
+                &user.email,
+                Some(now + ACCESS_TTL_MS),
+                None,
+                Some(family_id.to_owned()),
+            )
+            .await?;
+        let refresh = new_secret()?;
+        self.store
+            .create_refresh(&RefreshRow {
+                token_hash: token_hash(&refresh),
+                family_id: family_id.to_owned(),
+                user_id: user.id,
+                expires_at: now + REFRESH_TTL_MS,
+                created_at: now,
+            })
+            .await?;
+        Ok(Session {
+            access_token: access.token,
+            refresh_token: refresh,
+            token_type: "bearer",
+            expires_in: ACCESS_TTL_MS / 1000,
+            accessor: access.accessor,
+        })
+    }
+
+    /// `POST /auth/refresh`: spend a refresh token for a new pair. A spent
+    /// token presented again revokes its whole family.
+    pub async fn refresh(&self, source: Option<IpAddr>, refresh_token: &str) -> Result<Session> {
+        self.require_unsealed()?;
+        if let Some(retry_after_s) = self.limits.blocked(Kind::Token, source) {
+            return Err(ServiceError::RateLimited { retry_after_s });
+        }
+        match self.store.spend_refresh(&token_hash(refresh_token)).await? {
+            RefreshUse::Unknown => {
+                self.limits.fail(Kind::Token, source);
+                Err(ServiceError::Unauthenticated)
+            }
+            RefreshUse::Reused(row) => {
+                tracing::warn!(user = %row.user_id, "a spent refresh token was presented again; revoking its session");
+                self.store.revoke_family(&row.family_id).await?;
+                self.forget_principals();
+                Err(ServiceError::Unauthenticated)
+            }
+            RefreshUse::Fresh(row) => {
+                if row.expires_at <= now_ms() {
+                    return Err(ServiceError::Unauthenticated);
+                }
+                let user = self
+                    .store
+                    .user(row.user_id)
+                    .await?
+                    .ok_or(ServiceError::Unauthenticated)?;
+                self.new_session(&user, &row.family_id).await
+            }
+        }
+    }
+
+    /// `POST /auth/logout`: revoke the calling token and its session.
+    pub async fn logout(&self, who: &Principal) -> Result<()> {
+        self.require_unsealed()?;
+        self.store.delete_token(&who.accessor).await?;
+        if let Some(family) = &who.family_id {
+            self.store.revoke_family(family).await?;
+        }
+        self.forget_principals();
+        Ok(())
+    }
+
+    fn require_user(who: &Principal) -> Result<Uuid> {
+        match who.kind {
+            PrincipalKind::User(id) => Ok(id),
+            _ => Err(ServiceError::Invalid("only a user account has TOTP".into())),
+        }
+    }
+
+    /// `POST /auth/totp/enroll`: a new seed, active once verified.
+    pub async fn totp_enroll(&self, who: &Principal) -> Result<TotpEnrollment> {
+        let keyring = self.keyring()?;
+        let id = Self::require_user(who)?;
+        let user = self.store.user(id).await?.ok_or(ServiceError::Unauthenticated)?;
+        if user.totp_enabled {
+            return Err(ServiceError::Conflict("TOTP is enabled already".into()));
+        }
+        let seed = Zeroizing::new(random_bytes::<20>()?);
+        let blob = keyring.seal_account_secret(&keys::totp_aad(&id), seed.as_ref());
+        self.store.set_totp(id, Some(&blob), false).await?;
+        let secret = Zeroizing::new(totp_rs::Secret::from(seed.as_slice()).to_base32());
+        let account = user.email.replace('@', "%40");
+        let otpauth_uri = Zeroizing::new(format!(
+            "otpauth://totp/coffer:{account}?secret={}&issuer=coffer&algorithm=SHA1&digits=6&period=30",
+            secret.as_str()
+        ));
+        Ok(TotpEnrollment { secret, otpauth_uri })
+    }
+
+    /// `POST /auth/totp/verify`: turn TOTP on; returns ten one-time recovery codes.
+    pub async fn totp_verify(&self, who: &Principal, code: &str) -> Result<Vec<Zeroizing<String>>> {
+        let keyring = self.keyring()?;
+        let id = Self::require_user(who)?;
+        let user = self.store.user(id).await?.ok_or(ServiceError::Unauthenticated)?;
+        if user.totp_enabled {
+            return Err(ServiceError::Conflict("TOTP is enabled already".into()));
+        }
+        if user.totp_secret.is_none() {
+            return Err(ServiceError::Invalid(
+                "enroll first: POST /api/v1/auth/totp/enroll".into(),
+            ));
+        }
+        if !self.totp_step_ok(&keyring, &user, code).await? {
+            return Err(ServiceError::InvalidTotp);
+        }
+        self.store.set_totp(id, user.totp_secret.as_deref(), true).await?;
+        let mut codes = Vec::with_capacity(10);
+        let mut hashes = Vec::with_capacity(10);
+        for _ in 0..10 {
+            let raw = base32_lower(&random_bytes::<8>()?);
+            let code = Zeroizing::new(format!("{}-{}-{}", &raw[0..4], &raw[4..8], &raw[8..12]));
+            hashes.push(recovery_hash(&code));
+            codes.push(code);
+        }
+        self.store.set_recovery_codes(id, &hashes).await?;
+        Ok(codes)
+    }
+
+    /// `POST /auth/device/code`.
+    pub async fn device_code(&self, verification_uri: String) -> Result<DeviceCode> {
+        self.require_unsealed()?;
+        let device_code = new_secret()?;
+        let raw = random_bytes::<8>()?;
+        let letters: String = raw
+            .iter()
+            .map(|b| USER_CODE_ALPHABET[usize::from(*b) % USER_CODE_ALPHABET.len()] as char)
+            .collect();
+        let user_code = format!("{}-{}", &letters[..4], &letters[4..]);
+        self.store
+            .create_device(&DeviceRow {
+                device_hash: token_hash(&device_code),
+                user_code: user_code.clone(),
+                user_id: None,
+                status: "pending".into(),
+                interval_s: DEVICE_INTERVAL_S,
+                last_poll: 0,
+                expires_at: now_ms() + DEVICE_TTL_MS,
+            })
+            .await?;
+        Ok(DeviceCode {
+            device_code,
+            user_code,
+            verification_uri,
+            expires_in: DEVICE_TTL_MS / 1000,
+            interval: DEVICE_INTERVAL_S,
+        })
+    }
+
+    /// `POST /auth/device/approve` (a logged-in user).
+    pub async fn device_approve(&self, who: &Principal, user_code: &str) -> Result<()> {
+        self.require_unsealed()?;
+        let PrincipalKind::User(id) = who.kind else {
+            return Err(ServiceError::Invalid("only a user can approve a device login".into()));
+        };
+        let code: String = user_code
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        if code.len() != 8 {
+            return Err(ServiceError::Invalid("user_code must look like ABCD-EFGH".into()));
+        }
+        let code = format!("{}-{}", &code[..4], &code[4..]);
+        if self.store.approve_device(&code, id, now_ms()).await? {
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound(format!("pending device login {code}")))
+        }
+    }
+
+    /// `POST /auth/device/token`: the CLI's poll.
+    pub async fn device_token(&self, source: Option<IpAddr>, device_code: &str) -> Result<Session> {
+        self.require_unsealed()?;
+        if let Some(retry_after_s) = self.limits.blocked(Kind::Token, source) {
+            return Err(ServiceError::RateLimited { retry_after_s });
+        }
+        let hash = token_hash(device_code);
+        let now = now_ms();
+        let Some(row) = self.store.poll_device(&hash, now).await? else {
+            self.limits.fail(Kind::Token, source);
+            return Err(ServiceError::DeviceFlow("expired_token"));
+        };
+        if row.expires_at <= now {
+            return Err(ServiceError::DeviceFlow("expired_token"));
+        }
+        match row.status.as_str() {
+            "pending" if now - row.last_poll < row.interval_s * 1000 => Err(ServiceError::DeviceFlow("slow_down")),
+            "pending" => Err(ServiceError::DeviceFlow("authorization_pending")),
+            "approved" => {
+                let user_id = row.user_id.ok_or(ServiceError::DeviceFlow("access_denied"))?;
+                if !self.store.finish_device(&hash).await? {
+                    return Err(ServiceError::DeviceFlow("expired_token"));
+                }
+                let user = self
+                    .store
+                    .user(user_id)
+                    .await?
+                    .ok_or(ServiceError::DeviceFlow("access_denied"))?;
+                self.new_session(&user, &Uuid::new_v4().simple().to_string()).await
+            }
+            "denied" => Err(ServiceError::DeviceFlow("access_denied")),
+            _ => Err(ServiceError::DeviceFlow("expired_token")),
+        }
+    }
+}
+
+/// A TTL in seconds as milliseconds; at most ten years.
+pub(crate) fn ttl_ms(ttl_seconds: Option<u64>) -> Result<Option<i64>> {
+    match ttl_seconds {
+        None => Ok(None),
+        Some(s) if (1..=10 * 365 * 86_400).contains(&s) => Ok(Some(s as i64 * 1000)),
+        Some(_) => Err(ServiceError::Invalid(
+            "ttl_seconds must be between 1 and 315360000".into(),
+        )),
+    }
+}
+
+/// RFC 4648 base32, lower case, no padding.
+fn base32_lower(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut out = String::with_capacity(bytes.len() * 8 / 5 + 1);
+    let (mut buf, mut bits) = (0u32, 0u32);
+    for b in bytes {
+        buf = (buf << 8) | u32::from(*b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(ALPHABET[((buf >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((buf << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(spki: Option<&str>, cn: Option<&str>, san: Option<&str>) -> ServiceAccountRow {
+        ServiceAccountRow {
+            id: Uuid::nil(),
+            org_id: Uuid::nil(),
+            name: "ci".into(),
+            cidrs: String::new(),
+            cert_spki_sha256: spki.map(Into::into),
+            cert_subject_cn: cn.map(Into::into),
+            cert_dns_san: san.map(Into::into),
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn certificates_match_every_configured_field() {
+        let cert = ClientCert {
+            spki_sha256: "ab".repeat(32),
+            subject_cn: Some("ci-runner".into()),
+            dns_sans: vec!["ci.example.com".into()],
+        };
+        assert!(cert_matches(&sa(Some(&"AB".repeat(32)), None, None), &cert));
+        assert!(cert_matches(
+            &sa(None, Some("ci-runner"), Some("CI.example.com")),
+            &cert
+        ));
+        assert!(!cert_matches(
+            &sa(Some(&"cd".repeat(32)), Some("ci-runner"), None),
+            &cert
+        ));
+        assert!(!cert_matches(&sa(None, Some("other"), None), &cert));
+        assert!(
+            !cert_matches(&sa(None, None, None), &cert),
+            "an account without a certificate never matches"
+        );
+    }
+
+    #[test]
+    fn inputs_are_checked() {
+        assert_eq!(
+            check_email(" Ann@Example.COM ").ok().as_deref(),
+            Some("ann@example.com")
+        );
+        for bad in ["", "ann", "@x", "a@", "a b@c"] {
+            assert!(check_email(bad).is_err(), "{bad}");
+        }
+        assert!(check_password("short").is_err());
+        assert!(check_password("twelve chars").is_ok());
+        assert!(parse_cidrs("10.0.0.0/8, 127.0.0.1,::1/128").is_ok_and(|v| v.len() == 3));
+        assert!(parse_cidrs("").is_ok_and(|v| v.is_empty()));
+        assert!(parse_cidrs("10.0.0.0/33").is_err());
+        assert!(ttl_ms(Some(0)).is_err());
+        assert_eq!(ttl_ms(Some(2)).ok().flatten(), Some(2000));
+    }
+
+    #[test]
+    fn recovery_codes_normalize_and_base32_encodes() {
+        assert_eq!(recovery_hash("ABCD-efgh-2345"), recovery_hash("abcdefgh2345"));
+        assert_eq!(base32_lower(b"foobar"), "mzxw6ytboi");
+        assert_eq!(base32_lower(&[0u8; 8]).len(), 13);
+    }
+
+    #[tokio::test]
+    async fn passwords_verify_and_unknown_emails_cost_a_verification() {
+        let phc = hash_password(Zeroizing::new("correct horse battery".into()))
+            .await
+            .expect("hash");
+        assert!(phc.starts_with("$argon2id$"), "{phc}");
+        assert!(verify_password(Zeroizing::new("correct horse battery".into()), phc.clone()).await);
+        assert!(!verify_password(Zeroizing::new("wrong horse battery".into()), phc).await);
+        assert!(
+            dummy_hash().starts_with("$argon2id$"),
+            "the dummy hash must be a real argon2id hash"
+        );
+        assert!(!verify_password(Zeroizing::new("coffer: no such user!".into()), dummy_hash().to_owned()).await);
+    }
+}
