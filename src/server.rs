@@ -28,14 +28,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let store = storage::open(&settings.storage_url)
         .await
         .context("cannot open storage")?;
-    let wrapper = settings.pkcs11.clone().map(|cfg| {
+    let wrapper = settings.pkcs11.clone().map(|p| {
         tracing::info!(
-            module = %cfg.module.display(),
-            token = %cfg.token_label,
-            key = %cfg.key_label,
+            module = %p.hsm.module.display(),
+            token = %p.hsm.token_label,
+            key = %p.hsm.key_label,
+            disabled = p.disabled,
             "seal \"pkcs11\": the root key is unwrapped by the HSM at boot"
         );
-        Arc::new(crate::seal::pkcs11::Pkcs11Wrapper(hsm::Hsm::new(cfg))) as Arc<dyn crate::seal::RootWrapper>
+        Arc::new(crate::seal::pkcs11::Pkcs11Wrapper {
+            hsm: hsm::Hsm::new(p.hsm),
+            disabled: p.disabled,
+        }) as Arc<dyn crate::seal::RootWrapper>
     });
     let auto_unseal = wrapper.is_some();
     let coffer = Coffer::load_with_seal(Arc::new(store), wrapper).await?;

@@ -119,7 +119,8 @@ pub(crate) async fn run(client: &Client, cmd: KeysCmd) -> anyhow::Result<u8> {
             let settings = crate::config::Settings::load(Some(&config))?;
             let cfg = settings
                 .pkcs11
-                .context("the config has no [seal] type = \"pkcs11\" section")?;
+                .context("the config has no [seal] type = \"pkcs11\" section")?
+                .hsm;
             let (token, key) = (cfg.token_label.clone(), cfg.key_label.clone());
             tokio::task::spawn_blocking(move || hsm::Hsm::new(cfg).generate_key()).await??;
             println!(

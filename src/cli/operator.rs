@@ -25,12 +25,23 @@ pub(crate) enum OperatorCmd {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Encrypt share i to the i-th custodian: an age X25519 recipient (age1…)
+        /// or a file holding one. Give it once per share, in order.
+        #[arg(long = "age-recipient")]
+        age_recipients: Vec<String>,
     },
     /// Submit one unseal share, read without echo from the terminal, or from stdin.
     Unseal {
         /// Throw away the shares submitted so far instead.
         #[arg(long)]
         reset: bool,
+        /// The share given is age-encrypted: decrypt it locally with this
+        /// identity file (AGE-SECRET-KEY-1…) and submit the plaintext share.
+        #[arg(long)]
+        identity: Option<std::path::PathBuf>,
+        /// Seal migration (Shamir <-> HSM, see `migration` in status): submit with migrate=true.
+        #[arg(long)]
+        migrate: bool,
     },
     /// Seal the server: every key is dropped from memory (needs COFFER_TOKEN).
     Seal,
@@ -50,12 +61,21 @@ pub(crate) async fn run(client: &Client, cmd: OperatorCmd) -> anyhow::Result<u8>
             shares,
             threshold,
             json,
+            age_recipients,
         } => {
+            let recipients = age_recipients
+                .iter()
+                .map(|r| recipient_arg(r))
+                .collect::<anyhow::Result<Vec<String>>>()?;
             let out = client
                 .call(
                     Method::PUT,
                     "/v1/sys/init",
-                    Some(&json!({ "secret_shares": shares, "secret_threshold": threshold })),
+                    Some(&json!({
+                        "secret_shares": shares,
+                        "secret_threshold": threshold,
+                        "pgp_keys": recipients,
+                    })),
                 )
                 .await?;
             if json {
@@ -65,12 +85,23 @@ pub(crate) async fn run(client: &Client, cmd: OperatorCmd) -> anyhow::Result<u8>
             }
             Ok(0)
         }
-        OperatorCmd::Unseal { reset } => {
+        OperatorCmd::Unseal {
+            reset,
+            identity,
+            migrate,
+        } => {
             let body = if reset {
                 json!({ "reset": true })
             } else {
-                let share = read_share()?;
-                json!({ "key": share.as_str() })
+                let mut share = read_share()?;
+                if let Some(path) = identity {
+                    let id = Zeroizing::new(
+                        std::fs::read_to_string(&path)
+                            .with_context(|| format!("cannot read identity file {}", path.display()))?,
+                    );
+                    share = crate::keys::shares::decrypt_share(&id, &share).map_err(anyhow::Error::msg)?;
+                }
+                json!({ "key": share.as_str(), "migrate": migrate })
             };
             let status = client.call(Method::PUT, "/v1/sys/unseal", Some(&body)).await?;
             print_status(&status);
@@ -125,6 +156,19 @@ fn print_status(s: &Value) {
     }
     println!("Storage       {}", s["storage_type"].as_str().unwrap_or(""));
     println!("Version       {}", s["version"].as_str().unwrap_or(""));
+}
+
+/// An `--age-recipient` value: the recipient itself, or a file holding one.
+fn recipient_arg(arg: &str) -> anyhow::Result<String> {
+    if arg.starts_with("age1") {
+        return Ok(arg.to_owned());
+    }
+    let text = std::fs::read_to_string(arg).with_context(|| format!("cannot read recipient file {arg}"))?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("age1"))
+        .map(str::to_owned)
+        .with_context(|| format!("{arg} holds no age1… recipient"))
 }
 
 /// Read one share: a prompt without echo on a terminal, else one line of stdin.

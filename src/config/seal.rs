@@ -7,6 +7,7 @@
 //! token_label = "coffer"
 //! key_label = "coffer-root"
 //! pin_file = "/etc/coffer/hsm-pin"                 # or: pin_env = "COFFER_HSM_PIN"
+//! # disabled = true                                # migrate back to shamir (with the quorum)
 //! ```
 //! The PIN itself never goes in the config file: a `pin` key is refused.
 
@@ -26,12 +27,21 @@ pub(super) struct RawSeal {
     key_label: Option<String>,
     pin_file: Option<PathBuf>,
     pin_env: Option<String>,
+    /// Vault's `disabled`: keep the HSM only to migrate away from it.
+    #[serde(default)]
+    disabled: bool,
     /// Only to refuse it with a clear message.
     pin: Option<toml::Value>,
 }
 
 /// Validated `seal "pkcs11"` settings.
-pub type Pkcs11Settings = hsm::HsmConfig;
+#[derive(Debug, Clone)]
+pub struct Pkcs11Settings {
+    /// how to reach the token key
+    pub hsm: hsm::HsmConfig,
+    /// `disabled = true`: used only to migrate the keyring back to shamir
+    pub disabled: bool,
+}
 
 impl RawSeal {
     pub(super) fn validate(self) -> Result<Option<Pkcs11Settings>, ConfigError> {
@@ -68,11 +78,14 @@ impl RawSeal {
                         ));
                     }
                 };
-                Ok(Some(hsm::HsmConfig {
-                    module,
-                    token_label: need(self.token_label, "token_label")?,
-                    key_label: need(self.key_label, "key_label")?,
-                    pin,
+                Ok(Some(Pkcs11Settings {
+                    hsm: hsm::HsmConfig {
+                        module,
+                        token_label: need(self.token_label, "token_label")?,
+                        key_label: need(self.key_label, "key_label")?,
+                        pin,
+                    },
+                    disabled: self.disabled,
                 }))
             }
             Some(other) => Err(ConfigError::Invalid(format!(
@@ -95,7 +108,8 @@ mod tests {
     fn pkcs11_needs_its_fields_and_never_a_pin() {
         let ok = "type = \"pkcs11\"\nmodule = \"/m.so\"\ntoken_label = \"t\"\nkey_label = \"k\"\npin_file = \"/p\"\n";
         let s = parse(ok).expect("valid").expect("pkcs11");
-        assert_eq!(s.pin, hsm::PinSource::File("/p".into()));
+        assert_eq!(s.hsm.pin, hsm::PinSource::File("/p".into()));
+        assert!(!s.disabled);
         let err = parse(&format!("{ok}pin = \"1234\"\n")).expect_err("pin in file");
         assert!(err.to_string().contains("pin_file or seal.pin_env"), "{err}");
         let err = parse(&ok.replace("pin_file = \"/p\"\n", "")).expect_err("no pin source");

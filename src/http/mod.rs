@@ -5,6 +5,7 @@
 mod api;
 mod error;
 mod extract;
+mod generate_root;
 mod identity;
 mod keys;
 mod rekey;
@@ -64,7 +65,7 @@ fn env_routes(mut router: Router<AppState>) -> Router<AppState> {
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
-    let sys = Router::new()
+    let mut sys = Router::new()
         .route("/health", get(sys::health))
         .route("/init", get(sys::init_status).put(sys::init).post(sys::init))
         .route("/seal-status", get(sys::seal_status))
@@ -72,7 +73,31 @@ pub fn router(state: AppState) -> Router {
         .route("/seal", post(sys::seal).put(sys::seal))
         .route("/leader", get(sys::leader))
         .route("/rotate-root", post(rekey::rotate_root).put(rekey::rotate_root));
-    let mut sys = sys;
+    // Vault's path answers raw JSON; OpenBao's (its CLI calls
+    // sys/generate-root-token/*) answers in the logical envelope.
+    sys = sys
+        .route(
+            "/generate-root/attempt",
+            get(generate_root::status)
+                .put(generate_root::start)
+                .post(generate_root::start)
+                .delete(generate_root::cancel),
+        )
+        .route(
+            "/generate-root/update",
+            put(generate_root::update).post(generate_root::update),
+        )
+        .route(
+            "/generate-root-token/attempt",
+            get(generate_root::status_env)
+                .put(generate_root::start_env)
+                .post(generate_root::start_env)
+                .delete(generate_root::cancel),
+        )
+        .route(
+            "/generate-root-token/update",
+            put(generate_root::update_env).post(generate_root::update_env),
+        );
     for base in ["/rekey", "/rekey-recovery-key"] {
         sys = sys
             .route(

@@ -71,12 +71,13 @@ pub(super) async fn init(
     if req.backup {
         return Err(ServiceError::Invalid("backup is not supported: coffer never stores shares".into()).into());
     }
-    if req.pgp_keys.as_ref().is_some_and(|k| !k.is_empty()) {
-        return Err(ServiceError::Invalid("pgp_keys are not supported for rekey yet".into()).into());
-    }
     let shares = count("secret_shares", req.secret_shares)?;
     let threshold = count("secret_threshold", req.secret_threshold)?;
-    let st = s.coffer.rekey_init(&who, shares, threshold, req.require_verification)?;
+    // pgp_keys carries age X25519 recipients (see keys/shares.rs).
+    let recipients = req.pgp_keys.unwrap_or_default();
+    let st = s
+        .coffer
+        .rekey_init(&who, shares, threshold, req.require_verification, recipients)?;
     Ok(Json(status_body(&st)))
 }
 
@@ -120,7 +121,7 @@ pub(super) async fn update(
                 "keys": keys,
                 "keys_base64": keys_b64,
                 "nonce": r.nonce,
-                "pgp_fingerprints": null,
+                "pgp_fingerprints": if r.recipients.is_empty() { Value::Null } else { json!(r.recipients) },
                 "backup": false,
                 "verification_required": r.verification_required,
                 "verification_nonce": r.verification_nonce,

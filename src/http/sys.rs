@@ -41,7 +41,7 @@ fn seal_status_body(state: &AppState, s: &SealStatus) -> Value {
         "nonce": if s.progress == 0 { "" } else { s.nonce.as_str() },
         "version": VERSION,
         "build_date": "",
-        "migration": false,
+        "migration": s.migration,
         "recovery_seal": s.kind == SealKind::Pkcs11,
         "storage_type": state.coffer.storage_kind(),
     });
@@ -111,6 +111,8 @@ pub(super) struct InitRequest {
     /// pkcs11 mode (Vault's auto-unseal): the custodians' recovery shares
     recovery_shares: Option<u64>,
     recovery_threshold: Option<u64>,
+    #[serde(default)]
+    recovery_pgp_keys: Option<Vec<String>>,
 }
 
 fn share_count(field: &str, v: Option<u64>) -> Result<u8, ServiceError> {
@@ -126,11 +128,9 @@ pub(super) async fn init(
     State(state): State<AppState>,
     VaultBody(req): VaultBody<InitRequest>,
 ) -> Result<Json<Value>, VaultError> {
-    if req.pgp_keys.as_ref().is_some_and(|k| !k.is_empty())
-        || req.root_token_pgp_key.as_ref().is_some_and(|k| !k.is_empty())
-    {
+    if req.root_token_pgp_key.as_ref().is_some_and(|k| !k.is_empty()) {
         return Err(ServiceError::Invalid(
-            "PGP-encrypted shares are not supported; omit pgp_keys and root_token_pgp_key".into(),
+            "root_token_pgp_key is not supported; pgp_keys takes age X25519 recipients for the shares".into(),
         )
         .into());
     }
@@ -146,7 +146,14 @@ pub(super) async fn init(
             share_count("secret_threshold", req.secret_threshold)?,
         )
     };
-    let out = state.coffer.init(shares, threshold).await?;
+    // pgp_keys / recovery_pgp_keys carry age X25519 recipients, one per share.
+    let recipients = if recovery {
+        req.recovery_pgp_keys.or(req.pgp_keys)
+    } else {
+        req.pgp_keys
+    }
+    .unwrap_or_default();
+    let out = state.coffer.init_encrypted(shares, threshold, &recipients).await?;
     let keys: Vec<&str> = out.keys_hex.iter().map(|k| k.as_str()).collect();
     let keys_b64: Vec<&str> = out.keys_base64.iter().map(|k| k.as_str()).collect();
     Ok(Json(if recovery {
@@ -172,8 +179,8 @@ pub(super) struct UnsealRequest {
     key: Option<String>,
     #[serde(default)]
     reset: bool,
+    /// Vault's seal migration flag (hvac always sends `false`).
     #[serde(default)]
-    #[allow(dead_code)] // accepted (hvac always sends it) and ignored: no seal migration yet
     migrate: bool,
 }
 
@@ -188,7 +195,7 @@ pub(super) async fn unseal(
         let key = req.key.map(zeroize::Zeroizing::new).ok_or_else(|| {
             ServiceError::Invalid("'key' must be specified in request body as JSON, or 'reset' set to true".into())
         })?;
-        state.coffer.unseal(&key).await?
+        state.coffer.unseal_migrate(&key, req.migrate).await?
     };
     Ok(Json(seal_status_body(&state, &status)))
 }

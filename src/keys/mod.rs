@@ -11,6 +11,7 @@
 //! as 16 bytes, versions as big-endian u64), so no two rows share an AAD.
 
 pub mod aead;
+pub mod shares;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

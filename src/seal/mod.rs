@@ -20,10 +20,14 @@
 //! authorize rekey and root generation but decrypt nothing). Rekey lives in
 //! `rekey.rs`, root rotation in `rotate.rs`.
 
+mod generate_root;
+mod migrate;
 pub mod pkcs11;
 mod rekey;
 mod rotate;
 
+pub use generate_root::{GenerateRootStatus, GenerateRootStep};
+pub use migrate::Migration;
 pub use rekey::{RekeyStatus, RekeyUpdate, VerifyStatus};
 pub use rotate::RotateStatus;
 
@@ -62,6 +66,11 @@ pub trait RootWrapper: Send + Sync + std::fmt::Debug {
     fn wrap(&self, root: &KeyBytes) -> Result<Vec<u8>, String>;
     /// Decrypt a blob made by [`RootWrapper::wrap`] into locked memory.
     fn unwrap(&self, blob: &[u8]) -> Result<KeyBytes, String>;
+    /// Configured `disabled = true`: kept only to migrate away from it
+    /// (pkcs11 → shamir); never used to auto-unseal.
+    fn disabled(&self) -> bool {
+        false
+    }
 }
 
 /// Errors of seal transitions.
@@ -104,7 +113,9 @@ pub enum SealError {
     Storage(#[from] StorageError),
 }
 
-/// The stored keyring parameters a sealed or unsealed server keeps.
+/// The stored keyring parameters a sealed or unsealed server keeps (no
+/// secret: encrypted blobs and tags).
+#[derive(Clone)]
 struct Params {
     kind: SealKind,
     threshold: u8,
@@ -181,6 +192,8 @@ pub struct SealStatus {
     pub kind: SealKind,
     /// why an HSM auto-unseal has not succeeded yet (pkcs11 mode, sealed)
     pub reason: Option<String>,
+    /// a seal migration is pending (submit shares with `migrate`)
+    pub migration: bool,
 }
 
 /// A stable, non-secret id of an initialized keyring: a hash of the stored
@@ -206,6 +219,8 @@ pub struct Seal {
     rekey: std::sync::Mutex<Option<rekey::Rekey>>,
     /// shares collected for a root rotation (shamir mode, see `rotate.rs`)
     rotation: std::sync::Mutex<Option<Ceremony>>,
+    /// a root token generation attempt (see `generate_root.rs`)
+    generate_root: std::sync::Mutex<Option<generate_root::GenerateRoot>>,
 }
 
 impl std::fmt::Debug for Seal {
@@ -229,6 +244,7 @@ impl Seal {
             hsm_reason: RwLock::new(None),
             rekey: std::sync::Mutex::new(None),
             rotation: std::sync::Mutex::new(None),
+            generate_root: std::sync::Mutex::new(None),
         })
     }
 
@@ -263,6 +279,12 @@ impl Seal {
 
     /// Current status.
     pub fn status(&self) -> SealStatus {
+        let mut s = self.status_inner();
+        s.migration = self.pending_migration().is_some();
+        s
+    }
+
+    fn status_inner(&self) -> SealStatus {
         let reason = self.hsm_reason.read().ok().and_then(|r| r.clone());
         match &*self.read() {
             SealState::Uninitialized => SealStatus {
@@ -275,6 +297,7 @@ impl Seal {
                 cluster_id: String::new(),
                 kind: self.configured_kind(),
                 reason: None,
+                migration: false,
             },
             SealState::Sealed { ceremony, params } => SealStatus {
                 initialized: true,
@@ -285,7 +308,8 @@ impl Seal {
                 nonce: ceremony.nonce().to_owned(),
                 cluster_id: params.cluster_id.clone(),
                 kind: params.kind,
-                reason: if params.kind == SealKind::Pkcs11 { reason } else { None },
+                reason,
+                migration: false,
             },
             SealState::Unsealed { params, .. } => SealStatus {
                 initialized: true,
@@ -297,6 +321,7 @@ impl Seal {
                 cluster_id: params.cluster_id.clone(),
                 kind: params.kind,
                 reason: None,
+                migration: false,
             },
         }
     }
@@ -387,14 +412,30 @@ impl Seal {
         let Some(hsm) = &self.wrapper else {
             return Ok(false);
         };
+        if hsm.disabled() {
+            if self.pending_migration().is_some()
+                && let Ok(mut r) = self.hsm_reason.write()
+            {
+                *r = Some(
+                    "seal migration to shamir pending (the HSM seal is disabled): custodians submit \
+                     their recovery shares with migrate=true"
+                        .into(),
+                );
+            }
+            return Ok(false);
+        }
         let blob = match &*self.read() {
             SealState::Sealed { params, .. } if params.kind == SealKind::Pkcs11 => params.blob.clone(),
             SealState::Sealed { .. } => {
-                return Err(SealError::Refused(
-                    "the stored keyring is sealed with shamir, but the config says pkcs11: \
-                     unseal with the custodians' shares (seal migration is not implemented)"
+                let e = SealError::Refused(
+                    "seal migration to pkcs11 pending: the stored keyring is sealed with shamir; \
+                     custodians submit their unseal shares with migrate=true"
                         .into(),
-                ));
+                );
+                if let Ok(mut r) = self.hsm_reason.write() {
+                    *r = Some(e.to_string());
+                }
+                return Err(e);
             }
             _ => return Ok(false),
         };
@@ -468,10 +509,11 @@ impl Seal {
                     }
                 };
             };
-            if params.kind == SealKind::Pkcs11 {
+            if params.kind == SealKind::Pkcs11 || self.wrapper.is_some() {
                 return Err(SealError::Refused(
                     "this server unseals itself through its HSM; recovery shares cannot unseal it \
-                     (see seal-status for why the HSM unseal has not succeeded)"
+                     (see seal-status for why the HSM unseal has not succeeded; a seal migration \
+                     takes shares with migrate=true)"
                         .into(),
                 ));
             }
@@ -520,6 +562,9 @@ impl Seal {
                     *r = None;
                 }
                 if let Ok(mut r) = self.rotation.lock() {
+                    *r = None;
+                }
+                if let Ok(mut r) = self.generate_root.lock() {
                     *r = None;
                 }
                 scrub_stack();

@@ -13,16 +13,25 @@ use crate::secure_mem::KeyBytes;
 
 /// The HSM as the seal sees it.
 #[derive(Debug)]
-pub struct Pkcs11Wrapper(pub hsm::Hsm);
+pub struct Pkcs11Wrapper {
+    /// the token key
+    pub hsm: hsm::Hsm,
+    /// `disabled = true`: only to migrate away from it
+    pub disabled: bool,
+}
 
 impl RootWrapper for Pkcs11Wrapper {
     fn wrap(&self, root: &KeyBytes) -> Result<Vec<u8>, String> {
-        self.0.wrap_root(root.expose()).map_err(|e| e.to_string())
+        self.hsm.wrap_root(root.expose()).map_err(|e| e.to_string())
     }
 
     fn unwrap(&self, blob: &[u8]) -> Result<KeyBytes, String> {
-        let plain = self.0.unwrap_root(blob).map_err(|e| e.to_string())?;
+        let plain = self.hsm.unwrap_root(blob).map_err(|e| e.to_string())?;
         KeyBytes::from_slice(&plain).ok_or_else(|| "the HSM returned a root key of the wrong length".to_owned())
+    }
+
+    fn disabled(&self) -> bool {
+        self.disabled
     }
 }
 

@@ -29,6 +29,9 @@ pub(super) struct Rekey {
     new_shares: u8,
     new_threshold: u8,
     require_verification: bool,
+    /// custodians' public keys (opaque here: the service encrypts the new
+    /// shares to them), one per new share, or empty
+    recipients: Vec<String>,
     /// collects the current shares (current K and N)
     current: Ceremony,
     /// after the current quorum, with verification required
@@ -72,6 +75,8 @@ pub enum RekeyUpdate {
         nonce: String,
         /// the new shares
         shares: Vec<unseal::Share>,
+        /// the recipients given at init (encrypt share i to recipient i)
+        recipients: Vec<String>,
         /// verification pending
         verification_required: bool,
         /// nonce of the verification round
@@ -158,7 +163,13 @@ impl Seal {
     }
 
     /// Start a rekey to `shares`/`threshold`.
-    pub fn rekey_init(&self, shares: u8, threshold: u8, require_verification: bool) -> Result<RekeyStatus, SealError> {
+    pub fn rekey_init(
+        &self,
+        shares: u8,
+        threshold: u8,
+        require_verification: bool,
+        recipients: Vec<String>,
+    ) -> Result<RekeyStatus, SealError> {
         let (k, n) = self.current_counts()?;
         check_counts(shares, threshold)?;
         let mut slot = self.rekey_lock();
@@ -172,6 +183,7 @@ impl Seal {
             new_shares: shares,
             new_threshold: threshold,
             require_verification,
+            recipients,
             current: Ceremony::new(k, n),
             pending: None,
         };
@@ -216,7 +228,7 @@ impl Seal {
         scrub_stack();
 
         let new_key = KeyBytes::random()?;
-        let (nonce, shares, threshold, verification) = {
+        let (nonce, shares, threshold, verification, recipients) = {
             let mut slot = self.rekey_lock();
             let r = slot
                 .as_mut()
@@ -228,6 +240,7 @@ impl Seal {
                 split,
                 (r.new_threshold, r.new_shares),
                 r.require_verification,
+                r.recipients.clone(),
             )
         };
         if verification {
@@ -241,6 +254,7 @@ impl Seal {
             return Ok(RekeyUpdate::Complete {
                 nonce,
                 shares,
+                recipients,
                 verification_required: true,
                 verification_nonce,
             });
@@ -250,6 +264,7 @@ impl Seal {
         Ok(RekeyUpdate::Complete {
             nonce,
             shares,
+            recipients,
             verification_required: false,
             verification_nonce: String::new(),
         })

@@ -194,7 +194,7 @@ fn new_secret() -> Result<Zeroizing<String>> {
     let bytes = Zeroizing::new(random_bytes::<32>()?);
     Ok(Zeroizing::new(format!(
         "cfr_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes.as_ref())
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes[..])
     )))
 }
 

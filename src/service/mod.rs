@@ -8,6 +8,7 @@
 mod access;
 mod auth;
 mod cache;
+pub mod generate_root;
 pub mod keys;
 mod limits;
 mod orgs;
@@ -290,6 +291,16 @@ impl Coffer {
 
     /// Init: shares for the custodians and a root token, returned once.
     pub async fn init(&self, shares: u8, threshold: u8) -> Result<InitResult> {
+        let (split, root_token) = self.init_split(shares, threshold).await?;
+        Ok(InitResult {
+            keys_hex: split.iter().map(|s| s.to_hex()).collect(),
+            keys_base64: split.iter().map(|s| s.to_base64()).collect(),
+            root_token,
+        })
+    }
+
+    /// Init, returning the shares themselves and the root token.
+    async fn init_split(&self, shares: u8, threshold: u8) -> Result<(Vec<unseal::Share>, Zeroizing<String>)> {
         let secret = random_bytes::<32>()?;
         let root_token = Zeroizing::new(format!(
             "cfr_{}",
@@ -308,17 +319,29 @@ impl Coffer {
             family_id: None,
         };
         let split = self.seal.init(shares, threshold, &row, now_ms()).await?;
-        Ok(InitResult {
-            keys_hex: split.iter().map(|s| s.to_hex()).collect(),
-            keys_base64: split.iter().map(|s| s.to_base64()).collect(),
-            root_token,
-        })
+        Ok((split, root_token))
     }
 
     /// Submit one unseal share.
     pub async fn unseal(&self, share: &str) -> Result<SealStatus> {
+        self.unseal_migrate(share, false).await
+    }
+
+    /// Submit one share; `migrate` as Vault's: required, and only accepted,
+    /// while a seal migration is pending.
+    pub async fn unseal_migrate(&self, share: &str, migrate: bool) -> Result<SealStatus> {
         self.seal.refresh_if_uninitialized().await?;
         self.seal.reload_if_sealed().await?;
+        match (self.seal.pending_migration(), migrate) {
+            (Some(_), true) => return Ok(self.seal.submit_migration_share(share).await?),
+            (Some(_), false) => {
+                return Err(ServiceError::Invalid(
+                    "a seal migration is pending: submit the shares with migrate=true".into(),
+                ));
+            }
+            (None, true) => return Err(ServiceError::Invalid("no seal migration is pending".into())),
+            (None, false) => {}
+        }
         Ok(self.seal.submit_share(share)?)
     }
 

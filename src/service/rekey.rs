@@ -2,9 +2,11 @@
 //! the seal (which owns the crypto), plus the share encodings the wire
 //! format wants. Every step is logged by token accessor, never a share.
 
+use base64::Engine;
 use zeroize::Zeroizing;
 
-use super::{Coffer, Principal, Result};
+use super::{Coffer, InitResult, Principal, Result, ServiceError};
+use crate::keys::shares;
 use crate::seal::{RekeyStatus, RekeyUpdate, RotateStatus, VerifyStatus};
 
 /// New shares, returned once by the rekey's last current share.
@@ -15,6 +17,8 @@ pub struct RekeyResult {
     pub keys_hex: Vec<Zeroizing<String>>,
     /// shares, base64
     pub keys_base64: Vec<Zeroizing<String>>,
+    /// the age recipients the shares are encrypted to (empty: plaintext)
+    pub recipients: Vec<String>,
     /// the new shares take effect only after verification
     pub verification_required: bool,
     /// nonce of the verification round
@@ -58,9 +62,13 @@ impl Coffer {
         shares: u8,
         threshold: u8,
         require_verification: bool,
+        recipients: Vec<String>,
     ) -> Result<RekeyStatus> {
         who.require_root()?;
-        let s = self.seal.rekey_init(shares, threshold, require_verification)?;
+        check_recipients(&recipients, shares)?;
+        let s = self
+            .seal
+            .rekey_init(shares, threshold, require_verification, recipients)?;
         tracing::warn!(accessor = %who.accessor, shares, threshold, require_verification, "rekey started");
         Ok(s)
     }
@@ -94,15 +102,20 @@ impl Coffer {
             RekeyUpdate::Complete {
                 nonce,
                 shares,
+                recipients,
                 verification_required,
                 verification_nonce,
-            } => RekeyOutcome::Complete(RekeyResult {
-                nonce,
-                keys_hex: shares.iter().map(|s| s.to_hex()).collect(),
-                keys_base64: shares.iter().map(|s| s.to_base64()).collect(),
-                verification_required,
-                verification_nonce,
-            }),
+            } => {
+                let (keys_hex, keys_base64) = encode_shares(&shares, &recipients)?;
+                RekeyOutcome::Complete(RekeyResult {
+                    nonce,
+                    keys_hex,
+                    keys_base64,
+                    recipients,
+                    verification_required,
+                    verification_nonce,
+                })
+            }
         })
     }
 
@@ -142,5 +155,61 @@ impl Coffer {
             Err(e) => tracing::warn!(accessor = %who.accessor, error = %e, "root rotation refused"),
         }
         Ok(s?)
+    }
+}
+
+/// Validate `pgp_keys` (age recipients): none, or exactly one per share.
+fn check_recipients(recipients: &[String], shares_count: u8) -> Result<()> {
+    if recipients.is_empty() {
+        return Ok(());
+    }
+    if recipients.len() != usize::from(shares_count) {
+        return Err(ServiceError::Invalid(format!(
+            "pgp_keys has {} entries; it needs exactly one age recipient per share ({shares_count})",
+            recipients.len()
+        )));
+    }
+    shares::parse_recipients("pgp_keys", recipients).map_err(ServiceError::Invalid)?;
+    Ok(())
+}
+
+type Encoded = (Vec<Zeroizing<String>>, Vec<Zeroizing<String>>);
+
+/// Hex and base64 of each share: in clear, or (with recipients) of the age
+/// ciphertext of share i to recipient i. Plaintext texts are zeroized.
+fn encode_shares(split: &[unseal::Share], recipients: &[String]) -> Result<Encoded> {
+    if recipients.is_empty() {
+        return Ok((
+            split.iter().map(|s| s.to_hex()).collect(),
+            split.iter().map(|s| s.to_base64()).collect(),
+        ));
+    }
+    let parsed = shares::parse_recipients("pgp_keys", recipients).map_err(ServiceError::Invalid)?;
+    let mut hex_out = Vec::with_capacity(split.len());
+    let mut b64_out = Vec::with_capacity(split.len());
+    for (share, r) in split.iter().zip(&parsed) {
+        let ct = shares::encrypt_share(r, &share.to_hex()).map_err(ServiceError::Internal)?;
+        hex_out.push(Zeroizing::new(hex::encode(&ct)));
+        b64_out.push(Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&ct)));
+    }
+    Ok((hex_out, b64_out))
+}
+
+impl Coffer {
+    /// Init with each share encrypted to its custodian's age recipient
+    /// (`pgp_keys`, one per share, checked before anything is created).
+    pub async fn init_encrypted(&self, count: u8, threshold: u8, recipients: &[String]) -> Result<InitResult> {
+        if recipients.is_empty() {
+            return self.init(count, threshold).await;
+        }
+        check_recipients(recipients, count)?;
+        let plain = self.init_split(count, threshold).await?;
+        let (keys_hex, keys_base64) = encode_shares(&plain.0, recipients)?;
+        drop(plain.0);
+        Ok(InitResult {
+            keys_hex,
+            keys_base64,
+            root_token: plain.1,
+        })
     }
 }

@@ -311,3 +311,79 @@ async fn pkcs11_recovery_shares_rekey_and_root_rotates_through_the_hsm() {
     wait_status(&anon, "auto-unseal after root rotation", |b| b["sealed"] == false).await;
     assert_eq!(reveal(&anon.with_token(&root), "R").await, "r");
 }
+
+/// Rewrite the `[seal]` section of a running test server's config.
+fn set_seal_section(server: &Server, section: &str) {
+    let path = server.config_path();
+    let text = std::fs::read_to_string(path).unwrap();
+    let base = text.split("[seal]").next().unwrap().to_owned();
+    std::fs::write(path, format!("{base}{section}")).unwrap();
+}
+
+#[tokio::test]
+async fn seal_migrates_shamir_to_pkcs11_and_back_with_the_quorum() {
+    let dir = util::tempdir();
+    let hsm = SoftHsm::new(dir.path());
+    let url = util::fresh_storage_url(dir.path()).await;
+    let (k, v) = hsm.env();
+    // A shamir server first (no [seal] section).
+    let mut server = Server::start_full(dir.path(), &url, "tls_disable = true", "", &[(k, &v)]);
+    let anon = server.client(None);
+    let (shares, _, root) = util::init(&anon, 3, 2).await;
+    util::unseal(&anon, &[&shares[0], &shares[1]]).await;
+    let http = anon.with_token(&root);
+    util::tenant(&http).await;
+    http.post(&format!("{ENV}/secrets/M"), json!({"value": "moved"})).await;
+
+    // Config now says pkcs11: sealed, migration pending, plain unseal refused.
+    set_seal_section(&server, &hsm.seal_section());
+    let out = hsm.keygen(server.config_path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    server.restart_hard();
+    let anon = server.client(None);
+    let st = wait_status(&anon, "migration pending", |b| b["migration"] == true).await;
+    assert_eq!((&st["sealed"], &st["type"]), (&json!(true), &json!("shamir")), "{st}");
+    let (code, b) = anon.put("/v1/sys/unseal", json!({"key": shares[2]})).await;
+    assert_eq!(code, 400, "{b}");
+    assert!(b["errors"][0].as_str().unwrap().contains("migrate=true"), "{b}");
+    for s in &shares[1..3] {
+        let (code, b) = anon.put("/v1/sys/unseal", json!({"key": s, "migrate": true})).await;
+        assert_eq!(code, 200, "{b}");
+    }
+    let (_, st) = anon.get("/v1/sys/seal-status").await;
+    assert_eq!(
+        (&st["sealed"], &st["type"], &st["recovery_seal"], &st["migration"]),
+        (&json!(false), &json!("pkcs11"), &json!(true), &json!(false)),
+        "{st}"
+    );
+    assert_eq!(reveal(&anon.with_token(&root), "M").await, "moved");
+    // Now the HSM unseals it at boot, with no share.
+    server.restart_hard();
+    let anon = server.client(None);
+    wait_status(&anon, "auto-unseal after migration", |b| b["sealed"] == false).await;
+
+    // Back to shamir: the HSM seal disabled, the same shares (now recovery shares) migrate.
+    set_seal_section(&server, &format!("{}disabled = true\n", hsm.seal_section()));
+    server.restart_hard();
+    let anon = server.client(None);
+    wait_status(&anon, "migration back pending", |b| b["migration"] == true).await;
+    let (code, _) = anon
+        .put("/v1/sys/unseal", json!({"key": shares[0], "migrate": true}))
+        .await;
+    assert_eq!(code, 200);
+    let (code, b) = anon
+        .put("/v1/sys/unseal", json!({"key": shares[2], "migrate": true}))
+        .await;
+    assert_eq!(
+        (code.as_u16(), &b["type"], &b["sealed"]),
+        (200, &json!("shamir"), &json!(false)),
+        "{b}"
+    );
+    // Without any [seal] section, the shares unseal as before; the data is intact.
+    set_seal_section(&server, "");
+    server.restart_hard();
+    let anon = server.client(None);
+    let st = util::unseal(&anon, &[&shares[1], &shares[0]]).await;
+    assert_eq!(st["sealed"], false, "{st}");
+    assert_eq!(reveal(&anon.with_token(&root), "M").await, "moved");
+}

@@ -5,9 +5,11 @@
 mod access;
 mod access_auth;
 mod access_mtls;
+mod age_shares;
 mod cli;
 mod cli_access;
 mod conformance;
+mod generate_root;
 mod hardening;
 mod hsm;
 mod keys;

@@ -553,3 +553,56 @@ async fn bao_cli_init_status_unseal_seal() {
         .collect();
     assert!(left.is_empty(), "bao left files in its HOME: {left:?}");
 }
+
+/// `bao operator generate-root -init`, shares, `-decode`: OpenBao's own OTP
+/// decoding turns coffer's encoded token into a working root token.
+#[tokio::test]
+async fn bao_cli_generate_root_otp_flow() {
+    let dir = util::tempdir();
+    let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
+    let anon = server.client(None);
+    let (keys, _, _) = util::init(&anon, 3, 2).await;
+    util::unseal(&anon, &[&keys[0], &keys[1]]).await;
+    let bao = Bao::new(&server.base);
+    let init = bao.run(None, &["operator", "generate-root", "-init", "-format=json"]);
+    assert_eq!(init.code, Some(0), "{init:?}");
+    let init = init.json();
+    let (nonce, otp) = (
+        init["nonce"].as_str().unwrap().to_owned(),
+        init["otp"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(otp.len(), 47, "{init}");
+    let mut last = Value::Null;
+    for k in &keys[1..3] {
+        let out = bao.run(
+            None,
+            &[
+                "operator",
+                "generate-root",
+                "-format=json",
+                &format!("-nonce={nonce}"),
+                k,
+            ],
+        );
+        assert_eq!(out.code, Some(0), "{out:?}");
+        last = out.json();
+    }
+    let encoded = last["encoded_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{last}"))
+        .to_owned();
+    let out = bao.run(
+        None,
+        &[
+            "operator",
+            "generate-root",
+            &format!("-decode={encoded}"),
+            &format!("-otp={otp}"),
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let token = out.stdout.trim().to_owned();
+    assert!(token.starts_with("cfr_"), "{out:?}");
+    let (st, _) = anon.with_token(&token).get("/api/v1/orgs").await;
+    assert_eq!(st, 200);
+}
