@@ -7,6 +7,7 @@ mod access_auth;
 mod access_mtls;
 mod cli;
 mod cli_access;
+mod cli_run;
 mod conformance;
 mod hardening;
 mod hsm;
