@@ -24,5 +24,10 @@ for i in $(seq -w 1 30); do
   printf '%s' "value-$i-0123456789abcdef0123456789abcdef" | "$BIN" secrets set "SECRET_$i" >/dev/null
 done
 test "$("$BIN" run -- sh -c 'env | grep -c ^SECRET_')" = 30
-hyperfine -N --warmup "${WARMUP:-20}" --runs "${RUNS:-200}" \
+JSON="$(mktemp)"
+hyperfine -N --warmup "${WARMUP:-20}" --runs "${RUNS:-200}" --export-json "$JSON" \
   "$BIN run -- true" "env FOO=bar true"
+python3 -c 'import json,sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    print("median %.1f ms  %s" % (r["median"] * 1000, r["command"]))' "$JSON"
+rm -f "$JSON"

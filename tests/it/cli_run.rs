@@ -208,6 +208,18 @@ async fn cli_run_exit_statuses_and_signal_forwarding() {
     let out = f.run(&["run", "--", "/nonexistent/program"]);
     assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
 
+    // --shell: $SHELL, interactive, with the secrets; its status is ours.
+    let mut child = f
+        .cmd(&["run", "--shell"])
+        .env("SHELL", "/bin/sh")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"echo \"key=$API_KEY\"; exit 3\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stdout(&out).contains("key=k-123"), "{}", stdout(&out));
+
     // SIGTERM to coffer reaches the child, which traps it and exits 0.
     let marks = util::tempdir();
     let ready = marks.path().join("ready");
