@@ -7,6 +7,7 @@
 pub mod access;
 pub mod cli;
 pub mod config;
+pub mod env_policy;
 pub mod http;
 pub mod keys;
 pub mod logging;

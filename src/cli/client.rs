@@ -28,13 +28,9 @@ const EXPIRY_MARGIN_SECS: i64 = 30;
 #[derive(Debug, Args)]
 pub(crate) struct ServerArgs {
     /// Server address.
-    #[arg(
-        long = "address",
-        env = "COFFER_ADDR",
-        default_value = "http://127.0.0.1:8200",
-        global = true
-    )]
-    pub(crate) address: String,
+    /// [default: the current context's, else http://127.0.0.1:8200]
+    #[arg(long = "address", env = "COFFER_ADDR", global = true)]
+    pub(crate) address: Option<String>,
     /// PEM CA certificate to trust for the server's TLS certificate.
     #[arg(long = "ca-cert", env = "COFFER_CACERT", global = true)]
     pub(crate) ca_cert: Option<PathBuf>,
@@ -117,6 +113,7 @@ impl Client {
     }
 
     fn with_state(args: &ServerArgs, token: TokenState) -> anyhow::Result<Client> {
+        let (address, _) = super::context::address(args.address.as_deref())?;
         let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
         if let Some(path) = &args.ca_cert {
             let pem = std::fs::read(path).with_context(|| format!("cannot read CA certificate {}", path.display()))?;
@@ -143,7 +140,7 @@ impl Client {
         }
         Ok(Client {
             http: builder.build().context("cannot build the HTTP client")?,
-            base: args.address.trim_end_matches('/').to_owned(),
+            base: address.trim_end_matches('/').to_owned(),
             token: Mutex::new(token),
             client_cert: args.client_cert.is_some(),
         })

@@ -131,6 +131,11 @@ impl Store {
         })
     }
 
+    /// The directory of the store (`$XDG_CONFIG_HOME/coffer`).
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Path of the credentials file.
     pub(crate) fn path(&self) -> PathBuf {
         self.dir.join(FILE_NAME)
@@ -270,7 +275,7 @@ impl Store {
 }
 
 /// A new file readable and writable by its owner only, created with that mode.
-fn create_private(path: &Path) -> std::io::Result<File> {
+pub(crate) fn create_private(path: &Path) -> std::io::Result<File> {
     OpenOptions::new()
         .write(true)
         .create_new(true)

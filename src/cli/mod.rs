@@ -4,9 +4,13 @@
 mod access;
 mod auth;
 mod client;
+mod context;
 mod credentials;
+mod dotenv;
+mod files;
 mod keys;
 mod operator;
+mod run;
 mod secrets;
 
 use std::net::SocketAddr;
@@ -53,6 +57,51 @@ enum Command {
         env: secrets::EnvArgs,
         #[command(subcommand)]
         cmd: secrets::SecretsCmd,
+    },
+    /// Run a program with the secrets of an environment in its environment:
+    /// `coffer run -- CMD ARGS…` (no shell; exit status is the program's).
+    Run {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        env: secrets::EnvArgs,
+        #[command(flatten)]
+        args: run::RunArgs,
+    },
+    /// Print an environment's values (env, json or yaml), or write them to a 0600 file.
+    Pull {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        env: secrets::EnvArgs,
+        #[command(flatten)]
+        args: files::PullArgs,
+    },
+    /// Write a .env file's values to an environment, after showing the plan.
+    Push {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        env: secrets::EnvArgs,
+        #[command(flatten)]
+        args: files::PushArgs,
+    },
+    /// Compare a .env file with an environment: keys only, never values
+    /// (exit 0: same, 1: different).
+    Diff {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        env: secrets::EnvArgs,
+        /// The .env file.
+        file: PathBuf,
+    },
+    /// Default org, project, environment and server: named contexts (offline).
+    Context {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(subcommand)]
+        cmd: context::ContextCmd,
     },
     /// Log in and store the session (device approval, or --email with a password).
     Login {
@@ -155,7 +204,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Operator { server, cmd } => operator::run(&client::Client::new(&server)?, cmd).await,
-        Command::Secrets { server, env, cmd } => secrets::run(&client::Client::new(&server)?, &env, cmd).await,
+        Command::Secrets { server, env, cmd } => {
+            secrets::run(&client::Client::new(&server)?, &context::resolve(&env)?, cmd).await
+        }
+        Command::Run { server, env, args } => {
+            run::run(&client::Client::new(&server)?, &context::resolve(&env)?, args).await
+        }
+        Command::Pull { server, env, args } => {
+            files::pull(&client::Client::new(&server)?, &context::resolve(&env)?, args).await
+        }
+        Command::Push { server, env, args } => {
+            files::push(&client::Client::new(&server)?, &context::resolve(&env)?, args).await
+        }
+        Command::Diff { server, env, file } => {
+            files::diff(&client::Client::new(&server)?, &context::resolve(&env)?, &file).await
+        }
+        Command::Context { server, cmd } => context::run(cmd, server.address.as_deref()),
         Command::Login { server, args } => auth::login(&server, args).await,
         Command::Logout { server } => auth::logout(&server).await,
         Command::Whoami { server, json } => auth::whoami(&client::Client::new(&server)?, json).await,

@@ -11,19 +11,22 @@ use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use super::client::Client;
+use super::context::Target;
 
-/// Which environment a command works on.
-#[derive(Debug, Args)]
+/// Which environment a command works on. Each value falls back, in order,
+/// to its environment variable, `.coffer.toml`, the current context and a
+/// built-in default (see `context`).
+#[derive(Debug, Default, Args)]
 pub(crate) struct EnvArgs {
-    /// Organization slug.
-    #[arg(long, env = "COFFER_ORG", default_value = "default", global = true)]
-    pub(crate) org: String,
-    /// Project slug.
-    #[arg(long, env = "COFFER_PROJECT", default_value = "default", global = true)]
-    pub(crate) project: String,
-    /// Environment slug.
-    #[arg(long, env = "COFFER_ENV", default_value = "dev", global = true)]
-    pub(crate) env: String,
+    /// Organization slug [env: COFFER_ORG] [default: default].
+    #[arg(long, global = true)]
+    pub(crate) org: Option<String>,
+    /// Project slug [env: COFFER_PROJECT] [default: default].
+    #[arg(long, global = true)]
+    pub(crate) project: Option<String>,
+    /// Environment slug [env: COFFER_ENV] [default: dev].
+    #[arg(long, global = true)]
+    pub(crate) env: Option<String>,
 }
 
 /// Secrets commands.
@@ -90,14 +93,19 @@ fn seg(s: &str) -> String {
     s.replace(['/', '?', '#', '%'], "_")
 }
 
-/// Run a secrets command.
-pub(crate) async fn run(client: &Client, env: &EnvArgs, cmd: SecretsCmd) -> anyhow::Result<u8> {
-    let base = format!(
+/// The native API path of an environment (below `/api/v1`).
+pub(crate) fn env_base(env: &Target) -> String {
+    format!(
         "/orgs/{}/projects/{}/environments/{}",
         seg(&env.org),
         seg(&env.project),
         seg(&env.env)
-    );
+    )
+}
+
+/// Run a secrets command.
+pub(crate) async fn run(client: &Client, env: &Target, cmd: SecretsCmd) -> anyhow::Result<u8> {
+    let base = env_base(env);
     let secret = |key: &str| format!("{base}/secrets/{}", seg(key));
     match cmd {
         SecretsCmd::List { json } => {

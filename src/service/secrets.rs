@@ -459,12 +459,54 @@ impl Coffer {
             let value = self.decrypt(&keyring, &path, &v.key, v.into()).await?;
             out.insert(v.key.clone(), value);
         }
+        let refused = drop_dangerous(&mut out);
+        if !refused.is_empty() {
+            // Names only: the values never reach a log.
+            tracing::warn!(
+                org,
+                project,
+                env,
+                keys = %refused.join(","),
+                "inject: not returning variables that change how programs load or start"
+            );
+        }
         Ok(out)
     }
 }
 
+/// Remove from an inject answer every variable `coffer run` must never set
+/// (see [`crate::env_policy`]); returns the removed names, in order.
+fn drop_dangerous(values: &mut BTreeMap<String, String>) -> Vec<String> {
+    let refused: Vec<String> = values
+        .keys()
+        .filter(|k| crate::env_policy::is_dangerous(k))
+        .cloned()
+        .collect();
+    for k in &refused {
+        values.remove(k);
+    }
+    refused
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn inject_drops_program_loading_variables() {
+        let mut values: std::collections::BTreeMap<String, String> = [
+            ("DATABASE_URL", "postgres://x"),
+            ("LD_PRELOAD", "/tmp/evil.so"),
+            ("PATH", "/tmp/evil"),
+            ("DYLD_INSERT_LIBRARIES", "/tmp/evil.dylib"),
+            ("PATH_PREFIX", "/srv"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let refused = super::drop_dangerous(&mut values);
+        assert_eq!(refused, ["DYLD_INSERT_LIBRARIES", "LD_PRELOAD", "PATH"]);
+        assert_eq!(values.keys().collect::<Vec<_>>(), ["DATABASE_URL", "PATH_PREFIX"]);
+    }
+
     #[test]
     fn keys() {
         for ok in ["DB_URL", "_x", "a1", "A"] {

@@ -1,0 +1,300 @@
+//! The `.env` dialect `coffer push`, `diff` and `pull --format env` speak:
+//! the common one (dotenv, docker compose, dotenvy), without interpolation.
+//!
+//! - `KEY=value`, optionally `export KEY=value`; spaces around `=` allowed;
+//!   keys match `[A-Za-z_][A-Za-z0-9_]*` (the server's rule);
+//! - blank lines and lines starting with `#` are skipped; in an unquoted
+//!   value, `#` after whitespace starts a comment; trailing spaces dropped;
+//! - `'single quotes'`: literal, may span lines;
+//! - `"double quotes"`: `\n`, `\r`, `\t`, `\"`, `\\` (and `\$`) are escapes,
+//!   any other backslash is kept; may span lines (literal newlines kept);
+//! - `=` inside a value and any Unicode are plain characters.
+//!
+//! Parsing is all or nothing: the first bad line is reported with its
+//! (1-based) number, and a key given twice is an error, so a push never
+//! acts on a file it half understood. [`render`] writes the form [`parse`]
+//! reads back to the same bytes.
+
+use std::collections::BTreeMap;
+
+/// A line the parser refuses.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub(crate) struct ParseError {
+    /// 1-based line number.
+    pub(crate) line: usize,
+    /// What is wrong.
+    pub(crate) message: String,
+}
+
+/// Longest key the server accepts.
+const MAX_KEY: usize = 256;
+
+/// Whether `key` is a valid variable name for the server.
+pub(crate) fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_KEY
+        && key
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit()))
+}
+
+/// Parse a whole file into key → value, with the line each key is on.
+pub(crate) fn parse(text: &str) -> Result<BTreeMap<String, (String, usize)>, ParseError> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    let mut i = 0;
+    let mut line = 1;
+    let err = |line: usize, message: String| ParseError { line, message };
+    while i < chars.len() {
+        // One logical line starts here.
+        let start_line = line;
+        skip_blanks(&chars, &mut i);
+        if i >= chars.len() {
+            break;
+        }
+        match chars[i] {
+            '\n' => {
+                i += 1;
+                line += 1;
+                continue;
+            }
+            '\r' if chars.get(i + 1) == Some(&'\n') => {
+                i += 2;
+                line += 1;
+                continue;
+            }
+            '#' => {
+                skip_to_eol(&chars, &mut i);
+                continue;
+            }
+            _ => {}
+        }
+        let mut key = take_word(&chars, &mut i);
+        if key == "export" && chars.get(i).is_some_and(|c| *c == ' ' || *c == '\t') {
+            skip_blanks(&chars, &mut i);
+            key = take_word(&chars, &mut i);
+        }
+        if key.is_empty() {
+            return Err(err(start_line, "expected KEY=value".into()));
+        }
+        if !valid_key(&key) {
+            return Err(err(
+                start_line,
+                format!("invalid key {key:?}: keys must match [A-Za-z_][A-Za-z0-9_]* (at most {MAX_KEY})"),
+            ));
+        }
+        skip_blanks(&chars, &mut i);
+        if chars.get(i) != Some(&'=') {
+            return Err(err(start_line, format!("expected '=' after {key}")));
+        }
+        i += 1;
+        skip_blanks(&chars, &mut i);
+        let value = match chars.get(i) {
+            Some(&q @ ('\'' | '"')) => {
+                i += 1;
+                let mut v = String::new();
+                loop {
+                    let Some(&c) = chars.get(i) else {
+                        return Err(err(start_line, format!("unterminated {q}quoted{q} value of {key}")));
+                    };
+                    i += 1;
+                    match c {
+                        c if c == q => break,
+                        '\\' if q == '"' => {
+                            let next = chars.get(i).copied();
+                            let esc = match next {
+                                Some('n') => Some('\n'),
+                                Some('r') => Some('\r'),
+                                Some('t') => Some('\t'),
+                                Some('"') => Some('"'),
+                                Some('\\') => Some('\\'),
+                                Some('$') => Some('$'),
+                                _ => None,
+                            };
+                            match esc {
+                                Some(e) => {
+                                    v.push(e);
+                                    i += 1;
+                                }
+                                None => v.push('\\'),
+                            }
+                        }
+                        '\n' => {
+                            line += 1;
+                            v.push('\n');
+                        }
+                        c => v.push(c),
+                    }
+                }
+                // Only blanks or a comment may follow the closing quote.
+                skip_blanks(&chars, &mut i);
+                match chars.get(i) {
+                    None | Some('\n') => {}
+                    Some('\r') if matches!(chars.get(i + 1), None | Some('\n')) => {}
+                    Some('#') => skip_to_eol(&chars, &mut i),
+                    Some(c) => {
+                        return Err(err(line, format!("unexpected {c:?} after the quoted value of {key}")));
+                    }
+                }
+                v
+            }
+            _ => {
+                let mut v = String::new();
+                // `#` after whitespace (also the blanks after `=`) starts a comment.
+                let mut after_blank = i > 0 && matches!(chars[i - 1], ' ' | '\t');
+                while let Some(&c) = chars.get(i) {
+                    if c == '\n' || (c == '#' && after_blank) {
+                        break;
+                    }
+                    after_blank = c == ' ' || c == '\t';
+                    v.push(c);
+                    i += 1;
+                }
+                skip_to_eol(&chars, &mut i);
+                v.trim_end_matches([' ', '\t', '\r']).to_owned()
+            }
+        };
+        if let Some((_, first)) = out.get(&key) {
+            return Err(err(start_line, format!("{key} is given twice (first on line {first})")));
+        }
+        out.insert(key, (value, start_line));
+    }
+    Ok(out)
+}
+
+fn skip_blanks(chars: &[char], i: &mut usize) {
+    while chars.get(*i).is_some_and(|c| *c == ' ' || *c == '\t') {
+        *i += 1;
+    }
+}
+
+/// Move to the line's `\n` (not past it).
+fn skip_to_eol(chars: &[char], i: &mut usize) {
+    while chars.get(*i).is_some_and(|c| *c != '\n') {
+        *i += 1;
+    }
+}
+
+/// A run of key characters (validated by the caller).
+fn take_word(chars: &[char], i: &mut usize) -> String {
+    let mut w = String::new();
+    while let Some(&c) = chars.get(*i) {
+        if c == '=' || c.is_whitespace() || c == '#' {
+            break;
+        }
+        w.push(c);
+        *i += 1;
+    }
+    w
+}
+
+/// Render values as `KEY="value"` lines, sorted by key, that [`parse`]
+/// reads back to exactly the same values.
+pub(crate) fn render(values: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    for (k, v) in values {
+        out.push_str(k);
+        out.push_str("=\"");
+        for c in v.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c => out.push(c),
+            }
+        }
+        out.push_str("\"\n");
+    }
+    out
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+
+    fn values(text: &str) -> BTreeMap<String, String> {
+        parse(text).unwrap().into_iter().map(|(k, (v, _))| (k, v)).collect()
+    }
+
+    #[test]
+    fn common_dialect() {
+        let text = "# comment\n\
+                    \n\
+                    PLAIN=hello world  # trailing comment\n\
+                    export EXPORTED=yes\n\
+                    SPACED = value \n\
+                    EQ=a=b==c\n\
+                    HASH=a#b\n\
+                    NOVAL= # only a comment\n\
+                    SINGLE='lit \\n $x \"q\"' # c\n\
+                    DOUBLE=\"tab\\tnl\\nq\\\"bs\\\\ \\x\"\n\
+                    MULTI=\"line1\n\
+                    line2 'x'\n\
+                    \"\n\
+                    SMULTI='a\n\
+                    b'\n\
+                    EMPTY=\n\
+                    EMPTYQ=\"\"\n\
+                    UNI=héllo ✓ ключ\n\
+                    CRLF=v\r\n";
+        let v = values(text);
+        assert_eq!(v["PLAIN"], "hello world");
+        assert_eq!(v["EXPORTED"], "yes");
+        assert_eq!(v["SPACED"], "value");
+        assert_eq!(v["EQ"], "a=b==c");
+        assert_eq!(v["HASH"], "a#b");
+        assert_eq!(v["NOVAL"], "");
+        assert_eq!(v["SINGLE"], "lit \\n $x \"q\"");
+        assert_eq!(v["DOUBLE"], "tab\tnl\nq\"bs\\ \\x");
+        assert_eq!(v["MULTI"], "line1\nline2 'x'\n");
+        assert_eq!(v["SMULTI"], "a\nb");
+        assert_eq!(v["EMPTY"], "");
+        assert_eq!(v["EMPTYQ"], "");
+        assert_eq!(v["UNI"], "héllo ✓ ключ");
+        assert_eq!(v["CRLF"], "v");
+        // Line numbers count the lines of multi-line values.
+        let parsed = parse(text).unwrap();
+        assert_eq!(parsed["SMULTI"].1, 14);
+        assert_eq!(parsed["EMPTY"].1, 16);
+    }
+
+    #[test]
+    fn bad_lines_are_reported_with_their_number() {
+        let cases = [
+            ("A=1\nnot a pair\n", 2),
+            ("A=1\n\nB\n", 3),
+            ("A=1\n1A=x\n", 2),
+            ("A=1\nDB-URL=x\n", 2),
+            ("A=\"open\nB=2\n", 1),
+            ("A='x' tail\n", 1),
+            ("A=1\nA=2\n", 2),
+            ("A=\"a\nb\" junk\n", 2),
+        ];
+        for (text, line) in cases {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.line, line, "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn render_round_trips() {
+        let v: BTreeMap<String, String> = [
+            ("A", "plain"),
+            ("B", "quotes ' \" and \\ backslash"),
+            ("C", "multi\nline\r\n\ttab"),
+            ("D", "x=y=z # not a comment"),
+            ("E", "ünïcødé ✓"),
+            ("F", ""),
+            ("G", "$HOME ${X}"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(values(&render(&v)), v);
+    }
+}

@@ -1,0 +1,255 @@
+//! `coffer run -- CMD ARGS…`: start a program with the secrets of one
+//! environment in its environment, and nowhere else.
+//!
+//! Guarantees:
+//! - one `POST …/inject` call, then the program is started directly with
+//!   `execve` semantics (`std::process::Command`), never through a shell, so
+//!   no argument is re-parsed;
+//! - values live in this process's memory and the child's environment only:
+//!   nothing is written to disk, nothing is printed;
+//! - variables that change how programs load or start
+//!   ([`crate::env_policy`]) are never set, each skipped with a warning;
+//! - the exit status is the child's: its exit code, or 128+N when signal N
+//!   killed it, as a POSIX shell reports it; SIGINT, SIGTERM, SIGHUP and
+//!   SIGQUIT sent to coffer are forwarded to the child.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::ErrorKind;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use reqwest::Method;
+use tokio::signal::unix::{SignalKind, signal};
+use zeroize::Zeroizing;
+
+use super::client::Client;
+use super::context::Target;
+use super::secrets::env_base;
+use crate::env_policy::is_dangerous;
+
+/// Options of `coffer run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Inject only these keys (comma-separated); a missing one is an error.
+    #[arg(long, value_delimiter = ',', value_name = "KEY,…")]
+    only: Vec<String>,
+    /// Prepend P to every injected variable name (KEY becomes PKEY).
+    #[arg(long, value_name = "P")]
+    prefix: Option<String>,
+    /// Keep variables already set in coffer's environment instead of
+    /// overriding them with the secret.
+    #[arg(long)]
+    no_override: bool,
+    /// Start $SHELL (default /bin/sh) interactively with the secrets.
+    #[arg(long, conflicts_with = "command")]
+    shell: bool,
+    /// The program and its arguments, after `--` (run without a shell).
+    #[arg(last = true, required_unless_present = "shell", value_name = "CMD ARGS")]
+    command: Vec<OsString>,
+}
+
+/// A variable to set in the child: name and value.
+type Var = (String, Zeroizing<String>);
+
+/// Fetch the environment, start the program, wait for it; returns its exit
+/// status the way a shell reports it.
+pub(crate) async fn run(client: &Client, env: &Target, args: RunArgs) -> anyhow::Result<u8> {
+    let (program, rest) = if args.shell {
+        let shell = std::env::var_os("SHELL")
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| OsString::from("/bin/sh"));
+        (shell, vec![OsString::from("-i")])
+    } else {
+        let mut it = args.command.clone().into_iter();
+        let program = it.next().context("no command given: `coffer run -- CMD ARGS…`")?;
+        (program, it.collect())
+    };
+    if let Some(p) = &args.prefix {
+        check_prefix(p)?;
+    }
+
+    let data = client
+        .api(Method::POST, &format!("{}/inject", env_base(env)), None)
+        .await?;
+    let values: BTreeMap<String, String> =
+        serde_json::from_value(data).context("the server's inject answer is not a map of strings")?;
+    let values = values.into_iter().map(|(k, v)| (k, Zeroizing::new(v))).collect();
+    let (vars, refused) = select(values, &args, |name| std::env::var_os(name).is_some())?;
+    for name in &refused {
+        eprintln!("warning: not injecting {name}: it changes how programs load or start");
+    }
+
+    // Handle the forwarded signals from before the child exists, so one
+    // arriving in between is delivered to it rather than killing coffer.
+    let handle = |kind: SignalKind| signal(kind).context("cannot handle signals");
+    let (mut int, mut term, mut hup, mut quit) = (
+        handle(SignalKind::interrupt())?,
+        handle(SignalKind::terminate())?,
+        handle(SignalKind::hangup())?,
+        handle(SignalKind::quit())?,
+    );
+
+    let mut cmd = std::process::Command::new(&program);
+    cmd.args(&rest);
+    for (name, value) in &vars {
+        cmd.env(name, value.as_str());
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        // The codes a shell uses for a missing or non-executable program.
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            eprintln!("coffer run: {}: command not found", program.to_string_lossy());
+            return Ok(127);
+        }
+        Err(e) => {
+            eprintln!("coffer run: {}: {e}", program.to_string_lossy());
+            return Ok(126);
+        }
+    };
+    // Our copies of the values go now (the child has its own).
+    drop(cmd);
+    drop(vars);
+    let pid = child.id();
+    let mut wait = tokio::task::spawn_blocking(move || child.wait());
+    let status = loop {
+        let raw = tokio::select! {
+            // Reaped first: never signal a pid that may have been reused.
+            biased;
+            done = &mut wait => break done.context("waiting for the child failed")?
+                .context("waiting for the child failed")?,
+            _ = int.recv() => libc::SIGINT,
+            _ = term.recv() => libc::SIGTERM,
+            _ = hup.recv() => libc::SIGHUP,
+            _ = quit.recv() => libc::SIGQUIT,
+        };
+        // The child may have exited in between: nothing to deliver then.
+        let _ = crate::secure_mem::send_signal(pid, raw);
+    };
+    Ok(shell_status(status))
+}
+
+/// The exit status as a shell reports it: the exit code, or 128+N for a
+/// child killed by signal N.
+fn shell_status(status: ExitStatus) -> u8 {
+    if let Some(code) = status.code() {
+        // Exit codes are 0..=255 on Unix (the low byte of the status).
+        return u8::try_from(code & 0xff).unwrap_or(1);
+    }
+    match status.signal() {
+        Some(sig) => u8::try_from(128 + sig).unwrap_or(255),
+        None => 1,
+    }
+}
+
+/// A prefix must keep the names valid variable names.
+fn check_prefix(p: &str) -> anyhow::Result<()> {
+    let ok =
+        !p.is_empty() && p.bytes().all(|b| b == b'_' || b.is_ascii_alphanumeric()) && !p.as_bytes()[0].is_ascii_digit();
+    if !ok {
+        bail!("--prefix {p:?}: must match [A-Za-z_][A-Za-z0-9_]*");
+    }
+    Ok(())
+}
+
+/// Choose the variables to set: `--only`, then `--prefix`, then the
+/// program-loading refusal (on the final name), then `--no-override`
+/// (`is_set` says whether a name is already in the environment). Returns
+/// the variables and the refused names.
+fn select(
+    values: BTreeMap<String, Zeroizing<String>>,
+    args: &RunArgs,
+    is_set: impl Fn(&str) -> bool,
+) -> anyhow::Result<(Vec<Var>, Vec<String>)> {
+    let prefix = args.prefix.as_deref().unwrap_or("");
+    let mut values = values;
+    if !args.only.is_empty() {
+        let mut kept = BTreeMap::new();
+        for key in &args.only {
+            // A refused name is reported below, not as missing (the server
+            // drops it from inject).
+            match values.remove(key) {
+                Some(v) => {
+                    kept.insert(key.clone(), v);
+                }
+                None if is_dangerous(&format!("{prefix}{key}")) => {
+                    kept.insert(key.clone(), Zeroizing::new(String::new()));
+                }
+                None => bail!("--only {key}: no such secret in this environment"),
+            }
+        }
+        values = kept;
+    }
+    let mut vars = Vec::new();
+    let mut refused = Vec::new();
+    for (key, value) in values {
+        let name = format!("{prefix}{key}");
+        if is_dangerous(&name) {
+            refused.push(name);
+        } else if !(args.no_override && is_set(&name)) {
+            vars.push((name, value));
+        }
+    }
+    Ok((vars, refused))
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+
+    fn args(only: &[&str], prefix: Option<&str>, no_override: bool) -> RunArgs {
+        RunArgs {
+            only: only.iter().map(|s| (*s).to_owned()).collect(),
+            prefix: prefix.map(str::to_owned),
+            no_override,
+            shell: false,
+            command: vec!["true".into()],
+        }
+    }
+
+    fn values() -> BTreeMap<String, Zeroizing<String>> {
+        [("A", "1"), ("B", "2"), ("LD_PRELOAD", "x.so"), ("PATH", "/evil")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), Zeroizing::new(v.to_owned())))
+            .collect()
+    }
+
+    fn names(vars: &[Var]) -> Vec<&str> {
+        vars.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    #[test]
+    fn refuses_loader_variables_and_applies_options() {
+        let (vars, refused) = select(values(), &args(&[], None, false), |_| false).unwrap();
+        assert_eq!(names(&vars), ["A", "B"]);
+        assert_eq!(refused, ["LD_PRELOAD", "PATH"]);
+
+        let (vars, refused) = select(values(), &args(&["B", "PATH"], None, false), |_| false).unwrap();
+        assert_eq!(names(&vars), ["B"]);
+        assert_eq!(refused, ["PATH"]);
+        assert!(select(values(), &args(&["C"], None, false), |_| false).is_err());
+
+        let (vars, _) = select(values(), &args(&[], Some("APP_"), false), |_| false).unwrap();
+        assert_eq!(names(&vars), ["APP_A", "APP_B", "APP_LD_PRELOAD", "APP_PATH"]);
+        // The refusal applies to the final name.
+        let (vars, refused) = select(values(), &args(&["A"], Some("LD_"), false), |_| false).unwrap();
+        assert!(vars.is_empty());
+        assert_eq!(refused, ["LD_A"]);
+
+        let (vars, _) = select(values(), &args(&[], None, true), |n| n == "A").unwrap();
+        assert_eq!(names(&vars), ["B"]);
+    }
+
+    #[test]
+    fn prefixes_and_statuses() {
+        assert!(check_prefix("APP_").is_ok());
+        for bad in ["", "1A", "A-B", "A B", "A="] {
+            assert!(check_prefix(bad).is_err(), "{bad}");
+        }
+        assert_eq!(shell_status(ExitStatus::from_raw(7 << 8)), 7);
+        assert_eq!(shell_status(ExitStatus::from_raw(libc::SIGTERM)), 143);
+    }
+}
