@@ -198,8 +198,28 @@ fn new_secret() -> Result<Zeroizing<String>> {
     )))
 }
 
-fn new_accessor() -> Result<String> {
-    Ok(hex::encode(random_bytes::<12>()?))
+/// A fresh token for `kind` and the row that stores it (by hash): no expiry,
+/// unbound, outside any login session until the caller says otherwise.
+pub(crate) fn new_token(kind: PrincipalKind, name: &str) -> Result<(Zeroizing<String>, TokenRow)> {
+    let token = new_secret()?;
+    let (principal_id, org_id) = match kind {
+        PrincipalKind::Root => (None, None),
+        PrincipalKind::User(id) => (Some(id), None),
+        PrincipalKind::ServiceAccount { id, org_id } => (Some(id), Some(org_id)),
+    };
+    let row = TokenRow {
+        accessor: hex::encode(random_bytes::<12>()?),
+        token_hash: token_hash(&token),
+        policy: kind.as_str().to_owned(),
+        display_name: name.to_owned(),
+        created_at: now_ms(),
+        expires_at: None,
+        principal_id,
+        org_id,
+        bound_spki: None,
+        family_id: None,
+    };
+    Ok((token, row))
 }
 
 fn argon2() -> Argon2<'static> {
@@ -475,24 +495,10 @@ impl Coffer {
         bound_spki: Option<String>,
         family_id: Option<String>,
     ) -> Result<IssuedToken> {
-        let token = new_secret()?;
-        let (principal_id, org_id) = match kind {
-            PrincipalKind::Root => (None, None),
-            PrincipalKind::User(id) => (Some(id), None),
-            PrincipalKind::ServiceAccount { id, org_id } => (Some(id), Some(org_id)),
-        };
-        let row = TokenRow {
-            accessor: new_accessor()?,
-            token_hash: token_hash(&token),
-            policy: kind.as_str().to_owned(),
-            display_name: name.to_owned(),
-            created_at: now_ms(),
-            expires_at,
-            principal_id,
-            org_id,
-            bound_spki,
-            family_id,
-        };
+        let (token, mut row) = new_token(kind, name)?;
+        row.expires_at = expires_at;
+        row.bound_spki = bound_spki;
+        row.family_id = family_id;
         self.store.create_token(&row).await?;
         Ok(IssuedToken {
             token,

@@ -18,14 +18,13 @@ pub mod values;
 
 use std::sync::Arc;
 
-use base64::Engine;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::keys::Keyring;
 use crate::seal::{Seal, SealError, SealStatus};
-use crate::storage::{Backend, StorageError, TokenRow};
+use crate::storage::{Backend, StorageError};
 
 pub use access::{GrantInput, GrantView, GroupView, MemberView, ServiceAccountInput, ServiceAccountView};
 pub use auth::{Caller, ClientCert, DeviceCode, IssuedToken, Session, TokenView, TotpEnrollment, WhoAmI};
@@ -301,23 +300,7 @@ impl Coffer {
 
     /// Init, returning the shares themselves and the root token.
     async fn init_split(&self, shares: u8, threshold: u8) -> Result<(Vec<unseal::Share>, Zeroizing<String>)> {
-        let secret = random_bytes::<32>()?;
-        let root_token = Zeroizing::new(format!(
-            "cfr_{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
-        ));
-        let row = TokenRow {
-            accessor: hex::encode(random_bytes::<12>()?),
-            token_hash: token_hash(&root_token),
-            policy: "root".to_owned(),
-            display_name: "root".to_owned(),
-            created_at: now_ms(),
-            expires_at: None,
-            principal_id: None,
-            org_id: None,
-            bound_spki: None,
-            family_id: None,
-        };
+        let (root_token, row) = auth::new_token(PrincipalKind::Root, "root")?;
         let split = self.seal.init(shares, threshold, &row, now_ms()).await?;
         Ok((split, root_token))
     }
