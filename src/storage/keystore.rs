@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use sqlx::{Any, Row};
 use uuid::Uuid;
 
+use super::sql::uuid;
 use super::{KekRow, KeyringRow, Result, SqlBackend, StorageError, TokenRow};
 
 /// Rows re-wrapped per statement at most (SQLite allows 32766 parameters,
@@ -296,14 +297,7 @@ impl KeyStore for SqlBackend {
             .fetch_all(self.pool())
             .await?
             .iter()
-            .map(|r| {
-                let id: String = r.try_get("id")?;
-                let id = Uuid::parse_str(&id).map_err(|_| StorageError::Corrupt {
-                    table: "users",
-                    what: "id is not a UUID".into(),
-                })?;
-                Ok((id, r.try_get("totp_secret")?))
-            })
+            .map(|r| Ok((uuid(r, "id", "users")?, r.try_get("totp_secret")?)))
             .collect()
     }
 
@@ -322,12 +316,8 @@ impl KeyStore for SqlBackend {
         tx.commit().await?;
         rows.iter()
             .map(|r| {
-                let org: String = r.try_get("org_id")?;
                 Ok(KekRow {
-                    org_id: Uuid::parse_str(&org).map_err(|_| StorageError::Corrupt {
-                        table: "kms_keys",
-                        what: "org_id is not a UUID".into(),
-                    })?,
+                    org_id: uuid(r, "org_id", "kms_keys")?,
                     version: r.try_get("version")?,
                     wrapped_key: r.try_get("wrapped_key")?,
                     created_at: r.try_get("created_at")?,
@@ -406,12 +396,8 @@ impl KeyStore for SqlBackend {
         .await?;
         rows.iter()
             .map(|r| {
-                let id: String = r.try_get("id")?;
                 Ok(DekRow {
-                    id: Uuid::parse_str(&id).map_err(|_| StorageError::Corrupt {
-                        table: "secret_versions",
-                        what: "id is not a UUID".into(),
-                    })?,
+                    id: uuid(r, "id", "secret_versions")?,
                     kek_version: r.try_get("kek_version")?,
                     wrapped_dek: r.try_get("wrapped_dek")?,
                 })
@@ -489,12 +475,6 @@ async fn org_ids(tx: &mut sqlx::Transaction<'_, Any>) -> Result<Vec<Uuid>> {
         .fetch_all(&mut **tx)
         .await?
         .iter()
-        .map(|r| {
-            let id: String = r.try_get("id")?;
-            Uuid::parse_str(&id).map_err(|_| StorageError::Corrupt {
-                table: "orgs",
-                what: "id is not a UUID".into(),
-            })
-        })
+        .map(|r| uuid(r, "id", "orgs"))
         .collect()
 }

@@ -180,7 +180,7 @@ fn conflict(what: &'static str) -> impl FnOnce(sqlx::Error) -> StorageError {
     }
 }
 
-fn uuid(row: &AnyRow, col: &str, table: &'static str) -> Result<Uuid> {
+pub(super) fn uuid(row: &AnyRow, col: &str, table: &'static str) -> Result<Uuid> {
     let text: String = row.try_get(col)?;
     Uuid::parse_str(&text).map_err(|_| StorageError::Corrupt {
         table,
