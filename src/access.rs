@@ -150,6 +150,26 @@ pub struct EnvRoute {
     pub permission: Permission,
 }
 
+impl EnvRoute {
+    /// The audit action of this route (`http::audit` records it; a GET of
+    /// a secret with `reveal=true` is recorded as `secret.reveal`).
+    pub const fn action(&self) -> &'static str {
+        match (self.path.as_bytes(), self.method.as_bytes()) {
+            (b"", _) => "env.read",
+            (b"/secrets", _) => "secret.list",
+            (b"/inject", _) => "secret.inject",
+            (b"/secrets/{key}", b"GET") => "secret.read",
+            (b"/secrets/{key}", b"DELETE") => "secret.delete",
+            (b"/secrets/{key}", _) => "secret.write",
+            (b"/secrets/{key}/restore", _) => "secret.restore",
+            (b"/secrets/{key}/permanent", _) => "secret.purge",
+            (b"/secrets/{key}/history", _) => "secret.history",
+            (b"/secrets/{key}/rollback", _) => "secret.rollback",
+            _ => "env.unknown",
+        }
+    }
+}
+
 const fn route(
     method: &'static str,
     path: &'static str,

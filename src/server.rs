@@ -42,7 +42,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }) as Arc<dyn crate::seal::RootWrapper>
     });
     let auto_unseal = wrapper.is_some();
-    let coffer = Coffer::load_with_seal(Arc::new(store), wrapper).await?;
+    let coffer = Coffer::load_with_seal(Arc::new(store), wrapper, settings.audit.clone()).await?;
     if auto_unseal {
         coffer.spawn_auto_unseal();
     }
@@ -114,6 +114,8 @@ impl Drop for DevDir {
 }
 
 async fn serve(listener: Listener, coffer: Coffer, _dev_dir: Option<DevDir>) -> anyhow::Result<()> {
+    coffer.spawn_audit_checkpoints();
+    spawn_reload_on_sighup(coffer.clone());
     let state = AppState {
         coffer: coffer.clone(),
         tls: matches!(listener, Listener::Tls { .. }),
@@ -166,6 +168,22 @@ async fn serve(listener: Listener, coffer: Coffer, _dev_dir: Option<DevDir>) -> 
     coffer.seal_on_shutdown();
     tracing::info!("stopped; keys dropped");
     Ok(())
+}
+
+/// SIGHUP: reopen the audit file (after logrotate moved it).
+fn spawn_reload_on_sighup(coffer: Coffer) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reopening the audit file sink");
+                    coffer.reopen_audit_sinks();
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP; the audit file will not be reopened"),
+    }
 }
 
 async fn shutdown_signal() {

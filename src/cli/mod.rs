@@ -2,6 +2,7 @@
 //! group; the server command hands over to `crate::server`.
 
 mod access;
+mod audit;
 mod auth;
 mod client;
 mod context;
@@ -185,6 +186,13 @@ enum Command {
         #[command(subcommand)]
         cmd: access::TokenCmd,
     },
+    /// The audit log: verify the hash chain, search records, prune old ones.
+    Audit {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(subcommand)]
+        cmd: audit::AuditCmd,
+    },
 }
 
 /// Run the parsed command; returns the process exit code.
@@ -236,5 +244,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             access::service_account(&client::Client::new(&server)?, &org, cmd).await
         }
         Command::Token { server, cmd } => access::token(&client::Client::new(&server)?, cmd).await,
+        Command::Audit { server, cmd } => audit::run(&client::Client::new(&server)?, cmd).await,
     }
 }

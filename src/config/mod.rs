@@ -14,12 +14,27 @@
 //! [storage]
 //! url = "sqlite:///var/lib/coffer/coffer.db"            # or postgres://user@host/db
 //! # [seal] type = "pkcs11" …                            # HSM auto-unseal, see seal.rs
+//! [audit]                                               # see docs/audit.md
+//! # enabled = true              # false only to measure what auditing costs
+//! # timeout_ms = 5000           # a request fails if its record is not committed by then
+//! # checkpoint_interval_s = 60  # how often the chain head is signed
+//! # retention_days = 365        # younger records cannot be pruned (0: any age)
+//! # file = "/var/log/coffer/audit.jsonl"   # JSON-lines copy, reopened on SIGHUP
+//! # syslog = "/dev/log"         # copy to the local syslog socket
+//! # bulk_reveal_threshold = 100 # values per actor per call or minute → security signal
+//! # failed_login_threshold = 10 # failed logins per source per minute → security signal
 //! ```
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use serde::Deserialize;
+
+use crate::service::audit::AuditSettings;
+use crate::service::audit::signals::Thresholds;
+use crate::service::audit::sinks::SinkSettings;
 
 mod seal;
 pub use seal::Pkcs11Settings;
@@ -59,6 +74,62 @@ struct RawFile {
     storage: RawStorage,
     #[serde(default)]
     seal: seal::RawSeal,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    enabled: Option<bool>,
+    timeout_ms: Option<u64>,
+    checkpoint_interval_s: Option<u64>,
+    retention_days: Option<u64>,
+    file: Option<PathBuf>,
+    syslog: Option<PathBuf>,
+    bulk_reveal_threshold: Option<u64>,
+    failed_login_threshold: Option<u64>,
+}
+
+impl RawAudit {
+    fn validate(self) -> Result<AuditSettings, ConfigError> {
+        let d = AuditSettings::default();
+        let positive = |key: &str, v: Option<u64>, default: u64| match v {
+            Some(0) => Err(ConfigError::Invalid(format!("audit.{key} must be greater than 0"))),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        let timeout_ms = positive("timeout_ms", self.timeout_ms, d.timeout.as_millis() as u64)?;
+        let checkpoint_s = positive(
+            "checkpoint_interval_s",
+            self.checkpoint_interval_s,
+            d.checkpoint_interval.as_secs(),
+        )?;
+        // 0: no minimum age (records may be exported and pruned at once).
+        let retention_days = self.retention_days.unwrap_or(d.retention.as_secs() / 86_400);
+        Ok(AuditSettings {
+            enabled: self.enabled.unwrap_or(true),
+            timeout: Duration::from_millis(timeout_ms),
+            checkpoint_interval: Duration::from_secs(checkpoint_s),
+            retention: Duration::from_secs(retention_days.saturating_mul(86_400)),
+            sinks: SinkSettings {
+                file: self.file,
+                syslog: self.syslog,
+            },
+            thresholds: Thresholds {
+                bulk_reveal: positive(
+                    "bulk_reveal_threshold",
+                    self.bulk_reveal_threshold,
+                    d.thresholds.bulk_reveal,
+                )?,
+                failed_logins: positive(
+                    "failed_login_threshold",
+                    self.failed_login_threshold,
+                    d.thresholds.failed_logins,
+                )?,
+            },
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +184,8 @@ pub struct Settings {
     pub disable_mlock: bool,
     /// `seal "pkcs11"`: the HSM that wraps the root key (None: shamir)
     pub pkcs11: Option<Pkcs11Settings>,
+    /// `[audit]`
+    pub audit: AuditSettings,
 }
 
 /// Default address, as Vault's.
@@ -195,6 +268,7 @@ impl Settings {
             storage_url,
             disable_mlock: raw.disable_mlock,
             pkcs11: raw.seal.validate()?,
+            audit: raw.audit.validate()?,
         })
     }
 }

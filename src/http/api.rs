@@ -9,6 +9,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::AppState;
+use super::audit::AuditNote;
 use super::error::ApiError;
 use super::extract::{Auth, Body};
 use crate::service::SecretInput;
@@ -161,6 +162,7 @@ pub(super) async fn put_secret(
     State(s): State<AppState>,
     Auth(who): Auth,
     Path((org, p, e, key)): SecretP,
+    note: AuditNote,
     Body(b): Body<WriteSecret>,
 ) -> Reply<impl Serialize> {
     let input = SecretInput {
@@ -168,7 +170,13 @@ pub(super) async fn put_secret(
         value_type: b.value_type,
         description: b.description,
     };
-    ok(s.coffer.put_secret(&who, (&org, &p, &e), &key, input).await?)
+    let written = s.coffer.put_secret(&who, (&org, &p, &e), &key, input).await?;
+    note.action(if written.version == 1 {
+        "secret.create"
+    } else {
+        "secret.update"
+    });
+    ok(written)
 }
 
 pub(super) async fn delete_secret(
@@ -218,8 +226,11 @@ pub(super) async fn inject(
     State(s): State<AppState>,
     Auth(who): Auth,
     Path((org, p, e)): EnvP,
+    note: AuditNote,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.inject(&who, (&org, &p, &e)).await?)
+    let values = s.coffer.inject(&who, (&org, &p, &e)).await?;
+    note.values(values.len());
+    ok(values)
 }
 
 /// Unknown native path: 503 while sealed, else 404, in the envelope.

@@ -31,6 +31,7 @@ fn classify(e: &ServiceError) -> (StatusCode, &'static str) {
         ServiceError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
         ServiceError::Unseal(_) => (StatusCode::BAD_REQUEST, "unseal_failed"),
         ServiceError::Decryption { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "decryption_failed"),
+        ServiceError::AuditUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable"),
         ServiceError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
         ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
@@ -56,6 +57,10 @@ fn message(e: &ServiceError) -> String {
     }
 }
 
+/// The machine-readable code of an error response, for the audit record.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ErrorCode(pub(crate) &'static str);
+
 /// A [`ServiceError`] answered in the native envelope.
 #[derive(Debug)]
 pub(crate) struct ApiError(pub(crate) ServiceError);
@@ -72,6 +77,7 @@ impl IntoResponse for ApiError {
         let body = json!({ "error": true, "code": code, "message": message(&self.0), "data": null });
         let mut res = (status, Json(body)).into_response();
         retry_after(&self.0, &mut res);
+        res.extensions_mut().insert(ErrorCode(code));
         res
     }
 }
@@ -103,6 +109,7 @@ impl IntoResponse for VaultError {
         };
         let mut res = (status, Json(json!({ "errors": [msg] }))).into_response();
         retry_after(&self.0, &mut res);
+        res.extensions_mut().insert(ErrorCode(classify(&self.0).1));
         res
     }
 }

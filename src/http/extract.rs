@@ -14,6 +14,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::AppState;
+use super::audit::AuditNote;
 use super::error::{ApiError, VaultError};
 use crate::service::{Caller, ClientCert, Principal, ServiceError};
 
@@ -75,7 +76,11 @@ async fn principal(parts: &Parts, state: &AppState) -> Result<Principal, Service
         org_hint: org_hint(parts.uri.path()),
     };
     // Sealed is reported first, like on every other route.
-    state.coffer.authenticate(&caller).await
+    let who = state.coffer.authenticate(&caller).await?;
+    if let Some(note) = parts.extensions.get::<AuditNote>() {
+        note.principal(&who);
+    }
+    Ok(who)
 }
 
 /// An authenticated caller with its transport facts.

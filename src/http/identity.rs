@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 
 use super::AppState;
 use super::api::{Reply, ok};
+use super::audit::AuditNote;
 use super::extract::{Auth, AuthPeer, Body, Peer};
 use crate::service::{GrantInput, ServiceAccountInput};
 
@@ -92,7 +93,13 @@ pub(super) async fn create_user(
     ok(json!({ "id": id.to_string(), "email": email }))
 }
 
-pub(super) async fn login(State(s): State<AppState>, peer: Peer, Body(b): Body<Login>) -> Reply<impl Serialize> {
+pub(super) async fn login(
+    State(s): State<AppState>,
+    peer: Peer,
+    note: AuditNote,
+    Body(b): Body<Login>,
+) -> Reply<impl Serialize> {
+    note.tried(&b.email);
     ok(s.coffer
         .login(
             peer.source,

@@ -3,6 +3,7 @@
 //! `/api/v1/*` is the native API. TLS termination lives in `tls.rs`.
 
 mod api;
+pub mod audit;
 mod error;
 mod extract;
 mod generate_root;
@@ -180,12 +181,16 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/device/approve", post(identity::device_approve))
         .route("/auth/device/token", post(identity::device_token))
         .route("/tokens", get(identity::list_tokens).post(identity::create_token))
-        .route("/tokens/{accessor}", delete(identity::revoke_token));
+        .route("/tokens/{accessor}", delete(identity::revoke_token))
+        .route("/audit/records", get(audit::search))
+        .route("/audit/verify", get(audit::verify))
+        .route("/audit/prune", post(audit::prune));
     let native = env_routes(native).fallback(api::fallback);
 
     Router::new()
         .nest("/v1", vault)
         .nest("/api/v1", native)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), audit::layer))
         .layer(axum::middleware::map_response(no_store))
         .with_state(state)
 }

@@ -57,6 +57,9 @@ pub fn totp_aad(user_id: &Uuid) -> Vec<u8> {
     aad(b"totp", &[user_id], None)
 }
 
+/// AAD of the audit key (it signs the audit log's checkpoints).
+pub const AUDIT_KEY_AAD: &[u8] = b"audit-key";
+
 /// The row a secret value belongs to; every field goes into its AADs.
 #[derive(Debug, Clone, Copy)]
 pub struct ValueRow {

@@ -137,6 +137,20 @@ impl Seal {
                 })?;
             seeds.push((user_id, moved));
         }
+        // So is the audit key, if one was made.
+        let audit_key = match self.store.audit_key().await? {
+            Some(blob) => {
+                let moved = old
+                    .rewrap_account_secret(&new, crate::keys::AUDIT_KEY_AAD, &blob)
+                    .map_err(|_| {
+                        SealError::Refused(
+                            "the audit key does not decrypt under the root key; nothing was changed".into(),
+                        )
+                    })?;
+                Some(crate::storage::keystore::Rewrapped { old: blob, new: moved })
+            }
+            None => None,
+        };
         let encrypted_root = match (kind, unseal_key) {
             (SealKind::Shamir, Some(key)) => new.root_blob(key).encrypted_root,
             (SealKind::Shamir, None) => {
@@ -160,7 +174,7 @@ impl Seal {
             recovery_tag,
         };
         self.store
-            .rotate_root(&blob.encrypted_root, &update, &rewrapped, &seeds)
+            .rotate_root(&blob.encrypted_root, &update, &rewrapped, &seeds, audit_key.as_ref())
             .await?;
         let count = rewrapped.len();
         let mut state = self.write();

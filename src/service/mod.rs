@@ -6,6 +6,7 @@
 //! keyring, so a sealed server refuses all of them the same way.
 
 mod access;
+pub mod audit;
 mod auth;
 mod cache;
 pub mod generate_root;
@@ -94,6 +95,10 @@ pub enum ServiceError {
         /// version number
         version: i64,
     },
+    /// The audit record of a request could not be committed, so the
+    /// request was not served (fail closed).
+    #[error("{0}")]
+    AuditUnavailable(String),
     /// Storage failed; details go to the log, not to the client.
     #[error("storage error")]
     Storage(#[source] StorageError),
@@ -241,25 +246,30 @@ pub struct Coffer {
     seal: Arc<Seal>,
     cache: Arc<cache::HotCache>,
     limits: Arc<limits::Limits>,
+    auditor: Arc<audit::Auditor>,
 }
 
 impl Coffer {
     /// Boot: load the seal state from storage.
     pub async fn load(store: Arc<dyn Backend>) -> Result<Coffer> {
-        Self::load_with_seal(store, None).await
+        Self::load_with_seal(store, None, audit::AuditSettings::default()).await
     }
 
-    /// Boot with a `seal "pkcs11"` wrapper (the HSM), if configured.
+    /// Boot with a `seal "pkcs11"` wrapper (the HSM), if configured, and
+    /// start the audit writer.
     pub async fn load_with_seal(
         store: Arc<dyn Backend>,
         wrapper: Option<Arc<dyn crate::seal::RootWrapper>>,
+        audit_settings: audit::AuditSettings,
     ) -> Result<Coffer> {
         let seal = Arc::new(Seal::load(store.clone(), wrapper).await?);
+        let auditor = audit::Auditor::start(store.clone(), audit_settings);
         Ok(Coffer {
             store,
             seal,
             cache: Arc::new(cache::HotCache::new()),
             limits: Arc::new(limits::Limits::default()),
+            auditor,
         })
     }
 

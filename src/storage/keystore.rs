@@ -41,6 +41,15 @@ pub struct KekUsage {
     pub created_at: i64,
 }
 
+/// A blob re-encrypted under a new root key: compare-and-set on `old`.
+#[derive(Debug, Clone)]
+pub struct Rewrapped {
+    /// the blob under the current root key, as read
+    pub old: Vec<u8>,
+    /// the same plaintext under the new root key
+    pub new: Vec<u8>,
+}
+
 /// One wrapped DEK as re-wrapping sees it.
 #[derive(Debug, Clone)]
 pub struct DekRow {
@@ -102,6 +111,7 @@ pub trait KeyStore: Send + Sync {
         update: &KeyringUpdate,
         keks: &[KekRow],
         totp_seeds: &[(Uuid, Vec<u8>)],
+        audit_key: Option<&Rewrapped>,
     ) -> Result<()>;
     /// Every user's encrypted TOTP seed (they are under the root key).
     async fn totp_seeds(&self) -> Result<Vec<(Uuid, Vec<u8>)>>;
@@ -250,9 +260,30 @@ impl KeyStore for SqlBackend {
         update: &KeyringUpdate,
         keks: &[KekRow],
         totp_seeds: &[(Uuid, Vec<u8>)],
+        audit_key: Option<&Rewrapped>,
     ) -> Result<()> {
         let mut tx = self.pool().begin().await?;
         update_keyring_in(&mut tx, expected, update).await?;
+        // The audit key, if the server made one: compare-and-set on its old
+        // blob; with none, none may have appeared meanwhile.
+        let done = match audit_key {
+            Some(k) => q("UPDATE audit_keys SET wrapped = $1 WHERE id = 1 AND wrapped = $2")
+                .bind(k.new.clone())
+                .bind(k.old.clone())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
+            None => {
+                let n: i64 = q("SELECT COUNT(*) AS n FROM audit_keys")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("n")?;
+                u64::from(n == 0)
+            }
+        };
+        if done != 1 {
+            return Err(StorageError::Conflict("the audit key changed during root rotation"));
+        }
         for (user_id, seed) in totp_seeds {
             q("UPDATE users SET totp_secret = $1 WHERE id = $2")
                 .bind(seed.clone())

@@ -15,6 +15,7 @@
 //! both dialects
 //! (`tests/it/conformance.rs`).
 
+pub mod audit;
 mod identity;
 pub mod keystore;
 mod postgres;
@@ -254,7 +255,7 @@ pub struct CurrentValue {
 /// another organization's rows (on PostgreSQL row-level security enforces
 /// it a second time).
 #[async_trait]
-pub trait Backend: keystore::KeyStore + Send + Sync + std::fmt::Debug {
+pub trait Backend: keystore::KeyStore + audit::AuditStore + Send + Sync + std::fmt::Debug {
     /// "sqlite" or "postgres".
     fn kind(&self) -> &'static str;
     /// The keyring row, if initialized.

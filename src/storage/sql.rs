@@ -171,7 +171,7 @@ impl SqlBackend {
 }
 
 /// Map a unique-constraint violation to [`StorageError::Conflict`].
-fn conflict(what: &'static str) -> impl FnOnce(sqlx::Error) -> StorageError {
+pub(super) fn conflict(what: &'static str) -> impl FnOnce(sqlx::Error) -> StorageError {
     move |e| match &e {
         sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation => {
             StorageError::Conflict(what)
