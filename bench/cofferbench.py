@@ -270,7 +270,8 @@ class Coffer:
         with open(self.cfg, "w") as f:
             f.write(f'disable_mlock = {"true" if DISABLE_MLOCK else "false"}\n'
                     '[listener]\naddress = "127.0.0.1:0"\ntls_disable = true\n'
-                    f'[storage]\nurl = "{store.url}"\n')
+                    f'[storage]\nurl = "{store.url}"\n'
+                    + ('[audit]\nenabled = false\n' if os.environ.get("AUDIT", "on") == "off" else ''))
         self.p = None
         self.addr = None
         self.logf = None

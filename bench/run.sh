@@ -18,6 +18,7 @@
 #   WORKLOADS      subset of "reveal inject"
 #   TOKEN_KIND     root (default) | sa: load with a service-account token scoped
 #                  to the environment (reveal + export), to price authorization
+#   AUDIT          on (default) | off: `[audit] enabled = false`, to price auditing
 #   SERVER_CPUS / WRK_CPUS   taskset CPU lists (default 0 / 1; empty = unpinned)
 #   LIFECYCLE_CPUS CPU list for the lifecycle starts (default empty = unpinned)
 #   STARTS         starts for the start-time median (default 10); UNSEAL_RUNS of them

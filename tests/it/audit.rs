@@ -55,11 +55,12 @@ fn out(o: &Output) -> String {
 /// A booted server with a tenant, a dozen audited requests and a signed
 /// checkpoint covering them.
 struct Logged {
-    _dir: tempfile::TempDir,
     url: String,
     server: Server,
     root: Http,
     token: String,
+    /// dropped last: the server's log lives in it
+    _dir: tempfile::TempDir,
 }
 
 /// `audit_keys`: more `[audit]` settings; checkpoints are signed every second.
@@ -93,11 +94,11 @@ async fn logged(audit_keys: &str) -> Logged {
     assert!(ok.status.success(), "untouched log must verify: {}", out(&ok));
     assert!(out(&ok).contains("audit log OK"), "{}", out(&ok));
     Logged {
-        _dir: dir,
         url,
         server,
         root,
         token,
+        _dir: dir,
     }
 }
 

@@ -154,6 +154,34 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
+        // Every server of the run: its log holds no secret any test handed
+        // to a server (shares, tokens, passwords, values).
+        if !std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_else(|e| {
+                panic!(
+                    "cannot scan the server log {} ({e}): drop the Server before its temp dir",
+                    self.log.display()
+                )
+            });
+            let leaked: Vec<String> = SECRETS
+                .lock()
+                .map(|s| s.iter().filter(|x| log.contains(x.as_str())).cloned().collect())
+                .unwrap_or_default();
+            assert!(leaked.is_empty(), "the server log contains secrets: {leaked:?}\n{log}");
+        }
+    }
+}
+
+/// Secrets the tests gave to or got from servers (see `Drop for Server`).
+static SECRETS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Remember a secret for the log scan; short strings ("v1") would match
+/// unrelated text, so only those of 10 characters or more count.
+pub fn remember_secret(s: &str) {
+    if s.len() >= 10
+        && let Ok(mut v) = SECRETS.lock()
+    {
+        v.push(s.to_owned());
     }
 }
 
@@ -242,11 +270,15 @@ pub async fn init(http: &Http, n: u8, k: u8) -> (Vec<String>, Vec<String>, Strin
             .map(|s| s.as_str().expect("string").to_owned())
             .collect()
     };
-    (
+    let out = (
         strings(&body["keys"]),
         strings(&body["keys_base64"]),
         body["root_token"].as_str().expect("root token").to_owned(),
-    )
+    );
+    for s in out.0.iter().chain(&out.1).chain([&out.2]) {
+        remember_secret(s);
+    }
+    out
 }
 
 /// Submit shares; returns the last seal-status body.
@@ -399,6 +431,7 @@ pub async fn org_tree(http: &Http, org: &str, projects: &[(&str, &[&str])]) {
 
 /// Root creates a user; returns its id.
 pub async fn create_user(root: &Http, email: &str, password: &str) -> String {
+    remember_secret(password);
     let data = ok_data(
         &format!("create user {email}"),
         root.post(
@@ -424,6 +457,9 @@ pub async fn login(anon: &Http, email: &str, password: &str) -> Value {
         .await,
     );
     assert!(s["access_token"].is_string(), "session has an access token: {s}");
+    for k in ["access_token", "refresh_token"] {
+        remember_secret(s[k].as_str().unwrap_or(""));
+    }
     s
 }
 
@@ -465,6 +501,7 @@ pub async fn sa_token(http: &Http, org: &str, name: &str, body: Value) -> Value 
             .await,
     );
     assert!(t["token"].is_string() && t["accessor"].is_string(), "{t}");
+    remember_secret(t["token"].as_str().unwrap_or(""));
     t
 }
 
@@ -478,6 +515,7 @@ pub async fn grant(http: &Http, org: &str, spec: Value) -> Value {
 
 /// Write a secret (any route answer but 2xx fails the test).
 pub async fn write_secret(http: &Http, env: &str, key: &str, value: &str) {
+    remember_secret(value);
     ok_data(
         &format!("write {env}/secrets/{key}"),
         http.post(&format!("{env}/secrets/{key}"), serde_json::json!({ "value": value }))
