@@ -27,8 +27,6 @@ CREATE TABLE audit_log (
     hash        BYTEA   NOT NULL
 );
 CREATE INDEX audit_log_time ON audit_log (time);
-CREATE INDEX audit_log_actor ON audit_log (actor, time);
-CREATE INDEX audit_log_org ON audit_log (org, time);
 
 CREATE TABLE audit_checkpoints (
     seq         BIGINT  NOT NULL,

@@ -11,7 +11,9 @@
 -- * audit_keys holds that key, encrypted under the root key (root rotation
 --   re-encrypts it, so old checkpoints stay verifiable);
 -- * append-only: triggers reject UPDATE and DELETE, except DELETE of records
---   at or below the newest prune checkpoint.
+--   at or below the newest prune checkpoint;
+-- * one secondary index (time): every record pays for each index on the hot
+--   path, and searches by actor or organization are rare admin scans.
 CREATE TABLE audit_log (
     seq         INTEGER PRIMARY KEY,             -- 1, 2, 3 … without gaps
     time        INTEGER NOT NULL,                -- unix ms
@@ -33,8 +35,6 @@ CREATE TABLE audit_log (
     hash        BLOB    NOT NULL
 );
 CREATE INDEX audit_log_time ON audit_log (time);
-CREATE INDEX audit_log_actor ON audit_log (actor, time);
-CREATE INDEX audit_log_org ON audit_log (org, time);
 
 CREATE TABLE audit_checkpoints (
     seq         INTEGER NOT NULL,                -- the chain head it signs

@@ -312,14 +312,24 @@ fn request_id(req: &Request) -> String {
         });
     match given {
         Some(v) => v.to_owned(),
-        None => {
-            let mut b = [0u8; 12];
-            if getrandom::fill(&mut b).is_err() {
-                return String::new();
-            }
-            hex::encode(b)
-        }
+        None => fresh_request_id(),
     }
+}
+
+/// `<random per process>-<counter>`: unique across servers and restarts
+/// without a system call per request (request ids are not secrets).
+fn fresh_request_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut b = [0u8; 6];
+        // Without randomness ids still differ within this process.
+        let _ = getrandom::fill(&mut b);
+        hex::encode(b)
+    });
+    format!("{prefix}-{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The organization slug of a native path.

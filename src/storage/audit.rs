@@ -202,6 +202,37 @@ async fn insert_checkpoint(conn: &mut sqlx::AnyConnection, c: &CheckpointRow) ->
     Ok(())
 }
 
+/// One multi-row INSERT of at most [`INSERT_CHUNK`] rows.
+async fn insert_rows(conn: &mut sqlx::AnyConnection, rows: &[AuditRow]) -> Result<()> {
+    let mut query = sqlx::query::<Any>(sqlx::AssertSqlSafe(insert_sql(rows.len())));
+    for r in rows {
+        query = query
+            .bind(r.seq)
+            .bind(r.time)
+            .bind(r.request_id.as_str())
+            .bind(r.actor_kind.as_str())
+            .bind(r.actor.as_str())
+            .bind(r.accessor.as_str())
+            .bind(r.cert_spki.as_str())
+            .bind(r.source.as_str())
+            .bind(r.method.as_str())
+            .bind(r.action.as_str())
+            .bind(r.resource.as_str())
+            .bind(r.org.as_str())
+            .bind(r.outcome.as_str())
+            .bind(r.status)
+            .bind(r.reason.as_str())
+            .bind(r.detail.as_str())
+            .bind(r.prev_hash.as_slice())
+            .bind(r.hash.as_slice());
+    }
+    query
+        .execute(conn)
+        .await
+        .map_err(conflict("another writer appended to the audit log"))?;
+    Ok(())
+}
+
 #[async_trait]
 impl AuditStore for SqlBackend {
     async fn audit_head(&self) -> Result<Option<(i64, Vec<u8>)>> {
@@ -221,34 +252,14 @@ impl AuditStore for SqlBackend {
     }
 
     async fn append_audit(&self, rows: &[AuditRow]) -> Result<()> {
+        if rows.len() <= INSERT_CHUNK {
+            // One statement is atomic by itself: no BEGIN/COMMIT round trips.
+            let mut conn = self.pool().acquire().await?;
+            return insert_rows(&mut conn, rows).await;
+        }
         let mut tx = self.pool().begin().await?;
         for chunk in rows.chunks(INSERT_CHUNK) {
-            let mut query = sqlx::query::<Any>(sqlx::AssertSqlSafe(insert_sql(chunk.len())));
-            for r in chunk {
-                query = query
-                    .bind(r.seq)
-                    .bind(r.time)
-                    .bind(r.request_id.clone())
-                    .bind(r.actor_kind.clone())
-                    .bind(r.actor.clone())
-                    .bind(r.accessor.clone())
-                    .bind(r.cert_spki.clone())
-                    .bind(r.source.clone())
-                    .bind(r.method.clone())
-                    .bind(r.action.clone())
-                    .bind(r.resource.clone())
-                    .bind(r.org.clone())
-                    .bind(r.outcome.clone())
-                    .bind(r.status)
-                    .bind(r.reason.clone())
-                    .bind(r.detail.clone())
-                    .bind(r.prev_hash.clone())
-                    .bind(r.hash.clone());
-            }
-            query
-                .execute(&mut *tx)
-                .await
-                .map_err(conflict("another writer appended to the audit log"))?;
+            insert_rows(&mut tx, chunk).await?;
         }
         tx.commit().await?;
         Ok(())

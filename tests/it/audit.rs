@@ -214,6 +214,36 @@ async fn an_inserted_record_is_named() {
 }
 
 #[tokio::test]
+async fn a_record_appended_behind_the_servers_back_is_named() {
+    let l = logged("").await;
+    let mut conn = db(&l.url).await;
+    let head = scalar(&mut conn, "SELECT MAX(seq) FROM audit_log").await;
+    // No trigger stops an INSERT: the forged record takes the next position.
+    exec(
+        &mut conn,
+        &format!(
+            "INSERT INTO audit_log (seq, time, request_id, actor_kind, actor, accessor, cert_spki, source, method, \
+             action, resource, org, outcome, status, reason, detail, prev_hash, hash) \
+             SELECT {}, time, 'forged', actor_kind, 'mallory', accessor, cert_spki, source, method, action, \
+             resource, org, outcome, status, reason, detail, hash, hash FROM audit_log WHERE seq = {head}",
+            head + 1
+        ),
+    )
+    .await
+    .expect("append");
+    // The server's next record finds its position taken.
+    l.root.get(&format!("{ENV}/secrets")).await;
+    if util::storage_kind() == "sqlite" {
+        assert!(
+            l.server.log_text().contains("appended to behind coffer's back"),
+            "one SQLite writer: a taken position is an intrusion: {}",
+            l.server.log_text()
+        );
+    }
+    assert_broken_at(&l, head + 1, "appended");
+}
+
+#[tokio::test]
 async fn a_rehashed_history_fails_against_the_signed_checkpoint() {
     use coffer::service::audit::chain::record_hash;
     use coffer::storage::audit::AuditRow;

@@ -48,11 +48,17 @@ impl Windows {
         if self.0.len() >= MAX_KEYS {
             self.0.retain(|_, w| now.duration_since(w.start) < WINDOW);
         }
-        let w = self.0.entry(key.to_owned()).or_insert(Window {
-            start: now,
-            count: 0,
-            fired: false,
-        });
+        if !self.0.contains_key(key) {
+            self.0.insert(
+                key.to_owned(),
+                Window {
+                    start: now,
+                    count: 0,
+                    fired: false,
+                },
+            );
+        }
+        let Some(w) = self.0.get_mut(key) else { return false };
         if now.duration_since(w.start) >= WINDOW {
             *w = Window {
                 start: now,

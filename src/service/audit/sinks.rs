@@ -33,7 +33,7 @@ pub struct SinkSettings {
 /// Hand-off to the sink thread.
 #[derive(Debug)]
 pub(super) struct Sinks {
-    tx: Option<SyncSender<Arc<Vec<AuditRow>>>>,
+    tx: Option<SyncSender<Vec<AuditRow>>>,
     reopen: Arc<AtomicBool>,
 }
 
@@ -60,7 +60,7 @@ impl Sinks {
     }
 
     /// Queue a committed batch; never blocks.
-    pub(super) fn send(&self, rows: Arc<Vec<AuditRow>>) {
+    pub(super) fn send(&self, rows: Vec<AuditRow>) {
         let Some(tx) = &self.tx else { return };
         match tx.try_send(rows) {
             Ok(()) => {}
@@ -102,7 +102,7 @@ fn open_file(path: &PathBuf) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
-fn run(settings: SinkSettings, rx: Receiver<Arc<Vec<AuditRow>>>, reopen: Arc<AtomicBool>) {
+fn run(settings: SinkSettings, rx: Receiver<Vec<AuditRow>>, reopen: Arc<AtomicBool>) {
     let mut file = None;
     let mut file_throttle = Throttle(None);
     let mut syslog_throttle = Throttle(None);
