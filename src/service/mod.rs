@@ -7,6 +7,7 @@
 
 mod access;
 mod auth;
+pub mod backup;
 mod cache;
 pub mod generate_root;
 pub mod keys;

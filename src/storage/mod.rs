@@ -15,6 +15,7 @@
 //! both dialects
 //! (`tests/it/conformance.rs`).
 
+pub mod backup;
 mod identity;
 pub mod keystore;
 mod postgres;
@@ -50,6 +51,9 @@ pub enum StorageError {
     /// Migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A restore was refused (target not empty, other schema version…).
+    #[error("{0}")]
+    Restore(String),
     /// The storage URL is not usable.
     #[error("invalid storage url: {0}")]
     Url(String),
@@ -387,6 +391,15 @@ pub trait Backend: keystore::KeyStore + Send + Sync + std::fmt::Debug {
     async fn current_values(&self, org_id: Uuid, env_id: Uuid) -> Result<std::sync::Arc<Vec<CurrentValue>>>;
     /// Forget cached rows (called on seal).
     fn drop_caches(&self);
+    /// Every row of [`backup::BACKUP_TABLES`], read in one consistent snapshot.
+    async fn snapshot(&self) -> Result<backup::Snapshot>;
+    /// Write a snapshot into this store, which must be empty, in one
+    /// transaction; `progress` gets (table, rows) after each table.
+    async fn restore(
+        &self,
+        snap: &backup::Snapshot,
+        progress: &mut (dyn for<'s> FnMut(&'s str, usize) + Send),
+    ) -> Result<()>;
     /// Append `version` and move `secret` to it, in one transaction.
     /// `expected_current` is the version the writer based its write on
     /// (0 = the secret must not exist yet); if another write got there first

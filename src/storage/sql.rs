@@ -1136,6 +1136,18 @@ impl Backend for SqlBackend {
         }
     }
 
+    async fn snapshot(&self) -> Result<super::backup::Snapshot> {
+        self.snapshot_all().await
+    }
+
+    async fn restore(
+        &self,
+        snap: &super::backup::Snapshot,
+        progress: &mut (dyn for<'s> FnMut(&'s str, usize) + Send),
+    ) -> Result<()> {
+        self.restore_all(snap, progress).await
+    }
+
     async fn put_version(&self, s: &SecretRow, expected_current: i64, v: &VersionRow) -> Result<()> {
         let mut tx = self.tenant(s.org_id).begin().await?;
         if expected_current == 0 {

@@ -6,6 +6,7 @@ mod access;
 mod access_auth;
 mod access_mtls;
 mod age_shares;
+mod backup;
 mod cli;
 mod cli_access;
 mod cli_run;
