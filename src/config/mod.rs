@@ -59,6 +59,14 @@ struct RawFile {
     storage: RawStorage,
     #[serde(default)]
     seal: seal::RawSeal,
+    #[serde(default)]
+    jobs: RawJobs,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJobs {
+    interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,7 +121,13 @@ pub struct Settings {
     pub disable_mlock: bool,
     /// `seal "pkcs11"`: the HSM that wraps the root key (None: shamir)
     pub pkcs11: Option<Pkcs11Settings>,
+    /// `[jobs] interval_ms`: period of the background jobs (purge of
+    /// expired tokens…), run by one server of a cluster at a time
+    pub jobs_interval: std::time::Duration,
 }
+
+/// Default period of the background jobs.
+pub const DEFAULT_JOBS_INTERVAL_MS: u64 = 60_000;
 
 /// Default address, as Vault's.
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:8200";
@@ -190,11 +204,18 @@ impl Settings {
                 "storage.url must start with sqlite:// or postgres://".into(),
             ));
         }
+        let interval_ms = raw.jobs.interval_ms.unwrap_or(DEFAULT_JOBS_INTERVAL_MS);
+        if interval_ms < 100 {
+            return Err(ConfigError::Invalid(
+                "jobs.interval_ms must be at least 100 (milliseconds)".into(),
+            ));
+        }
         Ok(Settings {
             listener,
             storage_url,
             disable_mlock: raw.disable_mlock,
             pkcs11: raw.seal.validate()?,
+            jobs_interval: std::time::Duration::from_millis(interval_ms),
         })
     }
 }

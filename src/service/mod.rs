@@ -9,7 +9,9 @@ mod access;
 mod auth;
 pub mod backup;
 mod cache;
+mod cluster;
 pub mod generate_root;
+pub mod jobs;
 pub mod keys;
 mod limits;
 mod orgs;
@@ -339,6 +341,8 @@ impl Coffer {
         who.require_root()?;
         self.seal.seal()?;
         self.drop_caches();
+        // A seal seals the whole cluster (see `cluster.rs`).
+        self.broadcast(cluster::Event::Seal);
         Ok(())
     }
 

@@ -10,6 +10,7 @@ mod backup;
 mod cli;
 mod cli_access;
 mod cli_run;
+mod cluster;
 mod conformance;
 mod generate_root;
 mod hardening;
