@@ -43,12 +43,12 @@ impl ClusterLink {
     }
 
     fn scoped(&self, what: &str) -> [u8; 32] {
-        Sha256::digest(format!("coffer\x00{}\x00{what}", self.schema).as_bytes()).into()
+        scoped(&self.schema, what)
     }
 
     /// The NOTIFY channel of this store (an identifier of 23 characters).
     pub fn channel(&self) -> String {
-        format!("coffer_{}", hex::encode(&self.scoped("events")[..8]))
+        channel_of_schema(&self.schema)
     }
 
     fn lock_key(&self, job: &str) -> i64 {
@@ -74,6 +74,15 @@ impl ClusterLink {
             .await?;
         Ok(got.then_some(JobLock(Some(conn))))
     }
+}
+
+fn scoped(schema: &str, what: &str) -> [u8; 32] {
+    Sha256::digest(format!("coffer\x00{schema}\x00{what}").as_bytes()).into()
+}
+
+/// The NOTIFY channel of the store in PostgreSQL schema `schema`.
+pub fn channel_of_schema(schema: &str) -> String {
+    format!("coffer_{}", hex::encode(&scoped(schema, "events")[..8]))
 }
 
 /// A held job lock (None inside on SQLite, where the process is alone).

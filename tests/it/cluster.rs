@@ -51,6 +51,22 @@ async fn token_exists(url: &str, accessor: &str) -> bool {
     n > 0
 }
 
+/// End the listener sessions of this store's servers from the outside.
+async fn terminate_listeners(url: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    let schema = url.rsplit("search_path%3D").next().unwrap();
+    let channel = coffer::storage::cluster::channel_of_schema(schema);
+    sqlx::query(
+        "SELECT COUNT(pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
+         WHERE pid <> pg_backend_pid() AND query LIKE $1",
+    )
+    .bind(format!("LISTEN \"{channel}\"%"))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+}
+
 /// Poll `probe` until it returns `want`; the time it took, or None after 3 s.
 async fn time_until(http: &Http, path: &str, want: u16) -> Option<Duration> {
     let start = Instant::now();
@@ -148,6 +164,43 @@ async fn two_servers_share_one_postgresql_and_see_each_others_changes() {
         "grant removal seen by B after {took:?}"
     );
     eprintln!("grant removal enforced by B after {took:?}");
+
+    // The listeners lose their connections (terminated server-side): B
+    // drops all caches, its listener reconnects, and a revocation after
+    // the gap is still enforced within a second.
+    util::grant(
+        &root_a,
+        "acme",
+        json!({"service_account": "deployer", "project": "api", "environment": "production",
+               "permissions": ["read", "reveal"]}),
+    )
+    .await;
+    let t3 = util::sa_token(&root_a, "acme", "deployer", json!({})).await;
+    let sa3 = b.client(t3["token"].as_str());
+    assert_eq!(sa3.get(&path).await.0, 200);
+    terminate_listeners(&url).await;
+    let start = Instant::now();
+    while !b.log_text().contains("cluster listener connection lost") {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "B did not notice: {}",
+            b.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sa3.get(&path).await.0, 200, "B serves again after the gap");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let accessor = t3["accessor"].as_str().unwrap();
+    util::ok_data(
+        "revoke on A after the gap",
+        root_a.delete(&format!("/api/v1/tokens/{accessor}")).await,
+    );
+    let took = time_until(&sa3, &path, 401).await;
+    assert!(
+        took.is_some_and(|t| t <= Duration::from_secs(1)),
+        "revocation after a gap seen after {took:?}"
+    );
+    eprintln!("revocation after a listener gap enforced by B after {took:?}");
 
     // The job: exactly one run per period across both servers.
     tokio::time::sleep(Duration::from_millis(8 * PERIOD_MS)).await;
