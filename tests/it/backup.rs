@@ -56,11 +56,16 @@ async fn sqlite_backup_restores_into_an_empty_store_and_unseals_with_the_same_sh
     util::unseal(&anon, &[&shares[0], &shares[1]]).await;
     let root = anon.with_token(&token);
     util::tenant(&root).await;
-    for (k, v) in [("DB_URL", "postgres://a"), ("API_KEY", "k1"), ("GONE", "x")] {
+    // Plaintexts carry ':' (never in base64 or in the file's JSON names).
+    for (k, v) in [
+        ("DB_URL", "PLAIN:postgres"),
+        ("API_KEY", "PLAIN:k1"),
+        ("GONE", "PLAIN:x"),
+    ] {
         util::write_secret(&root, ENV, k, v).await;
     }
-    util::write_secret(&root, ENV, "API_KEY", "k2").await;
-    util::write_secret(&root, ENV, "API_KEY", "k3").await;
+    util::write_secret(&root, ENV, "API_KEY", "PLAIN:k2").await;
+    util::write_secret(&root, ENV, "API_KEY", "PLAIN:k3").await;
     assert_eq!(root.delete(&format!("{ENV}/secrets/GONE")).await.0, 200);
     let before = dump(&root).await;
     assert_eq!(
@@ -81,10 +86,7 @@ async fn sqlite_backup_restores_into_an_empty_store_and_unseals_with_the_same_sh
     assert!(text(&out).contains("secret_versions"), "{}", text(&out));
     let bytes = std::fs::read(&file).unwrap();
     let body = String::from_utf8(bytes.clone()).unwrap();
-    assert!(
-        !body.contains("postgres://a") && !body.contains("k3"),
-        "values stay encrypted"
-    );
+    assert!(!body.contains("PLAIN:"), "values stay encrypted");
     drop(source);
 
     // The two shares on stdin (threshold 2).
@@ -152,7 +154,7 @@ async fn sqlite_backup_restores_into_an_empty_store_and_unseals_with_the_same_sh
         .await;
     assert_eq!(st, 200, "{b}");
     let (_, v) = root2.get(&format!("{ENV}/secrets/API_KEY?reveal=true")).await;
-    assert_eq!(v["data"]["value"], "k1", "{v}");
+    assert_eq!(v["data"]["value"], "PLAIN:k1", "{v}");
 }
 
 #[tokio::test]
