@@ -266,3 +266,59 @@ async fn a_seal_on_one_server_seals_every_server() {
     let (_, s) = anon_a.get("/v1/sys/seal-status").await;
     assert_eq!(s["sealed"], true, "A stays sealed: {s}");
 }
+
+/// A root rotation on one server seals the others (their root is stale);
+/// they unseal again with the same shares and read data re-wrapped under
+/// the new root. On SQLite the single server simply keeps serving.
+#[tokio::test]
+async fn a_root_rotation_on_one_server_reseals_the_others() {
+    let dir_a = util::tempdir();
+    let url = util::fresh_storage_url(dir_a.path()).await;
+    let a = Server::start(dir_a.path(), &url);
+    let anon_a = a.client(None);
+    let (shares, _, root_token) = util::init(&anon_a, 3, 2).await;
+    util::unseal(&anon_a, &[&shares[0], &shares[1]]).await;
+    let root_a = anon_a.with_token(&root_token);
+    util::tenant(&root_a).await;
+    util::write_secret(&root_a, ENV, "BEFORE", "v1").await;
+    let peer = if util::storage_kind() == "postgres" {
+        let dir_b = util::tempdir();
+        let b = Server::start(dir_b.path(), &url);
+        util::unseal(&b.client(None), &[&shares[1], &shares[2]]).await;
+        Some((b, dir_b))
+    } else {
+        None
+    };
+    for key in &shares[..2] {
+        let (st, body) = root_a.put("/v1/sys/rotate-root", json!({"key": key})).await;
+        assert_eq!(st, 200, "rotate-root share: {body}");
+    }
+    // The rotating server keeps serving with the new root.
+    let (st, v) = root_a.get(&format!("{ENV}/secrets/BEFORE?reveal=true")).await;
+    assert_eq!((st.as_u16(), v["data"]["value"].clone()), (200, json!("v1")), "{v}");
+    let Some((b, _dir_b)) = peer else {
+        return;
+    };
+    let anon_b = b.client(None);
+    let start = Instant::now();
+    loop {
+        let (_, s) = anon_b.get("/v1/sys/seal-status").await;
+        if s["sealed"] == true {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(1), "B still unsealed: {s}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let s = util::unseal(&anon_b, &[&shares[0], &shares[2]]).await;
+    assert_eq!(s["sealed"], false, "same shares after the rotation: {s}");
+    util::write_secret(&root_a, ENV, "AFTER", "v2").await;
+    let root_b = anon_b.with_token(&root_token);
+    for (k, want) in [("BEFORE", "v1"), ("AFTER", "v2")] {
+        let (st, v) = root_b.get(&format!("{ENV}/secrets/{k}?reveal=true")).await;
+        assert_eq!(
+            (st.as_u16(), v["data"]["value"].clone()),
+            (200, json!(want)),
+            "{k}: {v}"
+        );
+    }
+}
