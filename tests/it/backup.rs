@@ -116,6 +116,34 @@ async fn sqlite_backup_restores_into_an_empty_store_and_unseals_with_the_same_sh
     assert!(!out.status.success(), "a modified backup must be refused");
     assert!(text(&out).contains("was modified"), "{}", text(&out));
 
+    // A truncated file (a row line dropped) and an unknown format version
+    // are refused with errors naming the problem.
+    let mut cut: Vec<&str> = body.lines().collect();
+    cut.remove(line);
+    let cut_file = dir.path().join("cut.backup");
+    std::fs::write(&cut_file, cut.join("\n") + "\n").unwrap();
+    let out = coffer(
+        &["operator", "restore", cut_file.to_str().unwrap(), "--storage", &target],
+        &[],
+        &stdin,
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).contains("header says"), "{}", text(&out));
+    let v2 = body.replacen("\"version\":1", "\"version\":2", 1);
+    let v2_file = dir.path().join("v2.backup");
+    std::fs::write(&v2_file, v2).unwrap();
+    let out = coffer(
+        &["operator", "restore", v2_file.to_str().unwrap(), "--storage", &target],
+        &[],
+        &stdin,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("format version 2 is not supported"),
+        "{}",
+        text(&out)
+    );
+
     // Wrong shares (another root) are refused too.
     let out = coffer(
         &["operator", "restore", file_s, "--storage", &target],
