@@ -121,6 +121,20 @@ async fn two_servers_share_one_postgresql_and_see_each_others_changes() {
     let (_, inj) = root_b.post(&format!("{ENV}/inject"), json!({})).await;
     assert!(inj.to_string().contains("two"), "B injects the new value: {inj}");
 
+    // KEK rotated on A: B's next write (well inside its env cache's
+    // second) is already under the new version.
+    util::write_secret(&root_b, ENV, "BEFORE_ROTATION", "x").await;
+    let (st, _) = root_a.post("/api/v1/orgs/acme/keks/rotate", json!({})).await;
+    assert_eq!(st, 200);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    util::write_secret(&root_b, ENV, "AFTER_ROTATION", "y").await;
+    let (_, keks) = root_a.get("/api/v1/orgs/acme/keks").await;
+    let v2 = keks["data"]
+        .as_array()
+        .and_then(|ks| ks.iter().find(|k| k["version"] == 2))
+        .unwrap_or_else(|| panic!("{keks}"));
+    assert_eq!(v2["references"], 1, "B wrote under the new KEK: {keks}");
+
     // A service account with a grant, its token used (and cached) on B.
     util::service_account(&root_a, "acme", "deployer", json!({})).await;
     let g = util::grant(
