@@ -252,4 +252,19 @@ mod tests {
         let err = parse("[listener]\ntls_disable = true\n[storage]\nurl = \"mysql://x\"\n").expect_err("bad url");
         assert!(err.to_string().contains("storage.url"), "{err}");
     }
+
+    #[test]
+    fn jobs_interval_defaults_and_is_bounded() {
+        let s = parse("[listener]\ntls_disable = true\n").expect("default");
+        assert_eq!(
+            s.jobs_interval,
+            std::time::Duration::from_millis(DEFAULT_JOBS_INTERVAL_MS)
+        );
+        let s = parse("[listener]\ntls_disable = true\n[jobs]\ninterval_ms = 250\n").expect("set");
+        assert_eq!(s.jobs_interval, std::time::Duration::from_millis(250));
+        let err = parse("[listener]\ntls_disable = true\n[jobs]\ninterval_ms = 5\n").expect_err("too small");
+        assert!(err.to_string().contains("jobs.interval_ms"), "{err}");
+        let err = parse("[listener]\ntls_disable = true\n[jobs]\nperiod = 5\n").expect_err("unknown key");
+        assert!(err.to_string().contains("period"), "{err}");
+    }
 }
