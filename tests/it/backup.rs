@@ -199,6 +199,10 @@ async fn backup_needs_the_root_token() {
     let file = b["file"].as_str().unwrap();
     assert!(file.lines().next().unwrap().contains("\"coffer-backup\""), "{file}");
     assert!(file.lines().last().unwrap().contains("hmac_sha256"), "{file}");
+    // Tenant rows are read too (on PostgreSQL through row-level security).
+    for t in ["kms_keys", "projects", "environments"] {
+        assert!(file.contains(&format!("\"t\":\"{t}\"")), "{t} rows in {file}");
+    }
 }
 
 /// `BACKUP_TABLES` names every table and column of the schema (a table or
