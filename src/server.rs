@@ -46,6 +46,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     if auto_unseal {
         coffer.spawn_auto_unseal();
     }
+    // Several servers over one PostgreSQL: cache invalidation and jobs
+    // (both local on SQLite).
+    coffer.spawn_cluster_listener();
+    coffer.spawn_jobs(crate::service::jobs::builtin(settings.jobs_interval));
     serve(settings.listener, coffer, None).await
 }
 

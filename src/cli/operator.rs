@@ -47,6 +47,26 @@ pub(crate) enum OperatorCmd {
     Seal,
     /// Show the seal status. Exit code 0 unsealed, 2 sealed, 1 error.
     Status,
+    /// Write a signed backup of the whole store to FILE (needs the root
+    /// token; the server must be unsealed, it signs with its root key).
+    Backup {
+        /// Output file (created with mode 0600; refuses to overwrite).
+        #[arg(short = 'o', long = "output")]
+        output: std::path::PathBuf,
+    },
+    /// Restore a backup FILE into an EMPTY store, offline (no server runs
+    /// on it yet). Reads K unseal shares (prompt, or one per line on stdin)
+    /// to verify the file's signature before writing anything.
+    Restore {
+        /// The backup file.
+        file: std::path::PathBuf,
+        /// Target store URL (sqlite://PATH or postgres://…).
+        #[arg(long = "storage", conflicts_with = "config", required_unless_present = "config")]
+        storage: Option<String>,
+        /// Or the server config file whose [storage] url is the target.
+        #[arg(long, short = 'c')]
+        config: Option<std::path::PathBuf>,
+    },
     #[command(flatten)]
     Keys(super::keys::KeysCmd),
 }
@@ -114,6 +134,10 @@ pub(crate) async fn run(client: &Client, cmd: OperatorCmd) -> anyhow::Result<u8>
             Ok(0)
         }
         OperatorCmd::Keys(cmd) => super::keys::run(client, cmd).await,
+        OperatorCmd::Backup { output } => super::backup::backup(client, &output).await,
+        OperatorCmd::Restore { file, storage, config } => {
+            super::backup::restore(&file, storage.as_deref(), config.as_deref()).await
+        }
         OperatorCmd::Status => {
             let status = client.call(Method::GET, "/v1/sys/seal-status", None).await?;
             print_status(&status);

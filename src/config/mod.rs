@@ -76,6 +76,8 @@ struct RawFile {
     seal: seal::RawSeal,
     #[serde(default)]
     audit: RawAudit,
+    #[serde(default)]
+    jobs: RawJobs,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,6 +136,12 @@ impl RawAudit {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawJobs {
+    interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawListener {
     address: Option<String>,
     tls_cert: Option<PathBuf>,
@@ -186,7 +194,13 @@ pub struct Settings {
     pub pkcs11: Option<Pkcs11Settings>,
     /// `[audit]`
     pub audit: AuditSettings,
+    /// `[jobs] interval_ms`: period of the background jobs (purge of
+    /// expired tokens…), run by one server of a cluster at a time
+    pub jobs_interval: Duration,
 }
+
+/// Default period of the background jobs.
+pub const DEFAULT_JOBS_INTERVAL_MS: u64 = 60_000;
 
 /// Default address, as Vault's.
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:8200";
@@ -263,12 +277,19 @@ impl Settings {
                 "storage.url must start with sqlite:// or postgres://".into(),
             ));
         }
+        let interval_ms = raw.jobs.interval_ms.unwrap_or(DEFAULT_JOBS_INTERVAL_MS);
+        if interval_ms < 100 {
+            return Err(ConfigError::Invalid(
+                "jobs.interval_ms must be at least 100 (milliseconds)".into(),
+            ));
+        }
         Ok(Settings {
             listener,
             storage_url,
             disable_mlock: raw.disable_mlock,
             pkcs11: raw.seal.validate()?,
             audit: raw.audit.validate()?,
+            jobs_interval: Duration::from_millis(interval_ms),
         })
     }
 }
@@ -304,5 +325,17 @@ mod tests {
         assert!(err.to_string().contains("listener.address"), "{err}");
         let err = parse("[listener]\ntls_disable = true\n[storage]\nurl = \"mysql://x\"\n").expect_err("bad url");
         assert!(err.to_string().contains("storage.url"), "{err}");
+    }
+
+    #[test]
+    fn jobs_interval_defaults_and_is_bounded() {
+        let s = parse("[listener]\ntls_disable = true\n").expect("default");
+        assert_eq!(s.jobs_interval, Duration::from_millis(DEFAULT_JOBS_INTERVAL_MS));
+        let s = parse("[listener]\ntls_disable = true\n[jobs]\ninterval_ms = 250\n").expect("set");
+        assert_eq!(s.jobs_interval, Duration::from_millis(250));
+        let err = parse("[listener]\ntls_disable = true\n[jobs]\ninterval_ms = 5\n").expect_err("too small");
+        assert!(err.to_string().contains("jobs.interval_ms"), "{err}");
+        let err = parse("[listener]\ntls_disable = true\n[jobs]\nperiod = 5\n").expect_err("unknown key");
+        assert!(err.to_string().contains("period"), "{err}");
     }
 }

@@ -56,6 +56,7 @@ pub const ROUTE_ACTIONS: &[(&str, &str, RouteAudit)] = &[
     ("PUT", "/v1/sys/seal", Action("seal.seal")),
     ("POST", "/v1/sys/seal", Action("seal.seal")),
     ("GET", "/v1/sys/leader", Public),
+    ("GET", "/v1/sys/backup", Action("backup.create")),
     ("PUT", "/v1/sys/rotate-root", Action("key.rotate_root")),
     ("POST", "/v1/sys/rotate-root", Action("key.rotate_root")),
     (

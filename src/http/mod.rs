@@ -73,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/unseal", post(sys::unseal).put(sys::unseal))
         .route("/seal", post(sys::seal).put(sys::seal))
         .route("/leader", get(sys::leader))
+        .route("/backup", get(sys::backup))
         .route("/rotate-root", post(rekey::rotate_root).put(rekey::rotate_root));
     // Vault's path answers raw JSON; OpenBao's (its CLI calls
     // sys/generate-root-token/*) answers in the logical envelope.

@@ -32,6 +32,11 @@ const VERIFY_LABEL: &[u8] = b"coffer unseal verification v1";
 /// pkcs11 mode: the custodians' shares authorize but do not decrypt).
 const RECOVERY_LABEL: &[u8] = b"coffer recovery verification v1";
 
+/// Derivation label of the backup signing key: HMAC-SHA256(root, label).
+/// Only a server holding this root key can sign a backup, and only someone
+/// who can recombine its shares can verify one.
+const BACKUP_LABEL: &[u8] = b"coffer backup signing key v1";
+
 /// AAD of the root-key blob, encrypted by the unseal key.
 pub const ROOT_AAD: &[u8] = b"root\x00\x01";
 
@@ -349,6 +354,27 @@ impl Keyring {
         let plain = aead::open(&self.root, aad, blob);
         scrub_stack();
         plain
+    }
+
+    /// HMAC-SHA256 of a backup file's body under the backup signing key
+    /// (derived from the root key, see `BACKUP_LABEL`).
+    pub fn backup_tag(&self, body: &[u8]) -> Vec<u8> {
+        let key = Zeroizing::new(tag(&self.root, BACKUP_LABEL));
+        let mut mac =
+            <HmacSha256 as KeyInit>::new_from_slice(&key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(body);
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// Whether `expected` is the backup tag of `body` (constant time).
+    pub fn check_backup_tag(&self, body: &[u8], expected: &[u8]) -> bool {
+        let key = Zeroizing::new(tag(&self.root, BACKUP_LABEL));
+        let Ok(mut mac) = <HmacSha256 as KeyInit>::new_from_slice(&key) else {
+            return false;
+        };
+        mac.update(body);
+        // verify_slice compares in constant time.
+        mac.verify_slice(expected).is_ok()
     }
 
     /// The root key, for tests that check it leaves memory on seal.

@@ -34,6 +34,7 @@ pub use rotate::RotateStatus;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use unseal::{Ceremony, ShareError};
+use zeroize::Zeroizing;
 
 use crate::keys::{self, Keyring, RootBlob, UnlockError};
 use crate::secure_mem::{KeyBytes, MemError, scrub_stack};
@@ -577,6 +578,41 @@ impl Seal {
             SealState::Uninitialized => Err(SealError::NotInitialized),
         }
     }
+}
+
+/// Offline unseal for restore: recombine `shares` against a keyring row
+/// (taken from a backup file) without a server. Shamir seal only: an
+/// HSM-sealed root key is unwrapped by the HSM, not by shares.
+pub fn keyring_from_shares(row: &KeyringRow, shares: &[Zeroizing<String>]) -> Result<Keyring, SealError> {
+    let params = Params::from_row(row, None)?;
+    if params.kind != SealKind::Shamir {
+        return Err(SealError::Refused(
+            "this backup comes from an HSM-sealed store: restore it offline is supported for the Shamir seal \
+             only (migrate the seal to Shamir, back up again)"
+                .into(),
+        ));
+    }
+    let mut ceremony = Ceremony::new(params.threshold, params.shares);
+    for share in shares {
+        if let Some(combined) = ceremony.submit(share.as_str())? {
+            let unlocked = KeyBytes::from_slice(combined.as_slice())
+                .ok_or(SealError::Memory(MemError::AllocFailed))
+                .and_then(|unseal_key| {
+                    Keyring::unlock(&unseal_key, &params.blob).map_err(|e| match e {
+                        UnlockError::WrongKey => SealError::WrongShares,
+                        UnlockError::Memory => SealError::Memory(MemError::AllocFailed),
+                    })
+                });
+            drop(combined);
+            scrub_stack();
+            return unlocked;
+        }
+    }
+    Err(SealError::Refused(format!(
+        "{} unseal shares are needed to verify the backup, {} were given",
+        params.threshold,
+        shares.len()
+    )))
 }
 
 /// The keyring row and recovery tag, as seal parameters.

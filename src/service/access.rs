@@ -336,7 +336,7 @@ impl Coffer {
             self.keep_an_owner(org.id).await?;
         }
         self.store.set_membership(org.id, user_id, role, now_ms()).await?;
-        self.forget_principals();
+        self.principals_changed();
         Ok(MemberView {
             email: email.trim().to_ascii_lowercase(),
             role: role.to_owned(),
@@ -372,7 +372,7 @@ impl Coffer {
             Some(_) => {}
         }
         self.store.remove_membership(org.id, user_id).await?;
-        self.forget_principals();
+        self.principals_changed();
         Ok(())
     }
 
@@ -433,7 +433,7 @@ impl Coffer {
             )));
         }
         self.store.add_group_member(org.id, group_id, user_id).await?;
-        self.forget_principals();
+        self.principals_changed();
         Ok(())
     }
 
@@ -444,7 +444,7 @@ impl Coffer {
         let group_id = self.group_id(org.id, group).await?;
         let user_id = self.user_id_by_email(email).await?;
         if self.store.remove_group_member(org.id, group_id, user_id).await? {
-            self.forget_principals();
+            self.principals_changed();
             Ok(())
         } else {
             Err(ServiceError::NotFound(format!("{email} in group {group}")))
@@ -511,7 +511,7 @@ impl Coffer {
         let (org, _) = self.org_admin(who, org).await?;
         let sa = self.service_account_named(org.id, name).await?;
         self.store.delete_service_account(org.id, sa.id).await?;
-        self.forget_principals();
+        self.principals_changed();
         Ok(())
     }
 
@@ -623,7 +623,7 @@ impl Coffer {
             created_at: now_ms(),
         };
         self.store.create_grant(&row).await?;
-        self.forget_principals();
+        self.principals_changed();
         Ok(GrantView {
             id: row.id.to_string(),
             subject: serde_json::json!({ kind: input.user.or(input.service_account).or(input.group) }),
@@ -684,7 +684,7 @@ impl Coffer {
         let missing = || ServiceError::NotFound(format!("grant {id}"));
         let id = Uuid::parse_str(id).map_err(|_| missing())?;
         if self.store.delete_grant(org.id, id).await? {
-            self.forget_principals();
+            self.principals_changed();
             Ok(())
         } else {
             Err(missing())

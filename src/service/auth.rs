@@ -486,6 +486,13 @@ impl Coffer {
         self.cache.access.clear();
     }
 
+    /// After a change to who may do what (revocation, grants, memberships,
+    /// groups, service accounts): forget it here and on every other server.
+    pub(crate) fn principals_changed(&self) {
+        self.forget_principals();
+        self.broadcast(super::cluster::Event::Principals);
+    }
+
     /// Store a new token for `kind`; returns it once.
     pub(crate) async fn issue_token(
         &self,
@@ -574,7 +581,7 @@ impl Coffer {
             return Err(missing());
         }
         self.store.delete_token(accessor).await?;
-        self.forget_principals();
+        self.principals_changed();
         Ok(())
     }
 
@@ -756,7 +763,7 @@ impl Coffer {
             RefreshUse::Reused(row) => {
                 tracing::warn!(user = %row.user_id, "a spent refresh token was presented again; revoking its session");
                 self.store.revoke_family(&row.family_id).await?;
-                self.forget_principals();
+                self.principals_changed();
                 Err(ServiceError::Unauthenticated)
             }
             RefreshUse::Fresh(row) => {
@@ -780,7 +787,7 @@ impl Coffer {
         if let Some(family) = &who.family_id {
             self.store.revoke_family(family).await?;
         }
-        self.forget_principals();
+        self.principals_changed();
         Ok(())
     }
 

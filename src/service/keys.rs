@@ -121,6 +121,7 @@ impl Coffer {
         // Env paths carry the active version: forget them here at once
         // (other servers sharing the database within the cache's second).
         self.cache.clear();
+        self.broadcast(super::cluster::Event::Keys(org_id));
         tracing::info!(accessor = %who.accessor, org, version, "KEK rotated");
         Ok(KekView {
             version,
@@ -195,6 +196,7 @@ impl Coffer {
         match self.store.destroy_kek(org_id, version).await? {
             DestroyOutcome::Destroyed => {
                 keyring.forget_kek(org_id, version);
+                self.broadcast(super::cluster::Event::KekDestroyed(org_id, version));
                 tracing::warn!(accessor = %who.accessor, org, version, "KEK version destroyed");
                 Ok(())
             }

@@ -8,8 +8,11 @@
 mod access;
 pub mod audit;
 mod auth;
+pub mod backup;
 mod cache;
+mod cluster;
 pub mod generate_root;
+pub mod jobs;
 pub mod keys;
 mod limits;
 mod orgs;
@@ -348,6 +351,8 @@ impl Coffer {
         who.require_root()?;
         self.seal.seal()?;
         self.drop_caches();
+        // A seal seals the whole cluster (see `cluster.rs`).
+        self.broadcast(cluster::Event::Seal);
         Ok(())
     }
 

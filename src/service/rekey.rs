@@ -150,7 +150,11 @@ impl Coffer {
             Ok(RotateStatus {
                 keks_rewrapped: Some(n),
                 ..
-            }) => tracing::warn!(accessor = %who.accessor, keks = n, "root key rotated"),
+            }) => {
+                tracing::warn!(accessor = %who.accessor, keks = n, "root key rotated");
+                // Other servers hold the old root: they seal (see cluster.rs).
+                self.broadcast(super::cluster::Event::Root);
+            }
             Ok(_) => tracing::info!(accessor = %who.accessor, "root rotation: share accepted"),
             Err(e) => tracing::warn!(accessor = %who.accessor, error = %e, "root rotation refused"),
         }

@@ -327,7 +327,10 @@ impl Coffer {
                 ..secret
             };
             match self.store.put_version(&secret, expected, &version).await {
-                Ok(()) => return Ok(view(&secret, None)),
+                Ok(()) => {
+                    self.broadcast(super::cluster::Event::Env(path.env_id));
+                    return Ok(view(&secret, None));
+                }
                 Err(StorageError::Conflict(_)) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -401,6 +404,7 @@ impl Coffer {
         self.store
             .set_deleted(path.org_id, secret.id, Some(now_ms()), now_ms())
             .await?;
+        self.broadcast(super::cluster::Event::Env(path.env_id));
         Ok(())
     }
 
@@ -423,6 +427,7 @@ impl Coffer {
         }
         let now = now_ms();
         self.store.set_deleted(path.org_id, secret.id, None, now).await?;
+        self.broadcast(super::cluster::Event::Env(path.env_id));
         secret.deleted_at = None;
         secret.updated_at = now;
         Ok(view(&secret, None))
@@ -443,6 +448,7 @@ impl Coffer {
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("secret {key}")))?;
         self.store.purge_secret(path.org_id, secret.id).await?;
+        self.broadcast(super::cluster::Event::Env(path.env_id));
         Ok(())
     }
 

@@ -16,6 +16,8 @@
 //! (`tests/it/conformance.rs`).
 
 pub mod audit;
+pub mod backup;
+pub mod cluster;
 mod identity;
 pub mod keystore;
 mod postgres;
@@ -51,6 +53,9 @@ pub enum StorageError {
     /// Migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A restore was refused (target not empty, other schema version…).
+    #[error("{0}")]
+    Restore(String),
     /// The storage URL is not usable.
     #[error("invalid storage url: {0}")]
     Url(String),
@@ -388,6 +393,28 @@ pub trait Backend: keystore::KeyStore + audit::AuditStore + Send + Sync + std::f
     async fn current_values(&self, org_id: Uuid, env_id: Uuid) -> Result<std::sync::Arc<Vec<CurrentValue>>>;
     /// Forget cached rows (called on seal).
     fn drop_caches(&self);
+    /// Broadcast `payload` to every server on this store (PostgreSQL
+    /// NOTIFY; no-op on SQLite, where one process owns the file).
+    async fn notify(&self, payload: &str) -> Result<()>;
+    /// PostgreSQL: how to LISTEN and take job locks (None on SQLite).
+    fn cluster(&self) -> Option<cluster::ClusterLink>;
+    /// Take background job `job`'s lock if no other server holds it
+    /// (always granted on SQLite).
+    async fn try_lock_job(&self, job: &str) -> Result<Option<cluster::JobLock>>;
+    /// Drop the cached inject rows of one environment.
+    fn forget_values(&self, env_id: Uuid);
+    /// Delete expired tokens, refresh tokens and device codes; returns how
+    /// many rows went.
+    async fn purge_expired(&self, now: i64) -> Result<u64>;
+    /// Every row of [`backup::BACKUP_TABLES`], read in one consistent snapshot.
+    async fn snapshot(&self) -> Result<backup::Snapshot>;
+    /// Write a snapshot into this store, which must be empty, in one
+    /// transaction; `progress` gets (table, rows) after each table.
+    async fn restore(
+        &self,
+        snap: &backup::Snapshot,
+        progress: &mut (dyn for<'s> FnMut(&'s str, usize) + Send),
+    ) -> Result<()>;
     /// Append `version` and move `secret` to it, in one transaction.
     /// `expected_current` is the version the writer based its write on
     /// (0 = the secret must not exist yet); if another write got there first

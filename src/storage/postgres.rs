@@ -10,6 +10,7 @@ use sqlx::any::AnyConnectOptions;
 use sqlx::pool::PoolOptions;
 use sqlx::{Any, Connection};
 
+use super::cluster::ClusterLink;
 use super::sql::Tenants;
 use super::{Result, SqlBackend, StorageError};
 
@@ -39,5 +40,8 @@ pub(super) async fn open(url: &str) -> Result<SqlBackend> {
         })
         .connect_with(opts.clone())
         .await?;
-    Ok(SqlBackend::new(pool, "postgres", Some(Tenants::new(opts))))
+    let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+        .fetch_one(&pool)
+        .await?;
+    Ok(SqlBackend::new(pool, "postgres", Some(Tenants::new(opts))).with_cluster(ClusterLink::new(url, schema)))
 }

@@ -30,6 +30,7 @@ pub struct SqlBackend {
     kind: &'static str,
     values: Arc<ValuesCache>,
     tenants: Option<Arc<Tenants>>,
+    cluster: Option<super::cluster::ClusterLink>,
 }
 
 /// PostgreSQL only: one small pool per organization whose sessions carry
@@ -140,7 +141,19 @@ impl SqlBackend {
             kind,
             values: Arc::new(ValuesCache::default()),
             tenants: tenants.map(Arc::new),
+            cluster: None,
         }
+    }
+
+    /// PostgreSQL: where cluster traffic (NOTIFY, job locks) goes.
+    pub(super) fn with_cluster(mut self, link: super::cluster::ClusterLink) -> Self {
+        self.cluster = Some(link);
+        self
+    }
+
+    /// The cluster link of a PostgreSQL store (None on SQLite).
+    pub fn cluster_link(&self) -> Option<&super::cluster::ClusterLink> {
+        self.cluster.as_ref()
     }
 
     /// Inside a transaction of the shared pool, act for organization
@@ -1134,6 +1147,53 @@ impl Backend for SqlBackend {
         if let Ok(mut map) = self.values.map.write() {
             map.clear();
         }
+    }
+
+    async fn notify(&self, payload: &str) -> Result<()> {
+        self.notify_all(payload).await
+    }
+
+    fn cluster(&self) -> Option<super::cluster::ClusterLink> {
+        self.cluster.clone()
+    }
+
+    async fn try_lock_job(&self, job: &str) -> Result<Option<super::cluster::JobLock>> {
+        match &self.cluster {
+            Some(link) => link.try_lock(job).await,
+            None => Ok(Some(super::cluster::JobLock::local())),
+        }
+    }
+
+    fn forget_values(&self, env_id: Uuid) {
+        if let Ok(mut map) = self.values.map.write() {
+            map.remove(&env_id);
+        }
+    }
+
+    async fn purge_expired(&self, now: i64) -> Result<u64> {
+        let mut tx = self.pool().begin().await?;
+        let mut n = 0;
+        for sql in [
+            "DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at < $1",
+            "DELETE FROM refresh_tokens WHERE expires_at < $1",
+            "DELETE FROM device_codes WHERE expires_at < $1",
+        ] {
+            n += query(sql).bind(now).execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn snapshot(&self) -> Result<super::backup::Snapshot> {
+        self.snapshot_all().await
+    }
+
+    async fn restore(
+        &self,
+        snap: &super::backup::Snapshot,
+        progress: &mut (dyn for<'s> FnMut(&'s str, usize) + Send),
+    ) -> Result<()> {
+        self.restore_all(snap, progress).await
     }
 
     async fn put_version(&self, s: &SecretRow, expected_current: i64, v: &VersionRow) -> Result<()> {

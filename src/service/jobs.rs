@@ -1,0 +1,115 @@
+//! Background jobs that must run on one server at a time.
+//!
+//! A [`Job`] is a name, a period and an async function over the service.
+//! Every server runs a ticker per job, aligned to the wall clock (ticks at
+//! multiples of the period since the Unix epoch), but only the server
+//! holding the job's lock runs it: on PostgreSQL a session advisory lock
+//! (`pg_try_advisory_lock`) on a dedicated connection, held for as long as
+//! that connection lives; on SQLite the lock is trivially local. The holder
+//! keeps the lock from tick to tick, so each period's run happens exactly
+//! once across the cluster; when the holder dies its session ends, the lock
+//! is freed, and another server takes over at its next tick.
+//!
+//! Registering a job: build it with [`Job::new`] and pass it to
+//! [`Coffer::spawn_jobs`] with the built-in ones ([`builtin`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Coffer, Result, now_ms};
+use crate::storage::cluster::JobLock;
+
+type JobFn = Arc<dyn Fn(Coffer) -> Pin<Box<dyn Future<Output = Result<String>> + Send>> + Send + Sync>;
+
+/// A periodic job.
+#[derive(Clone)]
+pub struct Job {
+    name: &'static str,
+    period: Duration,
+    run: JobFn,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("name", &self.name)
+            .field("period", &self.period)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Job {
+    /// A job `name` (also its lock's name) run every `period` by `f`, which
+    /// returns a one-line summary for the log (no secrets).
+    pub fn new<F, Fut>(name: &'static str, period: Duration, f: F) -> Job
+    where
+        F: Fn(Coffer) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String>> + Send + 'static,
+    {
+        Job {
+            name,
+            period: period.max(Duration::from_millis(100)),
+            run: Arc::new(move |c| Box::pin(f(c))),
+        }
+    }
+}
+
+/// The jobs every server runs: purge of expired tokens, refresh tokens and
+/// device codes.
+pub fn builtin(period: Duration) -> Vec<Job> {
+    vec![Job::new("purge_expired", period, |c: Coffer| async move {
+        let n = c.store.purge_expired(now_ms()).await?;
+        Ok(format!("{n} expired rows deleted"))
+    })]
+}
+
+/// Sleep until the next multiple of `period` since the Unix epoch; returns
+/// that period's number.
+async fn next_tick(period: Duration) -> i64 {
+    let p = i64::try_from(period.as_millis()).unwrap_or(i64::MAX).max(1);
+    let now = now_ms();
+    let next = (now / p + 1) * p;
+    tokio::time::sleep(Duration::from_millis(u64::try_from(next - now).unwrap_or(0))).await;
+    next / p
+}
+
+impl Coffer {
+    /// Start a ticker per job (see the module doc).
+    pub fn spawn_jobs(&self, jobs: Vec<Job>) {
+        for job in jobs {
+            tokio::spawn(run(self.clone(), job));
+        }
+    }
+}
+
+async fn run(coffer: Coffer, job: Job) {
+    let mut lock: Option<JobLock> = None;
+    loop {
+        let tick = next_tick(job.period).await;
+        if let Some(l) = &mut lock
+            && !l.alive().await
+        {
+            tracing::warn!(job = job.name, "job lock connection lost; another server may take over");
+            lock = None;
+        }
+        if lock.is_none() {
+            match coffer.store.try_lock_job(job.name).await {
+                Ok(Some(l)) => {
+                    tracing::info!(job = job.name, "this server now runs job {}", job.name);
+                    lock = Some(l);
+                }
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(job = job.name, error = %e, "cannot take the job lock");
+                    continue;
+                }
+            }
+        }
+        match (job.run)(coffer.clone()).await {
+            Ok(summary) => tracing::info!(job = job.name, tick, "job {} ran in period {tick}: {summary}", job.name),
+            Err(e) => tracing::warn!(job = job.name, tick, error = %e, "job {} failed", job.name),
+        }
+    }
+}
