@@ -732,3 +732,43 @@ async fn security_signals_are_raised() {
     assert!(log.contains("security signal: burst of failed logins"), "{log}");
     assert!(!log.contains("nope nope nope"), "a password reached the log");
 }
+
+#[tokio::test]
+async fn servers_sharing_one_postgresql_append_to_one_chain() {
+    let l = logged("").await;
+    // SQLite is one process; on PostgreSQL a second server joins.
+    let second = if util::storage_kind() == "postgres" {
+        let dir = util::tempdir();
+        let s = Server::start_full(dir.path(), &l.url, "tls_disable = true", "", &[]);
+        let anon = s.client(None);
+        let (st, body) = anon.get("/v1/sys/seal-status").await;
+        assert_eq!(st.as_u16(), 200, "{body}");
+        Some((s, dir))
+    } else {
+        None
+    };
+    let mut clients = vec![l.root.clone()];
+    if let Some((s, _)) = &second {
+        // The second server stays sealed: its refusals (503) are recorded
+        // all the same, interleaved with the first server's records.
+        clients.push(s.client(Some(&l.token)));
+    }
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let c = clients[i % clients.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            c.get(&format!("{ENV}/secrets/A?reveal=true")).await.0.as_u16()
+        }));
+    }
+    for t in tasks {
+        let st = t.await.expect("task");
+        assert!(st == 200 || st == 503, "status {st}");
+    }
+    let mut conn = db(&l.url).await;
+    let n = scalar(&mut conn, "SELECT COUNT(*) FROM audit_log").await;
+    let head = scalar(&mut conn, "SELECT MAX(seq) FROM audit_log").await;
+    assert_eq!(n, head, "no gap and no fork: {n} records, head {head}");
+    let ok = coffer(&l.server, &l.token, &["audit", "verify"]);
+    assert!(ok.status.success(), "one chain from two writers: {}", out(&ok));
+    drop(second);
+}
