@@ -10,11 +10,13 @@ mod auth;
 mod cache;
 pub mod generate_root;
 pub mod keys;
+pub mod kv;
 mod limits;
 mod orgs;
 pub mod rekey;
 mod secrets;
 pub mod values;
+pub mod vault;
 
 use std::sync::Arc;
 

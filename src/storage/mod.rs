@@ -17,6 +17,7 @@
 
 mod identity;
 pub mod keystore;
+pub mod kv;
 mod postgres;
 pub mod sql;
 mod sqlite;
@@ -254,7 +255,7 @@ pub struct CurrentValue {
 /// another organization's rows (on PostgreSQL row-level security enforces
 /// it a second time).
 #[async_trait]
-pub trait Backend: keystore::KeyStore + Send + Sync + std::fmt::Debug {
+pub trait Backend: keystore::KeyStore + kv::KvStore + Send + Sync + std::fmt::Debug {
     /// "sqlite" or "postgres".
     fn kind(&self) -> &'static str;
     /// The keyring row, if initialized.
