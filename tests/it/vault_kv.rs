@@ -402,3 +402,38 @@ async fn vaultrs_kv_v2_tokens_and_permissions() {
         other => panic!("sealed read: {other:?}"),
     }
 }
+
+/// Run a client-compatibility script against `server`; its output is the
+/// failure message.
+fn run_script(program: &str, script: &str, server: &Server, envs: &[(&str, &str)]) {
+    let path = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = Command::new("timeout");
+    cmd.args(["300", program, &path])
+        .env("BAO_ADDR", &server.base)
+        .env("VAULT_ADDR", &server.base)
+        .env_remove("BAO_TOKEN")
+        .env_remove("VAULT_TOKEN")
+        .stdin(Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} {path}: {e}"));
+    assert!(
+        out.status.success(),
+        "{script} failed ({:?})\n--- stdout\n{}\n--- stderr\n{}\n--- server log\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.log_text()
+    );
+}
+
+#[tokio::test]
+async fn bao_cli_kv_token_and_operator_commands() {
+    let bao = crate::vault_clients::bao_bin();
+    let dir = util::tempdir();
+    let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
+    run_script("bash", "sh/bao_kv.sh", &server, &[("BAO_BIN", bao.to_str().unwrap())]);
+}
