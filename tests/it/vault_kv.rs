@@ -437,3 +437,10 @@ async fn bao_cli_kv_token_and_operator_commands() {
     let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
     run_script("bash", "sh/bao_kv.sh", &server, &[("BAO_BIN", bao.to_str().unwrap())]);
 }
+
+#[tokio::test]
+async fn hvac_python_client() {
+    let dir = util::tempdir();
+    let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
+    run_script("python3", "py/test_hvac.py", &server, &[]);
+}
