@@ -121,6 +121,8 @@ pub struct KvMetadata {
     pub cas_required: bool,
     /// RFC 3339
     pub created_time: String,
+    /// Vault 1.x field; coffer does not version metadata (0)
+    pub current_metadata_version: i64,
     /// latest version (0 before the first write)
     pub current_version: i64,
     /// string → string, null when none
@@ -129,6 +131,8 @@ pub struct KvMetadata {
     pub delete_version_after: String,
     /// 0 = the mount's setting
     pub max_versions: i64,
+    /// Vault 1.x field; always false
+    pub metadata_cas_required: bool,
     /// oldest version still held
     pub oldest_version: i64,
     /// RFC 3339
@@ -350,10 +354,9 @@ impl Coffer {
         if let Some(c) = cas
             && c != current.metadata.version
         {
-            return Err(ServiceError::Invalid(format!(
-                "check-and-set parameter did not match the current version of {}",
-                kp.3
-            )));
+            return Err(ServiceError::Invalid(
+                "check-and-set parameter did not match the current version".into(),
+            ));
         }
         let mut merged = Value::Object(data);
         merge_patch(&mut merged, &Value::Object(patch.clone()));
@@ -413,12 +416,14 @@ impl Coffer {
         Ok(KvMetadata {
             cas_required: meta.as_ref().is_some_and(|m| m.cas_required),
             created_time: rfc3339(created),
+            current_metadata_version: 0,
             current_version: secret.as_ref().map_or(0, |s| s.current_version),
             custom_metadata: custom(meta.as_ref()),
             delete_version_after: meta
                 .as_ref()
                 .map_or_else(|| "0s".to_owned(), |m| m.delete_version_after.clone()),
             max_versions: meta.as_ref().map_or(0, |m| m.max_versions),
+            metadata_cas_required: false,
             oldest_version: versions.first().map_or(0, |v| v.version),
             updated_time: rfc3339(updated),
             versions: versions

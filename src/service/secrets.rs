@@ -281,9 +281,9 @@ impl Coffer {
             if let Some(expected) = cas
                 && existing.as_ref().map_or(0, |s| s.current_version) != expected
             {
-                return Err(ServiceError::Invalid(format!(
-                    "check-and-set parameter did not match the current version of {key}"
-                )));
+                return Err(ServiceError::Invalid(
+                    "check-and-set parameter did not match the current version".into(),
+                ));
             }
             // Checked on every attempt: a key created meanwhile needs update.
             access.require(
