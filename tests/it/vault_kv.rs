@@ -444,3 +444,90 @@ async fn hvac_python_client() {
     let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
     run_script("python3", "py/test_hvac.py", &server, &[]);
 }
+
+#[tokio::test]
+async fn cert_login_and_userpass_totp() {
+    use crate::access_mtls::{mtls_server, spki_sha256, tls_client};
+    let dir = util::tempdir();
+    let d = dir.path();
+    let server = mtls_server(d).await;
+    let with =
+        |cert: &str, token: Option<&str>| util::Http::from_client(&server.base, tls_client(d, Some(cert)), token);
+    let (root, _) = util::boot(&with("a", None)).await;
+    util::org_tree(&root, "acme", &[("api", &["production"])]).await;
+    util::write_secret(
+        &root,
+        &util::env_path("acme", "api", "production"),
+        "DB",
+        "postgres://p",
+    )
+    .await;
+    util::service_account(
+        &root,
+        "acme",
+        "ci",
+        json!({"certificate": {"spki_sha256": spki_sha256(d, "a")}}),
+    )
+    .await;
+    util::grant(
+        &root,
+        "acme",
+        json!({"service_account": "ci", "project": "api", "environment": "production", "role": "developer"}),
+    )
+    .await;
+
+    // Cert A logs in as the service account; the token is bound to cert A.
+    let (st, l) = with("a", None).post("/v1/auth/cert/login", json!({})).await;
+    assert_eq!(st, 200, "{l}");
+    assert_eq!(
+        (&l["auth"]["lease_duration"], &l["auth"]["metadata"]["coffer_name"]),
+        (&json!(3600), &json!("ci"))
+    );
+    let token = l["auth"]["client_token"].as_str().unwrap();
+    let (st, r) = with("a", Some(token))
+        .get("/v1/secret/data/acme/api/production/DB")
+        .await;
+    assert_eq!(
+        (st.as_u16(), &r["data"]["data"]),
+        (200, &json!({"value": "postgres://p"})),
+        "{r}"
+    );
+    let (st, _) = with("b", Some(token))
+        .get("/v1/secret/data/acme/api/production/DB")
+        .await;
+    assert_eq!(st, 403, "a cert-login token is bound to its certificate");
+    // Cert B maps to no account.
+    let (st, e) = with("b", None).post("/v1/auth/cert/login", json!({})).await;
+    assert_eq!((st.as_u16(), e), (403, json!({"errors": ["permission denied"]})));
+
+    // userpass with TOTP: refused with a clear message, accepted through
+    // Vault's MFA header.
+    util::create_user(&root, "dev@acme.test", "correct horse battery").await;
+    let dev = util::user_client(&with("a", None), "dev@acme.test", "correct horse battery").await;
+    let e = util::ok_data("totp enroll", dev.post("/api/v1/auth/totp/enroll", json!({})).await);
+    let secret = util::base32_decode(e["secret"].as_str().unwrap());
+    let step = util::unix_now() / 30;
+    util::ok_data(
+        "totp verify",
+        dev.post(
+            "/api/v1/auth/totp/verify",
+            json!({"code": util::totp_at(&secret, step - 1)}),
+        )
+        .await,
+    );
+    let anon = with("a", None);
+    let login = "/v1/auth/userpass/login/dev@acme.test";
+    let (st, e) = anon.post(login, json!({"password": "correct horse battery"})).await;
+    assert_eq!(st, 400, "{e}");
+    assert!(e["errors"][0].as_str().unwrap().contains("X-Vault-MFA"), "{e}");
+    let res = tls_client(d, Some("a"))
+        .post(format!("{}{login}", server.base))
+        .header("X-Vault-MFA", format!("totp:{}", util::totp_at(&secret, step)))
+        .json(&json!({"password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let l: Value = res.json().await.unwrap();
+    assert_eq!(l["auth"]["policies"], json!(["default"]), "{l}");
+}
