@@ -313,7 +313,8 @@ impl Coffer {
         let (path, _) = self.env_access(who, (o, p, e)).await?;
         let existing = self.store.secret(path.org_id, path.env_id, key).await?;
         let meta = self.store.kv_metadata(path.org_id, path.env_id, key).await?;
-        let cas_required = meta.as_ref().is_some_and(|m| m.cas_required) || self.store.kv_config().await?.cas_required;
+        let config = self.store.kv_config().await?;
+        let cas_required = meta.as_ref().is_some_and(|m| m.cas_required) || config.cas_required;
         if cas_required && cas.is_none() {
             return Err(ServiceError::Invalid(
                 "check-and-set parameter required for this call (options.cas)".into(),
@@ -326,6 +327,14 @@ impl Coffer {
             description: None,
         };
         let view = self.put_secret_cas(who, (o, p, e), key, input, cas).await?;
+        // max_versions: the key's, else the mount's; 0 keeps every version
+        // (coffer's history; Vault's default would be 10).
+        let max = meta.as_ref().map_or(0, |m| m.max_versions);
+        let max = if max > 0 { max } else { config.max_versions };
+        if max > 0 && view.version > max {
+            let id = self.kv_secret(&path, key).await?.id;
+            self.store.kv_prune(path.org_id, id, view.version - max + 1).await?;
+        }
         Ok(KvVersionMeta {
             created_time: view.updated_at,
             custom_metadata: custom(meta.as_ref()),

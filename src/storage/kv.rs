@@ -87,6 +87,9 @@ pub trait KvStore {
     /// Vault does), in one transaction; the current version also sets or
     /// clears the secret's soft delete.
     async fn kv_mark(&self, org_id: Uuid, secret_id: Uuid, versions: &[i64], op: KvVersionOp, now: i64) -> Result<()>;
+    /// Remove every version of a secret older than `keep_from` (Vault's
+    /// `max_versions`); the current version is never removed.
+    async fn kv_prune(&self, org_id: Uuid, secret_id: Uuid, keep_from: i64) -> Result<u64>;
     /// A key's metadata, if any was written.
     async fn kv_metadata(&self, org_id: Uuid, env_id: Uuid, key: &str) -> Result<Option<KvMetaRow>>;
     /// Insert or replace a key's metadata.
@@ -192,6 +195,19 @@ impl KvStore for SqlBackend {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn kv_prune(&self, org_id: Uuid, secret_id: Uuid, keep_from: i64) -> Result<u64> {
+        let done = query(
+            "DELETE FROM secret_versions WHERE org_id = $1 AND secret_id = $2 AND version < $3 \
+             AND version < (SELECT current_version FROM secrets WHERE org_id = $1 AND id = $2)",
+        )
+        .bind(org_id.to_string())
+        .bind(secret_id.to_string())
+        .bind(keep_from)
+        .execute(&self.tenant(org_id))
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn kv_metadata(&self, org_id: Uuid, env_id: Uuid, key: &str) -> Result<Option<KvMetaRow>> {

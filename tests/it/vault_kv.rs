@@ -394,6 +394,28 @@ async fn vaultrs_kv_v2_tokens_and_permissions() {
         .await
         .expect_err("purged");
     assert_eq!(code(&e), 404);
+    // max_versions prunes the oldest versions on write.
+    let rot = "acme/api/staging/ROT";
+    let mut opts = SetSecretMetadataRequest::builder();
+    opts.max_versions(2u64);
+    vaultrs::kv2::set_metadata(&root, "secret", rot, Some(&mut opts))
+        .await
+        .unwrap();
+    for i in 1..=3 {
+        vaultrs::kv2::set(&root, "secret", rot, &json!({"value": format!("v{i}")}))
+            .await
+            .unwrap();
+    }
+    let meta = vaultrs::kv2::read_metadata(&root, "secret", rot).await.unwrap();
+    assert_eq!(
+        (meta.current_version, meta.oldest_version, meta.versions.len()),
+        (3, 2, 2)
+    );
+    let e = vaultrs::kv2::read_version::<Value>(&root, "secret", rot, 1)
+        .await
+        .expect_err("pruned");
+    assert_eq!(code(&e), 404);
+
     vaultrs::sys::seal(&root).await.unwrap();
     match vaultrs::kv2::read::<Value>(&root, "secret", "acme/api/production/API_KEY").await {
         Err(ClientError::APIError { code, errors }) => {
