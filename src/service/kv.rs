@@ -310,8 +310,18 @@ impl Coffer {
     ) -> Result<KvVersionMeta> {
         self.keyring()?;
         check_key(key)?;
-        let (path, _) = self.env_access(who, (o, p, e)).await?;
+        let (path, access) = self.env_access(who, (o, p, e)).await?;
         let existing = self.store.secret(path.org_id, path.env_id, key).await?;
+        // Refused before anything about the key (cas_required) is told; the
+        // write itself checks again.
+        access.require(
+            &path,
+            if existing.is_some() {
+                Permission::Update
+            } else {
+                Permission::Create
+            },
+        )?;
         let meta = self.store.kv_metadata(path.org_id, path.env_id, key).await?;
         let config = self.store.kv_config().await?;
         let cas_required = meta.as_ref().is_some_and(|m| m.cas_required) || config.cas_required;
