@@ -146,8 +146,17 @@ def main():
     # Purge; seal.
     kv.delete_metadata_and_all_versions(PATH)
     raises("purged", hvac.exceptions.InvalidPath, kv.read_secret_metadata, PATH)
+    # Rekey through sys/rekey/* (hvac's paths), then unseal with the new shares.
+    check("generate-root idle", root.sys.read_root_generation_progress()["started"], False)
+    rk = root.sys.start_rekey(secret_shares=3, secret_threshold=2)
+    check("rekey started", rk["started"], True)
+    done = root.sys.rekey_multi(init["keys"][:2], nonce=rk["nonce"])
+    check("rekey complete", (done["complete"], len(done["keys"])), (True, 3))
+
     check("seal", root.sys.seal().status_code, 204)
     check("sealed", anon.sys.is_sealed(), True)
+    check("unseal with new shares", anon.sys.submit_unseal_keys(done["keys"][1:])["sealed"], False)
+    check("seal again", root.sys.seal().status_code, 204)
     raises("sealed read", hvac.exceptions.VaultDown, kv.read_secret_metadata, "acme/api/production/X")
     print("test_hvac.py: all checks passed")
 
