@@ -10,7 +10,8 @@
 #   ROUNDS=1 DURATION=3s BUILD=0 bench/vault_compare.sh        # smoke test
 #
 # Knobs: ROUNDS (2), DURATION per wrk run (15s), SERVER_CPUS (0), WRK_CPUS (1),
-# POST_SPREAD (8: writes cycle over 8 keys, for both servers), BUILD (1: cargo
+# POST_SPREAD (1, the kit's default: every write to one key; N>1 makes keys
+# with a "-" that coffer refuses as variable names), BUILD (1: cargo
 # build --release first), COFFER_BIN (default $CARGO_TARGET_DIR or target/,
 # release/coffer), BAO_BIN (default: CI's tool cache, else the kit's fetch.sh),
 # KIT (/work/shared/anchors/openbao, never modified), OUT (results dir).
@@ -25,7 +26,7 @@ ROUNDS="${ROUNDS:-2}"
 DURATION="${DURATION:-15s}"
 SERVER_CPUS="${SERVER_CPUS:-0}"
 WRK_CPUS="${WRK_CPUS:-1}"
-export POST_SPREAD="${POST_SPREAD:-8}"
+export POST_SPREAD="${POST_SPREAD:-1}"
 OUT="${OUT:-$ROOT/target/bench/vault-compare-$(date -u +%Y%m%d-%H%M%S)}"
 COFFER_PORT="${COFFER_PORT:-8300}"
 KV_PATH="acme/api/production/APP"
@@ -85,7 +86,9 @@ start_coffer() {
     curl -fsS -X PUT "$base/v1/sys/unseal" -d "{\"key\":\"$k\"}" >/dev/null
   done
   root="$(json "['root_token']" <<<"$init")"
-  native() { curl -fsS -X POST -H "X-Vault-Token: $root" "$base/api/v1/$1" -d "$2" >/dev/null; }
+  native() {
+    curl -fsS -X POST -H "X-Vault-Token: $root" -H "Content-Type: application/json" "$base/api/v1/$1" -d "$2" >/dev/null
+  }
   native orgs '{"slug":"acme","name":"Acme"}'
   native orgs/acme/projects '{"slug":"api","name":"API"}'
   native orgs/acme/projects/api/environments '{"slug":"production","name":"production"}'
