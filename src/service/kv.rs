@@ -229,7 +229,12 @@ fn subkeys(v: &Map<String, Value>, depth: u32, level: u32) -> Map<String, Value>
 }
 
 fn custom(meta: Option<&KvMetaRow>) -> Value {
-    meta.and_then(|m| serde_json::from_str::<Map<String, Value>>(&m.custom_metadata).ok())
+    custom_of(meta.map(|m| m.custom_metadata.as_str()))
+}
+
+/// Stored custom metadata as Vault shows it: null when none.
+fn custom_of(json: Option<&str>) -> Value {
+    json.and_then(|j| serde_json::from_str::<Map<String, Value>>(j).ok())
         .filter(|m| !m.is_empty())
         .map_or(Value::Null, Value::Object)
 }
@@ -256,10 +261,11 @@ impl Coffer {
     pub async fn kv_read(&self, who: &Principal, (o, p, e, key): KeyPath<'_>, version: Option<i64>) -> Result<KvRead> {
         let keyring = self.keyring()?;
         let path = self.authorize_env(who, (o, p, e), Permission::Reveal).await?;
-        let (secret, row) = match version.filter(|v| *v > 0) {
+        let (secret, row, custom_json) = match version.filter(|v| *v > 0) {
+            // The common case, one query: current version and custom metadata.
             None => self
                 .store
-                .current_secret(path.org_id, path.env_id, key)
+                .kv_current(path.org_id, path.env_id, key)
                 .await?
                 .ok_or_else(|| ServiceError::NotFound(format!("secret {key}")))?,
             Some(n) => {
@@ -269,7 +275,8 @@ impl Coffer {
                     .version(path.org_id, s.id, n)
                     .await?
                     .ok_or_else(|| ServiceError::NotFound(format!("version {n} of secret {key}")))?;
-                (s, v)
+                let m = self.store.kv_metadata(path.org_id, path.env_id, key).await?;
+                (s, v, m.map(|m| m.custom_metadata))
             }
         };
         let deleted_at = if row.version == secret.current_version {
@@ -283,10 +290,9 @@ impl Coffer {
                 .and_then(|v| v.deleted_at)
         };
         let destroyed = row.ciphertext.is_empty();
-        let meta = self.store.kv_metadata(path.org_id, path.env_id, key).await?;
         let metadata = KvVersionMeta {
             created_time: rfc3339(row.created_at),
-            custom_metadata: custom(meta.as_ref()),
+            custom_metadata: custom_of(custom_json.as_deref()),
             deletion_time: deleted_at.map(rfc3339).unwrap_or_default(),
             destroyed,
             version: row.version,

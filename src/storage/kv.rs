@@ -18,7 +18,8 @@ use async_trait::async_trait;
 use sqlx::{Any, Row};
 use uuid::Uuid;
 
-use super::{Result, SqlBackend};
+use super::sql::{PREFIXED, secret_row, version_row};
+use super::{Result, SecretRow, SqlBackend, VersionRow};
 
 /// The KV state of one secret version (no value).
 #[derive(Debug, Clone)]
@@ -81,6 +82,14 @@ pub enum KvVersionOp {
 /// KV v2 storage; see the module doc for the invariants.
 #[async_trait]
 pub trait KvStore {
+    /// A secret, its current version (with blobs) and the key's custom
+    /// metadata JSON (None without metadata), in one query: the KV read path.
+    async fn kv_current(
+        &self,
+        org_id: Uuid,
+        env_id: Uuid,
+        key: &str,
+    ) -> Result<Option<(SecretRow, VersionRow, Option<String>)>>;
     /// Every version of a secret, oldest first.
     async fn kv_versions(&self, org_id: Uuid, secret_id: Uuid) -> Result<Vec<KvVersionRow>>;
     /// Apply `op` to `versions` of a secret (unknown numbers are ignored, as
@@ -108,6 +117,38 @@ fn query(sql: &'static str) -> sqlx::query::Query<'static, Any, sqlx::any::AnyAr
 
 #[async_trait]
 impl KvStore for SqlBackend {
+    async fn kv_current(
+        &self,
+        org_id: Uuid,
+        env_id: Uuid,
+        key: &str,
+    ) -> Result<Option<(SecretRow, VersionRow, Option<String>)>> {
+        let row = query(
+            "SELECT s.id, s.org_id, s.env_id, s.key, s.type, s.description, s.current_version, s.deleted_at, \
+                    s.created_at, s.updated_at, CAST(length(v.ciphertext) AS BIGINT) AS ct_len, v.id AS v_id, \
+                    v.org_id AS v_org_id, v.secret_id AS v_secret_id, \
+                    v.version AS v_version, v.type AS v_type, v.ciphertext AS v_ciphertext, \
+                    v.wrapped_dek AS v_wrapped_dek, v.kek_version AS v_kek_version, v.created_by AS v_created_by, \
+                    v.created_at AS v_created_at, m.custom_metadata AS kv_custom \
+             FROM secrets s JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version \
+             LEFT JOIN kv_metadata m ON m.org_id = s.org_id AND m.env_id = s.env_id AND m.key = s.key \
+             WHERE s.org_id = $1 AND v.org_id = $1 AND s.env_id = $2 AND s.key = $3",
+        )
+        .bind(org_id.to_string())
+        .bind(env_id.to_string())
+        .bind(key.to_owned())
+        .fetch_optional(&self.tenant(org_id))
+        .await?;
+        row.map(|r| {
+            Ok((
+                secret_row(&r)?,
+                version_row(&r, &PREFIXED, true)?,
+                r.try_get::<Option<String>, _>("kv_custom")?,
+            ))
+        })
+        .transpose()
+    }
+
     async fn kv_versions(&self, org_id: Uuid, secret_id: Uuid) -> Result<Vec<KvVersionRow>> {
         let rows = query(
             "SELECT version, created_at, kv_deleted_at, kv_destroyed FROM secret_versions \

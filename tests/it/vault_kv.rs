@@ -238,6 +238,14 @@ async fn vaultrs_kv_v2_tokens_and_permissions() {
     assert!(meta.versions["1"].destroyed);
     assert!(!meta.versions["2"].deletion_time.is_empty());
     assert!(meta.versions["3"].deletion_time.is_empty() && !meta.versions["3"].destroyed);
+    for q in ["", "?version=3"] {
+        let (_, d) = http.get(&format!("/v1/secret/data/{PATH}{q}")).await;
+        assert_eq!(
+            d["data"]["metadata"]["custom_metadata"],
+            json!({"owner": "payments"}),
+            "{q}: {d}"
+        );
+    }
 
     // LIST at every level (and GET ?list=true).
     assert_eq!(vaultrs::kv2::list(&root, "secret", "").await.unwrap(), ["acme/"]);
