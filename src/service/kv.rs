@@ -26,6 +26,10 @@ use crate::access::Permission;
 use crate::storage::kv::{KvConfigRow, KvMetaRow, KvVersionOp, KvVersionRow};
 use crate::storage::{EnvPath, SecretRow};
 
+/// Rounds of the secrets service's write loop a KV write runs before it
+/// answers 409 (each round is itself several optimistic attempts).
+const KV_WRITE_ROUNDS: u64 = 5;
+
 /// Largest `versions` list a delete/undelete/destroy accepts.
 const MAX_VERSIONS_PER_CALL: usize = 1000;
 
@@ -342,7 +346,7 @@ impl Coffer {
             value_type: Some(value_type),
             description: None,
         };
-        let view = self.put_secret_cas(who, (o, p, e), key, input, cas).await?;
+        let view = self.put_kv_retrying(who, (o, p, e), key, input, cas).await?;
         // max_versions: the key's, else the mount's; 0 keeps every version
         // (coffer's history; Vault's default would be 10).
         let max = meta.as_ref().map_or(0, |m| m.max_versions);
@@ -358,6 +362,36 @@ impl Coffer {
             destroyed: false,
             version: view.version,
         })
+    }
+
+    /// A write that, after the secrets service lost its optimistic retries
+    /// to other writers of the same key, tries again after a short random
+    /// pause: Vault clients do not expect a 409 for concurrent writes.
+    async fn put_kv_retrying(
+        &self,
+        who: &Principal,
+        env: (&str, &str, &str),
+        key: &str,
+        input: SecretInput,
+        cas: Option<i64>,
+    ) -> Result<super::SecretView> {
+        for attempt in 1..=KV_WRITE_ROUNDS {
+            let again = SecretInput {
+                value: input.value.clone(),
+                value_type: input.value_type.clone(),
+                description: None,
+            };
+            match self.put_secret_cas(who, env, key, again, cas).await {
+                Err(ServiceError::Conflict(_)) if attempt < KV_WRITE_ROUNDS => {
+                    let jitter = u64::from(super::random_bytes::<1>()?[0] % 8);
+                    tokio::time::sleep(std::time::Duration::from_millis((1 + jitter) * attempt)).await;
+                }
+                other => return other,
+            }
+        }
+        Err(ServiceError::Conflict(format!(
+            "secret {key} is being written by others; try again"
+        )))
     }
 
     /// `PATCH data/<path>`: JSON merge patch of the current value (reveal
