@@ -131,12 +131,19 @@ pub(super) async fn revoke_self(State(s): State<AppState>, VaultAuth(who): Vault
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// Debug leaves out the password and the code.
+#[derive(Deserialize)]
 pub(super) struct UserpassBody {
     #[serde(default)]
     password: Zeroizing<String>,
     totp: Option<String>,
     passcode: Option<String>,
+}
+
+impl std::fmt::Debug for UserpassBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserpassBody").finish_non_exhaustive()
+    }
 }
 
 /// `X-Vault-MFA: <method>:<code>` (or the code alone).

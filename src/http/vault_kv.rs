@@ -178,11 +178,20 @@ fn versions(b: &Map<String, Value>) -> Result<Vec<i64>, ServiceError> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A data write; Debug shows the field names only.
+#[derive(Deserialize)]
 struct WriteBody {
     data: Option<Map<String, Value>>,
     #[serde(default)]
     options: Option<Map<String, Value>>,
+}
+
+impl std::fmt::Debug for WriteBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteBody")
+            .field("keys", &self.data.as_ref().map(|d| d.keys().collect::<Vec<_>>()))
+            .finish_non_exhaustive()
+    }
 }
 
 fn cas(options: Option<&Map<String, Value>>) -> Result<Option<i64>, ServiceError> {

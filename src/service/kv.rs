@@ -98,13 +98,22 @@ pub struct KvVersionMeta {
     pub version: i64,
 }
 
-/// A `data/` read: the value unless deleted or destroyed.
-#[derive(Debug)]
+/// A `data/` read: the value unless deleted or destroyed. Its Debug shows
+/// the metadata only, never the value.
 pub struct KvRead {
     /// the mapped value; None for a deleted or destroyed version
     pub data: Option<Map<String, Value>>,
     /// the version's metadata
     pub metadata: KvVersionMeta,
+}
+
+impl std::fmt::Debug for KvRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvRead")
+            .field("has_data", &self.data.is_some())
+            .field("metadata", &self.metadata)
+            .finish()
+    }
 }
 
 /// One version in a metadata answer.
@@ -713,6 +722,21 @@ mod tests {
         );
         let (_, t) = from_kv(&obj(json!({"value": 5})), None).expect("number is json");
         assert_eq!(t, "json");
+    }
+
+    #[test]
+    fn debug_never_shows_the_value() {
+        let r = KvRead {
+            data: Some(obj(json!({"value": "hunter2"}))),
+            metadata: KvVersionMeta {
+                created_time: String::new(),
+                custom_metadata: Value::Null,
+                deletion_time: String::new(),
+                destroyed: false,
+                version: 1,
+            },
+        };
+        assert!(!format!("{r:?}").contains("hunter2"));
     }
 
     #[test]

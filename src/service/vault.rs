@@ -18,8 +18,8 @@ use crate::storage::TokenRow;
 /// Lifetime of a token handed out by `auth/cert/login`.
 const CERT_LOGIN_TTL_S: u64 = 3600;
 
-/// Vault's `auth/token/lookup*` data.
-#[derive(Debug, Serialize)]
+/// Vault's `auth/token/lookup*` data. Its Debug leaves out `id` (the token).
+#[derive(Serialize)]
 pub struct TokenInfo {
     /// public accessor
     pub accessor: String,
@@ -60,8 +60,19 @@ pub struct TokenInfo {
     pub token_type: &'static str,
 }
 
-/// A freshly issued token, as Vault's `auth` block shows it.
-#[derive(Debug)]
+impl std::fmt::Debug for TokenInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenInfo")
+            .field("accessor", &self.accessor)
+            .field("display_name", &self.display_name)
+            .field("policies", &self.policies)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A freshly issued token, as Vault's `auth` block shows it. Its Debug
+/// leaves out the token.
 pub struct VaultLogin {
     /// the token, once
     pub token: Zeroizing<String>,
@@ -73,6 +84,16 @@ pub struct VaultLogin {
     pub lease_duration: i64,
     /// the principal behind it
     pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for VaultLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultLogin")
+            .field("accessor", &self.accessor)
+            .field("policies", &self.policies)
+            .field("lease_duration", &self.lease_duration)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The Vault policy names of a principal kind.
@@ -308,6 +329,18 @@ impl Coffer {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn debug_never_shows_the_token() {
+        let l = super::VaultLogin {
+            token: zeroize::Zeroizing::new("cfr_secret_token".to_owned()),
+            accessor: "acc".into(),
+            policies: vec!["default".into()],
+            lease_duration: 1,
+            metadata: Default::default(),
+        };
+        assert!(!format!("{l:?}").contains("cfr_secret_token"));
+    }
+
     #[test]
     fn ttls() {
         assert_eq!(super::parse_ttl("3600").ok(), Some(3600));
