@@ -37,9 +37,12 @@ pub enum RouteAudit {
     Public,
     /// recorded under this action
     Action(&'static str),
+    /// the KV v2 mount: the action depends on the path below the mount
+    /// and the method (`vault_kv::audit_action`)
+    Kv,
 }
 
-use RouteAudit::{Action, Public};
+use RouteAudit::{Action, Kv, Public};
 
 /// Every route of the router but the environment routes (whose actions
 /// are in [`ENV_ROUTES`]): method, full path template, audit. HEAD is
@@ -143,6 +146,25 @@ pub const ROUTE_ACTIONS: &[(&str, &str, RouteAudit)] = &[
         "/v1/sys/rekey-recovery-key/verify",
         Action("seal.rekey_verify_reset"),
     ),
+    // Vault-compatible KV v2 mount, mounts preflight, tokens and logins
+    ("*", "/v1/secret/{*rest}", Kv),
+    ("GET", "/v1/sys/internal/ui/mounts/{*path}", Action("sys.mounts")),
+    ("GET", "/v1/sys/mounts", Action("sys.mounts")),
+    ("*", "/v1/sys/mounts/{*path}", Action("sys.mounts")),
+    ("GET", "/v1/auth/token/lookup-self", Action("token.lookup")),
+    ("POST", "/v1/auth/token/lookup-self", Action("token.lookup")),
+    ("POST", "/v1/auth/token/lookup-accessor", Action("token.lookup")),
+    ("PUT", "/v1/auth/token/lookup-accessor", Action("token.lookup")),
+    ("POST", "/v1/auth/token/create", Action("token.create")),
+    ("PUT", "/v1/auth/token/create", Action("token.create")),
+    ("POST", "/v1/auth/token/renew-self", Action("token.renew")),
+    ("PUT", "/v1/auth/token/renew-self", Action("token.renew")),
+    ("POST", "/v1/auth/token/revoke-self", Action("token.revoke")),
+    ("PUT", "/v1/auth/token/revoke-self", Action("token.revoke")),
+    ("POST", "/v1/auth/cert/login", Action("auth.login")),
+    ("PUT", "/v1/auth/cert/login", Action("auth.login")),
+    ("POST", "/v1/auth/userpass/login/{user}", Action("auth.login")),
+    ("PUT", "/v1/auth/userpass/login/{user}", Action("auth.login")),
     // native: organizations and what hangs off them
     ("GET", "/api/v1/orgs", Action("org.list")),
     ("POST", "/api/v1/orgs", Action("org.create")),
@@ -236,7 +258,7 @@ pub fn route_audit(method: &Method, path: &str) -> Option<RouteAudit> {
     }
     ROUTE_ACTIONS
         .iter()
-        .find(|(m, p, _)| *m == method && *p == path)
+        .find(|(m, p, _)| (*m == method || *m == "*") && *p == path)
         .map(|(_, _, a)| *a)
 }
 
@@ -333,8 +355,12 @@ fn fresh_request_id() -> String {
     format!("{prefix}-{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-/// The organization slug of a native path.
+/// The organization slug of a native path or of a KV path
+/// (`/v1/secret/<op>/<org>/…`).
 fn org_of(path: &str) -> &str {
+    if let Some(rest) = path.strip_prefix("/v1/secret/") {
+        return rest.split('/').nth(1).unwrap_or("");
+    }
     path.strip_prefix("/api/v1/orgs/")
         .and_then(|rest| rest.split('/').next())
         .unwrap_or("")
@@ -359,6 +385,10 @@ pub(crate) async fn layer(State(state): State<AppState>, mut req: Request, next:
     let mut action = match route_audit(&method, &path) {
         Some(Public) => return next.run(req).await,
         Some(Action(a)) => a,
+        Some(Kv) => super::vault_kv::audit_action(
+            &method,
+            req.uri().path_and_query().map_or(req.uri().path(), |pq| pq.as_str()),
+        ),
         None => {
             tracing::error!(%method, %path, "route has no audit action; refusing to serve it unaudited");
             let e = ServiceError::Internal(format!("route {method} {path} has no audit action"));
@@ -525,8 +555,10 @@ mod tests {
     }
 
     #[test]
-    fn org_is_read_from_native_paths_only() {
+    fn org_is_read_from_native_and_kv_paths() {
         assert_eq!(org_of("/api/v1/orgs/acme/projects"), "acme");
+        assert_eq!(org_of("/v1/secret/data/acme/api/prod/K"), "acme");
+        assert_eq!(route_audit(&Method::PATCH, "/v1/secret/{*rest}"), Some(Kv));
         assert_eq!(org_of("/api/v1/orgs"), "");
         assert_eq!(org_of("/v1/sys/unseal"), "");
     }

@@ -12,6 +12,8 @@ mod keys;
 mod rekey;
 mod sys;
 pub mod tls;
+mod vault_auth;
+pub(crate) mod vault_kv;
 
 use axum::Router;
 use axum::routing::{MethodRouter, delete, get, post, put};
@@ -118,7 +120,10 @@ pub fn router(state: AppState) -> Router {
                     .delete(rekey::verify_reset),
             );
     }
-    let vault = Router::new().nest("/sys", sys).fallback(sys::fallback);
+    let vault = Router::new()
+        .nest("/sys", sys)
+        .merge(vault_kv::routes())
+        .fallback(sys::fallback);
 
     let org = "/orgs/{org}";
     let native = Router::new()

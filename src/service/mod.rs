@@ -14,11 +14,13 @@ mod cluster;
 pub mod generate_root;
 pub mod jobs;
 pub mod keys;
+pub mod kv;
 mod limits;
 mod orgs;
 pub mod rekey;
 mod secrets;
 pub mod values;
+pub mod vault;
 
 use std::sync::Arc;
 

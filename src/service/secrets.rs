@@ -113,7 +113,7 @@ pub struct SecretInput {
 }
 
 /// Check a secret key: `[A-Za-z_][A-Za-z0-9_]*`, at most 256 characters.
-fn check_key(key: &str) -> Result<()> {
+pub(super) fn check_key(key: &str) -> Result<()> {
     let ok = !key.is_empty()
         && key.len() <= 256
         && key
@@ -175,6 +175,17 @@ impl Coffer {
         String::from_utf8(plain.to_vec()).map_err(|_| failed())
     }
 
+    /// Decrypt one stored version (the KV mount reads any version).
+    pub(super) async fn decrypt_version(
+        &self,
+        keyring: &Keyring,
+        path: &EnvPath,
+        key: &str,
+        v: &VersionRow,
+    ) -> Result<Zeroizing<String>> {
+        Ok(Zeroizing::new(self.decrypt(keyring, path, key, v.into()).await?))
+    }
+
     async fn live_secret(&self, path: &EnvPath, key: &str) -> Result<SecretRow> {
         match self.store.secret(path.org_id, path.env_id, key).await? {
             Some(s) if s.deleted_at.is_none() => Ok(s),
@@ -234,20 +245,46 @@ impl Coffer {
             ));
         }
         let (path, access) = self.env_access(who, (org, project, env)).await?;
-        self.write_version(&keyring, who, &access, &path, key, &input).await
+        self.write_version(&keyring, who, (&path, &access), key, &input, None)
+            .await
+    }
+
+    /// Create or update with Vault's check-and-set: `cas` is the version the
+    /// caller expects to be current (0: the key must not exist), checked in
+    /// the same optimistic loop as the write itself.
+    pub(crate) async fn put_secret_cas(
+        &self,
+        who: &Principal,
+        (org, project, env): (&str, &str, &str),
+        key: &str,
+        input: SecretInput,
+        cas: Option<i64>,
+    ) -> Result<SecretView> {
+        let keyring = self.keyring()?;
+        check_key(key)?;
+        let (path, access) = self.env_access(who, (org, project, env)).await?;
+        self.write_version(&keyring, who, (&path, &access), key, &input, cas)
+            .await
     }
 
     async fn write_version(
         &self,
         keyring: &Keyring,
         who: &Principal,
-        access: &Access,
-        path: &EnvPath,
+        (path, access): (&EnvPath, &Access),
         key: &str,
         input: &SecretInput,
+        cas: Option<i64>,
     ) -> Result<SecretView> {
         for _ in 0..WRITE_RETRIES {
             let existing = self.store.secret(path.org_id, path.env_id, key).await?;
+            if let Some(expected) = cas
+                && existing.as_ref().map_or(0, |s| s.current_version) != expected
+            {
+                return Err(ServiceError::Invalid(
+                    "check-and-set parameter did not match the current version".into(),
+                ));
+            }
             // Checked on every attempt: a key created meanwhile needs update.
             access.require(
                 path,
@@ -382,13 +419,20 @@ impl Coffer {
             .version(path.org_id, secret.id, version)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("version {version} of secret {key}")))?;
+        if old.ciphertext.is_empty() {
+            // Destroyed through the KV API: its key material is gone.
+            return Err(ServiceError::NotFound(format!(
+                "version {version} of secret {key} (destroyed)"
+            )));
+        }
         let value = Zeroizing::new(self.decrypt(&keyring, &path, key, (&old).into()).await?);
         let input = SecretInput {
             value,
             value_type: Some(old.value_type),
             description: None,
         };
-        self.write_version(&keyring, who, &access, &path, key, &input).await
+        self.write_version(&keyring, who, (&path, &access), key, &input, None)
+            .await
     }
 
     /// Soft delete: the secret disappears from lists and reads; history stays.

@@ -214,6 +214,33 @@ pub const BACKUP_TABLES: &[Table] = &[
             ("kek_version", Int),
             ("created_by", Text),
             ("created_at", Int),
+            ("kv_deleted_at", Int),
+            ("kv_destroyed", Int),
+        ],
+    },
+    Table {
+        name: "kv_metadata",
+        tenant: true,
+        columns: &[
+            ("org_id", Text),
+            ("env_id", Text),
+            ("key", Text),
+            ("max_versions", Int),
+            ("cas_required", Int),
+            ("delete_version_after", Text),
+            ("custom_metadata", Text),
+            ("created_at", Int),
+            ("updated_at", Int),
+        ],
+    },
+    Table {
+        name: "kv_config",
+        tenant: false,
+        columns: &[
+            ("id", Int),
+            ("max_versions", Int),
+            ("cas_required", Int),
+            ("delete_version_after", Text),
         ],
     },
     Table {

@@ -20,6 +20,7 @@ pub mod backup;
 pub mod cluster;
 mod identity;
 pub mod keystore;
+pub mod kv;
 mod postgres;
 pub mod sql;
 mod sqlite;
@@ -260,7 +261,7 @@ pub struct CurrentValue {
 /// another organization's rows (on PostgreSQL row-level security enforces
 /// it a second time).
 #[async_trait]
-pub trait Backend: keystore::KeyStore + audit::AuditStore + Send + Sync + std::fmt::Debug {
+pub trait Backend: keystore::KeyStore + audit::AuditStore + kv::KvStore + Send + Sync + std::fmt::Debug {
     /// "sqlite" or "postgres".
     fn kind(&self) -> &'static str;
     /// The keyring row, if initialized.

@@ -237,7 +237,7 @@ const SECRET_SELECT: &str = "SELECT s.id, s.org_id, s.env_id, s.key, s.type, s.d
      s.deleted_at, s.created_at, s.updated_at, CAST(length(v.ciphertext) AS BIGINT) AS ct_len \
      FROM secrets s LEFT JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version";
 
-fn secret_row(r: &AnyRow) -> Result<SecretRow> {
+pub(super) fn secret_row(r: &AnyRow) -> Result<SecretRow> {
     Ok(SecretRow {
         id: uuid(r, "id", "secrets")?,
         org_id: uuid(r, "org_id", "secrets")?,
@@ -255,7 +255,7 @@ fn secret_row(r: &AnyRow) -> Result<SecretRow> {
 
 /// Column names of a version row: plain, or with the `v_` prefix the reveal
 /// join uses. Static so decoding allocates nothing for names.
-struct VersionCols {
+pub(super) struct VersionCols {
     id: &'static str,
     org_id: &'static str,
     secret_id: &'static str,
@@ -281,7 +281,7 @@ const PLAIN: VersionCols = VersionCols {
     created_at: "created_at",
 };
 
-const PREFIXED: VersionCols = VersionCols {
+pub(super) const PREFIXED: VersionCols = VersionCols {
     id: "v_id",
     org_id: "v_org_id",
     secret_id: "v_secret_id",
@@ -296,7 +296,7 @@ const PREFIXED: VersionCols = VersionCols {
 
 /// Decode a version row; `with_blobs = false` for history listings, which
 /// select no ciphertext.
-fn version_row(r: &AnyRow, c: &VersionCols, with_blobs: bool) -> Result<VersionRow> {
+pub(super) fn version_row(r: &AnyRow, c: &VersionCols, with_blobs: bool) -> Result<VersionRow> {
     let (ciphertext, wrapped_dek) = if with_blobs {
         (r.try_get(c.ciphertext)?, r.try_get(c.wrapped_dek)?)
     } else {

@@ -161,7 +161,7 @@ fn make_pki(dir: &Path) {
 
 /// Hex SHA-256 of a certificate's SubjectPublicKeyInfo, as the openssl CLI
 /// computes it.
-fn spki_sha256(dir: &Path, name: &str) -> String {
+pub(crate) fn spki_sha256(dir: &Path, name: &str) -> String {
     let out = Command::new("sh")
         .current_dir(dir)
         .arg("-c")
@@ -178,7 +178,7 @@ fn spki_sha256(dir: &Path, name: &str) -> String {
 }
 
 /// A reqwest client trusting only the test CA, presenting `identity`.
-fn tls_client(dir: &Path, identity: Option<&str>) -> reqwest::Client {
+pub(crate) fn tls_client(dir: &Path, identity: Option<&str>) -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ca = reqwest::Certificate::from_pem(&std::fs::read(dir.join("ca.pem")).unwrap()).unwrap();
     let mut b = reqwest::Client::builder().tls_certs_only([ca]);
@@ -191,7 +191,7 @@ fn tls_client(dir: &Path, identity: Option<&str>) -> reqwest::Client {
 }
 
 /// A mutual-TLS server with the CRL, and a cert-`a` client.
-async fn mtls_server(dir: &Path) -> Server {
+pub(crate) async fn mtls_server(dir: &Path) -> Server {
     make_pki(dir);
     let d = dir.display();
     let listener = format!(

@@ -25,3 +25,4 @@ mod tamper;
 mod tls;
 mod util;
 mod vault_clients;
+mod vault_kv;

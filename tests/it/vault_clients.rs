@@ -239,7 +239,7 @@ async fn vaultrs_health_init_unseal_seal() {
 const BAO_VERSION: &str = "2.7.2";
 
 /// The `bao` binary: `BAO_BIN`, else CI's tool cache. Missing is a failure.
-fn bao_bin() -> PathBuf {
+pub(crate) fn bao_bin() -> PathBuf {
     let (path, from) = match std::env::var_os("BAO_BIN") {
         Some(p) if !p.is_empty() => (PathBuf::from(p), "BAO_BIN"),
         _ => {

@@ -1,0 +1,182 @@
+//! Vault's token and login endpoints (`auth/token/*`, `auth/userpass/login/*`,
+//! `auth/cert/login`): thin handlers over `service::vault`. Routes are
+//! registered in `vault_kv::routes`.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use super::AppState;
+use super::audit::AuditNote;
+use super::extract::{Peer, VaultAuth, VaultBody};
+use super::vault_kv::{envelope, fail};
+use crate::service::vault::VaultLogin;
+
+/// The caller's own token, as sent (lookup-self echoes it as `id`).
+fn sent_token(h: &HeaderMap) -> String {
+    if let Some(t) = h.get("x-vault-token").and_then(|v| v.to_str().ok()) {
+        return t.trim().to_owned();
+    }
+    h.get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn data(v: Value) -> Response {
+    envelope(StatusCode::OK, "token", v, Value::Null, Value::Null)
+}
+
+/// Vault's `auth` block of a login or token creation.
+fn auth_block(l: VaultLogin, warnings: Value) -> Response {
+    let auth = json!({
+        "client_token": l.token.as_str(),
+        "accessor": l.accessor,
+        "policies": l.policies,
+        "token_policies": l.policies,
+        "identity_policies": null,
+        "metadata": l.metadata,
+        "lease_duration": l.lease_duration,
+        "renewable": false,
+        "entity_id": "",
+        "token_type": "service",
+        "orphan": true,
+        "mfa_requirement": null,
+        "num_uses": 0,
+    });
+    envelope(StatusCode::OK, "token", Value::Null, auth, warnings)
+}
+
+pub(super) async fn lookup_self(State(s): State<AppState>, headers: HeaderMap, VaultAuth(who): VaultAuth) -> Response {
+    let token = Zeroizing::new(sent_token(&headers));
+    match s.coffer.vault_lookup_self(&who, &token).await {
+        Ok(info) => data(serde_json::to_value(&info).unwrap_or(Value::Null)),
+        Err(e) => fail(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct AccessorBody {
+    #[serde(default)]
+    accessor: String,
+}
+
+pub(super) async fn lookup_accessor(
+    State(s): State<AppState>,
+    VaultAuth(who): VaultAuth,
+    VaultBody(b): VaultBody<AccessorBody>,
+) -> Response {
+    match s.coffer.vault_lookup_accessor(&who, &b.accessor).await {
+        Ok(info) => data(serde_json::to_value(&info).unwrap_or(Value::Null)),
+        Err(e) => fail(e),
+    }
+}
+
+/// `ttl` as Vault accepts it: seconds or a duration string.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum Ttl {
+    Seconds(u64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct CreateBody {
+    #[serde(default)]
+    display_name: String,
+    ttl: Option<Ttl>,
+    #[serde(default)]
+    policies: Vec<String>,
+}
+
+pub(super) async fn create(
+    State(s): State<AppState>,
+    VaultAuth(who): VaultAuth,
+    VaultBody(b): VaultBody<CreateBody>,
+) -> Response {
+    let ttl = match b.ttl {
+        None => None,
+        Some(Ttl::Seconds(n)) => Some(n.to_string()),
+        Some(Ttl::Text(t)) => Some(t),
+    };
+    match s
+        .coffer
+        .vault_create_token(&who, &b.display_name, ttl.as_deref(), &b.policies)
+        .await
+    {
+        Ok(l) => auth_block(l, Value::Null),
+        Err(e) => fail(e),
+    }
+}
+
+pub(super) async fn renew_self(State(s): State<AppState>, headers: HeaderMap, VaultAuth(who): VaultAuth) -> Response {
+    let token = Zeroizing::new(sent_token(&headers));
+    match s.coffer.vault_renew_self(&who, &token).await {
+        Ok(l) => auth_block(
+            l,
+            json!(["coffer tokens keep the expiry they were issued with; renewing does not extend it"]),
+        ),
+        Err(e) => fail(e),
+    }
+}
+
+pub(super) async fn revoke_self(State(s): State<AppState>, VaultAuth(who): VaultAuth) -> Response {
+    match s.coffer.logout(&who).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+/// Debug leaves out the password and the code.
+#[derive(Deserialize)]
+pub(super) struct UserpassBody {
+    #[serde(default)]
+    password: Zeroizing<String>,
+    totp: Option<String>,
+    passcode: Option<String>,
+}
+
+impl std::fmt::Debug for UserpassBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserpassBody").finish_non_exhaustive()
+    }
+}
+
+/// `X-Vault-MFA: <method>:<code>` (or the code alone).
+fn mfa_header(h: &HeaderMap) -> Option<String> {
+    let v = h.get("x-vault-mfa")?.to_str().ok()?.trim();
+    let code = v.rsplit_once(':').map_or(v, |(_, c)| c);
+    (!code.is_empty()).then(|| code.to_owned())
+}
+
+pub(super) async fn userpass_login(
+    State(s): State<AppState>,
+    peer: Peer,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    note: AuditNote,
+    VaultBody(b): VaultBody<UserpassBody>,
+) -> Response {
+    note.tried(&user);
+    let totp = b.totp.or(b.passcode).or_else(|| mfa_header(&headers));
+    match s
+        .coffer
+        .vault_userpass_login(peer.source, &user, b.password, totp.as_deref())
+        .await
+    {
+        Ok(l) => auth_block(l, Value::Null),
+        Err(e) => fail(e),
+    }
+}
+
+pub(super) async fn cert_login(State(s): State<AppState>, peer: Peer) -> Response {
+    match s.coffer.vault_cert_login(peer.source, peer.cert.as_deref()).await {
+        Ok(l) => auth_block(l, Value::Null),
+        Err(e) => fail(e),
+    }
+}

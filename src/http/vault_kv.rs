@@ -1,0 +1,450 @@
+//! Vault's KV v2 wire format on the `secret/` mount, the mount preflight
+//! (`sys/internal/ui/mounts`, `sys/mounts`) and the routes of the Vault
+//! token/login endpoints (handlers in `vault_auth.rs`). Handlers parse the
+//! request, call one method of `service::kv` and shape Vault's answer:
+//! the logical envelope, 204 on empty success, `{"errors":[…]}` otherwise.
+//!
+//! Axum has no method filter for Vault's `LIST` verb, so the mount has one
+//! handler that dispatches on (operation, method); `GET ?list=true` is the
+//! same as `LIST`, and `PUT` is the same as `POST`.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::error::VaultError;
+use super::extract::VaultAuth;
+use super::vault_auth;
+use crate::service::ServiceError;
+use crate::service::kv::{self, KvMetaInput};
+use crate::storage::kv::KvVersionOp;
+
+/// Every Vault-compatible route of this module (merged into `/v1`).
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/secret/{*rest}", any(kv_mount))
+        .route("/sys/internal/ui/mounts/{*path}", get(mount_preflight))
+        .route("/sys/mounts", get(mounts))
+        .route("/sys/mounts/{*path}", any(mount_change))
+        .route(
+            "/auth/token/lookup-self",
+            get(vault_auth::lookup_self).post(vault_auth::lookup_self),
+        )
+        .route(
+            "/auth/token/lookup-accessor",
+            post(vault_auth::lookup_accessor).put(vault_auth::lookup_accessor),
+        )
+        .route("/auth/token/create", post(vault_auth::create).put(vault_auth::create))
+        .route(
+            "/auth/token/renew-self",
+            post(vault_auth::renew_self).put(vault_auth::renew_self),
+        )
+        .route(
+            "/auth/token/revoke-self",
+            post(vault_auth::revoke_self).put(vault_auth::revoke_self),
+        )
+        .route(
+            "/auth/cert/login",
+            post(vault_auth::cert_login).put(vault_auth::cert_login),
+        )
+        .route(
+            "/auth/userpass/login/{user}",
+            post(vault_auth::userpass_login).put(vault_auth::userpass_login),
+        )
+}
+
+/// The audit action of a Vault-API request (`path` with or without the
+/// `/v1` prefix). Writes answer `secret.update`: whether a write creates or
+/// updates is known only to storage.
+pub(crate) fn audit_action(method: &Method, path: &str) -> &'static str {
+    let p = path.strip_prefix("/v1").unwrap_or(path).trim_start_matches('/');
+    let m = method.as_str();
+    let write = matches!(m, "POST" | "PUT" | "PATCH");
+    if let Some(rest) = p.strip_prefix("secret/") {
+        let op = rest.split('/').next().unwrap_or("");
+        let list = m == "LIST" || path.contains("list=true");
+        return match (op, m) {
+            ("data", "GET") => "secret.reveal",
+            ("data", "DELETE") | ("delete", _) => "secret.delete",
+            ("data", _) if write => "secret.update",
+            ("undelete", _) => "secret.undelete",
+            ("destroy", _) => "secret.destroy",
+            ("metadata", "DELETE") => "secret.purge",
+            ("metadata", _) if write && !list => "secret.update",
+            ("metadata", _) | ("subkeys", _) => "secret.read",
+            ("config", "GET") => "secret.read",
+            ("config", _) => "secret.config",
+            _ => "secret.unknown",
+        };
+    }
+    match p.split('?').next().unwrap_or("") {
+        "auth/token/lookup-self" | "auth/token/lookup-accessor" => "token.lookup",
+        "auth/token/create" => "token.create",
+        "auth/token/renew-self" => "token.renew",
+        "auth/token/revoke-self" => "token.revoke",
+        "auth/cert/login" => "auth.login",
+        x if x.starts_with("auth/userpass/login/") => "auth.login",
+        x if x == "sys/mounts" || x.starts_with("sys/mounts/") || x.starts_with("sys/internal/ui/mounts") => {
+            "sys.mounts"
+        }
+        _ => "vault.other",
+    }
+}
+
+/// Vault's logical response envelope.
+pub(super) fn envelope(status: StatusCode, mount_type: &str, data: Value, auth: Value, warnings: Value) -> Response {
+    let body = json!({
+        "request_id": uuid::Uuid::new_v4().to_string(),
+        "lease_id": "",
+        "renewable": false,
+        "lease_duration": 0,
+        "data": data,
+        "wrap_info": null,
+        "warnings": warnings,
+        "auth": auth,
+        "mount_type": mount_type,
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+fn ok(data: Value) -> Response {
+    envelope(StatusCode::OK, "kv", data, Value::Null, Value::Null)
+}
+
+/// Errors as Vault answers them on a logical path: not found is a bare
+/// 404 `{"errors":[]}`.
+pub(super) fn fail(e: ServiceError) -> Response {
+    match e {
+        ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, axum::Json(json!({ "errors": [] }))).into_response(),
+        other => VaultError(other).into_response(),
+    }
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// A JSON body (empty reads as `{}`), the error naming what is wrong.
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ServiceError> {
+    let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    serde_json::from_slice(text).map_err(|e| ServiceError::Invalid(format!("failed to parse JSON input: {e}")))
+}
+
+/// An integer given as a JSON number or a numeric string (the CLIs send
+/// flags as strings).
+fn int(v: &Value, field: &str) -> Result<i64, ServiceError> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| ServiceError::Invalid(format!("{field} must be an integer")))
+}
+
+fn boolean(v: &Value, field: &str) -> Result<bool, ServiceError> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| ServiceError::Invalid(format!("{field} must be true or false")))
+}
+
+/// `versions` as `[1, 2]`, `["1", "2"]` or `"1,2"`.
+fn versions(b: &Map<String, Value>) -> Result<Vec<i64>, ServiceError> {
+    match b.get("versions") {
+        None | Some(Value::Null) => Err(ServiceError::Invalid("no versions provided".into())),
+        Some(Value::Array(a)) => a.iter().map(|v| int(v, "versions")).collect(),
+        Some(Value::String(s)) => s
+            .split(',')
+            .filter(|x| !x.trim().is_empty())
+            .map(|x| int(&Value::String(x.to_owned()), "versions"))
+            .collect(),
+        Some(v) => Ok(vec![int(v, "versions")?]),
+    }
+}
+
+/// A data write; Debug shows the field names only.
+#[derive(Deserialize)]
+struct WriteBody {
+    data: Option<Map<String, Value>>,
+    #[serde(default)]
+    options: Option<Map<String, Value>>,
+}
+
+impl std::fmt::Debug for WriteBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteBody")
+            .field("keys", &self.data.as_ref().map(|d| d.keys().collect::<Vec<_>>()))
+            .finish_non_exhaustive()
+    }
+}
+
+fn cas(options: Option<&Map<String, Value>>) -> Result<Option<i64>, ServiceError> {
+    options
+        .and_then(|o| o.get("cas"))
+        .filter(|v| !v.is_null())
+        .map(|v| int(v, "options.cas"))
+        .transpose()
+}
+
+fn meta_input(b: &Map<String, Value>) -> Result<KvMetaInput, ServiceError> {
+    let get = |k: &str| b.get(k).filter(|v| !v.is_null());
+    Ok(KvMetaInput {
+        max_versions: get("max_versions").map(|v| int(v, "max_versions")).transpose()?,
+        cas_required: get("cas_required").map(|v| boolean(v, "cas_required")).transpose()?,
+        delete_version_after: get("delete_version_after")
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                Value::Number(n) => Ok(format!("{n}s")),
+                _ => Err(ServiceError::Invalid(
+                    "delete_version_after must be a duration string".into(),
+                )),
+            })
+            .transpose()?,
+        custom_metadata: match get("custom_metadata") {
+            None => None,
+            Some(Value::Object(m)) => Some(m.clone()),
+            Some(_) => {
+                return Err(ServiceError::Invalid(
+                    "custom_metadata must be an object of strings".into(),
+                ));
+            }
+        },
+    })
+}
+
+/// The one handler of the `secret/` mount.
+async fn kv_mount(
+    State(s): State<AppState>,
+    method: Method,
+    Path(rest): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    VaultAuth(who): VaultAuth,
+    bytes: Bytes,
+) -> Response {
+    let (op, path) = rest.split_once('/').unwrap_or((rest.as_str(), ""));
+    let list = method.as_str() == "LIST" || q.get("list").is_some_and(|v| v == "true");
+    let version = match q.get("version").map(|v| v.parse::<i64>()) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => return fail(ServiceError::Invalid("version must be an integer".into())),
+    };
+    let c = &s.coffer;
+    let res: Result<Response, ServiceError> = async {
+        let m = method.as_str();
+        match (op, m) {
+            ("config", "GET") => Ok(ok(to_value(&c.kv_config(&who).await?))),
+            ("config", "POST" | "PUT") => {
+                let b: Map<String, Value> = body(&bytes)?;
+                let i = meta_input(&b)?;
+                c.kv_set_config(&who, i.max_versions, i.cas_required, i.delete_version_after)
+                    .await?;
+                Ok(StatusCode::NO_CONTENT.into_response())
+            }
+            ("metadata" | "data", _) if list => {
+                let keys = c.kv_list(&who, kv::folder(path)?).await?;
+                Ok(ok(json!({ "keys": keys })))
+            }
+            ("data", "GET") => {
+                let r = c.kv_read(&who, kv::key_path(path)?, version).await?;
+                let status = if r.data.is_some() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::NOT_FOUND
+                };
+                let data = json!({ "data": r.data, "metadata": to_value(&r.metadata) });
+                Ok(envelope(status, "kv", data, Value::Null, Value::Null))
+            }
+            ("data", "POST" | "PUT") => {
+                let b: WriteBody = body(&bytes)?;
+                let data = b.data.ok_or_else(|| ServiceError::Invalid("no data provided".into()))?;
+                let meta = c
+                    .kv_write(&who, kv::key_path(path)?, &data, cas(b.options.as_ref())?)
+                    .await?;
+                Ok(ok(to_value(&meta)))
+            }
+            ("data", "PATCH") => {
+                let b: WriteBody = body(&bytes)?;
+                let data = b.data.ok_or_else(|| ServiceError::Invalid("no data provided".into()))?;
+                let meta = c
+                    .kv_patch(&who, kv::key_path(path)?, &data, cas(b.options.as_ref())?)
+                    .await?;
+                Ok(ok(to_value(&meta)))
+            }
+            ("data", "DELETE") => {
+                c.kv_mark(&who, kv::key_path(path)?, None, KvVersionOp::Delete).await?;
+                Ok(StatusCode::NO_CONTENT.into_response())
+            }
+            ("delete" | "undelete" | "destroy", "POST" | "PUT") => {
+                let b: Map<String, Value> = body(&bytes)?;
+                let v = versions(&b)?;
+                let kind = match op {
+                    "delete" => KvVersionOp::Delete,
+                    "undelete" => KvVersionOp::Undelete,
+                    _ => KvVersionOp::Destroy,
+                };
+                c.kv_mark(&who, kv::key_path(path)?, Some(&v), kind).await?;
+                Ok(StatusCode::NO_CONTENT.into_response())
+            }
+            ("metadata", "GET") => Ok(ok(to_value(&c.kv_metadata(&who, kv::key_path(path)?).await?))),
+            ("metadata", "POST" | "PUT" | "PATCH") => {
+                let b: Map<String, Value> = body(&bytes)?;
+                c.kv_write_metadata(&who, kv::key_path(path)?, meta_input(&b)?).await?;
+                Ok(StatusCode::NO_CONTENT.into_response())
+            }
+            ("metadata", "DELETE") => {
+                c.kv_purge(&who, kv::key_path(path)?).await?;
+                Ok(StatusCode::NO_CONTENT.into_response())
+            }
+            ("subkeys", "GET") => {
+                let depth = match q.get("depth").map(|d| d.parse::<u32>()) {
+                    None => 0,
+                    Some(Ok(d)) => d,
+                    Some(Err(_)) => return Err(ServiceError::Invalid("depth must be a whole number".into())),
+                };
+                let (sub, meta) = c.kv_subkeys(&who, kv::key_path(path)?, version, depth).await?;
+                let status = if sub.is_some() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::NOT_FOUND
+                };
+                let data = json!({ "subkeys": sub, "metadata": to_value(&meta) });
+                Ok(envelope(status, "kv", data, Value::Null, Value::Null))
+            }
+            ("config" | "data" | "metadata" | "delete" | "undelete" | "destroy" | "subkeys", _) => Ok(unsupported()),
+            _ => Err(ServiceError::Invalid(format!(
+                "secret/{op}: the KV v2 mount has data/, metadata/, delete/, undelete/, destroy/, subkeys/ and config"
+            ))),
+        }
+    }
+    .await;
+    res.unwrap_or_else(fail)
+}
+
+fn unsupported() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(json!({ "errors": ["1 error occurred:\n\t* unsupported operation\n\n"] })),
+    )
+        .into_response()
+}
+
+/// The one mount coffer has, as Vault describes a KV v2 mount.
+fn mount_description() -> Value {
+    json!({
+        "type": "kv",
+        "description": "coffer secrets: secret/<org>/<project>/<environment>/<KEY>",
+        "accessor": "kv_coffer",
+        "uuid": "00000000-0000-0000-0000-00000000c0ff",
+        "config": { "default_lease_ttl": 0, "max_lease_ttl": 0, "force_no_cache": false },
+        "options": { "version": "2" },
+        "local": false,
+        "seal_wrap": false,
+        "external_entropy_access": false,
+        "plugin_version": "",
+        "running_plugin_version": "",
+        "running_sha256": "",
+        "deprecation_status": "supported",
+    })
+}
+
+/// `GET sys/internal/ui/mounts/<path>`: the CLIs' preflight ("is this a KV
+/// v2 mount, and where does it start?").
+async fn mount_preflight(State(s): State<AppState>, VaultAuth(_who): VaultAuth, Path(path): Path<String>) -> Response {
+    if let Err(e) = s.coffer.require_unsealed() {
+        return fail(e);
+    }
+    if path != "secret" && !path.starts_with("secret/") {
+        return VaultError(ServiceError::Invalid(format!(
+            "preflight capability check returned 403, please ensure client's policies grant access to path \"{path}\": coffer has one mount, secret/"
+        )))
+        .into_response();
+    }
+    let mut d = mount_description();
+    if let Value::Object(m) = &mut d {
+        m.insert("path".into(), json!("secret/"));
+    }
+    envelope(StatusCode::OK, "", d, Value::Null, Value::Null)
+}
+
+/// `GET sys/mounts`: the one mount.
+async fn mounts(VaultAuth(_who): VaultAuth) -> Response {
+    let d = json!({ "secret/": mount_description() });
+    let mut body = d.clone();
+    if let Value::Object(m) = &mut body {
+        // Vault answers the table both at the top level and under `data`.
+        m.insert("data".into(), d);
+        m.insert("request_id".into(), json!(uuid::Uuid::new_v4().to_string()));
+        m.insert("lease_id".into(), json!(""));
+        m.insert("renewable".into(), json!(false));
+        m.insert("lease_duration".into(), json!(0));
+        m.insert("wrap_info".into(), Value::Null);
+        m.insert("warnings".into(), Value::Null);
+        m.insert("auth".into(), Value::Null);
+        m.insert("mount_type".into(), json!(""));
+    }
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// `sys/mounts/<path>`: reading `secret` describes it; enabling, tuning or
+/// disabling any mount is refused.
+async fn mount_change(method: Method, VaultAuth(_who): VaultAuth, Path(path): Path<String>) -> Response {
+    if method == Method::GET && path.trim_matches('/') == "secret" {
+        return envelope(StatusCode::OK, "", mount_description(), Value::Null, Value::Null);
+    }
+    VaultError(ServiceError::Invalid(format!(
+        "coffer serves exactly one mount, secret/ (KV version 2); mounts cannot be enabled, tuned or disabled (sys/mounts/{path})"
+    )))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Method;
+
+    use super::audit_action;
+
+    #[test]
+    fn audit_actions() {
+        let list = Method::from_bytes(b"LIST").expect("method");
+        for (m, p, want) in [
+            (Method::GET, "/v1/secret/data/a/b/c/K", "secret.reveal"),
+            (Method::GET, "/v1/secret/data/a/b/c/K?version=2", "secret.reveal"),
+            (Method::POST, "/v1/secret/data/a/b/c/K", "secret.update"),
+            (Method::PATCH, "/v1/secret/data/a/b/c/K", "secret.update"),
+            (Method::DELETE, "/v1/secret/data/a/b/c/K", "secret.delete"),
+            (Method::PUT, "/v1/secret/delete/a/b/c/K", "secret.delete"),
+            (Method::PUT, "/v1/secret/undelete/a/b/c/K", "secret.undelete"),
+            (Method::PUT, "/v1/secret/destroy/a/b/c/K", "secret.destroy"),
+            (Method::DELETE, "/v1/secret/metadata/a/b/c/K", "secret.purge"),
+            (Method::GET, "/v1/secret/metadata/a/b/c/K", "secret.read"),
+            (list.clone(), "/v1/secret/metadata/a/", "secret.read"),
+            (Method::GET, "/v1/secret/metadata/a/?list=true", "secret.read"),
+            (Method::GET, "/v1/secret/subkeys/a/b/c/K", "secret.read"),
+            (Method::GET, "/v1/auth/token/lookup-self", "token.lookup"),
+            (Method::POST, "/v1/auth/token/create", "token.create"),
+            (Method::POST, "/v1/auth/token/renew-self", "token.renew"),
+            (Method::POST, "/v1/auth/token/revoke-self", "token.revoke"),
+            (Method::POST, "/v1/auth/userpass/login/a@b.c", "auth.login"),
+            (Method::POST, "/v1/auth/cert/login", "auth.login"),
+            (Method::GET, "/v1/sys/mounts", "sys.mounts"),
+            (Method::GET, "/v1/sys/internal/ui/mounts/secret/a", "sys.mounts"),
+        ] {
+            assert_eq!(audit_action(&m, p), want, "{m} {p}");
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! Vault's token and login endpoints over coffer's identities: what
+//! `auth/token/*`, `auth/userpass/login/*` and `auth/cert/login` answer.
+//! No HTTP types here.
+//!
+//! A coffer token acts as its principal (same grants); Vault "policies" are
+//! shown as one name per principal kind: `root` for root, `default` for the
+//! rest. A child token therefore carries its parent's grants (never more),
+//! and never outlives it.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use super::{ClientCert, Coffer, IssuedToken, Principal, PrincipalKind, Result, ServiceError, auth, now_ms, rfc3339};
+use crate::storage::TokenRow;
+
+/// Lifetime of a token handed out by `auth/cert/login`.
+const CERT_LOGIN_TTL_S: u64 = 3600;
+
+/// Vault's `auth/token/lookup*` data. Its Debug leaves out `id` (the token).
+#[derive(Serialize)]
+pub struct TokenInfo {
+    /// public accessor
+    pub accessor: String,
+    /// unix seconds
+    pub creation_time: i64,
+    /// seconds; 0 = no expiry
+    pub creation_ttl: i64,
+    /// the token's label
+    pub display_name: String,
+    /// no identity entities in coffer
+    pub entity_id: String,
+    /// RFC 3339 or null
+    pub expire_time: Option<String>,
+    /// 0
+    pub explicit_max_ttl: i64,
+    /// the token itself on lookup-self (the caller holds it); "" otherwise
+    pub id: String,
+    /// empty
+    pub identity_policies: Vec<String>,
+    /// RFC 3339
+    pub issue_time: String,
+    /// the coffer principal behind the token
+    pub meta: std::collections::BTreeMap<String, String>,
+    /// 0 = unlimited
+    pub num_uses: i64,
+    /// coffer tokens have no parent token
+    pub orphan: bool,
+    /// the login path
+    pub path: String,
+    /// `root` or `default`
+    pub policies: Vec<String>,
+    /// coffer tokens keep their expiry
+    pub renewable: bool,
+    /// seconds left; 0 = no expiry
+    pub ttl: i64,
+    /// "service"
+    #[serde(rename = "type")]
+    pub token_type: &'static str,
+}
+
+impl std::fmt::Debug for TokenInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenInfo")
+            .field("accessor", &self.accessor)
+            .field("display_name", &self.display_name)
+            .field("policies", &self.policies)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A freshly issued token, as Vault's `auth` block shows it. Its Debug
+/// leaves out the token.
+pub struct VaultLogin {
+    /// the token, once
+    pub token: Zeroizing<String>,
+    /// public accessor
+    pub accessor: String,
+    /// `root` or `default`
+    pub policies: Vec<String>,
+    /// seconds; 0 = no expiry
+    pub lease_duration: i64,
+    /// the principal behind it
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for VaultLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultLogin")
+            .field("accessor", &self.accessor)
+            .field("policies", &self.policies)
+            .field("lease_duration", &self.lease_duration)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Vault policy names of a principal kind.
+pub fn policies(kind: PrincipalKind) -> Vec<String> {
+    vec![if kind == PrincipalKind::Root { "root" } else { "default" }.to_owned()]
+}
+
+fn meta(kind: PrincipalKind, name: &str) -> std::collections::BTreeMap<String, String> {
+    [
+        ("coffer_kind".to_owned(), kind.as_str().to_owned()),
+        ("coffer_name".to_owned(), name.to_owned()),
+    ]
+    .into()
+}
+
+fn ttl_left(expires_at: Option<i64>) -> i64 {
+    expires_at.map_or(0, |t| ((t - now_ms()) / 1000).max(0))
+}
+
+fn info(row: Option<&TokenRow>, who_kind: PrincipalKind, who: &Principal, id: String) -> TokenInfo {
+    let created = row.map_or(0, |r| r.created_at);
+    let expires = row.map_or(who.expires_at, |r| r.expires_at);
+    TokenInfo {
+        accessor: row.map_or_else(|| who.accessor.clone(), |r| r.accessor.clone()),
+        creation_time: created / 1000,
+        creation_ttl: expires.map_or(0, |e| ((e - created) / 1000).max(0)),
+        display_name: row.map_or_else(|| who.name.clone(), |r| r.display_name.clone()),
+        entity_id: String::new(),
+        expire_time: expires.map(rfc3339),
+        explicit_max_ttl: 0,
+        id,
+        identity_policies: Vec::new(),
+        issue_time: rfc3339(created),
+        meta: meta(who_kind, &who.name),
+        num_uses: 0,
+        orphan: true,
+        path: "auth/token/create".to_owned(),
+        policies: policies(who_kind),
+        renewable: false,
+        ttl: ttl_left(expires),
+        token_type: "service",
+    }
+}
+
+/// Parse a Vault TTL: whole seconds, or a Go-style duration such as
+/// `90s`, `15m`, `1h`, `1h30m`, `7d`.
+pub fn parse_ttl(s: &str) -> Result<u64> {
+    let bad = || {
+        ServiceError::Invalid(format!(
+            "ttl {s:?} is not a duration such as 3600, 90s, 15m, 1h or 1h30m"
+        ))
+    };
+    let s = s.trim();
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n);
+    }
+    let (mut total, mut num) = (0u64, String::new());
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        total = total
+            .checked_add(n.checked_mul(unit).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
+        num.clear();
+    }
+    if !num.is_empty() || s.is_empty() {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+impl Coffer {
+    /// `auth/token/lookup-self`; `token` is the caller's own token, echoed
+    /// as `id` as Vault does.
+    pub async fn vault_lookup_self(&self, who: &Principal, token: &str) -> Result<TokenInfo> {
+        self.require_unsealed()?;
+        let row = self.store.token_by_accessor(&who.accessor).await?;
+        Ok(info(row.as_ref(), who.kind, who, token.to_owned()))
+    }
+
+    /// `auth/token/lookup-accessor`: own tokens, or any for root.
+    pub async fn vault_lookup_accessor(&self, who: &Principal, accessor: &str) -> Result<TokenInfo> {
+        self.require_unsealed()?;
+        let missing = || ServiceError::Invalid(format!("accessor {accessor:?} is invalid or not yours"));
+        let row = self.store.token_by_accessor(accessor).await?.ok_or_else(missing)?;
+        let own = match who.kind {
+            PrincipalKind::Root => true,
+            PrincipalKind::User(id) | PrincipalKind::ServiceAccount { id, .. } => row.principal_id == Some(id),
+        };
+        if !own {
+            return Err(missing());
+        }
+        let kind = match (row.policy.as_str(), row.principal_id, row.org_id) {
+            ("root", _, _) => PrincipalKind::Root,
+            ("service_account", Some(id), Some(org_id)) => PrincipalKind::ServiceAccount { id, org_id },
+            (_, Some(id), _) => PrincipalKind::User(id),
+            _ => return Err(missing()),
+        };
+        let owner = Principal {
+            accessor: row.accessor.clone(),
+            kind,
+            name: row.display_name.clone(),
+            expires_at: row.expires_at,
+            family_id: row.family_id.clone(),
+            certificate_bound: row.bound_spki.is_some(),
+        };
+        Ok(info(Some(&row), kind, &owner, String::new()))
+    }
+
+    /// `auth/token/create`: a child acting as the caller (its grants, no
+    /// more), expiring no later than the caller's token. `policies` may only
+    /// name the caller's own policy.
+    pub async fn vault_create_token(
+        &self,
+        who: &Principal,
+        display_name: &str,
+        ttl: Option<&str>,
+        asked_policies: &[String],
+    ) -> Result<VaultLogin> {
+        let own = policies(who.kind);
+        if let Some(p) = asked_policies
+            .iter()
+            .find(|p| !own.contains(p) && p.as_str() != "default")
+        {
+            return Err(ServiceError::Invalid(format!(
+                "policy {p:?} is not one of this token's ({}): a coffer child token carries its parent's grants",
+                own.join(", ")
+            )));
+        }
+        let ttl = ttl
+            .filter(|t| !t.is_empty())
+            .map(parse_ttl)
+            .transpose()?
+            .filter(|t| *t > 0);
+        let name = if display_name.is_empty() { "token" } else { display_name };
+        let issued: IssuedToken = self.create_token(who, name, ttl, None, false).await?;
+        let row = self.store.token_by_accessor(&issued.accessor).await?;
+        Ok(VaultLogin {
+            token: issued.token,
+            accessor: issued.accessor,
+            policies: own,
+            lease_duration: ttl_left(row.and_then(|r| r.expires_at)),
+            metadata: meta(who.kind, &who.name),
+        })
+    }
+
+    /// `auth/token/renew-self`: coffer tokens keep their expiry; this
+    /// answers what is left of it.
+    pub async fn vault_renew_self(&self, who: &Principal, token: &str) -> Result<VaultLogin> {
+        self.require_unsealed()?;
+        Ok(VaultLogin {
+            token: Zeroizing::new(token.to_owned()),
+            accessor: who.accessor.clone(),
+            policies: policies(who.kind),
+            lease_duration: ttl_left(who.expires_at),
+            metadata: meta(who.kind, &who.name),
+        })
+    }
+
+    /// `auth/userpass/login/<user>`: a coffer user login; TOTP from Vault's
+    /// MFA header or the `totp` field.
+    pub async fn vault_userpass_login(
+        &self,
+        source: Option<IpAddr>,
+        user: &str,
+        password: Zeroizing<String>,
+        totp: Option<&str>,
+    ) -> Result<VaultLogin> {
+        let session = self
+            .login(source, user, password, totp, None)
+            .await
+            .map_err(|e| match e {
+                ServiceError::TotpRequired => ServiceError::Invalid(
+                    "this account requires a TOTP code: send it in the X-Vault-MFA header (\"totp:123456\") \
+                 or as the \"totp\" field of the login body"
+                        .into(),
+                ),
+                other => other,
+            })?;
+        let row = self.store.token_by_accessor(&session.accessor).await?;
+        let (kind, name) = match row.as_ref().and_then(|r| r.principal_id) {
+            Some(id) => (PrincipalKind::User(id), user.trim().to_ascii_lowercase()),
+            None => return Err(ServiceError::Internal("login token without a user".into())),
+        };
+        Ok(VaultLogin {
+            token: session.access_token,
+            accessor: session.accessor,
+            policies: policies(kind),
+            lease_duration: session.expires_in,
+            metadata: meta(kind, &name),
+        })
+    }
+
+    /// `auth/cert/login`: the service account the client certificate maps
+    /// to gets a token bound to that certificate, for one hour.
+    pub async fn vault_cert_login(&self, source: Option<IpAddr>, cert: Option<&ClientCert>) -> Result<VaultLogin> {
+        let cert = cert.ok_or_else(|| {
+            ServiceError::Invalid("auth/cert/login needs a client certificate on a mutual-TLS connection".into())
+        })?;
+        let caller = auth::Caller {
+            token: None,
+            source,
+            cert: Some(cert),
+            org_hint: None,
+        };
+        let who = self.authenticate(&caller).await?;
+        if !matches!(who.kind, PrincipalKind::ServiceAccount { .. }) {
+            return Err(ServiceError::PermissionDenied);
+        }
+        let expires = now_ms() + (CERT_LOGIN_TTL_S as i64) * 1000;
+        let issued = self
+            .issue_token(who.kind, &who.name, Some(expires), Some(cert.spki_sha256.clone()), None)
+            .await?;
+        Ok(VaultLogin {
+            token: issued.token,
+            accessor: issued.accessor,
+            policies: policies(who.kind),
+            lease_duration: CERT_LOGIN_TTL_S as i64,
+            metadata: meta(who.kind, &who.name),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_never_shows_the_token() {
+        let l = super::VaultLogin {
+            token: zeroize::Zeroizing::new("cfr_secret_token".to_owned()),
+            accessor: "acc".into(),
+            policies: vec!["default".into()],
+            lease_duration: 1,
+            metadata: Default::default(),
+        };
+        assert!(!format!("{l:?}").contains("cfr_secret_token"));
+    }
+
+    #[test]
+    fn ttls() {
+        assert_eq!(super::parse_ttl("3600").ok(), Some(3600));
+        assert_eq!(super::parse_ttl("1h30m").ok(), Some(5400));
+        assert_eq!(super::parse_ttl("7d").ok(), Some(604_800));
+        assert!(super::parse_ttl("1y").is_err());
+        assert!(super::parse_ttl("10").is_ok() && super::parse_ttl("h").is_err() && super::parse_ttl("5m3").is_err());
+    }
+}

@@ -1,0 +1,563 @@
+//! The KV v2 mount and the Vault token/login endpoints, driven by the real
+//! Vault client library `vaultrs` (plus raw HTTP where vaultrs 0.8 has no
+//! function: PATCH, subkeys, the 404 body of a deleted version), and the
+//! same secret through the Vault API, the native API and the `coffer` CLI.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use vaultrs::api::kv2::requests::{SetSecretMetadataRequest, SetSecretRequestOptions};
+use vaultrs::api::token::requests::CreateTokenRequest;
+use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError;
+
+use crate::util::{self, Server};
+
+fn client(base: &str, token: &str) -> VaultClient {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let settings = VaultClientSettingsBuilder::default()
+        .address(base)
+        .token(token)
+        .verify(true)
+        .ca_certs(Vec::new())
+        .identity(None)
+        .timeout(Some(Duration::from_secs(30)))
+        .build()
+        .expect("vaultrs settings");
+    VaultClient::new(settings).expect("vaultrs client")
+}
+
+/// The status of a vaultrs error: `{"errors":[…]}` answers are `APIError`;
+/// others (the 404 of a deleted version carries Vault's envelope, not
+/// `errors`) are rustify's `ServerResponseError`, read from the Debug form.
+fn code(e: &ClientError) -> u16 {
+    if let ClientError::APIError { code, .. } = e {
+        return *code;
+    }
+    let dbg = format!("{e:?}");
+    dbg.split("ServerResponseError { code: ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("expected an HTTP error status, got {dbg}"))
+}
+
+const PATH: &str = "acme/api/production/DB";
+
+/// `coffer ARGS` against `server` in acme/api/production, `stdin` piped in.
+fn coffer_cli(server: &Server, token: &str, args: &[&str], stdin: &str) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(args)
+        .env("COFFER_ADDR", &server.base)
+        .env("COFFER_ORG", "acme")
+        .env("COFFER_PROJECT", "api")
+        .env("COFFER_ENV", "production")
+        .env("COFFER_TOKEN", token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run coffer");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "coffer {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn vaultrs_kv_v2_tokens_and_permissions() {
+    let dir = util::tempdir();
+    let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
+    let anon = client(&server.base, "");
+
+    // Seal ceremony through vaultrs.
+    let init = vaultrs::sys::start_initialization(&anon, 3, 2, None).await.unwrap();
+    let st = vaultrs::sys::unseal(&anon, Some(init.keys[0].clone()), None, None)
+        .await
+        .unwrap();
+    assert!(
+        st.sealed && st.progress == 1 && st.threshold == 2 && st.n_shares == 3,
+        "{st:?}"
+    );
+    let st = vaultrs::sys::unseal(&anon, Some(init.keys[1].clone()), None, None)
+        .await
+        .unwrap();
+    assert!(!st.sealed, "{st:?}");
+    let h = vaultrs::sys::health(&anon).await.unwrap();
+    assert!(h.initialized && !h.sealed, "{h:?}");
+    let (st, s) = server.client(None).get("/v1/sys/seal-status").await;
+    assert_eq!((st.as_u16(), &s["sealed"]), (200, &json!(false)), "{s}");
+
+    let root_token = init.root_token.clone();
+    let root = client(&server.base, &root_token);
+    let http = server.client(Some(&root_token));
+    util::org_tree(&http, "acme", &[("api", &["production", "staging"])]).await;
+
+    // Preflight the CLIs make, and the one mount.
+    let (st, m) = http.get("/v1/sys/internal/ui/mounts/secret/acme").await;
+    assert_eq!(st, 200, "{m}");
+    assert_eq!(
+        (&m["data"]["type"], &m["data"]["path"]),
+        (&json!("kv"), &json!("secret/"))
+    );
+    assert_eq!(m["data"]["options"]["version"], "2");
+    let (st, m) = http.get("/v1/sys/mounts").await;
+    assert_eq!(st, 200, "{m}");
+    assert_eq!(m["data"]["secret/"]["type"], "kv");
+    let (st, e) = http.post("/v1/sys/mounts/other", json!({"type": "kv"})).await;
+    assert_eq!(st, 400, "{e}");
+    assert!(e["errors"][0].as_str().unwrap().contains("exactly one mount"), "{e}");
+
+    // Write text, then JSON: versions 1 and 2.
+    let v1 = vaultrs::kv2::set(&root, "secret", PATH, &json!({"value": "postgres://one"}))
+        .await
+        .unwrap();
+    assert_eq!(v1.version, 1);
+    let v2 = vaultrs::kv2::set(&root, "secret", PATH, &json!({"user": "app", "pass": "pw"}))
+        .await
+        .unwrap();
+    assert_eq!(v2.version, 2);
+    let got: Value = vaultrs::kv2::read(&root, "secret", PATH).await.unwrap();
+    assert_eq!(got, json!({"user": "app", "pass": "pw"}));
+    let old: Value = vaultrs::kv2::read_version(&root, "secret", PATH, 1).await.unwrap();
+    assert_eq!(old, json!({"value": "postgres://one"}));
+    // The native API sees the same two versions, the JSON one typed json.
+    let native = util::env_path("acme", "api", "production");
+    let (_, n) = http.get(&format!("{native}/secrets/DB?reveal=true")).await;
+    assert_eq!(
+        (&n["data"]["type"], &n["data"]["version"]),
+        (&json!("json"), &json!(2)),
+        "{n}"
+    );
+
+    // Check-and-set.
+    let e = vaultrs::kv2::set_with_options(
+        &root,
+        "secret",
+        PATH,
+        &json!({"value": "x"}),
+        SetSecretRequestOptions { cas: 1 },
+    )
+    .await
+    .expect_err("stale cas");
+    assert_eq!(code(&e), 400, "{e:?}");
+    let v3 = vaultrs::kv2::set_with_options(
+        &root,
+        "secret",
+        PATH,
+        &json!({"user": "app", "pass": "pw3"}),
+        SetSecretRequestOptions { cas: 2 },
+    )
+    .await
+    .unwrap();
+    assert_eq!(v3.version, 3);
+
+    // PATCH (merge patch) makes version 4.
+    let (st, p) = http
+        .req(
+            "PATCH",
+            &format!("/v1/secret/data/{PATH}"),
+            Some(json!({"data": {"pass": null, "host": "db1"}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{p}");
+    assert_eq!(p["data"]["version"], 4, "{p}");
+    let got: Value = vaultrs::kv2::read(&root, "secret", PATH).await.unwrap();
+    assert_eq!(got, json!({"user": "app", "host": "db1"}));
+
+    // Subkeys: structure only.
+    let (st, sk) = http.get(&format!("/v1/secret/subkeys/{PATH}")).await;
+    assert_eq!(st, 200, "{sk}");
+    assert_eq!(sk["data"]["subkeys"], json!({"user": null, "host": null}));
+
+    // Delete the latest: 404 with metadata and data null; undelete brings it back.
+    vaultrs::kv2::delete_latest(&root, "secret", PATH).await.unwrap();
+    let e = vaultrs::kv2::read::<Value>(&root, "secret", PATH)
+        .await
+        .expect_err("deleted");
+    assert_eq!(code(&e), 404, "{e:?}");
+    let (st, d) = http.get(&format!("/v1/secret/data/{PATH}")).await;
+    assert_eq!(st, 404, "{d}");
+    assert!(d["data"]["data"].is_null(), "{d}");
+    assert_eq!(d["data"]["metadata"]["version"], 4, "{d}");
+    assert_ne!(d["data"]["metadata"]["deletion_time"], "", "{d}");
+    let (st, _) = http.get(&format!("{native}/secrets/DB?reveal=true")).await;
+    assert_eq!(st, 404, "the native API agrees the secret is deleted");
+    vaultrs::kv2::undelete_versions(&root, "secret", PATH, vec![4])
+        .await
+        .unwrap();
+    let got: Value = vaultrs::kv2::read(&root, "secret", PATH).await.unwrap();
+    assert_eq!(got["host"], "db1");
+
+    // Delete an older version only; destroy version 1 for good.
+    vaultrs::kv2::delete_versions(&root, "secret", PATH, vec![2])
+        .await
+        .unwrap();
+    let e = vaultrs::kv2::read_version::<Value>(&root, "secret", PATH, 2)
+        .await
+        .expect_err("v2 deleted");
+    assert_eq!(code(&e), 404);
+    vaultrs::kv2::destroy_versions(&root, "secret", PATH, vec![1])
+        .await
+        .unwrap();
+    let (st, d) = http.get(&format!("/v1/secret/data/{PATH}?version=1")).await;
+    assert_eq!(st, 404, "{d}");
+    assert_eq!(d["data"]["metadata"]["destroyed"], true, "{d}");
+    vaultrs::kv2::undelete_versions(&root, "secret", PATH, vec![1])
+        .await
+        .unwrap();
+    let (st, _) = http.get(&format!("/v1/secret/data/{PATH}?version=1")).await;
+    assert_eq!(st, 404, "a destroyed version stays destroyed");
+    let (st, r) = http
+        .post(&format!("{native}/secrets/DB/rollback"), json!({"version": 1}))
+        .await;
+    assert_eq!(st, 404, "native rollback to a destroyed version: {r}");
+
+    // Metadata.
+    let mut opts = SetSecretMetadataRequest::builder();
+    opts.max_versions(7u64)
+        .custom_metadata(std::collections::HashMap::from([(
+            "owner".to_owned(),
+            "payments".to_owned(),
+        )]));
+    vaultrs::kv2::set_metadata(&root, "secret", PATH, Some(&mut opts))
+        .await
+        .unwrap();
+    let meta = vaultrs::kv2::read_metadata(&root, "secret", PATH).await.unwrap();
+    assert_eq!(
+        (meta.current_version, meta.oldest_version, meta.max_versions),
+        (4, 1, 7)
+    );
+    assert_eq!(meta.custom_metadata.unwrap()["owner"], "payments");
+    assert!(meta.versions["1"].destroyed);
+    assert!(!meta.versions["2"].deletion_time.is_empty());
+    assert!(meta.versions["3"].deletion_time.is_empty() && !meta.versions["3"].destroyed);
+    for q in ["", "?version=3"] {
+        let (_, d) = http.get(&format!("/v1/secret/data/{PATH}{q}")).await;
+        assert_eq!(
+            d["data"]["metadata"]["custom_metadata"],
+            json!({"owner": "payments"}),
+            "{q}: {d}"
+        );
+    }
+
+    // LIST at every level (and GET ?list=true).
+    assert_eq!(vaultrs::kv2::list(&root, "secret", "").await.unwrap(), ["acme/"]);
+    assert_eq!(vaultrs::kv2::list(&root, "secret", "acme/").await.unwrap(), ["api/"]);
+    let mut envs = vaultrs::kv2::list(&root, "secret", "acme/api/").await.unwrap();
+    envs.sort();
+    assert_eq!(envs, ["production/", "staging/"]);
+    assert_eq!(
+        vaultrs::kv2::list(&root, "secret", "acme/api/production/")
+            .await
+            .unwrap(),
+        ["DB"]
+    );
+    let (st, l) = http.get("/v1/secret/metadata/acme/api/production?list=true").await;
+    assert_eq!((st.as_u16(), &l["data"]["keys"]), (200, &json!(["DB"])), "{l}");
+    let e = vaultrs::kv2::list(&root, "secret", "acme/api/staging/")
+        .await
+        .expect_err("empty");
+    assert_eq!(code(&e), 404);
+
+    // The envelope and the error shapes.
+    let (_, r) = http.get(&format!("/v1/secret/data/{PATH}")).await;
+    for f in [
+        "request_id",
+        "lease_id",
+        "renewable",
+        "lease_duration",
+        "data",
+        "wrap_info",
+        "warnings",
+        "auth",
+        "mount_type",
+    ] {
+        assert!(r.get(f).is_some(), "envelope field {f} in {r}");
+    }
+    let (st, e) = http.get("/v1/secret/data/acme/api/production/NOPE").await;
+    assert_eq!((st.as_u16(), e), (404, json!({"errors": []})));
+    let (st, e) = http.get("/v1/secret/data/acme/api").await;
+    assert_eq!(st, 400, "{e}");
+    assert!(
+        e["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("<org>/<project>/<environment>/<KEY>")
+    );
+
+    // Tokens.
+    let me = vaultrs::token::lookup_self(&root).await.unwrap();
+    assert_eq!(me.policies, ["root"]);
+    assert_eq!(me.id, root_token);
+    let mut req = CreateTokenRequest::builder();
+    req.ttl("1h").display_name("ci");
+    let child = vaultrs::token::new(&root, Some(&mut req)).await.unwrap();
+    assert!(child.lease_duration > 3500 && child.lease_duration <= 3600, "{child:?}");
+    let child_client = client(&server.base, &child.client_token);
+    let info = vaultrs::token::lookup_self(&child_client).await.unwrap();
+    assert!(info.ttl > 3500 && info.ttl <= 3600, "{info:?}");
+    assert_eq!(info.accessor, child.accessor);
+    let by_acc = vaultrs::token::lookup_accessor(&root, &child.accessor).await.unwrap();
+    assert_eq!(by_acc.display_name, "ci");
+    let mut bad = CreateTokenRequest::builder();
+    bad.policies(vec!["admin".to_owned()]);
+    let e = vaultrs::token::new(&child_client, Some(&mut bad))
+        .await
+        .expect_err("policy");
+    assert_eq!(code(&e), 400);
+    vaultrs::token::renew_self(&child_client, None).await.unwrap();
+    vaultrs::token::revoke_self(&child_client).await.unwrap();
+    let e = vaultrs::token::lookup_self(&child_client).await.expect_err("revoked");
+    assert_eq!(code(&e), 403);
+
+    // A viewer (read, no reveal) via userpass: metadata and list yes, data 403.
+    util::create_user(&http, "viewer@acme.test", "correct horse battery").await;
+    util::add_member(&http, "acme", "viewer@acme.test", "member").await;
+    util::grant(
+        &http,
+        "acme",
+        json!({"user": "viewer@acme.test", "project": "api", "environment": "production", "role": "viewer"}),
+    )
+    .await;
+    let login = vaultrs::auth::userpass::login(&anon, "userpass", "viewer@acme.test", "correct horse battery")
+        .await
+        .unwrap();
+    let viewer = client(&server.base, &login.client_token);
+    assert_eq!(
+        vaultrs::token::lookup_self(&viewer).await.unwrap().policies,
+        ["default"]
+    );
+    let e = vaultrs::kv2::read::<Value>(&viewer, "secret", PATH)
+        .await
+        .expect_err("no reveal");
+    match &e {
+        ClientError::APIError { code, errors } => {
+            assert_eq!((*code, errors.as_slice()), (403, &["permission denied".to_owned()][..]));
+        }
+        other => panic!("{other:?}"),
+    }
+    vaultrs::kv2::read_metadata(&viewer, "secret", PATH).await.unwrap();
+    assert_eq!(
+        vaultrs::kv2::list(&viewer, "secret", "acme/api/production/")
+            .await
+            .unwrap(),
+        ["DB"]
+    );
+    let e = vaultrs::kv2::set(&viewer, "secret", PATH, &json!({"value": "x"}))
+        .await
+        .expect_err("no update");
+    assert_eq!(code(&e), 403);
+    let e = vaultrs::kv2::destroy_versions(&viewer, "secret", PATH, vec![3])
+        .await
+        .expect_err("no delete");
+    assert_eq!(code(&e), 403);
+    let e = vaultrs::auth::userpass::login(&anon, "userpass", "viewer@acme.test", "wrong password!!")
+        .await
+        .expect_err("bad password");
+    assert!(matches!(e, ClientError::APIError { .. }), "{e:?}");
+
+    // One secret, three doors: Vault API, native API, CLI.
+    vaultrs::kv2::set(
+        &root,
+        "secret",
+        "acme/api/production/API_KEY",
+        &json!({"value": "k-1 ü"}),
+    )
+    .await
+    .unwrap();
+    let (_, n) = http.get(&format!("{native}/secrets/API_KEY?reveal=true")).await;
+    assert_eq!(
+        (&n["data"]["value"], &n["data"]["type"]),
+        (&json!("k-1 ü"), &json!("text"))
+    );
+    assert_eq!(
+        coffer_cli(&server, &root_token, &["secrets", "get", "API_KEY"], "").trim_end(),
+        "k-1 ü"
+    );
+    coffer_cli(&server, &root_token, &["secrets", "set", "API_KEY"], "k-2 from the CLI");
+    let got: Value = vaultrs::kv2::read(&root, "secret", "acme/api/production/API_KEY")
+        .await
+        .unwrap();
+    assert_eq!(got, json!({"value": "k-2 from the CLI"}));
+    util::write_secret(&http, &native, "API_KEY", "k-3 native").await;
+    let got: Value = vaultrs::kv2::read(&root, "secret", "acme/api/production/API_KEY")
+        .await
+        .unwrap();
+    assert_eq!(got, json!({"value": "k-3 native"}));
+    assert_eq!(
+        coffer_cli(&server, &root_token, &["secrets", "get", "API_KEY"], "").trim_end(),
+        "k-3 native"
+    );
+
+    // Purge; then seal through vaultrs: 503 "Vault is sealed".
+    vaultrs::kv2::delete_metadata(&root, "secret", PATH).await.unwrap();
+    let e = vaultrs::kv2::read_metadata(&root, "secret", PATH)
+        .await
+        .expect_err("purged");
+    assert_eq!(code(&e), 404);
+    // max_versions prunes the oldest versions on write.
+    let rot = "acme/api/staging/ROT";
+    let mut opts = SetSecretMetadataRequest::builder();
+    opts.max_versions(2u64);
+    vaultrs::kv2::set_metadata(&root, "secret", rot, Some(&mut opts))
+        .await
+        .unwrap();
+    for i in 1..=3 {
+        vaultrs::kv2::set(&root, "secret", rot, &json!({"value": format!("v{i}")}))
+            .await
+            .unwrap();
+    }
+    let meta = vaultrs::kv2::read_metadata(&root, "secret", rot).await.unwrap();
+    assert_eq!(
+        (meta.current_version, meta.oldest_version, meta.versions.len()),
+        (3, 2, 2)
+    );
+    let e = vaultrs::kv2::read_version::<Value>(&root, "secret", rot, 1)
+        .await
+        .expect_err("pruned");
+    assert_eq!(code(&e), 404);
+
+    vaultrs::sys::seal(&root).await.unwrap();
+    match vaultrs::kv2::read::<Value>(&root, "secret", "acme/api/production/API_KEY").await {
+        Err(ClientError::APIError { code, errors }) => {
+            assert_eq!((code, errors), (503, vec!["Vault is sealed".to_owned()]));
+        }
+        other => panic!("sealed read: {other:?}"),
+    }
+}
+
+/// Run a client-compatibility script against `server`; its output is the
+/// failure message.
+fn run_script(program: &str, script: &str, server: &Server, envs: &[(&str, &str)]) {
+    let path = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = Command::new("timeout");
+    cmd.args(["300", program, &path])
+        .env("BAO_ADDR", &server.base)
+        .env("VAULT_ADDR", &server.base)
+        .env_remove("BAO_TOKEN")
+        .env_remove("VAULT_TOKEN")
+        .stdin(Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} {path}: {e}"));
+    assert!(
+        out.status.success(),
+        "{script} failed ({:?})\n--- stdout\n{}\n--- stderr\n{}\n--- server log\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.log_text()
+    );
+}
+
+#[tokio::test]
+async fn bao_cli_kv_token_and_operator_commands() {
+    let bao = crate::vault_clients::bao_bin();
+    let dir = util::tempdir();
+    let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
+    run_script("bash", "sh/bao_kv.sh", &server, &[("BAO_BIN", bao.to_str().unwrap())]);
+}
+
+#[tokio::test]
+async fn hvac_python_client() {
+    let dir = util::tempdir();
+    let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
+    run_script("python3", "py/test_hvac.py", &server, &[]);
+}
+
+#[tokio::test]
+async fn cert_login_and_userpass_totp() {
+    use crate::access_mtls::{mtls_server, spki_sha256, tls_client};
+    let dir = util::tempdir();
+    let d = dir.path();
+    let server = mtls_server(d).await;
+    let with =
+        |cert: &str, token: Option<&str>| util::Http::from_client(&server.base, tls_client(d, Some(cert)), token);
+    let (root, _) = util::boot(&with("a", None)).await;
+    util::org_tree(&root, "acme", &[("api", &["production"])]).await;
+    util::write_secret(
+        &root,
+        &util::env_path("acme", "api", "production"),
+        "DB",
+        "postgres://p",
+    )
+    .await;
+    util::service_account(
+        &root,
+        "acme",
+        "ci",
+        json!({"certificate": {"spki_sha256": spki_sha256(d, "a")}}),
+    )
+    .await;
+    util::grant(
+        &root,
+        "acme",
+        json!({"service_account": "ci", "project": "api", "environment": "production", "role": "developer"}),
+    )
+    .await;
+
+    // Cert A logs in as the service account; the token is bound to cert A.
+    let (st, l) = with("a", None).post("/v1/auth/cert/login", json!({})).await;
+    assert_eq!(st, 200, "{l}");
+    assert_eq!(
+        (&l["auth"]["lease_duration"], &l["auth"]["metadata"]["coffer_name"]),
+        (&json!(3600), &json!("ci"))
+    );
+    let token = l["auth"]["client_token"].as_str().unwrap();
+    let (st, r) = with("a", Some(token))
+        .get("/v1/secret/data/acme/api/production/DB")
+        .await;
+    assert_eq!(
+        (st.as_u16(), &r["data"]["data"]),
+        (200, &json!({"value": "postgres://p"})),
+        "{r}"
+    );
+    let (st, _) = with("b", Some(token))
+        .get("/v1/secret/data/acme/api/production/DB")
+        .await;
+    assert_eq!(st, 403, "a cert-login token is bound to its certificate");
+    // Cert B maps to no account.
+    let (st, e) = with("b", None).post("/v1/auth/cert/login", json!({})).await;
+    assert_eq!((st.as_u16(), e), (403, json!({"errors": ["permission denied"]})));
+
+    // userpass with TOTP: refused with a clear message, accepted through
+    // Vault's MFA header.
+    util::create_user(&root, "dev@acme.test", "correct horse battery").await;
+    let dev = util::user_client(&with("a", None), "dev@acme.test", "correct horse battery").await;
+    let e = util::ok_data("totp enroll", dev.post("/api/v1/auth/totp/enroll", json!({})).await);
+    let secret = util::base32_decode(e["secret"].as_str().unwrap());
+    let step = util::unix_now() / 30;
+    util::ok_data(
+        "totp verify",
+        dev.post(
+            "/api/v1/auth/totp/verify",
+            json!({"code": util::totp_at(&secret, step - 1)}),
+        )
+        .await,
+    );
+    let anon = with("a", None);
+    let login = "/v1/auth/userpass/login/dev@acme.test";
+    let (st, e) = anon.post(login, json!({"password": "correct horse battery"})).await;
+    assert_eq!(st, 400, "{e}");
+    assert!(e["errors"][0].as_str().unwrap().contains("X-Vault-MFA"), "{e}");
+    let res = tls_client(d, Some("a"))
+        .post(format!("{}{login}", server.base))
+        .header("X-Vault-MFA", format!("totp:{}", util::totp_at(&secret, step)))
+        .json(&json!({"password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let l: Value = res.json().await.unwrap();
+    assert_eq!(l["auth"]["policies"], json!(["default"]), "{l}");
+}
