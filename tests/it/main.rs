@@ -16,6 +16,7 @@ mod hsm;
 mod keys;
 mod lifecycle;
 mod memory;
+mod ops;
 mod rekey;
 mod rotate_totp;
 mod tamper;
