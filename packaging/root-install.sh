@@ -15,10 +15,11 @@ if [ "${COFFER_IN_NS:-}" != 1 ]; then
 fi
 
 WORK=$(mktemp -d)
-trap 'umount "$WORK/root/usr" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'umount "$WORK/root/usr" "$WORK/root/dev" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 R="$WORK/root"
-mkdir -p "$WORK"/{up,ovl} "$R"/{etc,usr,tmp,run,var/lib/dpkg/{info,updates,triggers,alternatives},var/log,var/cache}
+mkdir -p "$WORK"/{up,ovl} "$R"/{etc,usr,dev,tmp,run,var/lib/dpkg/{info,updates,triggers,alternatives},var/log,var/cache}
 mount -t overlay overlay -o "lowerdir=/usr,upperdir=$WORK/up,workdir=$WORK/ovl" "$R/usr"
+mount --bind /dev "$R/dev"
 for l in bin sbin lib lib64; do ln -s "usr/$l" "$R/$l"; done
 touch "$R/var/lib/dpkg/status" "$R/var/lib/dpkg/available"
 for f in passwd group shadow gshadow adduser.conf login.defs nsswitch.conf; do
@@ -44,7 +45,7 @@ chroot "$R" getent group coffer >/dev/null || fail "no coffer group"
 check /usr/bin/coffer root:root 755
 check /var/lib/coffer coffer:coffer 700
 check /etc/coffer/coffer.toml root:coffer 640
-check /lib/systemd/system/coffer.service root:root 644
+check /usr/lib/systemd/system/coffer.service root:root 644
 [ -L "$R/etc/systemd/system/multi-user.target.wants/coffer.service" ] || fail "the unit is not enabled"
 echo "ok   unit enabled"
 if grep -Eq 'deb-systemd-invoke (\$_dh_action|start|restart)' "$R/var/lib/dpkg/info/coffer.postinst"; then
