@@ -399,3 +399,65 @@ async fn config_errors_name_the_key_and_line_and_env_overrides_apply() {
     let (st, _) = server.client(None).get("/v1/sys/seal-status").await;
     assert_eq!(st, 200);
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_log_level_and_json_lines_carry_the_request_id() {
+    let dir = util::tempdir();
+    let server = Server::start_full(
+        dir.path(),
+        &util::fresh_storage_url(dir.path()).await,
+        "tls_disable = true",
+        "",
+        &[("COFFER_LOG_FORMAT", "json")],
+    );
+    let anon = server.client(None);
+    let (keys, _, root_token) = util::init(&anon, 1, 1).await;
+    util::unseal(&anon, &[&keys[0]]).await;
+    let root = anon.with_token(&root_token);
+    util::tenant(&root).await;
+    let value = "json-log-secret-value-never-logged";
+    let traced = |id: &'static str| {
+        plain_client()
+            .get(format!("{}{ENV}/secrets/API_KEY", server.base))
+            .bearer_auth(&root_token)
+            .header("X-Request-Id", id)
+            .send()
+    };
+    util::write_secret(&root, ENV, "API_KEY", value).await;
+    assert_eq!(traced("before-reload-1").await.unwrap().status(), 200);
+    // info: request lines (debug) are not logged.
+    assert!(!server.log_text().contains("before-reload-1"));
+
+    // Raise the level in the file and reload.
+    let config = std::fs::read_to_string(server.config_path()).unwrap();
+    std::fs::write(server.config_path(), format!("log_level = \"debug\"\n{config}")).unwrap();
+    sighup(&server);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log_text().contains("reloaded") {
+        assert!(Instant::now() < deadline, "no reload; log:\n{}", server.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(traced("after-reload-2").await.unwrap().status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let log = server.log_text();
+        if let Some(l) = log
+            .lines()
+            .find(|l| l.contains("after-reload-2") && l.contains("\"route\""))
+        {
+            break l.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no request line at debug; log:\n{log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let json: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+    assert_eq!(json["span"]["request_id"], "after-reload-2", "{line}");
+    assert_eq!(
+        json["fields"]["route"], "/api/v1/orgs/{org}/projects/{project}/environments/{env}/secrets/{key}",
+        "{line}"
+    );
+    let log = server.log_text();
+    for leak in [value, root_token.as_str(), keys[0].as_str()] {
+        assert!(!log.contains(leak), "the log leaks a secret");
+    }
+}
