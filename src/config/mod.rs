@@ -421,6 +421,55 @@ mod tests {
         assert_eq!(key_line("address = 1\n", "listener.address"), None);
     }
 
+    /// The packaged default config parses as shipped, documents every
+    /// key, and still parses with every commented key turned on.
+    #[test]
+    fn the_default_config_documents_every_key() {
+        let shipped = include_str!("../../packaging/coffer.toml");
+        parse(shipped).expect("packaging/coffer.toml parses");
+        for (section, key, _) in ENV_KEYS {
+            let dotted = dotted(section, key);
+            assert!(
+                shipped
+                    .lines()
+                    .any(|l| l.trim_start_matches(['#', ' ']).starts_with(&format!("{key} ="))),
+                "packaging/coffer.toml does not document {dotted}"
+            );
+        }
+        for key in ["type", "module", "token_label", "key_label", "pin_file", "disabled"] {
+            assert!(shipped.contains(&format!("# {key} =")), "seal.{key} undocumented");
+        }
+        // Uncomment the top-level and [listener]/[metrics] keys (not the
+        // [seal] example, whose keys conflict): still a valid file.
+        let mut on = String::new();
+        let mut in_seal = false;
+        for line in shipped.lines() {
+            in_seal |= line.starts_with("# [seal]");
+            match line.strip_prefix("# ") {
+                Some(rest)
+                    if !in_seal
+                        && !rest.starts_with("tls_disable")
+                        && rest
+                            .split_once(" = ")
+                            .is_some_and(|(k, _)| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')) =>
+                {
+                    on.push_str(rest);
+                }
+                _ => on.push_str(line),
+            }
+            on.push('\n');
+        }
+        let s = parse(&on).expect("every documented key is accepted");
+        assert!(s.metrics_token_file.is_some() && s.log_format.is_some());
+        assert!(matches!(
+            s.listener,
+            Listener::Tls {
+                client_crl: Some(_),
+                ..
+            }
+        ));
+    }
+
     #[test]
     fn every_env_key_is_settable() {
         for (section, key, var) in ENV_KEYS {
