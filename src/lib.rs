@@ -11,6 +11,7 @@ pub mod env_policy;
 pub mod http;
 pub mod keys;
 pub mod logging;
+pub mod ops;
 pub mod seal;
 pub mod secure_mem;
 pub mod server;

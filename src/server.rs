@@ -11,6 +11,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::config::{Listener, Settings};
+use crate::http::metrics::MetricsToken;
 use crate::http::{AppState, router, tls};
 use crate::secure_mem;
 use crate::service::{Coffer, Principal};
@@ -41,6 +42,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             disabled: p.disabled,
         }) as Arc<dyn crate::seal::RootWrapper>
     });
+    crate::logging::apply(&settings.log_level, settings.log_format);
     let auto_unseal = wrapper.is_some();
     let coffer = Coffer::load_with_seal(Arc::new(store), wrapper, settings.audit.clone()).await?;
     if auto_unseal {
@@ -50,7 +52,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // (both local on SQLite).
     coffer.spawn_cluster_listener();
     coffer.spawn_jobs(crate::service::jobs::builtin(settings.jobs_interval));
-    serve(settings.listener, coffer, None).await
+    let metrics_token = MetricsToken::default();
+    metrics_token.load(settings.metrics_token_file.as_deref())?;
+    serve(settings.listener.clone(), coffer, None, metrics_token, Some(settings)).await
 }
 
 /// `--dev`: throw-away SQLite in a temp dir, plain HTTP, auto-init with one
@@ -86,7 +90,14 @@ pub async fn run_dev(address: SocketAddr) -> anyhow::Result<()> {
         token = init.root_token.as_str(),
     )?;
     drop(out);
-    serve(Listener::Plain { address }, coffer, Some(dir)).await
+    serve(
+        Listener::Plain { address },
+        coffer,
+        Some(dir),
+        MetricsToken::default(),
+        None,
+    )
+    .await
 }
 
 async fn seed_dev(coffer: &Coffer, root: &Principal) -> anyhow::Result<()> {
@@ -117,12 +128,99 @@ impl Drop for DevDir {
     }
 }
 
-async fn serve(listener: Listener, coffer: Coffer, _dev_dir: Option<DevDir>) -> anyhow::Result<()> {
+/// What SIGHUP can change without a restart.
+struct Reloadable {
+    /// the settings the server runs with (the file is re-read)
+    settings: Settings,
+    /// the TLS configuration of new handshakes (None: plain HTTP)
+    tls: Option<tls::SharedConfig>,
+    /// the `/metrics` scrape token
+    metrics_token: MetricsToken,
+}
+
+/// The one reload entry point (SIGHUP, `systemctl reload`): re-read the
+/// config file and apply its reloadable parts — the TLS certificate, key,
+/// client CA and CRL (new handshakes only; open connections stay), the log
+/// level and format, the metrics token. A part that fails to load keeps
+/// its old value and the reason is logged. Keys that need a restart
+/// (listener.address, storage.url, seal) are reported if they changed.
+async fn reload(r: &mut Reloadable, coffer: &Coffer) {
+    crate::ops::notify(&[
+        sd_notify::NotifyState::Reloading,
+        sd_notify::NotifyState::monotonic_usec_now().unwrap_or(sd_notify::NotifyState::Status("reloading")),
+    ]);
+    let new = match Settings::load(r.settings.source.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "reload: the config is invalid; keeping the running configuration");
+            crate::ops::notify(&[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status(&crate::ops::status_line(coffer)),
+            ]);
+            return;
+        }
+    };
+    crate::logging::apply(&new.log_level, new.log_format);
+    // logrotate moved the audit file: write a new one.
+    coffer.reopen_audit_sinks();
+    if let Err(e) = r.metrics_token.load(new.metrics_token_file.as_deref()) {
+        tracing::error!(error = %e, "reload: keeping the old metrics token");
+    }
+    if let (
+        Some(shared),
+        Listener::Tls {
+            cert,
+            key,
+            client_ca,
+            client_crl,
+            ..
+        },
+    ) = (&r.tls, &new.listener)
+    {
+        match tls::server_config(cert, key, client_ca.as_deref(), client_crl.as_deref()) {
+            Ok(config) => {
+                shared.replace(config);
+                tracing::info!(cert = %cert.display(), "reload: TLS certificate reloaded");
+            }
+            Err(e) => tracing::error!(error = %e, "reload: keeping the old TLS certificate"),
+        }
+    }
+    let restart_needed = listener_address(&new.listener) != listener_address(&r.settings.listener)
+        || matches!(new.listener, Listener::Tls { .. }) != r.tls.is_some()
+        || new.storage_url != r.settings.storage_url
+        || new.disable_mlock != r.settings.disable_mlock;
+    if restart_needed {
+        tracing::warn!(
+            "reload: listener.address, listener.tls_disable, storage.url and disable_mlock changes need a restart"
+        );
+    }
+    r.settings = new;
+    tracing::info!("reloaded");
+    crate::ops::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&crate::ops::status_line(coffer)),
+    ]);
+}
+
+fn listener_address(l: &Listener) -> SocketAddr {
+    match l {
+        Listener::Plain { address } | Listener::Tls { address, .. } => *address,
+    }
+}
+
+async fn serve(
+    listener: Listener,
+    coffer: Coffer,
+    _dev_dir: Option<DevDir>,
+    metrics_token: MetricsToken,
+    settings: Option<Settings>,
+) -> anyhow::Result<()> {
+    crate::ops::install_metrics()?;
     coffer.spawn_audit_checkpoints();
-    spawn_reload_on_sighup(coffer.clone());
     let state = AppState {
         coffer: coffer.clone(),
         tls: matches!(listener, Listener::Tls { .. }),
+        metrics_token: metrics_token.clone(),
     };
     let app = router(state);
     let (address, tls_config) = match &listener {
@@ -135,12 +233,12 @@ async fn serve(listener: Listener, coffer: Coffer, _dev_dir: Option<DevDir>) -> 
             client_crl,
         } => (
             *address,
-            Some(tls::server_config(
+            Some(tls::SharedConfig::new(tls::server_config(
                 cert,
                 key,
                 client_ca.as_deref(),
                 client_crl.as_deref(),
-            )?),
+            )?)),
         ),
     };
     let tcp = TcpListener::bind(address)
@@ -160,6 +258,23 @@ async fn serve(listener: Listener, coffer: Coffer, _dev_dir: Option<DevDir>) -> 
     );
     // A stable line on stdout for scripts and tests that bind port 0.
     println!("coffer: listening on {scheme}://{bound}");
+    if let Some(settings) = settings {
+        let mut r = Reloadable {
+            settings,
+            tls: tls_config.clone(),
+            metrics_token,
+        };
+        let coffer = coffer.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot install the SIGHUP handler")?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading");
+                reload(&mut r, &coffer).await;
+            }
+        });
+    }
+    crate::ops::spawn_notify(coffer.clone());
     match tls_config {
         None => {
             axum::serve(tcp, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -168,26 +283,11 @@ async fn serve(listener: Listener, coffer: Coffer, _dev_dir: Option<DevDir>) -> 
         }
         Some(config) => tls::serve(tcp, config, app, shutdown_signal()).await,
     }
+    crate::ops::notify(&[sd_notify::NotifyState::Stopping]);
     // Drop every key before exiting.
     coffer.seal_on_shutdown();
     tracing::info!("stopped; keys dropped");
     Ok(())
-}
-
-/// SIGHUP: reopen the audit file (after logrotate moved it).
-fn spawn_reload_on_sighup(coffer: Coffer) {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::hangup()) {
-        Ok(mut hup) => {
-            tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    tracing::info!("SIGHUP: reopening the audit file sink");
-                    coffer.reopen_audit_sinks();
-                }
-            });
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP; the audit file will not be reopened"),
-    }
 }
 
 async fn shutdown_signal() {

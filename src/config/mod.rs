@@ -23,7 +23,14 @@
 //! # syslog = "/dev/log"         # copy to the local syslog socket
 //! # bulk_reveal_threshold = 100 # values per actor per call or minute → security signal
 //! # failed_login_threshold = 10 # failed logins per source per minute → security signal
+//! [metrics]
+//! # token_file = "/etc/coffer/metrics-token"            # turns on GET /metrics (bearer token)
 //! ```
+//!
+//! Every key can be overridden by `COFFER_<SECTION>_<KEY>` (top-level keys:
+//! `COFFER_<KEY>`), e.g. `COFFER_STORAGE_URL`, `COFFER_LISTENER_ADDRESS`;
+//! `[seal]` keys are file-only. The full list is [`ENV_KEYS`]; the
+//! documented default file is `packaging/coffer.toml`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -61,7 +68,34 @@ pub enum ConfigError {
     /// A value is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// A value is invalid; `at` says where it came from (file and line, or
+    /// the environment variable).
+    #[error("{at}: {key}: {message}")]
+    Value {
+        /// `file:line` or `environment variable COFFER_…`
+        at: String,
+        /// dotted key, e.g. `listener.address`
+        key: String,
+        /// what is wrong
+        message: String,
+    },
 }
+
+/// `(section, key, environment variable)` of every key that the
+/// environment can override. `section` "" is the top level.
+pub const ENV_KEYS: &[(&str, &str, &str)] = &[
+    ("", "disable_mlock", "COFFER_DISABLE_MLOCK"),
+    ("", "log_level", "COFFER_LOG_LEVEL"),
+    ("", "log_format", "COFFER_LOG_FORMAT"),
+    ("listener", "address", "COFFER_LISTENER_ADDRESS"),
+    ("listener", "tls_cert", "COFFER_LISTENER_TLS_CERT"),
+    ("listener", "tls_key", "COFFER_LISTENER_TLS_KEY"),
+    ("listener", "tls_client_ca", "COFFER_LISTENER_TLS_CLIENT_CA"),
+    ("listener", "tls_client_crl", "COFFER_LISTENER_TLS_CLIENT_CRL"),
+    ("listener", "tls_disable", "COFFER_LISTENER_TLS_DISABLE"),
+    ("storage", "url", "COFFER_STORAGE_URL"),
+    ("metrics", "token_file", "COFFER_METRICS_TOKEN_FILE"),
+];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,6 +112,10 @@ struct RawFile {
     audit: RawAudit,
     #[serde(default)]
     jobs: RawJobs,
+    log_level: Option<String>,
+    log_format: Option<String>,
+    #[serde(default)]
+    metrics: RawMetrics,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,6 +180,12 @@ struct RawJobs {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawMetrics {
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawListener {
     address: Option<String>,
     tls_cert: Option<PathBuf>,
@@ -197,6 +241,25 @@ pub struct Settings {
     /// `[jobs] interval_ms`: period of the background jobs (purge of
     /// expired tokens…), run by one server of a cluster at a time
     pub jobs_interval: Duration,
+    /// tracing filter directive (`info`, `debug`, `coffer=debug,info`);
+    /// reloaded on SIGHUP
+    pub log_level: String,
+    /// `json` or `text`; None: JSON unless stderr is a terminal
+    pub log_format: Option<LogFormat>,
+    /// file holding the bearer token that `GET /metrics` requires (None:
+    /// no /metrics endpoint)
+    pub metrics_token_file: Option<PathBuf>,
+    /// the file the settings were read from (SIGHUP re-reads it)
+    pub source: Option<PathBuf>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// one JSON object per line (for journald/log shippers)
+    Json,
+    /// human-readable
+    Text,
 }
 
 /// Default period of the background jobs.
@@ -208,39 +271,65 @@ pub const DEFAULT_ADDRESS: &str = "127.0.0.1:8200";
 pub const DEFAULT_STORAGE: &str = "sqlite:///var/lib/coffer/coffer.db";
 
 impl Settings {
-    /// Read `path` (if given), apply `COFFER_LISTEN_ADDRESS`,
-    /// `COFFER_STORAGE_URL` and `COFFER_DISABLE_MLOCK`, then validate.
+    /// Read `path` (if given), apply the `COFFER_<SECTION>_<KEY>`
+    /// overrides ([`ENV_KEYS`]), then validate. Errors name the key and
+    /// where its value came from (file line or environment variable).
     pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
-        let mut raw = match path {
-            None => RawFile::default(),
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                    path: p.display().to_string(),
-                    source,
-                })?;
-                toml::from_str(&text).map_err(|e| ConfigError::Parse {
-                    path: p.display().to_string(),
-                    message: e.message().to_owned(),
-                })?
-            }
+        let text = match path {
+            None => String::new(),
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.display().to_string(),
+                source,
+            })?,
         };
-        if let Ok(v) = std::env::var("COFFER_LISTEN_ADDRESS") {
+        let shown = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(no file)".into());
+        let mut raw = parse_file(&text, &shown)?;
+        let mut from_env: Vec<(&str, &str)> = Vec::new();
+        for &(section, key, var) in ENV_KEYS {
+            if let Ok(v) = std::env::var(var) {
+                raw.set(section, key, v).map_err(|message| ConfigError::Value {
+                    at: format!("environment variable {var}"),
+                    key: dotted(section, key),
+                    message,
+                })?;
+                from_env.push((section, key));
+            }
+        }
+        // The name before COFFER_LISTENER_ADDRESS existed; kept for old setups.
+        if std::env::var_os("COFFER_LISTENER_ADDRESS").is_none()
+            && let Ok(v) = std::env::var("COFFER_LISTEN_ADDRESS")
+        {
             raw.listener.address = Some(v);
+            from_env.push(("listener", "address"));
         }
-        if let Ok(v) = std::env::var("COFFER_STORAGE_URL") {
-            raw.storage.url = Some(v);
-        }
-        if let Ok(v) = std::env::var("COFFER_DISABLE_MLOCK") {
-            raw.disable_mlock = matches!(v.as_str(), "1" | "true" | "yes");
-        }
-        Self::validate(raw)
+        let mut settings = Self::validate(raw).map_err(|e| match e {
+            ConfigError::Value { key, message, .. } => {
+                let at = match from_env.iter().find(|(s, k)| dotted(s, k) == key) {
+                    Some((s, k)) => ENV_KEYS
+                        .iter()
+                        .find(|(es, ek, _)| es == s && ek == k)
+                        .map(|(_, _, var)| format!("environment variable {var}"))
+                        .unwrap_or_else(|| "environment variable COFFER_LISTEN_ADDRESS".into()),
+                    None => match key_line(&text, &key) {
+                        Some(line) => format!("config file {shown}, line {line}"),
+                        None => format!("config file {shown} (default value)"),
+                    },
+                };
+                ConfigError::Value { at, key, message }
+            }
+            other => other,
+        })?;
+        settings.source = path.map(Path::to_path_buf);
+        Ok(settings)
     }
 
     fn validate(raw: RawFile) -> Result<Settings, ConfigError> {
         let addr_text = raw.listener.address.as_deref().unwrap_or(DEFAULT_ADDRESS);
         let address: SocketAddr = addr_text
             .parse()
-            .map_err(|_| ConfigError::Invalid(format!("listener.address {addr_text:?} is not an IP:port address")))?;
+            .map_err(|_| value_error("listener.address", format!("{addr_text:?} is not an IP:port address")))?;
         let l = raw.listener;
         let listener = if l.tls_disable {
             if l.tls_client_ca.is_some() || l.tls_client_crl.is_some() {
@@ -273,8 +362,9 @@ impl Settings {
             || storage_url.starts_with("postgres://")
             || storage_url.starts_with("postgresql://"))
         {
-            return Err(ConfigError::Invalid(
-                "storage.url must start with sqlite:// or postgres://".into(),
+            return Err(value_error(
+                "storage.url",
+                "must start with sqlite:// or postgres://".into(),
             ));
         }
         let interval_ms = raw.jobs.interval_ms.unwrap_or(DEFAULT_JOBS_INTERVAL_MS);
@@ -283,6 +373,24 @@ impl Settings {
                 "jobs.interval_ms must be at least 100 (milliseconds)".into(),
             ));
         }
+        let log_level = raw.log_level.unwrap_or_else(|| "info".to_owned());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+            return Err(value_error(
+                "log_level",
+                format!("not a log filter ({e}); use e.g. \"info\" or \"coffer=debug,info\""),
+            ));
+        }
+        let log_format = match raw.log_format.as_deref() {
+            None => None,
+            Some("json") => Some(LogFormat::Json),
+            Some("text") => Some(LogFormat::Text),
+            Some(other) => {
+                return Err(value_error(
+                    "log_format",
+                    format!("{other:?} is not \"json\" or \"text\""),
+                ));
+            }
+        };
         Ok(Settings {
             listener,
             storage_url,
@@ -290,7 +398,98 @@ impl Settings {
             pkcs11: raw.seal.validate()?,
             audit: raw.audit.validate()?,
             jobs_interval: Duration::from_millis(interval_ms),
+            log_level,
+            log_format,
+            metrics_token_file: raw.metrics.token_file,
+            source: None,
         })
+    }
+}
+
+fn value_error(key: &str, message: String) -> ConfigError {
+    ConfigError::Value {
+        at: String::new(),
+        key: key.to_owned(),
+        message,
+    }
+}
+
+fn dotted(section: &str, key: &str) -> String {
+    if section.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{section}.{key}")
+    }
+}
+
+/// 1-based line of byte offset `at` in `text`.
+fn line_at(text: &str, at: usize) -> usize {
+    text.get(..at).unwrap_or(text).matches('\n').count() + 1
+}
+
+/// The line where dotted `key` is set in the file (a flat scan: the
+/// config has one level of `[section]` tables and `key = value` lines).
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    let (section, name) = key.rsplit_once('.').unwrap_or(("", key));
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            current = h.trim().to_owned();
+        } else if current == section
+            && let Some((k, _)) = t.split_once('=')
+            && k.trim() == name
+        {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// Parse the file; a syntax error, a mistyped or an unknown key names
+/// the line.
+fn parse_file(text: &str, shown: &str) -> Result<RawFile, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let message = e.message().trim_end().to_owned();
+        match e.span() {
+            Some(span) => ConfigError::Parse {
+                path: format!("{shown}, line {}", line_at(text, span.start)),
+                message,
+            },
+            None => ConfigError::Parse {
+                path: shown.to_owned(),
+                message,
+            },
+        }
+    })
+}
+
+fn env_bool(v: &str) -> Result<bool, String> {
+    match v {
+        "1" | "true" | "yes" => Ok(true),
+        "0" | "false" | "no" | "" => Ok(false),
+        _ => Err(format!("{v:?} is not a boolean (true/false/1/0)")),
+    }
+}
+
+impl RawFile {
+    /// Apply one environment override.
+    fn set(&mut self, section: &str, key: &str, v: String) -> Result<(), String> {
+        match (section, key) {
+            ("", "disable_mlock") => self.disable_mlock = env_bool(&v)?,
+            ("", "log_level") => self.log_level = Some(v),
+            ("", "log_format") => self.log_format = Some(v),
+            ("listener", "address") => self.listener.address = Some(v),
+            ("listener", "tls_cert") => self.listener.tls_cert = Some(v.into()),
+            ("listener", "tls_key") => self.listener.tls_key = Some(v.into()),
+            ("listener", "tls_client_ca") => self.listener.tls_client_ca = Some(v.into()),
+            ("listener", "tls_client_crl") => self.listener.tls_client_crl = Some(v.into()),
+            ("listener", "tls_disable") => self.listener.tls_disable = env_bool(&v)?,
+            ("storage", "url") => self.storage.url = Some(v),
+            ("metrics", "token_file") => self.metrics.token_file = Some(v.into()),
+            _ => return Err("not overridable from the environment".into()),
+        }
+        Ok(())
     }
 }
 
@@ -299,11 +498,88 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Settings, ConfigError> {
-        let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: "test".into(),
-            message: e.message().to_owned(),
-        })?;
-        Settings::validate(raw)
+        Settings::validate(parse_file(text, "test")?)
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let err =
+            parse("log_level = \"info\"\n[listener]\ntls_disable = true\n\nbogus = 1\n").expect_err("unknown key");
+        let msg = err.to_string();
+        assert!(msg.contains("line 5") && msg.contains("bogus"), "{msg}");
+        let err = parse("[listener]\ntls_disable = \"yes\"\n").expect_err("mistyped");
+        assert!(err.to_string().contains("line 2"), "{err}");
+        assert_eq!(
+            key_line("a = 1\n[listener]\n\naddress = \"x\"\n", "listener.address"),
+            Some(4)
+        );
+        assert_eq!(key_line("address = 1\n", "listener.address"), None);
+    }
+
+    /// The packaged default config parses as shipped, documents every
+    /// key, and still parses with every commented key turned on.
+    #[test]
+    fn the_default_config_documents_every_key() {
+        let shipped = include_str!("../../packaging/coffer.toml");
+        parse(shipped).expect("packaging/coffer.toml parses");
+        for (section, key, _) in ENV_KEYS {
+            let dotted = dotted(section, key);
+            assert!(
+                shipped
+                    .lines()
+                    .any(|l| l.trim_start_matches(['#', ' ']).starts_with(&format!("{key} ="))),
+                "packaging/coffer.toml does not document {dotted}"
+            );
+        }
+        for key in ["type", "module", "token_label", "key_label", "pin_file", "disabled"] {
+            assert!(shipped.contains(&format!("# {key} =")), "seal.{key} undocumented");
+        }
+        // Uncomment the top-level and [listener]/[metrics] keys (not the
+        // [seal] example, whose keys conflict): still a valid file.
+        let mut on = String::new();
+        let mut in_seal = false;
+        for line in shipped.lines() {
+            in_seal |= line.starts_with("# [seal]");
+            match line.strip_prefix("# ") {
+                Some(rest)
+                    if !in_seal
+                        && !rest.starts_with("tls_disable")
+                        && rest
+                            .split_once(" = ")
+                            .is_some_and(|(k, _)| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')) =>
+                {
+                    on.push_str(rest);
+                }
+                _ => on.push_str(line),
+            }
+            on.push('\n');
+        }
+        let s = parse(&on).expect("every documented key is accepted");
+        assert!(s.metrics_token_file.is_some() && s.log_format.is_some());
+        assert!(matches!(
+            s.listener,
+            Listener::Tls {
+                client_crl: Some(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn every_env_key_is_settable() {
+        for (section, key, var) in ENV_KEYS {
+            let mut raw = RawFile::default();
+            let v = if key.ends_with("disable") || *key == "disable_mlock" {
+                "true"
+            } else {
+                "x"
+            };
+            raw.set(section, key, v.into()).unwrap_or_else(|e| panic!("{var}: {e}"));
+            assert_eq!(
+                *var,
+                format!("COFFER_{}", dotted(section, key).replace('.', "_").to_uppercase())
+            );
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -59,6 +59,8 @@ pub const ROUTE_ACTIONS: &[(&str, &str, RouteAudit)] = &[
     ("PUT", "/v1/sys/seal", Action("seal.seal")),
     ("POST", "/v1/sys/seal", Action("seal.seal")),
     ("GET", "/v1/sys/leader", Public),
+    // scrape token checked by the handler; touches no secret
+    ("GET", "/metrics", Public),
     ("GET", "/v1/sys/backup", Action("backup.create")),
     ("PUT", "/v1/sys/rotate-root", Action("key.rotate_root")),
     ("POST", "/v1/sys/rotate-root", Action("key.rotate_root")),
@@ -321,40 +323,6 @@ impl<S: Send + Sync> FromRequestParts<S> for AuditNote {
     }
 }
 
-/// A request id from the client if it is a sane token, else a fresh one.
-fn request_id(req: &Request) -> String {
-    let given = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        });
-    match given {
-        Some(v) => v.to_owned(),
-        None => fresh_request_id(),
-    }
-}
-
-/// `<random per process>-<counter>`: unique across servers and restarts
-/// without a system call per request (request ids are not secrets).
-fn fresh_request_id() -> String {
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static PREFIX: OnceLock<String> = OnceLock::new();
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    let prefix = PREFIX.get_or_init(|| {
-        let mut b = [0u8; 6];
-        // Without randomness ids still differ within this process.
-        let _ = getrandom::fill(&mut b);
-        hex::encode(b)
-    });
-    format!("{prefix}-{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
 /// The organization slug of a native path or of a KV path
 /// (`/v1/secret/<op>/<org>/…`).
 fn org_of(path: &str) -> &str {
@@ -401,7 +369,10 @@ pub(crate) async fn layer(State(state): State<AppState>, mut req: Request, next:
     };
     let note = AuditNote::default();
     req.extensions_mut().insert(note.clone());
-    let request_id = request_id(&req);
+    let request_id = req
+        .extensions()
+        .get::<crate::ops::RequestId>()
+        .map_or_else(crate::ops::fresh_request_id, |r| r.0.clone());
     let source = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -421,7 +392,7 @@ pub(crate) async fn layer(State(state): State<AppState>, mut req: Request, next:
         action = "secret.reveal";
     }
 
-    let mut res = next.run(req).await;
+    let res = next.run(req).await;
 
     let status = res.status();
     let outcome = outcome_of(status);
@@ -430,7 +401,7 @@ pub(crate) async fn layer(State(state): State<AppState>, mut req: Request, next:
         n.values = 1;
     }
     let ev = AuditEvent {
-        request_id: request_id.clone(),
+        request_id,
         actor: n.actor.unwrap_or_default(),
         cert_spki,
         source,
@@ -455,9 +426,6 @@ pub(crate) async fn layer(State(state): State<AppState>, mut req: Request, next:
         } else {
             ApiError(e).into_response()
         };
-    }
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        res.headers_mut().insert("x-request-id", v);
     }
     res
 }

@@ -61,6 +61,21 @@ fn message(e: &ServiceError) -> String {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ErrorCode(pub(crate) &'static str);
 
+/// Failed authentications and decryption failures for `/metrics`.
+fn count(e: &ServiceError) {
+    match e {
+        ServiceError::Unauthenticated
+        | ServiceError::InvalidCredentials
+        | ServiceError::InvalidTotp
+        | ServiceError::CertificateRequired
+        | ServiceError::SourceNotAllowed => {
+            metrics::counter!("coffer_auth_failures_total", "reason" => classify(e).1).increment(1);
+        }
+        ServiceError::Decryption { .. } => metrics::counter!("coffer_decryption_failures_total").increment(1),
+        _ => {}
+    }
+}
+
 /// A [`ServiceError`] answered in the native envelope.
 #[derive(Debug)]
 pub(crate) struct ApiError(pub(crate) ServiceError);
@@ -73,6 +88,7 @@ impl<E: Into<ServiceError>> From<E> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        count(&self.0);
         let (status, code) = classify(&self.0);
         let body = json!({ "error": true, "code": code, "message": message(&self.0), "data": null });
         let mut res = (status, Json(body)).into_response();
@@ -95,6 +111,7 @@ impl<E: Into<ServiceError>> From<E> for VaultError {
 
 impl IntoResponse for VaultError {
     fn into_response(self) -> Response {
+        count(&self.0);
         let (status, _) = classify(&self.0);
         let (status, msg) = match &self.0 {
             ServiceError::Sealed => (status, "Vault is sealed".to_owned()),

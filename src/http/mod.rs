@@ -9,6 +9,7 @@ mod extract;
 mod generate_root;
 mod identity;
 mod keys;
+pub mod metrics;
 mod rekey;
 mod sys;
 pub mod tls;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub coffer: Coffer,
     /// served over TLS (for URLs the server hands out)
     pub tls: bool,
+    /// the `/metrics` scrape token (reloaded on SIGHUP)
+    pub metrics_token: metrics::MetricsToken,
 }
 
 /// The handler of one environment route of the access table. Every entry
@@ -196,8 +199,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/v1", vault)
         .nest("/api/v1", native)
+        .route("/metrics", get(metrics::metrics))
+        .route_layer(axum::middleware::from_fn(crate::ops::metrics_layer))
         .layer(axum::middleware::from_fn_with_state(state.clone(), audit::layer))
         .layer(axum::middleware::map_response(no_store))
+        .layer(axum::middleware::from_fn(crate::ops::request_id_layer))
         .with_state(state)
 }
 

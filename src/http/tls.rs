@@ -135,9 +135,37 @@ fn client_cert(der: &[u8]) -> Option<Arc<ClientCert>> {
     }))
 }
 
+/// The server configuration new handshakes use. SIGHUP swaps it (see
+/// `server::reload`); open connections keep the one they started with.
+#[derive(Clone)]
+pub struct SharedConfig(Arc<std::sync::RwLock<Arc<ServerConfig>>>);
+
+impl std::fmt::Debug for SharedConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedConfig(..)")
+    }
+}
+
+impl SharedConfig {
+    /// Wrap the first configuration.
+    pub fn new(config: Arc<ServerConfig>) -> SharedConfig {
+        SharedConfig(Arc::new(std::sync::RwLock::new(config)))
+    }
+
+    /// Use `config` for every new handshake from now on.
+    pub fn replace(&self, config: Arc<ServerConfig>) {
+        if let Ok(mut slot) = self.0.write() {
+            *slot = config;
+        }
+    }
+
+    fn current(&self) -> Option<Arc<ServerConfig>> {
+        self.0.read().ok().map(|c| c.clone())
+    }
+}
+
 /// Accept TLS connections until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, config: Arc<ServerConfig>, app: Router, shutdown: impl Future<Output = ()>) {
-    let acceptor = TlsAcceptor::from(config);
+pub async fn serve(listener: TcpListener, config: SharedConfig, app: Router, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -151,7 +179,11 @@ pub async fn serve(listener: TcpListener, config: Arc<ServerConfig>, app: Router
                 }
             },
         };
-        let acceptor = acceptor.clone();
+        let Some(current) = config.current() else {
+            tracing::error!("TLS configuration lock poisoned; refusing the connection");
+            continue;
+        };
+        let acceptor = TlsAcceptor::from(current);
         let app = app.clone();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);

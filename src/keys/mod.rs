@@ -316,7 +316,12 @@ impl Keyring {
 
     /// A cached KEK, if this server unwrapped it already.
     pub fn cached_kek(&self, org_id: Uuid, version: i64) -> Option<Arc<KeyBytes>> {
-        self.keks.read().ok()?.get(&(org_id, version)).cloned()
+        let hit = self.keks.read().ok()?.get(&(org_id, version)).cloned();
+        match hit {
+            Some(_) => metrics::counter!("coffer_kek_cache_hits_total").increment(1),
+            None => metrics::counter!("coffer_kek_cache_misses_total").increment(1),
+        }
+        hit
     }
 
     /// Unwrap a stored KEK blob with the root key and cache it.

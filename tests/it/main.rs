@@ -19,6 +19,7 @@ mod hsm;
 mod keys;
 mod lifecycle;
 mod memory;
+mod ops;
 mod rekey;
 mod rotate_totp;
 mod tamper;

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use crate::util::{self, Server};
 
-fn openssl(dir: &Path, args: &[&str]) {
+pub(crate) fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .current_dir(dir)
         .args(args)
@@ -22,7 +22,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, all
 /// P-256, in `dir`.
-fn make_pki(dir: &Path) {
+pub(crate) fn make_pki(dir: &Path) {
     std::fs::write(
         dir.join("server.ext"),
         "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
