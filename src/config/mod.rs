@@ -95,6 +95,15 @@ pub const ENV_KEYS: &[(&str, &str, &str)] = &[
     ("listener", "tls_disable", "COFFER_LISTENER_TLS_DISABLE"),
     ("storage", "url", "COFFER_STORAGE_URL"),
     ("metrics", "token_file", "COFFER_METRICS_TOKEN_FILE"),
+    ("audit", "enabled", "COFFER_AUDIT_ENABLED"),
+    ("audit", "timeout_ms", "COFFER_AUDIT_TIMEOUT_MS"),
+    ("audit", "checkpoint_interval_s", "COFFER_AUDIT_CHECKPOINT_INTERVAL_S"),
+    ("audit", "retention_days", "COFFER_AUDIT_RETENTION_DAYS"),
+    ("audit", "file", "COFFER_AUDIT_FILE"),
+    ("audit", "syslog", "COFFER_AUDIT_SYSLOG"),
+    ("audit", "bulk_reveal_threshold", "COFFER_AUDIT_BULK_REVEAL_THRESHOLD"),
+    ("audit", "failed_login_threshold", "COFFER_AUDIT_FAILED_LOGIN_THRESHOLD"),
+    ("jobs", "interval_ms", "COFFER_JOBS_INTERVAL_MS"),
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,7 +144,7 @@ impl RawAudit {
     fn validate(self) -> Result<AuditSettings, ConfigError> {
         let d = AuditSettings::default();
         let positive = |key: &str, v: Option<u64>, default: u64| match v {
-            Some(0) => Err(ConfigError::Invalid(format!("audit.{key} must be greater than 0"))),
+            Some(0) => Err(value_error(&format!("audit.{key}"), "must be greater than 0".into())),
             Some(n) => Ok(n),
             None => Ok(default),
         };
@@ -369,8 +378,9 @@ impl Settings {
         }
         let interval_ms = raw.jobs.interval_ms.unwrap_or(DEFAULT_JOBS_INTERVAL_MS);
         if interval_ms < 100 {
-            return Err(ConfigError::Invalid(
-                "jobs.interval_ms must be at least 100 (milliseconds)".into(),
+            return Err(value_error(
+                "jobs.interval_ms",
+                "must be at least 100 (milliseconds)".into(),
             ));
         }
         let log_level = raw.log_level.unwrap_or_else(|| "info".to_owned());
@@ -472,6 +482,10 @@ fn env_bool(v: &str) -> Result<bool, String> {
     }
 }
 
+fn env_u64(v: &str) -> Result<u64, String> {
+    v.parse().map_err(|_| format!("{v:?} is not a non-negative integer"))
+}
+
 impl RawFile {
     /// Apply one environment override.
     fn set(&mut self, section: &str, key: &str, v: String) -> Result<(), String> {
@@ -487,6 +501,15 @@ impl RawFile {
             ("listener", "tls_disable") => self.listener.tls_disable = env_bool(&v)?,
             ("storage", "url") => self.storage.url = Some(v),
             ("metrics", "token_file") => self.metrics.token_file = Some(v.into()),
+            ("audit", "enabled") => self.audit.enabled = Some(env_bool(&v)?),
+            ("audit", "timeout_ms") => self.audit.timeout_ms = Some(env_u64(&v)?),
+            ("audit", "checkpoint_interval_s") => self.audit.checkpoint_interval_s = Some(env_u64(&v)?),
+            ("audit", "retention_days") => self.audit.retention_days = Some(env_u64(&v)?),
+            ("audit", "file") => self.audit.file = Some(v.into()),
+            ("audit", "syslog") => self.audit.syslog = Some(v.into()),
+            ("audit", "bulk_reveal_threshold") => self.audit.bulk_reveal_threshold = Some(env_u64(&v)?),
+            ("audit", "failed_login_threshold") => self.audit.failed_login_threshold = Some(env_u64(&v)?),
+            ("jobs", "interval_ms") => self.jobs.interval_ms = Some(env_u64(&v)?),
             _ => return Err("not overridable from the environment".into()),
         }
         Ok(())
@@ -569,8 +592,14 @@ mod tests {
     fn every_env_key_is_settable() {
         for (section, key, var) in ENV_KEYS {
             let mut raw = RawFile::default();
-            let v = if key.ends_with("disable") || *key == "disable_mlock" {
+            let v = if key.ends_with("disable") || matches!(*key, "disable_mlock" | "enabled") {
                 "true"
+            } else if key.ends_with("_ms")
+                || key.ends_with("_s")
+                || key.ends_with("_days")
+                || key.ends_with("threshold")
+            {
+                "7"
             } else {
                 "x"
             };

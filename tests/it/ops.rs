@@ -323,10 +323,17 @@ async fn request_ids_are_echoed_or_made() {
     let made = res.headers()["x-request-id"].to_str().unwrap().to_owned();
     // `<12 hex digits of this process>-<hex counter>`
     let (prefix, counter) = made.split_once('-').unwrap_or_else(|| panic!("{made}"));
-    assert!(prefix.len() == 12 && prefix.bytes().all(|b| b.is_ascii_hexdigit()), "{made}");
+    assert!(
+        prefix.len() == 12 && prefix.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{made}"
+    );
     assert!(u64::from_str_radix(counter, 16).is_ok(), "{made}");
     let again = plain_client().get(&url).send().await.unwrap();
-    assert_ne!(again.headers()["x-request-id"].to_str().unwrap(), made, "ids are unique");
+    assert_ne!(
+        again.headers()["x-request-id"].to_str().unwrap(),
+        made,
+        "ids are unique"
+    );
     // Metrics are off without a token file.
     assert_eq!(scrape(&server, Some("anything")).await.0, 404);
 }
