@@ -519,17 +519,7 @@ impl Seal {
                 ));
             }
             if let Some(combined) = ceremony.submit(share)? {
-                let unlocked = KeyBytes::from_slice(combined.as_slice())
-                    .ok_or(SealError::Memory(MemError::AllocFailed))
-                    .and_then(|unseal_key| {
-                        Keyring::unlock(&unseal_key, &params.blob).map_err(|e| match e {
-                            UnlockError::WrongKey => SealError::WrongShares,
-                            UnlockError::Memory => SealError::Memory(MemError::AllocFailed),
-                        })
-                    });
-                drop(combined);
-                scrub_stack();
-                let keyring = unlocked?;
+                let keyring = unlock_combined(combined, &params.blob)?;
                 let SealState::Sealed { params, .. } = std::mem::replace(&mut *state, SealState::Uninitialized) else {
                     unreachable!("matched Sealed above under the same lock")
                 };
@@ -580,6 +570,22 @@ impl Seal {
     }
 }
 
+/// The keyring a recombined unseal key opens; the key is zeroized and the
+/// stack scrubbed before returning.
+fn unlock_combined(combined: Zeroizing<[u8; unseal::KEY_LEN]>, blob: &RootBlob) -> Result<Keyring, SealError> {
+    let unlocked = KeyBytes::from_slice(combined.as_slice())
+        .ok_or(SealError::Memory(MemError::AllocFailed))
+        .and_then(|unseal_key| {
+            Keyring::unlock(&unseal_key, blob).map_err(|e| match e {
+                UnlockError::WrongKey => SealError::WrongShares,
+                UnlockError::Memory => SealError::Memory(MemError::AllocFailed),
+            })
+        });
+    drop(combined);
+    scrub_stack();
+    unlocked
+}
+
 /// Offline unseal for restore: recombine `shares` against a keyring row
 /// (taken from a backup file) without a server. Shamir seal only: an
 /// HSM-sealed root key is unwrapped by the HSM, not by shares.
@@ -595,17 +601,7 @@ pub fn keyring_from_shares(row: &KeyringRow, shares: &[Zeroizing<String>]) -> Re
     let mut ceremony = Ceremony::new(params.threshold, params.shares);
     for share in shares {
         if let Some(combined) = ceremony.submit(share.as_str())? {
-            let unlocked = KeyBytes::from_slice(combined.as_slice())
-                .ok_or(SealError::Memory(MemError::AllocFailed))
-                .and_then(|unseal_key| {
-                    Keyring::unlock(&unseal_key, &params.blob).map_err(|e| match e {
-                        UnlockError::WrongKey => SealError::WrongShares,
-                        UnlockError::Memory => SealError::Memory(MemError::AllocFailed),
-                    })
-                });
-            drop(combined);
-            scrub_stack();
-            return unlocked;
+            return unlock_combined(combined, &params.blob);
         }
     }
     Err(SealError::Refused(format!(
