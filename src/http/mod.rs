@@ -7,6 +7,7 @@ mod error;
 mod extract;
 mod generate_root;
 mod identity;
+pub mod integrity;
 mod keys;
 mod rekey;
 mod sys;
@@ -187,6 +188,8 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", vault)
         .nest("/api/v1", native)
         .layer(axum::middleware::map_response(no_store))
+        // Outermost: a tampered signed request reaches no handler.
+        .layer(axum::middleware::from_fn(integrity::verify))
         .with_state(state)
 }
 

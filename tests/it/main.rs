@@ -8,6 +8,7 @@ mod access_mtls;
 mod age_shares;
 mod cli;
 mod cli_access;
+mod cli_integrity;
 mod cli_run;
 mod conformance;
 mod generate_root;
