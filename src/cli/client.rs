@@ -169,7 +169,10 @@ impl Client {
         if matches!(*state, TokenState::NotLoaded) {
             // No HOME nor XDG_CONFIG_HOME (a bare CI job): simply no login.
             let stored = match Store::locate() {
-                Ok(store) => store.get(&self.base)?,
+                Ok(store) => {
+                    store.migrate()?;
+                    store.get(&self.base)?
+                }
                 Err(_) => None,
             };
             *state = match stored {
