@@ -223,7 +223,7 @@ impl Store {
 
     /// The token key; `None` when there is no key file and `create` is false.
     /// A key file that group or others may access is refused with the fix.
-    fn key(&self, create: bool) -> anyhow::Result<Option<KeyBytes>> {
+    pub(crate) fn key(&self, create: bool) -> anyhow::Result<Option<KeyBytes>> {
         let path = self.key_path();
         let mut file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path) {
             Ok(f) => f,
@@ -341,7 +341,14 @@ impl Store {
         self.ensure_dir()?;
         let path = self.path();
         if file.credentials.is_empty() {
-            // No login left: the file and its key both go (`coffer logout`).
+            // No login left: the file and its key both go (`coffer logout`),
+            // and the offline snapshots encrypted by that key with them.
+            match std::fs::remove_dir_all(self.dir.join(crate::cli::fallback::DIR_NAME)) {
+                Err(e) if e.kind() != ErrorKind::NotFound => {
+                    return Err(e).context("cannot remove the offline snapshots");
+                }
+                _ => {}
+            }
             for p in [path, self.key_path()] {
                 match std::fs::remove_file(&p) {
                     Err(e) if e.kind() != ErrorKind::NotFound => {

@@ -7,6 +7,7 @@ mod client;
 mod context;
 mod credentials;
 mod dotenv;
+mod fallback;
 mod files;
 mod keys;
 mod operator;
