@@ -126,3 +126,32 @@ async fn operator_ceremony_and_secrets_commands() {
         stderr(&out)
     );
 }
+
+/// `coffer completion` and `coffer man` work without a server; the bash
+/// script parses (`bash -n`) and the man pages are troff.
+#[test]
+fn completion_scripts_and_man_pages() {
+    let bin = env!("CARGO_BIN_EXE_coffer");
+    let dir = util::tempdir();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(bin).args(["completion", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        assert!(script.contains("coffer") && script.contains("secrets"), "{shell}");
+        if shell == "bash" {
+            let path = dir.path().join("coffer.bash");
+            std::fs::write(&path, &out.stdout).unwrap();
+            let check = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+            assert!(check.status.success(), "bash -n: {}", stderr(&check));
+        }
+    }
+    let man = dir.path().join("man");
+    let out = Command::new(bin).args(["man", "-o"]).arg(&man).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for page in ["coffer.1", "coffer-run.1", "coffer-secrets.1"] {
+        let text = std::fs::read_to_string(man.join(page)).unwrap();
+        assert!(text.contains(".TH"), "{page} is a man page");
+    }
+    let run = std::fs::read_to_string(man.join("coffer-run.1")).unwrap();
+    assert!(run.contains("fallback"), "options documented");
+}
