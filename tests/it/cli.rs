@@ -113,6 +113,31 @@ async fn operator_ceremony_and_secrets_commands() {
     coffer(&server, t, &["secrets", "restore", "DB_URL"], "");
     assert!(stdout(&coffer(&server, t, &["secrets", "list"], "")).contains("DB_URL"));
 
+    // -o json on every listing command.
+    let list: Value =
+        serde_json::from_slice(&coffer(&server, t, &["secrets", "list", "-o", "json"], "").stdout).unwrap();
+    assert!(list.as_array().unwrap().iter().any(|s| s["key"] == "DB_URL"), "{list}");
+    let hist: Value =
+        serde_json::from_slice(&coffer(&server, t, &["secrets", "history", "DB_URL", "-o", "json"], "").stdout)
+            .unwrap();
+    assert_eq!(hist.as_array().unwrap().len(), 3, "{hist}");
+    let got: Value =
+        serde_json::from_slice(&coffer(&server, t, &["secrets", "get", "DB_URL", "-o", "json"], "").stdout).unwrap();
+    assert_eq!(got["value"], "postgres://db/app", "{got}");
+    // secrets diff: keys only, never values.
+    let local = dir.path().join("local.env");
+    std::fs::write(
+        &local,
+        "DB_URL=something-else
+NEW_ONE=x
+",
+    )
+    .unwrap();
+    let out = coffer(&server, t, &["secrets", "diff", local.to_str().unwrap()], "");
+    let d = stdout(&out);
+    assert!(d.contains("~ DB_URL") && d.contains("+ NEW_ONE"), "{d}{}", stderr(&out));
+    assert!(!d.contains("something-else") && !d.contains("postgres://"), "{d}");
+
     let out = coffer(&server, t, &["operator", "seal"], "");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
