@@ -169,7 +169,10 @@ impl Client {
         if matches!(*state, TokenState::NotLoaded) {
             // No HOME nor XDG_CONFIG_HOME (a bare CI job): simply no login.
             let stored = match Store::locate() {
-                Ok(store) => store.get(&self.base)?,
+                Ok(store) => {
+                    store.migrate()?;
+                    store.get(&self.base)?
+                }
                 Err(_) => None,
             };
             *state = match stored {
@@ -248,11 +251,41 @@ impl Client {
         if let Some(t) = token {
             req = req.header("X-Vault-Token", t);
         }
-        if let Some(b) = body {
-            req = req.json(b);
+        let bytes = match body {
+            Some(b) => {
+                let bytes = Zeroizing::new(serde_json::to_vec(b).context("cannot encode the request")?);
+                req = req.header(reqwest::header::CONTENT_TYPE, "application/json");
+                bytes
+            }
+            None => Zeroizing::new(Vec::new()),
+        };
+        let mut request = req
+            .body(bytes.to_vec())
+            .build()
+            .with_context(|| format!("{method} {path}: not a valid request"))?;
+        if let Some(t) = token {
+            // Request integrity (src/http/integrity.rs): signed over exactly
+            // the path and query the URL will carry.
+            let url = request.url();
+            let pq = match url.query() {
+                Some(q) => format!("{}?{q}", url.path()),
+                None => url.path().to_owned(),
+            };
+            let ts = super::credentials::unix_now().to_string();
+            let sig = crate::http::integrity::sign(t, method.as_str(), &pq, &ts, &bytes);
+            let headers = request.headers_mut();
+            headers.insert(
+                crate::http::integrity::TIMESTAMP_HEADER,
+                reqwest::header::HeaderValue::from_str(&ts).context("timestamp header")?,
+            );
+            headers.insert(
+                crate::http::integrity::SIGNATURE_HEADER,
+                reqwest::header::HeaderValue::from_str(&sig).context("signature header")?,
+            );
         }
-        let res = req
-            .send()
+        let res = self
+            .http
+            .execute(request)
             .await
             .with_context(|| format!("cannot reach coffer at {}", self.base))?;
         let status = res.status();

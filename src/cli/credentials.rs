@@ -3,9 +3,13 @@
 //! address holding the session of `coffer login`: access token, refresh
 //! token and when the access token expires.
 //!
-//! Protection is plaintext at mode 0600 for now: the tokens are stored
-//! unencrypted, and only the file permissions keep other local users out
-//! (encryption at rest is a separate issue). Accordingly:
+//! Tokens are stored encrypted: each token is `enc:` + base64 of an
+//! AES-256-GCM blob (bound to the server address) under a 32-byte key in
+//! `key` next to the file, created with mode 0600. A credentials file from
+//! an older coffer (plaintext tokens) is rewritten encrypted on first use.
+//! The OS keyring is not used (docs/cli.md: headless Linux has none, and the
+//! `keyring` crate's Linux backends need D-Bus). Both files are also kept
+//! private by their modes:
 //! - the directory is created 0700 and the file 0600 *at creation*
 //!   (`O_CREAT` with the mode, written to a fresh `O_EXCL` temp file and
 //!   renamed over the old one), never widened and then narrowed with chmod;
@@ -27,13 +31,22 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
+
+use crate::keys::aead;
+use crate::secure_mem::KeyBytes;
 
 /// File name of the store inside `$XDG_CONFIG_HOME/coffer/`.
 const FILE_NAME: &str = "credentials.json";
 /// Lock file serializing read-modify-write cycles of the store.
 const LOCK_NAME: &str = "credentials.lock";
+/// The 32-byte encryption key of the stored tokens.
+const KEY_NAME: &str = "key";
+/// Prefix of an encrypted token in the file.
+const ENC_PREFIX: &str = "enc:";
 
 /// One stored login.
 #[derive(Clone, Serialize, Deserialize)]
@@ -161,12 +174,12 @@ impl Store {
 
     /// The stored login for `address`, if any.
     pub(crate) fn get(&self, address: &str) -> anyhow::Result<Option<Entry>> {
-        Ok(self.load()?.credentials.into_iter().find(|e| e.address == address))
+        Ok(self.load()?.0.credentials.into_iter().find(|e| e.address == address))
     }
 
     /// Store (or replace) the login of `entry.address`. Hold the lock.
     pub(crate) fn put(&self, _lock: &StoreLock, entry: Entry) -> anyhow::Result<()> {
-        let mut file = self.load()?;
+        let (mut file, _) = self.load()?;
         file.credentials.retain(|e| e.address != entry.address);
         file.credentials.push(entry);
         self.save(&file)
@@ -174,7 +187,7 @@ impl Store {
 
     /// Forget the login of `address`; returns whether there was one. Hold the lock.
     pub(crate) fn remove(&self, _lock: &StoreLock, address: &str) -> anyhow::Result<bool> {
-        let mut file = self.load()?;
+        let (mut file, _) = self.load()?;
         let before = file.credentials.len();
         file.credentials.retain(|e| e.address != address);
         if file.credentials.len() == before {
@@ -182,6 +195,73 @@ impl Store {
         }
         self.save(&file)?;
         Ok(true)
+    }
+
+    /// Rewrite a credentials file that still holds plaintext tokens (from an
+    /// older coffer) encrypted. Takes the lock; a no-op otherwise.
+    pub(crate) fn migrate(&self) -> anyhow::Result<()> {
+        if !self.path().exists() {
+            return self.load().map(drop);
+        }
+        let lock = self.lock()?;
+        let (file, legacy) = self.load()?;
+        if legacy {
+            self.save(&file)?;
+            eprintln!(
+                "note: {} held plaintext tokens; they are now encrypted",
+                self.path().display()
+            );
+        }
+        drop(lock);
+        Ok(())
+    }
+
+    /// Path of the key file.
+    pub(crate) fn key_path(&self) -> PathBuf {
+        self.dir.join(KEY_NAME)
+    }
+
+    /// The token key; `None` when there is no key file and `create` is false.
+    /// A key file that group or others may access is refused with the fix.
+    pub(crate) fn key(&self, create: bool) -> anyhow::Result<Option<KeyBytes>> {
+        let path = self.key_path();
+        let mut file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                if !create {
+                    return Ok(None);
+                }
+                self.ensure_dir()?;
+                let key = KeyBytes::random().map_err(|_| anyhow::anyhow!("cannot allocate the token key"))?;
+                let mut out = create_private(&path).with_context(|| format!("cannot create {}", path.display()))?;
+                out.write_all(key.expose())
+                    .and_then(|()| out.sync_all())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                return Ok(Some(key));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                bail!("{} is a symbolic link; coffer refuses to use it", path.display())
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+        };
+        let meta = file
+            .metadata()
+            .with_context(|| format!("cannot inspect {}", path.display()))?;
+        if !meta.is_file() {
+            bail!("{} is not a regular file; coffer refuses to use it", path.display());
+        }
+        check_mode(&path, meta.permissions().mode())?;
+        let mut raw = Zeroizing::new(Vec::new());
+        file.read_to_end(&mut raw)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        match KeyBytes::from_slice(&raw) {
+            Some(k) => Ok(Some(k)),
+            None => bail!(
+                "{} is not a 32-byte coffer key; remove it and {} then run `coffer login` again",
+                path.display(),
+                self.path().display()
+            ),
+        }
     }
 
     fn ensure_dir(&self) -> anyhow::Result<()> {
@@ -194,11 +274,13 @@ impl Store {
 
     /// Read the file; a missing file is an empty store. Refuses a file that
     /// is not a regular file or that group or others may access.
-    fn load(&self) -> anyhow::Result<CredentialsFile> {
+    fn load(&self) -> anyhow::Result<(CredentialsFile, bool)> {
         let path = self.path();
+        // A key file others may read is refused even before it is needed.
+        let key = self.key(false)?;
         let mut file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(CredentialsFile::default()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok((CredentialsFile::default(), false)),
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
                 bail!(
                     "{} is a symbolic link; coffer refuses to use it (remove it and run `coffer login`)",
@@ -230,14 +312,27 @@ impl Store {
         file.read_to_end(&mut raw)
             .with_context(|| format!("cannot read {}", path.display()))?;
         if raw.iter().all(u8::is_ascii_whitespace) {
-            return Ok(CredentialsFile::default());
+            return Ok((CredentialsFile::default(), false));
         }
-        serde_json::from_slice(&raw).with_context(|| {
+        let mut parsed: CredentialsFile = serde_json::from_slice(&raw).with_context(|| {
             format!(
                 "{} is not a valid credentials file; remove it and run `coffer login` again",
                 path.display()
             )
-        })
+        })?;
+        let mut legacy = false;
+        for e in &mut parsed.credentials {
+            let address = e.address.clone();
+            let mut tokens = vec![&mut e.access_token];
+            tokens.extend(e.refresh_token.as_mut());
+            for t in tokens {
+                match t.strip_prefix(ENC_PREFIX) {
+                    Some(blob) => *t = decrypt(key.as_ref(), &path, &address, blob)?,
+                    None => legacy = true,
+                }
+            }
+        }
+        Ok((parsed, legacy))
     }
 
     /// Replace the file atomically: a new 0600 temp file, then rename.
@@ -246,15 +341,41 @@ impl Store {
         self.ensure_dir()?;
         let path = self.path();
         if file.credentials.is_empty() {
-            return match std::fs::remove_file(&path) {
+            // No login left: the file and its key both go (`coffer logout`),
+            // and the offline snapshots encrypted by that key with them.
+            match std::fs::remove_dir_all(self.dir.join(crate::cli::fallback::DIR_NAME)) {
                 Err(e) if e.kind() != ErrorKind::NotFound => {
-                    Err(e).with_context(|| format!("cannot remove {}", path.display()))
+                    return Err(e).context("cannot remove the offline snapshots");
                 }
-                _ => Ok(()),
-            };
+                _ => {}
+            }
+            for p in [path, self.key_path()] {
+                match std::fs::remove_file(&p) {
+                    Err(e) if e.kind() != ErrorKind::NotFound => {
+                        return Err(e).with_context(|| format!("cannot remove {}", p.display()));
+                    }
+                    _ => {}
+                }
+            }
+            return Ok(());
+        }
+        let Some(key) = self.key(true)? else {
+            bail!("cannot create the token key {}", self.key_path().display());
+        };
+        let mut sealed = CredentialsFile::default();
+        for e in &file.credentials {
+            let mut e = e.clone();
+            let aad = e.address.clone();
+            let mut tokens = vec![&mut e.access_token];
+            tokens.extend(e.refresh_token.as_mut());
+            for t in tokens {
+                let blob = aead::seal(&key, aad.as_bytes(), t.as_bytes());
+                *t = Zeroizing::new(format!("{ENC_PREFIX}{}", B64.encode(blob)));
+            }
+            sealed.credentials.push(e);
         }
         let mut bytes = Zeroizing::new(Vec::new());
-        serde_json::to_writer_pretty(&mut *bytes, file).context("cannot encode the credentials")?;
+        serde_json::to_writer_pretty(&mut *bytes, &sealed).context("cannot encode the credentials")?;
         bytes.push(b'\n');
         let tmp = self.dir.join(format!("{FILE_NAME}.tmp"));
         let mut out = match create_private(&tmp) {
@@ -272,6 +393,31 @@ impl Store {
         drop(out);
         std::fs::rename(&tmp, &path).with_context(|| format!("cannot replace {}", path.display()))
     }
+}
+
+/// One `enc:` token of the file at `path`, bound to its server `address`.
+fn decrypt(key: Option<&KeyBytes>, path: &Path, address: &str, blob: &str) -> anyhow::Result<Zeroizing<String>> {
+    let Some(key) = key else {
+        bail!(
+            "{} holds encrypted tokens but their key is missing; remove the file and run `coffer login` again",
+            path.display()
+        );
+    };
+    let mut plain = B64
+        .decode(blob)
+        .ok()
+        .and_then(|b| aead::open(key, address.as_bytes(), &b).ok())
+        .with_context(|| {
+            format!(
+                "a token in {} does not decrypt with its key (altered, or the key was replaced); \
+                 remove the file and run `coffer login` again",
+                path.display()
+            )
+        })?;
+    let text = String::from_utf8(std::mem::take(&mut *plain))
+        .ok()
+        .context("a stored token is not text")?;
+    Ok(Zeroizing::new(text))
 }
 
 /// A new file readable and writable by its owner only, created with that mode.
@@ -389,6 +535,64 @@ mod tests {
         assert!(err.contains("chmod 700"), "{err}");
         std::fs::set_permissions(&s.dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         assert!(s.get("http://a").unwrap().is_some());
+    }
+
+    #[test]
+    fn tokens_are_encrypted_with_a_private_key_file_and_logout_wipes_both() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = store(tmp.path());
+        let lock = s.lock().unwrap();
+        s.put(&lock, entry("http://a", "cfr_plaintoken")).unwrap();
+        let text = std::fs::read_to_string(s.path()).unwrap();
+        assert!(!text.contains("cfr_plaintoken"), "{text}");
+        assert!(text.contains("\"enc:"), "{text}");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&s.key_path()), 0o600);
+        assert_eq!(std::fs::read(s.key_path()).unwrap().len(), 32);
+        let got = s.get("http://a").unwrap().unwrap();
+        assert_eq!(got.access_token.as_str(), "cfr_plaintoken");
+        assert_eq!(got.refresh_token.unwrap().as_str(), "cfr_plaintoken-refresh");
+
+        // A key others may read: refused, with the fix.
+        std::fs::set_permissions(s.key_path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = format!("{:#}", s.get("http://a").unwrap_err());
+        assert!(err.contains(&format!("chmod 600 {}", s.key_path().display())), "{err}");
+        std::fs::set_permissions(s.key_path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+
+        // A token moved to another address does not decrypt (bound by AAD).
+        let moved = std::fs::read_to_string(s.path())
+            .unwrap()
+            .replace("http://a", "http://b");
+        std::fs::write(s.path(), moved).unwrap();
+        assert!(s.get("http://b").is_err());
+        std::fs::remove_file(s.path()).unwrap();
+
+        s.put(&lock, entry("http://a", "t1")).unwrap();
+        assert!(s.remove(&lock, "http://a").unwrap());
+        assert!(
+            !s.path().exists() && !s.key_path().exists(),
+            "logout leaves neither file nor key"
+        );
+    }
+
+    #[test]
+    fn a_plaintext_file_is_migrated_on_first_use() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = store(tmp.path());
+        std::fs::create_dir_all(&s.dir).unwrap();
+        std::fs::set_permissions(&s.dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let legacy =
+            r#"{"credentials":[{"address":"http://a","access_token":"cfr_legacy","refresh_token":"cfr_legacy_r"}]}"#;
+        let mut f = create_private(&s.path()).unwrap();
+        f.write_all(legacy.as_bytes()).unwrap();
+        drop(f);
+        assert_eq!(s.get("http://a").unwrap().unwrap().access_token.as_str(), "cfr_legacy");
+        s.migrate().unwrap();
+        let text = std::fs::read_to_string(s.path()).unwrap();
+        assert!(!text.contains("cfr_legacy"), "{text}");
+        let got = s.get("http://a").unwrap().unwrap();
+        assert_eq!(got.access_token.as_str(), "cfr_legacy");
+        assert_eq!(got.refresh_token.unwrap().as_str(), "cfr_legacy_r");
     }
 
     #[test]

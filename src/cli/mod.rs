@@ -9,6 +9,7 @@ mod client;
 mod context;
 mod credentials;
 mod dotenv;
+mod fallback;
 mod files;
 mod keys;
 mod operator;
@@ -111,6 +112,17 @@ enum Command {
         server: client::ServerArgs,
         #[command(flatten)]
         args: auth::LoginArgs,
+    },
+    /// Print a shell completion script: `coffer completion bash > /etc/bash_completion.d/coffer`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (coffer.1, coffer-run.1, …) into a directory.
+    Man {
+        /// Output directory (created when missing).
+        #[arg(long, short = 'o', value_name = "DIR")]
+        out: PathBuf,
     },
     /// Revoke the stored session and delete it from this machine.
     Logout {
@@ -231,6 +243,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Context { server, cmd } => context::run(cmd, server.address.as_deref()),
         Command::Login { server, args } => auth::login(&server, args).await,
         Command::Logout { server } => auth::logout(&server).await,
+        Command::Completion { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            // Into a buffer first: clap_complete panics on a failed write
+            // (`coffer completion zsh | head`).
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "coffer", &mut buf);
+            match std::io::Write::write_all(&mut std::io::stdout(), &buf) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(anyhow::Error::new(e).context("cannot write the completion script"))
+                }
+                _ => Ok(0),
+            }
+        }
+        Command::Man { out } => {
+            anyhow::Context::with_context(std::fs::create_dir_all(&out), || {
+                format!("cannot create {}", out.display())
+            })?;
+            anyhow::Context::with_context(
+                clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &out),
+                || format!("cannot write the man pages into {}", out.display()),
+            )?;
+            println!("man pages written to {}", out.display());
+            Ok(0)
+        }
         Command::Whoami { server, json } => auth::whoami(&client::Client::new(&server)?, json).await,
         Command::User { server, cmd } => auth::user(&client::Client::new(&server)?, cmd).await,
         Command::Org { server, org, cmd } => access::org(&client::Client::new(&server)?, &org, cmd).await,

@@ -46,6 +46,13 @@ pub(crate) struct RunArgs {
     /// Start $SHELL (default /bin/sh) interactively with the secrets.
     #[arg(long, conflicts_with = "command")]
     shell: bool,
+    /// Keep an encrypted local snapshot of this inject, and use it (with a
+    /// warning) when the server cannot be reached.
+    #[arg(long)]
+    fallback: bool,
+    /// Oldest snapshot --fallback may use (30m, 24h, 7d…).
+    #[arg(long, value_name = "AGE", default_value = "24h", value_parser = super::fallback::parse_age, requires = "fallback")]
+    max_age: i64,
     /// The program and its arguments, after `--` (run without a shell).
     #[arg(last = true, required_unless_present = "shell", value_name = "CMD ARGS")]
     command: Vec<OsString>,
@@ -71,12 +78,26 @@ pub(crate) async fn run(client: &Client, env: &Target, args: RunArgs) -> anyhow:
         check_prefix(p)?;
     }
 
-    let data = client
+    let fetched = client
         .api(Method::POST, &format!("{}/inject", env_base(env)), None)
-        .await?;
-    let values: BTreeMap<String, String> =
-        serde_json::from_value(data).context("the server's inject answer is not a map of strings")?;
-    let values = values.into_iter().map(|(k, v)| (k, Zeroizing::new(v))).collect();
+        .await;
+    let values = match fetched {
+        Ok(data) => {
+            let values: BTreeMap<String, String> =
+                serde_json::from_value(data).context("the server's inject answer is not a map of strings")?;
+            let values: BTreeMap<String, Zeroizing<String>> =
+                values.into_iter().map(|(k, v)| (k, Zeroizing::new(v))).collect();
+            if args.fallback {
+                super::fallback::save(client.base(), env, &values)?;
+            }
+            values
+        }
+        // Only an unreachable server; a refusal (401/403…) is never bypassed.
+        Err(e) if args.fallback && super::fallback::is_unreachable(&e) => {
+            super::fallback::load(client.base(), env, args.max_age).with_context(|| format!("{e:#}"))?
+        }
+        Err(e) => return Err(e),
+    };
     let (vars, refused) = select(values, &args, |name| std::env::var_os(name).is_some())?;
     for name in &refused {
         eprintln!("warning: not injecting {name}: it changes how programs load or start");
@@ -206,6 +227,8 @@ mod tests {
             prefix: prefix.map(str::to_owned),
             no_override,
             shell: false,
+            fallback: false,
+            max_age: 86_400,
             command: vec!["true".into()],
         }
     }

@@ -34,9 +34,12 @@ pub(crate) struct EnvArgs {
 pub(crate) enum SecretsCmd {
     /// List secrets (metadata only; nothing is decrypted).
     List {
-        /// Print JSON.
+        /// Print JSON (same as `-o json`).
         #[arg(long)]
         json: bool,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+        output: Output,
     },
     /// Print a secret's value (or only its metadata with --meta).
     Get {
@@ -45,9 +48,12 @@ pub(crate) enum SecretsCmd {
         /// Metadata only; do not reveal the value.
         #[arg(long)]
         meta: bool,
-        /// Print JSON.
+        /// Print JSON (same as `-o json`).
         #[arg(long)]
         json: bool,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+        output: Output,
     },
     /// Create or update a secret; the value is read from stdin or a hidden prompt.
     Set {
@@ -72,6 +78,9 @@ pub(crate) enum SecretsCmd {
     History {
         /// Secret key.
         key: String,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+        output: Output,
     },
     /// Make a new version holding an old version's value.
     Rollback {
@@ -85,6 +94,20 @@ pub(crate) enum SecretsCmd {
         /// Secret key.
         key: String,
     },
+    /// Compare a local .env file with the environment (keys only, like `coffer diff`).
+    Diff {
+        /// The .env file.
+        file: std::path::PathBuf,
+    },
+}
+
+/// Output format of the listing commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for scripts.
+    Json,
 }
 
 fn seg(s: &str) -> String {
@@ -108,7 +131,8 @@ pub(crate) async fn run(client: &Client, env: &Target, cmd: SecretsCmd) -> anyho
     let base = env_base(env);
     let secret = |key: &str| format!("{base}/secrets/{}", seg(key));
     match cmd {
-        SecretsCmd::List { json } => {
+        SecretsCmd::List { json, output } => {
+            let json = json || output == Output::Json;
             let data = client.api(Method::GET, &format!("{base}/secrets"), None).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&data)?);
@@ -125,7 +149,13 @@ pub(crate) async fn run(client: &Client, env: &Target, cmd: SecretsCmd) -> anyho
                 }
             }
         }
-        SecretsCmd::Get { key, meta, json } => {
+        SecretsCmd::Get {
+            key,
+            meta,
+            json,
+            output,
+        } => {
+            let json = json || output == Output::Json;
             let path = if meta {
                 secret(&key)
             } else {
@@ -165,10 +195,14 @@ pub(crate) async fn run(client: &Client, env: &Target, cmd: SecretsCmd) -> anyho
                 println!("{key}: deleted (restore with `coffer secrets restore {key}`)");
             }
         }
-        SecretsCmd::History { key } => {
+        SecretsCmd::History { key, output } => {
             let data = client
                 .api(Method::GET, &format!("{}/history", secret(&key)), None)
                 .await?;
+            if output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+                return Ok(0);
+            }
             println!("{:>7}  {:<9} {:<26} BY", "VERSION", "TYPE", "CREATED");
             for v in data.as_array().into_iter().flatten() {
                 println!(
@@ -198,6 +232,9 @@ pub(crate) async fn run(client: &Client, env: &Target, cmd: SecretsCmd) -> anyho
                 .api(Method::POST, &format!("{}/restore", secret(&key)), None)
                 .await?;
             println!("{key}: restored");
+        }
+        SecretsCmd::Diff { file } => {
+            return super::files::diff(client, env, &file).await;
         }
     }
     Ok(0)

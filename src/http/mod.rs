@@ -8,6 +8,7 @@ mod error;
 mod extract;
 mod generate_root;
 mod identity;
+pub mod integrity;
 mod keys;
 pub mod metrics;
 mod rekey;
@@ -201,6 +202,9 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", native)
         .route("/metrics", get(metrics::metrics))
         .route_layer(axum::middleware::from_fn(crate::ops::metrics_layer))
+        // After routing, before any handler: a tampered signed request is
+        // refused here — and, being inside the audit layer, recorded.
+        .layer(axum::middleware::from_fn(integrity::verify))
         .layer(axum::middleware::from_fn_with_state(state.clone(), audit::layer))
         .layer(axum::middleware::map_response(no_store))
         .layer(axum::middleware::from_fn(crate::ops::request_id_layer))

@@ -113,6 +113,31 @@ async fn operator_ceremony_and_secrets_commands() {
     coffer(&server, t, &["secrets", "restore", "DB_URL"], "");
     assert!(stdout(&coffer(&server, t, &["secrets", "list"], "")).contains("DB_URL"));
 
+    // -o json on every listing command.
+    let list: Value =
+        serde_json::from_slice(&coffer(&server, t, &["secrets", "list", "-o", "json"], "").stdout).unwrap();
+    assert!(list.as_array().unwrap().iter().any(|s| s["key"] == "DB_URL"), "{list}");
+    let hist: Value =
+        serde_json::from_slice(&coffer(&server, t, &["secrets", "history", "DB_URL", "-o", "json"], "").stdout)
+            .unwrap();
+    assert_eq!(hist.as_array().unwrap().len(), 3, "{hist}");
+    let got: Value =
+        serde_json::from_slice(&coffer(&server, t, &["secrets", "get", "DB_URL", "-o", "json"], "").stdout).unwrap();
+    assert_eq!(got["value"], "postgres://db/app", "{got}");
+    // secrets diff: keys only, never values.
+    let local = dir.path().join("local.env");
+    std::fs::write(
+        &local,
+        "DB_URL=something-else
+NEW_ONE=x
+",
+    )
+    .unwrap();
+    let out = coffer(&server, t, &["secrets", "diff", local.to_str().unwrap()], "");
+    let d = stdout(&out);
+    assert!(d.contains("~ DB_URL") && d.contains("+ NEW_ONE"), "{d}{}", stderr(&out));
+    assert!(!d.contains("something-else") && !d.contains("postgres://"), "{d}");
+
     let out = coffer(&server, t, &["operator", "seal"], "");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
@@ -125,4 +150,33 @@ async fn operator_ceremony_and_secrets_commands() {
         "{}",
         stderr(&out)
     );
+}
+
+/// `coffer completion` and `coffer man` work without a server; the bash
+/// script parses (`bash -n`) and the man pages are troff.
+#[test]
+fn completion_scripts_and_man_pages() {
+    let bin = env!("CARGO_BIN_EXE_coffer");
+    let dir = util::tempdir();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(bin).args(["completion", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        assert!(script.contains("coffer") && script.contains("secrets"), "{shell}");
+        if shell == "bash" {
+            let path = dir.path().join("coffer.bash");
+            std::fs::write(&path, &out.stdout).unwrap();
+            let check = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+            assert!(check.status.success(), "bash -n: {}", stderr(&check));
+        }
+    }
+    let man = dir.path().join("man");
+    let out = Command::new(bin).args(["man", "-o"]).arg(&man).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for page in ["coffer.1", "coffer-run.1", "coffer-secrets.1"] {
+        let text = std::fs::read_to_string(man.join(page)).unwrap();
+        assert!(text.contains(".TH"), "{page} is a man page");
+    }
+    let run = std::fs::read_to_string(man.join("coffer-run.1")).unwrap();
+    assert!(run.contains("fallback"), "options documented");
 }

@@ -112,6 +112,21 @@ fn stored(config: &Path) -> Value {
     entries[0].clone()
 }
 
+/// A stored token in clear: the file holds `enc:` + base64 of an AES-GCM
+/// blob bound to the address, under the 32-byte `key` next to it.
+fn plain(config: &Path, field: &str) -> String {
+    use base64::Engine as _;
+    let entry = stored(config);
+    let enc = entry[field].as_str().unwrap();
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(enc.strip_prefix("enc:").expect("encrypted token"))
+        .unwrap();
+    let key = std::fs::read(config.join("coffer").join("key")).unwrap();
+    let key = coffer::secure_mem::KeyBytes::from_slice(&key).unwrap();
+    let clear = coffer::keys::aead::open(&key, entry["address"].as_str().unwrap().as_bytes(), &blob).unwrap();
+    String::from_utf8(clear.to_vec()).unwrap()
+}
+
 /// Rewrite the one stored entry (keeps the file and its mode).
 fn edit_stored(config: &Path, f: impl FnOnce(&mut Value)) {
     let mut entry = stored(config);
@@ -195,6 +210,26 @@ async fn login_whoami_refresh_and_logout_with_a_private_credentials_file() {
     assert_eq!(mode(file.parent().unwrap()), 0o700);
     let entry = stored(&config);
     assert_eq!(entry["address"], server.base.as_str());
+    // Encrypted at rest: no token in the file, a private 32-byte key beside it.
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!text.contains("cfr_"), "no plaintext token stored: {text}");
+    assert!(plain(&config, "access_token").starts_with("cfr_"));
+    assert!(plain(&config, "refresh_token").starts_with("cfr_"));
+    let key_file = config.join("coffer").join("key");
+    assert_eq!(mode(&key_file), 0o600);
+    assert_eq!(std::fs::read(&key_file).unwrap().len(), 32);
+    // Nothing else was written in the config directory.
+    let mut names: Vec<String> = std::fs::read_dir(config.join("coffer"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["credentials.json", "credentials.lock", "key"]);
+    // A key file others may read: refused, with the fix.
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let err = fails(&server, &alice, &["whoami"], "");
+    assert!(err.contains(&format!("chmod 600 {}", key_file.display())), "{err}");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert!(entry["access_token"].is_string() && entry["refresh_token"].is_string());
     assert!(
         entry["expires_at"].as_i64().unwrap() > util::unix_now() as i64 + 3000,
@@ -202,7 +237,7 @@ async fn login_whoami_refresh_and_logout_with_a_private_credentials_file() {
     );
 
     // Logging in again replaces the stored session and ends the old one.
-    let first = stored(&config)["access_token"].as_str().unwrap().to_owned();
+    let first = plain(&config, "access_token");
     ok(&server, &alice, &["login", "--email", ALICE], &format!("{PASSWORD}\n"));
     assert_ne!(stored(&config)["access_token"], first.as_str());
     util::expect_error(
@@ -266,8 +301,10 @@ async fn login_whoami_refresh_and_logout_with_a_private_credentials_file() {
         e["access_token"] = Value::from("cfr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
     });
     assert!(ok(&server, &alice, &["whoami"], "").contains(ALICE));
+    // That plaintext entry (an older coffer's format) was migrated.
+    assert!(!std::fs::read_to_string(&file).unwrap().contains("cfr_"));
     assert_ne!(
-        stored(&config)["access_token"],
+        plain(&config, "access_token"),
         "cfr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
     );
 
@@ -327,11 +364,12 @@ async fn login_whoami_refresh_and_logout_with_a_private_credentials_file() {
     assert_eq!(groups[0]["members"], serde_json::json!([]), "{groups}");
 
     // Logout revokes the session on the server and deletes it here.
-    let access = stored(&config)["access_token"].as_str().unwrap().to_owned();
-    let refresh = stored(&config)["refresh_token"].as_str().unwrap().to_owned();
+    let access = plain(&config, "access_token");
+    let refresh = plain(&config, "refresh_token");
     let out = ok(&server, &alice, &["logout"], "");
     assert!(out.contains("Logged out"), "{out}");
     assert!(!file.exists(), "no login left in {}", file.display());
+    assert!(!key_file.exists(), "logout wipes the key too");
     util::expect_error(
         "the logged-out session",
         server.client(Some(&access)).get("/api/v1/auth/whoami").await,

@@ -481,3 +481,79 @@ async fn cli_run_push_pull_diff_round_trip() {
     assert!(stdout(&out).contains("! LD_PRELOAD"), "{}", stdout(&out));
     assert_eq!(f.run(&["pull"]).stdout, before, "the server is unchanged");
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    for e in rd {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn fallback_snapshot_only_when_the_server_is_unreachable() {
+    let mut f = Fixture::new(&[("DB_URL", "postgres://fallback-value"), ("API_KEY", "k-fallback-42")]).await;
+    let has = |o: &Output, k: &str, v: &str| env_lines(o).iter().any(|(a, b)| a == k && b == v);
+
+    // Without --fallback nothing is written.
+    assert!(f.run(&["run", "--", "true"]).status.success());
+    assert!(files_under(f.home.path()).is_empty());
+
+    // Online with --fallback: fresh values, an encrypted snapshot, no warning.
+    let out = f.run(&["run", "--fallback", "--", "env"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(has(&out, "DB_URL", "postgres://fallback-value"));
+    assert!(!stderr(&out).contains("snapshot"), "{}", stderr(&out));
+    let snaps: Vec<PathBuf> = files_under(&f.home.path().join(".config/coffer/snapshots"));
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    let raw = std::fs::read(&snaps[0]).unwrap();
+    for v in ["fallback-value", "k-fallback-42", "DB_URL"] {
+        assert!(
+            !raw.windows(v.len()).any(|w| w == v.as_bytes()),
+            "snapshot holds {v} in clear"
+        );
+    }
+    let mode = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&snaps[0]), 0o600);
+    assert!(files_under(f.cwd.path()).is_empty(), "nothing in the working directory");
+
+    // A refusal is never bypassed: a bad token with the server up fails.
+    let out = f
+        .cmd(&["run", "--fallback", "--", "env"])
+        .env("COFFER_TOKEN", "cfr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!has(&out, "DB_URL", "postgres://fallback-value"));
+
+    // Server stopped: the snapshot, with a warning giving its age.
+    f.server.kill9();
+    let out = f.run(&["run", "--fallback", "--", "env"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(has(&out, "DB_URL", "postgres://fallback-value"));
+    assert!(has(&out, "API_KEY", "k-fallback-42"));
+    let err = stderr(&out);
+    assert!(err.contains("offline snapshot") && err.contains("ago"), "{err}");
+
+    // Without --fallback: the connection error, no values.
+    let out = f.run(&["run", "--", "env"]);
+    assert!(!out.status.success());
+    assert!(!has(&out, "DB_URL", "postgres://fallback-value"));
+
+    // Too old for --max-age: refused.
+    std::thread::sleep(Duration::from_millis(2100));
+    let out = f.run(&["run", "--fallback", "--max-age", "1s", "--", "env"]);
+    assert!(!out.status.success());
+    assert!(!has(&out, "DB_URL", "postgres://fallback-value"));
+    assert!(stderr(&out).contains("--max-age"), "{}", stderr(&out));
+}

@@ -10,6 +10,7 @@ mod audit;
 mod backup;
 mod cli;
 mod cli_access;
+mod cli_integrity;
 mod cli_run;
 mod cluster;
 mod conformance;
