@@ -320,6 +320,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            metrics::histogram!("coffer_audit_batch_size").record(batch.len() as f64);
             // Requests that gave up waiting are still recorded: they were made.
             let mut rows: Vec<AuditRow> = batch.iter_mut().map(|p| std::mem::take(&mut p.row)).collect();
             let result = self.append(&mut rows).await;
