@@ -51,6 +51,11 @@ pub(crate) struct ServerArgs {
         requires = "client_cert"
     )]
     pub(crate) client_key: Option<PathBuf>,
+    /// Accept only the server certificate whose public key has this
+    /// SHA-256 (`sha256:<hex>`, shown by `coffer trust`), instead of CA
+    /// validation. Without it, a pin stored by `coffer trust` applies.
+    #[arg(long = "pin", env = "COFFER_PIN", global = true, conflicts_with = "ca_cert")]
+    pub(crate) pin: Option<String>,
 }
 
 /// The token requests carry, and where it came from.
@@ -115,13 +120,21 @@ impl Client {
     fn with_state(args: &ServerArgs, token: TokenState) -> anyhow::Result<Client> {
         let (address, _) = super::context::address(args.address.as_deref())?;
         let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
-        if let Some(path) = &args.ca_cert {
+        let pin = match (&args.pin, &args.ca_cert) {
+            (Some(p), _) => Some(super::pin::parse_pin(p)?),
+            (None, None) if address.starts_with("https://") => super::pin::stored(&address)?,
+            _ => None,
+        };
+        if let Some(pin) = &pin {
+            let client = args.client_cert.as_ref().zip(args.client_key.as_ref());
+            builder = builder.use_preconfigured_tls(super::pin::pinned_config(pin, client)?);
+        } else if let Some(path) = &args.ca_cert {
             let pem = std::fs::read(path).with_context(|| format!("cannot read CA certificate {}", path.display()))?;
             let cert = reqwest::Certificate::from_pem(&pem)
                 .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
             builder = builder.tls_certs_only([cert]);
         }
-        if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
+        if let (None, Some(cert), Some(key)) = (&pin, &args.client_cert, &args.client_key) {
             let mut pem = Zeroizing::new(
                 std::fs::read(cert).with_context(|| format!("cannot read client certificate {}", cert.display()))?,
             );
@@ -283,11 +296,16 @@ impl Client {
                 reqwest::header::HeaderValue::from_str(&sig).context("signature header")?,
             );
         }
-        let res = self
-            .http
-            .execute(request)
-            .await
-            .with_context(|| format!("cannot reach coffer at {}", self.base))?;
+        let res = self.http.execute(request).await.map_err(|e| {
+            let chain = format!("{e:?}");
+            let hint = if chain.contains("UnknownIssuer") || chain.contains("NotValidForName") {
+                ": its certificate is not signed by a CA this machine trusts; pass --ca-cert FILE, or check \
+                 the fingerprint `coffer trust` shows with the server's operator and pin it"
+            } else {
+                ""
+            };
+            anyhow::Error::new(e).context(format!("cannot reach coffer at {}{hint}", self.base))
+        })?;
         let status = res.status();
         let bytes = res.bytes().await.context("cannot read the server's answer")?;
         let json = if bytes.is_empty() {

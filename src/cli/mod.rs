@@ -13,6 +13,7 @@ mod fallback;
 mod files;
 mod keys;
 mod operator;
+mod pin;
 mod run;
 mod secrets;
 
@@ -199,6 +200,15 @@ enum Command {
         #[command(subcommand)]
         cmd: access::TokenCmd,
     },
+    /// Show the fingerprint of an https server's certificate and, once you
+    /// confirm it, pin it for that address (trust on first use).
+    Trust {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        /// The fingerprint you expect (`sha256:<hex>`): confirms without a prompt.
+        #[arg(long)]
+        expect: Option<String>,
+    },
     /// The audit log: verify the hash chain, search records, prune old ones.
     Audit {
         #[command(flatten)]
@@ -281,6 +291,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             access::service_account(&client::Client::new(&server)?, &org, cmd).await
         }
         Command::Token { server, cmd } => access::token(&client::Client::new(&server)?, cmd).await,
+        Command::Trust { server, expect } => {
+            let (address, _) = context::address(server.address.as_deref())?;
+            pin::trust(&address, expect.as_deref()).await
+        }
         Command::Audit { server, cmd } => audit::run(&client::Client::new(&server)?, cmd).await,
     }
 }

@@ -11,6 +11,7 @@ mod backup;
 mod cli;
 mod cli_access;
 mod cli_integrity;
+mod cli_pin;
 mod cli_run;
 mod cluster;
 mod conformance;
