@@ -128,8 +128,11 @@ pub trait AuditStore {
 const COLUMNS: &str = "seq, time, request_id, actor_kind, actor, accessor, cert_spki, source, method, action, \
      resource, org, outcome, status, reason, detail, prev_hash, hash";
 const NCOL: usize = 18;
-/// Rows per INSERT (18 parameters each; SQLite allows 32766).
-const INSERT_CHUNK: usize = 500;
+/// Rows per INSERT at most. Each row count is its own prepared statement
+/// in every connection's statement cache, so the count of distinct sizes
+/// (and the memory they hold) stays small; a larger batch is several
+/// statements in one transaction.
+const INSERT_CHUNK: usize = 64;
 
 /// `INSERT INTO audit_log (…) VALUES ($1, …), …` for `n` rows. Only
 /// placeholders are generated, never data.
