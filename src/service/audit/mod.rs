@@ -253,11 +253,6 @@ impl Auditor {
     pub fn reopen_sinks(&self) {
         self.sinks.reopen();
     }
-
-    /// The settings in force.
-    pub fn settings(&self) -> &AuditSettings {
-        &self.settings
-    }
 }
 
 fn row_of(ev: AuditEvent) -> AuditRow {
