@@ -43,7 +43,8 @@ step "lintian"
 # lintian wants them), each justified:
 #   no-manual-page: `coffer --help` and `coffer <command> --help` are the
 #     reference (clap); docs/operations.md ships in /usr/share/doc/coffer.
-#     A generated man page (clap_mangen) would need one more crate.
+#     `coffer man -o DIR` generates the pages (clap_mangen); shipping them
+#     needs a build step before cargo-deb, not done yet.
 #   initial-upload-closes-no-bugs: the package is built for our own
 #     repository, not uploaded to Debian, so there is no ITP bug to close.
 lintian --fail-on error,warning --suppress-tags-from-file packaging/lintian-suppress "$DEB"
