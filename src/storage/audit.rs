@@ -133,6 +133,8 @@ const NCOL: usize = 18;
 /// (and the memory they hold) stays small; a larger batch is several
 /// statements in one transaction.
 const INSERT_CHUNK: usize = 64;
+/// Batch sizes whose INSERT stays prepared on a connection.
+const CACHED_SIZES: usize = 8;
 
 /// `INSERT INTO audit_log (…) VALUES ($1, …), …` for `n` rows. Only
 /// placeholders are generated, never data.
@@ -207,7 +209,11 @@ async fn insert_checkpoint(conn: &mut sqlx::AnyConnection, c: &CheckpointRow) ->
 
 /// One multi-row INSERT of at most [`INSERT_CHUNK`] rows.
 async fn insert_rows(conn: &mut sqlx::AnyConnection, rows: &[AuditRow]) -> Result<()> {
-    let mut query = sqlx::query::<Any>(sqlx::AssertSqlSafe(insert_sql(rows.len())));
+    // Small batches (the common sizes) keep their prepared statement; a
+    // large one is prepared for this use only, so no connection hoards a
+    // statement for every batch size it ever saw.
+    let mut query =
+        sqlx::query::<Any>(sqlx::AssertSqlSafe(insert_sql(rows.len()))).persistent(rows.len() <= CACHED_SIZES);
     for r in rows {
         query = query
             .bind(r.seq)
