@@ -103,7 +103,7 @@ pub(crate) fn audit_action(method: &Method, path: &str) -> &'static str {
 /// Vault's logical response envelope.
 pub(super) fn envelope(status: StatusCode, mount_type: &str, data: Value, auth: Value, warnings: Value) -> Response {
     let body = json!({
-        "request_id": uuid::Uuid::new_v4().to_string(),
+        "request_id": crate::ops::fresh_request_id(),
         "lease_id": "",
         "renewable": false,
         "lease_duration": 0,
@@ -388,7 +388,7 @@ async fn mounts(VaultAuth(_who): VaultAuth) -> Response {
     if let Value::Object(m) = &mut body {
         // Vault answers the table both at the top level and under `data`.
         m.insert("data".into(), d);
-        m.insert("request_id".into(), json!(uuid::Uuid::new_v4().to_string()));
+        m.insert("request_id".into(), json!(crate::ops::fresh_request_id()));
         m.insert("lease_id".into(), json!(""));
         m.insert("renewable".into(), json!(false));
         m.insert("lease_duration".into(), json!(0));

@@ -36,12 +36,22 @@ const FORMAT: &str = "coffer-backup";
 pub const FORMAT_VERSION: i64 = 1;
 
 /// A backup made by a server.
-#[derive(Debug)]
 pub struct BackupFile {
     /// the file's bytes (UTF-8 JSON lines)
     pub bytes: Vec<u8>,
     /// rows per table, in file order
     pub counts: Vec<(String, usize)>,
+}
+
+/// Sizes only: the bytes hold password and token hashes, wrapped keys and
+/// ciphertexts, none of which belongs in a log line.
+impl std::fmt::Debug for BackupFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupFile")
+            .field("bytes", &self.bytes.len())
+            .field("counts", &self.counts)
+            .finish()
+    }
 }
 
 fn bad(line: usize, what: impl std::fmt::Display) -> ServiceError {
