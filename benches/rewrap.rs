@@ -90,6 +90,8 @@ fn main() {
                     org_id: None,
                     bound_spki: None,
                     family_id: None,
+                    parent_accessor: None,
+                    auth_at: None,
                 },
             )
             .await

@@ -600,7 +600,7 @@ fn parse_sha256_hex(s: &str) -> Result<String, String> {
 
 /// A path segment: percent-encode everything but unreserved characters and
 /// `@`, so emails and names never change the path.
-fn seg(s: &str) -> String {
+pub(super) fn seg(s: &str) -> String {
     // "." and ".." (even encoded) would be resolved away by the URL parser.
     if s.bytes().all(|b| b == b'.') {
         return "_".repeat(s.len().max(1));

@@ -15,6 +15,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use zeroize::{Zeroize, Zeroizing};
 
+use super::access::seg;
 use super::client::{Client, ServerArgs, error_message};
 use super::credentials::{Entry, Store};
 
@@ -56,6 +57,37 @@ pub(crate) enum UserCmd {
     Totp {
         #[command(subcommand)]
         cmd: TotpCmd,
+    },
+    /// End every session of a user at once: each token, every token derived
+    /// from one, the refresh tokens (root; the user themself; the owner of
+    /// the user's only organizations).
+    RevokeSessions {
+        /// The user's email (default: yourself).
+        email: Option<String>,
+    },
+    /// Change your password: the old one, then the new one (hidden prompts,
+    /// or the first lines of stdin). Ends your other sessions.
+    Passwd,
+    /// Turn a user's TOTP off and drop their recovery codes, for a lost
+    /// authenticator (root, or the owner of the user's only organizations).
+    TotpReset {
+        /// The user's email.
+        email: String,
+    },
+    /// Disable a user: every token dies at once; no login until enabled.
+    Disable {
+        /// The user's email.
+        email: String,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        /// The user's email.
+        email: String,
+    },
+    /// Delete a user with their memberships, grants and sessions (root).
+    Delete {
+        /// The user's email.
+        email: String,
     },
 }
 
@@ -265,19 +297,54 @@ async fn finish_login(server: &ServerArgs, anon: &Client, session: &Value) -> an
     Ok(0)
 }
 
-/// `coffer login approve CODE`
+/// `coffer login approve CODE`: a login younger than 5 minutes approves
+/// alone; otherwise the server asks for the password (and the TOTP code
+/// when two-factor login is on), read from a hidden prompt or stdin.
 async fn approve(client: &Client, user_code: &str) -> anyhow::Result<u8> {
+    client.require_token()?;
     let user_code = user_code.trim().to_ascii_uppercase();
-    client
-        .api(
-            Method::POST,
-            "/auth/device/approve",
-            Some(&json!({ "user_code": user_code })),
-        )
-        .await
-        .context("cannot approve the login")?;
+    let mut body = json!({ "user_code": user_code });
+    let result = reauthenticated(client, "/auth/device/approve", &mut body).await;
+    scrub(&mut body);
+    result.context("cannot approve the login")?;
     println!("Approved {user_code}: that device is now logged in as you.");
     Ok(0)
+}
+
+/// POST `body` to `path`; when the server answers `password_required` or
+/// `totp_required`, ask for what it wants and send again.
+async fn reauthenticated(client: &Client, path: &str, body: &mut Value) -> anyhow::Result<Value> {
+    for _ in 0..3 {
+        let (status, code, reply) = client.api_raw(Method::POST, path, Some(body)).await?;
+        if status.is_success() {
+            return Ok(reply["data"].clone());
+        }
+        match code.as_deref() {
+            Some("password_required") if body.get("password").is_none() => {
+                let password = read_secret("Your password (input hidden): ", "the password")?
+                    .context("no password given; type it at the prompt or pipe it in on stdin")?;
+                body["password"] = Value::String(password.as_str().to_owned());
+            }
+            Some("totp_required") if body.get("totp").is_none() => {
+                let code = read_line(
+                    "TOTP code: ",
+                    "this account requires a TOTP code: put it on the line after the password on stdin",
+                )?;
+                body["totp"] = Value::String(code);
+            }
+            _ => bail!("{} ({})", error_message(&reply), status.as_u16()),
+        }
+    }
+    bail!("the server kept asking to authenticate again")
+}
+
+/// Overwrite the password fields of a request body.
+fn scrub(body: &mut Value) {
+    for key in ["password", "old_password", "new_password"] {
+        if let Some(Value::String(p)) = body.get_mut(key) {
+            p.zeroize();
+        }
+    }
 }
 
 /// Run `coffer logout`: revoke the stored session on the server (a failure
@@ -346,7 +413,11 @@ pub(crate) async fn user(client: &Client, cmd: UserCmd) -> anyhow::Result<u8> {
             );
         }
         UserCmd::Totp { cmd: TotpCmd::Enroll } => {
-            let data = client.api(Method::POST, "/auth/totp/enroll", None).await?;
+            client.require_token()?;
+            let mut body = json!({});
+            let result = reauthenticated(client, "/auth/totp/enroll", &mut body).await;
+            scrub(&mut body);
+            let data = result?;
             println!("Secret        {}", data["secret"].as_str().unwrap_or(""));
             println!("otpauth URI   {}", data["otpauth_uri"].as_str().unwrap_or(""));
             eprintln!(
@@ -370,6 +441,75 @@ pub(crate) async fn user(client: &Client, cmd: UserCmd) -> anyhow::Result<u8> {
                 println!("{}", c.as_str().unwrap_or(""));
             }
         }
+        UserCmd::RevokeSessions { email } => {
+            let email = match email {
+                Some(e) => e,
+                None => {
+                    let me = client.api(Method::GET, "/auth/whoami", None).await?;
+                    match me["kind"].as_str() {
+                        Some("user") => me["name"].as_str().unwrap_or_default().to_owned(),
+                        _ => bail!("name the user: `coffer user revoke-sessions EMAIL`"),
+                    }
+                }
+            };
+            let data = client
+                .api(
+                    Method::POST,
+                    &format!("/users/{}/revoke-sessions", seg(&email)),
+                    Some(&json!({})),
+                )
+                .await?;
+            println!(
+                "Ended every session of {email}: {} token(s) revoked.",
+                data["revoked_tokens"].as_u64().unwrap_or(0)
+            );
+        }
+        UserCmd::Passwd => {
+            client.require_token()?;
+            let old = read_secret("Current password (input hidden): ", "the current password")?
+                .context("no current password given; type it at the prompt or pipe it in on stdin")?;
+            let new = new_password("your account")?;
+            let mut body = json!({ "old_password": old.as_str(), "new_password": new.as_str() });
+            let result = client.api(Method::POST, "/auth/password", Some(&body)).await;
+            scrub(&mut body);
+            let data = result?;
+            println!(
+                "Password changed; {} token(s) of your other sessions revoked.",
+                data["revoked_tokens"].as_u64().unwrap_or(0)
+            );
+        }
+        UserCmd::TotpReset { email } => {
+            client
+                .api(Method::DELETE, &format!("/users/{}/totp", seg(&email)), None)
+                .await?;
+            println!("TOTP of {email} is off and their recovery codes are gone; they can enroll again.");
+        }
+        UserCmd::Disable { email } => {
+            client
+                .api(
+                    Method::POST,
+                    &format!("/users/{}/disable", seg(&email)),
+                    Some(&json!({})),
+                )
+                .await?;
+            println!("Disabled {email}: every token of theirs is revoked; they cannot log in.");
+        }
+        UserCmd::Enable { email } => {
+            client
+                .api(
+                    Method::POST,
+                    &format!("/users/{}/enable", seg(&email)),
+                    Some(&json!({})),
+                )
+                .await?;
+            println!("Enabled {email}: they can log in again.");
+        }
+        UserCmd::Delete { email } => {
+            client
+                .api(Method::DELETE, &format!("/users/{}", seg(&email)), None)
+                .await?;
+            println!("Deleted {email} with their memberships, grants and sessions.");
+        }
     }
     Ok(0)
 }
@@ -384,7 +524,7 @@ fn new_password(email: &str) -> anyhow::Result<Zeroizing<String>> {
         read_secret(&format!("Password for {email} (input hidden): "), "the password")?.with_context(missing)?;
     let second = read_secret("Repeat the password: ", "the password")?.with_context(missing)?;
     if first != second {
-        bail!("the two passwords differ; nothing was created");
+        bail!("the two passwords differ; nothing was changed");
     }
     Ok(first)
 }

@@ -138,7 +138,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Users: create (root), two-factor login.
+    /// Users: create, sessions, password, two-factor login, disable, delete.
     User {
         #[command(flatten)]
         server: client::ServerArgs,

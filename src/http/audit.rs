@@ -219,6 +219,11 @@ pub const ROUTE_ACTIONS: &[(&str, &str, RouteAudit)] = &[
         Action("service_account.delete"),
     ),
     (
+        "GET",
+        "/api/v1/orgs/{org}/service-accounts/{name}/tokens",
+        Action("token.list"),
+    ),
+    (
         "POST",
         "/api/v1/orgs/{org}/service-accounts/{name}/tokens",
         Action("token.create"),
@@ -228,6 +233,16 @@ pub const ROUTE_ACTIONS: &[(&str, &str, RouteAudit)] = &[
     ("DELETE", "/api/v1/orgs/{org}/grants/{id}", Action("grant.delete")),
     // native: users, sessions, tokens
     ("POST", "/api/v1/users", Action("user.create")),
+    (
+        "POST",
+        "/api/v1/users/{email}/revoke-sessions",
+        Action("user.revoke_sessions"),
+    ),
+    ("DELETE", "/api/v1/users/{email}", Action("user.delete")),
+    ("DELETE", "/api/v1/users/{email}/totp", Action("user.totp_reset")),
+    ("POST", "/api/v1/users/{email}/disable", Action("user.disable")),
+    ("POST", "/api/v1/users/{email}/enable", Action("user.enable")),
+    ("POST", "/api/v1/auth/password", Action("auth.password_change")),
     ("POST", "/api/v1/auth/login", Action("auth.login")),
     ("POST", "/api/v1/auth/refresh", Action("auth.refresh")),
     ("POST", "/api/v1/auth/logout", Action("auth.logout")),

@@ -39,8 +39,11 @@ pub(super) struct Code {
 }
 
 #[derive(Deserialize)]
-pub(super) struct UserCode {
+pub(super) struct Approve {
     user_code: String,
+    /// the approver's password (not needed within 5 minutes of a login)
+    password: Option<Zeroizing<String>>,
+    totp: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -124,8 +127,12 @@ pub(super) async fn whoami(State(s): State<AppState>, Auth(who): Auth) -> Reply<
     ok(s.coffer.whoami(&who).await?)
 }
 
-pub(super) async fn totp_enroll(State(s): State<AppState>, Auth(who): Auth) -> Reply<impl Serialize> {
-    ok(s.coffer.totp_enroll(&who).await?)
+pub(super) async fn totp_enroll(
+    State(s): State<AppState>,
+    AuthPeer(who, peer): AuthPeer,
+    Body(b): Body<Password>,
+) -> Reply<impl Serialize> {
+    ok(s.coffer.totp_enroll(&who, peer.source, b.password).await?)
 }
 
 pub(super) async fn totp_verify(
@@ -151,10 +158,12 @@ pub(super) async fn device_code(State(s): State<AppState>, headers: HeaderMap) -
 
 pub(super) async fn device_approve(
     State(s): State<AppState>,
-    Auth(who): Auth,
-    Body(b): Body<UserCode>,
+    AuthPeer(who, peer): AuthPeer,
+    Body(b): Body<Approve>,
 ) -> Reply<impl Serialize> {
-    s.coffer.device_approve(&who, &b.user_code).await?;
+    s.coffer
+        .device_approve(&who, peer.source, &b.user_code, b.password, b.totp.as_deref())
+        .await?;
     ok(json!({ "approved": true }))
 }
 
@@ -187,6 +196,74 @@ pub(super) async fn revoke_token(
 ) -> Reply<impl Serialize> {
     s.coffer.revoke_token(&who, &accessor).await?;
     ok(json!({ "revoked": true }))
+}
+
+#[derive(Deserialize)]
+pub(super) struct PasswordChange {
+    old_password: Zeroizing<String>,
+    new_password: Zeroizing<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Password {
+    password: Option<Zeroizing<String>>,
+}
+
+pub(super) async fn change_password(
+    State(s): State<AppState>,
+    AuthPeer(who, peer): AuthPeer,
+    Body(b): Body<PasswordChange>,
+) -> Reply<impl Serialize> {
+    let n = s
+        .coffer
+        .change_password(&who, peer.source, b.old_password, b.new_password)
+        .await?;
+    ok(json!({ "changed": true, "revoked_tokens": n }))
+}
+
+pub(super) async fn reset_totp(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(email): Path<String>,
+) -> Reply<impl Serialize> {
+    s.coffer.reset_totp(&who, &email).await?;
+    ok(json!({ "totp_enabled": false }))
+}
+
+pub(super) async fn disable_user(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(email): Path<String>,
+) -> Reply<impl Serialize> {
+    s.coffer.set_user_disabled(&who, &email, true).await?;
+    ok(json!({ "disabled": true }))
+}
+
+pub(super) async fn enable_user(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(email): Path<String>,
+) -> Reply<impl Serialize> {
+    s.coffer.set_user_disabled(&who, &email, false).await?;
+    ok(json!({ "disabled": false }))
+}
+
+pub(super) async fn delete_user(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(email): Path<String>,
+) -> Reply<impl Serialize> {
+    s.coffer.delete_user(&who, &email).await?;
+    ok(json!({ "deleted": true }))
+}
+
+pub(super) async fn revoke_user_sessions(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(email): Path<String>,
+) -> Reply<impl Serialize> {
+    let n = s.coffer.revoke_user_sessions(&who, &email).await?;
+    ok(json!({ "revoked_tokens": n }))
 }
 
 pub(super) async fn list_members(
@@ -286,6 +363,14 @@ pub(super) async fn service_account_token(
     ok(s.coffer
         .service_account_token(&who, &org, &name, b.ttl_seconds, b.bind_spki_sha256.as_deref())
         .await?)
+}
+
+pub(super) async fn service_account_tokens(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, name)): Path<(String, String)>,
+) -> Reply<impl Serialize> {
+    ok(s.coffer.service_account_tokens(&who, &org, &name).await?)
 }
 
 pub(super) async fn create_grant(

@@ -173,7 +173,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             &format!("{org}/service-accounts/{{name}}/tokens"),
-            post(identity::service_account_token),
+            get(identity::service_account_tokens).post(identity::service_account_token),
         )
         .route(
             &format!("{org}/grants"),
@@ -181,6 +181,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route(&format!("{org}/grants/{{id}}"), delete(identity::delete_grant))
         .route("/users", post(identity::create_user))
+        .route("/users/{email}", delete(identity::delete_user))
+        .route("/users/{email}/revoke-sessions", post(identity::revoke_user_sessions))
+        .route("/users/{email}/totp", delete(identity::reset_totp))
+        .route("/users/{email}/disable", post(identity::disable_user))
+        .route("/users/{email}/enable", post(identity::enable_user))
+        .route("/auth/password", post(identity::change_password))
         .route("/auth/login", post(identity::login))
         .route("/auth/refresh", post(identity::refresh))
         .route("/auth/logout", post(identity::logout))

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::auth::{IssuedToken, parse_cidrs, ttl_ms};
+use super::auth::{IssuedToken, TokenView, parse_cidrs, ttl_ms};
 use super::orgs::check_slug;
 use super::{Coffer, Principal, PrincipalKind, Result, ServiceError, now_ms, rfc3339};
 use crate::access::{PermSet, Permission};
@@ -539,9 +539,26 @@ impl Coffer {
             &sa.name,
             expires_at,
             bound,
-            None,
+            super::auth::Lineage::default(),
         )
         .await
+    }
+
+    /// `GET /orgs/{org}/service-accounts/{name}/tokens`: the account's
+    /// tokens as its org's admins see them (never the secrets); they revoke
+    /// one with `DELETE /tokens/{accessor}`.
+    pub async fn service_account_tokens(&self, who: &Principal, org: &str, name: &str) -> Result<Vec<TokenView>> {
+        self.require_unsealed()?;
+        let (org, _) = self.org_admin(who, org).await?;
+        let sa = self.service_account_named(org.id, name).await?;
+        Ok(self
+            .store
+            .list_tokens(Some(sa.id))
+            .await?
+            .into_iter()
+            .filter(|t| t.org_id == Some(org.id))
+            .map(super::auth::token_view)
+            .collect())
     }
 
     /// Grant permissions to a subject.

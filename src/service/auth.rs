@@ -28,6 +28,11 @@ use crate::storage::{DeviceRow, RefreshRow, RefreshUse, ServiceAccountRow, Token
 const ACCESS_TTL_MS: i64 = 3_600_000;
 /// Lifetime of a refresh token.
 const REFRESH_TTL_MS: i64 = 30 * 24 * 3_600_000;
+/// Longest life of a token derived by a caller authenticated by its client
+/// certificate alone (no token whose expiry could bound it).
+const CERT_CHILD_TTL_MS: i64 = 3_600_000;
+/// A login this recent may approve a device login without the password.
+const RECENT_LOGIN_MS: i64 = 5 * 60_000;
 /// Consecutive failures that lock an account.
 const LOCK_AFTER: i64 = 5;
 /// First lock; doubles per further failure up to [`LOCK_MAX_MS`].
@@ -113,6 +118,18 @@ impl std::fmt::Debug for IssuedToken {
             .field("accessor", &self.accessor)
             .finish_non_exhaustive()
     }
+}
+
+/// Where a new token stands among the others: the login session it belongs
+/// to, the token it was derived from, the login behind it.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Lineage {
+    /// login session (refresh family)
+    pub(crate) family_id: Option<String>,
+    /// accessor of the token it was derived from
+    pub(crate) parent_accessor: Option<String>,
+    /// unix ms of the password login behind it
+    pub(crate) auth_at: Option<i64>,
 }
 
 /// A token as listings show it (never the secret).
@@ -218,6 +235,8 @@ pub(crate) fn new_token(kind: PrincipalKind, name: &str) -> Result<(Zeroizing<St
         org_id,
         bound_spki: None,
         family_id: None,
+        parent_accessor: None,
+        auth_at: None,
     };
     Ok((token, row))
 }
@@ -228,7 +247,7 @@ fn argon2() -> Argon2<'static> {
 }
 
 /// argon2id hash of a password (blocking work off the async threads).
-async fn hash_password(password: Zeroizing<String>) -> Result<String> {
+pub(super) async fn hash_password(password: Zeroizing<String>) -> Result<String> {
     tokio::task::spawn_blocking(move || {
         // A fresh random salt from the OS for every hash.
         let hash: Result<PasswordHash> = argon2()
@@ -274,7 +293,7 @@ fn check_email(email: &str) -> Result<String> {
     }
 }
 
-fn check_password(password: &str) -> Result<()> {
+pub(super) fn check_password(password: &str) -> Result<()> {
     match password.chars().count() {
         12..=1024 => Ok(()),
         _ => Err(ServiceError::Invalid("password must be 12 to 1024 characters".into())),
@@ -312,7 +331,7 @@ fn recovery_hash(code: &str) -> Vec<u8> {
     token_hash(&norm)
 }
 
-fn token_view(t: TokenRow) -> TokenView {
+pub(super) fn token_view(t: TokenRow) -> TokenView {
     TokenView {
         accessor: t.accessor,
         name: t.display_name,
@@ -392,6 +411,9 @@ impl Coffer {
             ("root", _, _) => (PrincipalKind::Root, "root".to_owned(), Vec::new()),
             ("user", Some(id), _) => {
                 let user = self.store.user(id).await?.ok_or(ServiceError::Unauthenticated)?;
+                if user.disabled {
+                    return Err(ServiceError::Unauthenticated);
+                }
                 (PrincipalKind::User(id), user.email, Vec::new())
             }
             ("service_account", Some(id), Some(org_id)) => {
@@ -418,7 +440,9 @@ impl Coffer {
                 name,
                 expires_at: row.expires_at,
                 family_id: row.family_id,
-                certificate_bound: row.bound_spki.is_some(),
+                bound_spki: row.bound_spki.clone(),
+                certificate_only: false,
+                authenticated_at: row.auth_at,
             },
             bound_spki: row.bound_spki,
             cidrs,
@@ -468,7 +492,9 @@ impl Coffer {
                 name: sa.name,
                 expires_at: None,
                 family_id: None,
-                certificate_bound: true,
+                bound_spki: Some(cert.spki_sha256.clone()),
+                certificate_only: true,
+                authenticated_at: None,
             },
             bound_spki: None,
             cidrs: parse_cidrs(&sa.cidrs)?,
@@ -500,12 +526,14 @@ impl Coffer {
         name: &str,
         expires_at: Option<i64>,
         bound_spki: Option<String>,
-        family_id: Option<String>,
+        lineage: Lineage,
     ) -> Result<IssuedToken> {
         let (token, mut row) = new_token(kind, name)?;
         row.expires_at = expires_at;
         row.bound_spki = bound_spki;
-        row.family_id = family_id;
+        row.family_id = lineage.family_id;
+        row.parent_accessor = lineage.parent_accessor;
+        row.auth_at = lineage.auth_at;
         self.store.create_token(&row).await?;
         Ok(IssuedToken {
             token,
@@ -515,7 +543,12 @@ impl Coffer {
         })
     }
 
-    /// `POST /tokens`: a token acting as the caller.
+    /// `POST /tokens` (and Vault's `auth/token/create`): a token acting as
+    /// the caller, which inherits the caller's limits: bound to the
+    /// caller's certificate when the caller is, in the caller's login
+    /// session, expiring no later than the caller's token (a
+    /// certificate-only caller's child: within [`CERT_CHILD_TTL_MS`]), and
+    /// recorded as the caller's child so revoking the caller revokes it.
     pub async fn create_token(
         &self,
         who: &Principal,
@@ -528,23 +561,38 @@ impl Coffer {
         if name.len() > 100 {
             return Err(ServiceError::Invalid("name must be at most 100 characters".into()));
         }
-        let bound = match (bind_requested, bind_to) {
-            (false, _) => None,
-            (true, Some(cert)) => Some(cert.spki_sha256.clone()),
-            (true, None) => {
+        let bound = match (&who.bound_spki, bind_requested, bind_to) {
+            // A bound caller presented its certificate (authentication
+            // checked it): the child is bound to the same one.
+            (Some(spki), _, _) => Some(spki.clone()),
+            (None, false, _) => None,
+            (None, true, Some(cert)) => Some(cert.spki_sha256.clone()),
+            (None, true, None) => {
                 return Err(ServiceError::Invalid(
                     "bind_certificate needs a client certificate on this connection".into(),
                 ));
             }
         };
-        let expires_at = ttl_ms(ttl_seconds)?.map(|ttl| now_ms() + ttl);
-        // A child never outlives its parent.
-        let expires_at = match (expires_at, who.expires_at) {
+        let now = now_ms();
+        let expires_at = ttl_ms(ttl_seconds)?.map(|ttl| now + ttl);
+        // A child never outlives its parent; a certificate has no expiry
+        // coffer could follow, so its children live an hour at most.
+        let parent_expiry = if who.certificate_only {
+            Some(now + CERT_CHILD_TTL_MS)
+        } else {
+            who.expires_at
+        };
+        let expires_at = match (expires_at, parent_expiry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        let lineage = Lineage {
+            family_id: who.family_id.clone(),
+            parent_accessor: (!who.certificate_only).then(|| who.accessor.clone()),
+            auth_at: who.authenticated_at,
+        };
         let name = if name.is_empty() { who.name.as_str() } else { name };
-        self.issue_token(who.kind, name, expires_at, bound, None).await
+        self.issue_token(who.kind, name, expires_at, bound, lineage).await
     }
 
     /// `GET /tokens`: the caller's tokens (root: every token).
@@ -580,7 +628,19 @@ impl Coffer {
         if !allowed {
             return Err(missing());
         }
-        self.store.delete_token(accessor).await?;
+        self.revoke_lineage(&row).await
+    }
+
+    /// Revoke a token and everything descended from it: every token derived
+    /// from it (transitively) and, for a login's own token (one not derived
+    /// from another), its whole login session with the refresh tokens.
+    async fn revoke_lineage(&self, row: &TokenRow) -> Result<()> {
+        self.store.delete_token_tree(&row.accessor).await?;
+        if row.parent_accessor.is_none()
+            && let Some(family) = &row.family_id
+        {
+            self.store.revoke_family(family).await?;
+        }
         self.principals_changed();
         Ok(())
     }
@@ -609,7 +669,7 @@ impl Coffer {
             org,
             accessor: who.accessor.clone(),
             expires_at: who.expires_at.map(rfc3339),
-            certificate_bound: who.certificate_bound,
+            certificate_bound: who.bound_spki.is_some(),
         })
     }
 
@@ -634,6 +694,7 @@ impl Coffer {
             failed_logins: 0,
             locked_until: 0,
             created_at: now_ms(),
+            disabled: false,
         };
         self.store.create_user(&user).await?;
         Ok((user.id, user.email))
@@ -683,7 +744,8 @@ impl Coffer {
         if user.failed_logins != 0 {
             self.store.set_login_state(user.id, 0, 0).await?;
         }
-        self.new_session(&user, &Uuid::new_v4().simple().to_string()).await
+        self.new_session(&user, &Uuid::new_v4().simple().to_string(), now_ms())
+            .await
     }
 
     /// Count a failed login: per source, and on the account (lock after
@@ -718,7 +780,12 @@ impl Coffer {
         Ok(self.store.use_totp_step(user.id, step as i64).await?)
     }
 
-    async fn new_session(&self, user: &UserRow, family_id: &str) -> Result<Session> {
+    /// A new access token and refresh token in login session `family_id`,
+    /// whose password login was at `auth_at` (unix ms).
+    async fn new_session(&self, user: &UserRow, family_id: &str, auth_at: i64) -> Result<Session> {
+        if user.disabled {
+            return Err(ServiceError::AccountDisabled);
+        }
         let now = now_ms();
         let access = self
             .issue_token(
@@ -726,7 +793,11 @@ impl Coffer {
                 &user.email,
                 Some(now + ACCESS_TTL_MS),
                 None,
-                Some(family_id.to_owned()),
+                Lineage {
+                    family_id: Some(family_id.to_owned()),
+                    parent_accessor: None,
+                    auth_at: Some(auth_at),
+                },
             )
             .await?;
         let refresh = new_secret()?;
@@ -737,6 +808,7 @@ impl Coffer {
                 user_id: user.id,
                 expires_at: now + REFRESH_TTL_MS,
                 created_at: now,
+                auth_at,
             })
             .await?;
         Ok(Session {
@@ -775,7 +847,7 @@ impl Coffer {
                     .user(row.user_id)
                     .await?
                     .ok_or(ServiceError::Unauthenticated)?;
-                self.new_session(&user, &row.family_id).await
+                self.new_session(&user, &row.family_id, row.auth_at).await
             }
         }
     }
@@ -783,7 +855,7 @@ impl Coffer {
     /// `POST /auth/logout`: revoke the calling token and its session.
     pub async fn logout(&self, who: &Principal) -> Result<()> {
         self.require_unsealed()?;
-        self.store.delete_token(&who.accessor).await?;
+        self.store.delete_token_tree(&who.accessor).await?;
         if let Some(family) = &who.family_id {
             self.store.revoke_family(family).await?;
         }
@@ -798,11 +870,18 @@ impl Coffer {
         }
     }
 
-    /// `POST /auth/totp/enroll`: a new seed, active once verified.
-    pub async fn totp_enroll(&self, who: &Principal) -> Result<TotpEnrollment> {
+    /// `POST /auth/totp/enroll`: a new seed, active once verified. Needs
+    /// the password: a token alone must not set the second factor.
+    pub async fn totp_enroll(
+        &self,
+        who: &Principal,
+        source: Option<IpAddr>,
+        password: Option<Zeroizing<String>>,
+    ) -> Result<TotpEnrollment> {
         let keyring = self.keyring()?;
         let id = Self::require_user(who)?;
-        let user = self.store.user(id).await?.ok_or(ServiceError::Unauthenticated)?;
+        let password = password.ok_or(ServiceError::PasswordRequired("enrolling TOTP", ""))?;
+        let user = self.prove_person(id, source, password, None, false).await?;
         if user.totp_enabled {
             return Err(ServiceError::Conflict("TOTP is enabled already".into()));
         }
@@ -866,6 +945,8 @@ impl Coffer {
                 interval_s: DEVICE_INTERVAL_S,
                 last_poll: 0,
                 expires_at: now_ms() + DEVICE_TTL_MS,
+                family_id: None,
+                auth_at: None,
             })
             .await?;
         Ok(DeviceCode {
@@ -877,8 +958,56 @@ impl Coffer {
         })
     }
 
-    /// `POST /auth/device/approve` (a logged-in user).
-    pub async fn device_approve(&self, who: &Principal, user_code: &str) -> Result<()> {
+    /// Make a user prove themself again (password, plus TOTP when enrolled
+    /// and `with_totp`), counted like a login: failures lock the account.
+    pub(super) async fn prove_person(
+        &self,
+        user_id: Uuid,
+        source: Option<IpAddr>,
+        password: Zeroizing<String>,
+        totp_code: Option<&str>,
+        with_totp: bool,
+    ) -> Result<UserRow> {
+        let keyring = self.keyring()?;
+        if let Some(retry_after_s) = self.limits.blocked(Kind::Login, source) {
+            return Err(ServiceError::RateLimited { retry_after_s });
+        }
+        let user = self.store.user(user_id).await?.ok_or(ServiceError::Unauthenticated)?;
+        let now = now_ms();
+        if user.locked_until > now {
+            return Err(ServiceError::RateLimited {
+                retry_after_s: ((user.locked_until - now) as u64).div_ceil(1000),
+            });
+        }
+        if !verify_password(password, user.password_hash.clone()).await {
+            self.login_failed(&user, source).await?;
+            return Err(ServiceError::InvalidCredentials);
+        }
+        if with_totp && user.totp_enabled {
+            let Some(code) = totp_code else {
+                return Err(ServiceError::TotpRequired);
+            };
+            if !self.totp_step_ok(&keyring, &user, code).await? {
+                self.login_failed(&user, source).await?;
+                return Err(ServiceError::InvalidTotp);
+            }
+        }
+        Ok(user)
+    }
+
+    /// `POST /auth/device/approve` (a user): the approver proves the person
+    /// — the password (plus TOTP when enrolled) in the request, or a login
+    /// younger than [`RECENT_LOGIN_MS`] — so a leaked token alone cannot
+    /// turn into a new month-long session. The device's session joins the
+    /// approver's: ending that one ends both.
+    pub async fn device_approve(
+        &self,
+        who: &Principal,
+        source: Option<IpAddr>,
+        user_code: &str,
+        password: Option<Zeroizing<String>>,
+        totp_code: Option<&str>,
+    ) -> Result<()> {
         self.require_unsealed()?;
         let PrincipalKind::User(id) = who.kind else {
             return Err(ServiceError::Invalid("only a user can approve a device login".into()));
@@ -892,7 +1021,27 @@ impl Coffer {
             return Err(ServiceError::Invalid("user_code must look like ABCD-EFGH".into()));
         }
         let code = format!("{}-{}", &code[..4], &code[4..]);
-        if self.store.approve_device(&code, id, now_ms()).await? {
+        let now = now_ms();
+        let auth_at = match (password, who.authenticated_at) {
+            (Some(password), _) => {
+                self.prove_person(id, source, password, totp_code, true).await?;
+                now
+            }
+            (None, Some(at)) if who.family_id.is_some() && now - at < RECENT_LOGIN_MS => at,
+            (None, _) => {
+                return Err(ServiceError::PasswordRequired(
+                    "approving a device login",
+                    ", or a login within the last 5 minutes",
+                ));
+            }
+        };
+        // The device's session joins the approver's, so ending the
+        // approver's session (or all of the user's) ends it too.
+        let family = who
+            .family_id
+            .clone()
+            .unwrap_or_else(|| Uuid::new_v4().simple().to_string());
+        if self.store.approve_device(&code, id, &family, auth_at, now).await? {
             Ok(())
         } else {
             Err(ServiceError::NotFound(format!("pending device login {code}")))
@@ -927,7 +1076,8 @@ impl Coffer {
                     .user(user_id)
                     .await?
                     .ok_or(ServiceError::DeviceFlow("access_denied"))?;
-                self.new_session(&user, &Uuid::new_v4().simple().to_string()).await
+                let family = row.family_id.unwrap_or_else(|| Uuid::new_v4().simple().to_string());
+                self.new_session(&user, &family, row.auth_at.unwrap_or(0)).await
             }
             "denied" => Err(ServiceError::DeviceFlow("access_denied")),
             _ => Err(ServiceError::DeviceFlow("expired_token")),

@@ -19,6 +19,7 @@ mod limits;
 mod orgs;
 pub mod rekey;
 mod secrets;
+mod users;
 pub mod values;
 pub mod vault;
 
@@ -61,6 +62,13 @@ pub enum ServiceError {
     /// The TOTP or recovery code is wrong or was used already.
     #[error("invalid or already used TOTP code")]
     InvalidTotp,
+    /// The operation needs the person to prove themself again: the
+    /// password (plus a TOTP code when enrolled), or a recent login.
+    #[error("{0} needs your password (and your TOTP code when two-factor login is on){1}")]
+    PasswordRequired(&'static str, &'static str),
+    /// The account was disabled by an administrator.
+    #[error("this account is disabled")]
+    AccountDisabled,
     /// Too many failures from this source or on this account.
     #[error("too many failed attempts; retry in {retry_after_s} s")]
     RateLimited {
@@ -180,8 +188,13 @@ pub struct Principal {
     pub expires_at: Option<i64>,
     /// login session of a user's access token
     pub family_id: Option<String>,
-    /// the token is bound to a client certificate
-    pub certificate_bound: bool,
+    /// hex SHA-256 of the SPKI of the client certificate the caller is
+    /// bound to (a bound token, or a certificate-only login)
+    pub bound_spki: Option<String>,
+    /// authenticated by its client certificate alone (no token)
+    pub certificate_only: bool,
+    /// unix ms of the password login behind the token (None: no login)
+    pub authenticated_at: Option<i64>,
 }
 
 impl Principal {

@@ -208,7 +208,9 @@ impl Coffer {
             name: row.display_name.clone(),
             expires_at: row.expires_at,
             family_id: row.family_id.clone(),
-            certificate_bound: row.bound_spki.is_some(),
+            bound_spki: row.bound_spki.clone(),
+            certificate_only: false,
+            authenticated_at: row.auth_at,
         };
         Ok(info(Some(&row), kind, &owner, String::new()))
     }
@@ -315,7 +317,13 @@ impl Coffer {
         }
         let expires = now_ms() + (CERT_LOGIN_TTL_S as i64) * 1000;
         let issued = self
-            .issue_token(who.kind, &who.name, Some(expires), Some(cert.spki_sha256.clone()), None)
+            .issue_token(
+                who.kind,
+                &who.name,
+                Some(expires),
+                Some(cert.spki_sha256.clone()),
+                auth::Lineage::default(),
+            )
             .await?;
         Ok(VaultLogin {
             token: issued.token,

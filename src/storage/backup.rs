@@ -85,6 +85,7 @@ pub const BACKUP_TABLES: &[Table] = &[
             ("failed_logins", Int),
             ("locked_until", Int),
             ("created_at", Int),
+            ("disabled", Int),
         ],
     },
     Table {
@@ -106,6 +107,8 @@ pub const BACKUP_TABLES: &[Table] = &[
             ("org_id", Text),
             ("bound_spki", Text),
             ("family_id", Text),
+            ("parent_accessor", Text),
+            ("auth_at", Int),
         ],
     },
     Table {
@@ -118,6 +121,7 @@ pub const BACKUP_TABLES: &[Table] = &[
             ("spent", Int),
             ("expires_at", Int),
             ("created_at", Int),
+            ("auth_at", Int),
         ],
     },
     Table {
@@ -131,6 +135,8 @@ pub const BACKUP_TABLES: &[Table] = &[
             ("interval_s", Int),
             ("last_poll", Int),
             ("expires_at", Int),
+            ("family_id", Text),
+            ("auth_at", Int),
         ],
     },
     Table {

@@ -25,6 +25,8 @@ pub struct UserRow {
     pub locked_until: i64,
     /// unix ms
     pub created_at: i64,
+    /// disabled by an administrator: no login, no token
+    pub disabled: bool,
 }
 
 impl std::fmt::Debug for UserRow {
@@ -32,6 +34,7 @@ impl std::fmt::Debug for UserRow {
         f.debug_struct("UserRow")
             .field("id", &self.id)
             .field("totp_enabled", &self.totp_enabled)
+            .field("disabled", &self.disabled)
             .finish_non_exhaustive()
     }
 }
@@ -49,6 +52,8 @@ pub struct RefreshRow {
     pub expires_at: i64,
     /// unix ms
     pub created_at: i64,
+    /// unix ms of the password login that started the session
+    pub auth_at: i64,
 }
 
 /// What presenting a refresh token found.
@@ -79,6 +84,10 @@ pub struct DeviceRow {
     pub last_poll: i64,
     /// unix ms
     pub expires_at: i64,
+    /// the approver's login session, which the device's session joins
+    pub family_id: Option<String>,
+    /// unix ms of the approver's last proof of password
+    pub auth_at: Option<i64>,
 }
 
 /// A group of users in an organization.

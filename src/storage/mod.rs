@@ -105,6 +105,10 @@ pub struct TokenRow {
     pub bound_spki: Option<String>,
     /// login session (refresh family) the token belongs to
     pub family_id: Option<String>,
+    /// the token this one was derived from (revoking that one revokes this)
+    pub parent_accessor: Option<String>,
+    /// unix ms of the password login behind the token (None: no login)
+    pub auth_at: Option<i64>,
 }
 
 /// An organization.
@@ -279,10 +283,16 @@ pub trait Backend: keystore::KeyStore + audit::AuditStore + kv::KvStore + Send +
     async fn create_token(&self, token: &TokenRow) -> Result<()>;
     /// Tokens of one principal, or every token (None).
     async fn list_tokens(&self, principal_id: Option<Uuid>) -> Result<Vec<TokenRow>>;
-    /// Delete a token. False if no such token.
-    async fn delete_token(&self, accessor: &str) -> Result<bool>;
     /// Delete every token of a login session and spend its refresh tokens.
     async fn revoke_family(&self, family_id: &str) -> Result<()>;
+    /// Delete a token and every token derived from it, transitively (by
+    /// `parent_accessor`); returns how many went.
+    async fn delete_token_tree(&self, accessor: &str) -> Result<u64>;
+    /// End every session of a user: delete each of the user's tokens (and
+    /// what was derived from them), spend the refresh tokens, deny device
+    /// logins approved but not yet collected — except login session
+    /// `keep_family`. Returns how many tokens went.
+    async fn revoke_user_sessions(&self, user_id: Uuid, keep_family: Option<&str>) -> Result<u64>;
 
     // ---- users and login sessions (global) ----
     /// Create a user; conflict if the email exists.
@@ -293,6 +303,14 @@ pub trait Backend: keystore::KeyStore + audit::AuditStore + kv::KvStore + Send +
     async fn user(&self, id: Uuid) -> Result<Option<UserRow>>;
     /// Record the failed-login count and lock of a user.
     async fn set_login_state(&self, user_id: Uuid, failed_logins: i64, locked_until: i64) -> Result<()>;
+    /// Replace a user's password hash.
+    async fn set_password(&self, user_id: Uuid, password_hash: &str) -> Result<()>;
+    /// Disable or enable a user.
+    async fn set_user_disabled(&self, user_id: Uuid, disabled: bool) -> Result<bool>;
+    /// Delete a user with every row naming it (memberships, group
+    /// memberships and grants in every org, tokens, sessions, recovery
+    /// codes, device logins), in one transaction. False if no such user.
+    async fn delete_user(&self, user_id: Uuid) -> Result<bool>;
     /// Set the (encrypted) TOTP secret and whether it is required.
     async fn set_totp(&self, user_id: Uuid, secret: Option<&[u8]>, enabled: bool) -> Result<()>;
     /// Accept TOTP step `step` if it is newer than the last accepted one;
@@ -312,8 +330,16 @@ pub trait Backend: keystore::KeyStore + audit::AuditStore + kv::KvStore + Send +
     async fn device_by_user_code(&self, user_code: &str) -> Result<Option<DeviceRow>>;
     /// A device authorization by the hash of its device code; records the poll time.
     async fn poll_device(&self, device_hash: &[u8], now: i64) -> Result<Option<DeviceRow>>;
-    /// Approve a pending, unexpired device authorization.
-    async fn approve_device(&self, user_code: &str, user_id: Uuid, now: i64) -> Result<bool>;
+    /// Approve a pending, unexpired device authorization for `user_id`,
+    /// joining login session `family_id`.
+    async fn approve_device(
+        &self,
+        user_code: &str,
+        user_id: Uuid,
+        family_id: &str,
+        auth_at: i64,
+        now: i64,
+    ) -> Result<bool>;
     /// Move an approved device authorization to done (once).
     async fn finish_device(&self, device_hash: &[u8]) -> Result<bool>;
 

@@ -411,14 +411,6 @@ impl Backend for SqlBackend {
         rows.iter().map(token_row).collect()
     }
 
-    async fn delete_token(&self, accessor: &str) -> Result<bool> {
-        let done = query("DELETE FROM tokens WHERE accessor = $1")
-            .bind(accessor.to_owned())
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
     async fn revoke_family(&self, family_id: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         query("DELETE FROM tokens WHERE family_id = $1")
@@ -431,6 +423,107 @@ impl Backend for SqlBackend {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn delete_token_tree(&self, accessor: &str) -> Result<u64> {
+        let done = query(TOKEN_TREE_DELETE)
+            .bind(accessor.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn revoke_user_sessions(&self, user_id: Uuid, keep_family: Option<&str>) -> Result<u64> {
+        let keep = keep_family.unwrap_or("").to_owned();
+        let mut tx = self.pool.begin().await?;
+        // The user's tokens and, transitively, whatever was derived from them.
+        let done = query(
+            "WITH RECURSIVE doomed (accessor) AS ( \
+                 SELECT accessor FROM tokens WHERE policy = 'user' AND principal_id = $1 \
+                     AND ($2 = '' OR family_id IS NULL OR family_id <> $2) \
+                 UNION SELECT t.accessor FROM tokens t JOIN doomed d ON t.parent_accessor = d.accessor) \
+             DELETE FROM tokens WHERE accessor IN (SELECT accessor FROM doomed)",
+        )
+        .bind(user_id.to_string())
+        .bind(keep.clone())
+        .execute(&mut *tx)
+        .await?;
+        query("UPDATE refresh_tokens SET spent = 1 WHERE user_id = $1 AND family_id <> $2")
+            .bind(user_id.to_string())
+            .bind(keep.clone())
+            .execute(&mut *tx)
+            .await?;
+        query("UPDATE device_codes SET status = 'denied' WHERE user_id = $1 AND status = 'approved'")
+            .bind(user_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn set_password(&self, user_id: Uuid, password_hash: &str) -> Result<()> {
+        query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash.to_owned())
+            .bind(user_id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_user_disabled(&self, user_id: Uuid, disabled: bool) -> Result<bool> {
+        let done = query("UPDATE users SET disabled = $1 WHERE id = $2")
+            .bind(i64::from(disabled))
+            .bind(user_id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_user(&self, user_id: Uuid) -> Result<bool> {
+        let id = user_id.to_string();
+        let mut tx = self.pool.begin().await?;
+        let orgs = query("SELECT org_id FROM memberships WHERE user_id = $1")
+            .bind(id.clone())
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in &orgs {
+            let org_id = uuid(row, "org_id", "memberships")?;
+            // Row-level security: act for each organization in turn.
+            self.act_for(&mut tx, org_id).await?;
+            query("DELETE FROM grants WHERE org_id = $1 AND subject_kind = 'user' AND subject_id = $2")
+                .bind(org_id.to_string())
+                .bind(id.clone())
+                .execute(&mut *tx)
+                .await?;
+            query("DELETE FROM group_members WHERE org_id = $1 AND user_id = $2")
+                .bind(org_id.to_string())
+                .bind(id.clone())
+                .execute(&mut *tx)
+                .await?;
+        }
+        query(
+            "WITH RECURSIVE doomed (accessor) AS ( \
+                 SELECT accessor FROM tokens WHERE policy = 'user' AND principal_id = $1 \
+                 UNION SELECT t.accessor FROM tokens t JOIN doomed d ON t.parent_accessor = d.accessor) \
+             DELETE FROM tokens WHERE accessor IN (SELECT accessor FROM doomed)",
+        )
+        .bind(id.clone())
+        .execute(&mut *tx)
+        .await?;
+        for sql in [
+            "DELETE FROM memberships WHERE user_id = $1",
+            "DELETE FROM refresh_tokens WHERE user_id = $1",
+            "DELETE FROM recovery_codes WHERE user_id = $1",
+            "DELETE FROM device_codes WHERE user_id = $1",
+        ] {
+            query(sql).bind(id.clone()).execute(&mut *tx).await?;
+        }
+        let done = query("DELETE FROM users WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn create_user(&self, u: &UserRow) -> Result<()> {
@@ -526,14 +619,15 @@ impl Backend for SqlBackend {
 
     async fn create_refresh(&self, r: &RefreshRow) -> Result<()> {
         query(
-            "INSERT INTO refresh_tokens (token_hash, family_id, user_id, spent, expires_at, created_at) \
-             VALUES ($1, $2, $3, 0, $4, $5)",
+            "INSERT INTO refresh_tokens (token_hash, family_id, user_id, spent, expires_at, created_at, auth_at) \
+             VALUES ($1, $2, $3, 0, $4, $5, $6)",
         )
         .bind(r.token_hash.clone())
         .bind(&r.family_id)
         .bind(r.user_id.to_string())
         .bind(r.expires_at)
         .bind(r.created_at)
+        .bind(r.auth_at)
         .execute(&self.pool)
         .await
         .map_err(conflict("refresh token exists"))?;
@@ -542,7 +636,7 @@ impl Backend for SqlBackend {
 
     async fn spend_refresh(&self, hash: &[u8]) -> Result<RefreshUse> {
         let row = query(
-            "SELECT token_hash, family_id, user_id, spent, expires_at, created_at FROM refresh_tokens \
+            "SELECT token_hash, family_id, user_id, spent, expires_at, created_at, auth_at FROM refresh_tokens \
              WHERE token_hash = $1",
         )
         .bind(hash.to_vec())
@@ -557,6 +651,7 @@ impl Backend for SqlBackend {
             user_id: uuid(&r, "user_id", "refresh_tokens")?,
             expires_at: r.try_get("expires_at")?,
             created_at: r.try_get("created_at")?,
+            auth_at: r.try_get("auth_at")?,
         };
         // Compare-and-set: of two concurrent uses exactly one spends it.
         let done = query("UPDATE refresh_tokens SET spent = 1 WHERE token_hash = $1 AND spent = 0")
@@ -611,14 +706,23 @@ impl Backend for SqlBackend {
         Ok(Some(row))
     }
 
-    async fn approve_device(&self, user_code: &str, user_id: Uuid, now: i64) -> Result<bool> {
+    async fn approve_device(
+        &self,
+        user_code: &str,
+        user_id: Uuid,
+        family_id: &str,
+        auth_at: i64,
+        now: i64,
+    ) -> Result<bool> {
         let done = query(
-            "UPDATE device_codes SET status = 'approved', user_id = $1 \
+            "UPDATE device_codes SET status = 'approved', user_id = $1, family_id = $4, auth_at = $5 \
              WHERE user_code = $2 AND status = 'pending' AND expires_at > $3",
         )
         .bind(user_id.to_string())
         .bind(user_code.to_owned())
         .bind(now)
+        .bind(family_id.to_owned())
+        .bind(auth_at)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -688,7 +792,7 @@ impl Backend for SqlBackend {
     async fn members(&self, org_id: Uuid) -> Result<Vec<(UserRow, String)>> {
         let rows = query(
             "SELECT u.id, u.email, u.password_hash, u.totp_secret, u.totp_enabled, u.totp_last_step, u.failed_logins, \
-                    u.locked_until, u.created_at, m.role \
+                    u.locked_until, u.created_at, u.disabled, m.role \
              FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 ORDER BY u.email",
         )
         .bind(org_id.to_string())
@@ -1304,7 +1408,13 @@ async fn bump_revision(tx: &mut sqlx::Transaction<'_, Any>, sql: &'static str, o
 }
 
 const TOKEN_SELECT: &str = "SELECT accessor, token_hash, policy, display_name, created_at, expires_at, principal_id, \
-     org_id, bound_spki, family_id FROM tokens";
+     org_id, bound_spki, family_id, parent_accessor, auth_at FROM tokens";
+
+/// Delete token `$1` and every token derived from it, transitively.
+const TOKEN_TREE_DELETE: &str = "WITH RECURSIVE doomed (accessor) AS ( \
+         SELECT accessor FROM tokens WHERE accessor = $1 \
+         UNION SELECT t.accessor FROM tokens t JOIN doomed d ON t.parent_accessor = d.accessor) \
+     DELETE FROM tokens WHERE accessor IN (SELECT accessor FROM doomed)";
 
 fn opt_uuid(r: &AnyRow, col: &str, table: &'static str) -> Result<Option<Uuid>> {
     let text: Option<String> = r.try_get(col)?;
@@ -1329,13 +1439,15 @@ fn token_row(r: &AnyRow) -> Result<TokenRow> {
         org_id: opt_uuid(r, "org_id", "tokens")?,
         bound_spki: r.try_get("bound_spki")?,
         family_id: r.try_get("family_id")?,
+        parent_accessor: r.try_get("parent_accessor")?,
+        auth_at: r.try_get("auth_at")?,
     })
 }
 
 async fn insert_token(tx: &mut sqlx::Transaction<'_, Any>, t: &TokenRow) -> Result<()> {
     query(
         "INSERT INTO tokens (accessor, token_hash, policy, display_name, created_at, expires_at, principal_id, org_id, \
-         bound_spki, family_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         bound_spki, family_id, parent_accessor, auth_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(&t.accessor)
     .bind(&t.token_hash)
@@ -1347,6 +1459,8 @@ async fn insert_token(tx: &mut sqlx::Transaction<'_, Any>, t: &TokenRow) -> Resu
     .bind(t.org_id.map(|u| u.to_string()))
     .bind(t.bound_spki.clone())
     .bind(t.family_id.clone())
+    .bind(t.parent_accessor.clone())
+    .bind(t.auth_at)
     .execute(&mut **tx)
     .await
     .map_err(conflict("token exists"))?;
@@ -1354,7 +1468,7 @@ async fn insert_token(tx: &mut sqlx::Transaction<'_, Any>, t: &TokenRow) -> Resu
 }
 
 const USER_SELECT: &str = "SELECT id, email, password_hash, totp_secret, totp_enabled, totp_last_step, failed_logins, \
-     locked_until, created_at FROM users";
+     locked_until, created_at, disabled FROM users";
 
 fn user_row(r: &AnyRow) -> Result<UserRow> {
     Ok(UserRow {
@@ -1367,11 +1481,12 @@ fn user_row(r: &AnyRow) -> Result<UserRow> {
         failed_logins: r.try_get("failed_logins")?,
         locked_until: r.try_get("locked_until")?,
         created_at: r.try_get("created_at")?,
+        disabled: r.try_get::<i64, _>("disabled")? != 0,
     })
 }
 
-const DEVICE_SELECT: &str =
-    "SELECT device_hash, user_code, user_id, status, interval_s, last_poll, expires_at FROM device_codes";
+const DEVICE_SELECT: &str = "SELECT device_hash, user_code, user_id, status, interval_s, last_poll, expires_at, family_id, auth_at \
+     FROM device_codes";
 
 fn device_row(r: &AnyRow) -> Result<DeviceRow> {
     Ok(DeviceRow {
@@ -1382,6 +1497,8 @@ fn device_row(r: &AnyRow) -> Result<DeviceRow> {
         interval_s: r.try_get("interval_s")?,
         last_poll: r.try_get("last_poll")?,
         expires_at: r.try_get("expires_at")?,
+        family_id: r.try_get("family_id")?,
+        auth_at: r.try_get("auth_at")?,
     })
 }
 

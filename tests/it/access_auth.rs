@@ -37,7 +37,11 @@ async fn fresh_step(margin: u64) {
 /// Enroll and verify TOTP for the user behind `user`, spending the code of
 /// step `now - 1`; returns (raw secret, recovery codes, the step now).
 async fn enable_totp(user: &Http) -> (Vec<u8>, Vec<String>, u64) {
-    let e = util::ok_data("totp enroll", user.post("/api/v1/auth/totp/enroll", json!({})).await);
+    let e = util::ok_data(
+        "totp enroll",
+        user.post("/api/v1/auth/totp/enroll", json!({"password": PASSWORD}))
+            .await,
+    );
     let secret_b32 = e["secret"].as_str().unwrap_or_else(|| panic!("base32 secret in {e}"));
     let uri = e["otpauth_uri"].as_str().unwrap_or_default();
     assert!(
@@ -298,7 +302,11 @@ async fn totp_codes_work_once_and_recovery_codes_once() {
     let tess = util::user_client(&anon, "tess@acme.test", PASSWORD).await;
 
     // Enrolled but not verified: not required yet; a wrong code does not verify.
-    let e = util::ok_data("enroll", tess.post("/api/v1/auth/totp/enroll", json!({})).await);
+    let e = util::ok_data(
+        "enroll",
+        tess.post("/api/v1/auth/totp/enroll", json!({"password": PASSWORD}))
+            .await,
+    );
     let secret = util::base32_decode(e["secret"].as_str().unwrap_or_else(|| panic!("{e}")));
     util::login(&anon, "tess@acme.test", PASSWORD).await;
     let (st, body) = tess

@@ -582,7 +582,11 @@ async fn no_secret_reaches_a_record_a_sink_or_a_log_line_and_sighup_reopens_the_
         needles.push(session[k].as_str().expect(k).to_owned());
     }
     let user = anon.with_token(session["access_token"].as_str().expect("token"));
-    let enroll = util::ok_data("enroll", user.post("/api/v1/auth/totp/enroll", json!({})).await);
+    let enroll = util::ok_data(
+        "enroll",
+        user.post("/api/v1/auth/totp/enroll", json!({"password": password}))
+            .await,
+    );
     let seed = enroll["secret"].as_str().expect("totp secret").to_owned();
     needles.push(seed.clone());
     let code = util::totp_at(&util::base32_decode(&seed), util::unix_now() / 30);

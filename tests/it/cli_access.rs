@@ -484,7 +484,7 @@ async fn totp_enrollment_then_login_asks_for_the_code() {
     let bob = As::Login(&config);
     ok(&server, &bob, &["login", "--email", BOB], &format!("{PASSWORD}\n"));
 
-    let out = ok(&server, &bob, &["user", "totp", "enroll"], "");
+    let out = ok(&server, &bob, &["user", "totp", "enroll"], &format!("{PASSWORD}\n"));
     let secret = out
         .lines()
         .find_map(|l| l.strip_prefix("Secret"))

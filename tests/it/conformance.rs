@@ -31,6 +31,8 @@ fn token(hash: u8) -> TokenRow {
         org_id: None,
         bound_spki: None,
         family_id: None,
+        parent_accessor: None,
+        auth_at: None,
     }
 }
 

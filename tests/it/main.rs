@@ -24,6 +24,7 @@ mod memory;
 mod ops;
 mod rekey;
 mod rotate_totp;
+mod sessions;
 mod tamper;
 mod tls;
 mod util;

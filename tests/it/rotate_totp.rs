@@ -13,7 +13,11 @@ async fn totp_logins_survive_root_rotation() {
     let (root, keys) = util::boot(&anon).await;
     util::create_user(&root, "ann@acme.test", "correct horse battery").await;
     let ann = util::user_client(&anon, "ann@acme.test", "correct horse battery").await;
-    let enroll = util::ok_data("enroll", ann.post("/api/v1/auth/totp/enroll", json!({})).await);
+    let enroll = util::ok_data(
+        "enroll",
+        ann.post("/api/v1/auth/totp/enroll", json!({"password": "correct horse battery"}))
+            .await,
+    );
     let seed = util::base32_decode(enroll["secret"].as_str().expect("secret"));
     let step = util::unix_now() / 30;
     util::ok_data(

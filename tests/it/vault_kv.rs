@@ -534,7 +534,11 @@ async fn cert_login_and_userpass_totp() {
     // Vault's MFA header.
     util::create_user(&root, "dev@acme.test", "correct horse battery").await;
     let dev = util::user_client(&with("a", None), "dev@acme.test", "correct horse battery").await;
-    let e = util::ok_data("totp enroll", dev.post("/api/v1/auth/totp/enroll", json!({})).await);
+    let e = util::ok_data(
+        "totp enroll",
+        dev.post("/api/v1/auth/totp/enroll", json!({"password": "correct horse battery"}))
+            .await,
+    );
     let secret = util::base32_decode(e["secret"].as_str().unwrap());
     let step = util::unix_now() / 30;
     util::ok_data(

@@ -1,0 +1,136 @@
+//! Administration of user accounts: ending every session of a user,
+//! password change, TOTP reset, disable, enable, delete.
+//!
+//! Who may act on a user: root; the user on themself where the operation
+//! allows it; an owner of an organization for a user who belongs to that
+//! owner's organizations only (never a user another tenant also has).
+//! Anyone else is told the user does not exist.
+
+use std::net::IpAddr;
+
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use super::auth::{check_password, hash_password};
+use super::{Coffer, Principal, PrincipalKind, Result, ServiceError};
+use crate::storage::UserRow;
+
+/// Who may act on the target user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// root, or an owner of every org of the user
+    Admin,
+    /// root, an owner of every org of the user, or the user on themself
+    AdminOrSelf,
+    /// root alone
+    Root,
+}
+
+impl Coffer {
+    /// The user `email` names, if `who` may act on it under `scope`.
+    async fn managed_user(&self, who: &Principal, email: &str, scope: Scope) -> Result<UserRow> {
+        let email = email.trim().to_ascii_lowercase();
+        let missing = || ServiceError::NotFound(format!("user {email} (or not one you may manage)"));
+        let user = self.store.user_by_email(&email).await?.ok_or_else(missing)?;
+        let allowed = match who.kind {
+            PrincipalKind::Root => true,
+            PrincipalKind::User(id) if id == user.id => scope == Scope::AdminOrSelf,
+            PrincipalKind::User(id) if scope != Scope::Root => self.owns_every_org_of(id, user.id).await?,
+            _ => false,
+        };
+        if allowed { Ok(user) } else { Err(missing()) }
+    }
+
+    /// True when `owner` is an owner of every organization `user` belongs
+    /// to (and the user belongs to at least one).
+    async fn owns_every_org_of(&self, owner: Uuid, user: Uuid) -> Result<bool> {
+        let orgs = self.store.orgs_of(user).await?;
+        if orgs.is_empty() {
+            return Ok(false);
+        }
+        for (org, _) in &orgs {
+            if self.store.membership(org.id, owner).await?.as_deref() != Some("owner") {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// `POST /users/{email}/revoke-sessions`: end every session of a user —
+    /// each token, what was derived from it, the refresh tokens, approved
+    /// device logins not collected yet — here and on every server at once.
+    /// Returns how many tokens went.
+    pub async fn revoke_user_sessions(&self, who: &Principal, email: &str) -> Result<u64> {
+        self.require_unsealed()?;
+        let user = self.managed_user(who, email, Scope::AdminOrSelf).await?;
+        let n = self.store.revoke_user_sessions(user.id, None).await?;
+        self.principals_changed();
+        tracing::info!(user = %user.id, tokens = n, "every session of the user ended");
+        Ok(n)
+    }
+
+    /// `POST /auth/password`: change one's own password. The old password
+    /// is required (a token alone cannot); every other session of the
+    /// user ends, the caller's own login session stays.
+    pub async fn change_password(
+        &self,
+        who: &Principal,
+        source: Option<IpAddr>,
+        old_password: Zeroizing<String>,
+        new_password: Zeroizing<String>,
+    ) -> Result<u64> {
+        self.require_unsealed()?;
+        let PrincipalKind::User(id) = who.kind else {
+            return Err(ServiceError::Invalid("only a user account has a password".into()));
+        };
+        check_password(&new_password)?;
+        let user = self.prove_person(id, source, old_password, None, false).await?;
+        let hash = hash_password(new_password).await?;
+        self.store.set_password(user.id, &hash).await?;
+        let n = self
+            .store
+            .revoke_user_sessions(user.id, who.family_id.as_deref())
+            .await?;
+        self.principals_changed();
+        tracing::info!(user = %user.id, other_tokens = n, "password changed; other sessions ended");
+        Ok(n)
+    }
+
+    /// `DELETE /users/{email}/totp` (root, or the owner of the user's only
+    /// orgs): turn two-factor login off and drop the recovery codes, for a
+    /// user who lost the authenticator. The user enrolls again.
+    pub async fn reset_totp(&self, who: &Principal, email: &str) -> Result<()> {
+        self.require_unsealed()?;
+        let user = self.managed_user(who, email, Scope::Admin).await?;
+        self.store.set_totp(user.id, None, false).await?;
+        self.store.set_recovery_codes(user.id, &[]).await?;
+        tracing::warn!(user = %user.id, "TOTP reset by an administrator");
+        Ok(())
+    }
+
+    /// `POST /users/{email}/disable` and `/enable` (root, or the owner of
+    /// the user's only orgs). Disabling ends every session at once and
+    /// refuses login, refresh and device logins until enabled again.
+    pub async fn set_user_disabled(&self, who: &Principal, email: &str, disabled: bool) -> Result<()> {
+        self.require_unsealed()?;
+        let user = self.managed_user(who, email, Scope::Admin).await?;
+        self.store.set_user_disabled(user.id, disabled).await?;
+        if disabled {
+            self.store.revoke_user_sessions(user.id, None).await?;
+        }
+        self.principals_changed();
+        tracing::warn!(user = %user.id, disabled, "user account state changed");
+        Ok(())
+    }
+
+    /// `DELETE /users/{email}` (root): the user, their memberships, group
+    /// memberships and grants in every org, and every token and session.
+    pub async fn delete_user(&self, who: &Principal, email: &str) -> Result<()> {
+        self.require_unsealed()?;
+        let user = self.managed_user(who, email, Scope::Root).await?;
+        self.store.delete_user(user.id).await?;
+        self.principals_changed();
+        tracing::warn!(user = %user.id, "user deleted");
+        Ok(())
+    }
+}

@@ -1,0 +1,330 @@
+//! Sessions and tokens (issue 13, docs/access.md "Sessions"): revoking a
+//! token revokes everything descended from it, ending every session of a
+//! user, device approval that proves the person, derived tokens that keep
+//! their parent's limits, and account hygiene (password change, TOTP reset,
+//! disable, delete).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::access::{PASSWORD, booted};
+use crate::util::{self, Http, Server};
+
+/// A token derived from `parent` with POST /tokens; returns (token, accessor).
+async fn derive(parent: &Http, body: Value) -> (String, String) {
+    let t = util::ok_data("derive a token", parent.post("/api/v1/tokens", body).await);
+    util::remember_secret(t["token"].as_str().unwrap_or(""));
+    (
+        t["token"].as_str().unwrap_or_else(|| panic!("{t}")).to_owned(),
+        t["accessor"].as_str().unwrap_or_else(|| panic!("{t}")).to_owned(),
+    )
+}
+
+/// Status of whoami with `token` through `server`.
+async fn whoami_status(http: &Http, token: &str) -> u16 {
+    http.with_token(token).get("/api/v1/auth/whoami").await.0.as_u16()
+}
+
+/// Wait (at most 3 s: the token cache lives 1 s) until `token` is refused.
+async fn refused_soon(what: &str, http: &Http, token: &str) {
+    let start = Instant::now();
+    loop {
+        let st = whoami_status(http, token).await;
+        if st == 401 {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(3), "{what}: still {st} after 3 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn refresh(anon: &Http, refresh_token: &str) -> (reqwest::StatusCode, Value) {
+    anon.post("/api/v1/auth/refresh", json!({"refresh_token": refresh_token}))
+        .await
+}
+
+#[tokio::test]
+async fn revoking_a_login_token_ends_its_refresh_family_and_every_derived_token_on_every_server() {
+    let dir1 = util::tempdir();
+    let dir2 = util::tempdir();
+    let storage = util::fresh_storage_url(dir1.path()).await;
+    let s1 = Server::start(dir1.path(), &storage);
+    let (root, shares) = util::boot(&s1.client(None)).await;
+    let s2 = Server::start(dir2.path(), &storage);
+    let status = util::unseal(&s2.client(None), &[&shares[0], &shares[2]]).await;
+    assert_eq!(status["sealed"], false, "{status}");
+    let (anon1, anon2) = (s1.client(None), s2.client(None));
+    util::create_user(&root, "ann@acme.test", PASSWORD).await;
+
+    let s = util::login(&anon1, "ann@acme.test", PASSWORD).await;
+    let access = s["access_token"].as_str().unwrap().to_owned();
+    let accessor = s["accessor"].as_str().unwrap().to_owned();
+    let refresh_token = s["refresh_token"].as_str().unwrap().to_owned();
+    let ann = anon1.with_token(&access);
+    let (child, _) = derive(&ann, json!({"name": "ci"})).await;
+    let (grandchild, _) = derive(&anon1.with_token(&child), json!({"name": "ci-2"})).await;
+    // Server 2 has the grandchild in its token cache.
+    assert_eq!(whoami_status(&anon2, &grandchild).await, 200);
+
+    util::ok_data(
+        "root revokes the login's access token",
+        root.delete(&format!("/api/v1/tokens/{accessor}")).await,
+    );
+    util::expect_error(
+        "the login's refresh token after its access token was revoked",
+        refresh(&anon1, &refresh_token).await,
+        401,
+        "unauthenticated",
+    );
+    assert_eq!(whoami_status(&anon1, &access).await, 401, "the revoked token");
+    assert_eq!(whoami_status(&anon1, &child).await, 401, "a token derived from it");
+    refused_soon(
+        "a token derived from the derived token, on server 2",
+        &anon2,
+        &grandchild,
+    )
+    .await;
+
+    // Revoking a derived token takes its subtree, not the session above it.
+    let s = util::login(&anon1, "ann@acme.test", PASSWORD).await;
+    let access = s["access_token"].as_str().unwrap().to_owned();
+    let refresh_token = s["refresh_token"].as_str().unwrap().to_owned();
+    let ann = anon1.with_token(&access);
+    let (child, child_acc) = derive(&ann, json!({})).await;
+    let (grandchild, _) = derive(&anon1.with_token(&child), json!({})).await;
+    util::ok_data(
+        "ann revokes the derived token",
+        ann.delete(&format!("/api/v1/tokens/{child_acc}")).await,
+    );
+    assert_eq!(whoami_status(&anon1, &grandchild).await, 401, "below the revoked token");
+    assert_eq!(whoami_status(&anon1, &access).await, 200, "the session above it stays");
+    util::ok_data("refresh of the session above it", refresh(&anon1, &refresh_token).await);
+}
+
+#[tokio::test]
+async fn every_session_of_a_user_ends_at_once_by_root_self_or_the_owner_of_their_only_org() {
+    let dir = util::tempdir();
+    let (server, root) = booted(dir.path()).await;
+    let anon = server.client(None);
+    for u in ["own@acme.test", "ann@acme.test", "bob@acme.test", "eve@evil.test"] {
+        util::create_user(&root, u, PASSWORD).await;
+    }
+    let owner = util::user_client(&anon, "own@acme.test", PASSWORD).await;
+    util::org_tree(&owner, "acme", &[]).await;
+    util::add_member(&owner, "acme", "ann@acme.test", "member").await;
+    util::add_member(&owner, "acme", "bob@acme.test", "member").await;
+    let eve = util::user_client(&anon, "eve@evil.test", PASSWORD).await;
+    util::org_tree(&eve, "evil", &[]).await;
+    // bob is in evil as well: the acme owner may not end his sessions.
+    util::add_member(&eve, "evil", "bob@acme.test", "member").await;
+
+    let s1 = util::login(&anon, "ann@acme.test", PASSWORD).await;
+    let s2 = util::login(&anon, "ann@acme.test", PASSWORD).await;
+    let a1 = s1["access_token"].as_str().unwrap().to_owned();
+    let (derived, _) = derive(&anon.with_token(&a1), json!({"name": "long"})).await;
+    let bob = util::login(&anon, "bob@acme.test", PASSWORD).await;
+    let bob_token = bob["access_token"].as_str().unwrap().to_owned();
+
+    util::expect_error(
+        "the owner of another org",
+        eve.post("/api/v1/users/ann@acme.test/revoke-sessions", json!({})).await,
+        404,
+        "not_found",
+    );
+    util::expect_error(
+        "a fellow member",
+        anon.with_token(&bob_token)
+            .post("/api/v1/users/ann@acme.test/revoke-sessions", json!({}))
+            .await,
+        404,
+        "not_found",
+    );
+    util::expect_error(
+        "the owner of one of two orgs of the user",
+        owner
+            .post("/api/v1/users/bob@acme.test/revoke-sessions", json!({}))
+            .await,
+        404,
+        "not_found",
+    );
+    assert_eq!(whoami_status(&anon, &bob_token).await, 200);
+
+    let done = util::ok_data(
+        "the owner of ann's only org ends her sessions",
+        owner
+            .post("/api/v1/users/ann@acme.test/revoke-sessions", json!({}))
+            .await,
+    );
+    assert!(done["revoked_tokens"].as_u64() >= Some(3), "{done}");
+    for (what, t) in [
+        ("session 1", &a1),
+        ("session 2", &s2["access_token"].as_str().unwrap().to_owned()),
+        ("derived token", &derived),
+    ] {
+        assert_eq!(whoami_status(&anon, t).await, 401, "{what}");
+    }
+    for s in [&s1, &s2] {
+        util::expect_error(
+            "refresh after revoke-sessions",
+            refresh(&anon, s["refresh_token"].as_str().unwrap()).await,
+            401,
+            "unauthenticated",
+        );
+    }
+
+    // The user for themself, and root for anyone.
+    let bob_http = anon.with_token(&bob_token);
+    util::ok_data(
+        "bob ends his own sessions",
+        bob_http
+            .post("/api/v1/users/bob@acme.test/revoke-sessions", json!({}))
+            .await,
+    );
+    assert_eq!(whoami_status(&anon, &bob_token).await, 401);
+    let e = eve.clone();
+    util::ok_data(
+        "root ends eve's sessions",
+        root.post("/api/v1/users/eve@evil.test/revoke-sessions", json!({}))
+            .await,
+    );
+    util::expect_error(
+        "eve after root",
+        e.get("/api/v1/auth/whoami").await,
+        401,
+        "unauthenticated",
+    );
+}
+
+async fn pool(url: &str) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyPool::connect(url).await.expect("connect to the test storage")
+}
+
+/// Make every login of the store look `minutes` old.
+async fn age_logins(url: &str, minutes: i64) {
+    let db = pool(url).await;
+    let shift = minutes * 60_000;
+    for sql in [
+        "UPDATE tokens SET auth_at = auth_at - $1 WHERE auth_at IS NOT NULL",
+        "UPDATE refresh_tokens SET auth_at = auth_at - $1",
+    ] {
+        sqlx::query(sql).bind(shift).execute(&db).await.expect("age the logins");
+    }
+}
+
+/// A device code; returns (device_code, user_code).
+async fn device_code(anon: &Http) -> (String, String) {
+    let code = util::ok_data("device code", anon.post("/api/v1/auth/device/code", json!({})).await);
+    (
+        code["device_code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{code}"))
+            .to_owned(),
+        code["user_code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{code}"))
+            .to_owned(),
+    )
+}
+
+/// Poll until the device code yields a session (interval 5 s).
+async fn device_session(anon: &Http, device_code: &str) -> Value {
+    for _ in 0..4 {
+        let (st, body) = anon
+            .post("/api/v1/auth/device/token", json!({"device_code": device_code}))
+            .await;
+        if st.is_success() {
+            return body["data"].clone();
+        }
+        assert!(
+            matches!(body["code"].as_str(), Some("authorization_pending" | "slow_down")),
+            "poll: {st} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(5_500)).await;
+    }
+    panic!("the device code never yielded a session");
+}
+
+#[tokio::test]
+async fn approving_a_device_login_proves_the_person_and_joins_the_approvers_session() {
+    let dir = util::tempdir();
+    let url = util::fresh_storage_url(dir.path()).await;
+    let server = Server::start(dir.path(), &url);
+    let anon = server.client(None);
+    let (root, _) = util::boot(&anon).await;
+    util::create_user(&root, "dev@acme.test", PASSWORD).await;
+    let s = util::login(&anon, "dev@acme.test", PASSWORD).await;
+    let dev = anon.with_token(s["access_token"].as_str().unwrap());
+    // A token derived from the login, as a thief might hold it.
+    let (stolen, _) = derive(&dev, json!({"name": "leaked"})).await;
+
+    // An hour-old token (its login was 10 minutes ago) cannot approve alone.
+    age_logins(&url, 10).await;
+    // Past the 1-s token cache, so the server reads the aged rows.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let stolen = anon.with_token(&stolen);
+    let (_, user_code) = device_code(&anon).await;
+    for (what, client) in [("the leaked derived token", &stolen), ("the login's own token", &dev)] {
+        util::expect_error(
+            &format!("{what}, login 10 minutes old, no password"),
+            client
+                .post("/api/v1/auth/device/approve", json!({"user_code": user_code}))
+                .await,
+            401,
+            "password_required",
+        );
+    }
+    util::expect_error(
+        "a wrong password",
+        stolen
+            .post(
+                "/api/v1/auth/device/approve",
+                json!({"user_code": user_code, "password": "not the password at all"}),
+            )
+            .await,
+        401,
+        "invalid_credentials",
+    );
+    util::ok_data(
+        "approval with the password",
+        dev.post(
+            "/api/v1/auth/device/approve",
+            json!({"user_code": user_code, "password": PASSWORD}),
+        )
+        .await,
+    );
+
+    // A fresh login may approve without the password; that session joins
+    // the approver's, so revoking the approver's token ends it.
+    let s2 = util::login(&anon, "dev@acme.test", PASSWORD).await;
+    let approver = anon.with_token(s2["access_token"].as_str().unwrap());
+    let (device, user_code) = device_code(&anon).await;
+    util::ok_data(
+        "approval by a login younger than 5 minutes",
+        approver
+            .post("/api/v1/auth/device/approve", json!({"user_code": user_code}))
+            .await,
+    );
+    let session = device_session(&anon, &device).await;
+    let device_token = session["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{session}"))
+        .to_owned();
+    util::remember_secret(&device_token);
+    assert_eq!(whoami_status(&anon, &device_token).await, 200);
+    util::ok_data(
+        "root revokes the approver's token",
+        root.delete(&format!("/api/v1/tokens/{}", s2["accessor"].as_str().unwrap()))
+            .await,
+    );
+    assert_eq!(whoami_status(&anon, &device_token).await, 401, "the device's session");
+    util::expect_error(
+        "the device's refresh token",
+        refresh(&anon, session["refresh_token"].as_str().unwrap()).await,
+        401,
+        "unauthenticated",
+    );
+    // The first login is untouched by that.
+    assert_eq!(whoami_status(&anon, s["access_token"].as_str().unwrap()).await, 200);
+}
