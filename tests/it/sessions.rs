@@ -328,3 +328,144 @@ async fn approving_a_device_login_proves_the_person_and_joins_the_approvers_sess
     // The first login is untouched by that.
     assert_eq!(whoami_status(&anon, s["access_token"].as_str().unwrap()).await, 200);
 }
+
+/// Seconds left of `token`, as Vault's lookup-self tells (0 = no expiry).
+async fn ttl_left(http: &Http) -> i64 {
+    let (st, body) = http.get("/v1/auth/token/lookup-self").await;
+    assert_eq!(st, 200, "lookup-self: {body}");
+    body["data"]["ttl"].as_i64().unwrap_or_else(|| panic!("ttl in {body}"))
+}
+
+#[tokio::test]
+async fn derived_tokens_keep_their_parents_binding_session_and_expiry() {
+    use crate::access_mtls::{mtls_server, spki_sha256, tls_client};
+    let dir = util::tempdir();
+    let d = dir.path();
+    let server = mtls_server(d).await;
+    let with = |cert: &str, token: Option<&str>| Http::from_client(&server.base, tls_client(d, Some(cert)), token);
+    let (root, _) = util::boot(&with("a", None)).await;
+    util::org_tree(&root, "acme", &[]).await;
+    util::service_account(&root, "acme", "ci", json!({})).await;
+    util::service_account(
+        &root,
+        "acme",
+        "robot",
+        json!({"certificate": {"spki_sha256": spki_sha256(d, "c")}}),
+    )
+    .await;
+
+    // A child of a certificate-bound token is bound to the same certificate
+    // and expires no later than its parent.
+    let parent = util::sa_token(
+        &root,
+        "acme",
+        "ci",
+        json!({"ttl_seconds": 7200, "bind_spki_sha256": spki_sha256(d, "a")}),
+    )
+    .await;
+    let bound_parent = parent["token"].as_str().unwrap();
+    let child = util::ok_data(
+        "child of a bound token, without bind_certificate",
+        with("a", Some(bound_parent))
+            .post("/api/v1/tokens", json!({"name": "child", "ttl_seconds": 86_400}))
+            .await,
+    );
+    let child_token = child["token"].as_str().unwrap_or_else(|| panic!("{child}"));
+    util::remember_secret(child_token);
+    let left = ttl_left(&with("a", Some(child_token))).await;
+    assert!(
+        (1..=7200).contains(&left),
+        "the child outlives its parent: {left} s: {child}"
+    );
+    util::expect_error(
+        "the bound token's child presented with another certificate",
+        with("b", Some(child_token)).get("/api/v1/auth/whoami").await,
+        401,
+        "certificate_required",
+    );
+    util::ok_data(
+        "the child with the parent's certificate",
+        with("a", Some(child_token)).get("/api/v1/auth/whoami").await,
+    );
+
+    // A certificate-only caller: the child is bound to that certificate and
+    // lives an hour at most, natively and over Vault's auth/token/create.
+    let native = util::ok_data(
+        "token made by certificate C alone",
+        with("c", None)
+            .post("/api/v1/tokens", json!({"name": "robot-child"}))
+            .await,
+    );
+    util::remember_secret(native["token"].as_str().unwrap_or(""));
+    let left = ttl_left(&with("c", Some(native["token"].as_str().unwrap()))).await;
+    assert!(
+        (1..=3600).contains(&left),
+        "expires within the hour, not {left} s: {native}"
+    );
+    util::expect_error(
+        "the certificate-only caller's child with another certificate",
+        with("b", Some(native["token"].as_str().unwrap()))
+            .get("/api/v1/auth/whoami")
+            .await,
+        401,
+        "certificate_required",
+    );
+    let (st, vault) = with("c", None).post("/v1/auth/token/create", json!({})).await;
+    assert_eq!(st, 200, "{vault}");
+    let lease = vault["auth"]["lease_duration"].as_i64().unwrap_or(0);
+    assert!(
+        (1..=3600).contains(&lease),
+        "auth/token/create over mTLS: lease {lease}: {vault}"
+    );
+    let vault_token = vault["auth"]["client_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{vault}"));
+    util::remember_secret(vault_token);
+    let (st, _) = with("b", Some(vault_token)).get("/v1/auth/token/lookup-self").await;
+    assert_eq!(st, 403, "the Vault child is bound to certificate C");
+    let (st, body) = with("c", Some(vault_token)).get("/v1/auth/token/lookup-self").await;
+    assert_eq!(st, 200, "{body}");
+
+    // Org admins list and revoke their service accounts' tokens; members do not.
+    for u in ["adm@acme.test", "mem@acme.test"] {
+        util::create_user(&root, u, PASSWORD).await;
+    }
+    util::add_member(&root, "acme", "adm@acme.test", "admin").await;
+    util::add_member(&root, "acme", "mem@acme.test", "member").await;
+    let anon = with("a", None);
+    let adm = util::user_client(&anon, "adm@acme.test", PASSWORD).await;
+    let mem = util::user_client(&anon, "mem@acme.test", PASSWORD).await;
+    util::expect_error(
+        "a member lists a service account's tokens",
+        mem.get("/api/v1/orgs/acme/service-accounts/ci/tokens").await,
+        403,
+        "permission_denied",
+    );
+    let list = util::ok_data(
+        "the admin lists ci's tokens",
+        adm.get("/api/v1/orgs/acme/service-accounts/ci/tokens").await,
+    );
+    let accessors: Vec<&str> = list
+        .as_array()
+        .unwrap_or_else(|| panic!("{list}"))
+        .iter()
+        .filter_map(|t| t["accessor"].as_str())
+        .collect();
+    assert!(
+        accessors.contains(&parent["accessor"].as_str().unwrap())
+            && accessors.contains(&child["accessor"].as_str().unwrap()),
+        "{list}"
+    );
+    assert!(list.to_string().find("cfr_").is_none(), "never the secrets: {list}");
+    util::ok_data(
+        "the admin revokes the bound token",
+        adm.delete(&format!("/api/v1/tokens/{}", parent["accessor"].as_str().unwrap()))
+            .await,
+    );
+    util::expect_error(
+        "the revoked token's child",
+        with("a", Some(child_token)).get("/api/v1/auth/whoami").await,
+        401,
+        "unauthenticated",
+    );
+}
