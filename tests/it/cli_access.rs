@@ -840,3 +840,56 @@ async fn certificate_identity_and_bound_tokens_over_mutual_tls() {
         stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn user_commands_change_the_password_end_sessions_and_disable() {
+    let dir = util::tempdir();
+    let (server, _http, root) = setup(dir.path()).await;
+    let root = As::Token(&root);
+    ok(&server, &root, &["user", "create", BOB], &format!("{PASSWORD}\n"));
+    let config = dir.path().join("bob");
+    let bob = As::Login(&config);
+    let laptop_dir = dir.path().join("bob-laptop");
+    let laptop = As::Login(&laptop_dir);
+    ok(&server, &bob, &["login", "--email", BOB], &format!("{PASSWORD}\n"));
+    ok(&server, &laptop, &["login", "--email", BOB], &format!("{PASSWORD}\n"));
+
+    // passwd: old, then new; the laptop's session ends, this one stays.
+    let new_password = "another horse battery staple";
+    util::remember_secret(new_password);
+    let err = fails(
+        &server,
+        &bob,
+        &["user", "passwd"],
+        &format!("wrong old password\n{new_password}\n"),
+    );
+    assert!(err.contains("invalid email or password"), "{err}");
+    let out = ok(
+        &server,
+        &bob,
+        &["user", "passwd"],
+        &format!("{PASSWORD}\n{new_password}\n"),
+    );
+    assert!(out.contains("Password changed"), "{out}");
+    ok(&server, &bob, &["whoami"], "");
+    fails(&server, &laptop, &["whoami"], "");
+
+    // revoke-sessions of oneself ends this session too.
+    let out = ok(&server, &bob, &["user", "revoke-sessions"], "");
+    assert!(out.contains(&format!("Ended every session of {BOB}")), "{out}");
+    fails(&server, &bob, &["whoami"], "");
+
+    // disable / enable / totp-reset / delete, by root.
+    ok(&server, &bob, &["login", "--email", BOB], &format!("{new_password}\n"));
+    ok(&server, &root, &["user", "disable", BOB], "");
+    fails(&server, &bob, &["whoami"], "");
+    let err = fails(&server, &bob, &["login", "--email", BOB], &format!("{new_password}\n"));
+    assert!(err.contains("disabled"), "{err}");
+    ok(&server, &root, &["user", "enable", BOB], "");
+    ok(&server, &bob, &["login", "--email", BOB], &format!("{new_password}\n"));
+    let out = ok(&server, &root, &["user", "totp-reset", BOB], "");
+    assert!(out.contains("TOTP of"), "{out}");
+    ok(&server, &root, &["user", "delete", BOB], "");
+    fails(&server, &bob, &["whoami"], "");
+    fails(&server, &bob, &["login", "--email", BOB], &format!("{new_password}\n"));
+}

@@ -469,3 +469,184 @@ async fn derived_tokens_keep_their_parents_binding_session_and_expiry() {
         "unauthenticated",
     );
 }
+
+#[tokio::test]
+async fn account_hygiene_password_change_totp_reset_disable_and_delete() {
+    let dir = util::tempdir();
+    let (server, root) = booted(dir.path()).await;
+    let anon = server.client(None);
+    for u in ["own@acme.test", "ann@acme.test", "mem@acme.test"] {
+        util::create_user(&root, u, PASSWORD).await;
+    }
+    let owner = util::user_client(&anon, "own@acme.test", PASSWORD).await;
+    util::org_tree(&owner, "acme", &[]).await;
+    util::add_member(&owner, "acme", "ann@acme.test", "member").await;
+    util::add_member(&owner, "acme", "mem@acme.test", "member").await;
+    let mem = util::user_client(&anon, "mem@acme.test", PASSWORD).await;
+
+    // Password change: the old password is required; other sessions end.
+    let s1 = util::login(&anon, "ann@acme.test", PASSWORD).await;
+    let s2 = util::login(&anon, "ann@acme.test", PASSWORD).await;
+    let ann = anon.with_token(s1["access_token"].as_str().unwrap());
+    let new_password = "a brand new passphrase 7";
+    util::remember_secret(new_password);
+    util::expect_error(
+        "password change with a wrong old password",
+        ann.post(
+            "/api/v1/auth/password",
+            json!({"old_password": "not my password at all", "new_password": new_password}),
+        )
+        .await,
+        401,
+        "invalid_credentials",
+    );
+    util::expect_error(
+        "password change to a short password",
+        ann.post(
+            "/api/v1/auth/password",
+            json!({"old_password": PASSWORD, "new_password": "short"}),
+        )
+        .await,
+        400,
+        "invalid",
+    );
+    util::ok_data(
+        "password change",
+        ann.post(
+            "/api/v1/auth/password",
+            json!({"old_password": PASSWORD, "new_password": new_password}),
+        )
+        .await,
+    );
+    assert_eq!(
+        whoami_status(&anon, s2["access_token"].as_str().unwrap()).await,
+        401,
+        "the other session"
+    );
+    util::expect_error(
+        "the other session's refresh token",
+        refresh(&anon, s2["refresh_token"].as_str().unwrap()).await,
+        401,
+        "unauthenticated",
+    );
+    assert_eq!(
+        whoami_status(&anon, s1["access_token"].as_str().unwrap()).await,
+        200,
+        "this session"
+    );
+    util::expect_error(
+        "login with the old password",
+        anon.post(
+            "/api/v1/auth/login",
+            json!({"email": "ann@acme.test", "password": PASSWORD}),
+        )
+        .await,
+        401,
+        "invalid_credentials",
+    );
+    let ann = util::user_client(&anon, "ann@acme.test", new_password).await;
+
+    // TOTP enrolment needs the password; an owner resets a lost TOTP.
+    util::expect_error(
+        "TOTP enrolment with a token alone",
+        ann.post("/api/v1/auth/totp/enroll", json!({})).await,
+        401,
+        "password_required",
+    );
+    let e = util::ok_data(
+        "TOTP enrolment with the password",
+        ann.post("/api/v1/auth/totp/enroll", json!({"password": new_password}))
+            .await,
+    );
+    let secret = util::base32_decode(e["secret"].as_str().unwrap());
+    let step = util::unix_now() / 30;
+    util::ok_data(
+        "TOTP verify",
+        ann.post(
+            "/api/v1/auth/totp/verify",
+            json!({"code": util::totp_at(&secret, step)}),
+        )
+        .await,
+    );
+    let login_ann = || {
+        anon.post(
+            "/api/v1/auth/login",
+            json!({"email": "ann@acme.test", "password": new_password}),
+        )
+    };
+    util::expect_error("login without a code", login_ann().await, 401, "totp_required");
+    util::expect_error(
+        "a member resets another's TOTP",
+        mem.delete("/api/v1/users/ann@acme.test/totp").await,
+        404,
+        "not_found",
+    );
+    util::expect_error(
+        "ann resets her own TOTP with a token",
+        ann.delete("/api/v1/users/ann@acme.test/totp").await,
+        404,
+        "not_found",
+    );
+    util::ok_data(
+        "the owner of ann's only org resets her TOTP",
+        owner.delete("/api/v1/users/ann@acme.test/totp").await,
+    );
+    util::ok_data("login without a code after the reset", login_ann().await);
+
+    // Disable: every token dies at once; no login until enabled.
+    let s = util::login(&anon, "ann@acme.test", new_password).await;
+    let token = s["access_token"].as_str().unwrap().to_owned();
+    let (derived, _) = derive(&anon.with_token(&token), json!({})).await;
+    util::expect_error(
+        "a member disables a user",
+        mem.post("/api/v1/users/ann@acme.test/disable", json!({})).await,
+        404,
+        "not_found",
+    );
+    util::ok_data(
+        "the owner disables ann",
+        owner.post("/api/v1/users/ann@acme.test/disable", json!({})).await,
+    );
+    for t in [&token, &derived] {
+        assert_eq!(whoami_status(&anon, t).await, 401, "a token of the disabled user");
+    }
+    util::expect_error("login when disabled", login_ann().await, 403, "account_disabled");
+    util::expect_error(
+        "refresh when disabled",
+        refresh(&anon, s["refresh_token"].as_str().unwrap()).await,
+        401,
+        "unauthenticated",
+    );
+    util::ok_data(
+        "root enables ann",
+        root.post("/api/v1/users/ann@acme.test/enable", json!({})).await,
+    );
+    let s = util::ok_data("login when enabled again", login_ann().await);
+    util::remember_secret(s["access_token"].as_str().unwrap_or(""));
+
+    // Delete: root only; the user, memberships, grants and tokens go.
+    util::grant(
+        &owner,
+        "acme",
+        json!({"user": "ann@acme.test", "project": "*", "environment": "*", "role": "viewer"}),
+    )
+    .await;
+    util::expect_error(
+        "the owner deletes a user",
+        owner.delete("/api/v1/users/ann@acme.test").await,
+        404,
+        "not_found",
+    );
+    util::ok_data("root deletes ann", root.delete("/api/v1/users/ann@acme.test").await);
+    assert_eq!(whoami_status(&anon, s["access_token"].as_str().unwrap()).await, 401);
+    util::expect_error("login after delete", login_ann().await, 401, "invalid_credentials");
+    let members = util::ok_data("members", owner.get("/api/v1/orgs/acme/members").await);
+    assert!(!members.to_string().contains("ann@acme.test"), "{members}");
+    let grants = util::ok_data("grants", owner.get("/api/v1/orgs/acme/grants").await);
+    assert_eq!(
+        grants.as_array().map(Vec::len),
+        Some(0),
+        "ann's grant went with her: {grants}"
+    );
+    util::create_user(&root, "ann@acme.test", PASSWORD).await;
+}
