@@ -283,7 +283,8 @@ pub trait Backend: keystore::KeyStore + audit::AuditStore + kv::KvStore + Send +
     async fn create_token(&self, token: &TokenRow) -> Result<()>;
     /// Tokens of one principal, or every token (None).
     async fn list_tokens(&self, principal_id: Option<Uuid>) -> Result<Vec<TokenRow>>;
-    /// Delete every token of a login session and spend its refresh tokens.
+    /// Delete every token of a login session, spend its refresh tokens and
+    /// deny the device logins approved into it but not yet collected.
     async fn revoke_family(&self, family_id: &str) -> Result<()>;
     /// Delete a token and every token derived from it, transitively (by
     /// `parent_accessor`); returns how many went.

@@ -421,6 +421,12 @@ impl Backend for SqlBackend {
             .bind(family_id.to_owned())
             .execute(&mut *tx)
             .await?;
+        // A device login approved into the session but not collected yet
+        // must not start it again.
+        query("UPDATE device_codes SET status = 'denied' WHERE family_id = $1 AND status = 'approved'")
+            .bind(family_id.to_owned())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }

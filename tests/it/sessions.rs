@@ -325,6 +325,28 @@ async fn approving_a_device_login_proves_the_person_and_joins_the_approvers_sess
         401,
         "unauthenticated",
     );
+    // A device approved into a session that ends before it collects its
+    // login gets nothing.
+    let s3 = util::login(&anon, "dev@acme.test", PASSWORD).await;
+    let (device, user_code) = device_code(&anon).await;
+    util::ok_data(
+        "approval",
+        anon.with_token(s3["access_token"].as_str().unwrap())
+            .post("/api/v1/auth/device/approve", json!({"user_code": user_code}))
+            .await,
+    );
+    util::ok_data(
+        "root revokes the approver's token before the device polls",
+        root.delete(&format!("/api/v1/tokens/{}", s3["accessor"].as_str().unwrap()))
+            .await,
+    );
+    util::expect_error(
+        "the device polls after its session ended",
+        anon.post("/api/v1/auth/device/token", json!({"device_code": device}))
+            .await,
+        400,
+        "access_denied",
+    );
     // The first login is untouched by that.
     assert_eq!(whoami_status(&anon, s["access_token"].as_str().unwrap()).await, 200);
 }
