@@ -21,7 +21,7 @@ fn classify(e: &ServiceError) -> (StatusCode, &'static str) {
         ServiceError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
         ServiceError::TotpRequired => (StatusCode::UNAUTHORIZED, "totp_required"),
         ServiceError::InvalidTotp => (StatusCode::UNAUTHORIZED, "invalid_totp"),
-        ServiceError::PasswordRequired(..) => (StatusCode::UNAUTHORIZED, "password_required"),
+        ServiceError::PasswordRequired(_) => (StatusCode::UNAUTHORIZED, "password_required"),
         ServiceError::AccountDisabled => (StatusCode::FORBIDDEN, "account_disabled"),
         ServiceError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         ServiceError::CertificateRequired => (StatusCode::UNAUTHORIZED, "certificate_required"),

@@ -880,7 +880,7 @@ impl Coffer {
     ) -> Result<TotpEnrollment> {
         let keyring = self.keyring()?;
         let id = Self::require_user(who)?;
-        let password = password.ok_or(ServiceError::PasswordRequired("enrolling TOTP", ""))?;
+        let password = password.ok_or(ServiceError::PasswordRequired("enrolling TOTP needs your password"))?;
         let user = self.prove_person(id, source, password, None, false).await?;
         if user.totp_enabled {
             return Err(ServiceError::Conflict("TOTP is enabled already".into()));
@@ -1030,8 +1030,8 @@ impl Coffer {
             (None, Some(at)) if who.family_id.is_some() && now - at < RECENT_LOGIN_MS => at,
             (None, _) => {
                 return Err(ServiceError::PasswordRequired(
-                    "approving a device login",
-                    ", or a login within the last 5 minutes",
+                    "approving a device login needs your password (and your TOTP code when two-factor login \
+                     is on), or a login within the last 5 minutes",
                 ));
             }
         };

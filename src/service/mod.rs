@@ -64,8 +64,8 @@ pub enum ServiceError {
     InvalidTotp,
     /// The operation needs the person to prove themself again: the
     /// password (plus a TOTP code when enrolled), or a recent login.
-    #[error("{0} needs your password (and your TOTP code when two-factor login is on){1}")]
-    PasswordRequired(&'static str, &'static str),
+    #[error("{0}")]
+    PasswordRequired(&'static str),
     /// The account was disabled by an administrator.
     #[error("this account is disabled")]
     AccountDisabled,
