@@ -893,3 +893,33 @@ async fn user_commands_change_the_password_end_sessions_and_disable() {
     fails(&server, &bob, &["whoami"], "");
     fails(&server, &bob, &["login", "--email", BOB], &format!("{new_password}\n"));
 }
+
+#[tokio::test]
+async fn login_approve_asks_for_the_password_when_the_login_is_old() {
+    let dir = util::tempdir();
+    let url = util::fresh_storage_url(dir.path()).await;
+    let server = Server::start(dir.path(), &url);
+    let anon = server.client(None);
+    let (root, _) = util::boot(&anon).await;
+    util::create_user(&root, BOB, PASSWORD).await;
+    let config = dir.path().join("bob");
+    let bob = As::Login(&config);
+    ok(&server, &bob, &["login", "--email", BOB], &format!("{PASSWORD}\n"));
+    crate::sessions::age_logins(&url, 10).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+
+    let code = util::ok_data(
+        "device code",
+        anon.post("/api/v1/auth/device/code", serde_json::json!({})).await,
+    );
+    let user_code = code["user_code"].as_str().unwrap_or_else(|| panic!("{code}"));
+    let err = fails(&server, &bob, &["login", "approve", user_code], "");
+    assert!(err.contains("no password given"), "{err}");
+    let out = ok(
+        &server,
+        &bob,
+        &["login", "approve", user_code],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(out.contains(&format!("Approved {user_code}")), "{out}");
+}

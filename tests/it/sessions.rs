@@ -202,7 +202,7 @@ async fn pool(url: &str) -> sqlx::AnyPool {
 }
 
 /// Make every login of the store look `minutes` old.
-async fn age_logins(url: &str, minutes: i64) {
+pub(crate) async fn age_logins(url: &str, minutes: i64) {
     let db = pool(url).await;
     let shift = minutes * 60_000;
     for sql in [
