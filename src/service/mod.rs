@@ -1,5 +1,5 @@
 //! The logic of coffer: seal operations, authentication and authorization
-//! (`auth.rs`, `access.rs`), organizations and secrets. No HTTP types here; handlers call one method each and map
+//! (`auth.rs`, `access.rs`), user accounts (`users.rs`), organizations and secrets. No HTTP types here; handlers call one method each and map
 //! [`ServiceError`] once.
 //!
 //! Every method that touches tenant data first asks the seal for the
