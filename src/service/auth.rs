@@ -257,9 +257,17 @@ fn dummy_hash() -> &'static str {
 /// Verify a password against a PHC string (blocking work off the async
 /// threads, through the hashing gate: `Busy` when too many run).
 async fn verify_password(password: Zeroizing<String>, phc: String) -> Result<bool> {
-    hash_gate::gate()
-        .run(move || PasswordHash::new(&phc).is_ok_and(|h| argon2().verify_password(password.as_bytes(), &h).is_ok()))
-        .await
+    hash_gate::gate().run(move || verify_now(&password, &phc)).await
+}
+
+/// The same work as [`verify_password`] against [`dummy_hash`] (an unknown
+/// email), the dummy made on first use inside the gate, not on an async thread.
+async fn verify_dummy(password: Zeroizing<String>) -> Result<bool> {
+    hash_gate::gate().run(move || verify_now(&password, dummy_hash())).await
+}
+
+fn verify_now(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|h| argon2().verify_password(password.as_bytes(), &h).is_ok())
 }
 
 fn check_email(email: &str) -> Result<String> {
@@ -655,7 +663,7 @@ impl Coffer {
         }
         let email = email.trim().to_ascii_lowercase();
         let Some(user) = self.store.user_by_email(&email).await? else {
-            verify_password(password, dummy_hash().to_owned()).await?;
+            verify_dummy(password).await?;
             self.limits.fail(Kind::Login, source);
             return Err(ServiceError::InvalidCredentials);
         };
@@ -1050,7 +1058,7 @@ mod tests {
             "the dummy hash must be a real argon2id hash"
         );
         assert!(
-            !verify_password(Zeroizing::new("coffer: no such user!".into()), dummy_hash().to_owned())
+            !verify_dummy(Zeroizing::new("coffer: no such user!".into()))
                 .await
                 .expect("verified")
         );
