@@ -64,12 +64,17 @@ pub fn install_metrics() -> anyhow::Result<()> {
         "stored ciphertexts that failed authentication"
     );
     metrics::describe_counter!("coffer_auth_failures_total", "failed authentications by reason");
+    metrics::describe_counter!(
+        "coffer_password_hash_refused_total",
+        "logins and password changes refused with 503 because too many password hashes were running or queued"
+    );
     // Series that may stay at zero for a long time exist from the start,
     // so alerts and ratios need no `absent()`.
     for name in [
         "coffer_kek_cache_hits_total",
         "coffer_kek_cache_misses_total",
         "coffer_decryption_failures_total",
+        "coffer_password_hash_refused_total",
     ] {
         metrics::counter!(name).increment(0);
     }

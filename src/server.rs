@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{Listener, Settings};
 use crate::http::metrics::MetricsToken;
+use crate::http::proxy::{self, TrustedProxies};
 use crate::http::{AppState, router, tls};
 use crate::secure_mem;
 use crate::service::{Coffer, Principal};
@@ -54,7 +55,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     coffer.spawn_jobs(crate::service::jobs::builtin(settings.jobs_interval));
     let metrics_token = MetricsToken::default();
     metrics_token.load(settings.metrics_token_file.as_deref())?;
-    serve(settings.listener.clone(), coffer, None, metrics_token, Some(settings)).await
+    let trusted = TrustedProxies::new(&settings.trusted_proxies);
+    serve(
+        settings.listener.clone(),
+        coffer,
+        None,
+        metrics_token,
+        trusted,
+        Some(settings),
+    )
+    .await
 }
 
 /// `--dev`: throw-away SQLite in a temp dir, plain HTTP, auto-init with one
@@ -95,6 +105,7 @@ pub async fn run_dev(address: SocketAddr) -> anyhow::Result<()> {
         coffer,
         Some(dir),
         MetricsToken::default(),
+        TrustedProxies::default(),
         None,
     )
     .await
@@ -187,11 +198,13 @@ async fn reload(r: &mut Reloadable, coffer: &Coffer) {
     }
     let restart_needed = listener_address(&new.listener) != listener_address(&r.settings.listener)
         || matches!(new.listener, Listener::Tls { .. }) != r.tls.is_some()
+        || new.trusted_proxies != r.settings.trusted_proxies
         || new.storage_url != r.settings.storage_url
         || new.disable_mlock != r.settings.disable_mlock;
     if restart_needed {
         tracing::warn!(
-            "reload: listener.address, listener.tls_disable, storage.url and disable_mlock changes need a restart"
+            "reload: listener.address, listener.tls_disable, listener.trusted_proxies, storage.url and \
+             disable_mlock changes need a restart"
         );
     }
     r.settings = new;
@@ -213,6 +226,7 @@ async fn serve(
     coffer: Coffer,
     _dev_dir: Option<DevDir>,
     metrics_token: MetricsToken,
+    trusted_proxies: TrustedProxies,
     settings: Option<Settings>,
 ) -> anyhow::Result<()> {
     crate::ops::install_metrics()?;
@@ -222,7 +236,8 @@ async fn serve(
         tls: matches!(listener, Listener::Tls { .. }),
         metrics_token: metrics_token.clone(),
     };
-    let app = router(state);
+    // Outermost: every layer and handler sees the client behind a trusted proxy.
+    let app = router(state).layer(axum::middleware::from_fn_with_state(trusted_proxies, proxy::layer));
     let (address, tls_config) = match &listener {
         Listener::Plain { address } => (*address, None),
         Listener::Tls {

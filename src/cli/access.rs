@@ -137,14 +137,16 @@ pub(crate) enum ServiceAccountCmd {
         /// Accept requests only from this source network (repeatable), e.g. 10.1.0.0/16.
         #[arg(long = "cidr", value_name = "CIDR")]
         cidrs: Vec<String>,
-        /// With mutual TLS: the client certificate's SHA-256 SubjectPublicKeyInfo hash (hex).
+        /// With mutual TLS: the client certificate's SHA-256 SubjectPublicKeyInfo hash (hex);
+        /// the certificate then acts as this account. A certificate maps to at most one
+        /// account on the server.
         #[arg(long, value_name = "HEX", value_parser = parse_sha256_hex)]
         cert_spki_sha256: Option<String>,
-        /// With mutual TLS: the client certificate's subject common name.
-        #[arg(long, value_name = "CN")]
+        /// With --cert-spki-sha256: the certificate's subject common name must also be this.
+        #[arg(long, value_name = "CN", requires = "cert_spki_sha256")]
         cert_subject_cn: Option<String>,
-        /// With mutual TLS: a DNS subject alternative name of the client certificate.
-        #[arg(long, value_name = "NAME")]
+        /// With --cert-spki-sha256: the certificate must also carry this DNS subject alternative name.
+        #[arg(long, value_name = "NAME", requires = "cert_spki_sha256")]
         cert_dns_san: Option<String>,
         /// Print the created account as JSON.
         #[arg(long)]

@@ -11,6 +11,7 @@
 //! # tls_client_ca = "/etc/coffer/tls/clients-ca.pem"   # turns on mutual TLS
 //! # tls_client_crl = "/etc/coffer/tls/clients.crl.pem"  # revoked client certificates (PEM CRLs)
 //! # tls_disable = true                                  # plain HTTP, explicit only
+//! # trusted_proxies = ["10.0.0.0/8"]  # their X-Forwarded-For names the client (http/proxy.rs)
 //! [storage]
 //! url = "sqlite:///var/lib/coffer/coffer.db"            # or postgres://user@host/db
 //! # [seal] type = "pkcs11" …                            # HSM auto-unseal, see seal.rs
@@ -32,11 +33,12 @@
 //! `[seal]` keys are file-only. The full list is [`ENV_KEYS`]; the
 //! documented default file is `packaging/coffer.toml`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::service::audit::AuditSettings;
@@ -93,6 +95,7 @@ pub const ENV_KEYS: &[(&str, &str, &str)] = &[
     ("listener", "tls_client_ca", "COFFER_LISTENER_TLS_CLIENT_CA"),
     ("listener", "tls_client_crl", "COFFER_LISTENER_TLS_CLIENT_CRL"),
     ("listener", "tls_disable", "COFFER_LISTENER_TLS_DISABLE"),
+    ("listener", "trusted_proxies", "COFFER_LISTENER_TRUSTED_PROXIES"),
     ("storage", "url", "COFFER_STORAGE_URL"),
     ("metrics", "token_file", "COFFER_METRICS_TOKEN_FILE"),
     ("audit", "enabled", "COFFER_AUDIT_ENABLED"),
@@ -203,6 +206,8 @@ struct RawListener {
     tls_client_crl: Option<PathBuf>,
     #[serde(default)]
     tls_disable: bool,
+    /// CIDRs or addresses
+    trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -258,6 +263,9 @@ pub struct Settings {
     /// file holding the bearer token that `GET /metrics` requires (None:
     /// no /metrics endpoint)
     pub metrics_token_file: Option<PathBuf>,
+    /// `listener.trusted_proxies`: peers whose `X-Forwarded-For` names the
+    /// client (empty: the TCP peer is the client)
+    pub trusted_proxies: Vec<IpNet>,
     /// the file the settings were read from (SIGHUP re-reads it)
     pub source: Option<PathBuf>,
 }
@@ -340,6 +348,22 @@ impl Settings {
             .parse()
             .map_err(|_| value_error("listener.address", format!("{addr_text:?} is not an IP:port address")))?;
         let l = raw.listener;
+        let trusted_proxies = l
+            .trusted_proxies
+            .iter()
+            .flatten()
+            .map(|s| {
+                let s = s.trim();
+                s.parse::<IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        value_error(
+                            "listener.trusted_proxies",
+                            format!("{s:?} is not an address or a network like 10.0.0.0/8"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let listener = if l.tls_disable {
             if l.tls_client_ca.is_some() || l.tls_client_crl.is_some() {
                 return Err(ConfigError::Invalid(
@@ -411,6 +435,7 @@ impl Settings {
             log_level,
             log_format,
             metrics_token_file: raw.metrics.token_file,
+            trusted_proxies,
             source: None,
         })
     }
@@ -499,6 +524,15 @@ impl RawFile {
             ("listener", "tls_client_ca") => self.listener.tls_client_ca = Some(v.into()),
             ("listener", "tls_client_crl") => self.listener.tls_client_crl = Some(v.into()),
             ("listener", "tls_disable") => self.listener.tls_disable = env_bool(&v)?,
+            ("listener", "trusted_proxies") => {
+                self.listener.trusted_proxies = Some(
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                );
+            }
             ("storage", "url") => self.storage.url = Some(v),
             ("metrics", "token_file") => self.metrics.token_file = Some(v.into()),
             ("audit", "enabled") => self.audit.enabled = Some(env_bool(&v)?),
@@ -630,6 +664,34 @@ mod tests {
         assert!(err.to_string().contains("listener.address"), "{err}");
         let err = parse("[listener]\ntls_disable = true\n[storage]\nurl = \"mysql://x\"\n").expect_err("bad url");
         assert!(err.to_string().contains("storage.url"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks_or_addresses() {
+        let s = parse("[listener]\ntls_disable = true\n").expect("default");
+        assert!(s.trusted_proxies.is_empty(), "no proxy is trusted by default");
+        let s = parse(
+            "[listener]\ntls_disable = true\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"2001:db8::/32\"]\n",
+        )
+        .expect("set");
+        assert_eq!(s.trusted_proxies.len(), 3);
+        assert!(s.trusted_proxies[1].contains(&"192.0.2.7".parse::<IpAddr>().expect("ip")));
+        let err = parse("[listener]\ntls_disable = true\ntrusted_proxies = [\"lb.internal\"]\n").expect_err("a name");
+        assert!(
+            err.to_string().contains("listener.trusted_proxies") && err.to_string().contains("lb.internal"),
+            "{err}"
+        );
+        let mut raw = RawFile::default();
+        raw.set("listener", "trusted_proxies", " 10.0.0.0/8, ::1 ,".into())
+            .expect("from the environment");
+        raw.listener.tls_disable = true;
+        assert_eq!(
+            Settings::validate(raw)
+                .expect("from the environment")
+                .trusted_proxies
+                .len(),
+            2
+        );
     }
 
     #[test]

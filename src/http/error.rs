@@ -24,6 +24,7 @@ fn classify(e: &ServiceError) -> (StatusCode, &'static str) {
         ServiceError::PasswordRequired(_) => (StatusCode::UNAUTHORIZED, "password_required"),
         ServiceError::AccountDisabled => (StatusCode::FORBIDDEN, "account_disabled"),
         ServiceError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        ServiceError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
         ServiceError::CertificateRequired => (StatusCode::UNAUTHORIZED, "certificate_required"),
         ServiceError::SourceNotAllowed => (StatusCode::FORBIDDEN, "source_not_allowed"),
         ServiceError::DeviceFlow(code) => (StatusCode::BAD_REQUEST, code),
@@ -133,9 +134,9 @@ impl IntoResponse for VaultError {
     }
 }
 
-/// `Retry-After` on rate-limited answers.
+/// `Retry-After` on rate-limited and busy answers.
 fn retry_after(e: &ServiceError, res: &mut Response) {
-    if let ServiceError::RateLimited { retry_after_s } = e
+    if let ServiceError::RateLimited { retry_after_s } | ServiceError::Busy { retry_after_s } = e
         && let Ok(v) = axum::http::HeaderValue::from_str(&retry_after_s.to_string())
     {
         res.headers_mut().insert(axum::http::header::RETRY_AFTER, v);

@@ -11,6 +11,7 @@ mod identity;
 pub mod integrity;
 mod keys;
 pub mod metrics;
+pub mod proxy;
 mod rekey;
 mod sys;
 pub mod tls;

@@ -469,14 +469,43 @@ impl Coffer {
             .as_deref()
             .map(|s| check_spki("certificate.spki_sha256", s))
             .transpose()?;
+        let (cn, san) = (
+            cert.subject_cn.filter(|s| !s.is_empty()),
+            cert.dns_san.filter(|s| !s.is_empty()),
+        );
+        // A certificate is identified by its key. CNs and SANs are whatever
+        // the (server-wide) CA wrote, so they only narrow an SPKI match.
+        if spki.is_none() && (cn.is_some() || san.is_some()) {
+            return Err(ServiceError::Invalid(
+                "certificate.spki_sha256 is required: a certificate maps to an account by the SHA-256 of its \
+                 public key; subject_cn and dns_san only narrow that match"
+                    .into(),
+            ));
+        }
+        // One account per certificate, server-wide (a unique index). Within
+        // the org the conflict can be named.
+        if let Some(spki) = &spki
+            && let Some(other) = self
+                .store
+                .service_accounts(org.id)
+                .await?
+                .into_iter()
+                .find(|sa| sa.cert_spki_sha256.as_deref() == Some(spki.as_str()))
+        {
+            return Err(ServiceError::Conflict(format!(
+                "certificate.spki_sha256 is already mapped to service account {}; a certificate identifies at most \
+                 one account",
+                other.name
+            )));
+        }
         let row = ServiceAccountRow {
             id: Uuid::new_v4(),
             org_id: org.id,
             name: input.name,
             cidrs,
             cert_spki_sha256: spki,
-            cert_subject_cn: cert.subject_cn.filter(|s| !s.is_empty()),
-            cert_dns_san: cert.dns_san.filter(|s| !s.is_empty()),
+            cert_subject_cn: cn,
+            cert_dns_san: san,
             created_at: now_ms(),
         };
         self.store.create_service_account(&row).await?;

@@ -19,6 +19,7 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use super::hash_gate;
 use super::limits::Kind;
 use super::{Coffer, Principal, PrincipalKind, Result, ServiceError, now_ms, random_bytes, rfc3339, token_hash};
 use crate::keys;
@@ -246,17 +247,18 @@ fn argon2() -> Argon2<'static> {
     Argon2::default()
 }
 
-/// argon2id hash of a password (blocking work off the async threads).
+/// argon2id hash of a password (blocking work off the async threads,
+/// through the hashing gate: `Busy` when too many run).
 pub(super) async fn hash_password(password: Zeroizing<String>) -> Result<String> {
-    tokio::task::spawn_blocking(move || {
-        // A fresh random salt from the OS for every hash.
-        let hash: Result<PasswordHash> = argon2()
-            .hash_password(password.as_bytes())
-            .map_err(|_| ServiceError::Internal("password hashing failed".into()));
-        hash.map(|h| h.to_string())
-    })
-    .await
-    .map_err(|_| ServiceError::Internal("password hashing task failed".into()))?
+    hash_gate::gate()
+        .run(move || {
+            // A fresh random salt from the OS for every hash.
+            let hash: Result<PasswordHash> = argon2()
+                .hash_password(password.as_bytes())
+                .map_err(|_| ServiceError::Internal("password hashing failed".into()));
+            hash.map(|h| h.to_string())
+        })
+        .await?
 }
 
 /// A hash that no password matches, verified for unknown emails so that
@@ -271,13 +273,20 @@ fn dummy_hash() -> &'static str {
     })
 }
 
-/// Verify a password against a PHC string (blocking work off the async threads).
-async fn verify_password(password: Zeroizing<String>, phc: String) -> bool {
-    tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&phc).is_ok_and(|h| argon2().verify_password(password.as_bytes(), &h).is_ok())
-    })
-    .await
-    .unwrap_or(false)
+/// Verify a password against a PHC string (blocking work off the async
+/// threads, through the hashing gate: `Busy` when too many run).
+async fn verify_password(password: Zeroizing<String>, phc: String) -> Result<bool> {
+    hash_gate::gate().run(move || verify_now(&password, &phc)).await
+}
+
+/// The same work as [`verify_password`] against [`dummy_hash`] (an unknown
+/// email), the dummy made on first use inside the gate, not on an async thread.
+async fn verify_dummy(password: Zeroizing<String>) -> Result<bool> {
+    hash_gate::gate().run(move || verify_now(&password, dummy_hash())).await
+}
+
+fn verify_now(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|h| argon2().verify_password(password.as_bytes(), &h).is_ok())
 }
 
 fn check_email(email: &str) -> Result<String> {
@@ -342,13 +351,17 @@ pub(super) fn token_view(t: TokenRow) -> TokenView {
     }
 }
 
-/// Which service account, if any, a client certificate stands for: every
-/// configured field must match, and at least one must be configured.
+/// Which service account, if any, a client certificate stands for: its
+/// SPKI hash is the identity (unique server-wide, so a certificate maps to
+/// at most one account), and a configured CN or SAN must match too. A
+/// mapping without an SPKI hash (made before they were required) matches
+/// nothing: CNs and SANs are chosen by whoever runs the CA and any org
+/// admin could claim them.
 fn cert_matches(sa: &ServiceAccountRow, cert: &ClientCert) -> bool {
-    let spki = sa
-        .cert_spki_sha256
-        .as_deref()
-        .map(|want| bool::from(want.to_ascii_lowercase().as_bytes().ct_eq(cert.spki_sha256.as_bytes())));
+    let Some(want) = sa.cert_spki_sha256.as_deref() else {
+        return false;
+    };
+    let spki = bool::from(want.to_ascii_lowercase().as_bytes().ct_eq(cert.spki_sha256.as_bytes()));
     let cn = sa
         .cert_subject_cn
         .as_deref()
@@ -357,8 +370,7 @@ fn cert_matches(sa: &ServiceAccountRow, cert: &ClientCert) -> bool {
         .cert_dns_san
         .as_deref()
         .map(|want| cert.dns_sans.iter().any(|s| s.eq_ignore_ascii_case(want)));
-    let fields = [spki, cn, san];
-    fields.iter().any(Option::is_some) && fields.iter().all(|f| f.unwrap_or(true))
+    spki && cn.unwrap_or(true) && san.unwrap_or(true)
 }
 
 impl Coffer {
@@ -390,9 +402,8 @@ impl Coffer {
     }
 
     async fn token_entry(&self, token: &str, source: Option<IpAddr>) -> Result<Arc<AuthEntry>> {
-        if let Some(retry_after_s) = self.limits.blocked(Kind::Token, source) {
-            return Err(ServiceError::RateLimited { retry_after_s });
-        }
+        // No per-source block before the lookup: junk tokens from a shared
+        // address must not lock out the valid tokens behind it.
         let hash = token_hash(token);
         if let Some(e) = self.cache.tokens.get_by(hash.as_slice()) {
             return Ok(e);
@@ -401,10 +412,7 @@ impl Coffer {
             // The lookup was by hash; compare again in constant time so no
             // storage-side collation or truncation can let a near-miss through.
             Some(row) if bool::from(row.token_hash.as_slice().ct_eq(hash.as_slice())) => row,
-            _ => {
-                self.limits.fail(Kind::Token, source);
-                return Err(ServiceError::Unauthenticated);
-            }
+            _ => return Err(self.limits.failure(Kind::Token, source, ServiceError::Unauthenticated)),
         };
         // The token's own name is a label; the principal is named by its account.
         let (kind, name, cidrs) = match (row.policy.as_str(), row.principal_id, row.org_id) {
@@ -453,7 +461,8 @@ impl Coffer {
     }
 
     /// The service account a client certificate maps to: in the org of the
-    /// request path, else the one account of any org that maps it.
+    /// request path, else the one account of any org that maps it (an SPKI
+    /// hash is mapped at most once server-wide: migration 0009).
     async fn cert_entry(&self, org: Option<&str>, cert: &ClientCert) -> Result<Arc<AuthEntry>> {
         let orgs = match org {
             Some(slug) => vec![self.store.org(slug).await?.ok_or(ServiceError::Unauthenticated)?],
@@ -466,8 +475,8 @@ impl Coffer {
         if let Some(e) = self.cache.certs.get(&key) {
             return Ok(e);
         }
-        // Any org's admin may map a (public) certificate to an account of
-        // theirs: without the org of the request path the match must be unique.
+        // At most one account maps a certificate's SPKI (a unique index), so
+        // another org cannot claim it; more than one match is corruption.
         let mut found = Vec::new();
         for org in &orgs {
             found.extend(
@@ -715,7 +724,7 @@ impl Coffer {
         }
         let email = email.trim().to_ascii_lowercase();
         let Some(user) = self.store.user_by_email(&email).await? else {
-            verify_password(password, dummy_hash().to_owned()).await;
+            verify_dummy(password).await?;
             self.limits.fail(Kind::Login, source);
             return Err(ServiceError::InvalidCredentials);
         };
@@ -726,7 +735,7 @@ impl Coffer {
                 retry_after_s: ((user.locked_until - now) as u64).div_ceil(1000),
             });
         }
-        if !verify_password(password, user.password_hash.clone()).await {
+        if !verify_password(password, user.password_hash.clone()).await? {
             self.login_failed(&user, source).await?;
             return Err(ServiceError::InvalidCredentials);
         }
@@ -752,16 +761,14 @@ impl Coffer {
     /// [`LOCK_AFTER`], doubling up to 15 min).
     async fn login_failed(&self, user: &UserRow, source: Option<IpAddr>) -> Result<()> {
         self.limits.fail(Kind::Login, source);
-        let failed = user.failed_logins + 1;
-        let locked_until = if failed >= LOCK_AFTER {
+        // Counted in the database, atomically: parallel guesses each count.
+        let failed = self.store.count_login_failure(user.id).await?;
+        if failed >= LOCK_AFTER {
             let shift = (failed - LOCK_AFTER).min(8) as u32;
             let lock = LOCK_BASE_MS.saturating_mul(1 << shift).min(LOCK_MAX_MS);
             tracing::warn!(user = %user.id, failures = failed, lock_s = lock / 1000, "account locked after failed logins");
-            now_ms() + lock
-        } else {
-            0
-        };
-        self.store.set_login_state(user.id, failed, locked_until).await?;
+            self.store.lock_user_until(user.id, now_ms() + lock).await?;
+        }
         Ok(())
     }
 
@@ -824,14 +831,8 @@ impl Coffer {
     /// token presented again revokes its whole family.
     pub async fn refresh(&self, source: Option<IpAddr>, refresh_token: &str) -> Result<Session> {
         self.require_unsealed()?;
-        if let Some(retry_after_s) = self.limits.blocked(Kind::Token, source) {
-            return Err(ServiceError::RateLimited { retry_after_s });
-        }
         match self.store.spend_refresh(&token_hash(refresh_token)).await? {
-            RefreshUse::Unknown => {
-                self.limits.fail(Kind::Token, source);
-                Err(ServiceError::Unauthenticated)
-            }
+            RefreshUse::Unknown => Err(self.limits.failure(Kind::Token, source, ServiceError::Unauthenticated)),
             RefreshUse::Reused(row) => {
                 tracing::warn!(user = %row.user_id, "a spent refresh token was presented again; revoking its session");
                 self.store.revoke_family(&row.family_id).await?;
@@ -979,7 +980,7 @@ impl Coffer {
                 retry_after_s: ((user.locked_until - now) as u64).div_ceil(1000),
             });
         }
-        if !verify_password(password, user.password_hash.clone()).await {
+        if !verify_password(password, user.password_hash.clone()).await? {
             self.login_failed(&user, source).await?;
             return Err(ServiceError::InvalidCredentials);
         }
@@ -1051,14 +1052,12 @@ impl Coffer {
     /// `POST /auth/device/token`: the CLI's poll.
     pub async fn device_token(&self, source: Option<IpAddr>, device_code: &str) -> Result<Session> {
         self.require_unsealed()?;
-        if let Some(retry_after_s) = self.limits.blocked(Kind::Token, source) {
-            return Err(ServiceError::RateLimited { retry_after_s });
-        }
         let hash = token_hash(device_code);
         let now = now_ms();
         let Some(row) = self.store.poll_device(&hash, now).await? else {
-            self.limits.fail(Kind::Token, source);
-            return Err(ServiceError::DeviceFlow("expired_token"));
+            return Err(self
+                .limits
+                .failure(Kind::Token, source, ServiceError::DeviceFlow("expired_token")));
         };
         if row.expires_at <= now {
             return Err(ServiceError::DeviceFlow("expired_token"));
@@ -1133,7 +1132,7 @@ mod tests {
     }
 
     #[test]
-    fn certificates_match_every_configured_field() {
+    fn certificates_match_their_spki_and_every_configured_field() {
         let cert = ClientCert {
             spki_sha256: "ab".repeat(32),
             subject_cn: Some("ci-runner".into()),
@@ -1141,7 +1140,15 @@ mod tests {
         };
         assert!(cert_matches(&sa(Some(&"AB".repeat(32)), None, None), &cert));
         assert!(cert_matches(
-            &sa(None, Some("ci-runner"), Some("CI.example.com")),
+            &sa(Some(&"ab".repeat(32)), Some("ci-runner"), Some("CI.example.com")),
+            &cert
+        ));
+        assert!(
+            !cert_matches(&sa(None, Some("ci-runner"), Some("CI.example.com")), &cert),
+            "a mapping without the SPKI hash is anyone's to claim: it matches nothing"
+        );
+        assert!(!cert_matches(
+            &sa(Some(&"ab".repeat(32)), Some("ci-runner"), Some("other.example.com")),
             &cert
         ));
         assert!(!cert_matches(
@@ -1186,12 +1193,24 @@ mod tests {
             .await
             .expect("hash");
         assert!(phc.starts_with("$argon2id$"), "{phc}");
-        assert!(verify_password(Zeroizing::new("correct horse battery".into()), phc.clone()).await);
-        assert!(!verify_password(Zeroizing::new("wrong horse battery".into()), phc).await);
+        assert!(
+            verify_password(Zeroizing::new("correct horse battery".into()), phc.clone())
+                .await
+                .expect("verified")
+        );
+        assert!(
+            !verify_password(Zeroizing::new("wrong horse battery".into()), phc)
+                .await
+                .expect("verified")
+        );
         assert!(
             dummy_hash().starts_with("$argon2id$"),
             "the dummy hash must be a real argon2id hash"
         );
-        assert!(!verify_password(Zeroizing::new("coffer: no such user!".into()), dummy_hash().to_owned()).await);
+        assert!(
+            !verify_dummy(Zeroizing::new("coffer: no such user!".into()))
+                .await
+                .expect("verified")
+        );
     }
 }

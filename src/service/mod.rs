@@ -12,6 +12,7 @@ pub mod backup;
 mod cache;
 mod cluster;
 pub mod generate_root;
+mod hash_gate;
 pub mod jobs;
 pub mod keys;
 pub mod kv;
@@ -73,6 +74,13 @@ pub enum ServiceError {
     #[error("too many failed attempts; retry in {retry_after_s} s")]
     RateLimited {
         /// seconds until the next attempt is considered
+        retry_after_s: u64,
+    },
+    /// Too much expensive work at once (password hashing): nothing was
+    /// checked or counted; retry shortly.
+    #[error("the server is busy; retry in {retry_after_s} s")]
+    Busy {
+        /// seconds to wait before retrying
         retry_after_s: u64,
     },
     /// The token is bound to a client certificate this connection lacks.

@@ -312,6 +312,12 @@ pub trait Backend: keystore::KeyStore + audit::AuditStore + kv::KvStore + Send +
     /// memberships and grants in every org, tokens, sessions, recovery
     /// codes, device logins), in one transaction. False if no such user.
     async fn delete_user(&self, user_id: Uuid) -> Result<bool>;
+    /// Add one failed login to a user's count, atomically (parallel
+    /// failures each count, on every server); returns the new count
+    /// (0: no such user).
+    async fn count_login_failure(&self, user_id: Uuid) -> Result<i64>;
+    /// Lock a user until `until` (unix ms) unless a longer lock is set.
+    async fn lock_user_until(&self, user_id: Uuid, until: i64) -> Result<()>;
     /// Set the (encrypted) TOTP secret and whether it is required.
     async fn set_totp(&self, user_id: Uuid, secret: Option<&[u8]>, enabled: bool) -> Result<()>;
     /// Accept TOTP step `step` if it is newer than the last accepted one;

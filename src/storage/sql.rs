@@ -578,6 +578,23 @@ impl Backend for SqlBackend {
         Ok(())
     }
 
+    async fn count_login_failure(&self, user_id: Uuid) -> Result<i64> {
+        let row = query("UPDATE users SET failed_logins = failed_logins + 1 WHERE id = $1 RETURNING failed_logins")
+            .bind(user_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("failed_logins")).transpose()?.unwrap_or(0))
+    }
+
+    async fn lock_user_until(&self, user_id: Uuid, until: i64) -> Result<()> {
+        query("UPDATE users SET locked_until = $1 WHERE id = $2 AND locked_until < $1")
+            .bind(until)
+            .bind(user_id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn set_totp(&self, user_id: Uuid, secret: Option<&[u8]>, enabled: bool) -> Result<()> {
         query("UPDATE users SET totp_secret = $1, totp_enabled = $2 WHERE id = $3")
             .bind(secret.map(<[u8]>::to_vec))
@@ -1058,7 +1075,20 @@ impl Backend for SqlBackend {
         .bind(sa.created_at)
         .execute(&self.tenant(sa.org_id))
         .await
-        .map_err(conflict("a service account with this name exists in the organization"))?;
+        .map_err(|e| {
+            // Two unique keys: (org_id, name), and the certificate's SPKI
+            // server-wide (0009). The other org is not named.
+            let spki = matches!(&e, sqlx::Error::Database(db) if db.message().contains("cert_spki")
+                || db.constraint().is_some_and(|c| c.contains("cert_spki")));
+            if spki {
+                conflict(
+                    "certificate.spki_sha256 is already mapped to a service account on this server; a certificate \
+                     identifies at most one account",
+                )(e)
+            } else {
+                conflict("a service account with this name exists in the organization")(e)
+            }
+        })?;
         Ok(())
     }
 

@@ -298,13 +298,13 @@ async fn certificate_bound_tokens_and_certificate_login() {
         403,
         "permission_denied",
     );
-    // Every field given must match: this admin account names C's key but
-    // B's CN, so neither C nor B is it, and C stays the viewer robot.
+    // Every field given must match: this admin account names B's key but
+    // C's CN, so neither B nor C is it, and C stays the viewer robot.
     util::service_account(
         &root,
         "acme",
         "picky",
-        json!({"certificate": {"spki_sha256": spki_sha256(d, "c"), "subject_cn": "client-b"}}),
+        json!({"certificate": {"spki_sha256": spki_sha256(d, "b"), "subject_cn": "robot-c"}}),
     )
     .await;
     util::grant(
@@ -434,36 +434,107 @@ async fn certificate_bound_tokens_are_refused_without_a_certificate() {
 }
 
 #[tokio::test]
-async fn certificate_login_acts_in_the_org_of_the_request_path() {
-    // A certificate is public, so any org's admin can map its SPKI to an
-    // account of their own. The account a certificate-only request acts as
-    // must come from the org the request names, never from another org that
-    // claimed the same certificate.
+async fn a_certificate_maps_to_one_account_server_wide() {
+    // A certificate is public, so an admin of any org could map another
+    // tenant's SPKI to an account of their own. A certificate identifies at
+    // most one account on the server: the second mapping is a 409 that does
+    // not name the org holding the first.
     let dir = util::tempdir();
     let d = dir.path();
     let server = mtls_server(d).await;
     let with = |cert: &str, token: Option<&str>| Http::from_client(&server.base, tls_client(d, Some(cert)), token);
     let (root, _) = util::boot(&with("a", None)).await;
     let spki = spki_sha256(d, "c");
-    // "aaa" sorts first: the org that claims someone else's certificate.
-    for (org, sa, value) in [("aaa", "claimer", "aaa-value"), ("bravo", "robot", "bravo-value")] {
-        util::org_tree(&root, org, &[("api", &["prod"])]).await;
-        util::write_secret(&root, &util::env_path(org, "api", "prod"), "KEY", value).await;
-        util::service_account(&root, org, sa, json!({"certificate": {"spki_sha256": spki}})).await;
-        util::grant(
-            &root,
-            org,
-            json!({"service_account": sa, "project": "api", "environment": "prod", "role": "developer"}),
+    util::org_tree(&root, "victim", &[("api", &["prod"])]).await;
+    util::write_secret(&root, &util::env_path("victim", "api", "prod"), "KEY", "victim-value").await;
+    util::service_account(&root, "victim", "robot", json!({"certificate": {"spki_sha256": spki}})).await;
+    util::grant(
+        &root,
+        "victim",
+        json!({"service_account": "robot", "project": "api", "environment": "prod", "role": "developer"}),
+    )
+    .await;
+    let reveal = format!("{}/secrets/KEY?reveal=true", util::env_path("victim", "api", "prod"));
+    let value = util::ok_data("cert C reveals in its org", with("c", None).get(&reveal).await);
+    assert_eq!(value["value"], "victim-value", "{value}");
+
+    // Mallory owns another org and tries to claim C's key (in upper case, too).
+    util::create_user(&root, "mallory@evil.test", "mallory's long password").await;
+    let mallory = util::user_client(&with("a", None), "mallory@evil.test", "mallory's long password").await;
+    util::ok_data(
+        "mallory creates her org",
+        mallory
+            .post("/api/v1/orgs", json!({"slug": "evil", "name": "Evil"}))
+            .await,
+    );
+    for claim in [spki.clone(), spki.to_ascii_uppercase()] {
+        let (st, body) = mallory
+            .post(
+                "/api/v1/orgs/evil/service-accounts",
+                json!({"name": "claimer", "certificate": {"spki_sha256": claim, "subject_cn": "robot-c"}}),
+            )
+            .await;
+        assert_eq!(
+            (st.as_u16(), body["code"].as_str()),
+            (409, Some("conflict")),
+            "another org maps C's key: {body}"
+        );
+        let msg = body["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("spki_sha256") && !msg.contains("victim") && !msg.contains("robot"),
+            "the conflict names the field, not the org or account holding it: {msg}"
+        );
+    }
+    // A CN (anyone can get one from the shared CA) identifies nobody.
+    util::expect_error(
+        "a CN-only mapping",
+        mallory
+            .post(
+                "/api/v1/orgs/evil/service-accounts",
+                json!({"name": "claimer", "certificate": {"subject_cn": "robot-c"}}),
+            )
+            .await,
+        400,
+        "invalid",
+    );
+    // In the same org the conflict names the account.
+    let (st, body) = root
+        .post(
+            "/api/v1/orgs/victim/service-accounts",
+            json!({"name": "twin", "certificate": {"spki_sha256": spki}}),
         )
         .await;
-    }
-    let mut failures = Vec::new();
-    for (org, value) in [("bravo", "bravo-value"), ("aaa", "aaa-value")] {
-        let path = format!("{}/secrets/KEY?reveal=true", util::env_path(org, "api", "prod"));
-        let (st, body) = with("c", None).get(&path).await;
-        if !(st.is_success() && body["data"]["value"] == value) {
-            failures.push(format!("cert C, no token: GET {path} → {st} {body} (expected {value})"));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(st, 409, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("robot")), "{body}");
+
+    // C still logs in as robot, with and without an org in the path.
+    let value = util::ok_data("cert C after the claims", with("c", None).get(&reveal).await);
+    assert_eq!(value["value"], "victim-value", "{value}");
+    let me = util::ok_data("whoami, cert C", with("c", None).get("/api/v1/auth/whoami").await);
+    assert_eq!(
+        (me["name"].as_str(), me["org"].as_str()),
+        (Some("robot"), Some("victim")),
+        "{me}"
+    );
+    util::expect_error(
+        "cert C in mallory's org",
+        with("c", None).get("/api/v1/orgs/evil/service-accounts").await,
+        401,
+        "unauthenticated",
+    );
+
+    // Once the victim deletes its account, the certificate is free again.
+    util::ok_data(
+        "delete robot",
+        root.delete("/api/v1/orgs/victim/service-accounts/robot").await,
+    );
+    util::ok_data(
+        "map C after robot is gone",
+        mallory
+            .post(
+                "/api/v1/orgs/evil/service-accounts",
+                json!({"name": "claimer", "certificate": {"spki_sha256": spki}}),
+            )
+            .await,
+    );
 }

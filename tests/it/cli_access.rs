@@ -784,12 +784,33 @@ async fn certificate_identity_and_bound_tokens_over_mutual_tls() {
     util::org_tree(&http, "acme", &[("api", &["production"])]).await;
     util::write_secret(&http, util::ENV, "DB_URL", "postgres://db/app").await;
 
-    // A service account identified by its certificate's CN, no token at all.
+    // A service account identified by its certificate (key hash, and the CN
+    // must match too), no token at all.
     let r = Some(root.as_str());
+    let out = run(
+        "robot",
+        r,
+        &["service-account", "create", "cn-only", "--cert-subject-cn", "robot"],
+        "",
+    );
+    assert!(
+        !out.status.success() && stderr(&out).contains("--cert-spki-sha256"),
+        "a CN alone identifies nothing: {}",
+        stderr(&out)
+    );
+    let spki = crate::access_mtls::spki_sha256(d, "robot");
     must(run(
         "robot",
         r,
-        &["service-account", "create", "robot", "--cert-subject-cn", "robot"],
+        &[
+            "service-account",
+            "create",
+            "robot",
+            "--cert-spki-sha256",
+            &spki,
+            "--cert-subject-cn",
+            "robot",
+        ],
         "",
     ));
     must(run(

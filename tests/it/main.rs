@@ -2,6 +2,7 @@
 //! storage backend chosen by `COFFER_TEST_STORAGE` (see `util.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+mod abuse_limits;
 mod access;
 mod access_auth;
 mod access_mtls;
