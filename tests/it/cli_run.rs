@@ -557,3 +557,27 @@ async fn fallback_snapshot_only_when_the_server_is_unreachable() {
     assert!(!has(&out, "DB_URL", "postgres://fallback-value"));
     assert!(stderr(&out).contains("--max-age"), "{}", stderr(&out));
 }
+
+/// A value holding a NUL byte cannot be an environment variable: `coffer
+/// run` skips it with a warning naming it, and the program still starts
+/// with the other secrets (it used to exit 126 for the whole environment).
+#[tokio::test]
+async fn cli_run_skips_a_value_with_a_nul_byte() {
+    let f = Fixture::new(&[("GOOD", "fine-value"), ("BAD_NUL", "before\u{0}after")]).await;
+    let out = f.run(&["run", "--", "env"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let vars = env_lines(&out);
+    assert_eq!(get(&vars, "GOOD"), Some("fine-value"));
+    assert_eq!(get(&vars, "BAD_NUL"), None);
+    let err = stderr(&out);
+    assert!(
+        err.contains("not injecting BAD_NUL") && err.contains("NUL byte"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("before") && !err.contains("after"),
+        "the value is never printed: {err}"
+    );
+    let out = f.run(&["run", "--only", "BAD_NUL,GOOD", "--", "true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
