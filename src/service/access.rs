@@ -540,6 +540,7 @@ impl Coffer {
             expires_at,
             bound,
             None,
+            false,
         )
         .await
     }

@@ -122,7 +122,7 @@ pub struct TokenView {
     pub accessor: String,
     /// label
     pub name: String,
-    /// root | user | service_account
+    /// root | user | service_account (`default:<kind>`: a self-only token)
     pub kind: String,
     /// RFC 3339
     pub created_at: String,
@@ -196,6 +196,18 @@ fn new_secret() -> Result<Zeroizing<String>> {
         "cfr_{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes[..])
     )))
+}
+
+/// Prefix of `tokens.policy` for a self-only token (Vault's `default`
+/// policy): `default:<kind>` acts as nobody but itself.
+const SELF_ONLY_PREFIX: &str = "default:";
+
+/// `tokens.policy` → (principal kind name, self-only?).
+pub(crate) fn split_policy(policy: &str) -> (&str, bool) {
+    match policy.strip_prefix(SELF_ONLY_PREFIX) {
+        Some(kind) => (kind, true),
+        None => (policy, false),
+    }
 }
 
 /// A fresh token for `kind` and the row that stores it (by hash): no expiry,
@@ -346,7 +358,19 @@ impl Coffer {
     /// Authenticate a request: its token (checked against the certificate it
     /// may be bound to and the account's source networks), or, without a
     /// token, its client certificate. Sealed servers refuse before looking.
+    /// A self-only token (Vault's `default` policy) is refused here: only
+    /// [`Coffer::authenticate_self`] accepts it.
     pub async fn authenticate(&self, c: &Caller<'_>) -> Result<Principal> {
+        let who = self.authenticate_self(c).await?;
+        if who.self_only {
+            return Err(ServiceError::PermissionDenied);
+        }
+        Ok(who)
+    }
+
+    /// [`Coffer::authenticate`] that also accepts a self-only token: for the
+    /// routes where a token looks itself up, renews or revokes itself.
+    pub async fn authenticate_self(&self, c: &Caller<'_>) -> Result<Principal> {
         self.require_unsealed()?;
         let entry = match (c.token.filter(|t| !t.is_empty()), c.cert, c.org_hint) {
             (Some(token), _, _) => self.token_entry(token, c.source).await?,
@@ -388,7 +412,8 @@ impl Coffer {
             }
         };
         // The token's own name is a label; the principal is named by its account.
-        let (kind, name, cidrs) = match (row.policy.as_str(), row.principal_id, row.org_id) {
+        let (policy, self_only) = split_policy(&row.policy);
+        let (kind, name, cidrs) = match (policy, row.principal_id, row.org_id) {
             ("root", _, _) => (PrincipalKind::Root, "root".to_owned(), Vec::new()),
             ("user", Some(id), _) => {
                 let user = self.store.user(id).await?.ok_or(ServiceError::Unauthenticated)?;
@@ -419,6 +444,7 @@ impl Coffer {
                 expires_at: row.expires_at,
                 family_id: row.family_id,
                 certificate_bound: row.bound_spki.is_some(),
+                self_only,
             },
             bound_spki: row.bound_spki,
             cidrs,
@@ -469,6 +495,7 @@ impl Coffer {
                 expires_at: None,
                 family_id: None,
                 certificate_bound: true,
+                self_only: false,
             },
             bound_spki: None,
             cidrs: parse_cidrs(&sa.cidrs)?,
@@ -501,8 +528,12 @@ impl Coffer {
         expires_at: Option<i64>,
         bound_spki: Option<String>,
         family_id: Option<String>,
+        self_only: bool,
     ) -> Result<IssuedToken> {
         let (token, mut row) = new_token(kind, name)?;
+        if self_only {
+            row.policy = format!("{SELF_ONLY_PREFIX}{}", row.policy);
+        }
         row.expires_at = expires_at;
         row.bound_spki = bound_spki;
         row.family_id = family_id;
@@ -544,7 +575,8 @@ impl Coffer {
             (a, b) => a.or(b),
         };
         let name = if name.is_empty() { who.name.as_str() } else { name };
-        self.issue_token(who.kind, name, expires_at, bound, None).await
+        self.issue_token(who.kind, name, expires_at, bound, None, who.self_only)
+            .await
     }
 
     /// `GET /tokens`: the caller's tokens (root: every token).
@@ -727,6 +759,7 @@ impl Coffer {
                 Some(now + ACCESS_TTL_MS),
                 None,
                 Some(family_id.to_owned()),
+                false,
             )
             .await?;
         let refresh = new_secret()?;

@@ -182,6 +182,9 @@ pub struct Principal {
     pub family_id: Option<String>,
     /// the token is bound to a client certificate
     pub certificate_bound: bool,
+    /// a Vault `default`-policy token: it may only look itself up, renew
+    /// and revoke itself ([`Coffer::authenticate`] refuses it everywhere else)
+    pub self_only: bool,
 }
 
 impl Principal {
