@@ -80,27 +80,34 @@ pub(crate) async fn run(client: &Client, env: &Target, args: RunArgs) -> anyhow:
         check_prefix(p)?;
     }
 
+    client.require_token()?;
     let fetched = client
-        .api(Method::POST, &format!("{}/inject", env_base(env)), None)
+        .call(Method::POST, &format!("/api/v1{}/inject", env_base(env)), None)
         .await;
+    // Names the server says this environment allows although the
+    // program-loading policy refuses them (an admin's audited decision).
+    let mut allowed = Vec::new();
     let values = match fetched {
-        Ok(data) => {
-            let values: BTreeMap<String, String> =
-                serde_json::from_value(data).context("the server's inject answer is not a map of strings")?;
+        Ok(mut answer) => {
+            let data = answer.get_mut("data").map(serde_json::Value::take).unwrap_or_default();
             let values: BTreeMap<String, Zeroizing<String>> =
-                values.into_iter().map(|(k, v)| (k, Zeroizing::new(v))).collect();
+                serde_json::from_value(data).context("the server's inject answer is not a map of strings")?;
+            if let Some(names) = answer.get("allowed_variables").and_then(serde_json::Value::as_array) {
+                allowed = names.iter().filter_map(|n| n.as_str().map(str::to_owned)).collect();
+            }
             if args.fallback {
                 super::fallback::save(client.base(), env, &values)?;
             }
             values
         }
         // Only an unreachable server; a refusal (401/403…) is never bypassed.
+        // A snapshot carries no allowances: refused names stay refused.
         Err(e) if args.fallback && super::fallback::is_unreachable(&e) => {
             super::fallback::load(client.base(), env, args.max_age).with_context(|| format!("{e:#}"))?
         }
         Err(e) => return Err(e),
     };
-    let selected = select(values, &args, |name| std::env::var_os(name).is_some())?;
+    let selected = select(values, &args, &allowed, |name| std::env::var_os(name).is_some())?;
     for name in &selected.refused {
         eprintln!("warning: not injecting {name}: it changes how programs load or start");
     }
@@ -195,12 +202,14 @@ struct Selected {
 }
 
 /// Choose the variables to set: `--only`, then `--prefix`, then the
-/// program-loading refusal (on the final name), then values with a NUL
-/// byte, then `--no-override` (`is_set` says whether a name is already in
-/// the environment).
+/// program-loading refusal (on the final name, unless the server said the
+/// environment allows exactly that name), then values with a NUL byte, then
+/// `--no-override` (`is_set` says whether a name is already in the
+/// environment).
 fn select(
     values: BTreeMap<String, Zeroizing<String>>,
     args: &RunArgs,
+    allowed: &[String],
     is_set: impl Fn(&str) -> bool,
 ) -> anyhow::Result<Selected> {
     let prefix = args.prefix.as_deref().unwrap_or("");
@@ -225,7 +234,7 @@ fn select(
     let mut out = Selected::default();
     for (key, value) in values {
         let name = format!("{prefix}{key}");
-        if is_dangerous(&name) {
+        if is_dangerous(&name) && !allowed.contains(&name) {
             out.refused.push(name);
         } else if value.as_bytes().contains(&0) || name.as_bytes().contains(&0) {
             out.nul.push(name.replace('\0', "\\0"));
@@ -266,31 +275,43 @@ mod tests {
 
     #[test]
     fn refuses_loader_variables_and_applies_options() {
-        let s = select(values(), &args(&[], None, false), |_| false).unwrap();
+        let s = select(values(), &args(&[], None, false), &[], |_| false).unwrap();
         assert_eq!(names(&s.vars), ["A", "B"]);
         assert_eq!(s.refused, ["LD_PRELOAD", "PATH"]);
 
-        let s = select(values(), &args(&["B", "PATH"], None, false), |_| false).unwrap();
+        let s = select(values(), &args(&["B", "PATH"], None, false), &[], |_| false).unwrap();
         assert_eq!(names(&s.vars), ["B"]);
         assert_eq!(s.refused, ["PATH"]);
-        assert!(select(values(), &args(&["C"], None, false), |_| false).is_err());
+        assert!(select(values(), &args(&["C"], None, false), &[], |_| false).is_err());
 
-        let s = select(values(), &args(&[], Some("APP_"), false), |_| false).unwrap();
+        let s = select(values(), &args(&[], Some("APP_"), false), &[], |_| false).unwrap();
         assert_eq!(names(&s.vars), ["APP_A", "APP_B", "APP_LD_PRELOAD", "APP_PATH"]);
         // The refusal applies to the final name.
-        let s = select(values(), &args(&["A"], Some("LD_"), false), |_| false).unwrap();
+        let s = select(values(), &args(&["A"], Some("LD_"), false), &[], |_| false).unwrap();
         assert!(s.vars.is_empty());
         assert_eq!(s.refused, ["LD_A"]);
 
-        let s = select(values(), &args(&[], None, true), |n| n == "A").unwrap();
+        let s = select(values(), &args(&[], None, true), &[], |n| n == "A").unwrap();
         assert_eq!(names(&s.vars), ["B"]);
+    }
+
+    #[test]
+    fn the_server_may_allow_a_refused_name() {
+        let allowed = ["PATH".to_owned()];
+        let s = select(values(), &args(&[], None, false), &allowed, |_| false).unwrap();
+        assert_eq!(names(&s.vars), ["A", "B", "PATH"]);
+        assert_eq!(s.refused, ["LD_PRELOAD"]);
+        // Only that exact final name: a prefix that makes another refused
+        // name is still refused.
+        let s = select(values(), &args(&["A"], Some("LD_"), false), &allowed, |_| false).unwrap();
+        assert_eq!(s.refused, ["LD_A"]);
     }
 
     #[test]
     fn skips_values_with_a_nul_byte() {
         let mut v = values();
         v.insert("NUL".into(), Zeroizing::new("a\0b".into()));
-        let s = select(v, &args(&[], None, false), |_| false).unwrap();
+        let s = select(v, &args(&[], None, false), &[], |_| false).unwrap();
         assert_eq!(names(&s.vars), ["A", "B"]);
         assert_eq!(s.nul, ["NUL"]);
     }

@@ -6,6 +6,7 @@
 //! keyring, so a sealed server refuses all of them the same way.
 
 mod access;
+mod allowed_vars;
 pub mod audit;
 mod auth;
 pub mod backup;
@@ -33,6 +34,7 @@ use crate::seal::{Seal, SealError, SealStatus};
 use crate::storage::{Backend, StorageError};
 
 pub use access::{GrantInput, GrantView, GroupView, MemberView, ServiceAccountInput, ServiceAccountView};
+pub use allowed_vars::AllowedVarView;
 pub use auth::{Caller, ClientCert, DeviceCode, IssuedToken, Session, TokenView, TotpEnrollment, WhoAmI};
 pub use orgs::{EnvView, OrgView, ProjectView};
 pub use secrets::{SecretInput, SecretView, VersionView};
