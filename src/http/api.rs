@@ -291,3 +291,14 @@ pub(super) async fn fallback(State(s): State<AppState>, uri: axum::http::Uri) ->
         Ok(()) => ApiError(crate::service::ServiceError::NotFound(format!("route {}", uri.path()))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn write_secret_debug_never_shows_the_value() {
+        let b: super::WriteSecret =
+            serde_json::from_str(r#"{"value":"s3cret-write-value","type":"text"}"#).expect("body");
+        let dbg = format!("{b:?}");
+        assert!(!dbg.contains("s3cret") && dbg.contains("text"), "{dbg}");
+    }
+}

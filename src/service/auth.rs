@@ -50,8 +50,9 @@ pub struct ClientCert {
     pub dns_sans: Vec<String>,
 }
 
-/// What the transport knows about a request.
-#[derive(Debug, Default, Clone, Copy)]
+/// What the transport knows about a request. Its Debug never shows the
+/// token.
+#[derive(Default, Clone, Copy)]
 pub struct Caller<'a> {
     /// bearer token
     pub token: Option<&'a str>,
@@ -61,6 +62,17 @@ pub struct Caller<'a> {
     pub cert: Option<&'a ClientCert>,
     /// organization slug of the request path (certificate-only login)
     pub org_hint: Option<&'a str>,
+}
+
+impl std::fmt::Debug for Caller<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("token", &self.token.map(|_| "<redacted>"))
+            .field("source", &self.source)
+            .field("cert", &self.cert)
+            .field("org_hint", &self.org_hint)
+            .finish()
+    }
 }
 
 /// A cached authentication result.
@@ -1001,6 +1013,19 @@ fn base32_lower(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn caller_debug_never_shows_the_token() {
+        let c = Caller {
+            token: Some("cfr_caller_secret_token"),
+            ..Caller::default()
+        };
+        let dbg = format!("{c:?}");
+        assert!(
+            !dbg.contains("cfr_caller_secret_token") && dbg.contains("redacted"),
+            "{dbg}"
+        );
+    }
 
     fn sa(spki: Option<&str>, cn: Option<&str>, san: Option<&str>) -> ServiceAccountRow {
         ServiceAccountRow {

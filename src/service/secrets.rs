@@ -589,6 +589,38 @@ fn dangerous_names<V>(values: &BTreeMap<String, V>) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use zeroize::Zeroizing;
+
+    #[test]
+    fn debug_never_shows_a_value() {
+        let view = super::SecretView {
+            key: "DB".into(),
+            value_type: "text".into(),
+            version: 1,
+            value: Some(Zeroizing::new("s3cret-view-value".into())),
+            length: 17,
+            description: String::new(),
+            deleted: false,
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        let input = super::SecretInput {
+            value: Zeroizing::new("s3cret-input-value".into()),
+            value_type: None,
+            description: None,
+        };
+        let injected = super::Injected {
+            values: [("DB".to_owned(), Zeroizing::new("s3cret-inject-value".to_owned()))].into(),
+            allowed: Vec::new(),
+        };
+        for dbg in [format!("{view:?}"), format!("{input:?}"), format!("{injected:?}")] {
+            assert!(!dbg.contains("s3cret"), "{dbg}");
+        }
+        // The wire form still carries the value.
+        let json = serde_json::to_string(&view).unwrap_or_default();
+        assert!(json.contains("s3cret-view-value"), "{json}");
+    }
+
     #[test]
     fn inject_drops_program_loading_variables() {
         let values: std::collections::BTreeMap<String, String> = [
