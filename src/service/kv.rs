@@ -108,6 +108,31 @@ pub struct KvRead {
     pub metadata: KvVersionMeta,
 }
 
+impl Drop for KvRead {
+    fn drop(&mut self) {
+        if let Some(m) = self.data.take() {
+            wipe_value(Value::Object(m));
+        }
+    }
+}
+
+/// Wipe every string (object keys too) of a JSON tree holding plaintext,
+/// then free it: decrypted KV data never lingers in freed memory.
+pub fn wipe_value(v: Value) {
+    use zeroize::Zeroize;
+    match v {
+        Value::String(mut s) => s.zeroize(),
+        Value::Array(a) => a.into_iter().for_each(wipe_value),
+        Value::Object(m) => {
+            for (mut k, v) in m {
+                k.zeroize();
+                wipe_value(v);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
 impl std::fmt::Debug for KvRead {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KvRead")
@@ -422,8 +447,8 @@ impl Coffer {
         patch: &Map<String, Value>,
         cas: Option<i64>,
     ) -> Result<KvVersionMeta> {
-        let current = self.kv_read(who, kp, None).await?;
-        let Some(data) = current.data else {
+        let mut current = self.kv_read(who, kp, None).await?;
+        let Some(data) = current.data.take() else {
             return Err(ServiceError::NotFound(format!(
                 "secret {} (its latest version is deleted)",
                 kp.3
@@ -439,9 +464,12 @@ impl Coffer {
         let mut merged = Value::Object(data);
         merge_patch(&mut merged, &Value::Object(patch.clone()));
         let Value::Object(merged) = merged else {
+            wipe_value(merged);
             return Err(ServiceError::Invalid("a patch must be a JSON object".into()));
         };
-        self.kv_write(who, kp, &merged, Some(current.metadata.version)).await
+        let written = self.kv_write(who, kp, &merged, Some(current.metadata.version)).await;
+        wipe_value(Value::Object(merged));
+        written
     }
 
     /// `DELETE data/<path>` (latest version) and `delete|undelete|destroy/<path>`.
