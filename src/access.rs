@@ -131,7 +131,13 @@ pub enum Target {
     New,
     /// a soft-deleted secret `{key}`
     Deleted,
+    /// `{key}` is a variable name `coffer run` refuses ([`BLOCKED_EXAMPLE`])
+    Blocked,
 }
+
+/// The variable name a generated test puts in `{key}` of a
+/// [`Target::Blocked`] route.
+pub const BLOCKED_EXAMPLE: &str = "EDITOR";
 
 /// One environment-scoped route and the permission it needs.
 #[derive(Debug, Clone, Copy)]
@@ -148,6 +154,9 @@ pub struct EnvRoute {
     pub target: Target,
     /// the permission it needs
     pub permission: Permission,
+    /// needs every permission on the environment (an environment admin),
+    /// not only `permission`
+    pub admin: bool,
 }
 
 impl EnvRoute {
@@ -165,6 +174,9 @@ impl EnvRoute {
             (b"/secrets/{key}/permanent", _) => "secret.purge",
             (b"/secrets/{key}/history", _) => "secret.history",
             (b"/secrets/{key}/rollback", _) => "secret.rollback",
+            (b"/allowed-variables", _) => "env.allowed_variables",
+            (b"/allowed-variables/{key}", b"PUT") => "env.variable_allow",
+            (b"/allowed-variables/{key}", b"DELETE") => "env.variable_disallow",
             _ => "env.unknown",
         }
     }
@@ -185,6 +197,21 @@ const fn route(
         body,
         target,
         permission,
+        admin: false,
+    }
+}
+
+/// A route only an environment admin (every permission) may call.
+const fn admin_route(method: &'static str, path: &'static str, target: Target) -> EnvRoute {
+    EnvRoute {
+        method,
+        path,
+        query: "",
+        body: "",
+        target,
+        // what the allowance affects: the values inject (export) returns
+        permission: Permission::Export,
+        admin: true,
     }
 }
 
@@ -260,6 +287,12 @@ pub const ENV_ROUTES: &[EnvRoute] = &[
         Target::Existing,
         Permission::Update,
     ),
+    // `coffer run`'s allow list (src/env_policy.rs): reading it is metadata,
+    // changing it lets a program-loading variable through, so only an
+    // environment admin may.
+    route("GET", "/allowed-variables", "", "", Target::Env, Permission::Read),
+    admin_route("PUT", "/allowed-variables/{key}", Target::Blocked),
+    admin_route("DELETE", "/allowed-variables/{key}", Target::Blocked),
 ];
 
 #[cfg(test)]

@@ -7,6 +7,12 @@
 //! is refreshed once (`POST /auth/refresh`), stored again, and the request
 //! retried. With `--client-cert`, a request may also carry no token at all:
 //! the certificate then identifies a service account (docs/access.md).
+//!
+//! Redirects are followed only within the server's own origin (same scheme,
+//! host and port): a token, a signed request or a login body (password,
+//! refresh token) never goes to another host, another port, or from https
+//! to plain http. A redirect elsewhere stops the command with an error
+//! naming the target, so the user can point `--address` at it knowingly.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -23,6 +29,37 @@ use super::credentials::{Entry, Store};
 
 /// Refresh a stored access token this many seconds before it expires.
 const EXPIRY_MARGIN_SECS: i64 = 30;
+/// Same-origin redirects followed per request.
+const MAX_REDIRECTS: usize = 5;
+
+/// May a request that went to `from` follow a redirect to `to`? Only within
+/// one origin (scheme, host, port): anything else would carry the token,
+/// the request signature or a login body to a party the user did not name.
+fn redirect_allowed(from: &reqwest::Url, to: &reqwest::Url) -> bool {
+    from.origin() == to.origin() && to.origin().is_tuple()
+}
+
+/// The redirect policy of every CLI request: follow within the origin of
+/// the first request, stop with an error anywhere else.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let Some(first) = attempt.previous().first() else {
+            return attempt.stop();
+        };
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+        }
+        if redirect_allowed(first, attempt.url()) {
+            return attempt.follow();
+        }
+        let to = attempt.url().origin().ascii_serialization();
+        let from = first.origin().ascii_serialization();
+        attempt.error(format!(
+            "the server at {from} redirected to {to}; coffer does not carry credentials to another origin or \
+             to plain http: if {to} is the real server, use --address {to}"
+        ))
+    })
+}
 
 /// Where the server is and how to authenticate.
 #[derive(Debug, Args)]
@@ -119,7 +156,9 @@ impl Client {
 
     fn with_state(args: &ServerArgs, token: TokenState) -> anyhow::Result<Client> {
         let (address, _) = super::context::address(args.address.as_deref())?;
-        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .redirect(redirect_policy());
         let pin = match (&args.pin, &args.ca_cert) {
             (Some(p), _) => Some(super::pin::parse_pin(p)?),
             (None, None) if address.starts_with("https://") => super::pin::stored(&address)?,
@@ -441,4 +480,33 @@ pub(crate) fn error_message(json: &Value) -> String {
         }
     }
     "the server refused the request".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redirect_allowed;
+
+    #[test]
+    fn redirects_stay_in_one_origin() {
+        let url = |s: &str| reqwest::Url::parse(s).expect("a URL");
+        let from = url("https://vault.example:8200/api/v1/x");
+        assert!(redirect_allowed(&from, &url("https://vault.example:8200/api/v1/y?z=1")));
+        assert!(redirect_allowed(
+            &url("https://a.example/x"),
+            &url("https://a.example:443/y")
+        ));
+        for to in [
+            "http://vault.example:8200/api/v1/x",
+            "https://vault.example:8201/api/v1/x",
+            "https://other.example:8200/api/v1/x",
+            "https://sub.vault.example:8200/api/v1/x",
+            "data:text/plain,x",
+        ] {
+            assert!(!redirect_allowed(&from, &url(to)), "{to}");
+        }
+        assert!(!redirect_allowed(
+            &url("http://127.0.0.1:1/"),
+            &url("http://127.0.0.1:2/")
+        ));
+    }
 }

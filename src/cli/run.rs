@@ -9,6 +9,8 @@
 //!   nothing is written to disk, nothing is printed;
 //! - variables that change how programs load or start
 //!   ([`crate::env_policy`]) are never set, each skipped with a warning;
+//! - a value holding a NUL byte (which no environment variable can carry)
+//!   is skipped with a warning naming it, so the program still starts;
 //! - the exit status is the child's: its exit code, or 128+N when signal N
 //!   killed it, as a POSIX shell reports it; SIGINT, SIGTERM, SIGHUP and
 //!   SIGQUIT sent to coffer are forwarded to the child.
@@ -78,30 +80,43 @@ pub(crate) async fn run(client: &Client, env: &Target, args: RunArgs) -> anyhow:
         check_prefix(p)?;
     }
 
+    client.require_token()?;
     let fetched = client
-        .api(Method::POST, &format!("{}/inject", env_base(env)), None)
+        .call(Method::POST, &format!("/api/v1{}/inject", env_base(env)), None)
         .await;
+    // Names the server says this environment allows although the
+    // program-loading policy refuses them (an admin's audited decision).
+    let mut allowed = Vec::new();
     let values = match fetched {
-        Ok(data) => {
-            let values: BTreeMap<String, String> =
-                serde_json::from_value(data).context("the server's inject answer is not a map of strings")?;
+        Ok(mut answer) => {
+            let data = answer.get_mut("data").map(serde_json::Value::take).unwrap_or_default();
             let values: BTreeMap<String, Zeroizing<String>> =
-                values.into_iter().map(|(k, v)| (k, Zeroizing::new(v))).collect();
+                serde_json::from_value(data).context("the server's inject answer is not a map of strings")?;
+            if let Some(names) = answer.get("allowed_variables").and_then(serde_json::Value::as_array) {
+                allowed = names.iter().filter_map(|n| n.as_str().map(str::to_owned)).collect();
+            }
             if args.fallback {
                 super::fallback::save(client.base(), env, &values)?;
             }
             values
         }
         // Only an unreachable server; a refusal (401/403…) is never bypassed.
+        // A snapshot carries no allowances: refused names stay refused.
         Err(e) if args.fallback && super::fallback::is_unreachable(&e) => {
             super::fallback::load(client.base(), env, args.max_age).with_context(|| format!("{e:#}"))?
         }
         Err(e) => return Err(e),
     };
-    let (vars, refused) = select(values, &args, |name| std::env::var_os(name).is_some())?;
-    for name in &refused {
+    let selected = select(values, &args, &allowed, |name| std::env::var_os(name).is_some())?;
+    for name in &selected.refused {
         eprintln!("warning: not injecting {name}: it changes how programs load or start");
     }
+    for name in &selected.nul {
+        eprintln!(
+            "warning: not injecting {name}: its value contains a NUL byte, which no environment variable can hold"
+        );
+    }
+    let vars = selected.vars;
 
     // Handle the forwarded signals from before the child exists, so one
     // arriving in between is delivered to it rather than killing coffer.
@@ -175,15 +190,28 @@ fn check_prefix(p: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What [`select`] chose.
+#[derive(Default)]
+struct Selected {
+    /// to set in the child
+    vars: Vec<Var>,
+    /// names refused by the program-loading policy
+    refused: Vec<String>,
+    /// names whose value holds a NUL byte (an environment cannot carry it)
+    nul: Vec<String>,
+}
+
 /// Choose the variables to set: `--only`, then `--prefix`, then the
-/// program-loading refusal (on the final name), then `--no-override`
-/// (`is_set` says whether a name is already in the environment). Returns
-/// the variables and the refused names.
+/// program-loading refusal (on the final name, unless the server said the
+/// environment allows exactly that name), then values with a NUL byte, then
+/// `--no-override` (`is_set` says whether a name is already in the
+/// environment).
 fn select(
     values: BTreeMap<String, Zeroizing<String>>,
     args: &RunArgs,
+    allowed: &[String],
     is_set: impl Fn(&str) -> bool,
-) -> anyhow::Result<(Vec<Var>, Vec<String>)> {
+) -> anyhow::Result<Selected> {
     let prefix = args.prefix.as_deref().unwrap_or("");
     let mut values = values;
     if !args.only.is_empty() {
@@ -203,17 +231,18 @@ fn select(
         }
         values = kept;
     }
-    let mut vars = Vec::new();
-    let mut refused = Vec::new();
+    let mut out = Selected::default();
     for (key, value) in values {
         let name = format!("{prefix}{key}");
-        if is_dangerous(&name) {
-            refused.push(name);
+        if is_dangerous(&name) && !allowed.contains(&name) {
+            out.refused.push(name);
+        } else if value.as_bytes().contains(&0) || name.as_bytes().contains(&0) {
+            out.nul.push(name.replace('\0', "\\0"));
         } else if !(args.no_override && is_set(&name)) {
-            vars.push((name, value));
+            out.vars.push((name, value));
         }
     }
-    Ok((vars, refused))
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -246,24 +275,45 @@ mod tests {
 
     #[test]
     fn refuses_loader_variables_and_applies_options() {
-        let (vars, refused) = select(values(), &args(&[], None, false), |_| false).unwrap();
-        assert_eq!(names(&vars), ["A", "B"]);
-        assert_eq!(refused, ["LD_PRELOAD", "PATH"]);
+        let s = select(values(), &args(&[], None, false), &[], |_| false).unwrap();
+        assert_eq!(names(&s.vars), ["A", "B"]);
+        assert_eq!(s.refused, ["LD_PRELOAD", "PATH"]);
 
-        let (vars, refused) = select(values(), &args(&["B", "PATH"], None, false), |_| false).unwrap();
-        assert_eq!(names(&vars), ["B"]);
-        assert_eq!(refused, ["PATH"]);
-        assert!(select(values(), &args(&["C"], None, false), |_| false).is_err());
+        let s = select(values(), &args(&["B", "PATH"], None, false), &[], |_| false).unwrap();
+        assert_eq!(names(&s.vars), ["B"]);
+        assert_eq!(s.refused, ["PATH"]);
+        assert!(select(values(), &args(&["C"], None, false), &[], |_| false).is_err());
 
-        let (vars, _) = select(values(), &args(&[], Some("APP_"), false), |_| false).unwrap();
-        assert_eq!(names(&vars), ["APP_A", "APP_B", "APP_LD_PRELOAD", "APP_PATH"]);
+        let s = select(values(), &args(&[], Some("APP_"), false), &[], |_| false).unwrap();
+        assert_eq!(names(&s.vars), ["APP_A", "APP_B", "APP_LD_PRELOAD", "APP_PATH"]);
         // The refusal applies to the final name.
-        let (vars, refused) = select(values(), &args(&["A"], Some("LD_"), false), |_| false).unwrap();
-        assert!(vars.is_empty());
-        assert_eq!(refused, ["LD_A"]);
+        let s = select(values(), &args(&["A"], Some("LD_"), false), &[], |_| false).unwrap();
+        assert!(s.vars.is_empty());
+        assert_eq!(s.refused, ["LD_A"]);
 
-        let (vars, _) = select(values(), &args(&[], None, true), |n| n == "A").unwrap();
-        assert_eq!(names(&vars), ["B"]);
+        let s = select(values(), &args(&[], None, true), &[], |n| n == "A").unwrap();
+        assert_eq!(names(&s.vars), ["B"]);
+    }
+
+    #[test]
+    fn the_server_may_allow_a_refused_name() {
+        let allowed = ["PATH".to_owned()];
+        let s = select(values(), &args(&[], None, false), &allowed, |_| false).unwrap();
+        assert_eq!(names(&s.vars), ["A", "B", "PATH"]);
+        assert_eq!(s.refused, ["LD_PRELOAD"]);
+        // Only that exact final name: a prefix that makes another refused
+        // name is still refused.
+        let s = select(values(), &args(&["A"], Some("LD_"), false), &allowed, |_| false).unwrap();
+        assert_eq!(s.refused, ["LD_A"]);
+    }
+
+    #[test]
+    fn skips_values_with_a_nul_byte() {
+        let mut v = values();
+        v.insert("NUL".into(), Zeroizing::new("a\0b".into()));
+        let s = select(v, &args(&[], None, false), &[], |_| false).unwrap();
+        assert_eq!(names(&s.vars), ["A", "B"]);
+        assert_eq!(s.nul, ["NUL"]);
     }
 
     #[test]

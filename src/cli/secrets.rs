@@ -99,6 +99,16 @@ pub(crate) enum SecretsCmd {
         /// The .env file.
         file: std::path::PathBuf,
     },
+    /// Let `coffer run` set one variable it refuses by default (LD_PRELOAD,
+    /// EDITOR, GIT_SSH_COMMAND…) in this environment; environment admins
+    /// only, audited. `--remove` refuses it again; without NAME, list.
+    AllowVar {
+        /// The variable name; none lists the allowed names.
+        name: Option<String>,
+        /// Withdraw the allowance.
+        #[arg(long, requires = "name")]
+        remove: bool,
+    },
 }
 
 /// Output format of the listing commands.
@@ -235,6 +245,36 @@ pub(crate) async fn run(client: &Client, env: &Target, cmd: SecretsCmd) -> anyho
         }
         SecretsCmd::Diff { file } => {
             return super::files::diff(client, env, &file).await;
+        }
+        SecretsCmd::AllowVar { name: None, .. } => {
+            let data = client
+                .api(Method::GET, &format!("{base}/allowed-variables"), None)
+                .await?;
+            for v in data.as_array().into_iter().flatten() {
+                println!(
+                    "{:<32} {:<32} {}",
+                    v["name"].as_str().unwrap_or(""),
+                    v["allowed_by"].as_str().unwrap_or(""),
+                    v["allowed_at"].as_str().unwrap_or("")
+                );
+            }
+        }
+        SecretsCmd::AllowVar {
+            name: Some(name),
+            remove,
+        } => {
+            let path = format!("{base}/allowed-variables/{}", seg(&name));
+            if remove {
+                let data = client.api(Method::DELETE, &path, None).await?;
+                if data["removed"] == Value::Bool(true) {
+                    println!("{name}: refused again by coffer run");
+                } else {
+                    println!("{name}: was not allowed");
+                }
+            } else {
+                client.api(Method::PUT, &path, None).await?;
+                println!("{name}: coffer run may now set it in this environment");
+            }
         }
     }
     Ok(0)

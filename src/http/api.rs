@@ -49,12 +49,22 @@ pub(super) struct NewEnv {
     protected: bool,
 }
 
-#[derive(Debug, Deserialize)]
+/// Its Debug never shows the value.
+#[derive(Deserialize)]
 pub(super) struct WriteSecret {
-    value: String,
+    value: Zeroizing<String>,
     #[serde(rename = "type")]
     value_type: Option<String>,
     description: Option<String>,
+}
+
+impl std::fmt::Debug for WriteSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteSecret")
+            .field("value_type", &self.value_type)
+            .field("description", &self.description)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,7 +176,7 @@ pub(super) async fn put_secret(
     Body(b): Body<WriteSecret>,
 ) -> Reply<impl Serialize> {
     let input = SecretInput {
-        value: Zeroizing::new(b.value),
+        value: b.value,
         value_type: b.value_type,
         description: b.description,
     };
@@ -222,15 +232,56 @@ pub(super) async fn restore(
     ok(s.coffer.restore_secret(&who, (&org, &p, &e), &key).await?)
 }
 
+/// The inject answer: the envelope, plus `allowed_variables`, the names in
+/// `data` that `coffer run` would refuse but this environment allows (the
+/// CLI sets exactly those; docs/cli.md). No Debug: it holds the values.
+#[derive(Serialize)]
+pub(super) struct InjectEnvelope {
+    error: bool,
+    message: &'static str,
+    data: std::collections::BTreeMap<String, Zeroizing<String>>,
+    allowed_variables: Vec<String>,
+}
+
 pub(super) async fn inject(
     State(s): State<AppState>,
     Auth(who): Auth,
     Path((org, p, e)): EnvP,
     note: AuditNote,
+) -> Result<Json<InjectEnvelope>, ApiError> {
+    let injected = s.coffer.inject(&who, (&org, &p, &e)).await?;
+    note.values(injected.values.len());
+    Ok(Json(InjectEnvelope {
+        error: false,
+        message: "",
+        data: injected.values,
+        allowed_variables: injected.allowed,
+    }))
+}
+
+pub(super) async fn allowed_vars(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p, e)): EnvP,
 ) -> Reply<impl Serialize> {
-    let values = s.coffer.inject(&who, (&org, &p, &e)).await?;
-    note.values(values.len());
-    ok(values)
+    ok(s.coffer.allowed_vars(&who, (&org, &p, &e)).await?)
+}
+
+pub(super) async fn allow_var(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p, e, name)): SecretP,
+) -> Reply<impl Serialize> {
+    ok(s.coffer.allow_var(&who, (&org, &p, &e), &name).await?)
+}
+
+pub(super) async fn disallow_var(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p, e, name)): SecretP,
+) -> Reply<impl Serialize> {
+    let was = s.coffer.disallow_var(&who, (&org, &p, &e), &name).await?;
+    ok(json!({ "name": name, "removed": was }))
 }
 
 /// Unknown native path: 503 while sealed, else 404, in the envelope.
@@ -238,5 +289,16 @@ pub(super) async fn fallback(State(s): State<AppState>, uri: axum::http::Uri) ->
     match s.coffer.require_unsealed() {
         Err(e) => ApiError(e),
         Ok(()) => ApiError(crate::service::ServiceError::NotFound(format!("route {}", uri.path()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn write_secret_debug_never_shows_the_value() {
+        let b: super::WriteSecret =
+            serde_json::from_str(r#"{"value":"s3cret-write-value","type":"text"}"#).expect("body");
+        let dbg = format!("{b:?}");
+        assert!(!dbg.contains("s3cret") && dbg.contains("text"), "{dbg}");
     }
 }

@@ -67,7 +67,9 @@ fn bearer(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-async fn principal(parts: &Parts, state: &AppState) -> Result<Principal, ServiceError> {
+/// `self_only_ok`: also accept a self-only token (Vault's `default` policy),
+/// for the routes where a token looks itself up, renews or revokes itself.
+async fn principal(parts: &Parts, state: &AppState, self_only_ok: bool) -> Result<Principal, ServiceError> {
     let peer = Peer::of(parts);
     let caller = Caller {
         token: bearer(parts),
@@ -76,7 +78,11 @@ async fn principal(parts: &Parts, state: &AppState) -> Result<Principal, Service
         org_hint: org_hint(parts.uri.path()),
     };
     // Sealed is reported first, like on every other route.
-    let who = state.coffer.authenticate(&caller).await?;
+    let who = if self_only_ok {
+        state.coffer.authenticate_self(&caller).await?
+    } else {
+        state.coffer.authenticate(&caller).await?
+    };
     if let Some(note) = parts.extensions.get::<AuditNote>() {
         note.principal(&who);
     }
@@ -90,7 +96,7 @@ pub(crate) struct AuthPeer(pub(crate) Principal, pub(crate) Peer);
 impl FromRequestParts<AppState> for AuthPeer {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(AuthPeer(principal(parts, state).await?, Peer::of(parts)))
+        Ok(AuthPeer(principal(parts, state, false).await?, Peer::of(parts)))
     }
 }
 
@@ -101,7 +107,7 @@ pub(crate) struct Auth(pub(crate) Principal);
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(Auth(principal(parts, state).await?))
+        Ok(Auth(principal(parts, state, false).await?))
     }
 }
 
@@ -112,7 +118,19 @@ pub(crate) struct VaultAuth(pub(crate) Principal);
 impl FromRequestParts<AppState> for VaultAuth {
     type Rejection = VaultError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(VaultAuth(principal(parts, state).await?))
+        Ok(VaultAuth(principal(parts, state, false).await?))
+    }
+}
+
+/// An authenticated caller of a Vault `auth/token/*-self` route: a
+/// self-only token (Vault's `default` policy) is accepted here, and only here.
+#[derive(Debug)]
+pub(crate) struct VaultSelfAuth(pub(crate) Principal);
+
+impl FromRequestParts<AppState> for VaultSelfAuth {
+    type Rejection = VaultError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(VaultSelfAuth(principal(parts, state, true).await?))
     }
 }
 

@@ -66,12 +66,22 @@ pub(super) async fn status(State(s): State<AppState>) -> Result<Json<Value>, Vau
     Ok(Json(body(&s.coffer.generate_root_status()?)))
 }
 
-#[derive(Debug, Deserialize)]
+/// Its Debug never shows the one-time pad.
+#[derive(Deserialize)]
 pub(super) struct StartRequest {
     #[serde(default)]
     otp: Option<String>,
     #[serde(default)]
     pgp_key: Option<String>,
+}
+
+impl std::fmt::Debug for StartRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartRequest")
+            .field("otp", &self.otp.as_ref().map(|_| "<redacted>"))
+            .field("pgp_key", &self.pgp_key)
+            .finish()
+    }
 }
 
 /// `PUT|POST sys/generate-root/attempt`
@@ -91,11 +101,20 @@ pub(super) async fn cancel(State(s): State<AppState>) -> Result<StatusCode, Vaul
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+/// Its Debug never shows the share.
+#[derive(Deserialize)]
 pub(super) struct UpdateRequest {
-    key: Option<String>,
+    key: Option<zeroize::Zeroizing<String>>,
     #[serde(default)]
     nonce: String,
+}
+
+impl std::fmt::Debug for UpdateRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdateRequest")
+            .field("nonce", &self.nonce)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `PUT|POST sys/generate-root/update`
@@ -105,7 +124,22 @@ pub(super) async fn update(
 ) -> Result<Json<Value>, VaultError> {
     let key = req
         .key
-        .map(zeroize::Zeroizing::new)
         .ok_or_else(|| ServiceError::Invalid("'key' must be specified in request body as JSON".into()))?;
     Ok(Json(body(&s.coffer.generate_root_update(&key, &req.nonce).await?)))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn generate_root_requests_debug_never_show_the_share_or_pad() {
+        let u: super::UpdateRequest =
+            serde_json::from_str(r#"{"key":"abcdef0123456789share","nonce":"n1"}"#).expect("body");
+        let s: super::StartRequest = serde_json::from_str(r#"{"otp":"otp0123456789pad"}"#).expect("body");
+        for dbg in [format!("{u:?}"), format!("{s:?}")] {
+            assert!(
+                !dbg.contains("0123456789share") && !dbg.contains("0123456789pad"),
+                "{dbg}"
+            );
+        }
+    }
 }

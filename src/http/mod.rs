@@ -51,6 +51,9 @@ fn env_handler(r: &EnvRoute) -> Option<MethodRouter<AppState>> {
         ("DELETE", "/secrets/{key}/permanent") => delete(api::purge_secret),
         ("GET", "/secrets/{key}/history") => get(api::history),
         ("POST", "/secrets/{key}/rollback") => post(api::rollback),
+        ("GET", "/allowed-variables") => get(api::allowed_vars),
+        ("PUT", "/allowed-variables/{key}") => put(api::allow_var),
+        ("DELETE", "/allowed-variables/{key}") => delete(api::disallow_var),
         _ => return None,
     })
 }

@@ -87,18 +87,26 @@ pub(super) async fn cancel(State(s): State<AppState>, VaultAuth(who): VaultAuth)
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+/// Its Debug never shows the share.
+#[derive(Deserialize)]
 pub(super) struct KeyRequest {
-    key: Option<String>,
+    key: Option<zeroize::Zeroizing<String>>,
     #[serde(default)]
     nonce: String,
+}
+
+impl std::fmt::Debug for KeyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRequest")
+            .field("nonce", &self.nonce)
+            .finish_non_exhaustive()
+    }
 }
 
 impl KeyRequest {
     fn key(self) -> Result<(zeroize::Zeroizing<String>, String), ServiceError> {
         let key = self
             .key
-            .map(zeroize::Zeroizing::new)
             .ok_or_else(|| ServiceError::Invalid("'key' must be specified in request body as JSON".into()))?;
         Ok((key, self.nonce))
     }
@@ -158,11 +166,20 @@ pub(super) async fn verify(
     )))
 }
 
-#[derive(Debug, Deserialize)]
+/// Its Debug never shows the share.
+#[derive(Deserialize)]
 pub(super) struct RotateRequest {
-    key: Option<String>,
+    key: Option<zeroize::Zeroizing<String>>,
     #[serde(default)]
     reset: bool,
+}
+
+impl std::fmt::Debug for RotateRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotateRequest")
+            .field("reset", &self.reset)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `PUT|POST sys/rotate-root {key?, reset?}`: new root key, every KEK
@@ -172,7 +189,7 @@ pub(super) async fn rotate_root(
     VaultAuth(who): VaultAuth,
     VaultBody(req): VaultBody<RotateRequest>,
 ) -> Result<Json<Value>, VaultError> {
-    let key = req.key.map(zeroize::Zeroizing::new);
+    let key = req.key;
     let st = s
         .coffer
         .rotate_root(&who, key.as_deref().map(String::as_str), req.reset)
@@ -183,4 +200,17 @@ pub(super) async fn rotate_root(
         "required": st.required,
         "keks_rewrapped": st.keks_rewrapped,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rekey_requests_debug_never_show_the_share() {
+        let k: super::KeyRequest =
+            serde_json::from_str(r#"{"key":"abcdef0123456789share","nonce":"n1"}"#).expect("body");
+        let r: super::RotateRequest = serde_json::from_str(r#"{"key":"abcdef0123456789share"}"#).expect("body");
+        for dbg in [format!("{k:?}"), format!("{r:?}")] {
+            assert!(!dbg.contains("0123456789share"), "{dbg}");
+        }
+    }
 }

@@ -174,14 +174,24 @@ pub(super) async fn seal_status(State(state): State<AppState>) -> Result<Json<Va
     Ok(Json(seal_status_body(&state, &s)))
 }
 
-#[derive(Debug, Deserialize)]
+/// Its Debug never shows the share.
+#[derive(Deserialize)]
 pub(super) struct UnsealRequest {
-    key: Option<String>,
+    key: Option<zeroize::Zeroizing<String>>,
     #[serde(default)]
     reset: bool,
     /// Vault's seal migration flag (hvac always sends `false`).
     #[serde(default)]
     migrate: bool,
+}
+
+impl std::fmt::Debug for UnsealRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnsealRequest")
+            .field("reset", &self.reset)
+            .field("migrate", &self.migrate)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `PUT|POST /v1/sys/unseal`: one share, or `reset`.
@@ -192,7 +202,7 @@ pub(super) async fn unseal(
     let status = if req.reset {
         state.coffer.unseal_reset()
     } else {
-        let key = req.key.map(zeroize::Zeroizing::new).ok_or_else(|| {
+        let key = req.key.ok_or_else(|| {
             ServiceError::Invalid("'key' must be specified in request body as JSON, or 'reset' set to true".into())
         })?;
         state.coffer.unseal_migrate(&key, req.migrate).await?
@@ -249,5 +259,15 @@ pub(super) async fn fallback(State(state): State<AppState>, uri: axum::http::Uri
             "no handler for route {:?}; path",
             uri.path()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unseal_request_debug_never_shows_the_share() {
+        let r: super::UnsealRequest = serde_json::from_str(r#"{"key":"abcdef0123456789share"}"#).expect("body");
+        let dbg = format!("{r:?}");
+        assert!(!dbg.contains("0123456789share"), "{dbg}");
     }
 }

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::AppState;
 use super::audit::AuditNote;
-use super::extract::{Peer, VaultAuth, VaultBody};
+use super::extract::{Peer, VaultAuth, VaultBody, VaultSelfAuth};
 use super::vault_kv::{envelope, fail};
 use crate::service::vault::VaultLogin;
 
@@ -52,7 +52,11 @@ fn auth_block(l: VaultLogin, warnings: Value) -> Response {
     envelope(StatusCode::OK, "token", Value::Null, auth, warnings)
 }
 
-pub(super) async fn lookup_self(State(s): State<AppState>, headers: HeaderMap, VaultAuth(who): VaultAuth) -> Response {
+pub(super) async fn lookup_self(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    VaultSelfAuth(who): VaultSelfAuth,
+) -> Response {
     let token = Zeroizing::new(sent_token(&headers));
     match s.coffer.vault_lookup_self(&who, &token).await {
         Ok(info) => data(serde_json::to_value(&info).unwrap_or(Value::Null)),
@@ -114,7 +118,11 @@ pub(super) async fn create(
     }
 }
 
-pub(super) async fn renew_self(State(s): State<AppState>, headers: HeaderMap, VaultAuth(who): VaultAuth) -> Response {
+pub(super) async fn renew_self(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    VaultSelfAuth(who): VaultSelfAuth,
+) -> Response {
     let token = Zeroizing::new(sent_token(&headers));
     match s.coffer.vault_renew_self(&who, &token).await {
         Ok(l) => auth_block(
@@ -125,7 +133,7 @@ pub(super) async fn renew_self(State(s): State<AppState>, headers: HeaderMap, Va
     }
 }
 
-pub(super) async fn revoke_self(State(s): State<AppState>, VaultAuth(who): VaultAuth) -> Response {
+pub(super) async fn revoke_self(State(s): State<AppState>, VaultSelfAuth(who): VaultSelfAuth) -> Response {
     match s.coffer.logout(&who).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => fail(e),

@@ -102,18 +102,35 @@ pub(crate) fn audit_action(method: &Method, path: &str) -> &'static str {
 
 /// Vault's logical response envelope.
 pub(super) fn envelope(status: StatusCode, mount_type: &str, data: Value, auth: Value, warnings: Value) -> Response {
-    let body = json!({
-        "request_id": crate::ops::fresh_request_id(),
-        "lease_id": "",
-        "renewable": false,
-        "lease_duration": 0,
-        "data": data,
-        "wrap_info": null,
-        "warnings": warnings,
-        "auth": auth,
-        "mount_type": mount_type,
-    });
-    (status, axum::Json(body)).into_response()
+    // Built by moving `data` and `auth` in (json! would copy them), and
+    // wiped after serialization: they may hold plaintext or a token.
+    let mut body = Map::new();
+    body.insert("request_id".into(), Value::String(crate::ops::fresh_request_id()));
+    body.insert("lease_id".into(), Value::String(String::new()));
+    body.insert("renewable".into(), Value::Bool(false));
+    body.insert("lease_duration".into(), Value::from(0));
+    body.insert("data".into(), data);
+    body.insert("wrap_info".into(), Value::Null);
+    body.insert("warnings".into(), warnings);
+    body.insert("auth".into(), auth);
+    body.insert("mount_type".into(), Value::String(mount_type.to_owned()));
+    (status, axum::Json(Wiped(Value::Object(body)))).into_response()
+}
+
+/// A JSON answer whose strings are wiped when it is dropped (after
+/// serialization).
+struct Wiped(Value);
+
+impl serde::Serialize for Wiped {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        kv::wipe_value(std::mem::take(&mut self.0));
+    }
 }
 
 fn ok(data: Value) -> Response {
@@ -260,13 +277,17 @@ async fn kv_mount(
                 Ok(ok(json!({ "keys": keys })))
             }
             ("data", "GET") => {
-                let r = c.kv_read(&who, kv::key_path(path)?, version).await?;
+                let mut r = c.kv_read(&who, kv::key_path(path)?, version).await?;
                 let status = if r.data.is_some() {
                     StatusCode::OK
                 } else {
                     StatusCode::NOT_FOUND
                 };
-                let data = json!({ "data": r.data, "metadata": to_value(&r.metadata) });
+                // Moved, not copied: the plaintext exists once, wiped after the answer.
+                let mut data = Map::new();
+                data.insert("data".into(), r.data.take().map_or(Value::Null, Value::Object));
+                data.insert("metadata".into(), to_value(&r.metadata));
+                let data = Value::Object(data);
                 Ok(envelope(status, "kv", data, Value::Null, Value::Null))
             }
             ("data", "POST" | "PUT") => {

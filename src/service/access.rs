@@ -569,6 +569,7 @@ impl Coffer {
             expires_at,
             bound,
             super::auth::Lineage::default(),
+            false,
         )
         .await
     }

@@ -56,8 +56,9 @@ pub struct ClientCert {
     pub dns_sans: Vec<String>,
 }
 
-/// What the transport knows about a request.
-#[derive(Debug, Default, Clone, Copy)]
+/// What the transport knows about a request. Its Debug never shows the
+/// token.
+#[derive(Default, Clone, Copy)]
 pub struct Caller<'a> {
     /// bearer token
     pub token: Option<&'a str>,
@@ -67,6 +68,17 @@ pub struct Caller<'a> {
     pub cert: Option<&'a ClientCert>,
     /// organization slug of the request path (certificate-only login)
     pub org_hint: Option<&'a str>,
+}
+
+impl std::fmt::Debug for Caller<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("token", &self.token.map(|_| "<redacted>"))
+            .field("source", &self.source)
+            .field("cert", &self.cert)
+            .field("org_hint", &self.org_hint)
+            .finish()
+    }
 }
 
 /// A cached authentication result.
@@ -140,7 +152,7 @@ pub struct TokenView {
     pub accessor: String,
     /// label
     pub name: String,
-    /// root | user | service_account
+    /// root | user | service_account (`default:<kind>`: a self-only token)
     pub kind: String,
     /// RFC 3339
     pub created_at: String,
@@ -214,6 +226,18 @@ fn new_secret() -> Result<Zeroizing<String>> {
         "cfr_{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes[..])
     )))
+}
+
+/// Prefix of `tokens.policy` for a self-only token (Vault's `default`
+/// policy): `default:<kind>` acts as nobody but itself.
+const SELF_ONLY_PREFIX: &str = "default:";
+
+/// `tokens.policy` → (principal kind name, self-only?).
+pub(crate) fn split_policy(policy: &str) -> (&str, bool) {
+    match policy.strip_prefix(SELF_ONLY_PREFIX) {
+        Some(kind) => (kind, true),
+        None => (policy, false),
+    }
 }
 
 /// A fresh token for `kind` and the row that stores it (by hash): no expiry,
@@ -377,7 +401,19 @@ impl Coffer {
     /// Authenticate a request: its token (checked against the certificate it
     /// may be bound to and the account's source networks), or, without a
     /// token, its client certificate. Sealed servers refuse before looking.
+    /// A self-only token (Vault's `default` policy) is refused here: only
+    /// [`Coffer::authenticate_self`] accepts it.
     pub async fn authenticate(&self, c: &Caller<'_>) -> Result<Principal> {
+        let who = self.authenticate_self(c).await?;
+        if who.self_only {
+            return Err(ServiceError::PermissionDenied);
+        }
+        Ok(who)
+    }
+
+    /// [`Coffer::authenticate`] that also accepts a self-only token: for the
+    /// routes where a token looks itself up, renews or revokes itself.
+    pub async fn authenticate_self(&self, c: &Caller<'_>) -> Result<Principal> {
         self.require_unsealed()?;
         let entry = match (c.token.filter(|t| !t.is_empty()), c.cert, c.org_hint) {
             (Some(token), _, _) => self.token_entry(token, c.source).await?,
@@ -415,7 +451,8 @@ impl Coffer {
             _ => return Err(self.limits.failure(Kind::Token, source, ServiceError::Unauthenticated)),
         };
         // The token's own name is a label; the principal is named by its account.
-        let (kind, name, cidrs) = match (row.policy.as_str(), row.principal_id, row.org_id) {
+        let (policy, self_only) = split_policy(&row.policy);
+        let (kind, name, cidrs) = match (policy, row.principal_id, row.org_id) {
             ("root", _, _) => (PrincipalKind::Root, "root".to_owned(), Vec::new()),
             ("user", Some(id), _) => {
                 let user = self.store.user(id).await?.ok_or(ServiceError::Unauthenticated)?;
@@ -451,6 +488,7 @@ impl Coffer {
                 bound_spki: row.bound_spki.clone(),
                 certificate_only: false,
                 authenticated_at: row.auth_at,
+                self_only,
             },
             bound_spki: row.bound_spki,
             cidrs,
@@ -504,6 +542,7 @@ impl Coffer {
                 bound_spki: Some(cert.spki_sha256.clone()),
                 certificate_only: true,
                 authenticated_at: None,
+                self_only: false,
             },
             bound_spki: None,
             cidrs: parse_cidrs(&sa.cidrs)?,
@@ -536,8 +575,12 @@ impl Coffer {
         expires_at: Option<i64>,
         bound_spki: Option<String>,
         lineage: Lineage,
+        self_only: bool,
     ) -> Result<IssuedToken> {
         let (token, mut row) = new_token(kind, name)?;
+        if self_only {
+            row.policy = format!("{SELF_ONLY_PREFIX}{}", row.policy);
+        }
         row.expires_at = expires_at;
         row.bound_spki = bound_spki;
         row.family_id = lineage.family_id;
@@ -601,7 +644,8 @@ impl Coffer {
             auth_at: who.authenticated_at,
         };
         let name = if name.is_empty() { who.name.as_str() } else { name };
-        self.issue_token(who.kind, name, expires_at, bound, lineage).await
+        self.issue_token(who.kind, name, expires_at, bound, lineage, who.self_only)
+            .await
     }
 
     /// `GET /tokens`: the caller's tokens (root: every token).
@@ -805,6 +849,7 @@ impl Coffer {
                     parent_accessor: None,
                     auth_at: Some(auth_at),
                 },
+                false,
             )
             .await?;
         let refresh = new_secret()?;
@@ -1117,6 +1162,19 @@ fn base32_lower(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn caller_debug_never_shows_the_token() {
+        let c = Caller {
+            token: Some("cfr_caller_secret_token"),
+            ..Caller::default()
+        };
+        let dbg = format!("{c:?}");
+        assert!(
+            !dbg.contains("cfr_caller_secret_token") && dbg.contains("redacted"),
+            "{dbg}"
+        );
+    }
 
     fn sa(spki: Option<&str>, cn: Option<&str>, san: Option<&str>) -> ServiceAccountRow {
         ServiceAccountRow {

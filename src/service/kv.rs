@@ -9,9 +9,10 @@
 //! writing `{"value": "<string>"}` alone stores text (an existing scalar
 //! type such as `password` is kept), any other map stores a JSON secret.
 //!
-//! Permissions: data reads need reveal; metadata, subkeys and lists need
-//! read; writes need create/update; delete, undelete, destroy and purge
-//! need delete.
+//! Permissions: data reads and subkeys (which decrypt) need reveal;
+//! metadata and lists need read; writes need create/update; delete,
+//! undelete, destroy and purge need delete, and so does lowering a key's
+//! `max_versions` (the next write deletes the history above it).
 
 use std::collections::BTreeMap;
 
@@ -105,6 +106,31 @@ pub struct KvRead {
     pub data: Option<Map<String, Value>>,
     /// the version's metadata
     pub metadata: KvVersionMeta,
+}
+
+impl Drop for KvRead {
+    fn drop(&mut self) {
+        if let Some(m) = self.data.take() {
+            wipe_value(Value::Object(m));
+        }
+    }
+}
+
+/// Wipe every string (object keys too) of a JSON tree holding plaintext,
+/// then free it: decrypted KV data never lingers in freed memory.
+pub fn wipe_value(v: Value) {
+    use zeroize::Zeroize;
+    match v {
+        Value::String(mut s) => s.zeroize(),
+        Value::Array(a) => a.into_iter().for_each(wipe_value),
+        Value::Object(m) => {
+            for (mut k, v) in m {
+                k.zeroize();
+                wipe_value(v);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
 }
 
 impl std::fmt::Debug for KvRead {
@@ -239,6 +265,15 @@ fn subkeys(v: &Map<String, Value>, depth: u32, level: u32) -> Map<String, Value>
             (k.clone(), inner)
         })
         .collect()
+}
+
+/// Does a key's `max_versions` going from `old` to `new` keep fewer
+/// versions than before? 0 at the key means the mount's `config`, and 0
+/// there means every version.
+fn lowers_max_versions(old: i64, new: i64, config: i64) -> bool {
+    let effective = |m: i64| if m > 0 { m } else { config };
+    let (old, new) = (effective(old), effective(new));
+    new > 0 && (old == 0 || new < old)
 }
 
 fn custom(meta: Option<&KvMetaRow>) -> Value {
@@ -412,8 +447,8 @@ impl Coffer {
         patch: &Map<String, Value>,
         cas: Option<i64>,
     ) -> Result<KvVersionMeta> {
-        let current = self.kv_read(who, kp, None).await?;
-        let Some(data) = current.data else {
+        let mut current = self.kv_read(who, kp, None).await?;
+        let Some(data) = current.data.take() else {
             return Err(ServiceError::NotFound(format!(
                 "secret {} (its latest version is deleted)",
                 kp.3
@@ -429,9 +464,12 @@ impl Coffer {
         let mut merged = Value::Object(data);
         merge_patch(&mut merged, &Value::Object(patch.clone()));
         let Value::Object(merged) = merged else {
+            wipe_value(merged);
             return Err(ServiceError::Invalid("a patch must be a JSON object".into()));
         };
-        self.kv_write(who, kp, &merged, Some(current.metadata.version)).await
+        let written = self.kv_write(who, kp, &merged, Some(current.metadata.version)).await;
+        wipe_value(Value::Object(merged));
+        written
     }
 
     /// `DELETE data/<path>` (latest version) and `delete|undelete|destroy/<path>`.
@@ -511,7 +549,8 @@ impl Coffer {
         })
     }
 
-    /// `PUT|POST|PATCH metadata/<path>` (update; create when the key is new).
+    /// `PUT|POST|PATCH metadata/<path>` (update; create when the key is new;
+    /// delete as well when it lowers the number of versions kept).
     pub async fn kv_write_metadata(
         &self,
         who: &Principal,
@@ -540,6 +579,13 @@ impl Coffer {
         }
         let now = now_ms();
         let old = self.store.kv_metadata(path.org_id, path.env_id, key).await?;
+        if let Some(new) = input.max_versions {
+            let config = self.store.kv_config().await?;
+            let old_max = old.as_ref().map_or(0, |m| m.max_versions);
+            if lowers_max_versions(old_max, new, config.max_versions) {
+                access.require(&path, Permission::Delete)?;
+            }
+        }
         let row = KvMetaRow {
             org_id: path.org_id,
             env_id: path.env_id,
@@ -613,7 +659,8 @@ impl Coffer {
         Ok(keys)
     }
 
-    /// `GET subkeys/<path>`: the value's structure, leaves null (read).
+    /// `GET subkeys/<path>`: the value's structure, leaves null (reveal:
+    /// the server decrypts the value to learn it).
     pub async fn kv_subkeys(
         &self,
         who: &Principal,
@@ -622,7 +669,8 @@ impl Coffer {
         depth: u32,
     ) -> Result<(Option<Map<String, Value>>, KvVersionMeta)> {
         let keyring = self.keyring()?;
-        let path = self.authorize_env(who, (o, p, e), Permission::Read).await?;
+        // The structure is learnt by decrypting: reveal, never read alone.
+        let path = self.authorize_env(who, (o, p, e), Permission::Reveal).await?;
         let secret = self.kv_secret(&path, key).await?;
         let n = version.filter(|v| *v > 0).unwrap_or(secret.current_version);
         let row = self
@@ -744,6 +792,28 @@ mod tests {
         let mut t = json!({"a": "b", "c": {"d": "e", "f": "g"}});
         merge_patch(&mut t, &json!({"a": "z", "c": {"f": null}}));
         assert_eq!(t, json!({"a": "z", "c": {"d": "e"}}));
+    }
+
+    #[test]
+    fn lowering_max_versions() {
+        // (old key value, new key value, mount value) → lowers?
+        for (old, new, config, lowers) in [
+            (0, 5, 0, true),
+            (10, 5, 0, true),
+            (5, 10, 0, false),
+            (5, 5, 0, false),
+            (5, 0, 0, false),
+            (0, 5, 10, true),
+            (0, 20, 10, false),
+            (5, 0, 3, true),
+            (5, 0, 10, false),
+        ] {
+            assert_eq!(
+                lowers_max_versions(old, new, config),
+                lowers,
+                "{old} -> {new} (mount {config})"
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! keyring, so a sealed server refuses all of them the same way.
 
 mod access;
+mod allowed_vars;
 pub mod audit;
 mod auth;
 pub mod backup;
@@ -35,6 +36,7 @@ use crate::seal::{Seal, SealError, SealStatus};
 use crate::storage::{Backend, StorageError};
 
 pub use access::{GrantInput, GrantView, GroupView, MemberView, ServiceAccountInput, ServiceAccountView};
+pub use allowed_vars::AllowedVarView;
 pub use auth::{Caller, ClientCert, DeviceCode, IssuedToken, Session, TokenView, TotpEnrollment, WhoAmI};
 pub use orgs::{EnvView, OrgView, ProjectView};
 pub use secrets::{SecretInput, SecretView, VersionView};
@@ -203,6 +205,9 @@ pub struct Principal {
     pub certificate_only: bool,
     /// unix ms of the password login behind the token (None: no login)
     pub authenticated_at: Option<i64>,
+    /// a Vault `default`-policy token: it may only look itself up, renew
+    /// and revoke itself ([`Coffer::authenticate`] refuses it everywhere else)
+    pub self_only: bool,
 }
 
 impl Principal {

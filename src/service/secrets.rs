@@ -23,8 +23,9 @@ use crate::storage::{CurrentValue, EnvPath, SecretRow, StorageError, VersionRow}
 /// How often a write retries after losing a race to another write.
 const WRITE_RETRIES: usize = 5;
 
-/// A secret as the API shows it; `value` only when revealed.
-#[derive(Debug, Serialize)]
+/// A secret as the API shows it; `value` only when revealed (wiped when
+/// dropped). Its Debug never shows the value.
+#[derive(Serialize)]
 pub struct SecretView {
     /// variable name
     pub key: String,
@@ -35,7 +36,7 @@ pub struct SecretView {
     pub version: i64,
     /// the plaintext, present only on reveal
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
+    pub value: Option<Zeroizing<String>>,
     /// bytes of the value (known without decrypting)
     pub length: i64,
     /// free text
@@ -46,6 +47,19 @@ pub struct SecretView {
     pub created_at: String,
     /// RFC 3339
     pub updated_at: String,
+}
+
+impl std::fmt::Debug for SecretView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretView")
+            .field("key", &self.key)
+            .field("value_type", &self.value_type)
+            .field("version", &self.version)
+            .field("value", &self.value.as_ref().map(|_| "<redacted>"))
+            .field("length", &self.length)
+            .field("deleted", &self.deleted)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One entry of a secret's history (no value).
@@ -101,8 +115,7 @@ impl<'a> From<&'a CurrentValue> for Sealed<'a> {
     }
 }
 
-/// A write request.
-#[derive(Debug)]
+/// A write request. Its Debug never shows the value.
 pub struct SecretInput {
     /// the value, always a string
     pub value: Zeroizing<String>,
@@ -110,6 +123,15 @@ pub struct SecretInput {
     pub value_type: Option<String>,
     /// None keeps the current description
     pub description: Option<String>,
+}
+
+impl std::fmt::Debug for SecretInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretInput")
+            .field("value_type", &self.value_type)
+            .field("description", &self.description)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Check a secret key: `[A-Za-z_][A-Za-z0-9_]*`, at most 256 characters.
@@ -129,7 +151,7 @@ pub(super) fn check_key(key: &str) -> Result<()> {
     }
 }
 
-fn view(s: &SecretRow, value: Option<String>) -> SecretView {
+fn view(s: &SecretRow, value: Option<Zeroizing<String>>) -> SecretView {
     SecretView {
         key: s.key.clone(),
         value_type: s.value_type.clone(),
@@ -158,7 +180,9 @@ impl Coffer {
             .map_err(|_| ServiceError::Internal(format!("KEK version {version} of an organization does not decrypt")))
     }
 
-    async fn decrypt(&self, keyring: &Keyring, path: &EnvPath, key: &str, v: Sealed<'_>) -> Result<String> {
+    /// The plaintext of one stored version, wiped when dropped: the
+    /// decrypted bytes move into the string (no copy is left behind).
+    async fn decrypt(&self, keyring: &Keyring, path: &EnvPath, key: &str, v: Sealed<'_>) -> Result<Zeroizing<String>> {
         let kek = self.kek(keyring, path.org_id, v.kek_version).await?;
         let row = ValueRow {
             org_id: path.org_id,
@@ -171,8 +195,14 @@ impl Coffer {
             key: key.to_owned(),
             version: v.version,
         };
-        let plain = keys::decrypt_value(&kek, &row, v.ciphertext, v.wrapped_dek).map_err(|_| failed())?;
-        String::from_utf8(plain.to_vec()).map_err(|_| failed())
+        let mut plain = keys::decrypt_value(&kek, &row, v.ciphertext, v.wrapped_dek).map_err(|_| failed())?;
+        match String::from_utf8(std::mem::take(&mut *plain)) {
+            Ok(text) => Ok(Zeroizing::new(text)),
+            Err(e) => {
+                drop(Zeroizing::new(e.into_bytes()));
+                Err(failed())
+            }
+        }
     }
 
     /// Decrypt one stored version (the KV mount reads any version).
@@ -183,7 +213,7 @@ impl Coffer {
         key: &str,
         v: &VersionRow,
     ) -> Result<Zeroizing<String>> {
-        Ok(Zeroizing::new(self.decrypt(keyring, path, key, v.into()).await?))
+        self.decrypt(keyring, path, key, v.into()).await
     }
 
     async fn live_secret(&self, path: &EnvPath, key: &str) -> Result<SecretRow> {
@@ -425,7 +455,7 @@ impl Coffer {
                 "version {version} of secret {key} (destroyed)"
             )));
         }
-        let value = Zeroizing::new(self.decrypt(&keyring, &path, key, (&old).into()).await?);
+        let value = self.decrypt(&keyring, &path, key, (&old).into()).await?;
         let input = SecretInput {
             value,
             value_type: Some(old.value_type),
@@ -496,53 +526,104 @@ impl Coffer {
         Ok(())
     }
 
-    /// Every live value of an environment, decrypted, in one query.
-    pub async fn inject(
-        &self,
-        who: &Principal,
-        (org, project, env): (&str, &str, &str),
-    ) -> Result<BTreeMap<String, String>> {
+    /// Every live value of an environment, decrypted, in one query, minus
+    /// the program-loading variables ([`crate::env_policy`]) the
+    /// environment has not explicitly allowed.
+    pub async fn inject(&self, who: &Principal, (org, project, env): (&str, &str, &str)) -> Result<Injected> {
         let keyring = self.keyring()?;
         let path = self.authorize_env(who, (org, project, env), Permission::Export).await?;
-        let mut out = BTreeMap::new();
+        let mut values = BTreeMap::new();
         for v in self.store.current_values(path.org_id, path.env_id).await?.iter() {
             let value = self.decrypt(&keyring, &path, &v.key, v.into()).await?;
-            out.insert(v.key.clone(), value);
+            values.insert(v.key.clone(), value);
         }
-        let refused = drop_dangerous(&mut out);
+        let dangerous = dangerous_names(&values);
+        // The allow list is read only when a refused name is present.
+        let allowed = self.allowed_among(&path, &dangerous).await?;
+        let refused: Vec<&String> = dangerous.iter().filter(|n| !allowed.contains(n)).collect();
+        for name in &refused {
+            values.remove(*name);
+        }
         if !refused.is_empty() {
             // Names only: the values never reach a log.
             tracing::warn!(
                 org,
                 project,
                 env,
-                keys = %refused.join(","),
+                keys = %refused.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(","),
                 "inject: not returning variables that change how programs load or start"
             );
         }
-        Ok(out)
+        Ok(Injected { values, allowed })
     }
 }
 
-/// Remove from an inject answer every variable `coffer run` must never set
-/// (see [`crate::env_policy`]); returns the removed names, in order.
-fn drop_dangerous(values: &mut BTreeMap<String, String>) -> Vec<String> {
-    let refused: Vec<String> = values
+/// An inject answer: the values, and which of them the program-loading
+/// policy would refuse but the environment allows (`coffer run` sets
+/// exactly those). Its Debug shows names only.
+pub struct Injected {
+    /// name → plaintext value
+    pub values: BTreeMap<String, Zeroizing<String>>,
+    /// refused names this environment allows, each also in `values`
+    pub allowed: Vec<String>,
+}
+
+impl std::fmt::Debug for Injected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Injected")
+            .field("keys", &self.values.keys().collect::<Vec<_>>())
+            .field("allowed", &self.allowed)
+            .finish()
+    }
+}
+
+/// The names of an inject answer `coffer run` must not set unless allowed
+/// (see [`crate::env_policy`]), in order.
+fn dangerous_names<V>(values: &BTreeMap<String, V>) -> Vec<String> {
+    values
         .keys()
         .filter(|k| crate::env_policy::is_dangerous(k))
         .cloned()
-        .collect();
-    for k in &refused {
-        values.remove(k);
-    }
-    refused
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use zeroize::Zeroizing;
+
+    #[test]
+    fn debug_never_shows_a_value() {
+        let view = super::SecretView {
+            key: "DB".into(),
+            value_type: "text".into(),
+            version: 1,
+            value: Some(Zeroizing::new("s3cret-view-value".into())),
+            length: 17,
+            description: String::new(),
+            deleted: false,
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        let input = super::SecretInput {
+            value: Zeroizing::new("s3cret-input-value".into()),
+            value_type: None,
+            description: None,
+        };
+        let injected = super::Injected {
+            values: [("DB".to_owned(), Zeroizing::new("s3cret-inject-value".to_owned()))].into(),
+            allowed: Vec::new(),
+        };
+        for dbg in [format!("{view:?}"), format!("{input:?}"), format!("{injected:?}")] {
+            assert!(!dbg.contains("s3cret"), "{dbg}");
+        }
+        // The wire form still carries the value.
+        let json = serde_json::to_string(&view).unwrap_or_default();
+        assert!(json.contains("s3cret-view-value"), "{json}");
+    }
+
     #[test]
     fn inject_drops_program_loading_variables() {
-        let mut values: std::collections::BTreeMap<String, String> = [
+        let values: std::collections::BTreeMap<String, String> = [
             ("DATABASE_URL", "postgres://x"),
             ("LD_PRELOAD", "/tmp/evil.so"),
             ("PATH", "/tmp/evil"),
@@ -552,9 +633,8 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        let refused = super::drop_dangerous(&mut values);
+        let refused = super::dangerous_names(&values);
         assert_eq!(refused, ["DYLD_INSERT_LIBRARIES", "LD_PRELOAD", "PATH"]);
-        assert_eq!(values.keys().collect::<Vec<_>>(), ["DATABASE_URL", "PATH_PREFIX"]);
     }
 
     #[test]

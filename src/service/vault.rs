@@ -2,10 +2,12 @@
 //! `auth/token/*`, `auth/userpass/login/*` and `auth/cert/login` answer.
 //! No HTTP types here.
 //!
-//! A coffer token acts as its principal (same grants); Vault "policies" are
-//! shown as one name per principal kind: `root` for root, `default` for the
-//! rest. A child token therefore carries its parent's grants (never more),
-//! and never outlives it.
+//! A coffer token acts as its principal (same grants). Vault "policies" are
+//! shown as `root` for root, `default` + [`GRANTS_POLICY`] for users and
+//! service accounts, and `default` alone for a self-only token, which (as
+//! Vault's `default` policy) may only look itself up, renew and revoke
+//! itself. A child token never carries more than its parent and never
+//! outlives it; a policy set coffer cannot express is refused.
 
 use std::net::IpAddr;
 
@@ -96,9 +98,37 @@ impl std::fmt::Debug for VaultLogin {
     }
 }
 
-/// The Vault policy names of a principal kind.
-pub fn policies(kind: PrincipalKind) -> Vec<String> {
-    vec![if kind == PrincipalKind::Root { "root" } else { "default" }.to_owned()]
+/// Vault's name for the policy every token has: look itself up, renew and
+/// revoke itself; alone, it is all a token may do.
+const DEFAULT_POLICY: &str = "default";
+/// The policy name of a user's or service account's own grants.
+pub const GRANTS_POLICY: &str = "coffer-grants";
+
+/// The Vault policy names of a token of `kind` (`self_only`: a `default`
+/// token).
+pub fn policies(kind: PrincipalKind, self_only: bool) -> Vec<String> {
+    let names: &[&str] = match (self_only, kind) {
+        (true, _) => &[DEFAULT_POLICY],
+        (false, PrincipalKind::Root) => &["root"],
+        (false, _) => &[DEFAULT_POLICY, GRANTS_POLICY],
+    };
+    names.iter().map(|n| (*n).to_owned()).collect()
+}
+
+/// Whether a child asked for with `asked` policies is self-only, or the
+/// caller's full token; `Err` for a set coffer cannot express (a name the
+/// caller does not hold, or one coffer does not know). An empty set, as in
+/// Vault, means the parent's.
+fn child_is_self_only(who: &Principal, asked: &[String]) -> Result<bool> {
+    let own = policies(who.kind, who.self_only);
+    if let Some(p) = asked.iter().find(|p| !own.contains(p) && p.as_str() != DEFAULT_POLICY) {
+        return Err(ServiceError::Invalid(format!(
+            "policy {p:?} is not one of this token's ({}): a coffer child token carries its parent's grants, \
+             or only \"{DEFAULT_POLICY}\" (look itself up, renew, revoke itself)",
+            own.join(", ")
+        )));
+    }
+    Ok(!asked.is_empty() && asked.iter().all(|p| p == DEFAULT_POLICY))
 }
 
 fn meta(kind: PrincipalKind, name: &str) -> std::collections::BTreeMap<String, String> {
@@ -131,7 +161,7 @@ fn info(row: Option<&TokenRow>, who_kind: PrincipalKind, who: &Principal, id: St
         num_uses: 0,
         orphan: true,
         path: "auth/token/create".to_owned(),
-        policies: policies(who_kind),
+        policies: policies(who_kind, who.self_only),
         renewable: false,
         ttl: ttl_left(expires),
         token_type: "service",
@@ -196,7 +226,8 @@ impl Coffer {
         if !own {
             return Err(missing());
         }
-        let kind = match (row.policy.as_str(), row.principal_id, row.org_id) {
+        let (policy, self_only) = auth::split_policy(&row.policy);
+        let kind = match (policy, row.principal_id, row.org_id) {
             ("root", _, _) => PrincipalKind::Root,
             ("service_account", Some(id), Some(org_id)) => PrincipalKind::ServiceAccount { id, org_id },
             (_, Some(id), _) => PrincipalKind::User(id),
@@ -211,13 +242,15 @@ impl Coffer {
             bound_spki: row.bound_spki.clone(),
             certificate_only: false,
             authenticated_at: row.auth_at,
+            self_only,
         };
         Ok(info(Some(&row), kind, &owner, String::new()))
     }
 
     /// `auth/token/create`: a child acting as the caller (its grants, no
-    /// more), expiring no later than the caller's token. `policies` may only
-    /// name the caller's own policy.
+    /// more), expiring no later than the caller's token. `policies` may
+    /// name the caller's own policies (or none: the same), or `default`
+    /// alone for a self-only token; anything else is refused.
     pub async fn vault_create_token(
         &self,
         who: &Principal,
@@ -225,28 +258,23 @@ impl Coffer {
         ttl: Option<&str>,
         asked_policies: &[String],
     ) -> Result<VaultLogin> {
-        let own = policies(who.kind);
-        if let Some(p) = asked_policies
-            .iter()
-            .find(|p| !own.contains(p) && p.as_str() != "default")
-        {
-            return Err(ServiceError::Invalid(format!(
-                "policy {p:?} is not one of this token's ({}): a coffer child token carries its parent's grants",
-                own.join(", ")
-            )));
-        }
+        let self_only = who.self_only || child_is_self_only(who, asked_policies)?;
+        let parent = Principal {
+            self_only,
+            ..who.clone()
+        };
         let ttl = ttl
             .filter(|t| !t.is_empty())
             .map(parse_ttl)
             .transpose()?
             .filter(|t| *t > 0);
         let name = if display_name.is_empty() { "token" } else { display_name };
-        let issued: IssuedToken = self.create_token(who, name, ttl, None, false).await?;
+        let issued: IssuedToken = self.create_token(&parent, name, ttl, None, false).await?;
         let row = self.store.token_by_accessor(&issued.accessor).await?;
         Ok(VaultLogin {
             token: issued.token,
             accessor: issued.accessor,
-            policies: own,
+            policies: policies(who.kind, self_only),
             lease_duration: ttl_left(row.and_then(|r| r.expires_at)),
             metadata: meta(who.kind, &who.name),
         })
@@ -259,7 +287,7 @@ impl Coffer {
         Ok(VaultLogin {
             token: Zeroizing::new(token.to_owned()),
             accessor: who.accessor.clone(),
-            policies: policies(who.kind),
+            policies: policies(who.kind, who.self_only),
             lease_duration: ttl_left(who.expires_at),
             metadata: meta(who.kind, &who.name),
         })
@@ -293,7 +321,7 @@ impl Coffer {
         Ok(VaultLogin {
             token: session.access_token,
             accessor: session.accessor,
-            policies: policies(kind),
+            policies: policies(kind, false),
             lease_duration: session.expires_in,
             metadata: meta(kind, &name),
         })
@@ -323,12 +351,13 @@ impl Coffer {
                 Some(expires),
                 Some(cert.spki_sha256.clone()),
                 auth::Lineage::default(),
+                false,
             )
             .await?;
         Ok(VaultLogin {
             token: issued.token,
             accessor: issued.accessor,
-            policies: policies(who.kind),
+            policies: policies(who.kind, false),
             lease_duration: CERT_LOGIN_TTL_S as i64,
             metadata: meta(who.kind, &who.name),
         })

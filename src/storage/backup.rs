@@ -240,6 +240,17 @@ pub const BACKUP_TABLES: &[Table] = &[
         ],
     },
     Table {
+        name: "env_allowed_vars",
+        tenant: true,
+        columns: &[
+            ("org_id", Text),
+            ("env_id", Text),
+            ("name", Text),
+            ("allowed_by", Text),
+            ("created_at", Int),
+        ],
+    },
+    Table {
         name: "kv_config",
         tenant: false,
         columns: &[

@@ -18,6 +18,7 @@
 pub mod audit;
 pub mod backup;
 pub mod cluster;
+pub mod env_vars;
 mod identity;
 pub mod keystore;
 pub mod kv;
@@ -265,7 +266,9 @@ pub struct CurrentValue {
 /// another organization's rows (on PostgreSQL row-level security enforces
 /// it a second time).
 #[async_trait]
-pub trait Backend: keystore::KeyStore + audit::AuditStore + kv::KvStore + Send + Sync + std::fmt::Debug {
+pub trait Backend:
+    keystore::KeyStore + audit::AuditStore + kv::KvStore + env_vars::EnvVarStore + Send + Sync + std::fmt::Debug
+{
     /// "sqlite" or "postgres".
     fn kind(&self) -> &'static str;
     /// The keyring row, if initialized.

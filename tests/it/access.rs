@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use coffer::access::{ENV_ROUTES, EnvRoute, Permission, Target};
+use coffer::access::{BLOCKED_EXAMPLE, ENV_ROUTES, EnvRoute, Permission, Target};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
@@ -39,6 +39,8 @@ pub(crate) fn route_path(env: &str, r: &EnvRoute, key: &str) -> String {
 pub(crate) async fn prepare(root: &Http, env: &str, r: &EnvRoute, key: &str) -> String {
     match r.target {
         Target::Env | Target::New => {}
+        // `{key}` is a variable name coffer run refuses, not a secret.
+        Target::Blocked => return route_path(env, r, BLOCKED_EXAMPLE),
         Target::Existing | Target::Deleted => {
             util::write_secret(root, env, key, &format!("{key}-v1")).await;
             util::write_secret(root, env, key, &format!("{key}-v2")).await;
@@ -70,7 +72,7 @@ pub(crate) async fn sweep(
         let path = prepare(root, env, r, &key).await;
         let want_ok = allowed(r);
         // A refused write must leave no trace (no check-after-act).
-        let writes = r.method != "GET" && r.target != Target::Env;
+        let writes = r.method != "GET" && !matches!(r.target, Target::Env | Target::Blocked);
         let before = if writes && !want_ok {
             Some(secret_state(root, env, &key).await)
         } else {
@@ -158,7 +160,7 @@ async fn permission_matrix_follows_env_routes_for_every_permission() {
         let token = util::sa_token(&root, "acme", &name, json!({})).await;
         let sa = server.client(token["token"].as_str());
         let tag = format!("S{}", p.as_str().to_uppercase());
-        failures.extend(sweep(&root, &sa, &env, &name, &tag, |r| r.permission == p).await);
+        failures.extend(sweep(&root, &sa, &env, &name, &tag, |r| r.permission == p && !r.admin).await);
     }
 
     // Users go through the same rule: a member with a direct grant of
@@ -176,7 +178,7 @@ async fn permission_matrix_follows_env_routes_for_every_permission() {
     let reader = util::user_client(&anon, "reader@acme.test", PASSWORD).await;
     failures.extend(
         sweep(&root, &reader, &env, "user reader (grant {reveal})", "UREVEAL", |r| {
-            r.permission == Permission::Reveal
+            r.permission == Permission::Reveal && !r.admin
         })
         .await,
     );
@@ -211,7 +213,7 @@ async fn permission_matrix_follows_env_routes_for_every_permission() {
             &env,
             "user deployer (group grant {export})",
             "GEXPORT",
-            |r| r.permission == Permission::Export,
+            |r| r.permission == Permission::Export && !r.admin,
         )
         .await,
     );
@@ -621,10 +623,10 @@ async fn org_roles_decide_who_manages_and_outsiders_see_not_found() {
             probes.push((m, b_path, z_path, body));
         }
         for r in ENV_ROUTES {
-            let key = if r.target == Target::Deleted {
-                "BRAVO_GONE"
-            } else {
-                "BRAVO_KEY"
+            let key = match r.target {
+                Target::Deleted => "BRAVO_GONE",
+                Target::Blocked => BLOCKED_EXAMPLE,
+                _ => "BRAVO_KEY",
             };
             probes.push((
                 r.method,
@@ -838,6 +840,7 @@ async fn cross_tenant_probes_find_nothing() {
         for r in ENV_ROUTES {
             let key = match r.target {
                 Target::Deleted => "BRAVO_GONE_Q7",
+                Target::Blocked => BLOCKED_EXAMPLE,
                 Target::New => "BRAVO_NEW_Q7",
                 Target::Env | Target::Existing => "BRAVO_DB_PASSWORD_Q7",
             };

@@ -336,7 +336,7 @@ async fn every_route_leaves_a_record_for_allowed_and_denied_requests() {
     for (i, r) in ENV_ROUTES.iter().enumerate() {
         let key = format!("WALK{i}");
         match r.target {
-            Target::Env | Target::New => {}
+            Target::Env | Target::New | Target::Blocked => {}
             Target::Existing => util::write_secret(&l.root, ENV, &key, "v1").await,
             Target::Deleted => {
                 util::write_secret(&l.root, ENV, &key, "v1").await;
@@ -353,7 +353,12 @@ async fn every_route_leaves_a_record_for_allowed_and_denied_requests() {
             r.method.to_owned(),
             format!(
                 "{}{query}",
-                fill(&format!("{ENV_PREFIX}{}", r.path)).replace("/secrets/A", &format!("/secrets/{key}"))
+                fill(&format!("{ENV_PREFIX}{}", r.path))
+                    .replace("/secrets/A", &format!("/secrets/{key}"))
+                    .replace(
+                        "/allowed-variables/A",
+                        &format!("/allowed-variables/{}", coffer::access::BLOCKED_EXAMPLE)
+                    )
             ),
             body.to_owned(),
             r.action(),

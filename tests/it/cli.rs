@@ -180,3 +180,95 @@ fn completion_scripts_and_man_pages() {
     let run = std::fs::read_to_string(man.join("coffer-run.1")).unwrap();
     assert!(run.contains("fallback"), "options documented");
 }
+
+/// A tiny HTTP/1.1 server on 127.0.0.1: answers every request with
+/// `respond(request head)` and keeps each request head it saw.
+fn tiny_http(
+    respond: impl Fn(&str) -> String + Send + 'static,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+            let mut head = String::new();
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            head.push_str(&String::from_utf8_lossy(&body));
+            let answer = respond(&head);
+            log.lock().unwrap().push(head);
+            let _ = conn.write_all(answer.as_bytes());
+        }
+    });
+    (port, seen)
+}
+
+/// A server that redirects the CLI to another origin (here another port of
+/// the same host, plain http) never receives the token there: the CLI stops
+/// and names the target instead of following.
+#[test]
+fn cli_never_carries_the_token_across_a_redirect() {
+    let json = r#"{"error":false,"message":"","data":{"kind":"root","name":"root","accessor":"a"}}"#;
+    let (other, other_seen) = tiny_http(move |_| {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+            json.len()
+        )
+    });
+    for status in [
+        "301 Moved Permanently",
+        "302 Found",
+        "307 Temporary Redirect",
+        "308 Permanent Redirect",
+    ] {
+        let (first, first_seen) = tiny_http(move |head| {
+            let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            format!(
+                "HTTP/1.1 {status}\r\nLocation: http://127.0.0.1:{other}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+        });
+        let out = Command::new(env!("CARGO_BIN_EXE_coffer"))
+            .args(["whoami"])
+            .env("COFFER_ADDR", format!("http://127.0.0.1:{first}"))
+            .env("COFFER_TOKEN", "cfr_redirect_probe_token")
+            .env_remove("COFFER_PIN")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run coffer");
+        assert!(
+            first_seen
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|h| h.contains("cfr_redirect_probe_token")),
+            "the first server got the request"
+        );
+        let leaked: Vec<String> = other_seen.lock().unwrap().clone();
+        assert!(
+            leaked.iter().all(|h| !h.contains("cfr_redirect_probe_token")),
+            "{status}: the token reached the redirect target: {leaked:?}"
+        );
+        assert!(leaked.is_empty(), "{status}: the CLI followed the redirect: {leaked:?}");
+        assert!(!out.status.success(), "{status}: {}", stdout(&out));
+        assert!(
+            stderr(&out).contains(&format!("redirected to http://127.0.0.1:{other}")),
+            "{status}: {}",
+            stderr(&out)
+        );
+    }
+}

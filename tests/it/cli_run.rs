@@ -557,3 +557,202 @@ async fn fallback_snapshot_only_when_the_server_is_unreachable() {
     assert!(!has(&out, "DB_URL", "postgres://fallback-value"));
     assert!(stderr(&out).contains("--max-age"), "{}", stderr(&out));
 }
+
+/// A value holding a NUL byte cannot be an environment variable: `coffer
+/// run` skips it with a warning naming it, and the program still starts
+/// with the other secrets (it used to exit 126 for the whole environment).
+#[tokio::test]
+async fn cli_run_skips_a_value_with_a_nul_byte() {
+    let f = Fixture::new(&[("GOOD", "fine-value"), ("BAD_NUL", "before\u{0}after")]).await;
+    let out = f.run(&["run", "--", "env"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let vars = env_lines(&out);
+    assert_eq!(get(&vars, "GOOD"), Some("fine-value"));
+    assert_eq!(get(&vars, "BAD_NUL"), None);
+    let err = stderr(&out);
+    assert!(
+        err.contains("not injecting BAD_NUL") && err.contains("NUL byte"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("before") && !err.contains("after"),
+        "the value is never printed: {err}"
+    );
+    let out = f.run(&["run", "--only", "BAD_NUL,GOOD", "--", "true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// Names of issue 13 item 15 (and members of the families): a secret with
+/// any of them must never reach a program started by `coffer run`.
+const ISSUE_NAMES: &[&str] = &[
+    "GIT_CONFIG_COUNT",
+    "GIT_CONFIG_KEY_0",
+    "GIT_CONFIG_VALUE_0",
+    "GIT_CONFIG_PARAMETERS",
+    "GIT_SSH",
+    "GIT_SSH_COMMAND",
+    "GIT_ASKPASS",
+    "GIT_EXEC_PATH",
+    "SSH_ASKPASS",
+    "EDITOR",
+    "VISUAL",
+    "PAGER",
+    "BROWSER",
+    "PS0",
+    "PS1",
+    "PS2",
+    "PS3",
+    "LUA_INIT",
+    "LUA_INIT_5_4",
+    "ERL_AFLAGS",
+    "ERL_ZFLAGS",
+    "PYTHONWARNINGS",
+    "PYTHONBREAKPOINT",
+    "CLASSPATH",
+    "DOTNET_STARTUP_HOOKS",
+    "CORECLR_PROFILER_PATH",
+    "CORECLR_ENABLE_PROFILING",
+    "COMPlus_EnableDiagnostics",
+    "complus_gcServer",
+    "OPENSSL_CONF",
+    "OPENSSL_ENGINES",
+    "PERLLIB",
+    "NODE_PATH",
+    "GEM_HOME",
+    "GEM_PATH",
+    "MALLOC_CHECK_",
+    "MALLOC_PERTURB_",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "RES_OPTIONS",
+    "GLIBC_TUNABLES",
+];
+
+/// Every listed name is refused by the server's inject and by the CLI; an
+/// environment admin may allow one name (audited), which inject then
+/// returns and names in `allowed_variables`, and the CLI sets; anyone with
+/// less (create, update, export…) may not.
+#[tokio::test]
+async fn cli_run_refuses_program_loading_names_unless_an_admin_allows_one() {
+    let mut secrets: Vec<(String, String)> = vec![("GOOD".into(), "fine-value".into())];
+    secrets.extend(ISSUE_NAMES.iter().map(|n| ((*n).to_owned(), format!("evil-{n}"))));
+    let pairs: Vec<(&str, &str)> = secrets.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let f = Fixture::new(&pairs).await;
+    let root = f.server.client(Some(&f.root));
+
+    // Server: inject drops every one of them.
+    let (st, body) = root.post(&format!("{ENV}/inject"), serde_json::json!({})).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["data"]["GOOD"], "fine-value");
+    for n in ISSUE_NAMES {
+        assert!(body["data"].get(*n).is_none(), "inject returned {n}: {body}");
+    }
+    assert_eq!(body["allowed_variables"], serde_json::json!([]), "{body}");
+
+    // CLI: asked for each by name, each is refused with a warning.
+    let only = format!("GOOD,{}", ISSUE_NAMES.join(","));
+    let out = f.run(&["run", "--only", &only, "--", "env"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    for n in ISSUE_NAMES {
+        assert!(err.contains(&format!("not injecting {n}:")), "{n}: {err}");
+    }
+    assert!(!stdout(&out).contains("evil-"), "{}", stdout(&out));
+    assert_eq!(get(&env_lines(&out), "GOOD"), Some("fine-value"));
+
+    // Allowing needs every permission on the environment: a developer with
+    // export (create, update, reveal…) is refused, and nothing changes.
+    util::create_user(&root, "dev@acme.test", "correct horse battery").await;
+    util::add_member(&root, "acme", "dev@acme.test", "member").await;
+    util::grant(
+        &root,
+        "acme",
+        serde_json::json!({"user": "dev@acme.test", "project": "api", "environment": "production",
+               "permissions": ["read", "reveal", "create", "update", "export"]}),
+    )
+    .await;
+    let anon = f.server.client(None);
+    let dev = util::user_client(&anon, "dev@acme.test", "correct horse battery").await;
+    let allow = format!("{ENV}/allowed-variables/EDITOR");
+    util::expect_error(
+        "developer allows",
+        dev.put(&allow, serde_json::json!({})).await,
+        403,
+        "permission_denied",
+    );
+    let (st, list) = dev.get(&format!("{ENV}/allowed-variables")).await;
+    assert_eq!((st.as_u16(), &list["data"]), (200, &serde_json::json!([])), "{list}");
+    // A service account with the admin role on the environment may.
+    util::service_account(&root, "acme", "envadmin", serde_json::json!({})).await;
+    util::grant(
+        &root,
+        "acme",
+        serde_json::json!({"service_account": "envadmin", "project": "api", "environment": "production", "role": "admin"}),
+    )
+    .await;
+    let t = util::sa_token(&root, "acme", "envadmin", serde_json::json!({})).await;
+    let admin = f.server.client(t["token"].as_str());
+    util::expect_error(
+        "a name coffer run does not refuse",
+        admin
+            .put(&format!("{ENV}/allowed-variables/GOOD"), serde_json::json!({}))
+            .await,
+        400,
+        "invalid",
+    );
+    let v = util::ok_data("admin allows EDITOR", admin.put(&allow, serde_json::json!({})).await);
+    assert_eq!(
+        (v["name"].as_str(), v["allowed_by"].as_str()),
+        (Some("EDITOR"), Some("envadmin")),
+        "{v}"
+    );
+
+    let (_, body) = root.post(&format!("{ENV}/inject"), serde_json::json!({})).await;
+    assert_eq!(body["data"]["EDITOR"], "evil-EDITOR", "{body}");
+    assert!(body["data"].get("VISUAL").is_none(), "{body}");
+    assert_eq!(body["allowed_variables"], serde_json::json!(["EDITOR"]), "{body}");
+    let out = f.run(&["run", "--", "env"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let vars = env_lines(&out);
+    assert_eq!(get(&vars, "EDITOR"), Some("evil-EDITOR"));
+    assert_eq!(get(&vars, "VISUAL"), None);
+    // The CLI command lists it, and withdraws it.
+    let out = f.run(&["secrets", "allow-var"]);
+    assert!(stdout(&out).contains("EDITOR"), "{}{}", stdout(&out), stderr(&out));
+    let out = f.run(&["secrets", "allow-var", "--remove", "EDITOR"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = f.run(&["run", "--", "env"]);
+    assert_eq!(get(&env_lines(&out), "EDITOR"), None, "withdrawn");
+    let out = f.run(&["secrets", "allow-var", "PAGER"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = f.run(&["run", "--", "env"]);
+    assert_eq!(get(&env_lines(&out), "PAGER"), Some("evil-PAGER"), "{}", stderr(&out));
+
+    // Audited: who allowed, denied attempts too.
+    let (st, recs) = root.get("/api/v1/audit/records?action=env.&limit=1000").await;
+    assert_eq!(st, 200, "{recs}");
+    let rows: Vec<(String, String, String)> = recs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap_or("").to_owned(),
+                r["actor"].as_str().unwrap_or("").to_owned(),
+                r["outcome"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    for want in [
+        ("env.variable_allow", "dev@acme.test", "denied"),
+        ("env.variable_allow", "envadmin", "allowed"),
+        ("env.variable_disallow", "root", "allowed"),
+        ("env.variable_allow", "root", "allowed"),
+    ] {
+        assert!(
+            rows.iter()
+                .any(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()) == want),
+            "{want:?} in {rows:?}"
+        );
+    }
+}

@@ -332,7 +332,7 @@ async fn vaultrs_kv_v2_tokens_and_permissions() {
     let viewer = client(&server.base, &login.client_token);
     assert_eq!(
         vaultrs::token::lookup_self(&viewer).await.unwrap().policies,
-        ["default"]
+        ["default", "coffer-grants"]
     );
     let e = vaultrs::kv2::read::<Value>(&viewer, "secret", PATH)
         .await
@@ -563,5 +563,180 @@ async fn cert_login_and_userpass_totp() {
         .unwrap();
     assert_eq!(res.status(), 200);
     let l: Value = res.json().await.unwrap();
-    assert_eq!(l["auth"]["policies"], json!(["default"]), "{l}");
+    assert_eq!(l["auth"]["policies"], json!(["default", "coffer-grants"]), "{l}");
+}
+
+/// `auth/token/create` never yields a broader token than asked for:
+/// `["default"]` is Vault's self-only token (look itself up, renew, revoke
+/// itself, nothing else), for root and for a user; a set coffer cannot
+/// express is 400; the full set (or none) is the parent's grants.
+#[tokio::test]
+async fn vault_token_create_default_policy_is_self_only() {
+    let dir = util::tempdir();
+    let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
+    let anon = server.client(None);
+    let (root, _) = util::boot(&anon).await;
+    util::tenant(&root).await;
+    util::write_secret(&root, util::ENV, "DB", "s3cret-db-value").await;
+    util::create_user(&root, "dev@acme.test", "correct horse battery").await;
+    util::add_member(&root, "acme", "dev@acme.test", "member").await;
+    util::grant(
+        &root,
+        "acme",
+        json!({"user": "dev@acme.test", "project": "api", "environment": "production", "role": "developer"}),
+    )
+    .await;
+    let dev = util::user_client(&anon, "dev@acme.test", "correct horse battery").await;
+
+    for (who, parent, full) in [
+        ("root", &root, json!(["root"])),
+        ("user", &dev, json!(["default", "coffer-grants"])),
+    ] {
+        let (st, me) = parent.get("/v1/auth/token/lookup-self").await;
+        assert_eq!((st.as_u16(), &me["data"]["policies"]), (200, &full), "{who}: {me}");
+
+        let (st, l) = parent
+            .post("/v1/auth/token/create", json!({"policies": ["default"], "ttl": "1h"}))
+            .await;
+        assert_eq!(st, 200, "{who}: {l}");
+        assert_eq!(l["auth"]["policies"], json!(["default"]), "{who}: {l}");
+        let small = anon.with_token(l["auth"]["client_token"].as_str().unwrap());
+        let (st, me) = small.get("/v1/auth/token/lookup-self").await;
+        assert_eq!(
+            (st.as_u16(), &me["data"]["policies"]),
+            (200, &json!(["default"])),
+            "{who}: {me}"
+        );
+        let (st, r) = small.post("/v1/auth/token/renew-self", json!({})).await;
+        assert_eq!(st, 200, "{who}: renew-self {r}");
+        // Nothing else: no secret, no metadata, no child, no native route.
+        for (method, path, body) in [
+            ("GET", format!("/v1/secret/data/{PATH}"), None),
+            ("GET", format!("/v1/secret/metadata/{PATH}"), None),
+            ("GET", format!("/v1/secret/subkeys/{PATH}"), None),
+            ("LIST", "/v1/secret/metadata/acme/api/production".to_owned(), None),
+            (
+                "POST",
+                format!("/v1/secret/data/{PATH}"),
+                Some(json!({"data": {"value": "x"}})),
+            ),
+            (
+                "POST",
+                "/v1/auth/token/create".to_owned(),
+                Some(json!({"policies": ["default"]})),
+            ),
+            ("POST", "/v1/auth/token/create".to_owned(), Some(json!({}))),
+            (
+                "POST",
+                "/v1/auth/token/lookup-accessor".to_owned(),
+                Some(json!({"accessor": "x"})),
+            ),
+            ("GET", format!("{}/secrets/DB?reveal=true", util::ENV), None),
+            ("POST", format!("{}/inject", util::ENV), None),
+            ("GET", "/api/v1/auth/whoami".to_owned(), None),
+            ("POST", "/api/v1/tokens".to_owned(), Some(json!({"name": "x"}))),
+            ("GET", "/api/v1/orgs".to_owned(), None),
+        ] {
+            let (st, b) = small.req(method, &path, body).await;
+            assert_eq!(st, 403, "{who}: {method} {path} with a default-policy token: {b}");
+            assert!(!b.to_string().contains("s3cret-db-value"), "{b}");
+        }
+        let (st, _) = small.post("/v1/auth/token/revoke-self", json!({})).await;
+        assert_eq!(st, 204, "{who}: revoke-self");
+        let (st, _) = small.get("/v1/auth/token/lookup-self").await;
+        assert_eq!(st, 403, "{who}: revoked");
+
+        // The full set, or none, is the parent's grants; anything else is 400.
+        for asked in [json!([]), full.clone()] {
+            let (st, l) = parent.post("/v1/auth/token/create", json!({"policies": asked})).await;
+            assert_eq!(
+                (st.as_u16(), &l["auth"]["policies"]),
+                (200, &full),
+                "{who} asked {asked}: {l}"
+            );
+        }
+        for asked in [
+            json!(["admin"]),
+            json!(["default", "admin"]),
+            json!(["root", "coffer-grants"]),
+        ] {
+            let (st, e) = parent.post("/v1/auth/token/create", json!({"policies": asked})).await;
+            assert_eq!(st, 400, "{who} asked {asked}: {e}");
+        }
+    }
+    let (st, e) = dev.post("/v1/auth/token/create", json!({"policies": ["root"]})).await;
+    assert_eq!(st, 400, "a user asking for root: {e}");
+}
+
+/// Permission edges of the KV mount: lowering `max_versions` deletes
+/// history on the next write, so it needs delete (update alone may raise
+/// it or change other metadata); `subkeys` decrypts, so it needs reveal
+/// (read never decrypts).
+#[tokio::test]
+async fn kv_max_versions_needs_delete_and_subkeys_needs_reveal() {
+    let dir = util::tempdir();
+    let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
+    let anon = server.client(None);
+    let (root, _) = util::boot(&anon).await;
+    util::tenant(&root).await;
+    let data = format!("/v1/secret/data/{PATH}");
+    let meta = format!("/v1/secret/metadata/{PATH}");
+    let sub = format!("/v1/secret/subkeys/{PATH}");
+    for v in ["one", "two", "three"] {
+        let (st, b) = root
+            .post(&data, json!({"data": {"user": "app", "pass": format!("pw-{v}")}}))
+            .await;
+        assert_eq!(st, 200, "{b}");
+    }
+    let mut users = Vec::new();
+    for (email, perms) in [
+        ("updater@acme.test", json!(["read", "reveal", "create", "update"])),
+        ("deleter@acme.test", json!(["read", "update", "delete"])),
+        ("viewer@acme.test", json!(["read"])),
+    ] {
+        util::create_user(&root, email, "correct horse battery").await;
+        util::add_member(&root, "acme", email, "member").await;
+        util::grant(
+            &root,
+            "acme",
+            json!({"user": email, "project": "api", "environment": "production", "permissions": perms}),
+        )
+        .await;
+        users.push(util::user_client(&anon, email, "correct horse battery").await);
+    }
+    let (updater, deleter, viewer) = (&users[0], &users[1], &users[2]);
+
+    // update without delete: no limit where there was none, nothing lower.
+    let (st, b) = updater.post(&meta, json!({"max_versions": 1})).await;
+    assert_eq!(st, 403, "update alone lowers max_versions: {b}");
+    let (st, b) = updater
+        .post(&meta, json!({"custom_metadata": {"owner": "payments"}}))
+        .await;
+    assert_eq!(st, 204, "other metadata needs update only: {b}");
+    // delete may lower it; update may raise it again, not lower it.
+    let (st, b) = deleter.post(&meta, json!({"max_versions": 5})).await;
+    assert_eq!(st, 204, "{b}");
+    let (st, b) = updater.post(&meta, json!({"max_versions": 10})).await;
+    assert_eq!(st, 204, "raising needs update only: {b}");
+    let (st, b) = updater.post(&meta, json!({"max_versions": 2})).await;
+    assert_eq!(st, 403, "update alone lowers 10 -> 2: {b}");
+    let (st, b) = updater.post(&meta, json!({"max_versions": 10})).await;
+    assert_eq!(st, 204, "unchanged is not lower: {b}");
+    // After the refused attempts a write keeps every version.
+    let (st, b) = updater
+        .post(&data, json!({"data": {"user": "app", "pass": "pw-four"}}))
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let (_, m) = root.get(&meta).await;
+    assert_eq!(m["data"]["versions"].as_object().map(|v| v.len()), Some(4), "{m}");
+    assert_eq!(m["data"]["max_versions"], 10, "{m}");
+
+    // subkeys: reveal yes, read alone no.
+    let (st, b) = viewer.get(&sub).await;
+    assert_eq!(st, 403, "subkeys with read only: {b}");
+    let (st, b) = updater.get(&sub).await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["data"]["subkeys"], json!({"user": null, "pass": null}), "{b}");
+    let (st, b) = viewer.get(&meta).await;
+    assert_eq!(st, 200, "metadata stays read: {b}");
 }

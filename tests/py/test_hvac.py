@@ -127,6 +127,20 @@ def main():
     check("child lookup", child_client.auth.token.lookup_self()["data"]["accessor"], child["accessor"])
     child_client.auth.token.revoke_self()
     check("revoked child", child_client.is_authenticated(), False)
+    # policies=["default"] is Vault's self-only token, never a root token.
+    small = root.auth.token.create(policies=["default"], ttl="1h")["auth"]
+    check("default child policies", small["policies"], ["default"])
+    small_client = hvac.Client(url=ADDR, token=small["client_token"])
+    check("default child lookup", small_client.auth.token.lookup_self()["data"]["policies"], ["default"])
+    small_client.auth.token.renew_self()
+    raises("default child reads no secret", hvac.exceptions.Forbidden,
+           small_client.secrets.kv.v2.read_secret_version, PATH, raise_on_deleted_version=True)
+    raises("default child lists nothing", hvac.exceptions.Forbidden,
+           small_client.secrets.kv.v2.list_secrets, "acme/api/production")
+    raises("default child makes no child", hvac.exceptions.Forbidden, small_client.auth.token.create, ttl="1h")
+    raises("unknown policy set", hvac.exceptions.InvalidRequest, root.auth.token.create, policies=["default", "admin"])
+    small_client.auth.token.revoke_self()
+    check("revoked default child", small_client.is_authenticated(), False)
 
     # A viewer may list and read metadata, never reveal or write.
     native(root_token, "users", {"email": "viewer@acme.test", "password": "correct horse battery"})
@@ -136,6 +150,7 @@ def main():
     viewer = hvac.Client(url=ADDR)
     viewer.auth.userpass.login("viewer@acme.test", "correct horse battery")
     check("viewer authenticated", viewer.is_authenticated(), True)
+    check("viewer policies", viewer.auth.token.lookup_self()["data"]["policies"], ["default", "coffer-grants"])
     vkv = viewer.secrets.kv.v2
     check("viewer lists", vkv.list_secrets("acme/api/production")["data"]["keys"], ["DB"])
     vkv.read_secret_metadata(PATH)

@@ -55,6 +55,19 @@ expect_eq "policies" "$(bao token lookup -format=json | jq -c .data.policies)" '
 step "kv put / get"
 bao kv put "$P" user=app pass=pw >/dev/null
 expect_eq "user" "$(bao kv get -field=user "$P")" app
+
+step "token create -policy=default: a self-only token, never root"
+small="$(bao token create -policy=default -ttl=1h -format=json)"
+expect_eq "default token policies" "$(jq -c .auth.policies <<<"$small")" '["default"]'
+small_token="$(jq -r .auth.client_token <<<"$small")"
+expect_eq "default token lookup" "$(BAO_TOKEN="$small_token" bao token lookup -format=json | jq -c .data.policies)" '["default"]'
+expect_code 0 env BAO_TOKEN="$small_token" "$BAO_BIN" token renew
+expect_code 2 env BAO_TOKEN="$small_token" "$BAO_BIN" kv get "$P"
+expect_code 2 env BAO_TOKEN="$small_token" "$BAO_BIN" kv list secret/acme/api/production
+expect_code 2 env BAO_TOKEN="$small_token" "$BAO_BIN" token create -ttl=1h
+expect_code 2 bao token create -policy=default -policy=admin
+expect_code 0 env BAO_TOKEN="$small_token" "$BAO_BIN" token revoke -self
+expect_code 2 env BAO_TOKEN="$small_token" "$BAO_BIN" token lookup
 bao kv put "$P" value=plain >/dev/null
 expect_eq "value" "$(bao kv get -field=value "$P")" plain
 expect_eq "version" "$(bao kv get -format=json "$P" | jq -r .data.metadata.version)" 2
