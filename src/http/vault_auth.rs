@@ -134,7 +134,7 @@ pub(super) async fn renew_self(
 }
 
 pub(super) async fn revoke_self(State(s): State<AppState>, VaultSelfAuth(who): VaultSelfAuth) -> Response {
-    match s.coffer.logout(&who).await {
+    match s.coffer.revoke_self(&who).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => fail(e),
     }

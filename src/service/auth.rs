@@ -898,6 +898,17 @@ impl Coffer {
         }
     }
 
+    /// Vault's `auth/token/revoke-self`: the caller's token and what was
+    /// derived from it; the login session too only when the token is the
+    /// login's own (a child revoking itself leaves its parent alive).
+    pub async fn revoke_self(&self, who: &Principal) -> Result<()> {
+        self.require_unsealed()?;
+        match self.store.token_by_accessor(&who.accessor).await? {
+            Some(row) => self.revoke_lineage(&row).await,
+            None => Ok(()),
+        }
+    }
+
     /// `POST /auth/logout`: revoke the calling token and its session.
     pub async fn logout(&self, who: &Principal) -> Result<()> {
         self.require_unsealed()?;
