@@ -85,6 +85,7 @@ pub const BACKUP_TABLES: &[Table] = &[
             ("failed_logins", Int),
             ("locked_until", Int),
             ("created_at", Int),
+            ("orgs_created", Int),
         ],
     },
     Table {
