@@ -103,6 +103,7 @@ fn main() {
             .create_org(
                 &OrgRow { id: org, slug: "bench".into(), name: "Bench".into(), created_at: 0 },
                 &KekRow { org_id: org, version: 1, wrapped_key: wrapped, created_at: 0 },
+                None,
             )
             .await
             .expect("org");

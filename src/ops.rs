@@ -68,11 +68,20 @@ pub fn install_metrics() -> anyhow::Result<()> {
         "coffer_password_hash_refused_total",
         "logins and password changes refused with 503 because too many password hashes were running or queued"
     );
+    metrics::describe_counter!(
+        "coffer_kek_cache_evictions_total",
+        "unwrapped KEKs evicted from the bounded cache (their pages zeroized)"
+    );
+    metrics::describe_counter!(
+        "coffer_cluster_messages_rejected_total",
+        "cluster notifications refused (forged, replayed, stale or malformed) by reason"
+    );
     // Series that may stay at zero for a long time exist from the start,
     // so alerts and ratios need no `absent()`.
     for name in [
         "coffer_kek_cache_hits_total",
         "coffer_kek_cache_misses_total",
+        "coffer_kek_cache_evictions_total",
         "coffer_decryption_failures_total",
         "coffer_password_hash_refused_total",
     ] {

@@ -26,6 +26,8 @@
 //! # failed_login_threshold = 10 # failed logins per source per minute → security signal
 //! [metrics]
 //! # token_file = "/etc/coffer/metrics-token"            # turns on GET /metrics (bearer token)
+//! [orgs]
+//! # max_per_user = 10           # organizations one user may create (root: no limit; 0: only root)
 //! ```
 //!
 //! Every key can be overridden by `COFFER_<SECTION>_<KEY>` (top-level keys:
@@ -107,6 +109,7 @@ pub const ENV_KEYS: &[(&str, &str, &str)] = &[
     ("audit", "bulk_reveal_threshold", "COFFER_AUDIT_BULK_REVEAL_THRESHOLD"),
     ("audit", "failed_login_threshold", "COFFER_AUDIT_FAILED_LOGIN_THRESHOLD"),
     ("jobs", "interval_ms", "COFFER_JOBS_INTERVAL_MS"),
+    ("orgs", "max_per_user", "COFFER_ORGS_MAX_PER_USER"),
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +131,8 @@ struct RawFile {
     log_format: Option<String>,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    orgs: RawOrgs,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -188,6 +193,12 @@ impl RawAudit {
 #[serde(deny_unknown_fields)]
 struct RawJobs {
     interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOrgs {
+    max_per_user: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -266,6 +277,9 @@ pub struct Settings {
     /// `listener.trusted_proxies`: peers whose `X-Forwarded-For` names the
     /// client (empty: the TCP peer is the client)
     pub trusted_proxies: Vec<IpNet>,
+    /// `[orgs] max_per_user`: organizations one user may create (root is
+    /// not limited; 0: only root creates organizations)
+    pub max_orgs_per_user: u64,
     /// the file the settings were read from (SIGHUP re-reads it)
     pub source: Option<PathBuf>,
 }
@@ -436,6 +450,10 @@ impl Settings {
             log_format,
             metrics_token_file: raw.metrics.token_file,
             trusted_proxies,
+            max_orgs_per_user: raw
+                .orgs
+                .max_per_user
+                .unwrap_or(crate::service::DEFAULT_MAX_ORGS_PER_USER),
             source: None,
         })
     }
@@ -544,6 +562,7 @@ impl RawFile {
             ("audit", "bulk_reveal_threshold") => self.audit.bulk_reveal_threshold = Some(env_u64(&v)?),
             ("audit", "failed_login_threshold") => self.audit.failed_login_threshold = Some(env_u64(&v)?),
             ("jobs", "interval_ms") => self.jobs.interval_ms = Some(env_u64(&v)?),
+            ("orgs", "max_per_user") => self.orgs.max_per_user = Some(env_u64(&v)?),
             _ => return Err("not overridable from the environment".into()),
         }
         Ok(())
@@ -632,6 +651,7 @@ mod tests {
                 || key.ends_with("_s")
                 || key.ends_with("_days")
                 || key.ends_with("threshold")
+                || key.starts_with("max_")
             {
                 "7"
             } else {
@@ -643,6 +663,15 @@ mod tests {
                 format!("COFFER_{}", dotted(section, key).replace('.', "_").to_uppercase())
             );
         }
+    }
+
+    #[test]
+    fn orgs_max_per_user_defaults_to_ten_and_takes_zero() {
+        let plain = "[listener]\ntls_disable = true\n";
+        assert_eq!(parse(plain).expect("default").max_orgs_per_user, 10);
+        let zero = parse(&format!("{plain}[orgs]\nmax_per_user = 0\n")).expect("zero: only root");
+        assert_eq!(zero.max_orgs_per_user, 0);
+        assert!(parse(&format!("{plain}[orgs]\nmax_per_user = -1\n")).is_err());
     }
 
     #[test]

@@ -31,6 +31,7 @@ fn classify(e: &ServiceError) -> (StatusCode, &'static str) {
         ServiceError::PermissionDenied => (StatusCode::FORBIDDEN, "permission_denied"),
         ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
         ServiceError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+        ServiceError::LimitExceeded(_) => (StatusCode::FORBIDDEN, "limit_exceeded"),
         ServiceError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
         ServiceError::Unseal(_) => (StatusCode::BAD_REQUEST, "unseal_failed"),
         ServiceError::Decryption { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "decryption_failed"),

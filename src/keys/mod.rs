@@ -14,6 +14,7 @@ pub mod aead;
 pub mod shares;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use hmac::{KeyInit, Mac};
@@ -36,6 +37,11 @@ const RECOVERY_LABEL: &[u8] = b"coffer recovery verification v1";
 /// Only a server holding this root key can sign a backup, and only someone
 /// who can recombine its shares can verify one.
 const BACKUP_LABEL: &[u8] = b"coffer backup signing key v1";
+
+/// Derivation label of the cluster message key: HMAC-SHA256(root, label).
+/// Only servers holding this root key (unsealed ones) can sign or verify
+/// the notifications they exchange over PostgreSQL.
+const CLUSTER_LABEL: &[u8] = b"coffer cluster message key v1";
 
 /// AAD of the root-key blob, encrypted by the unseal key.
 pub const ROOT_AAD: &[u8] = b"root\x00\x01";
@@ -198,11 +204,49 @@ pub enum UnlockError {
     Memory,
 }
 
+/// KEKs a keyring keeps unwrapped (each in a locked page of its own): the
+/// least recently used one is evicted beyond this, and its page zeroized as
+/// soon as no request in flight holds it.
+pub const KEK_CACHE_MAX: usize = 256;
+
+/// The unwrapped KEKs, each with the tick of its last use.
+#[derive(Default)]
+struct KekCache {
+    map: HashMap<(Uuid, i64), (Arc<KeyBytes>, AtomicU64)>,
+    tick: AtomicU64,
+}
+
+impl KekCache {
+    fn get(&self, org_id: Uuid, version: i64) -> Option<Arc<KeyBytes>> {
+        let (kek, used) = self.map.get(&(org_id, version))?;
+        used.store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        Some(kek.clone())
+    }
+
+    /// Insert, evicting the least recently used KEK when full. Dropping
+    /// the evicted `Arc` zeroizes and frees its page once unused.
+    fn insert(&mut self, org_id: Uuid, version: i64, kek: Arc<KeyBytes>) {
+        if self.map.len() >= KEK_CACHE_MAX && !self.map.contains_key(&(org_id, version)) {
+            let oldest = self
+                .map
+                .iter()
+                .min_by_key(|(_, (_, used))| used.load(Ordering::Relaxed))
+                .map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                drop(self.map.remove(&k));
+                metrics::counter!("coffer_kek_cache_evictions_total").increment(1);
+            }
+        }
+        let used = AtomicU64::new(self.tick.fetch_add(1, Ordering::Relaxed));
+        self.map.insert((org_id, version), (kek, used));
+    }
+}
+
 /// The root key and the KEKs it unwrapped: exists only while unsealed.
 /// Dropping it (seal) zeroizes every key it holds.
 pub struct Keyring {
     root: KeyBytes,
-    keks: RwLock<HashMap<(Uuid, i64), Arc<KeyBytes>>>,
+    keks: RwLock<KekCache>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -300,7 +344,7 @@ impl Keyring {
     fn from_root(root: KeyBytes) -> Keyring {
         Keyring {
             root,
-            keks: RwLock::new(HashMap::new()),
+            keks: RwLock::new(KekCache::default()),
         }
     }
 
@@ -316,7 +360,7 @@ impl Keyring {
 
     /// A cached KEK, if this server unwrapped it already.
     pub fn cached_kek(&self, org_id: Uuid, version: i64) -> Option<Arc<KeyBytes>> {
-        let hit = self.keks.read().ok()?.get(&(org_id, version)).cloned();
+        let hit = self.keks.read().ok()?.get(org_id, version);
         match hit {
             Some(_) => metrics::counter!("coffer_kek_cache_hits_total").increment(1),
             None => metrics::counter!("coffer_kek_cache_misses_total").increment(1),
@@ -333,15 +377,15 @@ impl Keyring {
 
     /// Drop a cached KEK (after it was destroyed in storage).
     pub fn forget_kek(&self, org_id: Uuid, version: i64) {
-        if let Ok(mut map) = self.keks.write() {
-            map.remove(&(org_id, version));
+        if let Ok(mut cache) = self.keks.write() {
+            cache.map.remove(&(org_id, version));
         }
     }
 
     fn cache(&self, org_id: Uuid, version: i64, kek: KeyBytes) -> Arc<KeyBytes> {
         let kek = Arc::new(kek);
-        if let Ok(mut map) = self.keks.write() {
-            map.insert((org_id, version), kek.clone());
+        if let Ok(mut cache) = self.keks.write() {
+            cache.insert(org_id, version, kek.clone());
         }
         kek
     }
@@ -361,25 +405,46 @@ impl Keyring {
         plain
     }
 
-    /// HMAC-SHA256 of a backup file's body under the backup signing key
-    /// (derived from the root key, see `BACKUP_LABEL`).
-    pub fn backup_tag(&self, body: &[u8]) -> Vec<u8> {
-        let key = Zeroizing::new(tag(&self.root, BACKUP_LABEL));
+    /// HMAC-SHA256 of `body` under the key HMAC-SHA256(root, `label`).
+    fn derived_tag(&self, label: &[u8], body: &[u8]) -> Vec<u8> {
+        let key = Zeroizing::new(tag(&self.root, label));
         let mut mac =
             <HmacSha256 as KeyInit>::new_from_slice(&key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         mac.update(body);
         mac.finalize().into_bytes().to_vec()
     }
 
-    /// Whether `expected` is the backup tag of `body` (constant time).
-    pub fn check_backup_tag(&self, body: &[u8], expected: &[u8]) -> bool {
-        let key = Zeroizing::new(tag(&self.root, BACKUP_LABEL));
+    /// Whether `expected` is [`Keyring::derived_tag`] of `body` (constant time).
+    fn check_derived_tag(&self, label: &[u8], body: &[u8], expected: &[u8]) -> bool {
+        let key = Zeroizing::new(tag(&self.root, label));
         let Ok(mut mac) = <HmacSha256 as KeyInit>::new_from_slice(&key) else {
             return false;
         };
         mac.update(body);
         // verify_slice compares in constant time.
         mac.verify_slice(expected).is_ok()
+    }
+
+    /// HMAC-SHA256 of a backup file's body under the backup signing key
+    /// (derived from the root key, see `BACKUP_LABEL`).
+    pub fn backup_tag(&self, body: &[u8]) -> Vec<u8> {
+        self.derived_tag(BACKUP_LABEL, body)
+    }
+
+    /// Whether `expected` is the backup tag of `body` (constant time).
+    pub fn check_backup_tag(&self, body: &[u8], expected: &[u8]) -> bool {
+        self.check_derived_tag(BACKUP_LABEL, body, expected)
+    }
+
+    /// HMAC-SHA256 of a cluster message under the cluster message key
+    /// (derived from the root key, see `CLUSTER_LABEL`).
+    pub fn cluster_tag(&self, message: &[u8]) -> Vec<u8> {
+        self.derived_tag(CLUSTER_LABEL, message)
+    }
+
+    /// Whether `expected` is the cluster tag of `message` (constant time).
+    pub fn check_cluster_tag(&self, message: &[u8], expected: &[u8]) -> bool {
+        self.check_derived_tag(CLUSTER_LABEL, message, expected)
     }
 
     /// The root key, for tests that check it leaves memory on seal.
@@ -454,6 +519,41 @@ mod tests {
         let rt = recovery_tag(&rk);
         assert!(check_recovery_key(&rk, &rt));
         assert!(!check_recovery_key(&unseal, &rt));
+    }
+
+    #[test]
+    fn kek_cache_is_bounded_and_evicted_keys_are_freed() {
+        let unseal = KeyBytes::random().expect("key");
+        let (ring, _) = Keyring::generate(&unseal).expect("init");
+        let first = Uuid::new_v4();
+        ring.new_kek(first, 1).expect("kek");
+        let evicted = Arc::downgrade(&ring.cached_kek(first, 1).expect("cached"));
+        let kept = Uuid::new_v4();
+        ring.new_kek(kept, 1).expect("kek");
+        for i in 0..(2 * KEK_CACHE_MAX) {
+            // The one in use stays (least recently used goes first).
+            if i % 16 == 0 {
+                assert!(ring.cached_kek(kept, 1).is_some(), "recently used KEK evicted at {i}");
+            }
+            ring.new_kek(Uuid::new_v4(), 1).expect("kek");
+            assert!(ring.keks.read().expect("lock").map.len() <= KEK_CACHE_MAX);
+        }
+        assert!(ring.cached_kek(first, 1).is_none(), "least recently used KEK evicted");
+        // Nothing holds it any more: its KeyBytes was dropped, which zeroizes
+        // and frees the locked page.
+        assert!(evicted.upgrade().is_none(), "evicted KEK page still alive");
+        // A KEK in use by a request survives eviction until that request ends.
+        let busy = Uuid::new_v4();
+        ring.new_kek(busy, 1).expect("kek");
+        let held = ring.cached_kek(busy, 1).expect("cached");
+        let weak = Arc::downgrade(&held);
+        for _ in 0..KEK_CACHE_MAX {
+            ring.new_kek(Uuid::new_v4(), 1).expect("kek");
+        }
+        assert!(ring.cached_kek(busy, 1).is_none());
+        assert!(weak.upgrade().is_some(), "still held by its request");
+        drop(held);
+        assert!(weak.upgrade().is_none());
     }
 
     #[test]

@@ -38,7 +38,7 @@ use crate::storage::{Backend, StorageError};
 pub use access::{GrantInput, GrantView, GroupView, MemberView, ServiceAccountInput, ServiceAccountView};
 pub use allowed_vars::AllowedVarView;
 pub use auth::{Caller, ClientCert, DeviceCode, IssuedToken, Session, TokenView, TotpEnrollment, WhoAmI};
-pub use orgs::{EnvView, OrgView, ProjectView};
+pub use orgs::{DEFAULT_MAX_ORGS_PER_USER, EnvView, OrgView, ProjectView};
 pub use secrets::{SecretInput, SecretView, VersionView};
 
 /// Errors of the service layer. The HTTP layer maps each variant once.
@@ -104,6 +104,9 @@ pub enum ServiceError {
     /// A field of the request is invalid; the message names it.
     #[error("{0}")]
     Invalid(String),
+    /// A configured quota is used up; the message names it and its key.
+    #[error("{0}")]
+    LimitExceeded(String),
     /// The request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
@@ -278,6 +281,8 @@ pub struct Coffer {
     cache: Arc<cache::HotCache>,
     limits: Arc<limits::Limits>,
     auditor: Arc<audit::Auditor>,
+    /// organizations one user may create (`[orgs] max_per_user`; root is exempt)
+    max_orgs_per_user: u64,
 }
 
 impl Coffer {
@@ -301,7 +306,14 @@ impl Coffer {
             cache: Arc::new(cache::HotCache::new()),
             limits: Arc::new(limits::Limits::default()),
             auditor,
+            max_orgs_per_user: DEFAULT_MAX_ORGS_PER_USER,
         })
+    }
+
+    /// Set `[orgs] max_per_user`: how many organizations a user may create.
+    pub fn with_max_orgs_per_user(mut self, max: u64) -> Coffer {
+        self.max_orgs_per_user = max;
+        self
     }
 
     /// Storage kind, for status output.
@@ -377,10 +389,11 @@ impl Coffer {
     /// Seal (root only).
     pub fn seal(&self, who: &Principal) -> Result<()> {
         who.require_root()?;
+        // A seal seals the whole cluster (see `cluster.rs`): the message is
+        // signed while this server still holds the root key.
+        self.broadcast(cluster::Event::Seal);
         self.seal.seal()?;
         self.drop_caches();
-        // A seal seals the whole cluster (see `cluster.rs`).
-        self.broadcast(cluster::Event::Seal);
         Ok(())
     }
 

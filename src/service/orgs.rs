@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::{Coffer, Principal, PrincipalKind, Result, ServiceError, now_ms, rfc3339};
 use crate::access::Permission;
-use crate::storage::{EnvPath, EnvRow, KekRow, OrgRow, ProjectRow};
+use crate::storage::{EnvPath, EnvRow, KekRow, OrgRow, ProjectRow, StorageError};
 
 /// An organization as the API shows it.
 #[derive(Debug, Serialize)]
@@ -67,6 +67,10 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Organizations one user may create unless `[orgs] max_per_user` says
+/// otherwise (root is not limited).
+pub const DEFAULT_MAX_ORGS_PER_USER: u64 = 10;
+
 impl Coffer {
     /// Create an organization and its KEK v1 (root, or a user, who becomes
     /// its owner).
@@ -93,7 +97,22 @@ impl Coffer {
             wrapped_key: wrapped,
             created_at: now,
         };
-        self.store.create_org(&org, &kek).await?;
+        let creator = match who.kind {
+            PrincipalKind::User(user_id) => Some((user_id, self.max_orgs_per_user)),
+            _ => None,
+        };
+        match self.store.create_org(&org, &kek, creator).await {
+            Ok(()) => {}
+            Err(StorageError::LimitReached) => {
+                keyring.forget_kek(org.id, 1);
+                return Err(ServiceError::LimitExceeded(format!(
+                    "organization limit reached: a user may create at most {} organizations \
+                     ([orgs] max_per_user); ask the administrator (root) to create more",
+                    self.max_orgs_per_user
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
         if let PrincipalKind::User(user_id) = who.kind {
             self.store.set_membership(org.id, user_id, "owner", now).await?;
         }

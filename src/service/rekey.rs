@@ -145,6 +145,8 @@ impl Coffer {
     /// shamir mode each call submits one current share; the K-th rotates.
     pub async fn rotate_root(&self, who: &Principal, share: Option<&str>, reset: bool) -> Result<RotateStatus> {
         who.require_root()?;
+        // The others verify the announcement with the root they hold: the old one.
+        let old_root = self.keyring().ok();
         let s = self.seal.rotate_root(share, reset).await;
         match &s {
             Ok(RotateStatus {
@@ -153,7 +155,9 @@ impl Coffer {
             }) => {
                 tracing::warn!(accessor = %who.accessor, keks = n, "root key rotated");
                 // Other servers hold the old root: they seal (see cluster.rs).
-                self.broadcast(super::cluster::Event::Root);
+                if let Some(old_root) = &old_root {
+                    self.broadcast_signed(super::cluster::Event::Root, old_root);
+                }
             }
             Ok(_) => tracing::info!(accessor = %who.accessor, "root rotation: share accepted"),
             Err(e) => tracing::warn!(accessor = %who.accessor, error = %e, "root rotation refused"),

@@ -86,6 +86,7 @@ pub const BACKUP_TABLES: &[Table] = &[
             ("locked_until", Int),
             ("created_at", Int),
             ("disabled", Int),
+            ("orgs_created", Int),
         ],
     },
     Table {

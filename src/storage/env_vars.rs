@@ -49,7 +49,7 @@ impl EnvVarStore for SqlBackend {
         )
         .bind(org_id.to_string())
         .bind(env_id.to_string())
-        .fetch_all(&self.tenant(org_id))
+        .fetch_all(&mut *self.tenant(org_id).await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -74,7 +74,7 @@ impl EnvVarStore for SqlBackend {
         .bind(row.name.clone())
         .bind(row.allowed_by.clone())
         .bind(row.created_at)
-        .execute(&self.tenant(row.org_id))
+        .execute(&mut *self.tenant(row.org_id).await?)
         .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -84,7 +84,7 @@ impl EnvVarStore for SqlBackend {
             .bind(org_id.to_string())
             .bind(env_id.to_string())
             .bind(name.to_owned())
-            .execute(&self.tenant(org_id))
+            .execute(&mut *self.tenant(org_id).await?)
             .await?;
         Ok(done.rows_affected() > 0)
     }

@@ -362,7 +362,7 @@ impl KeyStore for SqlBackend {
                   (SELECT COUNT(*) FROM secret_versions v WHERE v.org_id = k.org_id AND v.kek_version = k.version) AS refs \
              FROM kms_keys k JOIN orgs o ON o.id = k.org_id WHERE k.org_id = $1 ORDER BY k.version")
         .bind(org_id.to_string())
-        .fetch_all(&self.tenant(org_id))
+        .fetch_all(&mut *self.tenant(org_id).await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -380,7 +380,7 @@ impl KeyStore for SqlBackend {
     async fn active_kek(&self, org_id: Uuid) -> Result<Option<i64>> {
         let row = q("SELECT kek_version FROM orgs WHERE id = $1")
             .bind(org_id.to_string())
-            .fetch_optional(&self.tenant(org_id))
+            .fetch_optional(&mut *self.tenant(org_id).await?)
             .await?;
         Ok(match row {
             Some(r) => Some(r.try_get("kek_version")?),
@@ -389,7 +389,7 @@ impl KeyStore for SqlBackend {
     }
 
     async fn rotate_kek(&self, kek: &KekRow) -> Result<()> {
-        let mut tx = self.tenant(kek.org_id).begin().await?;
+        let mut tx = self.tenant_tx(kek.org_id).await?;
         let done = q("UPDATE orgs SET kek_version = $1 WHERE id = $2 AND kek_version = $3")
             .bind(kek.version)
             .bind(kek.org_id.to_string())
@@ -423,7 +423,7 @@ impl KeyStore for SqlBackend {
         .bind(org_id.to_string())
         .bind(active)
         .bind(limit)
-        .fetch_all(&self.tenant(org_id))
+        .fetch_all(&mut *self.tenant(org_id).await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -447,7 +447,7 @@ impl KeyStore for SqlBackend {
         // binding looks every `$N` up by name (linear in the parameter
         // count), so one statement per batch would cost O(parameters²) —
         // 74 % of the time at 15,000 parameters.
-        let mut tx = self.tenant(org_id).begin().await?;
+        let mut tx = self.tenant_tx(org_id).await?;
         let mut written = 0;
         for chunk in rows.chunks(UPDATE_CHUNK) {
             let mut query = sqlx::query::<Any>(sqlx::AssertSqlSafe(update_sql(chunk.len())))
@@ -466,7 +466,7 @@ impl KeyStore for SqlBackend {
     }
 
     async fn destroy_kek(&self, org_id: Uuid, version: i64) -> Result<DestroyOutcome> {
-        let mut tx = self.tenant(org_id).begin().await?;
+        let mut tx = self.tenant_tx(org_id).await?;
         let Some(org) = q("SELECT kek_version FROM orgs WHERE id = $1")
             .bind(org_id.to_string())
             .fetch_optional(&mut *tx)

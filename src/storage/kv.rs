@@ -137,7 +137,7 @@ impl KvStore for SqlBackend {
         .bind(org_id.to_string())
         .bind(env_id.to_string())
         .bind(key.to_owned())
-        .fetch_optional(&self.tenant(org_id))
+        .fetch_optional(&mut *self.tenant(org_id).await?)
         .await?;
         row.map(|r| {
             Ok((
@@ -156,7 +156,7 @@ impl KvStore for SqlBackend {
         )
         .bind(org_id.to_string())
         .bind(secret_id.to_string())
-        .fetch_all(&self.tenant(org_id))
+        .fetch_all(&mut *self.tenant(org_id).await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -173,7 +173,7 @@ impl KvStore for SqlBackend {
     async fn kv_mark(&self, org_id: Uuid, secret_id: Uuid, versions: &[i64], op: KvVersionOp, now: i64) -> Result<()> {
         let org = org_id.to_string();
         let id = secret_id.to_string();
-        let mut tx = self.tenant(org_id).begin().await?;
+        let mut tx = self.tenant_tx(org_id).await?;
         let current: Option<i64> = query("SELECT current_version FROM secrets WHERE org_id = $1 AND id = $2")
             .bind(org.clone())
             .bind(id.clone())
@@ -246,7 +246,7 @@ impl KvStore for SqlBackend {
         .bind(org_id.to_string())
         .bind(secret_id.to_string())
         .bind(keep_from)
-        .execute(&self.tenant(org_id))
+        .execute(&mut *self.tenant(org_id).await?)
         .await?;
         Ok(done.rows_affected())
     }
@@ -259,7 +259,7 @@ impl KvStore for SqlBackend {
         .bind(org_id.to_string())
         .bind(env_id.to_string())
         .bind(key.to_owned())
-        .fetch_optional(&self.tenant(org_id))
+        .fetch_optional(&mut *self.tenant(org_id).await?)
         .await?;
         row.map(|r| {
             Ok(KvMetaRow {
@@ -294,7 +294,7 @@ impl KvStore for SqlBackend {
         .bind(m.custom_metadata.clone())
         .bind(m.created_at)
         .bind(m.updated_at)
-        .execute(&self.tenant(m.org_id))
+        .execute(&mut *self.tenant(m.org_id).await?)
         .await?;
         Ok(())
     }
@@ -304,7 +304,7 @@ impl KvStore for SqlBackend {
             .bind(org_id.to_string())
             .bind(env_id.to_string())
             .bind(key.to_owned())
-            .execute(&self.tenant(org_id))
+            .execute(&mut *self.tenant(org_id).await?)
             .await?;
         Ok(())
     }

@@ -58,6 +58,9 @@ pub enum StorageError {
     /// A restore was refused (target not empty, other schema version…).
     #[error("{0}")]
     Restore(String),
+    /// A quota counted in storage is used up (the caller names it).
+    #[error("limit reached")]
+    LimitReached,
     /// The storage URL is not usable.
     #[error("invalid storage url: {0}")]
     Url(String),
@@ -367,7 +370,10 @@ pub trait Backend:
 
     // ---- organizations and the tenant tree ----
     /// Create an organization with its first KEK, in one transaction.
-    async fn create_org(&self, org: &OrgRow, kek: &KekRow) -> Result<()>;
+    /// `creator`: the user creating it and how many organizations a user
+    /// may create; their count goes up in the same transaction, and
+    /// [`StorageError::LimitReached`] (nothing written) once it is at the limit.
+    async fn create_org(&self, org: &OrgRow, kek: &KekRow, creator: Option<(Uuid, u64)>) -> Result<()>;
     /// All organizations, by slug.
     async fn list_orgs(&self) -> Result<Vec<OrgRow>>;
     /// One organization by slug.

@@ -33,60 +33,74 @@ pub struct SqlBackend {
     cluster: Option<super::cluster::ClusterLink>,
 }
 
-/// PostgreSQL only: one small pool per organization whose sessions carry
-/// `coffer.org_id`, the setting the row-level security policies compare
-/// with. Tenant queries go through their organization's pool, so even a
-/// query that forgot its `org_id` filter sees that organization's rows only;
-/// the shared pool sees no tenant row at all.
+/// PostgreSQL only: one bounded pool for every organization's rows. A
+/// connection is handed out only after its session's `coffer.org_id` (the
+/// setting the row-level security policies compare with) is set to the
+/// organization asked for, so even a query that forgot its `org_id` filter
+/// sees that organization's rows only; the shared pool sees no tenant row at
+/// all. However many organizations exist, this pool holds at most
+/// [`TENANT_POOL_MAX`] connections (one pool per organization used to mean
+/// up to 8 connections each, never released).
 pub(super) struct Tenants {
-    opts: sqlx::any::AnyConnectOptions,
-    pools: RwLock<HashMap<Uuid, AnyPool>>,
+    pool: AnyPool,
 }
 
 impl std::fmt::Debug for Tenants {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.pools.read().map(|m| m.len()).unwrap_or(0);
-        f.debug_struct("Tenants").field("pools", &n).finish()
+        f.debug_struct("Tenants")
+            .field("connections", &self.pool.size())
+            .finish()
     }
 }
 
-/// Connections per organization pool (idle ones close after a minute).
-const TENANT_POOL_MAX: u32 = 8;
+/// Connections of the tenant pool (idle ones close after a minute).
+pub(super) const TENANT_POOL_MAX: u32 = 16;
+
+/// A connection of the tenant pool acting for one organization (on SQLite a
+/// connection of the shared pool).
+pub(super) type TenantConn = sqlx::pool::PoolConnection<Any>;
 
 impl Tenants {
     pub(super) fn new(opts: sqlx::any::AnyConnectOptions) -> Tenants {
-        Tenants {
-            opts,
-            pools: RwLock::new(HashMap::new()),
-        }
-    }
-
-    fn pool(&self, org_id: Uuid) -> AnyPool {
-        if let Some(p) = self.pools.read().ok().and_then(|m| m.get(&org_id).cloned()) {
-            return p;
-        }
-        let org = org_id.to_string();
         let pool = sqlx::pool::PoolOptions::<Any>::new()
             .test_before_acquire(false)
             .max_connections(TENANT_POOL_MAX)
             .min_connections(0)
             .idle_timeout(Duration::from_secs(60))
-            .after_connect(move |conn, _| {
-                let org = org.clone();
+            .after_connect(|conn, _| {
                 Box::pin(async move {
                     sqlx::query(super::postgres::SET_ROLE).execute(&mut *conn).await?;
-                    sqlx::query("SELECT set_config('coffer.org_id', $1, false)")
-                        .bind(org)
-                        .execute(&mut *conn)
-                        .await?;
                     Ok(())
                 })
             })
-            .connect_lazy_with(self.opts.clone());
-        match self.pools.write() {
-            Ok(mut m) => m.entry(org_id).or_insert(pool).clone(),
-            Err(_) => pool,
+            .connect_lazy_with(opts);
+        Tenants { pool }
+    }
+
+    /// A connection whose session acts for `org_id` until the next acquire
+    /// sets it again (every acquire does).
+    async fn acquire(&self, org_id: Uuid) -> Result<TenantConn> {
+        let mut conn = self.pool.acquire().await?;
+        if let Err(e) = query("SELECT set_config('coffer.org_id', $1, false)")
+            .bind(org_id.to_string())
+            .execute(&mut *conn)
+            .await
+        {
+            // Its session state is unknown: never reuse it.
+            conn.close_on_drop();
+            return Err(e.into());
         }
+        Ok(conn)
+    }
+
+    /// A transaction acting for `org_id` (`set_config(…, true)`: until it ends).
+    async fn begin(&self, org_id: Uuid) -> Result<sqlx::Transaction<'static, Any>> {
+        let mut tx = self.pool.begin().await?;
+        query("SELECT set_config('coffer.org_id', $1, true)")
+            .bind(org_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
     }
 }
 
@@ -169,11 +183,19 @@ impl SqlBackend {
         Ok(())
     }
 
-    /// The pool for one organization's rows (the shared pool on SQLite).
-    pub(super) fn tenant(&self, org_id: Uuid) -> AnyPool {
+    /// A connection for one organization's rows (of the shared pool on SQLite).
+    pub(super) async fn tenant(&self, org_id: Uuid) -> Result<TenantConn> {
         match &self.tenants {
-            Some(t) => t.pool(org_id),
-            None => self.pool.clone(),
+            Some(t) => t.acquire(org_id).await,
+            None => Ok(self.pool.acquire().await?),
+        }
+    }
+
+    /// A transaction on one organization's rows (of the shared pool on SQLite).
+    pub(super) async fn tenant_tx(&self, org_id: Uuid) -> Result<sqlx::Transaction<'static, Any>> {
+        match &self.tenants {
+            Some(t) => t.begin(org_id).await,
+            None => Ok(self.pool.begin().await?),
         }
     }
 
@@ -782,7 +804,7 @@ impl Backend for SqlBackend {
     }
 
     async fn remove_membership(&self, org_id: Uuid, user_id: Uuid) -> Result<bool> {
-        let mut tx = self.tenant(org_id).begin().await?;
+        let mut tx = self.tenant_tx(org_id).await?;
         // Grants end with the membership: re-adding someone starts from nothing.
         query("DELETE FROM grants WHERE org_id = $1 AND subject_kind = 'user' AND subject_id = $2")
             .bind(org_id.to_string())
@@ -835,8 +857,19 @@ impl Backend for SqlBackend {
         rows.iter().map(|r| Ok((org_row(r)?, r.try_get("role")?))).collect()
     }
 
-    async fn create_org(&self, org: &OrgRow, kek: &KekRow) -> Result<()> {
-        let mut tx = self.tenant(org.id).begin().await?;
+    async fn create_org(&self, org: &OrgRow, kek: &KekRow, creator: Option<(Uuid, u64)>) -> Result<()> {
+        let mut tx = self.tenant_tx(org.id).await?;
+        if let Some((user_id, max)) = creator {
+            // Compare-and-increment: parallel creations cannot overshoot.
+            let counted = query("UPDATE users SET orgs_created = orgs_created + 1 WHERE id = $1 AND orgs_created < $2")
+                .bind(user_id.to_string())
+                .bind(i64::try_from(max).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await?;
+            if counted.rows_affected() != 1 {
+                return Err(StorageError::LimitReached);
+            }
+        }
         query("INSERT INTO orgs (id, slug, name, kek_version, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(org.id.to_string())
             .bind(&org.slug)
@@ -876,7 +909,7 @@ impl Backend for SqlBackend {
         let row = query("SELECT wrapped_key, created_at FROM kms_keys WHERE org_id = $1 AND version = $2")
             .bind(org_id.to_string())
             .bind(version)
-            .fetch_optional(&self.tenant(org_id))
+            .fetch_optional(&mut *self.tenant(org_id).await?)
             .await?;
         row.map(|r| {
             Ok(KekRow {
@@ -896,7 +929,7 @@ impl Backend for SqlBackend {
             .bind(&p.slug)
             .bind(&p.name)
             .bind(p.created_at)
-            .execute(&self.tenant(p.org_id))
+            .execute(&mut *self.tenant(p.org_id).await?)
             .await
             .map_err(conflict("a project with this slug exists in the organization"))?;
         Ok(())
@@ -905,7 +938,7 @@ impl Backend for SqlBackend {
     async fn list_projects(&self, org_id: Uuid) -> Result<Vec<ProjectRow>> {
         let rows = query("SELECT id, org_id, slug, name, created_at FROM projects WHERE org_id = $1 ORDER BY slug")
             .bind(org_id.to_string())
-            .fetch_all(&self.tenant(org_id))
+            .fetch_all(&mut *self.tenant(org_id).await?)
             .await?;
         rows.iter().map(project_row).collect()
     }
@@ -914,7 +947,7 @@ impl Backend for SqlBackend {
         let row = query("SELECT id, org_id, slug, name, created_at FROM projects WHERE org_id = $1 AND slug = $2")
             .bind(org_id.to_string())
             .bind(slug.to_owned())
-            .fetch_optional(&self.tenant(org_id))
+            .fetch_optional(&mut *self.tenant(org_id).await?)
             .await?;
         row.as_ref().map(project_row).transpose()
     }
@@ -931,7 +964,7 @@ impl Backend for SqlBackend {
         .bind(&e.name)
         .bind(i64::from(e.protected))
         .bind(e.created_at)
-        .execute(&self.tenant(e.org_id))
+        .execute(&mut *self.tenant(e.org_id).await?)
         .await
         .map_err(conflict("an environment with this slug exists in the project"))?;
         Ok(())
@@ -943,7 +976,7 @@ impl Backend for SqlBackend {
              WHERE org_id = $1 ORDER BY project_id, slug",
         )
         .bind(org_id.to_string())
-        .fetch_all(&self.tenant(org_id))
+        .fetch_all(&mut *self.tenant(org_id).await?)
         .await?;
         rows.iter().map(env_row).collect()
     }
@@ -966,7 +999,7 @@ impl Backend for SqlBackend {
         .bind(org_id.to_string())
         .bind(project.to_owned())
         .bind(env.to_owned())
-        .fetch_optional(&self.tenant(org_id))
+        .fetch_optional(&mut *self.tenant(org_id).await?)
         .await?;
         row.map(|r| {
             Ok(EnvPath {
@@ -985,22 +1018,24 @@ impl Backend for SqlBackend {
             .bind(g.org_id.to_string())
             .bind(&g.name)
             .bind(g.created_at)
-            .execute(&self.tenant(g.org_id))
+            .execute(&mut *self.tenant(g.org_id).await?)
             .await
             .map_err(conflict("a group with this name exists in the organization"))?;
         Ok(())
     }
 
     async fn groups(&self, org_id: Uuid) -> Result<Vec<(GroupRow, Vec<String>)>> {
-        let pool = self.tenant(org_id);
+        let mut conn = self.tenant(org_id).await?;
         let rows = query("SELECT id, org_id, name, created_at FROM groups WHERE org_id = $1 ORDER BY name")
             .bind(org_id.to_string())
-            .fetch_all(&pool)
+            .fetch_all(&mut *conn)
             .await?;
         let members = query("SELECT group_id, user_id FROM group_members WHERE org_id = $1")
             .bind(org_id.to_string())
-            .fetch_all(&pool)
+            .fetch_all(&mut *conn)
             .await?;
+        // Never hold a tenant connection while waiting for a shared one.
+        drop(conn);
         let emails: HashMap<String, String> = self
             .members(org_id)
             .await?
@@ -1035,7 +1070,7 @@ impl Backend for SqlBackend {
             .bind(org_id.to_string())
             .bind(group_id.to_string())
             .bind(user_id.to_string())
-            .execute(&self.tenant(org_id))
+            .execute(&mut *self.tenant(org_id).await?)
             .await
             .map_err(conflict("the user is in the group already"))?;
         Ok(())
@@ -1046,7 +1081,7 @@ impl Backend for SqlBackend {
             .bind(org_id.to_string())
             .bind(group_id.to_string())
             .bind(user_id.to_string())
-            .execute(&self.tenant(org_id))
+            .execute(&mut *self.tenant(org_id).await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -1055,7 +1090,7 @@ impl Backend for SqlBackend {
         let rows = query("SELECT group_id FROM group_members WHERE org_id = $1 AND user_id = $2")
             .bind(org_id.to_string())
             .bind(user_id.to_string())
-            .fetch_all(&self.tenant(org_id))
+            .fetch_all(&mut *self.tenant(org_id).await?)
             .await?;
         rows.iter().map(|r| uuid(r, "group_id", "group_members")).collect()
     }
@@ -1073,7 +1108,7 @@ impl Backend for SqlBackend {
         .bind(sa.cert_subject_cn.clone())
         .bind(sa.cert_dns_san.clone())
         .bind(sa.created_at)
-        .execute(&self.tenant(sa.org_id))
+        .execute(&mut *self.tenant(sa.org_id).await?)
         .await
         .map_err(|e| {
             // Two unique keys: (org_id, name), and the certificate's SPKI
@@ -1097,7 +1132,7 @@ impl Backend for SqlBackend {
             "{SA_SELECT} WHERE org_id = $1 ORDER BY name"
         )))
         .bind(org_id.to_string())
-        .fetch_all(&self.tenant(org_id))
+        .fetch_all(&mut *self.tenant(org_id).await?)
         .await?;
         rows.iter().map(sa_row).collect()
     }
@@ -1108,13 +1143,13 @@ impl Backend for SqlBackend {
         )))
         .bind(org_id.to_string())
         .bind(id.to_string())
-        .fetch_optional(&self.tenant(org_id))
+        .fetch_optional(&mut *self.tenant(org_id).await?)
         .await?;
         row.as_ref().map(sa_row).transpose()
     }
 
     async fn delete_service_account(&self, org_id: Uuid, id: Uuid) -> Result<bool> {
-        let mut tx = self.tenant(org_id).begin().await?;
+        let mut tx = self.tenant_tx(org_id).await?;
         query("DELETE FROM grants WHERE org_id = $1 AND subject_id = $2")
             .bind(org_id.to_string())
             .bind(id.to_string())
@@ -1147,7 +1182,7 @@ impl Backend for SqlBackend {
         .bind(g.env_id.map(|u| u.to_string()))
         .bind(g.permissions)
         .bind(g.created_at)
-        .execute(&self.tenant(g.org_id))
+        .execute(&mut *self.tenant(g.org_id).await?)
         .await?;
         Ok(())
     }
@@ -1158,7 +1193,7 @@ impl Backend for SqlBackend {
              WHERE org_id = $1 ORDER BY created_at, id",
         )
         .bind(org_id.to_string())
-        .fetch_all(&self.tenant(org_id))
+        .fetch_all(&mut *self.tenant(org_id).await?)
         .await?;
         rows.iter().map(grant_row).collect()
     }
@@ -1167,7 +1202,7 @@ impl Backend for SqlBackend {
         let done = query("DELETE FROM grants WHERE org_id = $1 AND id = $2")
             .bind(org_id.to_string())
             .bind(id.to_string())
-            .execute(&self.tenant(org_id))
+            .execute(&mut *self.tenant(org_id).await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -1178,7 +1213,7 @@ impl Backend for SqlBackend {
         )))
         .bind(org_id.to_string())
         .bind(env_id.to_string())
-        .fetch_all(&self.tenant(org_id))
+        .fetch_all(&mut *self.tenant(org_id).await?)
         .await?;
         rows.iter().map(secret_row).collect()
     }
@@ -1190,7 +1225,7 @@ impl Backend for SqlBackend {
         .bind(org_id.to_string())
         .bind(env_id.to_string())
         .bind(key.to_owned())
-        .fetch_optional(&self.tenant(org_id))
+        .fetch_optional(&mut *self.tenant(org_id).await?)
         .await?;
         row.as_ref().map(secret_row).transpose()
     }
@@ -1209,7 +1244,7 @@ impl Backend for SqlBackend {
         .bind(org_id.to_string())
         .bind(env_id.to_string())
         .bind(key.to_owned())
-        .fetch_optional(&self.tenant(org_id))
+        .fetch_optional(&mut *self.tenant(org_id).await?)
         .await?;
         row.map(|r| Ok((secret_row(&r)?, version_row(&r, &PREFIXED, true)?)))
             .transpose()
@@ -1223,7 +1258,7 @@ impl Backend for SqlBackend {
         .bind(org_id.to_string())
         .bind(secret_id.to_string())
         .bind(version)
-        .fetch_optional(&self.tenant(org_id))
+        .fetch_optional(&mut *self.tenant(org_id).await?)
         .await?;
         row.map(|r| version_row(&r, &PLAIN, true)).transpose()
     }
@@ -1235,17 +1270,17 @@ impl Backend for SqlBackend {
         )
         .bind(org_id.to_string())
         .bind(secret_id.to_string())
-        .fetch_all(&self.tenant(org_id))
+        .fetch_all(&mut *self.tenant(org_id).await?)
         .await?;
         rows.iter().map(|r| version_row(r, &PLAIN, false)).collect()
     }
 
     async fn current_values(&self, org_id: Uuid, env_id: Uuid) -> Result<Arc<Vec<CurrentValue>>> {
-        let pool = self.tenant(org_id);
+        let mut conn = self.tenant(org_id).await?;
         let revision: i64 = query("SELECT revision FROM environments WHERE org_id = $1 AND id = $2")
             .bind(org_id.to_string())
             .bind(env_id.to_string())
-            .fetch_optional(&pool)
+            .fetch_optional(&mut *conn)
             .await?
             .map(|r| r.try_get("revision"))
             .transpose()?
@@ -1260,8 +1295,9 @@ impl Backend for SqlBackend {
         )
         .bind(org_id.to_string())
         .bind(env_id.to_string())
-        .fetch_all(&pool)
+        .fetch_all(&mut *conn)
         .await?;
+        drop(conn);
         let rows = Arc::new(
             rows.iter()
                 .map(|r| {
@@ -1337,7 +1373,7 @@ impl Backend for SqlBackend {
     }
 
     async fn put_version(&self, s: &SecretRow, expected_current: i64, v: &VersionRow) -> Result<()> {
-        let mut tx = self.tenant(s.org_id).begin().await?;
+        let mut tx = self.tenant_tx(s.org_id).await?;
         if expected_current == 0 {
             query(
                 "INSERT INTO secrets (id, org_id, env_id, key, type, description, current_version, deleted_at, created_at, updated_at) \
@@ -1396,7 +1432,7 @@ impl Backend for SqlBackend {
     }
 
     async fn set_deleted(&self, org_id: Uuid, secret_id: Uuid, deleted_at: Option<i64>, now: i64) -> Result<bool> {
-        let mut tx = self.tenant(org_id).begin().await?;
+        let mut tx = self.tenant_tx(org_id).await?;
         let done = query("UPDATE secrets SET deleted_at = $1, updated_at = $2 WHERE org_id = $3 AND id = $4")
             .bind(deleted_at)
             .bind(now)
@@ -1410,7 +1446,7 @@ impl Backend for SqlBackend {
     }
 
     async fn purge_secret(&self, org_id: Uuid, secret_id: Uuid) -> Result<bool> {
-        let mut tx = self.tenant(org_id).begin().await?;
+        let mut tx = self.tenant_tx(org_id).await?;
         bump_revision(&mut tx, BUMP_BY_SECRET, org_id, secret_id).await?;
         query("DELETE FROM secret_versions WHERE org_id = $1 AND secret_id = $2")
             .bind(org_id.to_string())

@@ -336,3 +336,99 @@ async fn a_root_rotation_on_one_server_reseals_the_others() {
         );
     }
 }
+
+/// `pg_notify` `payload` on the store's channel, as any role that can
+/// connect could.
+async fn notify_raw(url: &str, payload: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    let schema = url.rsplit("search_path%3D").next().unwrap();
+    let channel = coffer::storage::cluster::channel_of_schema(schema);
+    sqlx::query("SELECT COUNT(*) AS n FROM (SELECT pg_notify($1, $2)) AS sent")
+        .bind(channel)
+        .bind(payload.to_owned())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
+
+/// Whether `http`'s server reports itself sealed.
+async fn sealed(http: &Http) -> bool {
+    http.get("/v1/sys/seal-status").await.1["sealed"] == true
+}
+
+/// Anyone who can connect to the database can NOTIFY the events channel:
+/// a forged seal message (the old unsigned format, or the signed format
+/// with a wrong tag) and a replayed genuine one are refused, counted and
+/// logged; a genuine seal still seals the other server.
+#[tokio::test]
+async fn forged_and_replayed_cluster_messages_do_not_seal_a_server() {
+    if util::storage_kind() != "postgres" {
+        // SQLite: one process per file, no channel to forge on.
+        return;
+    }
+    let dir_a = util::tempdir();
+    let url = util::fresh_storage_url(dir_a.path()).await;
+    let a = Server::start(dir_a.path(), &url);
+    let anon_a = a.client(None);
+    let (shares, _, root_token) = util::init(&anon_a, 3, 2).await;
+    util::unseal(&anon_a, &[&shares[0], &shares[1]]).await;
+    let dir_b = util::tempdir();
+    let b = Server::start(dir_b.path(), &url);
+    let anon_b = b.client(None);
+    util::unseal(&anon_b, &[&shares[0], &shares[2]]).await;
+
+    // Record what goes over the channel.
+    let schema = url.rsplit("search_path%3D").next().unwrap();
+    let channel = coffer::storage::cluster::channel_of_schema(schema);
+    let mut spy = sqlx::postgres::PgListener::connect(&url).await.unwrap();
+    spy.listen(&channel).await.unwrap();
+
+    let now = util::unix_now() * 1000;
+    let node = "f".repeat(32);
+    for forged in [
+        format!("{node}|seal"),
+        "seal".to_owned(),
+        format!("v1|{node}|1|{now}|seal|{}", "00".repeat(32)),
+        format!("v1|{node}|2|{now}|root|{}", "ab".repeat(32)),
+    ] {
+        notify_raw(&url, &forged).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!sealed(&anon_b).await, "a forged message sealed B");
+    assert!(!sealed(&anon_a).await, "a forged message sealed A");
+    let log = b.log_text();
+    assert!(log.contains("cluster notification rejected"), "rejections are logged");
+    assert!(!log.contains(&"00".repeat(32)), "the tag is not logged");
+
+    // A genuine seal on A still seals B.
+    let (st, _) = anon_a.with_token(&root_token).put("/v1/sys/seal", json!({})).await;
+    assert_eq!(st, 204);
+    let start = Instant::now();
+    while !sealed(&anon_b).await {
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "the genuine seal did not reach B"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let genuine = loop {
+        let n = tokio::time::timeout(Duration::from_secs(2), spy.recv())
+            .await
+            .expect("the seal went over the channel")
+            .unwrap();
+        if n.payload().contains("|seal|") && n.payload().starts_with("v1|") && !n.payload().contains(&node) {
+            break n.payload().to_owned();
+        }
+    };
+
+    // B unseals again; the captured genuine message, replayed, does nothing.
+    util::unseal(&anon_b, &[&shares[1], &shares[2]]).await;
+    assert!(!sealed(&anon_b).await);
+    notify_raw(&url, &genuine).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!sealed(&anon_b).await, "a replayed seal message sealed B");
+    let log = b.log_text();
+    assert!(log.contains("replayed"), "the replay is logged: {log}");
+    assert!(log.contains("bad_mac") && log.contains("malformed"), "{log}");
+}

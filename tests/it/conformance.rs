@@ -92,7 +92,7 @@ async fn add_tenant(b: &dyn Backend, slug: &str) -> (Uuid, Uuid) {
         wrapped_key: vec![9; 61],
         created_at: 1,
     };
-    b.create_org(&org, &kek).await.expect("org");
+    b.create_org(&org, &kek, None).await.expect("org");
     let project = ProjectRow {
         id: Uuid::new_v4(),
         org_id: org.id,
@@ -157,7 +157,10 @@ async fn tenant_tree_resolves_and_slugs_are_unique() {
         wrapped_key: vec![1],
         created_at: 2,
     };
-    assert!(matches!(b.create_org(&dup, &kek).await, Err(StorageError::Conflict(_))));
+    assert!(matches!(
+        b.create_org(&dup, &kek, None).await,
+        Err(StorageError::Conflict(_))
+    ));
     // The failed org left no KEK behind (one transaction).
     assert!(b.kek(dup.id, 1).await.unwrap().is_none());
     assert_eq!(b.kek(org, 1).await.unwrap().expect("kek").wrapped_key, vec![9; 61]);

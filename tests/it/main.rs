@@ -23,6 +23,7 @@ mod keys;
 mod lifecycle;
 mod memory;
 mod ops;
+mod org_limits;
 mod rekey;
 mod rotate_totp;
 mod sessions;
