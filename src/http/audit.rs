@@ -14,11 +14,10 @@
 //! [`AuditNote`]: the authenticated actor (set by authentication), the name
 //! a failed login tried, a finer action, the number of values revealed.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Query, RawPathParams, Request, State};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
@@ -391,16 +390,24 @@ fn reads_only(action: &str) -> bool {
 /// changes what the record says.
 async fn resolve(state: &AppState, req: Request, template: &str, route: RouteAudit) -> Resolved {
     let (mut parts, body) = req.into_parts();
-    let (params, resource) = match Path::<HashMap<String, String>>::from_request_parts(&mut parts, state).await {
-        Ok(Path(p)) => {
-            let resource = resource_of(template, &p);
-            (p, resource)
-        }
-        // Not UTF-8 once decoded: the handler refuses it too.
-        Err(_) => (HashMap::new(), template.to_owned()),
-    };
+    // Decoded values, shared with the request (no copy of the strings).
+    let params = RawPathParams::from_request_parts(&mut parts, state).await;
     let req = Request::from_parts(parts, body);
-    let param = |name: &str| params.get(name).map_or("", String::as_str);
+    let Ok(params) = params else {
+        // Not UTF-8 once decoded: the handler's Path refuses it too.
+        let action = match route {
+            Action(a) => a,
+            Kv | Public => "secret.unknown",
+        };
+        return Resolved {
+            req,
+            action,
+            org: String::new(),
+            resource: template.to_owned(),
+        };
+    };
+    let param = |name: &str| params.iter().find(|(n, _)| *n == name).map_or("", |(_, v)| v);
+    let resource = resource_of(template, param);
     let (action, org) = match route {
         Action(a) => (a, param("org").to_owned()),
         Kv => {
@@ -436,23 +443,25 @@ struct Resolved {
 /// parameters in place, so every spelling of one path is recorded alike.
 /// A Vault userpass login name goes through [`login_name`]: a password
 /// typed as the name must not reach the log through the path either.
-fn resource_of(template: &str, params: &HashMap<String, String>) -> String {
-    template
-        .split('/')
-        .map(|seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+fn resource_of<'a>(template: &str, param: impl Fn(&str) -> &'a str) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    for (i, seg) in template.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
             Some(name) => {
                 let name = name.trim_start_matches('*');
-                let value = params.get(name).map_or("", String::as_str);
                 if name == "user" {
-                    login_name(value)
+                    out.push_str(&login_name(param(name)));
                 } else {
-                    value.to_owned()
+                    out.push_str(param(name));
                 }
             }
-            None => seg.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join("/")
+            None => out.push_str(seg),
+        }
+    }
+    out
 }
 
 /// The audit layer (see the module docs).
@@ -672,19 +681,19 @@ mod tests {
 
     #[test]
     fn resources_are_decoded_paths() {
-        let p: HashMap<String, String> = [
-            ("org".to_owned(), "acme".to_owned()),
-            ("rest".to_owned(), "data/acme/api/production/K".to_owned()),
-            ("user".to_owned(), "hunter2".to_owned()),
-        ]
-        .into();
-        assert_eq!(resource_of("/api/v1/orgs/{org}/keks", &p), "/api/v1/orgs/acme/keks");
+        let p = |name: &str| match name {
+            "org" => "acme",
+            "rest" => "data/acme/api/production/K",
+            "user" => "hunter2",
+            _ => "",
+        };
+        assert_eq!(resource_of("/api/v1/orgs/{org}/keks", p), "/api/v1/orgs/acme/keks");
         assert_eq!(
-            resource_of("/v1/secret/{*rest}", &p),
+            resource_of("/v1/secret/{*rest}", p),
             "/v1/secret/data/acme/api/production/K"
         );
         assert_eq!(
-            resource_of("/v1/auth/userpass/login/{user}", &p),
+            resource_of("/v1/auth/userpass/login/{user}", p),
             "/v1/auth/userpass/login/invalid (7 chars)"
         );
     }
