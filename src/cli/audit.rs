@@ -59,7 +59,7 @@ pub(crate) struct Filter {
     /// Organization slug (required unless root).
     #[arg(long)]
     org: Option<String>,
-    /// allowed, denied or error.
+    /// allowed, denied, error or begun (write-ahead records of mutations).
     #[arg(long)]
     outcome: Option<String>,
     /// From this time (RFC 3339 or unix ms).

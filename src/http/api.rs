@@ -78,6 +78,14 @@ pub(super) struct RevealQuery {
     reveal: bool,
 }
 
+/// Whether a secret read asks for the value: the handler's own parse of
+/// the query (decoded, `reveal` a strict bool), which the audit layer uses
+/// to name the request before the handler runs. A query the handler
+/// refuses reveals nothing.
+pub(super) fn reveal_requested(uri: &axum::http::Uri) -> bool {
+    Query::<RevealQuery>::try_from_uri(uri).is_ok_and(|Query(q)| q.reveal)
+}
+
 type OrgP = Path<String>;
 type ProjectP = Path<(String, String)>;
 type EnvP = Path<(String, String, String)>;
@@ -164,8 +172,16 @@ pub(super) async fn get_secret(
     Auth(who): Auth,
     Path((org, p, e, key)): SecretP,
     Query(q): Query<RevealQuery>,
+    note: AuditNote,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.get_secret(&who, (&org, &p, &e), &key, q.reveal).await?)
+    if q.reveal {
+        note.action("secret.reveal");
+    }
+    let secret = s.coffer.get_secret(&who, (&org, &p, &e), &key, q.reveal).await?;
+    if q.reveal {
+        note.values(1);
+    }
+    ok(secret)
 }
 
 pub(super) async fn put_secret(

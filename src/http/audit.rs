@@ -3,7 +3,10 @@
 //! Every route is either public (health, seal status: no record) or has an
 //! action in [`ROUTE_ACTIONS`]; the layer records every request to an
 //! audited route — allowed, denied or failed — and lets the response leave
-//! only after the record is committed. A route registered without an entry
+//! only after the record is committed; a mutation is announced by a
+//! write-ahead record committed before its handler runs (see [`layer`]).
+//! Action, organization and value count come from the decoded request and
+//! the handler, never from the raw URI. A route registered without an entry
 //! answers 500 and logs why, so no route can serve unaudited; the
 //! integration test `audit_routes` walks the same table.
 //!
@@ -14,7 +17,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Query, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Query, RawPathParams, Request, State};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
@@ -303,9 +306,11 @@ impl AuditNote {
         self.with(|n| n.actor = Some(Actor::of(p)));
     }
 
-    /// The account a login tried (no principal exists yet).
+    /// The account a login tried (no principal exists yet). Recorded only
+    /// when it is a syntactically valid address: a password typed into the
+    /// name field must not stay in an append-only log.
     pub(crate) fn tried(&self, name: &str) {
-        let name = name.chars().take(256).collect();
+        let name = login_name(name);
         self.with(|n| {
             n.actor.get_or_insert_with(|| Actor {
                 kind: crate::service::PrincipalKind::ANONYMOUS,
@@ -331,22 +336,37 @@ impl AuditNote {
     }
 }
 
+/// What a record keeps of the name a login tried: the address when it is
+/// one (RFC 5321 sizes: ≤ 254 characters, local part ≤ 64, dot-atom local
+/// part, a domain of at least two LDH labels), else only its length.
+fn login_name(name: &str) -> String {
+    fn atom(s: &str, ok: impl Fn(char) -> bool) -> bool {
+        !s.is_empty() && s.split('.').all(|part| !part.is_empty() && part.chars().all(&ok))
+    }
+    let valid = name.len() <= 254
+        && name.split_once('@').is_some_and(|(local, domain)| {
+            local.len() <= 64
+                && atom(local, |c| {
+                    c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~-".contains(c)
+                })
+                && domain.contains('.')
+                && atom(domain, |c| c.is_ascii_alphanumeric() || c == '-')
+                && domain
+                    .split('.')
+                    .all(|l| l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-'))
+        });
+    if valid {
+        name.to_owned()
+    } else {
+        format!("invalid ({} chars)", name.chars().count())
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for AuditNote {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(parts.extensions.get::<AuditNote>().cloned().unwrap_or_default())
     }
-}
-
-/// The organization slug of a native path or of a KV path
-/// (`/v1/secret/<op>/<org>/…`).
-fn org_of(path: &str) -> &str {
-    if let Some(rest) = path.strip_prefix("/v1/secret/") {
-        return rest.split('/').nth(1).unwrap_or("");
-    }
-    path.strip_prefix("/api/v1/orgs/")
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or("")
 }
 
 fn outcome_of(status: StatusCode) -> Outcome {
@@ -357,31 +377,146 @@ fn outcome_of(status: StatusCode) -> Outcome {
     }
 }
 
+/// Actions that change nothing: they are recorded once, after the handler,
+/// at no extra cost. Every other action is a mutation and gets a
+/// write-ahead record first (see [`layer`]).
+fn reads_only(action: &str) -> bool {
+    action.ends_with(".list")
+        || action.ends_with(".read")
+        || action.ends_with("_list")
+        || action.ends_with("_status")
+        || matches!(
+            action,
+            "secret.reveal"
+                | "secret.inject"
+                | "secret.history"
+                | "token.lookup"
+                | "auth.whoami"
+                | "audit.search"
+                | "audit.verify"
+                | "sys.mounts"
+                | "backup.create"
+        )
+}
+
+/// The action and organization of a request, from its decoded path
+/// parameters and query — what the handler's own extractors will see — so
+/// that no spelling of the URI (`%61cme`, `%64ata`, `re%76eal=%74rue`)
+/// changes what the record says.
+async fn resolve(state: &AppState, req: Request, template: &str, route: RouteAudit) -> Resolved {
+    let (mut parts, body) = req.into_parts();
+    // Decoded values, shared with the request (no copy of the strings).
+    let params = RawPathParams::from_request_parts(&mut parts, state).await;
+    let req = Request::from_parts(parts, body);
+    let Ok(params) = params else {
+        // Not UTF-8 once decoded: the handler's Path refuses it too.
+        let action = match route {
+            Action(a) => a,
+            Kv | Public => "secret.unknown",
+        };
+        return Resolved {
+            req,
+            action,
+            org: String::new(),
+            resource: template.to_owned(),
+        };
+    };
+    let param = |name: &str| params.iter().find(|(n, _)| *n == name).map_or("", |(_, v)| v);
+    let resource = resource_of(template, param);
+    let (action, org) = match route {
+        Action(a) => (a, param("org").to_owned()),
+        Kv => {
+            let q = Query::<super::vault_kv::KvQuery>::try_from_uri(req.uri())
+                .map(|Query(q)| q)
+                .unwrap_or_default();
+            super::vault_kv::kv_target(req.method(), param("rest"), &q)
+        }
+        Public => ("", String::new()),
+    };
+    let action = if action == "secret.read" && matches!(route, Action(_)) && super::api::reveal_requested(req.uri()) {
+        "secret.reveal"
+    } else {
+        action
+    };
+    Resolved {
+        req,
+        action,
+        org,
+        resource,
+    }
+}
+
+/// What [`resolve`] found.
+struct Resolved {
+    req: Request,
+    action: &'static str,
+    org: String,
+    resource: String,
+}
+
+/// The path a record names: the route's template with the decoded
+/// parameters in place, so every spelling of one path is recorded alike.
+/// A Vault userpass login name goes through [`login_name`]: a password
+/// typed as the name must not reach the log through the path either.
+fn resource_of<'a>(template: &str, param: impl Fn(&str) -> &'a str) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    for (i, seg) in template.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            Some(name) => {
+                let name = name.trim_start_matches('*');
+                if name == "user" {
+                    out.push_str(&login_name(param(name)));
+                } else {
+                    out.push_str(param(name));
+                }
+            }
+            None => out.push_str(seg),
+        }
+    }
+    out
+}
+
 /// The audit layer (see the module docs).
-pub(crate) async fn layer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+///
+/// A mutation (any action not in [`reads_only`]) is recorded twice: a
+/// write-ahead record (outcome `begun`, status 0) is committed before the
+/// handler runs — if that commit fails the request is refused with 503
+/// `audit_unavailable` and the handler never runs — and the outcome record
+/// after it, as for every request. So no change exists without a chained
+/// record that announced it (docs/audit.md, "Mutations").
+pub(crate) async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(path) = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()) else {
         // No route matched: the fallback answers 404/503 and touches nothing.
         return next.run(req).await;
     };
     let method = req.method().clone();
     let vault = path.starts_with("/v1/");
-    let mut action = match route_audit(&method, &path) {
-        Some(Public) => return next.run(req).await,
-        Some(Action(a)) => a,
-        Some(Kv) => super::vault_kv::audit_action(
-            &method,
-            req.uri().path_and_query().map_or(req.uri().path(), |pq| pq.as_str()),
-        ),
-        None => {
-            tracing::error!(%method, %path, "route has no audit action; refusing to serve it unaudited");
-            let e = ServiceError::Internal(format!("route {method} {path} has no audit action"));
-            return if vault {
-                VaultError(e).into_response()
-            } else {
-                ApiError(e).into_response()
-            };
+    let fail = |e: ServiceError| {
+        if vault {
+            VaultError(e).into_response()
+        } else {
+            ApiError(e).into_response()
         }
     };
+    let route = match route_audit(&method, &path) {
+        Some(Public) => return next.run(req).await,
+        Some(r) => r,
+        None => {
+            tracing::error!(%method, %path, "route has no audit action; refusing to serve it unaudited");
+            return fail(ServiceError::Internal(format!(
+                "route {method} {path} has no audit action"
+            )));
+        }
+    };
+    let Resolved {
+        mut req,
+        action,
+        org,
+        resource,
+    } = resolve(&state, req, &path, route).await;
     let note = AuditNote::default();
     req.extensions_mut().insert(note.clone());
     let request_id = req
@@ -398,49 +533,46 @@ pub(crate) async fn layer(State(state): State<AppState>, mut req: Request, next:
         .get::<PeerCert>()
         .map(|c| c.0.spki_sha256.clone())
         .unwrap_or_default();
-    let resource = req.uri().path().to_owned();
-    let reveal = req
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|kv| kv == "reveal=true"));
-    if action == "secret.read" && reveal {
-        action = "secret.reveal";
+    let mut ev = AuditEvent {
+        request_id,
+        actor: Actor::default(),
+        cert_spki,
+        source,
+        method: method.to_string(),
+        action: action.to_owned(),
+        org,
+        resource,
+        outcome: Outcome::Begun,
+        status: 0,
+        reason: String::new(),
+        values: 0,
+    };
+    if !reads_only(action)
+        && let Err(e) = state.coffer.audit(ev.clone()).await
+    {
+        // Nothing has happened yet, and nothing will.
+        return fail(e);
     }
 
     let res = next.run(req).await;
 
     let status = res.status();
-    let outcome = outcome_of(status);
-    let mut n = note.take();
-    if action == "secret.reveal" && outcome == Outcome::Allowed {
-        n.values = 1;
-    }
-    let ev = AuditEvent {
-        request_id,
-        actor: n.actor.unwrap_or_default(),
-        cert_spki,
-        source,
-        method: method.to_string(),
-        action: n.action.unwrap_or(action).to_owned(),
-        org: org_of(&resource).to_owned(),
-        resource,
-        outcome,
-        status: status.as_u16(),
-        reason: res
-            .extensions()
-            .get::<ErrorCode>()
-            .map(|c| c.0)
-            .unwrap_or("")
-            .to_owned(),
-        values: n.values,
-    };
+    let n = note.take();
+    ev.actor = n.actor.unwrap_or_default();
+    ev.action = n.action.unwrap_or(action).to_owned();
+    ev.outcome = outcome_of(status);
+    ev.status = status.as_u16();
+    ev.reason = res
+        .extensions()
+        .get::<ErrorCode>()
+        .map(|c| c.0)
+        .unwrap_or("")
+        .to_owned();
+    // Values count only when they left.
+    ev.values = if ev.outcome == Outcome::Allowed { n.values } else { 0 };
     if let Err(e) = state.coffer.audit(ev).await {
         // Fail closed: the response (a value, a token) is dropped.
-        return if vault {
-            VaultError(e).into_response()
-        } else {
-            ApiError(e).into_response()
-        };
+        return fail(e);
     }
     res
 }
@@ -481,9 +613,9 @@ pub(super) async fn search(
     Query(q): Query<SearchQuery>,
 ) -> Reply<impl serde::Serialize> {
     if let Some(o) = &q.outcome
-        && !matches!(o.as_str(), "allowed" | "denied" | "error")
+        && !matches!(o.as_str(), "allowed" | "denied" | "error" | "begun")
     {
-        return Err(ServiceError::Invalid("outcome must be allowed, denied or error".into()).into());
+        return Err(ServiceError::Invalid("outcome must be allowed, denied, error or begun".into()).into());
     }
     let f = AuditFilter {
         since: time_param("since", q.since.as_deref())?,
@@ -538,11 +670,70 @@ mod tests {
     }
 
     #[test]
-    fn org_is_read_from_native_and_kv_paths() {
-        assert_eq!(org_of("/api/v1/orgs/acme/projects"), "acme");
-        assert_eq!(org_of("/v1/secret/data/acme/api/prod/K"), "acme");
-        assert_eq!(route_audit(&Method::PATCH, "/v1/secret/{*rest}"), Some(Kv));
-        assert_eq!(org_of("/api/v1/orgs"), "");
-        assert_eq!(org_of("/v1/sys/unseal"), "");
+    fn a_login_records_an_address_or_only_a_length() {
+        assert_eq!(login_name("ann@acme.test"), "ann@acme.test");
+        assert_eq!(
+            login_name("first.last+tag@mail.example.com"),
+            "first.last+tag@mail.example.com"
+        );
+        for (typed, n) in [
+            ("hunter2-Correct-Horse", 21),
+            ("P@ssw0rd", 8),
+            ("ann@acme.test correct horse", 27),
+            ("ann@@acme.test", 14),
+            ("ann@acme..test", 14),
+            (".ann@acme.test", 14),
+            ("ann@-acme.test", 14),
+            ("", 0),
+        ] {
+            assert_eq!(login_name(typed), format!("invalid ({n} chars)"), "{typed}");
+        }
+        let long = format!("{}@{}.test", "a".repeat(64), "b".repeat(200));
+        assert_eq!(login_name(&long), format!("invalid ({} chars)", long.len()));
+        let local = format!("{}@acme.test", "a".repeat(65));
+        assert_eq!(login_name(&local), "invalid (75 chars)");
+    }
+
+    #[test]
+    fn resources_are_decoded_paths() {
+        let p = |name: &str| match name {
+            "org" => "acme",
+            "rest" => "data/acme/api/production/K",
+            "user" => "hunter2",
+            _ => "",
+        };
+        assert_eq!(resource_of("/api/v1/orgs/{org}/keks", p), "/api/v1/orgs/acme/keks");
+        assert_eq!(
+            resource_of("/v1/secret/{*rest}", p),
+            "/v1/secret/data/acme/api/production/K"
+        );
+        assert_eq!(
+            resource_of("/v1/auth/userpass/login/{user}", p),
+            "/v1/auth/userpass/login/invalid (7 chars)"
+        );
+    }
+
+    #[test]
+    fn reads_and_mutations() {
+        for a in [
+            "secret.reveal",
+            "secret.inject",
+            "secret.read",
+            "org.list",
+            "key.kek_list",
+            "seal.rekey_status",
+        ] {
+            assert!(reads_only(a), "{a}");
+        }
+        for a in [
+            "secret.write",
+            "secret.update",
+            "auth.login",
+            "seal.unseal_share",
+            "secret.unknown",
+            "token.create",
+        ] {
+            assert!(!reads_only(a), "{a}");
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
@@ -49,13 +49,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
     }
 }
 
-/// The organization slug of a native path `/api/v1/orgs/{org}/…` (seen as
-/// `/orgs/{org}/…` inside the nested router), for certificate-only
-/// authentication.
-fn org_hint(path: &str) -> Option<&str> {
-    let rest = path.strip_prefix("/api/v1").unwrap_or(path).strip_prefix("/orgs/")?;
-    let org = rest.split('/').next()?;
-    (!org.is_empty()).then_some(org)
+/// The organization of a native route, for certificate-only
+/// authentication: its decoded `{org}` parameter — the organization the
+/// handler acts on — never the raw path segment (`%61cme` is `acme`).
+fn org_hint<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<&'a str> {
+    params
+        .into_iter()
+        .find(|(name, _)| *name == "org")
+        .map(|(_, org)| org)
+        .filter(|org| !org.is_empty())
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {
@@ -69,13 +71,15 @@ fn bearer(parts: &Parts) -> Option<&str> {
 
 /// `self_only_ok`: also accept a self-only token (Vault's `default` policy),
 /// for the routes where a token looks itself up, renews or revokes itself.
-async fn principal(parts: &Parts, state: &AppState, self_only_ok: bool) -> Result<Principal, ServiceError> {
+async fn principal(parts: &mut Parts, state: &AppState, self_only_ok: bool) -> Result<Principal, ServiceError> {
+    // Not UTF-8 once decoded: no hint (the handler's Path refuses it).
+    let params = RawPathParams::from_request_parts(parts, state).await.ok();
     let peer = Peer::of(parts);
     let caller = Caller {
         token: bearer(parts),
         source: peer.source,
         cert: peer.cert.as_deref(),
-        org_hint: org_hint(parts.uri.path()),
+        org_hint: params.as_ref().and_then(org_hint),
     };
     // Sealed is reported first, like on every other route.
     let who = if self_only_ok {
@@ -180,15 +184,15 @@ impl<T: DeserializeOwned> FromRequest<AppState> for VaultBody<T> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn org_hint_reads_the_native_org_segment() {
-        assert_eq!(super::org_hint("/api/v1/orgs/acme/projects/p"), Some("acme"));
-        assert_eq!(super::org_hint("/api/v1/orgs/acme"), Some("acme"));
+    fn org_hint_is_the_decoded_org_parameter() {
+        assert_eq!(super::org_hint([("org", "acme"), ("project", "p")]), Some("acme"));
+        assert_eq!(super::org_hint([("project", "p"), ("org", "acme")]), Some("acme"));
+        assert_eq!(super::org_hint([("org", "")]), None);
         assert_eq!(
-            super::org_hint("/orgs/acme/members"),
-            Some("acme"),
-            "as the nested router sees it"
+            super::org_hint([("rest", "data/acme/p/e/K")]),
+            None,
+            "Vault routes name no org"
         );
-        assert_eq!(super::org_hint("/api/v1/orgs/"), None);
-        assert_eq!(super::org_hint("/v1/sys/health"), None);
+        assert_eq!(super::org_hint([]), None);
     }
 }

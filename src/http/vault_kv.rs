@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
+use super::audit::AuditNote;
 use super::error::VaultError;
 use super::extract::VaultAuth;
 use super::vault_auth;
@@ -62,42 +63,50 @@ pub(super) fn routes() -> Router<AppState> {
         )
 }
 
-/// The audit action of a Vault-API request (`path` with or without the
-/// `/v1` prefix). Writes answer `secret.update`: whether a write creates or
-/// updates is known only to storage.
-pub(crate) fn audit_action(method: &Method, path: &str) -> &'static str {
-    let p = path.strip_prefix("/v1").unwrap_or(path).trim_start_matches('/');
+/// The query of a `secret/` request, parsed once the way both the handler
+/// and the audit layer read it (a key given twice: the last one counts).
+pub(crate) type KvQuery = HashMap<String, String>;
+
+/// Whether a `secret/` request lists (Vault's `LIST` verb or `?list=true`).
+fn lists(method: &Method, q: &KvQuery) -> bool {
+    method.as_str() == "LIST" || q.get("list").is_some_and(|v| v == "true")
+}
+
+/// The audit action and organization of a request to the `secret/` mount:
+/// `rest` is the decoded path below the mount (the `{*rest}` parameter the
+/// handler gets) and `q` the decoded query, so the record names what the
+/// handler acts on however the URI was spelled. Writes answer
+/// `secret.update` here; the handler refines it when it knows more.
+pub(crate) fn kv_target(method: &Method, rest: &str, q: &KvQuery) -> (&'static str, String) {
+    let (op, path) = rest.split_once('/').unwrap_or((rest, ""));
     let m = method.as_str();
     let write = matches!(m, "POST" | "PUT" | "PATCH");
-    if let Some(rest) = p.strip_prefix("secret/") {
-        let op = rest.split('/').next().unwrap_or("");
-        let list = m == "LIST" || path.contains("list=true");
-        return match (op, m) {
-            ("data", "GET") => "secret.reveal",
-            ("data", "DELETE") | ("delete", _) => "secret.delete",
-            ("data", _) if write => "secret.update",
-            ("undelete", _) => "secret.undelete",
-            ("destroy", _) => "secret.destroy",
-            ("metadata", "DELETE") => "secret.purge",
-            ("metadata", _) if write && !list => "secret.update",
-            ("metadata", _) | ("subkeys", _) => "secret.read",
-            ("config", "GET") => "secret.read",
-            ("config", _) => "secret.config",
-            _ => "secret.unknown",
-        };
-    }
-    match p.split('?').next().unwrap_or("") {
-        "auth/token/lookup-self" | "auth/token/lookup-accessor" => "token.lookup",
-        "auth/token/create" => "token.create",
-        "auth/token/renew-self" => "token.renew",
-        "auth/token/revoke-self" => "token.revoke",
-        "auth/cert/login" => "auth.login",
-        x if x.starts_with("auth/userpass/login/") => "auth.login",
-        x if x == "sys/mounts" || x.starts_with("sys/mounts/") || x.starts_with("sys/internal/ui/mounts") => {
-            "sys.mounts"
+    let list = lists(method, q);
+    let action = match (op, m) {
+        ("metadata" | "data", _) if list => "secret.list",
+        ("data", "GET") => "secret.reveal",
+        ("data", "DELETE") | ("delete", _) => "secret.delete",
+        ("data", _) if write => "secret.update",
+        ("undelete", _) => "secret.undelete",
+        ("destroy", _) => "secret.destroy",
+        ("metadata", "DELETE") => "secret.purge",
+        ("metadata", _) if write => "secret.update",
+        ("metadata", _) | ("subkeys", _) => "secret.read",
+        ("config", "GET") => "secret.read",
+        ("config", _) => "secret.config",
+        _ => "secret.unknown",
+    };
+    let org = if op == "config" {
+        ""
+    } else if list {
+        match kv::folder(path) {
+            Ok(kv::Folder::Org(o) | kv::Folder::Project(o, _) | kv::Folder::Env(o, _, _)) => o,
+            Ok(kv::Folder::Root) | Err(_) => "",
         }
-        _ => "vault.other",
-    }
+    } else {
+        kv::key_path(path).map_or("", |(o, ..)| o)
+    };
+    (action, org.to_owned())
 }
 
 /// Vault's logical response envelope.
@@ -249,12 +258,13 @@ async fn kv_mount(
     State(s): State<AppState>,
     method: Method,
     Path(rest): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<KvQuery>,
+    note: AuditNote,
     VaultAuth(who): VaultAuth,
     bytes: Bytes,
 ) -> Response {
     let (op, path) = rest.split_once('/').unwrap_or((rest.as_str(), ""));
-    let list = method.as_str() == "LIST" || q.get("list").is_some_and(|v| v == "true");
+    let list = lists(&method, &q);
     let version = match q.get("version").map(|v| v.parse::<i64>()) {
         None => None,
         Some(Ok(v)) => Some(v),
@@ -279,6 +289,7 @@ async fn kv_mount(
             ("data", "GET") => {
                 let mut r = c.kv_read(&who, kv::key_path(path)?, version).await?;
                 let status = if r.data.is_some() {
+                    note.values(1);
                     StatusCode::OK
                 } else {
                     StatusCode::NOT_FOUND
@@ -437,35 +448,32 @@ async fn mount_change(method: Method, VaultAuth(_who): VaultAuth, Path(path): Pa
 mod tests {
     use axum::http::Method;
 
-    use super::audit_action;
+    use super::{KvQuery, kv_target};
 
     #[test]
-    fn audit_actions() {
+    fn audit_targets() {
         let list = Method::from_bytes(b"LIST").expect("method");
-        for (m, p, want) in [
-            (Method::GET, "/v1/secret/data/a/b/c/K", "secret.reveal"),
-            (Method::GET, "/v1/secret/data/a/b/c/K?version=2", "secret.reveal"),
-            (Method::POST, "/v1/secret/data/a/b/c/K", "secret.update"),
-            (Method::PATCH, "/v1/secret/data/a/b/c/K", "secret.update"),
-            (Method::DELETE, "/v1/secret/data/a/b/c/K", "secret.delete"),
-            (Method::PUT, "/v1/secret/delete/a/b/c/K", "secret.delete"),
-            (Method::PUT, "/v1/secret/undelete/a/b/c/K", "secret.undelete"),
-            (Method::PUT, "/v1/secret/destroy/a/b/c/K", "secret.destroy"),
-            (Method::DELETE, "/v1/secret/metadata/a/b/c/K", "secret.purge"),
-            (Method::GET, "/v1/secret/metadata/a/b/c/K", "secret.read"),
-            (list.clone(), "/v1/secret/metadata/a/", "secret.read"),
-            (Method::GET, "/v1/secret/metadata/a/?list=true", "secret.read"),
-            (Method::GET, "/v1/secret/subkeys/a/b/c/K", "secret.read"),
-            (Method::GET, "/v1/auth/token/lookup-self", "token.lookup"),
-            (Method::POST, "/v1/auth/token/create", "token.create"),
-            (Method::POST, "/v1/auth/token/renew-self", "token.renew"),
-            (Method::POST, "/v1/auth/token/revoke-self", "token.revoke"),
-            (Method::POST, "/v1/auth/userpass/login/a@b.c", "auth.login"),
-            (Method::POST, "/v1/auth/cert/login", "auth.login"),
-            (Method::GET, "/v1/sys/mounts", "sys.mounts"),
-            (Method::GET, "/v1/sys/internal/ui/mounts/secret/a", "sys.mounts"),
+        let listing: KvQuery = [("list".to_owned(), "true".to_owned())].into();
+        let none = KvQuery::new();
+        for (m, p, q, want, org) in [
+            (Method::GET, "data/a/b/c/K", &none, "secret.reveal", "a"),
+            (Method::GET, "data//a/b/c/K/", &none, "secret.reveal", "a"),
+            (Method::POST, "data/a/b/c/K", &none, "secret.update", "a"),
+            (Method::PATCH, "data/a/b/c/K", &none, "secret.update", "a"),
+            (Method::DELETE, "data/a/b/c/K", &none, "secret.delete", "a"),
+            (Method::PUT, "delete/a/b/c/K", &none, "secret.delete", "a"),
+            (Method::PUT, "undelete/a/b/c/K", &none, "secret.undelete", "a"),
+            (Method::PUT, "destroy/a/b/c/K", &none, "secret.destroy", "a"),
+            (Method::DELETE, "metadata/a/b/c/K", &none, "secret.purge", "a"),
+            (Method::GET, "metadata/a/b/c/K", &none, "secret.read", "a"),
+            (list.clone(), "metadata/a/", &none, "secret.list", "a"),
+            (Method::GET, "metadata/a/b", &listing, "secret.list", "a"),
+            (Method::GET, "data/", &listing, "secret.list", ""),
+            (Method::GET, "subkeys/a/b/c/K", &none, "secret.read", "a"),
+            (Method::POST, "config", &none, "secret.config", ""),
+            (Method::GET, "nope/a/b/c/K", &none, "secret.unknown", "a"),
         ] {
-            assert_eq!(audit_action(&m, p), want, "{m} {p}");
+            assert_eq!(kv_target(&m, p, q), (want, org.to_owned()), "{m} {p}");
         }
     }
 }

@@ -538,3 +538,50 @@ async fn a_certificate_maps_to_one_account_server_wide() {
             .await,
     );
 }
+
+#[tokio::test]
+async fn certificate_login_reads_the_decoded_org_of_the_path() {
+    // The organization a certificate-only request authenticates in is the
+    // one its handler acts on: `%62ravo` is `bravo`, in the answer and in
+    // the audit record.
+    let dir = util::tempdir();
+    let d = dir.path();
+    let server = mtls_server(d).await;
+    let with = |cert: &str, token: Option<&str>| Http::from_client(&server.base, tls_client(d, Some(cert)), token);
+    let (root, _) = util::boot(&with("a", None)).await;
+    let spki = spki_sha256(d, "c");
+    util::org_tree(&root, "bravo", &[("api", &["prod"])]).await;
+    util::write_secret(&root, &util::env_path("bravo", "api", "prod"), "KEY", "bravo-value").await;
+    util::service_account(&root, "bravo", "robot", json!({"certificate": {"spki_sha256": spki}})).await;
+    util::grant(
+        &root,
+        "bravo",
+        json!({"service_account": "robot", "project": "api", "environment": "prod", "role": "developer"}),
+    )
+    .await;
+    for path in [
+        "/api/v1/orgs/bravo/projects/api/environments/prod/secrets/KEY?reveal=true",
+        "/api/v1/orgs/%62ravo/projects/%61pi/environments/prod/secrets/KEY?re%76eal=%74rue",
+    ] {
+        let (st, body) = with("c", None).get(path).await;
+        assert_eq!(
+            (st.as_u16(), &body["data"]["value"]),
+            (200, &json!("bravo-value")),
+            "cert C, no token: GET {path}: {body}"
+        );
+    }
+    let (st, found) = root.get("/api/v1/audit/records?org=bravo&action=secret.reveal").await;
+    assert_eq!(st, 200, "{found}");
+    let by_robot: Vec<&serde_json::Value> = found["data"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["actor_kind"] == "service_account")
+        .collect();
+    assert_eq!(
+        by_robot.len(),
+        2,
+        "both spellings are bravo's reveals by robot: {found}"
+    );
+    assert!(by_robot.iter().all(|r| r["detail"]["values"] == 1), "{found}");
+}

@@ -307,21 +307,42 @@ async fn a_rehashed_history_fails_against_the_signed_checkpoint() {
 }
 
 /// Path parameters for the route walk.
+const PARAMS: &[(&str, &str)] = &[
+    ("{org}", "acme"),
+    ("{project}", "api"),
+    ("{env}", "production"),
+    ("{key}", "A"),
+    ("{version}", "1"),
+    ("{email}", "nobody@example.com"),
+    ("{group}", "nogroup"),
+    ("{name}", "nosa"),
+    ("{id}", "00000000-0000-0000-0000-000000000000"),
+    ("{accessor}", "noaccessor"),
+    ("{user}", "nobody"),
+    ("{*rest}", "data/acme/api/production/A"),
+    ("{*path}", "secret/"),
+];
+
 fn fill(template: &str) -> String {
-    template
-        .replace("{org}", "acme")
-        .replace("{project}", "api")
-        .replace("{env}", "production")
-        .replace("{key}", "A")
-        .replace("{version}", "1")
-        .replace("{email}", "nobody@example.com")
-        .replace("{group}", "nogroup")
-        .replace("{name}", "nosa")
-        .replace("{id}", "00000000-0000-0000-0000-000000000000")
-        .replace("{accessor}", "noaccessor")
-        .replace("{user}", "nobody")
-        .replace("{*rest}", "data/acme/api/production/A")
-        .replace("{*path}", "secret/")
+    fill_with(template, str::to_owned)
+}
+
+/// `template` with each parameter's value passed through `spell`.
+fn fill_with(template: &str, spell: impl Fn(&str) -> String) -> String {
+    PARAMS
+        .iter()
+        .fold(template.to_owned(), |t, (name, value)| t.replace(name, &spell(value)))
+}
+
+/// Every byte percent-encoded but `/`, `=` and `&` (the router matches the
+/// raw path; handlers decode parameters and queries).
+fn percent(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'/' | b'=' | b'&' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -418,12 +439,15 @@ async fn every_route_leaves_a_record_for_allowed_and_denied_requests() {
     let mut conn = db(&l.url).await;
     let mut denied = 0;
     for (id, status, method, action) in &sent {
-        let r = sqlx::query("SELECT method, action, outcome, status FROM audit_log WHERE request_id = $1")
-            .bind(id.clone())
-            .fetch_optional(&mut conn)
-            .await
-            .expect("query")
-            .unwrap_or_else(|| panic!("{method} {action}: request {id} left no audit record"));
+        // A mutation has a write-ahead record too (outcome `begun`): this is the outcome.
+        let r = sqlx::query(
+            "SELECT method, action, outcome, status FROM audit_log WHERE request_id = $1 AND outcome <> 'begun'",
+        )
+        .bind(id.clone())
+        .fetch_optional(&mut conn)
+        .await
+        .expect("query")
+        .unwrap_or_else(|| panic!("{method} {action}: request {id} left no audit record"));
         let recorded: String = r.try_get("action").expect("action");
         let family = action.split('.').next().expect("family");
         assert!(
@@ -452,6 +476,182 @@ async fn every_route_leaves_a_record_for_allowed_and_denied_requests() {
     assert!(
         denied * 2 > sent.len() / 2,
         "most anonymous requests must be denied ({denied})"
+    );
+}
+
+/// (action, org, outcome, detail, resource) of every record of one request, in order.
+async fn records_of(conn: &mut AnyConnection, id: &str) -> Vec<(String, String, String, String, String)> {
+    sqlx::query("SELECT action, org, outcome, detail, resource FROM audit_log WHERE request_id = $1 ORDER BY seq")
+        .bind(id.to_owned())
+        .fetch_all(&mut *conn)
+        .await
+        .expect("records")
+        .iter()
+        .map(|r| {
+            let get = |c: &str| r.try_get::<String, _>(c).expect(c);
+            (
+                get("action"),
+                get("org"),
+                get("outcome"),
+                get("detail"),
+                get("resource"),
+            )
+        })
+        .collect()
+}
+
+/// (who, method, plain path+query, encoded path+query, body, the key of
+/// each spelling where they differ)
+type Spellings = (&'static str, String, String, String, String, [String; 2]);
+
+#[tokio::test]
+async fn percent_encoded_spellings_leave_the_same_record_as_plain_ones() {
+    use coffer::access::{ENV_ROUTES, Target};
+    use coffer::http::audit::{ENV_PREFIX, ROUTE_ACTIONS, RouteAudit};
+
+    let l = logged("").await;
+    let mut walk: Vec<Spellings> = Vec::new();
+    // One spelling of a route: plain, or every parameter and the query
+    // percent-encoded.
+    let spell = |template: &str, query: &str, key: &str, enc: bool| {
+        let f = |v: &str| if enc { percent(v) } else { v.to_owned() };
+        let path = fill_with(&template.replace("{key}", &f(key)), f);
+        match query {
+            "" => path,
+            q => format!("{path}?{}", f(q)),
+        }
+    };
+    // Environment routes as root (each spelling on a key of its own, in the
+    // state the route's target needs) and anonymously.
+    for (i, r) in ENV_ROUTES.iter().enumerate() {
+        let body = if r.body.is_empty() { "{}" } else { r.body };
+        let template = format!("{ENV_PREFIX}{}", r.path);
+        for who in ["root", "anon"] {
+            let keys = [format!("PE{i}{who}P"), format!("PE{i}{who}E")];
+            for key in &keys {
+                match r.target {
+                    Target::Env | Target::New | Target::Blocked => {}
+                    Target::Existing => util::write_secret(&l.root, ENV, key, "v1").await,
+                    Target::Deleted => {
+                        util::write_secret(&l.root, ENV, key, "v1").await;
+                        l.root.delete(&format!("{ENV}/secrets/{key}")).await;
+                    }
+                }
+            }
+            let plain = spell(&template, r.query, &keys[0], false);
+            let encoded = spell(&template, r.query, &keys[1], true);
+            walk.push((who, r.method.to_owned(), plain, encoded, body.to_owned(), keys));
+        }
+    }
+    // Every other audited route anonymously; its reads as root too (their
+    // writes would change the state the second spelling meets).
+    for (m, p, a) in ROUTE_ACTIONS {
+        if *a == RouteAudit::Public {
+            continue;
+        }
+        let method = if *m == "*" { "GET" } else { *m };
+        let (plain, encoded) = (spell(p, "", "A", false), spell(p, "", "A", true));
+        walk.push((
+            "anon",
+            method.to_owned(),
+            plain.clone(),
+            encoded.clone(),
+            "{}".into(),
+            Default::default(),
+        ));
+        if method == "GET" {
+            walk.push((
+                "root",
+                method.to_owned(),
+                plain,
+                encoded,
+                "{}".into(),
+                Default::default(),
+            ));
+        }
+    }
+    // The KV mount's operations as root: list (query), write, metadata.
+    for (method, rest, query, body) in [
+        ("GET", "metadata/acme/api/production/", "list=true", "{}"),
+        ("GET", "data/acme/api/", "list=true", "{}"),
+        ("GET", "metadata/acme/api/production/A", "", "{}"),
+        ("GET", "subkeys/acme/api/production/A", "", "{}"),
+        ("GET", "data/acme/api/production/A", "version=1", "{}"),
+        ("POST", "data/acme/api/production/KVW", "", r#"{"data":{"value":"x"}}"#),
+    ] {
+        let (plain, encoded) = (
+            spell(&format!("/v1/secret/{rest}"), query, "", false),
+            spell(&format!("/v1/secret/{}", percent(rest)), query, "", true),
+        );
+        walk.push((
+            "root",
+            method.to_owned(),
+            plain,
+            encoded,
+            body.to_owned(),
+            Default::default(),
+        ));
+    }
+
+    let client = reqwest::Client::new();
+    let mut conn = db(&l.url).await;
+    let mut reveals = 0;
+    for (i, (who, method, plain, encoded, body, keys)) in walk.iter().enumerate() {
+        let mut ids = Vec::new();
+        for (spelling, path) in [("plain", plain), ("encoded", encoded)] {
+            let id = format!("pct-{i}-{who}-{spelling}");
+            let mut req = client
+                .request(method.parse().expect("method"), format!("{}{path}", l.server.base))
+                .header("x-request-id", &id)
+                .header("content-type", "application/json")
+                .body(body.clone());
+            if *who == "root" {
+                req = req.header("X-Vault-Token", &l.token);
+            }
+            let status = req.send().await.expect("send").status().as_u16();
+            assert_ne!(status, 500, "{method} {path} ({who}) answered 500");
+            ids.push(id);
+            // A seal ceremony the request may have started must not change
+            // what the other spelling meets.
+            for (prefix, cancel) in [
+                ("/v1/sys/generate-root/", "/v1/sys/generate-root/attempt"),
+                ("/v1/sys/generate-root-token/", "/v1/sys/generate-root-token/attempt"),
+                ("/v1/sys/rekey/", "/v1/sys/rekey/init"),
+                ("/v1/sys/rekey-recovery-key/", "/v1/sys/rekey-recovery-key/init"),
+            ] {
+                if path.starts_with(prefix) {
+                    l.root.delete(cancel).await;
+                }
+            }
+        }
+        let a = records_of(&mut conn, &ids[0]).await;
+        let mut b = records_of(&mut conn, &ids[1]).await;
+        if !keys[1].is_empty() {
+            for r in &mut b {
+                r.4 = r.4.replace(&keys[1], &keys[0]);
+            }
+        }
+        assert!(!a.is_empty(), "{method} {plain} ({who}) left no record");
+        assert_eq!(
+            a, b,
+            "{who} {method}: {plain} and {encoded} must leave the same records"
+        );
+        let last = a.last().expect("record");
+        let names_org = plain.contains("/orgs/acme") || plain.contains("/acme/api");
+        if names_org {
+            assert_eq!(
+                last.1, "acme",
+                "{who} {method} {plain}: the record names the organization"
+            );
+        }
+        if last.0 == "secret.reveal" && last.2 == "allowed" {
+            assert_eq!(last.3, r#"{"values":1}"#, "{method} {plain}: a reveal counts its value");
+            reveals += 1;
+        }
+    }
+    assert!(
+        reveals >= 2,
+        "root's native and KV reveals must be in the walk ({reveals})"
     );
 }
 
@@ -510,6 +710,99 @@ async fn reveals_fail_closed_while_the_audit_store_is_locked_and_resume_after() 
     assert!(
         resumed,
         "reveals must resume once the audit store is back, without a restart"
+    );
+    let ok = coffer(&l.server, &l.token, &["audit", "verify"]);
+    assert!(ok.status.success(), "{}", out(&ok));
+}
+
+#[tokio::test]
+async fn writes_are_refused_before_any_change_while_the_audit_store_is_locked() {
+    let l = logged("timeout_ms = 800\n").await;
+    let kv = "/v1/secret/data/acme/api/production";
+    let mut lock = db(&l.url).await;
+    if util::storage_kind() == "postgres" {
+        exec(&mut lock, "BEGIN").await.expect("begin");
+        exec(&mut lock, "LOCK TABLE audit_log IN EXCLUSIVE MODE")
+            .await
+            .expect("lock");
+    } else {
+        exec(&mut lock, "BEGIN IMMEDIATE")
+            .await
+            .expect("lock the database for writing");
+    }
+    let (st, body) = l
+        .root
+        .post(&format!("{ENV}/secrets/B"), json!({"value": "changed-unaudited"}))
+        .await;
+    assert_eq!(
+        (st.as_u16(), &body["code"]),
+        (503, &json!("audit_unavailable")),
+        "{body}"
+    );
+    let (st, body) = l
+        .root
+        .post(&format!("{ENV}/secrets/NEW"), json!({"value": "created-unaudited"}))
+        .await;
+    assert_eq!(st.as_u16(), 503, "native create: {body}");
+    let (st, body) = l
+        .root
+        .post(&format!("{kv}/C"), json!({"data": {"value": "changed-unaudited"}}))
+        .await;
+    assert_eq!(st.as_u16(), 503, "KV write: {body}");
+    assert!(body["errors"][0].as_str().unwrap_or("").contains("audit log"), "{body}");
+    let (st, body) = l.root.delete(&format!("{ENV}/secrets/A")).await;
+    assert_eq!(st.as_u16(), 503, "delete: {body}");
+    exec(&mut lock, "ROLLBACK").await.expect("release");
+
+    // Once the store is back: nothing of the refused writes happened.
+    let mut resumed = false;
+    for _ in 0..100 {
+        let (st, body) = l.root.get(&format!("{ENV}/secrets/B?reveal=true")).await;
+        if st == 200 {
+            assert_eq!(body["data"]["value"], "bravo-value", "the refused write changed B");
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(resumed, "service must resume once the audit store is back");
+    let (st, body) = l.root.get(&format!("{ENV}/secrets/B/history")).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        body["data"].as_array().map(Vec::len),
+        Some(1),
+        "B must have no new version: {body}"
+    );
+    let (st, body) = l.root.get(&format!("{ENV}/secrets/NEW")).await;
+    assert_eq!(st.as_u16(), 404, "the refused create made NEW: {body}");
+    let (st, body) = l.root.get(&format!("{kv}/C")).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["data"]["data"]["value"], "charlie-value", "{body}");
+    assert_eq!(
+        body["data"]["metadata"]["version"], 1,
+        "C must have no new version: {body}"
+    );
+    let (st, body) = l.root.get(&format!("{ENV}/secrets/A")).await;
+    assert_eq!(st, 200, "the refused delete removed A: {body}");
+
+    // A write now leaves its write-ahead record and its outcome.
+    let id = "write-after-lock";
+    let res = reqwest::Client::new()
+        .post(format!("{}{ENV}/secrets/B", l.server.base))
+        .header("x-request-id", id)
+        .header("X-Vault-Token", &l.token)
+        .json(&json!({"value": "changed-audited"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 200);
+    let mut conn = db(&l.url).await;
+    let records = records_of(&mut conn, id).await;
+    let outcomes: Vec<(&str, &str)> = records.iter().map(|r| (r.0.as_str(), r.2.as_str())).collect();
+    assert_eq!(
+        outcomes,
+        [("secret.write", "begun"), ("secret.update", "allowed")],
+        "{records:?}"
     );
     let ok = coffer(&l.server, &l.token, &["audit", "verify"]);
     assert!(ok.status.success(), "{}", out(&ok));
@@ -582,6 +875,18 @@ async fn no_secret_reaches_a_record_a_sink_or_a_log_line_and_sighup_reopens_the_
     )
     .await;
     needles.push(wrong.to_owned());
+    // A password typed into the name field (native and Vault userpass):
+    // only its length may be recorded.
+    let misplaced = "Misplaced-Passw0rd@home";
+    anon.post("/api/v1/auth/login", json!({"email": misplaced, "password": "x"}))
+        .await;
+    let misplaced_vault = "hunter2-typed-as-name";
+    anon.post(
+        &format!("/v1/auth/userpass/login/{misplaced_vault}"),
+        json!({"password": "x"}),
+    )
+    .await;
+    needles.extend([misplaced.to_owned(), misplaced_vault.to_owned()]);
     let session = util::login(&anon, "dev@example.com", password).await;
     for k in ["access_token", "refresh_token"] {
         needles.push(session[k].as_str().expect(k).to_owned());
@@ -633,6 +938,12 @@ async fn no_secret_reaches_a_record_a_sink_or_a_log_line_and_sighup_reopens_the_
         records.contains("dev@example.com"),
         "failed logins name the account tried"
     );
+    for n in [misplaced.len(), misplaced_vault.len()] {
+        assert!(
+            records.contains(&format!("invalid ({n} chars)")),
+            "a name that is no address is recorded as its length ({n}): {records}"
+        );
+    }
     let sink = std::fs::read_to_string(&file).expect("sink");
     let log = server.log_text();
     assert!(!log.is_empty());

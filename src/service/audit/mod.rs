@@ -85,6 +85,9 @@ pub enum Outcome {
     Denied,
     /// failed: bad input, conflict, storage, sealed
     Error,
+    /// the write-ahead record of a mutation, committed before its handler
+    /// ran; the request's outcome record follows (same request id)
+    Begun,
 }
 
 impl Outcome {
@@ -94,6 +97,7 @@ impl Outcome {
             Outcome::Allowed => "allowed",
             Outcome::Denied => "denied",
             Outcome::Error => "error",
+            Outcome::Begun => "begun",
         }
     }
 }
