@@ -21,7 +21,7 @@
 //! Each family cites where it is documented.
 
 /// Exact names that are never injected (upper case).
-pub const DANGEROUS_ENV: &[&str] = &[
+pub(crate) const DANGEROUS_ENV: &[&str] = &[
     // dynamic loader, glibc: ld.so(8) (the LD_ prefix covers the rest),
     // tunables: "Looney Tunables", glibc manual "Tunables"
     "GLIBC_TUNABLES",
@@ -157,7 +157,7 @@ pub const DANGEROUS_ENV: &[&str] = &[
 ];
 
 /// Name prefixes that are never injected (upper case).
-pub const DANGEROUS_PREFIXES: &[&str] = &[
+pub(crate) const DANGEROUS_PREFIXES: &[&str] = &[
     // every LD_* (glibc ld.so(8), musl) and DYLD_* (macOS dyld(1)) variable
     // configures the loader
     "LD_",
@@ -198,11 +198,11 @@ pub const DANGEROUS_PREFIXES: &[&str] = &[
 /// PSQL_PAGER: environ(7), man(1), git(1)), `*_EDITOR` (GIT_EDITOR,
 /// GIT_SEQUENCE_EDITOR, SUDO_EDITOR: git(1), sudo(8)), `*ASKPASS`
 /// (GIT_ASKPASS, SUDO_ASKPASS: git(1), sudo(8)).
-pub const DANGEROUS_SUFFIXES: &[&str] = &["PAGER", "_EDITOR", "ASKPASS"];
+pub(crate) const DANGEROUS_SUFFIXES: &[&str] = &["PAGER", "_EDITOR", "ASKPASS"];
 
 /// Whether `name` is a variable coffer refuses to inject (unless an
 /// environment admin allowed it).
-pub fn is_dangerous(name: &str) -> bool {
+pub(crate) fn is_dangerous(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
     DANGEROUS_ENV.contains(&upper.as_str())
         || DANGEROUS_PREFIXES.iter().any(|p| upper.starts_with(p))
@@ -211,7 +211,7 @@ pub fn is_dangerous(name: &str) -> bool {
 
 /// Whether `name` is a valid variable name: `[A-Za-z_][A-Za-z0-9_]*`, at
 /// most 256 bytes (what an allow-list entry may hold).
-pub fn is_variable_name(name: &str) -> bool {
+pub(crate) fn is_variable_name(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
         && b.len() <= 256

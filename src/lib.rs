@@ -6,14 +6,14 @@
 
 pub mod access;
 pub mod cli;
-pub mod config;
-pub mod env_policy;
+pub(crate) mod config;
+pub(crate) mod env_policy;
 pub mod http;
 pub mod keys;
 pub mod logging;
-pub mod ops;
-pub mod seal;
+pub(crate) mod ops;
+pub(crate) mod seal;
 pub mod secure_mem;
-pub mod server;
+pub(crate) mod server;
 pub mod service;
 pub mod storage;

@@ -24,7 +24,7 @@ const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Install the process-wide Prometheus recorder (idempotent).
-pub fn install_metrics() -> anyhow::Result<()> {
+pub(crate) fn install_metrics() -> anyhow::Result<()> {
     if PROMETHEUS.get().is_some() {
         return Ok(());
     }
@@ -91,7 +91,7 @@ pub fn install_metrics() -> anyhow::Result<()> {
 }
 
 /// The Prometheus text of every series, seal gauges refreshed first.
-pub fn render(coffer: &Coffer) -> String {
+pub(crate) fn render(coffer: &Coffer) -> String {
     let s = coffer.seal_status_cached();
     metrics::gauge!("coffer_sealed").set(if s.sealed { 1.0 } else { 0.0 });
     metrics::gauge!("coffer_initialized").set(if s.initialized { 1.0 } else { 0.0 });
@@ -104,7 +104,7 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The request's id, in its extensions for the layers inside (audit).
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub(crate) struct RequestId(pub String);
 
 /// A client's `X-Request-Id` if it is short and plain (letters, digits,
 /// `-_.:`), else a fresh one.
@@ -120,7 +120,7 @@ fn request_id(req: &Request) -> String {
 
 /// `<random per process>-<counter>`: unique across servers and restarts
 /// without a system call per request (request ids are not secrets).
-pub fn fresh_request_id() -> String {
+pub(crate) fn fresh_request_id() -> String {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
     static PREFIX: OnceLock<String> = OnceLock::new();
@@ -137,7 +137,7 @@ pub fn fresh_request_id() -> String {
 /// Outer layer: a request id (span field `request_id`, echoed in
 /// `X-Request-Id`, in the extensions as [`RequestId`]) around everything,
 /// including unmatched routes.
-pub async fn request_id_layer(mut req: Request, next: Next) -> Response {
+pub(crate) async fn request_id_layer(mut req: Request, next: Next) -> Response {
     let id = request_id(&req);
     req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id);
@@ -149,7 +149,7 @@ pub async fn request_id_layer(mut req: Request, next: Next) -> Response {
 }
 
 /// Route layer: count and time each request by its route template.
-pub async fn metrics_layer(req: Request, next: Next) -> Response {
+pub(crate) async fn metrics_layer(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -175,7 +175,7 @@ pub async fn metrics_layer(req: Request, next: Next) -> Response {
 }
 
 /// The STATUS= text for systemd.
-pub fn status_line(coffer: &Coffer) -> String {
+pub(crate) fn status_line(coffer: &Coffer) -> String {
     let s = coffer.seal_status_cached();
     match (s.initialized, s.sealed) {
         (false, _) => "uninitialized: run coffer operator init".to_owned(),
@@ -189,7 +189,7 @@ pub fn status_line(coffer: &Coffer) -> String {
 
 /// Tell systemd we listen (sealed counts as ready), then keep STATUS= in
 /// step with the seal state. A no-op without `NOTIFY_SOCKET`.
-pub fn spawn_notify(coffer: Coffer) {
+pub(crate) fn spawn_notify(coffer: Coffer) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;
     }
@@ -209,7 +209,7 @@ pub fn spawn_notify(coffer: Coffer) {
 }
 
 /// One notification; failures are logged, never fatal.
-pub fn notify(states: &[sd_notify::NotifyState<'_>]) {
+pub(crate) fn notify(states: &[sd_notify::NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {
         tracing::warn!(error = %e, "sd_notify failed");
     }

@@ -19,7 +19,7 @@ use crate::service::{Coffer, Principal};
 use crate::storage;
 
 /// Run a server with validated settings until SIGINT/SIGTERM.
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
+pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     let hardening = secure_mem::harden_process(settings.disable_mlock)?;
     if !hardening.mlock {
         tracing::warn!(
@@ -71,7 +71,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
 /// `--dev`: throw-away SQLite in a temp dir, plain HTTP, auto-init with one
 /// share, auto-unseal, org `default` / project `default` / env `dev`.
-pub async fn run_dev(address: SocketAddr) -> anyhow::Result<()> {
+pub(crate) async fn run_dev(address: SocketAddr) -> anyhow::Result<()> {
     let hardening = secure_mem::harden_process(true)?;
     if !hardening.mlock {
         tracing::warn!("memory cannot be locked (dev mode continues anyway)");

@@ -48,11 +48,11 @@ use crate::service::audit::signals::Thresholds;
 use crate::service::audit::sinks::SinkSettings;
 
 mod seal;
-pub use seal::Pkcs11Settings;
+pub(crate) use seal::Pkcs11Settings;
 
 /// Configuration errors; each names the key or file at fault.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
@@ -87,7 +87,7 @@ pub enum ConfigError {
 
 /// `(section, key, environment variable)` of every key that the
 /// environment can override. `section` "" is the top level.
-pub const ENV_KEYS: &[(&str, &str, &str)] = &[
+pub(crate) const ENV_KEYS: &[(&str, &str, &str)] = &[
     ("", "disable_mlock", "COFFER_DISABLE_MLOCK"),
     ("", "log_level", "COFFER_LOG_LEVEL"),
     ("", "log_format", "COFFER_LOG_FORMAT"),
@@ -229,7 +229,7 @@ struct RawStorage {
 
 /// How the server listens.
 #[derive(Debug, Clone)]
-pub enum Listener {
+pub(crate) enum Listener {
     /// Plain HTTP (`tls_disable = true`, or dev mode).
     Plain {
         /// bind address
@@ -252,7 +252,7 @@ pub enum Listener {
 
 /// Validated server settings.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// listener
     pub listener: Listener,
     /// `sqlite://PATH` or `postgres://…`
@@ -294,18 +294,18 @@ pub enum LogFormat {
 }
 
 /// Default period of the background jobs.
-pub const DEFAULT_JOBS_INTERVAL_MS: u64 = 60_000;
+pub(crate) const DEFAULT_JOBS_INTERVAL_MS: u64 = 60_000;
 
 /// Default address, as Vault's.
-pub const DEFAULT_ADDRESS: &str = "127.0.0.1:8200";
+pub(crate) const DEFAULT_ADDRESS: &str = "127.0.0.1:8200";
 /// Default storage when none is configured.
-pub const DEFAULT_STORAGE: &str = "sqlite:///var/lib/coffer/coffer.db";
+pub(crate) const DEFAULT_STORAGE: &str = "sqlite:///var/lib/coffer/coffer.db";
 
 impl Settings {
     /// Read `path` (if given), apply the `COFFER_<SECTION>_<KEY>`
     /// overrides ([`ENV_KEYS`]), then validate. Errors name the key and
     /// where its value came from (file line or environment variable).
-    pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+    pub(crate) fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
         let text = match path {
             None => String::new(),
             Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {

@@ -36,7 +36,7 @@ pub(super) struct RawSeal {
 
 /// Validated `seal "pkcs11"` settings.
 #[derive(Debug, Clone)]
-pub struct Pkcs11Settings {
+pub(crate) struct Pkcs11Settings {
     /// how to reach the token key
     pub hsm: hsm::HsmConfig,
     /// `disabled = true`: used only to migrate the keyring back to shamir

@@ -19,7 +19,7 @@ pub(super) struct GenerateRoot {
 
 /// Where an attempt is.
 #[derive(Debug, Clone)]
-pub struct GenerateRootStatus {
+pub(crate) struct GenerateRootStatus {
     /// an attempt is open
     pub started: bool,
     /// its nonce ("" when none)
@@ -31,7 +31,7 @@ pub struct GenerateRootStatus {
 }
 
 /// What a share did.
-pub enum GenerateRootStep {
+pub(crate) enum GenerateRootStep {
     /// more shares needed
     Progress(GenerateRootStatus),
     /// quorum checked: mint the token and encode it with this pad
@@ -71,7 +71,7 @@ impl Seal {
     }
 
     /// Status of the attempt.
-    pub fn generate_root_status(&self) -> Result<GenerateRootStatus, SealError> {
+    pub(crate) fn generate_root_status(&self) -> Result<GenerateRootStatus, SealError> {
         let (k, _) = self.quorum_counts()?;
         Ok(match &*self.gen_root_lock() {
             Some(g) => GenerateRootStatus {
@@ -90,7 +90,7 @@ impl Seal {
     }
 
     /// Start an attempt whose token will be encoded with `otp`.
-    pub fn generate_root_start(&self, otp: Zeroizing<String>) -> Result<GenerateRootStatus, SealError> {
+    pub(crate) fn generate_root_start(&self, otp: Zeroizing<String>) -> Result<GenerateRootStatus, SealError> {
         let (k, n) = self.quorum_counts()?;
         let mut slot = self.gen_root_lock();
         if slot.is_some() {
@@ -114,7 +114,7 @@ impl Seal {
     }
 
     /// Cancel the attempt.
-    pub fn generate_root_cancel(&self) -> Result<(), SealError> {
+    pub(crate) fn generate_root_cancel(&self) -> Result<(), SealError> {
         self.quorum_counts()?;
         *self.gen_root_lock() = None;
         Ok(())
@@ -122,7 +122,7 @@ impl Seal {
 
     /// Submit one share. The K-th one is checked against the stored tag; a
     /// wrong quorum resets the progress (the attempt stays open).
-    pub fn generate_root_update(&self, share: &str, nonce: &str) -> Result<GenerateRootStep, SealError> {
+    pub(crate) fn generate_root_update(&self, share: &str, nonce: &str) -> Result<GenerateRootStep, SealError> {
         let (k, _) = self.quorum_counts()?;
         let candidate = {
             let mut slot = self.gen_root_lock();

@@ -21,7 +21,7 @@ use crate::storage::keystore::KeyringUpdate;
 
 /// A migration the config asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Migration {
+pub(crate) enum Migration {
     /// stored shamir, configured pkcs11
     ToPkcs11,
     /// stored pkcs11, configured pkcs11 with `disabled = true`
@@ -31,7 +31,7 @@ pub enum Migration {
 impl Seal {
     /// The migration pending, if the server is sealed and the configured
     /// seal differs from the stored one.
-    pub fn pending_migration(&self) -> Option<Migration> {
+    pub(crate) fn pending_migration(&self) -> Option<Migration> {
         let stored = match &*self.read() {
             SealState::Sealed { params, .. } => params.kind,
             _ => return None,
@@ -45,7 +45,7 @@ impl Seal {
     }
 
     /// Submit one share of a migration; the K-th migrates and unseals.
-    pub async fn submit_migration_share(&self, share: &str) -> Result<SealStatus, SealError> {
+    pub(crate) async fn submit_migration_share(&self, share: &str) -> Result<SealStatus, SealError> {
         let direction = self
             .pending_migration()
             .ok_or_else(|| SealError::Refused("no seal migration is pending".into()))?;

@@ -22,14 +22,13 @@
 
 mod generate_root;
 mod migrate;
-pub mod pkcs11;
+pub(crate) mod pkcs11;
 mod rekey;
 mod rotate;
 
-pub use generate_root::{GenerateRootStatus, GenerateRootStep};
-pub use migrate::Migration;
-pub use rekey::{RekeyStatus, RekeyUpdate, VerifyStatus};
-pub use rotate::RotateStatus;
+pub(crate) use generate_root::{GenerateRootStatus, GenerateRootStep};
+pub(crate) use rekey::{RekeyStatus, RekeyUpdate, VerifyStatus};
+pub(crate) use rotate::RotateStatus;
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -208,7 +207,7 @@ fn cluster_id_of(blob: &[u8]) -> String {
 }
 
 /// The seal of one server process.
-pub struct Seal {
+pub(crate) struct Seal {
     state: RwLock<SealState>,
     store: Arc<dyn Backend>,
     init_lock: tokio::sync::Mutex<()>,
@@ -232,7 +231,10 @@ impl std::fmt::Debug for Seal {
 
 impl Seal {
     /// Boot: sealed if a keyring exists, uninitialized otherwise.
-    pub async fn load(store: Arc<dyn Backend>, wrapper: Option<Arc<dyn RootWrapper>>) -> Result<Seal, SealError> {
+    pub(crate) async fn load(
+        store: Arc<dyn Backend>,
+        wrapper: Option<Arc<dyn RootWrapper>>,
+    ) -> Result<Seal, SealError> {
         let state = match load_params(store.as_ref()).await? {
             Some(params) => params.sealed(),
             None => SealState::Uninitialized,
@@ -250,7 +252,7 @@ impl Seal {
     }
 
     /// The configured seal kind (what init will create).
-    pub fn configured_kind(&self) -> SealKind {
+    pub(crate) fn configured_kind(&self) -> SealKind {
         if self.wrapper.is_some() {
             SealKind::Pkcs11
         } else {
@@ -270,7 +272,7 @@ impl Seal {
 
     /// The keyring, or `Sealed`/`NotInitialized`. Cheap: one read lock and
     /// an `Arc` clone.
-    pub fn keyring(&self) -> Result<Arc<Keyring>, SealError> {
+    pub(crate) fn keyring(&self) -> Result<Arc<Keyring>, SealError> {
         match &*self.read() {
             SealState::Unsealed { keyring, .. } => Ok(keyring.clone()),
             SealState::Sealed { .. } => Err(SealError::Sealed),
@@ -279,7 +281,7 @@ impl Seal {
     }
 
     /// Current status.
-    pub fn status(&self) -> SealStatus {
+    pub(crate) fn status(&self) -> SealStatus {
         let mut s = self.status_inner();
         s.migration = self.pending_migration().is_some();
         s
@@ -328,7 +330,7 @@ impl Seal {
     }
 
     /// Another server sharing the database may have run init: look again.
-    pub async fn refresh_if_uninitialized(&self) -> Result<(), SealError> {
+    pub(crate) async fn refresh_if_uninitialized(&self) -> Result<(), SealError> {
         if !matches!(*self.read(), SealState::Uninitialized) {
             return Ok(());
         }
@@ -347,7 +349,7 @@ impl Seal {
     /// fresh recovery key split into recovery shares (its tag stored); the
     /// server is unsealed at once, as Vault's auto-unseal. The keyring row
     /// and the root token row are stored in one transaction.
-    pub async fn init(
+    pub(crate) async fn init(
         &self,
         shares: u8,
         threshold: u8,
@@ -409,7 +411,7 @@ impl Seal {
     /// Pkcs11 mode: ask the HSM to unwrap the stored root key and unseal.
     /// On failure the server stays sealed and the reason is kept for
     /// seal-status and health. No-op unless sealed in pkcs11 mode.
-    pub fn auto_unseal(&self) -> Result<bool, SealError> {
+    pub(crate) fn auto_unseal(&self) -> Result<bool, SealError> {
         let Some(hsm) = &self.wrapper else {
             return Ok(false);
         };
@@ -476,7 +478,7 @@ impl Seal {
 
     /// Sealed: reload the keyring row in case another server sharing the
     /// database rekeyed or rotated; a changed row restarts the ceremony.
-    pub async fn reload_if_sealed(&self) -> Result<(), SealError> {
+    pub(crate) async fn reload_if_sealed(&self) -> Result<(), SealError> {
         let current = match &*self.read() {
             SealState::Sealed { params, .. } => params.blob.encrypted_root.clone(),
             _ => return Ok(()),
@@ -498,7 +500,7 @@ impl Seal {
     /// unseals, or fails with [`SealError::WrongShares`] and a fresh ceremony.
     /// Already unsealed: the share is ignored and the status returned, as
     /// Vault does.
-    pub fn submit_share(&self, share: &str) -> Result<SealStatus, SealError> {
+    pub(crate) fn submit_share(&self, share: &str) -> Result<SealStatus, SealError> {
         {
             let mut state = self.write();
             let SealState::Sealed { ceremony, params } = &mut *state else {
@@ -533,7 +535,7 @@ impl Seal {
     }
 
     /// Drop the collected shares and start a new ceremony.
-    pub fn reset(&self) -> SealStatus {
+    pub(crate) fn reset(&self) -> SealStatus {
         if let SealState::Sealed { ceremony, .. } = &mut *self.write() {
             ceremony.reset();
         }
@@ -542,7 +544,7 @@ impl Seal {
 
     /// Seal: drop the keyring (zeroizing every key it holds). Requests in
     /// flight that hold an `Arc` of it finish first; new ones get `Sealed`.
-    pub fn seal(&self) -> Result<(), SealError> {
+    pub(crate) fn seal(&self) -> Result<(), SealError> {
         let mut state = self.write();
         match std::mem::replace(&mut *state, SealState::Uninitialized) {
             SealState::Unsealed { keyring, params } => {
@@ -589,7 +591,7 @@ fn unlock_combined(combined: Zeroizing<[u8; unseal::KEY_LEN]>, blob: &RootBlob) 
 /// Offline unseal for restore: recombine `shares` against a keyring row
 /// (taken from a backup file) without a server. Shamir seal only: an
 /// HSM-sealed root key is unwrapped by the HSM, not by shares.
-pub fn keyring_from_shares(row: &KeyringRow, shares: &[Zeroizing<String>]) -> Result<Keyring, SealError> {
+pub(crate) fn keyring_from_shares(row: &KeyringRow, shares: &[Zeroizing<String>]) -> Result<Keyring, SealError> {
     let params = Params::from_row(row, None)?;
     if params.kind != SealKind::Shamir {
         return Err(SealError::Refused(

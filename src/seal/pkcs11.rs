@@ -13,7 +13,7 @@ use crate::secure_mem::KeyBytes;
 
 /// The HSM as the seal sees it.
 #[derive(Debug)]
-pub struct Pkcs11Wrapper {
+pub(crate) struct Pkcs11Wrapper {
     /// the token key
     pub hsm: hsm::Hsm,
     /// `disabled = true`: only to migrate away from it
@@ -43,7 +43,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(4);
 /// Boot: try the HSM until the server is unsealed (or was initialized in
 /// pkcs11 mode, which unseals at init). Each failure is logged once per
 /// distinct reason and kept for seal-status/health; retries back off.
-pub async fn auto_unseal_loop(seal: Arc<Seal>) {
+pub(crate) async fn auto_unseal_loop(seal: Arc<Seal>) {
     let mut backoff = FIRST_BACKOFF;
     let mut last_reason = String::new();
     loop {

@@ -65,7 +65,7 @@ pub struct RekeyStatus {
 }
 
 /// What one `sys/rekey/update` share did.
-pub enum RekeyUpdate {
+pub(crate) enum RekeyUpdate {
     /// more current shares needed
     Progress(RekeyStatus),
     /// the new shares (returned once); with verification they take effect
@@ -145,7 +145,7 @@ impl Seal {
     }
 
     /// Status of the rekey in progress, if any.
-    pub fn rekey_status(&self) -> Result<RekeyStatus, SealError> {
+    pub(crate) fn rekey_status(&self) -> Result<RekeyStatus, SealError> {
         let (required, _) = self.current_counts()?;
         Ok(match &*self.rekey_lock() {
             None => RekeyStatus {
@@ -163,7 +163,7 @@ impl Seal {
     }
 
     /// Start a rekey to `shares`/`threshold`.
-    pub fn rekey_init(
+    pub(crate) fn rekey_init(
         &self,
         shares: u8,
         threshold: u8,
@@ -193,7 +193,7 @@ impl Seal {
     }
 
     /// Cancel the rekey in progress (dropping any pending new key).
-    pub fn rekey_cancel(&self) -> Result<(), SealError> {
+    pub(crate) fn rekey_cancel(&self) -> Result<(), SealError> {
         self.current_counts()?;
         *self.rekey_lock() = None;
         Ok(())
@@ -201,7 +201,7 @@ impl Seal {
 
     /// Submit one current share. The K-th one checks the quorum against the
     /// stored tag and makes the new share set.
-    pub async fn rekey_update(&self, share: &str, nonce: &str) -> Result<RekeyUpdate, SealError> {
+    pub(crate) async fn rekey_update(&self, share: &str, nonce: &str) -> Result<RekeyUpdate, SealError> {
         let (required, _) = self.current_counts()?;
         let candidate = {
             let mut slot = self.rekey_lock();
@@ -271,7 +271,7 @@ impl Seal {
     }
 
     /// Status of the verification round.
-    pub fn rekey_verify_status(&self) -> Result<VerifyStatus, SealError> {
+    pub(crate) fn rekey_verify_status(&self) -> Result<VerifyStatus, SealError> {
         self.current_counts()?;
         let slot = self.rekey_lock();
         let p = slot
@@ -282,7 +282,7 @@ impl Seal {
     }
 
     /// Restart the verification round (new nonce, progress 0).
-    pub fn rekey_verify_reset(&self) -> Result<VerifyStatus, SealError> {
+    pub(crate) fn rekey_verify_reset(&self) -> Result<VerifyStatus, SealError> {
         self.current_counts()?;
         let mut slot = self.rekey_lock();
         let p = slot
@@ -295,7 +295,7 @@ impl Seal {
 
     /// Submit one *new* share. The K'-th one must recombine the pending new
     /// key; then the new share set takes effect and the old one stops working.
-    pub async fn rekey_verify_update(&self, share: &str, nonce: &str) -> Result<VerifyStatus, SealError> {
+    pub(crate) async fn rekey_verify_update(&self, share: &str, nonce: &str) -> Result<VerifyStatus, SealError> {
         self.current_counts()?;
         let (new_key, t, n, vnonce) = {
             let mut slot = self.rekey_lock();

@@ -38,7 +38,7 @@ impl Seal {
     /// Submit one current share towards a root rotation (`None` in pkcs11
     /// mode, or to ask for the progress; `reset` drops collected shares).
     /// The K-th share rotates.
-    pub async fn rotate_root(&self, share: Option<&str>, reset: bool) -> Result<RotateStatus, SealError> {
+    pub(crate) async fn rotate_root(&self, share: Option<&str>, reset: bool) -> Result<RotateStatus, SealError> {
         let (kind, k, n) = match &*self.read() {
             SealState::Unsealed { params, .. } => (params.kind, params.threshold, params.shares),
             SealState::Sealed { .. } => return Err(SealError::Sealed),

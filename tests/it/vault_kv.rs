@@ -472,7 +472,12 @@ async fn bao_cli_kv_token_and_operator_commands() {
 async fn hvac_python_client() {
     let dir = util::tempdir();
     let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
-    run_script("python3", "py/test_hvac.py", &server, &[]);
+    // scripts/test points COFFER_TEST_PYTHON at its virtualenv with hvac.
+    let python = std::env::var("COFFER_TEST_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "python3".into());
+    run_script(&python, "py/test_hvac.py", &server, &[]);
 }
 
 #[tokio::test]

@@ -2,7 +2,8 @@
 """hvac (the Python Vault client) against a fresh, uninitialized coffer server.
 
 Driven by tests/it/vault_kv.rs, which starts the server on SQLite or
-PostgreSQL and sets VAULT_ADDR. By hand: VAULT_ADDR=http://127.0.0.1:8200
+PostgreSQL, sets VAULT_ADDR and runs this with $COFFER_TEST_PYTHON (set by
+scripts/test to its virtualenv's python), else python3. By hand: VAULT_ADDR=http://127.0.0.1:8200
 python3 tests/py/test_hvac.py. Exits 0 only if every check passed; a missing
 hvac is a failure (exit 3), never a skip.
 """
@@ -17,7 +18,8 @@ try:
     import requests
 except ImportError as e:  # a failure, not a skip
     print(
-        f"hvac is not installed ({e}): python3 -m pip install hvac=={HVAC_VERSION}",
+        f"hvac is not installed for {sys.executable} ({e}): run scripts/test "
+        f"(a virtualenv with hvac under the target dir), or python3 -m pip install hvac=={HVAC_VERSION}",
         file=sys.stderr,
     )
     sys.exit(3)
