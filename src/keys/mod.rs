@@ -1,4 +1,4 @@
-//! The key hierarchy (see DESIGN.md):
+//! The key hierarchy (see SECURITY.md and docs/key-lifecycle.md):
 //!
 //! ```text
 //! unseal key ──decrypts──► root key ──wraps──► org KEK vN ──wraps──► DEK ──encrypts──► value
