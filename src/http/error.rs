@@ -143,3 +143,50 @@ fn retry_after(e: &ServiceError, res: &mut Response) {
         res.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
     }
 }
+
+/// A request refused for its form — a method the route does not serve, a
+/// body over the limit, a path, query or body that does not parse — before
+/// any service call, in the route's own wire format (`vault`: `/v1/*`).
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub(crate) vault: bool,
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let body = if self.vault {
+            json!({ "errors": [self.message] })
+        } else {
+            json!({ "error": true, "code": self.code, "message": self.message, "data": null })
+        };
+        let mut res = (self.status, Json(body)).into_response();
+        res.extensions_mut().insert(ErrorCode(self.code));
+        res
+    }
+}
+
+/// The answer to a method a route does not serve: 405 with `Allow` in the
+/// route's format, or, for `OPTIONS`, 204 with `Allow`. `allow` lists the
+/// methods of the route (HEAD and OPTIONS included).
+pub(crate) fn method_refused(vault: bool, method: &axum::http::Method, allow: &str) -> Response {
+    let mut res = if method == axum::http::Method::OPTIONS {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        // A method name is a token (RFC 9110), safe to echo; cap its length.
+        let name: String = method.as_str().chars().take(32).collect();
+        Refusal {
+            vault,
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            code: "method_not_allowed",
+            message: format!("method {name} not allowed on this route; allowed: {allow}"),
+        }
+        .into_response()
+    };
+    if let Ok(v) = axum::http::HeaderValue::from_str(allow) {
+        res.headers_mut().insert(axum::http::header::ALLOW, v);
+    }
+    res
+}
