@@ -135,3 +135,133 @@ async fn a_wrong_method_answers_405_with_allow_in_the_routes_format() {
         "ERROR lines in the server log"
     );
 }
+
+/// A booted server with acme/api/production and the root token.
+async fn booted(dir: &std::path::Path) -> (Server, String) {
+    let url = fresh_storage_url(dir).await;
+    let server = Server::start(dir, &url);
+    let anon = server.client(None);
+    let (keys, _, root) = crate::util::init(&anon, 3, 2).await;
+    crate::util::unseal(&anon, &[&keys[0], &keys[1]]).await;
+    crate::util::tenant(&anon.with_token(&root)).await;
+    (server, root)
+}
+
+/// Send raw bytes; status and JSON body.
+async fn send(server: &Server, token: &str, method: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let res = reqwest::Client::new()
+        .request(
+            Method::from_bytes(method.as_bytes()).unwrap(),
+            format!("{}{path}", server.base),
+        )
+        .header("X-Vault-Token", token)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let status = res.status().as_u16();
+    let bytes = res.bytes().await.expect("body");
+    let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        panic!(
+            "{method} {path}: {status} not JSON: {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    (status, v)
+}
+
+fn native_refusal(what: &str, (status, v): (u16, Value), want: u16, code: &str) {
+    assert_eq!(status, want, "{what}: {v}");
+    assert_eq!(v["error"], true, "{what}: {v}");
+    assert_eq!(v["code"], code, "{what}: {v}");
+    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {v}");
+}
+
+fn vault_refusal(what: &str, (status, v): (u16, Value), want: u16) {
+    assert_eq!(status, want, "{what}: {v}");
+    let errors = v["errors"].as_array().unwrap_or_else(|| panic!("{what}: {v}"));
+    assert!(
+        errors.len() == 1 && errors[0].as_str().is_some_and(|m| !m.is_empty()),
+        "{what}: {v}"
+    );
+}
+
+#[tokio::test]
+async fn refusals_have_the_right_status_in_each_apis_json_format() {
+    use crate::util::ENV;
+    let dir = tempdir();
+    let (server, root) = booted(dir.path()).await;
+    let big = {
+        let mut b = br#"{"value":""#.to_vec();
+        b.extend(std::iter::repeat_n(b'a', 3 * 1024 * 1024));
+        b.extend(br#"","type":"text"}"#);
+        b
+    };
+    let kv = "/v1/secret/data/acme/api/production/K";
+    let kv_big = {
+        let mut b = br#"{"data":{"K":""#.to_vec();
+        b.extend(std::iter::repeat_n(b'a', 3 * 1024 * 1024));
+        b.extend(br#""}}"#);
+        b
+    };
+    let s = &server;
+    let r = &root;
+    // too large: 413
+    native_refusal(
+        "native body over the limit",
+        send(s, r, "PUT", &format!("{ENV}/secrets/K"), big).await,
+        413,
+        "too_large",
+    );
+    vault_refusal("KV body over the limit", send(s, r, "PUT", kv, kv_big).await, 413);
+    // a body that is not JSON: 400
+    native_refusal(
+        "native bad JSON",
+        send(s, r, "PUT", &format!("{ENV}/secrets/K"), b"{nope".to_vec()).await,
+        400,
+        "invalid",
+    );
+    vault_refusal("KV bad JSON", send(s, r, "PUT", kv, b"{nope".to_vec()).await, 400);
+    vault_refusal(
+        "sys bad JSON",
+        send(s, r, "PUT", "/v1/sys/unseal", b"{nope".to_vec()).await,
+        400,
+    );
+    // query errors: 400
+    native_refusal(
+        "native duplicate reveal",
+        send(s, r, "GET", &format!("{ENV}/secrets/K?reveal=true&reveal=true"), vec![]).await,
+        400,
+        "invalid",
+    );
+    native_refusal(
+        "native query not UTF-8",
+        send(s, r, "GET", &format!("{ENV}/secrets/K?reveal=%FF"), vec![]).await,
+        400,
+        "invalid",
+    );
+    vault_refusal(
+        "KV query not UTF-8",
+        send(s, r, "GET", &format!("{kv}?version=%FF"), vec![]).await,
+        400,
+    );
+    // path not UTF-8 once decoded: 400
+    native_refusal(
+        "native path not UTF-8",
+        send(s, r, "GET", &format!("{ENV}/secrets/%FF"), vec![]).await,
+        400,
+        "invalid",
+    );
+    vault_refusal(
+        "KV path not UTF-8",
+        send(s, r, "GET", "/v1/secret/data/acme/api/production/%FF", vec![]).await,
+        400,
+    );
+    assert_eq!(
+        error_lines(&server),
+        Vec::<String>::new(),
+        "ERROR lines in the server log"
+    );
+}
