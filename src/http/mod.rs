@@ -15,6 +15,7 @@ pub mod proxy;
 mod rekey;
 mod sys;
 pub mod tls;
+pub mod transport;
 mod vault_auth;
 pub(crate) mod vault_kv;
 

@@ -172,6 +172,41 @@ async fn send(server: &Server, token: &str, method: &str, path: &str, body: Vec<
     (status, v)
 }
 
+/// Send a 3 MiB chunked body (the response is read meanwhile: the server
+/// may answer and close before the body is all sent); status and JSON.
+async fn chunked_3_mib(addr: std::net::SocketAddr, token: &str, method_path: &str) -> (u16, Value) {
+    use tokio::io::AsyncWriteExt;
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (rd, mut w) = tcp.into_split();
+    let head = format!(
+        "{method_path} HTTP/1.1\r\nHost: x\r\nX-Vault-Token: {token}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    let writer = tokio::spawn(async move {
+        let chunk = [b'a'; 65536];
+        let _ = w.write_all(head.as_bytes()).await;
+        for _ in 0..48 {
+            if w.write_all(b"10000\r\n").await.is_err()
+                || w.write_all(&chunk).await.is_err()
+                || w.write_all(b"\r\n").await.is_err()
+            {
+                return w;
+            }
+        }
+        let _ = w.write_all(b"0\r\n\r\n").await;
+        w
+    });
+    let (text, _) = read_to_close(rd, std::time::Duration::from_secs(10)).await;
+    drop(writer.await);
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|t| t.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("{method_path}: no status: {text}"));
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let v = serde_json::from_str(body).unwrap_or_else(|_| panic!("{method_path}: not JSON: {text}"));
+    (status, v)
+}
+
 fn native_refusal(what: &str, (status, v): (u16, Value), want: u16, code: &str) {
     assert_eq!(status, want, "{what}: {v}");
     assert_eq!(v["error"], true, "{what}: {v}");
@@ -193,29 +228,23 @@ async fn refusals_have_the_right_status_in_each_apis_json_format() {
     use crate::util::ENV;
     let dir = tempdir();
     let (server, root) = booted(dir.path()).await;
-    let big = {
-        let mut b = br#"{"value":""#.to_vec();
-        b.extend(std::iter::repeat_n(b'a', 3 * 1024 * 1024));
-        b.extend(br#"","type":"text"}"#);
-        b
-    };
+    // Over the limit without a declared length (chunked): the extractor's
+    // limit answers. A declared length is refused earlier (item 2's test).
+    let addr: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().expect("address");
     let kv = "/v1/secret/data/acme/api/production/K";
-    let kv_big = {
-        let mut b = br#"{"data":{"K":""#.to_vec();
-        b.extend(std::iter::repeat_n(b'a', 3 * 1024 * 1024));
-        b.extend(br#""}}"#);
-        b
-    };
     let s = &server;
     let r = &root;
-    // too large: 413
     native_refusal(
         "native body over the limit",
-        send(s, r, "PUT", &format!("{ENV}/secrets/K"), big).await,
+        chunked_3_mib(addr, r, &format!("PUT {ENV}/secrets/K")).await,
         413,
         "too_large",
     );
-    vault_refusal("KV body over the limit", send(s, r, "PUT", kv, kv_big).await, 413);
+    vault_refusal(
+        "KV body over the limit",
+        chunked_3_mib(addr, r, &format!("PUT {kv}")).await,
+        413,
+    );
     // a body that is not JSON: 400
     native_refusal(
         "native bad JSON",
@@ -264,4 +293,153 @@ async fn refusals_have_the_right_status_in_each_apis_json_format() {
         Vec::<String>::new(),
         "ERROR lines in the server log"
     );
+}
+
+/// A plain-HTTP server with these extra `[listener]` keys.
+async fn limited(dir: &std::path::Path, keys: &str) -> (Server, std::net::SocketAddr) {
+    let url = fresh_storage_url(dir).await;
+    let server = Server::start_with(dir, &url, &format!("tls_disable = true\n{keys}"));
+    let addr = server.base.trim_start_matches("http://").parse().expect("address");
+    (server, addr)
+}
+
+/// Read until the server closes the connection (or `limit` passes);
+/// what was read and when the connection closed.
+async fn read_to_close(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    limit: std::time::Duration,
+) -> (String, Option<std::time::Instant>) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, r.read(&mut buf)).await {
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), None),
+            Ok(Ok(0) | Err(_)) => {
+                return (
+                    String::from_utf8_lossy(&got).into_owned(),
+                    Some(std::time::Instant::now()),
+                );
+            }
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_slowloris_client_is_cut_off_at_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempdir();
+    let (_server, addr) = limited(dir.path(), "header_timeout_ms = 1000").await;
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (r, mut w) = tcp.into_split();
+    let start = std::time::Instant::now();
+    let reader = tokio::spawn(read_to_close(r, std::time::Duration::from_secs(10)));
+    // One header line every 500 ms, for up to 8 s: never a complete head.
+    let _ = w.write_all(b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n").await;
+    for i in 0..16 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        if w.write_all(format!("X-Slow-{i}: y\r\n").as_bytes()).await.is_err() || reader.is_finished() {
+            break;
+        }
+    }
+    let (_, closed) = reader.await.expect("reader");
+    let closed = closed.expect("the connection stayed open").duration_since(start);
+    assert!(
+        closed < std::time::Duration::from_millis(2500),
+        "closed after {closed:?} (header timeout 1 s)"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_body_is_cut_off_at_the_body_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempdir();
+    let (_server, addr) = limited(dir.path(), "body_timeout_ms = 1000").await;
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (r, mut w) = tcp.into_split();
+    let start = std::time::Instant::now();
+    let reader = tokio::spawn(read_to_close(r, std::time::Duration::from_secs(10)));
+    w.write_all(
+        b"PUT /v1/sys/init HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"secret_",
+    )
+    .await
+    .expect("write");
+    let (text, closed) = reader.await.expect("reader");
+    drop(w);
+    let closed = closed.expect("the connection stayed open").duration_since(start);
+    assert!(
+        closed > std::time::Duration::from_millis(800) && closed < std::time::Duration::from_millis(2500),
+        "closed after {closed:?} (body timeout 1 s): {text}"
+    );
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains(r#"{"errors":["#), "{text}");
+}
+
+/// Send a head declaring a 10 GB body and nothing else; the answer.
+async fn declared_10_gb(addr: std::net::SocketAddr, method_path: &str) -> (String, std::time::Duration) {
+    use tokio::io::AsyncWriteExt;
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (r, mut w) = tcp.into_split();
+    let start = std::time::Instant::now();
+    w.write_all(
+        format!(
+            "{method_path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let (text, closed) = read_to_close(r, std::time::Duration::from_secs(5)).await;
+    drop(w);
+    (
+        text,
+        closed.map_or(std::time::Duration::MAX, |c| c.duration_since(start)),
+    )
+}
+
+#[tokio::test]
+async fn a_declared_body_over_the_limit_is_refused_at_once() {
+    let dir = tempdir();
+    let (_server, addr) = limited(dir.path(), "").await;
+    let (text, took) = declared_10_gb(addr, "PUT /v1/sys/init").await;
+    assert!(took < std::time::Duration::from_secs(1), "{took:?}: {text}");
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains(r#"{"errors":["#), "{text}");
+    let (text, took) = declared_10_gb(addr, "POST /api/v1/auth/login").await;
+    assert!(took < std::time::Duration::from_secs(1), "{took:?}: {text}");
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains(r#""code":"too_large""#), "{text}");
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_wait_for_a_free_slot() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempdir();
+    let (_server, addr) = limited(dir.path(), "max_connections = 2").await;
+    let first = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let second = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // Both are accepted and wait for headers; the third waits in the backlog.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let third = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (r, mut w) = third.into_split();
+    w.write_all(b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let reader = tokio::spawn(read_to_close(r, std::time::Duration::from_secs(5)));
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    assert!(
+        !reader.is_finished(),
+        "the third connection was served while two were open"
+    );
+    drop(first);
+    let start = std::time::Instant::now();
+    let (text, closed) = reader.await.expect("reader");
+    assert!(text.starts_with("HTTP/1.1 "), "{text}");
+    assert!(
+        closed.is_some_and(|c| c.duration_since(start) < std::time::Duration::from_secs(2)),
+        "{text}"
+    );
+    drop(second);
 }
