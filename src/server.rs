@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use crate::config::{Listener, Settings};
 use crate::http::metrics::MetricsToken;
 use crate::http::proxy::{self, TrustedProxies};
+use crate::http::transport;
 use crate::http::{AppState, router, tls};
 use crate::secure_mem;
 use crate::service::{Coffer, Principal};
@@ -231,6 +232,7 @@ async fn serve(
     trusted_proxies: TrustedProxies,
     settings: Option<Settings>,
 ) -> anyhow::Result<()> {
+    let limits = settings.as_ref().map(|s| s.conn_limits).unwrap_or_default();
     crate::ops::install_metrics()?;
     coffer.spawn_audit_checkpoints();
     let state = AppState {
@@ -239,7 +241,9 @@ async fn serve(
         metrics_token: metrics_token.clone(),
     };
     // Outermost: every layer and handler sees the client behind a trusted proxy.
-    let app = router(state).layer(axum::middleware::from_fn_with_state(trusted_proxies, proxy::layer));
+    let app = router(state)
+        .layer(axum::middleware::from_fn_with_state(limits, transport::layer))
+        .layer(axum::middleware::from_fn_with_state(trusted_proxies, proxy::layer));
     let (address, tls_config) = match &listener {
         Listener::Plain { address } => (*address, None),
         Listener::Tls {
@@ -292,14 +296,7 @@ async fn serve(
         });
     }
     crate::ops::spawn_notify(coffer.clone());
-    match tls_config {
-        None => {
-            axum::serve(tcp, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(shutdown_signal())
-                .await?;
-        }
-        Some(config) => tls::serve(tcp, config, app, shutdown_signal()).await,
-    }
+    tls::serve(tcp, tls_config, app, limits, shutdown_signal()).await;
     crate::ops::notify(&[sd_notify::NotifyState::Stopping]);
     // Drop every key before exiting.
     coffer.seal_on_shutdown();

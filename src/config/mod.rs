@@ -12,6 +12,9 @@
 //! # tls_client_crl = "/etc/coffer/tls/clients.crl.pem"  # revoked client certificates (PEM CRLs)
 //! # tls_disable = true                                  # plain HTTP, explicit only
 //! # trusted_proxies = ["10.0.0.0/8"]  # their X-Forwarded-For names the client (http/proxy.rs)
+//! # header_timeout_ms = 10000   # headers (and idle keep-alive) deadline (http/transport.rs)
+//! # body_timeout_ms = 30000     # body deadline from the headers
+//! # max_connections = 1024      # served at once; more wait in the backlog
 //! [storage]
 //! url = "sqlite:///var/lib/coffer/coffer.db"            # or postgres://user@host/db
 //! # [seal] type = "pkcs11" …                            # HSM auto-unseal, see seal.rs
@@ -98,6 +101,9 @@ pub(crate) const ENV_KEYS: &[(&str, &str, &str)] = &[
     ("listener", "tls_client_crl", "COFFER_LISTENER_TLS_CLIENT_CRL"),
     ("listener", "tls_disable", "COFFER_LISTENER_TLS_DISABLE"),
     ("listener", "trusted_proxies", "COFFER_LISTENER_TRUSTED_PROXIES"),
+    ("listener", "header_timeout_ms", "COFFER_LISTENER_HEADER_TIMEOUT_MS"),
+    ("listener", "body_timeout_ms", "COFFER_LISTENER_BODY_TIMEOUT_MS"),
+    ("listener", "max_connections", "COFFER_LISTENER_MAX_CONNECTIONS"),
     ("storage", "url", "COFFER_STORAGE_URL"),
     ("metrics", "token_file", "COFFER_METRICS_TOKEN_FILE"),
     ("audit", "enabled", "COFFER_AUDIT_ENABLED"),
@@ -219,6 +225,9 @@ struct RawListener {
     tls_disable: bool,
     /// CIDRs or addresses
     trusted_proxies: Option<Vec<String>>,
+    header_timeout_ms: Option<u64>,
+    body_timeout_ms: Option<u64>,
+    max_connections: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -280,6 +289,9 @@ pub(crate) struct Settings {
     /// `[orgs] max_per_user`: organizations one user may create (root is
     /// not limited; 0: only root creates organizations)
     pub max_orgs_per_user: u64,
+    /// `listener.header_timeout_ms`, `body_timeout_ms`, `max_connections`
+    /// (a restart applies changes)
+    pub conn_limits: crate::http::transport::ConnLimits,
     /// the file the settings were read from (SIGHUP re-reads it)
     pub source: Option<PathBuf>,
 }
@@ -378,6 +390,7 @@ impl Settings {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let conn_limits = conn_limits(&l)?;
         let listener = if l.tls_disable {
             if l.tls_client_ca.is_some() || l.tls_client_crl.is_some() {
                 return Err(ConfigError::Invalid(
@@ -454,6 +467,7 @@ impl Settings {
                 .orgs
                 .max_per_user
                 .unwrap_or(crate::service::DEFAULT_MAX_ORGS_PER_USER),
+            conn_limits,
             source: None,
         })
     }
@@ -517,6 +531,34 @@ fn parse_file(text: &str, shown: &str) -> Result<RawFile, ConfigError> {
     })
 }
 
+/// The connection limits of `[listener]`, each at least 1.
+fn conn_limits(l: &RawListener) -> Result<crate::http::transport::ConnLimits, ConfigError> {
+    use crate::http::transport::{DEFAULT_BODY_TIMEOUT_MS, DEFAULT_HEADER_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS};
+    let positive = |key: &str, v: Option<u64>, default: u64| match v {
+        Some(0) => Err(value_error(key, "must be at least 1".into())),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    };
+    Ok(crate::http::transport::ConnLimits {
+        header_timeout: Duration::from_millis(positive(
+            "listener.header_timeout_ms",
+            l.header_timeout_ms,
+            DEFAULT_HEADER_TIMEOUT_MS,
+        )?),
+        body_timeout: Duration::from_millis(positive(
+            "listener.body_timeout_ms",
+            l.body_timeout_ms,
+            DEFAULT_BODY_TIMEOUT_MS,
+        )?),
+        max_connections: usize::try_from(positive(
+            "listener.max_connections",
+            l.max_connections,
+            DEFAULT_MAX_CONNECTIONS as u64,
+        )?)
+        .unwrap_or(usize::MAX),
+    })
+}
+
 fn env_bool(v: &str) -> Result<bool, String> {
     match v {
         "1" | "true" | "yes" => Ok(true),
@@ -542,6 +584,9 @@ impl RawFile {
             ("listener", "tls_client_ca") => self.listener.tls_client_ca = Some(v.into()),
             ("listener", "tls_client_crl") => self.listener.tls_client_crl = Some(v.into()),
             ("listener", "tls_disable") => self.listener.tls_disable = env_bool(&v)?,
+            ("listener", "header_timeout_ms") => self.listener.header_timeout_ms = Some(env_u64(&v)?),
+            ("listener", "body_timeout_ms") => self.listener.body_timeout_ms = Some(env_u64(&v)?),
+            ("listener", "max_connections") => self.listener.max_connections = Some(env_u64(&v)?),
             ("listener", "trusted_proxies") => {
                 self.listener.trusted_proxies = Some(
                     v.split(',')

@@ -6,8 +6,10 @@
 //! only after the record is committed; a mutation is announced by a
 //! write-ahead record committed before its handler runs (see [`layer`]).
 //! Action, organization and value count come from the decoded request and
-//! the handler, never from the raw URI. A route registered without an entry
-//! answers 500 and logs why, so no route can serve unaudited; the
+//! the handler, never from the raw URI. A method a route does not serve
+//! answers 405 with `Allow` (OPTIONS: 204), unrecorded; a route registered
+//! without an entry answers 500 and logs why, so no route can serve
+//! unaudited; the
 //! integration test `audit_routes` walks the same table.
 //!
 //! Handlers and extractors add what only they know through the request's
@@ -282,6 +284,30 @@ pub fn route_audit(method: &Method, path: &str) -> Option<RouteAudit> {
         .map(|(_, _, a)| *a)
 }
 
+/// The `Allow` header of a route template: the methods the route tables
+/// give it (HEAD with GET, and OPTIONS, answered by the audit layer), in a
+/// fixed order; None when the template is in neither table.
+pub fn allow_header(path: &str) -> Option<String> {
+    let methods: Vec<&str> = match path.strip_prefix(ENV_PREFIX) {
+        Some(rest) => ENV_ROUTES.iter().filter(|r| r.path == rest).map(|r| r.method).collect(),
+        None => ROUTE_ACTIONS
+            .iter()
+            .filter(|(_, p, _)| *p == path)
+            .map(|(m, _, _)| *m)
+            .collect(),
+    };
+    if methods.is_empty() {
+        return None;
+    }
+    let has = |m: &str| methods.contains(&m);
+    let allow: Vec<&str> = ["GET", "HEAD", "POST", "PUT", "DELETE"]
+        .into_iter()
+        .filter(|m| has(m) || (*m == "HEAD" && has("GET")))
+        .chain(["OPTIONS"])
+        .collect();
+    Some(allow.join(", "))
+}
+
 /// What handlers add to their request's record.
 #[derive(Debug, Default)]
 struct Note {
@@ -505,6 +531,11 @@ pub(crate) async fn layer(State(state): State<AppState>, req: Request, next: Nex
         Some(Public) => return next.run(req).await,
         Some(r) => r,
         None => {
+            if let Some(allow) = allow_header(&path) {
+                // A method the route does not serve: no handler runs, nothing
+                // is touched, and, like an unmatched route, nothing is recorded.
+                return super::error::method_refused(vault, &method, &allow);
+            }
             tracing::error!(%method, %path, "route has no audit action; refusing to serve it unaudited");
             return fail(ServiceError::Internal(format!(
                 "route {method} {path} has no audit action"

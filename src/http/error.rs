@@ -143,3 +143,117 @@ fn retry_after(e: &ServiceError, res: &mut Response) {
         res.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
     }
 }
+
+/// A request refused for its form — a method the route does not serve, a
+/// body over the limit, a path, query or body that does not parse — before
+/// any service call, in the route's own wire format (`vault`: `/v1/*`).
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub(crate) vault: bool,
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+}
+
+impl Refusal {
+    /// A body, query or path parameter that axum could not read: 413 for a
+    /// body over the limit, else 400, with axum's description.
+    pub(crate) fn rejected(vault: bool, status: StatusCode, what: &str, text: &str) -> Refusal {
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            Refusal {
+                vault,
+                status,
+                code: "too_large",
+                message: format!("request body too large (limit {BODY_LIMIT} bytes)"),
+            }
+        } else {
+            Refusal {
+                vault,
+                status: StatusCode::BAD_REQUEST,
+                code: "invalid",
+                message: format!("invalid {what}: {text}"),
+            }
+        }
+    }
+}
+
+/// The largest request body accepted, in bytes (axum's default limit,
+/// applied explicitly by the router).
+pub(crate) const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let body = if self.vault {
+            json!({ "errors": [self.message] })
+        } else {
+            json!({ "error": true, "code": self.code, "message": self.message, "data": null })
+        };
+        let mut res = (self.status, Json(body)).into_response();
+        res.extensions_mut().insert(ErrorCode(self.code));
+        res
+    }
+}
+
+/// The answer to a method a route does not serve: 405 with `Allow` in the
+/// route's format, or, for `OPTIONS`, 204 with `Allow`. `allow` lists the
+/// methods of the route (HEAD and OPTIONS included).
+pub(crate) fn method_refused(vault: bool, method: &axum::http::Method, allow: &str) -> Response {
+    let mut res = if method == axum::http::Method::OPTIONS {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        // A method name is a token (RFC 9110), safe to echo; cap its length.
+        let name: String = method.as_str().chars().take(32).collect();
+        Refusal {
+            vault,
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            code: "method_not_allowed",
+            message: format!("method {name} not allowed on this route; allowed: {allow}"),
+        }
+        .into_response()
+    };
+    if let Ok(v) = axum::http::HeaderValue::from_str(allow) {
+        res.headers_mut().insert(axum::http::header::ALLOW, v);
+    }
+    res
+}
+
+/// axum's own rejections (a path, query or body its extractors cannot
+/// read: `Path`, `Query`, `Bytes`, …) are plain text. This layer turns
+/// every such refusal under `/v1` and `/api/v1` into the route's JSON
+/// format, once, for every handler: 413 for a body over the limit, 400
+/// otherwise (a 405 keeps its status and `Allow`).
+pub(crate) async fn json_rejections(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = req.uri().path();
+    let vault = path.starts_with("/v1/");
+    let api = vault || path.starts_with("/api/v1/");
+    let res = next.run(req).await;
+    let plain = res
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !api || !plain || !res.status().is_client_error() {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    // axum's rejection texts are short; a longer one is cut.
+    let text = match axum::body::to_bytes(body, 4096).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_owned(),
+        Err(_) => "request refused".to_owned(),
+    };
+    let refusal = if parts.status == StatusCode::METHOD_NOT_ALLOWED {
+        Refusal {
+            vault,
+            status: parts.status,
+            code: "method_not_allowed",
+            message: "method not allowed on this route".to_owned(),
+        }
+    } else {
+        Refusal::rejected(vault, parts.status, "request", &text)
+    };
+    let mut out = refusal.into_response();
+    if let Some(allow) = parts.headers.get(axum::http::header::ALLOW) {
+        out.headers_mut().insert(axum::http::header::ALLOW, allow.clone());
+    }
+    out
+}

@@ -8,14 +8,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::audit::AuditNote;
-use super::error::{ApiError, VaultError};
+use super::error::{ApiError, Refusal, VaultError};
 use crate::service::{Caller, ClientCert, Principal, ServiceError};
 
 /// The verified client certificate of a mutual-TLS connection, put into
@@ -138,46 +137,45 @@ impl FromRequestParts<AppState> for VaultSelfAuth {
     }
 }
 
-fn invalid_body(r: JsonRejection) -> ServiceError {
-    ServiceError::Invalid(format!("invalid request body: {}", r.body_text()))
-}
-
-/// A JSON body for native routes.
+/// A JSON body for native routes. A body over the limit is refused with
+/// 413, any other unreadable body with 400, in the native envelope.
 #[derive(Debug)]
 pub(crate) struct Body<T>(pub(crate) T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
-    type Rejection = ApiError;
+    type Rejection = Refusal;
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Body(v)),
-            Err(r) => Err(ApiError(invalid_body(r))),
+            Err(r) => Err(Refusal::rejected(false, r.status(), "request body", &r.body_text())),
         }
     }
 }
 
 /// A JSON body for Vault routes; an empty body reads as `{}`, as the Vault
-/// CLI sends none for some PUTs.
+/// CLI sends none for some PUTs. Refusals as for [`Body`], in Vault's format.
 #[derive(Debug)]
 pub(crate) struct VaultBody<T>(pub(crate) T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for VaultBody<T> {
-    type Rejection = VaultError;
+    type Rejection = Refusal;
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
-            VaultError(ServiceError::Invalid(format!(
-                "cannot read request body: {}",
-                e.body_text()
-            )))
-        })?;
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| Refusal::rejected(true, e.status(), "request body", &e.body_text()))?;
         let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
             &bytes
         };
-        serde_json::from_slice(text)
-            .map(VaultBody)
-            .map_err(|e| VaultError(ServiceError::Invalid(format!("failed to parse JSON input: {e}"))))
+        serde_json::from_slice(text).map(VaultBody).map_err(|e| {
+            Refusal::rejected(
+                true,
+                axum::http::StatusCode::BAD_REQUEST,
+                "request body",
+                &format!("failed to parse JSON input: {e}"),
+            )
+        })
     }
 }
 

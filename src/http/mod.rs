@@ -15,6 +15,7 @@ pub mod proxy;
 mod rekey;
 mod sys;
 pub mod tls;
+pub mod transport;
 mod vault_auth;
 pub(crate) mod vault_kv;
 
@@ -212,6 +213,9 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", native)
         .route("/metrics", get(metrics::metrics))
         .route_layer(axum::middleware::from_fn(crate::ops::metrics_layer))
+        // Inside the audit layer, so records see the final status.
+        .layer(axum::middleware::from_fn(error::json_rejections))
+        .layer(axum::extract::DefaultBodyLimit::max(error::BODY_LIMIT))
         // After routing, before any handler: a tampered signed request is
         // refused here — and, being inside the audit layer, recorded.
         .layer(axum::middleware::from_fn(integrity::verify))

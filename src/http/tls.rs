@@ -8,17 +8,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use std::net::SocketAddr;
+
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use super::extract::PeerCert;
+use super::transport::ConnLimits;
 use crate::service::ClientCert;
 
 /// TLS set-up errors; each names the file at fault.
@@ -164,12 +168,33 @@ impl SharedConfig {
     }
 }
 
-/// Accept TLS connections until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, config: SharedConfig, app: Router, shutdown: impl Future<Output = ()>) {
+/// The accept loop of both listeners (`config` None: plain HTTP). At most
+/// `limits.max_connections` connections are served at once: the loop
+/// accepts the next one only when a slot is free (the others wait in the
+/// kernel's backlog). Headers must arrive within `limits.header_timeout`
+/// (which also ends idle keep-alive connections); bodies get their
+/// deadline from [`transport::layer`](super::transport::layer).
+pub async fn serve(
+    listener: TcpListener,
+    config: Option<SharedConfig>,
+    app: Router,
+    limits: ConnLimits,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
+    let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let slots = Arc::new(Semaphore::new(max));
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => return,
+            _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -179,14 +204,25 @@ pub async fn serve(listener: TcpListener, config: SharedConfig, app: Router, shu
                 }
             },
         };
-        let Some(current) = config.current() else {
-            tracing::error!("TLS configuration lock poisoned; refusing the connection");
-            continue;
+        let acceptor = match &config {
+            None => None,
+            Some(config) => match config.current() {
+                Some(current) => Some(TlsAcceptor::from(current)),
+                None => {
+                    tracing::error!("TLS configuration lock poisoned; refusing the connection");
+                    continue;
+                }
+            },
         };
-        let acceptor = TlsAcceptor::from(current);
         let app = app.clone();
+        let stopping = stopping.clone();
         tokio::spawn(async move {
+            // The slot is held as long as the connection lives.
+            let _permit = permit;
             let _ = tcp.set_nodelay(true);
+            let Some(acceptor) = acceptor else {
+                return serve_connection(tcp, peer, None, app, limits, stopping).await;
+            };
             let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -201,20 +237,57 @@ pub async fn serve(listener: TcpListener, config: SharedConfig, app: Router, shu
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .and_then(|der| client_cert(der.as_ref()));
-            let app = tower::ServiceExt::map_request(app, move |mut req: axum::extract::Request<_>| {
-                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                if let Some(cert) = &peer_cert {
-                    req.extensions_mut().insert(PeerCert(cert.clone()));
-                }
-                req
-            });
-            let service = TowerToHyperService::new(app);
-            if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+            serve_connection(tls, peer, peer_cert, app, limits, stopping).await;
         });
+    }
+    // Shutdown: no new connection; open ones finish their request in
+    // flight and close (idle ones at once), for at most 30 s.
+    let _ = stop.send(true);
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    if tokio::time::timeout(Duration::from_secs(30), slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown: connections still open after 30 s; closing them");
+    }
+}
+
+/// Serve one HTTP/1 connection with its peer facts.
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    peer_cert: Option<Arc<ClientCert>>,
+    app: Router,
+    limits: ConnLimits,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let app = tower::ServiceExt::map_request(app, move |mut req: axum::extract::Request<_>| {
+        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        if let Some(cert) = &peer_cert {
+            req.extensions_mut().insert(PeerCert(cert.clone()));
+        }
+        req
+    });
+    let service = TowerToHyperService::new(app);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => r,
+        () = async {
+            let _ = stopping.wait_for(|s| *s).await;
+        } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }

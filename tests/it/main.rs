@@ -16,6 +16,7 @@ mod cli_pin;
 mod cli_run;
 mod cluster;
 mod conformance;
+mod edges;
 mod generate_root;
 mod hardening;
 mod hsm;
