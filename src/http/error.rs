@@ -171,10 +171,55 @@ impl Refusal {
                 vault,
                 status: StatusCode::BAD_REQUEST,
                 code: "invalid",
-                message: format!("invalid {what}: {text}"),
+                message: format!("invalid {what}: {}", redact_input(text)),
             }
         }
     }
+}
+
+/// A parser's message about a request without the request's own data:
+/// serde quotes what it could not read (`invalid type: string "…"`,
+/// `integer `…``, `unknown variant `…``), and a value sent in the wrong
+/// field or with the wrong type would come back in the answer — and from
+/// there into a CI log. Quoted strings and the quoted values after
+/// `integer`, `floating point`, `character` and `variant` become `…`; field
+/// names (`missing field `value``) and expectations stay.
+pub(crate) fn redact_input(text: &str) -> String {
+    const VALUE_MARKERS: [&str; 4] = ["integer ", "floating point ", "character ", "variant "];
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(['"', '`']) {
+        let (before, from) = rest.split_at(i);
+        out.push_str(before);
+        let quote = if from.starts_with('"') { '"' } else { '`' };
+        // The closing quote (serde escapes inner double quotes as \").
+        let body = &from[1..];
+        let mut end = None;
+        let mut escaped = false;
+        for (j, c) in body.char_indices() {
+            match c {
+                '\\' if quote == '"' && !escaped => escaped = true,
+                c if c == quote && !escaped => {
+                    end = Some(j);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        let Some(end) = end else {
+            // Unterminated: drop the rest rather than echo it.
+            out.push(quote);
+            out.push('…');
+            return out;
+        };
+        let value = quote == '"' || VALUE_MARKERS.iter().any(|m| out.ends_with(m));
+        out.push(quote);
+        out.push_str(if value { "…" } else { &body[..end] });
+        out.push(quote);
+        rest = &body[end + quote.len_utf8()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The largest request body accepted, in bytes (axum's default limit,
@@ -256,4 +301,38 @@ pub(crate) async fn json_rejections(req: axum::extract::Request, next: axum::mid
         out.headers_mut().insert(axum::http::header::ALLOW, allow.clone());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_input;
+
+    #[test]
+    fn parser_messages_keep_field_names_but_not_the_values_sent() {
+        let cases = [
+            (
+                r#"value: invalid type: string "s3cret-pw", expected u64 at line 1 column 22"#,
+                r#"value: invalid type: string "…", expected u64 at line 1 column 22"#,
+            ),
+            (
+                "value: invalid type: integer `4111111111111111`, expected a string",
+                "value: invalid type: integer `…`, expected a string",
+            ),
+            (
+                "invalid type: floating point `3.14`, expected a string",
+                "invalid type: floating point `…`, expected a string",
+            ),
+            (
+                "type: unknown variant `hunter2`, expected one of `text`, `json`",
+                "type: unknown variant `…`, expected one of `text`, `json`",
+            ),
+            (r#"invalid value: string "a \"q\" b""#, r#"invalid value: string "…""#),
+            ("missing field `value`", "missing field `value`"),
+            ("duplicate field `reveal`", "duplicate field `reveal`"),
+            (r#"string "unterminated s3cret"#, r#"string "…"#),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(redact_input(raw), want, "{raw}");
+        }
+    }
 }

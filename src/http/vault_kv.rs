@@ -166,7 +166,12 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ServiceError> {
     } else {
         bytes
     };
-    serde_json::from_slice(text).map_err(|e| ServiceError::Invalid(format!("failed to parse JSON input: {e}")))
+    serde_json::from_slice(text).map_err(|e| {
+        ServiceError::Invalid(format!(
+            "failed to parse JSON input: {}",
+            super::error::redact_input(&e.to_string())
+        ))
+    })
 }
 
 /// An integer given as a JSON number or a numeric string (the CLIs send

@@ -443,3 +443,48 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
     );
     drop(second);
 }
+
+/// A body the parser refuses is answered without the values it carried:
+/// serde quotes what it could not read, and the answer ends up in client
+/// and CI logs.
+#[tokio::test]
+async fn a_refused_body_is_not_echoed_in_the_error() {
+    use crate::util::ENV;
+    let dir = tempdir();
+    let (server, root) = booted(dir.path()).await;
+    let kv = "/v1/secret/data/acme/api/production/K";
+    for (what, method, path, body, needle) in [
+        (
+            "native value of the wrong type",
+            "PUT",
+            format!("{ENV}/secrets/K"),
+            r#"{"value": 4111111111111111, "type": "text"}"#,
+            "4111111111111111",
+        ),
+        (
+            "unseal share of the wrong type",
+            "PUT",
+            "/v1/sys/unseal".to_owned(),
+            r#"{"key": 98765432123456789, "reset": "s3cret-reset"}"#,
+            "98765432123456789",
+        ),
+        (
+            "KV data of the wrong type",
+            "PUT",
+            kv.to_owned(),
+            r#"{"data": "s3cret-not-a-map", "options": {"cas": "s3cret-cas"}}"#,
+            "s3cret",
+        ),
+    ] {
+        let (st, v) = send(&server, &root, method, &path, body.as_bytes().to_vec()).await;
+        assert_eq!(st, 400, "{what}: {v}");
+        assert!(
+            !v.to_string().contains(needle),
+            "{what}: the answer echoes the body: {v}"
+        );
+    }
+    assert!(
+        !server.log_text().contains("4111111111111111"),
+        "the server log must not hold a refused body's value"
+    );
+}
