@@ -745,3 +745,79 @@ async fn kv_max_versions_needs_delete_and_subkeys_needs_reveal() {
     let (st, b) = viewer.get(&meta).await;
     assert_eq!(st, 200, "metadata stays read: {b}");
 }
+
+/// `levels` objects and arrays alternating, outermost an object (a KV map).
+fn nested_json(levels: usize) -> Value {
+    let mut v = json!("leaf");
+    for i in (0..levels).rev() {
+        v = if i % 2 == 0 { json!({ "k": v }) } else { json!([v]) };
+    }
+    v
+}
+
+#[tokio::test]
+async fn kv_and_native_refuse_json_deeper_than_the_limit_alike() {
+    const LIMIT: usize = 64; // MAX_JSON_DEPTH in src/service/values.rs
+    let dir = util::tempdir();
+    let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
+    let anon = server.client(None);
+    let (root, _) = util::boot(&anon).await;
+    util::tenant(&root).await;
+    let native = util::env_path("acme", "api", "production");
+    let too_deep = nested_json(LIMIT + 1);
+    let at_limit = nested_json(LIMIT);
+
+    // One level over: 400 from both APIs, naming the limit and the depth.
+    let (st, b) = root
+        .post(
+            &format!("{native}/secrets/DEEP"),
+            json!({"value": too_deep.to_string(), "type": "json"}),
+        )
+        .await;
+    assert_eq!(st, 400, "{b}");
+    let msg = b.to_string();
+    assert!(msg.contains("65 levels") && msg.contains("the limit is 64"), "{b}");
+    let (st, b) = root
+        .post("/v1/secret/data/acme/api/production/DEEP", json!({"data": too_deep}))
+        .await;
+    assert_eq!(st, 400, "{b}");
+    let msg = b.to_string();
+    assert!(msg.contains("65 levels") && msg.contains("the limit is 64"), "{b}");
+    let (st, _) = root.get(&format!("{native}/secrets/DEEP")).await;
+    assert_eq!(st, 404, "nothing stored");
+
+    // At the limit: written natively, KV reads the same structure, and a
+    // KV write of it reveals natively as the same JSON.
+    let (st, b) = root
+        .post(
+            &format!("{native}/secrets/DEEP"),
+            json!({"value": at_limit.to_string(), "type": "json"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = root.get("/v1/secret/data/acme/api/production/DEEP").await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(
+        b["data"]["data"], at_limit,
+        "KV shows the object, not {{\"value\": text}}"
+    );
+    let (st, b) = root
+        .post("/v1/secret/data/acme/api/production/DEEP2", json!({"data": at_limit}))
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let (_, n) = root.get(&format!("{native}/secrets/DEEP2?reveal=true")).await;
+    assert_eq!(n["data"]["type"], "json", "{n}");
+    let revealed: Value = serde_json::from_str(n["data"]["value"].as_str().unwrap_or("")).unwrap_or(Value::Null);
+    assert_eq!(revealed, at_limit, "{n}");
+    // A KV PATCH of a deep value keeps it JSON and stays under the limit.
+    let (st, b) = root
+        .req(
+            "PATCH",
+            "/v1/secret/data/acme/api/production/DEEP2",
+            Some(json!({"data": {"extra": nested_json(LIMIT + 1)}})),
+        )
+        .await;
+    assert_eq!(st, 400, "a patch over the limit is refused too: {b}");
+    let (_, b) = root.get("/v1/secret/data/acme/api/production/DEEP2").await;
+    assert_eq!(b["data"]["data"], at_limit, "{b}");
+}
