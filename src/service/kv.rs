@@ -473,6 +473,9 @@ impl Coffer {
     }
 
     /// `DELETE data/<path>` (latest version) and `delete|undelete|destroy/<path>`.
+    /// A key with no version (never written, purged, or metadata only) is
+    /// a successful no-op, as in Vault: the request is idempotent, yet
+    /// still needs delete on the environment (and is audited by the layer).
     pub async fn kv_mark(
         &self,
         who: &Principal,
@@ -482,18 +485,20 @@ impl Coffer {
     ) -> Result<()> {
         self.keyring()?;
         let path = self.authorize_env(who, (o, p, e), Permission::Delete).await?;
-        let secret = self.kv_secret(&path, key).await?;
-        let latest = [secret.current_version];
-        let versions = match versions {
-            None => &latest[..],
+        match versions {
             Some([]) => return Err(ServiceError::Invalid("no versions provided".into())),
             Some(v) if v.len() > MAX_VERSIONS_PER_CALL => {
                 return Err(ServiceError::Invalid(format!(
                     "at most {MAX_VERSIONS_PER_CALL} versions per call"
                 )));
             }
-            Some(v) => v,
+            _ => {}
+        }
+        let Some(secret) = self.store.secret(path.org_id, path.env_id, key).await? else {
+            return Ok(());
         };
+        let latest = [secret.current_version];
+        let versions = versions.unwrap_or(&latest[..]);
         self.store
             .kv_mark(path.org_id, secret.id, versions, op, now_ms())
             .await?;

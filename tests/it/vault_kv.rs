@@ -745,3 +745,57 @@ async fn kv_max_versions_needs_delete_and_subkeys_needs_reveal() {
     let (st, b) = viewer.get(&meta).await;
     assert_eq!(st, 200, "metadata stays read: {b}");
 }
+
+/// A started server with the acme tenant, its root client and a user of
+/// acme/api/production holding `perms`.
+async fn with_user(perms: Value) -> (tempfile::TempDir, Server, util::Http, util::Http) {
+    let dir = util::tempdir();
+    let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
+    let anon = server.client(None);
+    let (root, _) = util::boot(&anon).await;
+    util::tenant(&root).await;
+    let email = "kv-user@acme.test";
+    util::create_user(&root, email, "correct horse battery").await;
+    util::add_member(&root, "acme", email, "member").await;
+    util::grant(
+        &root,
+        "acme",
+        json!({"user": email, "project": "api", "environment": "production", "permissions": perms}),
+    )
+    .await;
+    let user = util::user_client(&anon, email, "correct horse battery").await;
+    (dir, server, root, user)
+}
+
+/// Issue 24 item 9: deleting a key that never existed succeeds (Vault is
+/// idempotent), still needs delete, and is audited.
+#[tokio::test]
+async fn vault_kv_delete_of_missing_key_is_idempotent() {
+    let (_dir, _server, root, viewer) = with_user(json!(["read"])).await;
+    let missing = "/v1/secret/data/acme/api/production/NEVER_WRITTEN";
+    let (st, b) = root.delete(missing).await;
+    assert_eq!(st, 204, "delete of a missing key: {b}");
+    let (st, b) = root.delete(missing).await;
+    assert_eq!(st, 204, "again: {b}");
+    for op in ["delete", "undelete", "destroy"] {
+        let (st, b) = root
+            .post(
+                &format!("/v1/secret/{op}/acme/api/production/NEVER_WRITTEN"),
+                json!({"versions": [1]}),
+            )
+            .await;
+        assert_eq!(st, 204, "{op} of a missing key: {b}");
+    }
+    let (st, b) = viewer.delete(missing).await;
+    assert_eq!(st, 403, "delete still needs the delete permission: {b}");
+    let (st, b) = root.get(missing).await;
+    assert_eq!(st, 404, "nothing was created: {b}");
+    let (st, found) = root.get("/api/v1/audit/records?org=acme&action=secret.delete").await;
+    assert_eq!(st, 200, "{found}");
+    let records = found["data"].as_array().expect("records");
+    let of_key = records
+        .iter()
+        .filter(|r| r.to_string().contains("NEVER_WRITTEN"))
+        .count();
+    assert!(of_key >= 4, "each delete of the missing key is audited: {found}");
+}
