@@ -67,9 +67,31 @@ pub(super) fn routes() -> Router<AppState> {
 /// and the audit layer read it (a key given twice: the last one counts).
 pub(crate) type KvQuery = HashMap<String, String>;
 
-/// Whether a `secret/` request lists (Vault's `LIST` verb or `?list=true`).
+/// Whether a `secret/` request lists: Vault's `LIST` verb, or a `GET` whose
+/// `list` parameter is true as Go's `strconv.ParseBool` reads it (`1`, `t`,
+/// `T`, `true`, `True`, `TRUE`). Another method ignores `list`, as Vault does.
+/// A `list` that is not a Go boolean is an error naming the parameter.
+fn list_flag(method: &Method, q: &KvQuery) -> Result<bool, ServiceError> {
+    if method.as_str() == "LIST" {
+        return Ok(true);
+    }
+    if *method != Method::GET {
+        return Ok(false);
+    }
+    match q.get("list").map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("1" | "t" | "T" | "true" | "True" | "TRUE") => Ok(true),
+        Some("0" | "f" | "F" | "false" | "False" | "FALSE") => Ok(false),
+        Some(_) => Err(ServiceError::Invalid(
+            "list must be a boolean (true, false, 1, 0, t, f)".into(),
+        )),
+    }
+}
+
+/// Whether a `secret/` request lists (an invalid `list` does not: the
+/// handler refuses it).
 fn lists(method: &Method, q: &KvQuery) -> bool {
-    method.as_str() == "LIST" || q.get("list").is_some_and(|v| v == "true")
+    list_flag(method, q).unwrap_or(false)
 }
 
 /// The audit action and organization of a request to the `secret/` mount:
@@ -264,7 +286,10 @@ async fn kv_mount(
     bytes: Bytes,
 ) -> Response {
     let (op, path) = rest.split_once('/').unwrap_or((rest.as_str(), ""));
-    let list = lists(&method, &q);
+    let list = match list_flag(&method, &q) {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
     let version = match q.get("version").map(|v| v.parse::<i64>()) {
         None => None,
         Some(Ok(v)) => Some(v),
@@ -455,6 +480,7 @@ mod tests {
         let list = Method::from_bytes(b"LIST").expect("method");
         let listing: KvQuery = [("list".to_owned(), "true".to_owned())].into();
         let none = KvQuery::new();
+        let flag = |v: &str| -> KvQuery { [("list".to_owned(), v.to_owned())].into() };
         for (m, p, q, want, org) in [
             (Method::GET, "data/a/b/c/K", &none, "secret.reveal", "a"),
             (Method::GET, "data//a/b/c/K/", &none, "secret.reveal", "a"),
@@ -469,6 +495,12 @@ mod tests {
             (list.clone(), "metadata/a/", &none, "secret.list", "a"),
             (Method::GET, "metadata/a/b", &listing, "secret.list", "a"),
             (Method::GET, "data/", &listing, "secret.list", ""),
+            (Method::GET, "metadata/a/", &flag("1"), "secret.list", "a"),
+            (Method::GET, "metadata/a/", &flag("T"), "secret.list", "a"),
+            (Method::GET, "metadata/a/", &flag("True"), "secret.list", "a"),
+            (Method::GET, "metadata/a/b/c/K", &flag("0"), "secret.read", "a"),
+            (Method::GET, "metadata/a/b/c/K", &flag("yes"), "secret.read", "a"),
+            (Method::POST, "data/a/b/c/K", &flag("true"), "secret.update", "a"),
             (Method::GET, "subkeys/a/b/c/K", &none, "secret.read", "a"),
             (Method::POST, "config", &none, "secret.config", ""),
             (Method::GET, "nope/a/b/c/K", &none, "secret.unknown", "a"),

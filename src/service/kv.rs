@@ -630,7 +630,7 @@ impl Coffer {
     }
 
     /// `LIST metadata/<folder>`: organizations, projects, environments or
-    /// keys (read); folders end in `/`. An empty folder is "not found", as
+    /// keys, with or without a version (read); folders end in `/`. An empty folder is "not found", as
     /// in Vault.
     pub async fn kv_list(&self, who: &Principal, f: Folder<'_>) -> Result<Vec<String>> {
         self.keyring()?;
@@ -650,12 +650,19 @@ impl Coffer {
                 .collect(),
             Folder::Env(o, p, e) => {
                 let path = self.authorize_env(who, (o, p, e), Permission::Read).await?;
-                self.store
+                // Keys with a version and keys with metadata only, as Vault
+                // lists every key that has metadata.
+                let mut keys: Vec<String> = self
+                    .store
                     .list_secrets(path.org_id, path.env_id)
                     .await?
                     .into_iter()
                     .map(|s| s.key)
-                    .collect()
+                    .chain(self.store.kv_metadata_keys(path.org_id, path.env_id).await?)
+                    .collect();
+                keys.sort_unstable();
+                keys.dedup();
+                keys
             }
         };
         if keys.is_empty() {

@@ -799,3 +799,40 @@ async fn vault_kv_delete_of_missing_key_is_idempotent() {
         .count();
     assert!(of_key >= 4, "each delete of the missing key is audited: {found}");
 }
+
+/// Issue 24 item 8: `?list=` takes Go's booleans (`1`, `t`, `T`, `TRUE`…),
+/// and a key with metadata but no version is listed.
+#[tokio::test]
+async fn vault_kv_list_flags_and_metadata_only_keys() {
+    let dir = util::tempdir();
+    let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
+    let anon = server.client(None);
+    let (root, _) = util::boot(&anon).await;
+    util::tenant(&root).await;
+    let (st, b) = root
+        .post(&format!("/v1/secret/data/{PATH}"), json!({"data": {"value": "v"}}))
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = root
+        .post(
+            "/v1/secret/metadata/acme/api/production/PLANNED",
+            json!({"custom_metadata": {"owner": "ops"}}),
+        )
+        .await;
+    assert_eq!(st, 204, "{b}");
+    let folder = "/v1/secret/metadata/acme/api/production/";
+    for flag in ["true", "1", "t", "T", "TRUE", "True"] {
+        let (st, b) = root.get(&format!("{folder}?list={flag}")).await;
+        assert_eq!(st, 200, "list={flag}: {b}");
+        assert_eq!(b["data"]["keys"], json!(["DB", "PLANNED"]), "list={flag}: {b}");
+    }
+    let (st, b) = root.req("LIST", folder, None).await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["data"]["keys"], json!(["DB", "PLANNED"]), "LIST: {b}");
+    let (st, b) = root.get("/v1/secret/metadata/acme/api/production/PLANNED?list=0").await;
+    assert_eq!(st, 200, "list=0 reads the metadata: {b}");
+    assert_eq!(b["data"]["custom_metadata"], json!({"owner": "ops"}), "{b}");
+    let (st, b) = root.get(&format!("{folder}?list=yes")).await;
+    assert_eq!(st, 400, "list=yes is not a Go boolean: {b}");
+    assert!(b.to_string().contains("list must be a boolean"), "{b}");
+}
