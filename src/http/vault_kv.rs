@@ -26,7 +26,7 @@ use super::error::VaultError;
 use super::extract::VaultAuth;
 use super::vault_auth;
 use crate::service::ServiceError;
-use crate::service::kv::{self, KvMetaInput};
+use crate::service::kv::{self, CustomMetadata, KvMetaInput};
 use crate::storage::kv::KvVersionOp;
 
 /// Every Vault-compatible route of this module (merged into `/v1`).
@@ -249,9 +249,13 @@ fn cas(options: Option<&Map<String, Value>>) -> Result<Option<i64>, ServiceError
         .transpose()
 }
 
-fn meta_input(b: &Map<String, Value>) -> Result<KvMetaInput, ServiceError> {
+/// The settings of a metadata write. `patch` (PATCH): `custom_metadata` is
+/// a JSON merge patch of the stored one (a key set to null is removed, and
+/// `"custom_metadata": null` removes them all); otherwise it replaces it.
+fn meta_input(b: &Map<String, Value>, patch: bool) -> Result<KvMetaInput, ServiceError> {
     let get = |k: &str| b.get(k).filter(|v| !v.is_null());
     Ok(KvMetaInput {
+        patch,
         max_versions: get("max_versions").map(|v| int(v, "max_versions")).transpose()?,
         cas_required: get("cas_required").map(|v| boolean(v, "cas_required")).transpose()?,
         delete_version_after: get("delete_version_after")
@@ -263,9 +267,12 @@ fn meta_input(b: &Map<String, Value>) -> Result<KvMetaInput, ServiceError> {
                 )),
             })
             .transpose()?,
-        custom_metadata: match get("custom_metadata") {
+        custom_metadata: match b.get("custom_metadata") {
             None => None,
-            Some(Value::Object(m)) => Some(m.clone()),
+            Some(Value::Null) if patch => Some(CustomMetadata::Replace(Map::new())),
+            Some(Value::Null) => None,
+            Some(Value::Object(m)) if patch => Some(CustomMetadata::Merge(m.clone())),
+            Some(Value::Object(m)) => Some(CustomMetadata::Replace(m.clone())),
             Some(_) => {
                 return Err(ServiceError::Invalid(
                     "custom_metadata must be an object of strings".into(),
@@ -302,7 +309,7 @@ async fn kv_mount(
             ("config", "GET") => Ok(ok(to_value(&c.kv_config(&who).await?))),
             ("config", "POST" | "PUT") => {
                 let b: Map<String, Value> = body(&bytes)?;
-                let i = meta_input(&b)?;
+                let i = meta_input(&b, false)?;
                 c.kv_set_config(&who, i.max_versions, i.cas_required, i.delete_version_after)
                     .await?;
                 Ok(StatusCode::NO_CONTENT.into_response())
@@ -360,7 +367,8 @@ async fn kv_mount(
             ("metadata", "GET") => Ok(ok(to_value(&c.kv_metadata(&who, kv::key_path(path)?).await?))),
             ("metadata", "POST" | "PUT" | "PATCH") => {
                 let b: Map<String, Value> = body(&bytes)?;
-                c.kv_write_metadata(&who, kv::key_path(path)?, meta_input(&b)?).await?;
+                let input = meta_input(&b, m == "PATCH")?;
+                c.kv_write_metadata(&who, kv::key_path(path)?, input).await?;
                 Ok(StatusCode::NO_CONTENT.into_response())
             }
             ("metadata", "DELETE") => {

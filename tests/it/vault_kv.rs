@@ -836,3 +836,70 @@ async fn vault_kv_list_flags_and_metadata_only_keys() {
     assert_eq!(st, 400, "list=yes is not a Go boolean: {b}");
     assert!(b.to_string().contains("list must be a boolean"), "{b}");
 }
+
+/// Issue 24 item 7: PATCH on metadata merges `custom_metadata` (JSON merge
+/// patch: a key set to null is removed) instead of replacing it; POST
+/// still replaces it.
+#[tokio::test]
+async fn vault_kv_metadata_patch_merges_custom_metadata() {
+    let dir = util::tempdir();
+    let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
+    let anon = server.client(None);
+    let (root, _) = util::boot(&anon).await;
+    util::tenant(&root).await;
+    let meta = format!("/v1/secret/metadata/{PATH}");
+    let (st, b) = root
+        .post(&format!("/v1/secret/data/{PATH}"), json!({"data": {"value": "v"}}))
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = root
+        .post(&meta, json!({"custom_metadata": {"owner": "ops", "tier": "gold"}}))
+        .await;
+    assert_eq!(st, 204, "{b}");
+    let custom = |b: &Value| b["data"]["custom_metadata"].clone();
+
+    let (st, b) = root
+        .req(
+            "PATCH",
+            &meta,
+            Some(json!({"custom_metadata": {"team": "payments", "tier": null}})),
+        )
+        .await;
+    assert_eq!(st, 204, "{b}");
+    let (_, b) = root.get(&meta).await;
+    assert_eq!(custom(&b), json!({"owner": "ops", "team": "payments"}), "merged: {b}");
+
+    // Other fields alone keep the custom metadata.
+    let (st, b) = root.req("PATCH", &meta, Some(json!({"max_versions": 0}))).await;
+    assert_eq!(st, 204, "{b}");
+    let (_, b) = root.get(&meta).await;
+    assert_eq!(custom(&b), json!({"owner": "ops", "team": "payments"}), "{b}");
+
+    // A merged value must still be a string.
+    let (st, b) = root
+        .req("PATCH", &meta, Some(json!({"custom_metadata": {"owner": {"x": "y"}}})))
+        .await;
+    assert_eq!(st, 400, "{b}");
+
+    // POST replaces.
+    let (st, b) = root.post(&meta, json!({"custom_metadata": {"only": "this"}})).await;
+    assert_eq!(st, 204, "{b}");
+    let (_, b) = root.get(&meta).await;
+    assert_eq!(custom(&b), json!({"only": "this"}), "replaced: {b}");
+
+    // PATCH with null custom_metadata removes them all.
+    let (st, b) = root.req("PATCH", &meta, Some(json!({"custom_metadata": null}))).await;
+    assert_eq!(st, 204, "{b}");
+    let (_, b) = root.get(&meta).await;
+    assert_eq!(custom(&b), Value::Null, "cleared: {b}");
+
+    // Nothing to patch: 404, as Vault.
+    let (st, b) = root
+        .req(
+            "PATCH",
+            "/v1/secret/metadata/acme/api/production/NOTHING_HERE",
+            Some(json!({"custom_metadata": {"a": "b"}})),
+        )
+        .await;
+    assert_eq!(st, 404, "{b}");
+}
