@@ -26,7 +26,7 @@ use super::error::VaultError;
 use super::extract::VaultAuth;
 use super::vault_auth;
 use crate::service::ServiceError;
-use crate::service::kv::{self, KvMetaInput};
+use crate::service::kv::{self, CustomMetadata, KvMetaInput};
 use crate::storage::kv::KvVersionOp;
 
 /// Every Vault-compatible route of this module (merged into `/v1`).
@@ -67,9 +67,31 @@ pub(super) fn routes() -> Router<AppState> {
 /// and the audit layer read it (a key given twice: the last one counts).
 pub(crate) type KvQuery = HashMap<String, String>;
 
-/// Whether a `secret/` request lists (Vault's `LIST` verb or `?list=true`).
+/// Whether a `secret/` request lists: Vault's `LIST` verb, or a `GET` whose
+/// `list` parameter is true as Go's `strconv.ParseBool` reads it (`1`, `t`,
+/// `T`, `true`, `True`, `TRUE`). Another method ignores `list`, as Vault does.
+/// A `list` that is not a Go boolean is an error naming the parameter.
+fn list_flag(method: &Method, q: &KvQuery) -> Result<bool, ServiceError> {
+    if method.as_str() == "LIST" {
+        return Ok(true);
+    }
+    if *method != Method::GET {
+        return Ok(false);
+    }
+    match q.get("list").map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("1" | "t" | "T" | "true" | "True" | "TRUE") => Ok(true),
+        Some("0" | "f" | "F" | "false" | "False" | "FALSE") => Ok(false),
+        Some(_) => Err(ServiceError::Invalid(
+            "list must be a boolean (true, false, 1, 0, t, f)".into(),
+        )),
+    }
+}
+
+/// Whether a `secret/` request lists (an invalid `list` does not: the
+/// handler refuses it).
 fn lists(method: &Method, q: &KvQuery) -> bool {
-    method.as_str() == "LIST" || q.get("list").is_some_and(|v| v == "true")
+    list_flag(method, q).unwrap_or(false)
 }
 
 /// The audit action and organization of a request to the `secret/` mount:
@@ -232,9 +254,13 @@ fn cas(options: Option<&Map<String, Value>>) -> Result<Option<i64>, ServiceError
         .transpose()
 }
 
-fn meta_input(b: &Map<String, Value>) -> Result<KvMetaInput, ServiceError> {
+/// The settings of a metadata write. `patch` (PATCH): `custom_metadata` is
+/// a JSON merge patch of the stored one (a key set to null is removed, and
+/// `"custom_metadata": null` removes them all); otherwise it replaces it.
+fn meta_input(b: &Map<String, Value>, patch: bool) -> Result<KvMetaInput, ServiceError> {
     let get = |k: &str| b.get(k).filter(|v| !v.is_null());
     Ok(KvMetaInput {
+        patch,
         max_versions: get("max_versions").map(|v| int(v, "max_versions")).transpose()?,
         cas_required: get("cas_required").map(|v| boolean(v, "cas_required")).transpose()?,
         delete_version_after: get("delete_version_after")
@@ -246,9 +272,12 @@ fn meta_input(b: &Map<String, Value>) -> Result<KvMetaInput, ServiceError> {
                 )),
             })
             .transpose()?,
-        custom_metadata: match get("custom_metadata") {
+        custom_metadata: match b.get("custom_metadata") {
             None => None,
-            Some(Value::Object(m)) => Some(m.clone()),
+            Some(Value::Null) if patch => Some(CustomMetadata::Replace(Map::new())),
+            Some(Value::Null) => None,
+            Some(Value::Object(m)) if patch => Some(CustomMetadata::Merge(m.clone())),
+            Some(Value::Object(m)) => Some(CustomMetadata::Replace(m.clone())),
             Some(_) => {
                 return Err(ServiceError::Invalid(
                     "custom_metadata must be an object of strings".into(),
@@ -269,7 +298,10 @@ async fn kv_mount(
     bytes: Bytes,
 ) -> Response {
     let (op, path) = rest.split_once('/').unwrap_or((rest.as_str(), ""));
-    let list = lists(&method, &q);
+    let list = match list_flag(&method, &q) {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
     let version = match q.get("version").map(|v| v.parse::<i64>()) {
         None => None,
         Some(Ok(v)) => Some(v),
@@ -282,7 +314,7 @@ async fn kv_mount(
             ("config", "GET") => Ok(ok(to_value(&c.kv_config(&who).await?))),
             ("config", "POST" | "PUT") => {
                 let b: Map<String, Value> = body(&bytes)?;
-                let i = meta_input(&b)?;
+                let i = meta_input(&b, false)?;
                 c.kv_set_config(&who, i.max_versions, i.cas_required, i.delete_version_after)
                     .await?;
                 Ok(StatusCode::NO_CONTENT.into_response())
@@ -340,7 +372,8 @@ async fn kv_mount(
             ("metadata", "GET") => Ok(ok(to_value(&c.kv_metadata(&who, kv::key_path(path)?).await?))),
             ("metadata", "POST" | "PUT" | "PATCH") => {
                 let b: Map<String, Value> = body(&bytes)?;
-                c.kv_write_metadata(&who, kv::key_path(path)?, meta_input(&b)?).await?;
+                let input = meta_input(&b, m == "PATCH")?;
+                c.kv_write_metadata(&who, kv::key_path(path)?, input).await?;
                 Ok(StatusCode::NO_CONTENT.into_response())
             }
             ("metadata", "DELETE") => {
@@ -460,6 +493,7 @@ mod tests {
         let list = Method::from_bytes(b"LIST").expect("method");
         let listing: KvQuery = [("list".to_owned(), "true".to_owned())].into();
         let none = KvQuery::new();
+        let flag = |v: &str| -> KvQuery { [("list".to_owned(), v.to_owned())].into() };
         for (m, p, q, want, org) in [
             (Method::GET, "data/a/b/c/K", &none, "secret.reveal", "a"),
             (Method::GET, "data//a/b/c/K/", &none, "secret.reveal", "a"),
@@ -474,6 +508,12 @@ mod tests {
             (list.clone(), "metadata/a/", &none, "secret.list", "a"),
             (Method::GET, "metadata/a/b", &listing, "secret.list", "a"),
             (Method::GET, "data/", &listing, "secret.list", ""),
+            (Method::GET, "metadata/a/", &flag("1"), "secret.list", "a"),
+            (Method::GET, "metadata/a/", &flag("T"), "secret.list", "a"),
+            (Method::GET, "metadata/a/", &flag("True"), "secret.list", "a"),
+            (Method::GET, "metadata/a/b/c/K", &flag("0"), "secret.read", "a"),
+            (Method::GET, "metadata/a/b/c/K", &flag("yes"), "secret.read", "a"),
+            (Method::POST, "data/a/b/c/K", &flag("true"), "secret.update", "a"),
             (Method::GET, "subkeys/a/b/c/K", &none, "secret.read", "a"),
             (Method::POST, "config", &none, "secret.config", ""),
             (Method::GET, "nope/a/b/c/K", &none, "secret.unknown", "a"),

@@ -189,8 +189,20 @@ pub struct KvMetaInput {
     pub cas_required: Option<bool>,
     /// Go duration string
     pub delete_version_after: Option<String>,
-    /// replaces the custom metadata
-    pub custom_metadata: Option<Map<String, Value>>,
+    /// the custom metadata, replaced or merged
+    pub custom_metadata: Option<CustomMetadata>,
+    /// a PATCH: the key must already have metadata or a version
+    pub patch: bool,
+}
+
+/// How a metadata write changes `custom_metadata`.
+#[derive(Debug)]
+pub enum CustomMetadata {
+    /// POST/PUT: these are the key's custom metadata now
+    Replace(Map<String, Value>),
+    /// PATCH: a JSON merge patch (RFC 7396) of the stored ones, a key set
+    /// to null removed
+    Merge(Map<String, Value>),
 }
 
 /// The mount configuration as Vault's `secret/config` shows it.
@@ -473,6 +485,9 @@ impl Coffer {
     }
 
     /// `DELETE data/<path>` (latest version) and `delete|undelete|destroy/<path>`.
+    /// A key with no version (never written, purged, or metadata only) is
+    /// a successful no-op, as in Vault: the request is idempotent, yet
+    /// still needs delete on the environment (and is audited by the layer).
     pub async fn kv_mark(
         &self,
         who: &Principal,
@@ -482,18 +497,20 @@ impl Coffer {
     ) -> Result<()> {
         self.keyring()?;
         let path = self.authorize_env(who, (o, p, e), Permission::Delete).await?;
-        let secret = self.kv_secret(&path, key).await?;
-        let latest = [secret.current_version];
-        let versions = match versions {
-            None => &latest[..],
+        match versions {
             Some([]) => return Err(ServiceError::Invalid("no versions provided".into())),
             Some(v) if v.len() > MAX_VERSIONS_PER_CALL => {
                 return Err(ServiceError::Invalid(format!(
                     "at most {MAX_VERSIONS_PER_CALL} versions per call"
                 )));
             }
-            Some(v) => v,
+            _ => {}
+        }
+        let Some(secret) = self.store.secret(path.org_id, path.env_id, key).await? else {
+            return Ok(());
         };
+        let latest = [secret.current_version];
+        let versions = versions.unwrap_or(&latest[..]);
         self.store
             .kv_mark(path.org_id, secret.id, versions, op, now_ms())
             .await?;
@@ -550,7 +567,9 @@ impl Coffer {
     }
 
     /// `PUT|POST|PATCH metadata/<path>` (update; create when the key is new;
-    /// delete as well when it lowers the number of versions kept).
+    /// delete as well when it lowers the number of versions kept). PATCH
+    /// merges `custom_metadata` into the stored one and answers not found
+    /// for a key with neither metadata nor a version, as Vault does.
     pub async fn kv_write_metadata(
         &self,
         who: &Principal,
@@ -567,7 +586,28 @@ impl Coffer {
         {
             return Err(ServiceError::Invalid("max_versions must be 0 or more".into()));
         }
-        if let Some(c) = &input.custom_metadata {
+        let now = now_ms();
+        let old = self.store.kv_metadata(path.org_id, path.env_id, key).await?;
+        if input.patch && !exists && old.is_none() {
+            // Vault: a metadata patch needs something to patch.
+            return Err(ServiceError::NotFound(format!("secret {key}")));
+        }
+        let custom = match input.custom_metadata {
+            None => None,
+            Some(CustomMetadata::Replace(c)) => Some(c),
+            Some(CustomMetadata::Merge(p)) => {
+                let mut merged = Value::Object(match custom(old.as_ref()) {
+                    Value::Object(m) => m,
+                    _ => Map::new(),
+                });
+                merge_patch(&mut merged, &Value::Object(p));
+                match merged {
+                    Value::Object(m) => Some(m),
+                    _ => Some(Map::new()),
+                }
+            }
+        };
+        if let Some(c) = &custom {
             if c.len() > 64 {
                 return Err(ServiceError::Invalid("custom_metadata holds at most 64 keys".into()));
             }
@@ -577,8 +617,6 @@ impl Coffer {
                 )));
             }
         }
-        let now = now_ms();
-        let old = self.store.kv_metadata(path.org_id, path.env_id, key).await?;
         if let Some(new) = input.max_versions {
             let config = self.store.kv_config().await?;
             let old_max = old.as_ref().map_or(0, |m| m.max_versions);
@@ -600,7 +638,7 @@ impl Coffer {
                 .delete_version_after
                 .or_else(|| old.as_ref().map(|m| m.delete_version_after.clone()))
                 .unwrap_or_else(|| "0s".to_owned()),
-            custom_metadata: match input.custom_metadata {
+            custom_metadata: match custom {
                 Some(c) => Value::Object(c).to_string(),
                 None => old
                     .as_ref()
@@ -625,7 +663,7 @@ impl Coffer {
     }
 
     /// `LIST metadata/<folder>`: organizations, projects, environments or
-    /// keys (read); folders end in `/`. An empty folder is "not found", as
+    /// keys, with or without a version (read); folders end in `/`. An empty folder is "not found", as
     /// in Vault.
     pub async fn kv_list(&self, who: &Principal, f: Folder<'_>) -> Result<Vec<String>> {
         self.keyring()?;
@@ -645,12 +683,19 @@ impl Coffer {
                 .collect(),
             Folder::Env(o, p, e) => {
                 let path = self.authorize_env(who, (o, p, e), Permission::Read).await?;
-                self.store
+                // Keys with a version and keys with metadata only, as Vault
+                // lists every key that has metadata.
+                let mut keys: Vec<String> = self
+                    .store
                     .list_secrets(path.org_id, path.env_id)
                     .await?
                     .into_iter()
                     .map(|s| s.key)
-                    .collect()
+                    .chain(self.store.kv_metadata_keys(path.org_id, path.env_id).await?)
+                    .collect();
+                keys.sort_unstable();
+                keys.dedup();
+                keys
             }
         };
         if keys.is_empty() {

@@ -101,6 +101,9 @@ pub trait KvStore {
     async fn kv_prune(&self, org_id: Uuid, secret_id: Uuid, keep_from: i64) -> Result<u64>;
     /// A key's metadata, if any was written.
     async fn kv_metadata(&self, org_id: Uuid, env_id: Uuid, key: &str) -> Result<Option<KvMetaRow>>;
+    /// The keys of an environment that have metadata (with or without a
+    /// version), sorted.
+    async fn kv_metadata_keys(&self, org_id: Uuid, env_id: Uuid) -> Result<Vec<String>>;
     /// Insert or replace a key's metadata.
     async fn put_kv_metadata(&self, row: &KvMetaRow) -> Result<()>;
     /// Forget a key's metadata (purge).
@@ -275,6 +278,15 @@ impl KvStore for SqlBackend {
             })
         })
         .transpose()
+    }
+
+    async fn kv_metadata_keys(&self, org_id: Uuid, env_id: Uuid) -> Result<Vec<String>> {
+        let rows = query("SELECT key FROM kv_metadata WHERE org_id = $1 AND env_id = $2 ORDER BY key")
+            .bind(org_id.to_string())
+            .bind(env_id.to_string())
+            .fetch_all(&mut *self.tenant(org_id).await?)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("key")?)).collect()
     }
 
     async fn put_kv_metadata(&self, m: &KvMetaRow) -> Result<()> {

@@ -821,3 +821,161 @@ async fn kv_and_native_refuse_json_deeper_than_the_limit_alike() {
     let (_, b) = root.get("/v1/secret/data/acme/api/production/DEEP2").await;
     assert_eq!(b["data"]["data"], at_limit, "{b}");
 }
+
+/// A started server with the acme tenant, its root client and a user of
+/// acme/api/production holding `perms`.
+async fn with_user(perms: Value) -> (tempfile::TempDir, Server, util::Http, util::Http) {
+    let dir = util::tempdir();
+    let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
+    let anon = server.client(None);
+    let (root, _) = util::boot(&anon).await;
+    util::tenant(&root).await;
+    let email = "kv-user@acme.test";
+    util::create_user(&root, email, "correct horse battery").await;
+    util::add_member(&root, "acme", email, "member").await;
+    util::grant(
+        &root,
+        "acme",
+        json!({"user": email, "project": "api", "environment": "production", "permissions": perms}),
+    )
+    .await;
+    let user = util::user_client(&anon, email, "correct horse battery").await;
+    (dir, server, root, user)
+}
+
+/// Issue 24 item 9: deleting a key that never existed succeeds (Vault is
+/// idempotent), still needs delete, and is audited.
+#[tokio::test]
+async fn vault_kv_delete_of_missing_key_is_idempotent() {
+    let (_dir, _server, root, viewer) = with_user(json!(["read"])).await;
+    let missing = "/v1/secret/data/acme/api/production/NEVER_WRITTEN";
+    let (st, b) = root.delete(missing).await;
+    assert_eq!(st, 204, "delete of a missing key: {b}");
+    let (st, b) = root.delete(missing).await;
+    assert_eq!(st, 204, "again: {b}");
+    for op in ["delete", "undelete", "destroy"] {
+        let (st, b) = root
+            .post(
+                &format!("/v1/secret/{op}/acme/api/production/NEVER_WRITTEN"),
+                json!({"versions": [1]}),
+            )
+            .await;
+        assert_eq!(st, 204, "{op} of a missing key: {b}");
+    }
+    let (st, b) = viewer.delete(missing).await;
+    assert_eq!(st, 403, "delete still needs the delete permission: {b}");
+    let (st, b) = root.get(missing).await;
+    assert_eq!(st, 404, "nothing was created: {b}");
+    let (st, found) = root.get("/api/v1/audit/records?org=acme&action=secret.delete").await;
+    assert_eq!(st, 200, "{found}");
+    let records = found["data"].as_array().expect("records");
+    let of_key = records
+        .iter()
+        .filter(|r| r.to_string().contains("NEVER_WRITTEN"))
+        .count();
+    assert!(of_key >= 4, "each delete of the missing key is audited: {found}");
+}
+
+/// Issue 24 item 8: `?list=` takes Go's booleans (`1`, `t`, `T`, `TRUE`…),
+/// and a key with metadata but no version is listed.
+#[tokio::test]
+async fn vault_kv_list_flags_and_metadata_only_keys() {
+    let dir = util::tempdir();
+    let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
+    let anon = server.client(None);
+    let (root, _) = util::boot(&anon).await;
+    util::tenant(&root).await;
+    let (st, b) = root
+        .post(&format!("/v1/secret/data/{PATH}"), json!({"data": {"value": "v"}}))
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = root
+        .post(
+            "/v1/secret/metadata/acme/api/production/PLANNED",
+            json!({"custom_metadata": {"owner": "ops"}}),
+        )
+        .await;
+    assert_eq!(st, 204, "{b}");
+    let folder = "/v1/secret/metadata/acme/api/production/";
+    for flag in ["true", "1", "t", "T", "TRUE", "True"] {
+        let (st, b) = root.get(&format!("{folder}?list={flag}")).await;
+        assert_eq!(st, 200, "list={flag}: {b}");
+        assert_eq!(b["data"]["keys"], json!(["DB", "PLANNED"]), "list={flag}: {b}");
+    }
+    let (st, b) = root.req("LIST", folder, None).await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["data"]["keys"], json!(["DB", "PLANNED"]), "LIST: {b}");
+    let (st, b) = root.get("/v1/secret/metadata/acme/api/production/PLANNED?list=0").await;
+    assert_eq!(st, 200, "list=0 reads the metadata: {b}");
+    assert_eq!(b["data"]["custom_metadata"], json!({"owner": "ops"}), "{b}");
+    let (st, b) = root.get(&format!("{folder}?list=yes")).await;
+    assert_eq!(st, 400, "list=yes is not a Go boolean: {b}");
+    assert!(b.to_string().contains("list must be a boolean"), "{b}");
+}
+
+/// Issue 24 item 7: PATCH on metadata merges `custom_metadata` (JSON merge
+/// patch: a key set to null is removed) instead of replacing it; POST
+/// still replaces it.
+#[tokio::test]
+async fn vault_kv_metadata_patch_merges_custom_metadata() {
+    let dir = util::tempdir();
+    let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
+    let anon = server.client(None);
+    let (root, _) = util::boot(&anon).await;
+    util::tenant(&root).await;
+    let meta = format!("/v1/secret/metadata/{PATH}");
+    let (st, b) = root
+        .post(&format!("/v1/secret/data/{PATH}"), json!({"data": {"value": "v"}}))
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = root
+        .post(&meta, json!({"custom_metadata": {"owner": "ops", "tier": "gold"}}))
+        .await;
+    assert_eq!(st, 204, "{b}");
+    let custom = |b: &Value| b["data"]["custom_metadata"].clone();
+
+    let (st, b) = root
+        .req(
+            "PATCH",
+            &meta,
+            Some(json!({"custom_metadata": {"team": "payments", "tier": null}})),
+        )
+        .await;
+    assert_eq!(st, 204, "{b}");
+    let (_, b) = root.get(&meta).await;
+    assert_eq!(custom(&b), json!({"owner": "ops", "team": "payments"}), "merged: {b}");
+
+    // Other fields alone keep the custom metadata.
+    let (st, b) = root.req("PATCH", &meta, Some(json!({"max_versions": 0}))).await;
+    assert_eq!(st, 204, "{b}");
+    let (_, b) = root.get(&meta).await;
+    assert_eq!(custom(&b), json!({"owner": "ops", "team": "payments"}), "{b}");
+
+    // A merged value must still be a string.
+    let (st, b) = root
+        .req("PATCH", &meta, Some(json!({"custom_metadata": {"owner": {"x": "y"}}})))
+        .await;
+    assert_eq!(st, 400, "{b}");
+
+    // POST replaces.
+    let (st, b) = root.post(&meta, json!({"custom_metadata": {"only": "this"}})).await;
+    assert_eq!(st, 204, "{b}");
+    let (_, b) = root.get(&meta).await;
+    assert_eq!(custom(&b), json!({"only": "this"}), "replaced: {b}");
+
+    // PATCH with null custom_metadata removes them all.
+    let (st, b) = root.req("PATCH", &meta, Some(json!({"custom_metadata": null}))).await;
+    assert_eq!(st, 204, "{b}");
+    let (_, b) = root.get(&meta).await;
+    assert_eq!(custom(&b), Value::Null, "cleared: {b}");
+
+    // Nothing to patch: 404, as Vault.
+    let (st, b) = root
+        .req(
+            "PATCH",
+            "/v1/secret/metadata/acme/api/production/NOTHING_HERE",
+            Some(json!({"custom_metadata": {"a": "b"}})),
+        )
+        .await;
+    assert_eq!(st, 404, "{b}");
+}

@@ -86,6 +86,12 @@ step "kv metadata get"
 meta="$(bao kv metadata get -format=json "$P")"
 expect_eq "current_version" "$(jq -r .data.current_version <<<"$meta")" 3
 
+step "kv metadata put / patch (merge)"
+bao kv metadata put -custom-metadata=owner=ops -custom-metadata=tier=gold "$P" >/dev/null
+bao kv metadata patch -custom-metadata=team=payments -remove-custom-metadata=tier "$P" >/dev/null
+expect_eq "merged custom_metadata" "$(bao kv metadata get -format=json "$P" | jq -c '.data.custom_metadata')" \
+    '{"owner":"ops","team":"payments"}'
+
 step "kv delete / undelete"
 bao kv delete "$P" >/dev/null
 # As with Vault: the deleted version's metadata prints, its data is null.
@@ -94,6 +100,10 @@ expect_code 2 bao kv get -field=extra "$P"
 [ -n "$(bao kv metadata get -format=json "$P" | jq -r '.data.versions["3"].deletion_time')" ] || fail "no deletion_time"
 bao kv undelete -versions=3 "$P" >/dev/null
 expect_eq "undeleted" "$(bao kv get -field=extra "$P")" 1
+
+step "kv delete of a key that never existed (idempotent)"
+expect_code 0 bao kv delete secret/acme/api/production/NEVER_WRITTEN
+expect_code 0 bao kv delete secret/acme/api/production/NEVER_WRITTEN
 
 step "kv destroy"
 bao kv destroy -versions=1 "$P" >/dev/null
