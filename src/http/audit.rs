@@ -1,16 +1,16 @@
 //! The audit layer and the audit API.
 //!
 //! Every route is either public (health, seal status: no record) or has an
-//! action in [`ROUTE_ACTIONS`]; the layer records every request to an
-//! audited route — allowed, denied or failed — and lets the response leave
-//! only after the record is committed; a mutation is announced by a
-//! write-ahead record committed before its handler runs (see [`layer`]).
-//! Action, organization and value count come from the decoded request and
-//! the handler, never from the raw URI. A method a route does not serve
-//! answers 405 with `Allow` (OPTIONS: 204), unrecorded; a route registered
-//! without an entry answers 500 and logs why, so no route can serve
-//! unaudited; the
-//! integration test `audit_routes` walks the same table.
+//! action in the route table (`routes.rs`, environment routes: the access
+//! table); the layer records every request to an audited route — allowed,
+//! denied or failed — and lets the response leave only after the record is
+//! committed; a mutation is announced by a write-ahead record committed
+//! before its handler runs (see [`layer`]). Action, organization and value
+//! count come from the decoded request and the handler, never from the raw
+//! URI. A method a route does not serve answers 405 with `Allow` (OPTIONS:
+//! 204), unrecorded. The router is built from the same tables, so no route
+//! serves without an audit entry; the integration test `audit_routes` walks
+//! them.
 //!
 //! Handlers and extractors add what only they know through the request's
 //! [`AuditNote`]: the authenticated actor (set by authentication), the name
@@ -20,8 +20,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Query, RawPathParams, Request, State};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -30,283 +30,11 @@ use super::AppState;
 use super::api::{Reply, ok};
 use super::error::{ApiError, ErrorCode, VaultError};
 use super::extract::{Auth, Body, PeerCert};
-use crate::access::ENV_ROUTES;
+use super::routes::RouteAudit::{self, Action, Kv, Public};
+use super::routes::{allow_header, route_audit};
 use crate::service::audit::{Actor, AuditEvent, Outcome};
 use crate::service::{Principal, ServiceError};
 use crate::storage::audit::AuditFilter;
-
-/// What a route is, for the audit layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteAudit {
-    /// read-only and unauthenticated: not recorded
-    Public,
-    /// recorded under this action
-    Action(&'static str),
-    /// the KV v2 mount: the action depends on the path below the mount
-    /// and the method (`vault_kv::audit_action`)
-    Kv,
-}
-
-use RouteAudit::{Action, Kv, Public};
-
-/// Every route of the router but the environment routes (whose actions
-/// are in [`ENV_ROUTES`]): method, full path template, audit. HEAD is
-/// looked up as GET.
-pub const ROUTE_ACTIONS: &[(&str, &str, RouteAudit)] = &[
-    // Vault-compatible seal lifecycle
-    ("GET", "/v1/sys/health", Public),
-    ("GET", "/v1/sys/init", Public),
-    ("PUT", "/v1/sys/init", Action("seal.init")),
-    ("POST", "/v1/sys/init", Action("seal.init")),
-    ("GET", "/v1/sys/seal-status", Public),
-    ("PUT", "/v1/sys/unseal", Action("seal.unseal_share")),
-    ("POST", "/v1/sys/unseal", Action("seal.unseal_share")),
-    ("PUT", "/v1/sys/seal", Action("seal.seal")),
-    ("POST", "/v1/sys/seal", Action("seal.seal")),
-    ("GET", "/v1/sys/leader", Public),
-    // scrape token checked by the handler; touches no secret
-    ("GET", "/metrics", Public),
-    ("GET", "/v1/sys/backup", Action("backup.create")),
-    ("PUT", "/v1/sys/rotate-root", Action("key.rotate_root")),
-    ("POST", "/v1/sys/rotate-root", Action("key.rotate_root")),
-    (
-        "GET",
-        "/v1/sys/generate-root/attempt",
-        Action("seal.generate_root_status"),
-    ),
-    (
-        "PUT",
-        "/v1/sys/generate-root/attempt",
-        Action("seal.generate_root_start"),
-    ),
-    (
-        "POST",
-        "/v1/sys/generate-root/attempt",
-        Action("seal.generate_root_start"),
-    ),
-    (
-        "DELETE",
-        "/v1/sys/generate-root/attempt",
-        Action("seal.generate_root_cancel"),
-    ),
-    (
-        "PUT",
-        "/v1/sys/generate-root/update",
-        Action("seal.generate_root_share"),
-    ),
-    (
-        "POST",
-        "/v1/sys/generate-root/update",
-        Action("seal.generate_root_share"),
-    ),
-    (
-        "GET",
-        "/v1/sys/generate-root-token/attempt",
-        Action("seal.generate_root_status"),
-    ),
-    (
-        "PUT",
-        "/v1/sys/generate-root-token/attempt",
-        Action("seal.generate_root_start"),
-    ),
-    (
-        "POST",
-        "/v1/sys/generate-root-token/attempt",
-        Action("seal.generate_root_start"),
-    ),
-    (
-        "DELETE",
-        "/v1/sys/generate-root-token/attempt",
-        Action("seal.generate_root_cancel"),
-    ),
-    (
-        "PUT",
-        "/v1/sys/generate-root-token/update",
-        Action("seal.generate_root_share"),
-    ),
-    (
-        "POST",
-        "/v1/sys/generate-root-token/update",
-        Action("seal.generate_root_share"),
-    ),
-    ("GET", "/v1/sys/rekey/init", Action("seal.rekey_status")),
-    ("PUT", "/v1/sys/rekey/init", Action("seal.rekey_start")),
-    ("POST", "/v1/sys/rekey/init", Action("seal.rekey_start")),
-    ("DELETE", "/v1/sys/rekey/init", Action("seal.rekey_cancel")),
-    ("PUT", "/v1/sys/rekey/update", Action("seal.rekey_share")),
-    ("POST", "/v1/sys/rekey/update", Action("seal.rekey_share")),
-    ("GET", "/v1/sys/rekey/verify", Action("seal.rekey_status")),
-    ("PUT", "/v1/sys/rekey/verify", Action("seal.rekey_verify")),
-    ("POST", "/v1/sys/rekey/verify", Action("seal.rekey_verify")),
-    ("DELETE", "/v1/sys/rekey/verify", Action("seal.rekey_verify_reset")),
-    ("GET", "/v1/sys/rekey-recovery-key/init", Action("seal.rekey_status")),
-    ("PUT", "/v1/sys/rekey-recovery-key/init", Action("seal.rekey_start")),
-    ("POST", "/v1/sys/rekey-recovery-key/init", Action("seal.rekey_start")),
-    ("DELETE", "/v1/sys/rekey-recovery-key/init", Action("seal.rekey_cancel")),
-    ("PUT", "/v1/sys/rekey-recovery-key/update", Action("seal.rekey_share")),
-    ("POST", "/v1/sys/rekey-recovery-key/update", Action("seal.rekey_share")),
-    ("GET", "/v1/sys/rekey-recovery-key/verify", Action("seal.rekey_status")),
-    ("PUT", "/v1/sys/rekey-recovery-key/verify", Action("seal.rekey_verify")),
-    ("POST", "/v1/sys/rekey-recovery-key/verify", Action("seal.rekey_verify")),
-    (
-        "DELETE",
-        "/v1/sys/rekey-recovery-key/verify",
-        Action("seal.rekey_verify_reset"),
-    ),
-    // Vault-compatible KV v2 mount, mounts preflight, tokens and logins
-    ("*", "/v1/secret/{*rest}", Kv),
-    ("GET", "/v1/sys/internal/ui/mounts/{*path}", Action("sys.mounts")),
-    ("GET", "/v1/sys/mounts", Action("sys.mounts")),
-    ("*", "/v1/sys/mounts/{*path}", Action("sys.mounts")),
-    ("GET", "/v1/auth/token/lookup-self", Action("token.lookup")),
-    ("POST", "/v1/auth/token/lookup-self", Action("token.lookup")),
-    ("POST", "/v1/auth/token/lookup-accessor", Action("token.lookup")),
-    ("PUT", "/v1/auth/token/lookup-accessor", Action("token.lookup")),
-    ("POST", "/v1/auth/token/create", Action("token.create")),
-    ("PUT", "/v1/auth/token/create", Action("token.create")),
-    ("POST", "/v1/auth/token/renew-self", Action("token.renew")),
-    ("PUT", "/v1/auth/token/renew-self", Action("token.renew")),
-    ("POST", "/v1/auth/token/revoke-self", Action("token.revoke")),
-    ("PUT", "/v1/auth/token/revoke-self", Action("token.revoke")),
-    ("POST", "/v1/auth/cert/login", Action("auth.login")),
-    ("PUT", "/v1/auth/cert/login", Action("auth.login")),
-    ("POST", "/v1/auth/userpass/login/{user}", Action("auth.login")),
-    ("PUT", "/v1/auth/userpass/login/{user}", Action("auth.login")),
-    // native: organizations and what hangs off them
-    ("GET", "/api/v1/orgs", Action("org.list")),
-    ("POST", "/api/v1/orgs", Action("org.create")),
-    ("GET", "/api/v1/orgs/{org}", Action("org.read")),
-    ("GET", "/api/v1/orgs/{org}/keks", Action("key.kek_list")),
-    ("POST", "/api/v1/orgs/{org}/keks/rotate", Action("key.kek_rotate")),
-    ("POST", "/api/v1/orgs/{org}/keks/rewrap", Action("key.kek_rewrap")),
-    ("DELETE", "/api/v1/orgs/{org}/keks/{version}", Action("key.kek_destroy")),
-    ("GET", "/api/v1/orgs/{org}/projects", Action("project.list")),
-    ("POST", "/api/v1/orgs/{org}/projects", Action("project.create")),
-    ("GET", "/api/v1/orgs/{org}/projects/{project}", Action("project.read")),
-    (
-        "GET",
-        "/api/v1/orgs/{org}/projects/{project}/environments",
-        Action("env.list"),
-    ),
-    (
-        "POST",
-        "/api/v1/orgs/{org}/projects/{project}/environments",
-        Action("env.create"),
-    ),
-    ("GET", "/api/v1/orgs/{org}/members", Action("member.list")),
-    ("POST", "/api/v1/orgs/{org}/members", Action("member.set")),
-    ("DELETE", "/api/v1/orgs/{org}/members/{email}", Action("member.remove")),
-    ("GET", "/api/v1/orgs/{org}/groups", Action("group.list")),
-    ("POST", "/api/v1/orgs/{org}/groups", Action("group.create")),
-    (
-        "POST",
-        "/api/v1/orgs/{org}/groups/{group}/members",
-        Action("group.member_add"),
-    ),
-    (
-        "DELETE",
-        "/api/v1/orgs/{org}/groups/{group}/members/{email}",
-        Action("group.member_remove"),
-    ),
-    (
-        "GET",
-        "/api/v1/orgs/{org}/service-accounts",
-        Action("service_account.list"),
-    ),
-    (
-        "POST",
-        "/api/v1/orgs/{org}/service-accounts",
-        Action("service_account.create"),
-    ),
-    (
-        "DELETE",
-        "/api/v1/orgs/{org}/service-accounts/{name}",
-        Action("service_account.delete"),
-    ),
-    (
-        "GET",
-        "/api/v1/orgs/{org}/service-accounts/{name}/tokens",
-        Action("token.list"),
-    ),
-    (
-        "POST",
-        "/api/v1/orgs/{org}/service-accounts/{name}/tokens",
-        Action("token.create"),
-    ),
-    ("GET", "/api/v1/orgs/{org}/grants", Action("grant.list")),
-    ("POST", "/api/v1/orgs/{org}/grants", Action("grant.create")),
-    ("DELETE", "/api/v1/orgs/{org}/grants/{id}", Action("grant.delete")),
-    // native: users, sessions, tokens
-    ("POST", "/api/v1/users", Action("user.create")),
-    (
-        "POST",
-        "/api/v1/users/{email}/revoke-sessions",
-        Action("user.revoke_sessions"),
-    ),
-    ("DELETE", "/api/v1/users/{email}", Action("user.delete")),
-    ("DELETE", "/api/v1/users/{email}/totp", Action("user.totp_reset")),
-    ("POST", "/api/v1/users/{email}/disable", Action("user.disable")),
-    ("POST", "/api/v1/users/{email}/enable", Action("user.enable")),
-    ("POST", "/api/v1/auth/password", Action("auth.password_change")),
-    ("POST", "/api/v1/auth/login", Action("auth.login")),
-    ("POST", "/api/v1/auth/refresh", Action("auth.refresh")),
-    ("POST", "/api/v1/auth/logout", Action("auth.logout")),
-    ("GET", "/api/v1/auth/whoami", Action("auth.whoami")),
-    ("POST", "/api/v1/auth/totp/enroll", Action("auth.totp_enroll")),
-    ("POST", "/api/v1/auth/totp/verify", Action("auth.totp_verify")),
-    ("POST", "/api/v1/auth/device/code", Action("auth.device_code")),
-    ("POST", "/api/v1/auth/device/approve", Action("auth.device_approve")),
-    ("POST", "/api/v1/auth/device/token", Action("auth.device_token")),
-    ("GET", "/api/v1/tokens", Action("token.list")),
-    ("POST", "/api/v1/tokens", Action("token.create")),
-    ("DELETE", "/api/v1/tokens/{accessor}", Action("token.revoke")),
-    // native: the audit log itself
-    ("GET", "/api/v1/audit/records", Action("audit.search")),
-    ("GET", "/api/v1/audit/verify", Action("audit.verify")),
-    ("POST", "/api/v1/audit/prune", Action("audit.prune")),
-];
-
-/// Prefix of the environment routes of [`ENV_ROUTES`].
-pub const ENV_PREFIX: &str = "/api/v1/orgs/{org}/projects/{project}/environments/{env}";
-
-/// The audit of a matched route; None = a route without an entry (a bug).
-pub fn route_audit(method: &Method, path: &str) -> Option<RouteAudit> {
-    let method = if method == Method::HEAD { "GET" } else { method.as_str() };
-    if let Some(rest) = path.strip_prefix(ENV_PREFIX) {
-        return ENV_ROUTES
-            .iter()
-            .find(|r| r.method == method && r.path == rest)
-            .map(|r| Action(r.action()));
-    }
-    ROUTE_ACTIONS
-        .iter()
-        .find(|(m, p, _)| (*m == method || *m == "*") && *p == path)
-        .map(|(_, _, a)| *a)
-}
-
-/// The `Allow` header of a route template: the methods the route tables
-/// give it (HEAD with GET, and OPTIONS, answered by the audit layer), in a
-/// fixed order; None when the template is in neither table.
-pub fn allow_header(path: &str) -> Option<String> {
-    let methods: Vec<&str> = match path.strip_prefix(ENV_PREFIX) {
-        Some(rest) => ENV_ROUTES.iter().filter(|r| r.path == rest).map(|r| r.method).collect(),
-        None => ROUTE_ACTIONS
-            .iter()
-            .filter(|(_, p, _)| *p == path)
-            .map(|(m, _, _)| *m)
-            .collect(),
-    };
-    if methods.is_empty() {
-        return None;
-    }
-    let has = |m: &str| methods.contains(&m);
-    let allow: Vec<&str> = ["GET", "HEAD", "POST", "PUT", "DELETE"]
-        .into_iter()
-        .filter(|m| has(m) || (*m == "HEAD" && has("GET")))
-        .chain(["OPTIONS"])
-        .collect();
-    Some(allow.join(", "))
-}
 
 /// What handlers add to their request's record.
 #[derive(Debug, Default)]
@@ -530,17 +258,10 @@ pub(crate) async fn layer(State(state): State<AppState>, req: Request, next: Nex
     let route = match route_audit(&method, &path) {
         Some(Public) => return next.run(req).await,
         Some(r) => r,
-        None => {
-            if let Some(allow) = allow_header(&path) {
-                // A method the route does not serve: no handler runs, nothing
-                // is touched, and, like an unmatched route, nothing is recorded.
-                return super::error::method_refused(vault, &method, &allow);
-            }
-            tracing::error!(%method, %path, "route has no audit action; refusing to serve it unaudited");
-            return fail(ServiceError::Internal(format!(
-                "route {method} {path} has no audit action"
-            )));
-        }
+        // A method the route does not serve (every matched route is in the
+        // tables): no handler runs, nothing is touched, and, like an
+        // unmatched route, nothing is recorded.
+        None => return super::error::method_refused(vault, &method, &allow_header(&path)),
     };
     let Resolved {
         mut req,
@@ -682,23 +403,6 @@ pub(super) async fn prune(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn env_routes_and_heads_resolve() {
-        assert_eq!(
-            route_audit(&Method::GET, &format!("{ENV_PREFIX}/secrets/{{key}}")),
-            Some(Action("secret.read"))
-        );
-        assert_eq!(route_audit(&Method::HEAD, "/v1/sys/health"), Some(Public));
-        assert_eq!(route_audit(&Method::PATCH, "/api/v1/orgs"), None);
-    }
-
-    #[test]
-    fn every_env_route_has_an_action() {
-        for r in ENV_ROUTES {
-            assert_ne!(r.action(), "env.unknown", "{} {} has no action", r.method, r.path);
-        }
-    }
 
     #[test]
     fn a_login_records_an_address_or_only_a_length() {

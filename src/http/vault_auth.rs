@@ -1,6 +1,6 @@
 //! Vault's token and login endpoints (`auth/token/*`, `auth/userpass/login/*`,
 //! `auth/cert/login`): thin handlers over `service::vault`. Routes are
-//! registered in `vault_kv::routes`.
+//! registered in the route table (`routes.rs`).
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};

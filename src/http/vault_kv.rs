@@ -1,7 +1,6 @@
-//! Vault's KV v2 wire format on the `secret/` mount, the mount preflight
-//! (`sys/internal/ui/mounts`, `sys/mounts`) and the routes of the Vault
-//! token/login endpoints (handlers in `vault_auth.rs`). Handlers parse the
-//! request, call one method of `service::kv` and shape Vault's answer:
+//! Vault's KV v2 wire format on the `secret/` mount and the mount preflight
+//! (`sys/internal/ui/mounts`, `sys/mounts`); their routes are in the route
+//! table (`routes.rs`). Handlers parse the request, call one method of `service::kv` and shape Vault's answer:
 //! the logical envelope, 204 on empty success, `{"errors":[…]}` otherwise.
 //!
 //! Axum has no method filter for Vault's `LIST` verb, so the mount has one
@@ -10,12 +9,10 @@
 
 use std::collections::HashMap;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
@@ -24,44 +21,9 @@ use super::AppState;
 use super::audit::AuditNote;
 use super::error::VaultError;
 use super::extract::VaultAuth;
-use super::vault_auth;
 use crate::service::ServiceError;
 use crate::service::kv::{self, CustomMetadata, KvMetaInput};
 use crate::storage::kv::KvVersionOp;
-
-/// Every Vault-compatible route of this module (merged into `/v1`).
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/secret/{*rest}", any(kv_mount))
-        .route("/sys/internal/ui/mounts/{*path}", get(mount_preflight))
-        .route("/sys/mounts", get(mounts))
-        .route("/sys/mounts/{*path}", any(mount_change))
-        .route(
-            "/auth/token/lookup-self",
-            get(vault_auth::lookup_self).post(vault_auth::lookup_self),
-        )
-        .route(
-            "/auth/token/lookup-accessor",
-            post(vault_auth::lookup_accessor).put(vault_auth::lookup_accessor),
-        )
-        .route("/auth/token/create", post(vault_auth::create).put(vault_auth::create))
-        .route(
-            "/auth/token/renew-self",
-            post(vault_auth::renew_self).put(vault_auth::renew_self),
-        )
-        .route(
-            "/auth/token/revoke-self",
-            post(vault_auth::revoke_self).put(vault_auth::revoke_self),
-        )
-        .route(
-            "/auth/cert/login",
-            post(vault_auth::cert_login).put(vault_auth::cert_login),
-        )
-        .route(
-            "/auth/userpass/login/{user}",
-            post(vault_auth::userpass_login).put(vault_auth::userpass_login),
-        )
-}
 
 /// The query of a `secret/` request, parsed once the way both the handler
 /// and the audit layer read it (a key given twice: the last one counts).
@@ -288,7 +250,7 @@ fn meta_input(b: &Map<String, Value>, patch: bool) -> Result<KvMetaInput, Servic
 }
 
 /// The one handler of the `secret/` mount.
-async fn kv_mount(
+pub(super) async fn kv_mount(
     State(s): State<AppState>,
     method: Method,
     Path(rest): Path<String>,
@@ -434,7 +396,11 @@ fn mount_description() -> Value {
 
 /// `GET sys/internal/ui/mounts/<path>`: the CLIs' preflight ("is this a KV
 /// v2 mount, and where does it start?").
-async fn mount_preflight(State(s): State<AppState>, VaultAuth(_who): VaultAuth, Path(path): Path<String>) -> Response {
+pub(super) async fn mount_preflight(
+    State(s): State<AppState>,
+    VaultAuth(_who): VaultAuth,
+    Path(path): Path<String>,
+) -> Response {
     if let Err(e) = s.coffer.require_unsealed() {
         return fail(e);
     }
@@ -452,7 +418,7 @@ async fn mount_preflight(State(s): State<AppState>, VaultAuth(_who): VaultAuth, 
 }
 
 /// `GET sys/mounts`: the one mount.
-async fn mounts(VaultAuth(_who): VaultAuth) -> Response {
+pub(super) async fn mounts(VaultAuth(_who): VaultAuth) -> Response {
     let d = json!({ "secret/": mount_description() });
     let mut body = d.clone();
     if let Value::Object(m) = &mut body {
@@ -472,7 +438,7 @@ async fn mounts(VaultAuth(_who): VaultAuth) -> Response {
 
 /// `sys/mounts/<path>`: reading `secret` describes it; enabling, tuning or
 /// disabling any mount is refused.
-async fn mount_change(method: Method, VaultAuth(_who): VaultAuth, Path(path): Path<String>) -> Response {
+pub(super) async fn mount_change(method: Method, VaultAuth(_who): VaultAuth, Path(path): Path<String>) -> Response {
     if method == Method::GET && path.trim_matches('/') == "secret" {
         return envelope(StatusCode::OK, "", mount_description(), Value::Null, Value::Null);
     }

@@ -348,7 +348,7 @@ fn percent(v: &str) -> String {
 #[tokio::test]
 async fn every_route_leaves_a_record_for_allowed_and_denied_requests() {
     use coffer::access::{ENV_ROUTES, Target};
-    use coffer::http::audit::{ENV_PREFIX, ROUTE_ACTIONS, RouteAudit};
+    use coffer::http::routes::{ENV_PREFIX, ROUTE_ACTIONS, RouteAudit};
 
     let l = logged("").await;
     // Environment routes first, each on a key of its own in the state its
@@ -507,7 +507,7 @@ type Spellings = (&'static str, String, String, String, String, [String; 2]);
 #[tokio::test]
 async fn percent_encoded_spellings_leave_the_same_record_as_plain_ones() {
     use coffer::access::{ENV_ROUTES, Target};
-    use coffer::http::audit::{ENV_PREFIX, ROUTE_ACTIONS, RouteAudit};
+    use coffer::http::routes::{ENV_PREFIX, ROUTE_ACTIONS, RouteAudit};
 
     let l = logged("").await;
     let mut walk: Vec<Spellings> = Vec::new();

@@ -38,7 +38,7 @@ fn error_lines(server: &Server) -> Vec<String> {
 /// Every route template with the methods the tables give it.
 fn templates() -> Vec<(String, BTreeSet<&'static str>)> {
     use coffer::access::ENV_ROUTES;
-    use coffer::http::audit::{ENV_PREFIX, ROUTE_ACTIONS};
+    use coffer::http::routes::{ENV_PREFIX, ROUTE_ACTIONS};
     let mut out: Vec<(String, BTreeSet<&'static str>)> = Vec::new();
     let rows = ROUTE_ACTIONS
         .iter()

@@ -1,0 +1,482 @@
+//! The route table: every route of the HTTP surface, registered once with
+//! its handler and its audit. The router (`surface`), the audit layer
+//! ([`route_audit`]), the `Allow` list of a refused method ([`allow_header`])
+//! and the route listing in `docs/routes.md` (a unit test keeps it equal to
+//! the table) all read it.
+//!
+//! The `routes!` table takes each method with a handler and an audit, so
+//! a route without an audit entry does not compile. Environment routes are
+//! registered from the access table [`ENV_ROUTES`], which gives each its
+//! permission and action; `env_handler` names their handlers.
+
+use axum::Router;
+use axum::http::Method;
+use axum::routing::{MethodRouter, delete, get, post, put};
+
+use super::{AppState, api, audit, generate_root, identity, keys, metrics, rekey, sys, vault_auth, vault_kv};
+use crate::access::{ENV_ROUTES, EnvRoute};
+
+/// What a route is, for the audit layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteAudit {
+    /// read-only and unauthenticated: not recorded
+    Public,
+    /// recorded under this action
+    Action(&'static str),
+    /// the KV v2 mount: the action depends on the path below the mount
+    /// and the method (`vault_kv::kv_target`)
+    Kv,
+}
+
+use RouteAudit::{Action, Kv, Public};
+
+/// The table's method name: `ANY` is every method, served by one handler.
+macro_rules! method_name {
+    (GET) => {
+        "GET"
+    };
+    (POST) => {
+        "POST"
+    };
+    (PUT) => {
+        "PUT"
+    };
+    (DELETE) => {
+        "DELETE"
+    };
+    (ANY) => {
+        "*"
+    };
+}
+
+/// The axum method router of one method and its handler.
+macro_rules! method_router {
+    (GET, $h:path) => {
+        axum::routing::get($h)
+    };
+    (POST, $h:path) => {
+        axum::routing::post($h)
+    };
+    (PUT, $h:path) => {
+        axum::routing::put($h)
+    };
+    (DELETE, $h:path) => {
+        axum::routing::delete($h)
+    };
+    (ANY, $h:path) => {
+        axum::routing::any($h)
+    };
+}
+
+/// The route table: per path, each method (or `|`-joined methods sharing a
+/// handler) `=> handler, audit;`. Expands to [`ROUTE_ACTIONS`] and
+/// `table_routes`, so the two cannot differ.
+macro_rules! routes {
+    ($( $path:literal { $( $($method:ident)|+ => $handler:path, $audit:expr; )+ } )*) => {
+        /// Every route of the table (all but the environment routes, whose
+        /// actions are in [`ENV_ROUTES`]): method (`*`: every method), full
+        /// path template, audit. HEAD is looked up as GET.
+        pub const ROUTE_ACTIONS: &[(&str, &str, RouteAudit)] = &[
+            $( $( $( (method_name!($method), $path, $audit), )+ )+ )*
+        ];
+
+        /// The method router of every path of the table, in table order.
+        fn table_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+            vec![
+                $( ($path, MethodRouter::new() $( $( .merge(method_router!($method, $handler)) )+ )+ ), )*
+            ]
+        }
+    };
+}
+
+routes! {
+    // Vault-compatible seal lifecycle
+    "/v1/sys/health" { GET => sys::health, Public; }
+    "/v1/sys/init" {
+        GET => sys::init_status, Public;
+        PUT | POST => sys::init, Action("seal.init");
+    }
+    "/v1/sys/seal-status" { GET => sys::seal_status, Public; }
+    "/v1/sys/unseal" { POST | PUT => sys::unseal, Action("seal.unseal_share"); }
+    "/v1/sys/seal" { POST | PUT => sys::seal, Action("seal.seal"); }
+    "/v1/sys/leader" { GET => sys::leader, Public; }
+    // scrape token checked by the handler; touches no secret
+    "/metrics" { GET => metrics::metrics, Public; }
+    "/v1/sys/backup" { GET => sys::backup, Action("backup.create"); }
+    "/v1/sys/rotate-root" { POST | PUT => rekey::rotate_root, Action("key.rotate_root"); }
+    // Vault's path answers raw JSON; OpenBao's (its CLI calls
+    // sys/generate-root-token/*) answers in the logical envelope.
+    "/v1/sys/generate-root/attempt" {
+        GET => generate_root::status, Action("seal.generate_root_status");
+        PUT | POST => generate_root::start, Action("seal.generate_root_start");
+        DELETE => generate_root::cancel, Action("seal.generate_root_cancel");
+    }
+    "/v1/sys/generate-root/update" {
+        PUT | POST => generate_root::update, Action("seal.generate_root_share");
+    }
+    "/v1/sys/generate-root-token/attempt" {
+        GET => generate_root::status_env, Action("seal.generate_root_status");
+        PUT | POST => generate_root::start_env, Action("seal.generate_root_start");
+        DELETE => generate_root::cancel, Action("seal.generate_root_cancel");
+    }
+    "/v1/sys/generate-root-token/update" {
+        PUT | POST => generate_root::update_env, Action("seal.generate_root_share");
+    }
+    "/v1/sys/rekey/init" {
+        GET => rekey::status, Action("seal.rekey_status");
+        PUT | POST => rekey::init, Action("seal.rekey_start");
+        DELETE => rekey::cancel, Action("seal.rekey_cancel");
+    }
+    "/v1/sys/rekey/update" { PUT | POST => rekey::update, Action("seal.rekey_share"); }
+    "/v1/sys/rekey/verify" {
+        GET => rekey::verify_status, Action("seal.rekey_status");
+        PUT | POST => rekey::verify, Action("seal.rekey_verify");
+        DELETE => rekey::verify_reset, Action("seal.rekey_verify_reset");
+    }
+    "/v1/sys/rekey-recovery-key/init" {
+        GET => rekey::status, Action("seal.rekey_status");
+        PUT | POST => rekey::init, Action("seal.rekey_start");
+        DELETE => rekey::cancel, Action("seal.rekey_cancel");
+    }
+    "/v1/sys/rekey-recovery-key/update" { PUT | POST => rekey::update, Action("seal.rekey_share"); }
+    "/v1/sys/rekey-recovery-key/verify" {
+        GET => rekey::verify_status, Action("seal.rekey_status");
+        PUT | POST => rekey::verify, Action("seal.rekey_verify");
+        DELETE => rekey::verify_reset, Action("seal.rekey_verify_reset");
+    }
+    // Vault-compatible KV v2 mount (one handler dispatches on operation and
+    // method, Vault's LIST included), mounts preflight, tokens and logins
+    "/v1/secret/{*rest}" { ANY => vault_kv::kv_mount, Kv; }
+    "/v1/sys/internal/ui/mounts/{*path}" { GET => vault_kv::mount_preflight, Action("sys.mounts"); }
+    "/v1/sys/mounts" { GET => vault_kv::mounts, Action("sys.mounts"); }
+    "/v1/sys/mounts/{*path}" { ANY => vault_kv::mount_change, Action("sys.mounts"); }
+    "/v1/auth/token/lookup-self" { GET | POST => vault_auth::lookup_self, Action("token.lookup"); }
+    "/v1/auth/token/lookup-accessor" {
+        POST | PUT => vault_auth::lookup_accessor, Action("token.lookup");
+    }
+    "/v1/auth/token/create" { POST | PUT => vault_auth::create, Action("token.create"); }
+    "/v1/auth/token/renew-self" { POST | PUT => vault_auth::renew_self, Action("token.renew"); }
+    "/v1/auth/token/revoke-self" { POST | PUT => vault_auth::revoke_self, Action("token.revoke"); }
+    "/v1/auth/cert/login" { POST | PUT => vault_auth::cert_login, Action("auth.login"); }
+    "/v1/auth/userpass/login/{user}" {
+        POST | PUT => vault_auth::userpass_login, Action("auth.login");
+    }
+    // native: organizations and what hangs off them
+    "/api/v1/orgs" {
+        GET => api::list_orgs, Action("org.list");
+        POST => api::create_org, Action("org.create");
+    }
+    "/api/v1/orgs/{org}" { GET => api::get_org, Action("org.read"); }
+    "/api/v1/orgs/{org}/keks" { GET => keys::list, Action("key.kek_list"); }
+    "/api/v1/orgs/{org}/keks/rotate" { POST => keys::rotate, Action("key.kek_rotate"); }
+    "/api/v1/orgs/{org}/keks/rewrap" { POST => keys::rewrap, Action("key.kek_rewrap"); }
+    "/api/v1/orgs/{org}/keks/{version}" { DELETE => keys::destroy, Action("key.kek_destroy"); }
+    "/api/v1/orgs/{org}/projects" {
+        GET => api::list_projects, Action("project.list");
+        POST => api::create_project, Action("project.create");
+    }
+    "/api/v1/orgs/{org}/projects/{project}" { GET => api::get_project, Action("project.read"); }
+    "/api/v1/orgs/{org}/projects/{project}/environments" {
+        GET => api::list_envs, Action("env.list");
+        POST => api::create_env, Action("env.create");
+    }
+    "/api/v1/orgs/{org}/members" {
+        GET => identity::list_members, Action("member.list");
+        POST => identity::set_member, Action("member.set");
+    }
+    "/api/v1/orgs/{org}/members/{email}" {
+        DELETE => identity::remove_member, Action("member.remove");
+    }
+    "/api/v1/orgs/{org}/groups" {
+        GET => identity::list_groups, Action("group.list");
+        POST => identity::create_group, Action("group.create");
+    }
+    "/api/v1/orgs/{org}/groups/{group}/members" {
+        POST => identity::add_group_member, Action("group.member_add");
+    }
+    "/api/v1/orgs/{org}/groups/{group}/members/{email}" {
+        DELETE => identity::remove_group_member, Action("group.member_remove");
+    }
+    "/api/v1/orgs/{org}/service-accounts" {
+        GET => identity::list_service_accounts, Action("service_account.list");
+        POST => identity::create_service_account, Action("service_account.create");
+    }
+    "/api/v1/orgs/{org}/service-accounts/{name}" {
+        DELETE => identity::delete_service_account, Action("service_account.delete");
+    }
+    "/api/v1/orgs/{org}/service-accounts/{name}/tokens" {
+        GET => identity::service_account_tokens, Action("token.list");
+        POST => identity::service_account_token, Action("token.create");
+    }
+    "/api/v1/orgs/{org}/grants" {
+        GET => identity::list_grants, Action("grant.list");
+        POST => identity::create_grant, Action("grant.create");
+    }
+    "/api/v1/orgs/{org}/grants/{id}" { DELETE => identity::delete_grant, Action("grant.delete"); }
+    // native: users, sessions, tokens
+    "/api/v1/users" { POST => identity::create_user, Action("user.create"); }
+    "/api/v1/users/{email}" { DELETE => identity::delete_user, Action("user.delete"); }
+    "/api/v1/users/{email}/revoke-sessions" {
+        POST => identity::revoke_user_sessions, Action("user.revoke_sessions");
+    }
+    "/api/v1/users/{email}/totp" { DELETE => identity::reset_totp, Action("user.totp_reset"); }
+    "/api/v1/users/{email}/disable" { POST => identity::disable_user, Action("user.disable"); }
+    "/api/v1/users/{email}/enable" { POST => identity::enable_user, Action("user.enable"); }
+    "/api/v1/auth/password" { POST => identity::change_password, Action("auth.password_change"); }
+    "/api/v1/auth/login" { POST => identity::login, Action("auth.login"); }
+    "/api/v1/auth/refresh" { POST => identity::refresh, Action("auth.refresh"); }
+    "/api/v1/auth/logout" { POST => identity::logout, Action("auth.logout"); }
+    "/api/v1/auth/whoami" { GET => identity::whoami, Action("auth.whoami"); }
+    "/api/v1/auth/totp/enroll" { POST => identity::totp_enroll, Action("auth.totp_enroll"); }
+    "/api/v1/auth/totp/verify" { POST => identity::totp_verify, Action("auth.totp_verify"); }
+    "/api/v1/auth/device/code" { POST => identity::device_code, Action("auth.device_code"); }
+    "/api/v1/auth/device/approve" { POST => identity::device_approve, Action("auth.device_approve"); }
+    "/api/v1/auth/device/token" { POST => identity::device_token, Action("auth.device_token"); }
+    "/api/v1/tokens" {
+        GET => identity::list_tokens, Action("token.list");
+        POST => identity::create_token, Action("token.create");
+    }
+    "/api/v1/tokens/{accessor}" { DELETE => identity::revoke_token, Action("token.revoke"); }
+    // native: the audit log itself
+    "/api/v1/audit/records" { GET => audit::search, Action("audit.search"); }
+    "/api/v1/audit/verify" { GET => audit::verify, Action("audit.verify"); }
+    "/api/v1/audit/prune" { POST => audit::prune, Action("audit.prune"); }
+}
+
+/// Prefix of the environment routes of [`ENV_ROUTES`].
+pub const ENV_PREFIX: &str = "/api/v1/orgs/{org}/projects/{project}/environments/{env}";
+
+/// The native API's mount point.
+const NATIVE: &str = "/api/v1";
+/// The Vault-compatible API's mount point.
+const VAULT: &str = "/v1";
+
+/// The handler of one environment route of the access table. Every entry
+/// of [`ENV_ROUTES`] must have one (a unit test checks), and environment
+/// routes are registered only from that table, so none escapes its rule.
+fn env_handler(r: &EnvRoute) -> Option<MethodRouter<AppState>> {
+    Some(match (r.method, r.path) {
+        ("GET", "") => get(api::get_env),
+        ("GET", "/secrets") => get(api::list_secrets),
+        ("POST", "/inject") => post(api::inject),
+        ("GET", "/secrets/{key}") => get(api::get_secret),
+        ("POST", "/secrets/{key}") => post(api::put_secret),
+        ("PUT", "/secrets/{key}") => put(api::put_secret),
+        ("DELETE", "/secrets/{key}") => delete(api::delete_secret),
+        ("POST", "/secrets/{key}/restore") => post(api::restore),
+        ("DELETE", "/secrets/{key}/permanent") => delete(api::purge_secret),
+        ("GET", "/secrets/{key}/history") => get(api::history),
+        ("POST", "/secrets/{key}/rollback") => post(api::rollback),
+        ("GET", "/allowed-variables") => get(api::allowed_vars),
+        ("PUT", "/allowed-variables/{key}") => put(api::allow_var),
+        ("DELETE", "/allowed-variables/{key}") => delete(api::disallow_var),
+        _ => return None,
+    })
+}
+
+fn env_routes(mut router: Router<AppState>) -> Router<AppState> {
+    let env = ENV_PREFIX.strip_prefix(NATIVE).unwrap_or(ENV_PREFIX);
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for r in ENV_ROUTES {
+        if seen.contains(&(r.method, r.path)) {
+            continue;
+        }
+        seen.push((r.method, r.path));
+        match env_handler(r) {
+            Some(h) => router = router.route(&format!("{env}{}", r.path), h),
+            None => tracing::error!(method = r.method, path = r.path, "access table route without a handler"),
+        }
+    }
+    router
+}
+
+/// Every route of the tables, with the Vault and native fallbacks; the
+/// layers are added by `http::router`.
+pub(super) fn surface() -> Router<AppState> {
+    let (mut vault, mut native, mut root) = (Router::new(), Router::new(), Router::new());
+    for (path, handler) in table_routes() {
+        if let Some(p) = path.strip_prefix(NATIVE) {
+            native = native.route(p, handler);
+        } else if let Some(p) = path.strip_prefix(VAULT) {
+            vault = vault.route(p, handler);
+        } else {
+            root = root.route(path, handler);
+        }
+    }
+    root.nest(VAULT, vault.fallback(sys::fallback))
+        .nest(NATIVE, env_routes(native).fallback(api::fallback))
+}
+
+/// The audit of a matched route; None = a method the route does not serve.
+pub fn route_audit(method: &Method, path: &str) -> Option<RouteAudit> {
+    let method = if method == Method::HEAD { "GET" } else { method.as_str() };
+    if let Some(rest) = path.strip_prefix(ENV_PREFIX) {
+        return ENV_ROUTES
+            .iter()
+            .find(|r| r.method == method && r.path == rest)
+            .map(|r| Action(r.action()));
+    }
+    ROUTE_ACTIONS
+        .iter()
+        .find(|(m, p, _)| (*m == method || *m == "*") && *p == path)
+        .map(|(_, _, a)| *a)
+}
+
+/// The `Allow` header of a route template: the methods the tables give it
+/// (HEAD with GET, and OPTIONS, answered by the audit layer), in a fixed
+/// order.
+pub fn allow_header(path: &str) -> String {
+    let methods: Vec<&str> = match path.strip_prefix(ENV_PREFIX) {
+        Some(rest) => ENV_ROUTES.iter().filter(|r| r.path == rest).map(|r| r.method).collect(),
+        None => ROUTE_ACTIONS
+            .iter()
+            .filter(|(_, p, _)| *p == path)
+            .map(|(m, _, _)| *m)
+            .collect(),
+    };
+    let has = |m: &str| methods.contains(&m);
+    let allow: Vec<&str> = ["GET", "HEAD", "POST", "PUT", "DELETE"]
+        .into_iter()
+        .filter(|m| has(m) || (*m == "HEAD" && has("GET")))
+        .chain(["OPTIONS"])
+        .collect();
+    allow.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::Target;
+
+    #[test]
+    fn every_access_table_route_has_a_handler() {
+        for r in ENV_ROUTES {
+            assert!(env_handler(r).is_some(), "{} {} has no handler", r.method, r.path);
+        }
+    }
+
+    #[test]
+    fn env_routes_and_heads_resolve() {
+        assert_eq!(
+            route_audit(&Method::GET, &format!("{ENV_PREFIX}/secrets/{{key}}")),
+            Some(Action("secret.read"))
+        );
+        assert_eq!(route_audit(&Method::HEAD, "/v1/sys/health"), Some(Public));
+        assert_eq!(route_audit(&Method::PATCH, "/api/v1/orgs"), None);
+        assert_eq!(allow_header("/api/v1/orgs"), "GET, HEAD, POST, OPTIONS");
+    }
+
+    #[test]
+    fn every_env_route_has_an_action() {
+        for r in ENV_ROUTES {
+            assert_ne!(r.action(), "env.unknown", "{} {} has no action", r.method, r.path);
+        }
+    }
+
+    /// The router is built from `table_routes` and [`ENV_ROUTES`] only;
+    /// [`ROUTE_ACTIONS`] comes from the same table, so every registered
+    /// (method, path) has its audit. This checks what the macro cannot: no
+    /// (method, path) twice, `*` alone on its path, no table path under the
+    /// environment prefix, each path in one of the three mounts, and that
+    /// the router builds (axum panics on overlapping routes).
+    #[test]
+    fn the_router_serves_exactly_the_table() {
+        let mut paths: Vec<&str> = Vec::new();
+        for (i, (m, p, _)) in ROUTE_ACTIONS.iter().enumerate() {
+            assert!(
+                !ROUTE_ACTIONS[..i].iter().any(|(m2, p2, _)| m2 == m && p2 == p),
+                "{m} {p} twice"
+            );
+            assert!(
+                *m != "*" || ROUTE_ACTIONS.iter().all(|(m2, p2, _)| p2 != p || *m2 == "*"),
+                "{p}: `ANY` must be the path's only method"
+            );
+            assert!(
+                !p.starts_with(ENV_PREFIX),
+                "{p}: environment routes come from ENV_ROUTES"
+            );
+            if !paths.contains(p) {
+                paths.push(p);
+            }
+        }
+        let registered: Vec<&str> = table_routes().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(registered, paths);
+        let _ = surface();
+    }
+
+    /// `docs/routes.md` lists the tables. After changing a route, run
+    /// `UPDATE_ROUTE_DOCS=1 cargo test --lib routes` to rewrite it.
+    #[test]
+    fn docs_list_every_route() {
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/routes.md");
+        let want = markdown();
+        if std::env::var_os("UPDATE_ROUTE_DOCS").is_some() {
+            std::fs::write(file, &want).expect("write docs/routes.md");
+        }
+        let have = std::fs::read_to_string(file).unwrap_or_default();
+        assert!(
+            have == want,
+            "docs/routes.md differs from the route table; run `UPDATE_ROUTE_DOCS=1 cargo test --lib routes`"
+        );
+    }
+
+    /// The route listing of `docs/routes.md`.
+    fn markdown() -> String {
+        let mut out = String::from(
+            "# Routes\n\n\
+             Generated from the route table (`src/http/routes.rs`) and the access table\n\
+             (`ENV_ROUTES` in `src/access.rs`); a unit test keeps this file equal to them\n\
+             (`UPDATE_ROUTE_DOCS=1 cargo test --lib routes` rewrites it). `HEAD` is served\n\
+             wherever `GET` is; any other method a route does not list answers 405 with\n\
+             `Allow` (`OPTIONS`: 204), unrecorded. Audit actions: [audit.md](audit.md).\n\n\
+             | method | path | audit action |\n|---|---|---|\n",
+        );
+        // One row per path and audit, its methods joined.
+        let mut rows: Vec<(String, &str, String)> = Vec::new();
+        for (m, p, a) in ROUTE_ACTIONS {
+            let audit = match a {
+                Public => "— (public, not recorded)".to_owned(),
+                Action(action) => format!("`{action}`"),
+                Kv => "by operation and method: [vault-api.md](vault-api.md)".to_owned(),
+            };
+            let m = if *m == "*" { "any" } else { m };
+            match rows.iter_mut().find(|(_, p2, a2)| p2 == p && *a2 == audit) {
+                Some((ms, _, _)) => {
+                    ms.push('/');
+                    ms.push_str(m);
+                }
+                None => rows.push((m.to_owned(), p, audit)),
+            }
+        }
+        for (m, p, a) in rows {
+            out.push_str(&format!("| {m} | `{p}` | {a} |\n"));
+        }
+        out.push_str(&format!(
+            "\n## Environment routes\n\n\
+             Below `{ENV_PREFIX}`; each needs the\n\
+             permission on the environment ([access.md](access.md)).\n\n\
+             | method | path | audit action | permission |\n|---|---|---|---|\n"
+        ));
+        for r in ENV_ROUTES {
+            let path = match r.query {
+                "" => r.path.to_owned(),
+                q => format!("{}?{q}", r.path),
+            };
+            let action = if r.query.contains("reveal=true") {
+                "secret.reveal"
+            } else {
+                r.action()
+            };
+            let permission = match (r.admin, r.target) {
+                (true, _) => "admin (every permission)",
+                (false, Target::New) => "create (a new key)",
+                (false, _) => r.permission.as_str(),
+            };
+            out.push_str(&format!(
+                "| {} | `…/environments/{{env}}{path}` | `{action}` | {permission} |\n",
+                r.method
+            ));
+        }
+        out
+    }
+}
