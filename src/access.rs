@@ -216,7 +216,7 @@ const fn admin_route(method: &'static str, path: &'static str, target: Target) -
 }
 
 /// Every environment-scoped route. The router registers exactly these paths
-/// (see `http::mod`), and the service checks `permission` for each.
+/// (see `http::routes`), and the service checks `permission` for each.
 pub const ENV_ROUTES: &[EnvRoute] = &[
     route("GET", "", "", "", Target::Env, Permission::Read),
     route("GET", "/secrets", "", "", Target::Env, Permission::Read),
