@@ -16,7 +16,7 @@ use crate::http::proxy::{self, TrustedProxies};
 use crate::http::transport;
 use crate::http::{AppState, router, tls};
 use crate::secure_mem;
-use crate::service::{Coffer, Principal};
+use crate::service::{Coffer, Unsealed};
 use crate::storage;
 
 /// Run a server with validated settings until SIGINT/SIGTERM.
@@ -114,7 +114,7 @@ pub(crate) async fn run_dev(address: SocketAddr) -> anyhow::Result<()> {
     .await
 }
 
-async fn seed_dev(coffer: &Coffer, root: &Principal) -> anyhow::Result<()> {
+async fn seed_dev(coffer: &Coffer, root: &Unsealed) -> anyhow::Result<()> {
     coffer.create_org(root, "default", "Default").await?;
     coffer.create_project(root, "default", "default", "Default").await?;
     coffer

@@ -1,5 +1,5 @@
 //! Extractors: the caller's token (from `X-Vault-Token` or
-//! `Authorization: Bearer`) turned into a [`Principal`], and JSON bodies
+//! `Authorization: Bearer`) turned into an [`Unsealed`] handle (the principal and the keyring), and JSON bodies
 //! whose rejections come back in the route's own error format.
 //!
 //! Authentication asks the service, which refuses first when sealed, so no
@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use super::AppState;
 use super::audit::AuditNote;
 use super::error::{ApiError, Refusal, VaultError};
-use crate::service::{Caller, ClientCert, Principal, ServiceError};
+use crate::service::{Caller, ClientCert, ServiceError, Unsealed};
 
 /// The verified client certificate of a mutual-TLS connection, put into
 /// every request's extensions by the TLS accept loop.
@@ -70,7 +70,7 @@ fn bearer(parts: &Parts) -> Option<&str> {
 
 /// `self_only_ok`: also accept a self-only token (Vault's `default` policy),
 /// for the routes where a token looks itself up, renews or revokes itself.
-async fn principal(parts: &mut Parts, state: &AppState, self_only_ok: bool) -> Result<Principal, ServiceError> {
+async fn principal(parts: &mut Parts, state: &AppState, self_only_ok: bool) -> Result<Unsealed, ServiceError> {
     // Not UTF-8 once decoded: no hint (the handler's Path refuses it).
     let params = RawPathParams::from_request_parts(parts, state).await.ok();
     let peer = Peer::of(parts);
@@ -94,7 +94,7 @@ async fn principal(parts: &mut Parts, state: &AppState, self_only_ok: bool) -> R
 
 /// An authenticated caller with its transport facts.
 #[derive(Debug)]
-pub(crate) struct AuthPeer(pub(crate) Principal, pub(crate) Peer);
+pub(crate) struct AuthPeer(pub(crate) Unsealed, pub(crate) Peer);
 
 impl FromRequestParts<AppState> for AuthPeer {
     type Rejection = ApiError;
@@ -105,7 +105,7 @@ impl FromRequestParts<AppState> for AuthPeer {
 
 /// An authenticated caller of a native route.
 #[derive(Debug)]
-pub(crate) struct Auth(pub(crate) Principal);
+pub(crate) struct Auth(pub(crate) Unsealed);
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
@@ -116,7 +116,7 @@ impl FromRequestParts<AppState> for Auth {
 
 /// An authenticated caller of a Vault-compatible route.
 #[derive(Debug)]
-pub(crate) struct VaultAuth(pub(crate) Principal);
+pub(crate) struct VaultAuth(pub(crate) Unsealed);
 
 impl FromRequestParts<AppState> for VaultAuth {
     type Rejection = VaultError;
@@ -128,7 +128,7 @@ impl FromRequestParts<AppState> for VaultAuth {
 /// An authenticated caller of a Vault `auth/token/*-self` route: a
 /// self-only token (Vault's `default` policy) is accepted here, and only here.
 #[derive(Debug)]
-pub(crate) struct VaultSelfAuth(pub(crate) Principal);
+pub(crate) struct VaultSelfAuth(pub(crate) Unsealed);
 
 impl FromRequestParts<AppState> for VaultSelfAuth {
     type Rejection = VaultError;

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::auth::{IssuedToken, TokenView, parse_cidrs, ttl_ms};
 use super::orgs::check_slug;
-use super::{Coffer, Principal, PrincipalKind, Result, ServiceError, now_ms, rfc3339};
+use super::{Coffer, PrincipalKind, Result, ServiceError, Unsealed, now_ms, rfc3339};
 use crate::access::{PermSet, Permission};
 use crate::storage::{EnvPath, GrantRow, GroupRow, OrgRow, ServiceAccountRow};
 
@@ -181,7 +181,7 @@ fn check_spki(field: &str, hex_str: &str) -> Result<String> {
 
 impl Coffer {
     /// What `who` may do in `org_id`; None when it is not part of the org.
-    pub(crate) async fn access(&self, who: &Principal, org_id: Uuid) -> Result<Option<Arc<Access>>> {
+    pub(crate) async fn access(&self, who: &Unsealed, org_id: Uuid) -> Result<Option<Arc<Access>>> {
         let key = (who.id(), org_id);
         if let Some(a) = self.cache.access.get(&key) {
             return Ok(a);
@@ -254,7 +254,7 @@ impl Coffer {
     /// the nonexistent environment's answer.
     pub(crate) async fn env_access(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         (org, project, env): (&str, &str, &str),
     ) -> Result<(EnvPath, Arc<Access>)> {
         let missing = || ServiceError::NotFound(format!("environment {org}/{project}/{env}"));
@@ -266,7 +266,7 @@ impl Coffer {
     /// Resolve an environment and require one permission on it.
     pub(crate) async fn authorize_env(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         env: (&str, &str, &str),
         p: Permission,
     ) -> Result<EnvPath> {
@@ -277,7 +277,7 @@ impl Coffer {
 
     /// An organization `who` belongs to (else "not found", as for a
     /// nonexistent one) and what it may do there.
-    pub(crate) async fn org_access(&self, who: &Principal, slug: &str) -> Result<(OrgRow, Arc<Access>)> {
+    pub(crate) async fn org_access(&self, who: &Unsealed, slug: &str) -> Result<(OrgRow, Arc<Access>)> {
         let missing = || ServiceError::NotFound(format!("organization {slug:?}"));
         let org = self.store.org(slug).await?.ok_or_else(missing)?;
         let access = self.access(who, org.id).await?.ok_or_else(missing)?;
@@ -285,7 +285,7 @@ impl Coffer {
     }
 
     /// An organization `who` administers.
-    pub(crate) async fn org_admin(&self, who: &Principal, slug: &str) -> Result<(OrgRow, Arc<Access>)> {
+    pub(crate) async fn org_admin(&self, who: &Unsealed, slug: &str) -> Result<(OrgRow, Arc<Access>)> {
         let (org, access) = self.org_access(who, slug).await?;
         if access.admin {
             Ok((org, access))
@@ -305,8 +305,7 @@ impl Coffer {
     }
 
     /// Members of an organization (users of the org and root).
-    pub async fn list_members(&self, who: &Principal, org: &str) -> Result<Vec<MemberView>> {
-        self.require_unsealed()?;
+    pub async fn list_members(&self, who: &Unsealed, org: &str) -> Result<Vec<MemberView>> {
         let (org, access) = self.org_access(who, org).await?;
         if !access.member {
             return Err(ServiceError::PermissionDenied);
@@ -321,8 +320,7 @@ impl Coffer {
     }
 
     /// Add a member or change a member's role.
-    pub async fn set_member(&self, who: &Principal, org: &str, email: &str, role: &str) -> Result<MemberView> {
-        self.require_unsealed()?;
+    pub async fn set_member(&self, who: &Unsealed, org: &str, email: &str, role: &str) -> Result<MemberView> {
         let (org, access) = self.org_admin(who, org).await?;
         if !ROLES.contains(&role) {
             return Err(ServiceError::Invalid("role must be owner, admin or member".into()));
@@ -361,8 +359,7 @@ impl Coffer {
     }
 
     /// Remove a member.
-    pub async fn remove_member(&self, who: &Principal, org: &str, email: &str) -> Result<()> {
-        self.require_unsealed()?;
+    pub async fn remove_member(&self, who: &Unsealed, org: &str, email: &str) -> Result<()> {
         let (org, access) = self.org_admin(who, org).await?;
         let user_id = self.user_id_by_email(email).await?;
         match self.store.membership(org.id, user_id).await?.as_deref() {
@@ -377,8 +374,7 @@ impl Coffer {
     }
 
     /// Create a group.
-    pub async fn create_group(&self, who: &Principal, org: &str, name: &str) -> Result<GroupView> {
-        self.require_unsealed()?;
+    pub async fn create_group(&self, who: &Unsealed, org: &str, name: &str) -> Result<GroupView> {
         let (org, _) = self.org_admin(who, org).await?;
         check_slug("name", name)?;
         self.store
@@ -396,8 +392,7 @@ impl Coffer {
     }
 
     /// Groups of an organization.
-    pub async fn list_groups(&self, who: &Principal, org: &str) -> Result<Vec<GroupView>> {
-        self.require_unsealed()?;
+    pub async fn list_groups(&self, who: &Unsealed, org: &str) -> Result<Vec<GroupView>> {
         let (org, access) = self.org_access(who, org).await?;
         if !access.member {
             return Err(ServiceError::PermissionDenied);
@@ -422,8 +417,7 @@ impl Coffer {
     }
 
     /// Add a member of the org to a group.
-    pub async fn add_group_member(&self, who: &Principal, org: &str, group: &str, email: &str) -> Result<()> {
-        self.require_unsealed()?;
+    pub async fn add_group_member(&self, who: &Unsealed, org: &str, group: &str, email: &str) -> Result<()> {
         let (org, _) = self.org_admin(who, org).await?;
         let group_id = self.group_id(org.id, group).await?;
         let user_id = self.user_id_by_email(email).await?;
@@ -438,8 +432,7 @@ impl Coffer {
     }
 
     /// Remove a user from a group.
-    pub async fn remove_group_member(&self, who: &Principal, org: &str, group: &str, email: &str) -> Result<()> {
-        self.require_unsealed()?;
+    pub async fn remove_group_member(&self, who: &Unsealed, org: &str, group: &str, email: &str) -> Result<()> {
         let (org, _) = self.org_admin(who, org).await?;
         let group_id = self.group_id(org.id, group).await?;
         let user_id = self.user_id_by_email(email).await?;
@@ -454,11 +447,10 @@ impl Coffer {
     /// Create a service account.
     pub async fn create_service_account(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         org: &str,
         input: ServiceAccountInput,
     ) -> Result<ServiceAccountView> {
-        self.require_unsealed()?;
         let (org, _) = self.org_admin(who, org).await?;
         check_slug("name", &input.name)?;
         let cidrs = input.cidrs.join(",");
@@ -513,8 +505,7 @@ impl Coffer {
     }
 
     /// Service accounts of an organization.
-    pub async fn list_service_accounts(&self, who: &Principal, org: &str) -> Result<Vec<ServiceAccountView>> {
-        self.require_unsealed()?;
+    pub async fn list_service_accounts(&self, who: &Unsealed, org: &str) -> Result<Vec<ServiceAccountView>> {
         let (org, _) = self.org_admin(who, org).await?;
         Ok(self
             .store
@@ -535,8 +526,7 @@ impl Coffer {
     }
 
     /// Delete a service account with its grants and tokens.
-    pub async fn delete_service_account(&self, who: &Principal, org: &str, name: &str) -> Result<()> {
-        self.require_unsealed()?;
+    pub async fn delete_service_account(&self, who: &Unsealed, org: &str, name: &str) -> Result<()> {
         let (org, _) = self.org_admin(who, org).await?;
         let sa = self.service_account_named(org.id, name).await?;
         self.store.delete_service_account(org.id, sa.id).await?;
@@ -547,13 +537,12 @@ impl Coffer {
     /// A token for a service account (no expiry unless `ttl_seconds`).
     pub async fn service_account_token(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         org: &str,
         name: &str,
         ttl_seconds: Option<u64>,
         bind_spki_sha256: Option<&str>,
     ) -> Result<IssuedToken> {
-        self.require_unsealed()?;
         let (org, _) = self.org_admin(who, org).await?;
         let sa = self.service_account_named(org.id, name).await?;
         let bound = bind_spki_sha256
@@ -577,8 +566,7 @@ impl Coffer {
     /// `GET /orgs/{org}/service-accounts/{name}/tokens`: the account's
     /// tokens as its org's admins see them (never the secrets); they revoke
     /// one with `DELETE /tokens/{accessor}`.
-    pub async fn service_account_tokens(&self, who: &Principal, org: &str, name: &str) -> Result<Vec<TokenView>> {
-        self.require_unsealed()?;
+    pub async fn service_account_tokens(&self, who: &Unsealed, org: &str, name: &str) -> Result<Vec<TokenView>> {
         let (org, _) = self.org_admin(who, org).await?;
         let sa = self.service_account_named(org.id, name).await?;
         Ok(self
@@ -592,8 +580,7 @@ impl Coffer {
     }
 
     /// Grant permissions to a subject.
-    pub async fn create_grant(&self, who: &Principal, org: &str, input: GrantInput) -> Result<GrantView> {
-        self.require_unsealed()?;
+    pub async fn create_grant(&self, who: &Unsealed, org: &str, input: GrantInput) -> Result<GrantView> {
         let (org, _) = self.org_admin(who, org).await?;
         let (kind, subject_id) = match (&input.user, &input.service_account, &input.group) {
             (Some(email), None, None) => {
@@ -681,8 +668,7 @@ impl Coffer {
     }
 
     /// Every grant of an organization, with names.
-    pub async fn list_grants(&self, who: &Principal, org: &str) -> Result<Vec<GrantView>> {
-        self.require_unsealed()?;
+    pub async fn list_grants(&self, who: &Unsealed, org: &str) -> Result<Vec<GrantView>> {
         let (org, _) = self.org_admin(who, org).await?;
         let projects = self.store.list_projects(org.id).await?;
         let envs = self.store.list_envs(org.id).await?;
@@ -725,8 +711,7 @@ impl Coffer {
     }
 
     /// Revoke a grant.
-    pub async fn delete_grant(&self, who: &Principal, org: &str, id: &str) -> Result<()> {
-        self.require_unsealed()?;
+    pub async fn delete_grant(&self, who: &Unsealed, org: &str, id: &str) -> Result<()> {
         let (org, _) = self.org_admin(who, org).await?;
         let missing = || ServiceError::NotFound(format!("grant {id}"));
         let id = Uuid::parse_str(id).map_err(|_| missing())?;

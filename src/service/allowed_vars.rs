@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use super::{Coffer, Principal, Result, ServiceError, now_ms, rfc3339};
+use super::{Coffer, Result, ServiceError, Unsealed, now_ms, rfc3339};
 use crate::access::{PermSet, Permission};
 use crate::env_policy::{is_dangerous, is_variable_name};
 use crate::storage::EnvPath;
@@ -34,8 +34,7 @@ fn view(r: AllowedVarRow) -> AllowedVarView {
 
 impl Coffer {
     /// The environment, if `who` is its admin (every permission on it).
-    async fn env_admin(&self, who: &Principal, env: (&str, &str, &str)) -> Result<EnvPath> {
-        self.require_unsealed()?;
+    async fn env_admin(&self, who: &Unsealed, env: (&str, &str, &str)) -> Result<EnvPath> {
         let (path, access) = self.env_access(who, env).await?;
         if access.perms(path.project_id, path.env_id) == PermSet::ALL {
             Ok(path)
@@ -45,8 +44,7 @@ impl Coffer {
     }
 
     /// `GET …/allowed-variables` (read).
-    pub async fn allowed_vars(&self, who: &Principal, env: (&str, &str, &str)) -> Result<Vec<AllowedVarView>> {
-        self.require_unsealed()?;
+    pub async fn allowed_vars(&self, who: &Unsealed, env: (&str, &str, &str)) -> Result<Vec<AllowedVarView>> {
         let path = self.authorize_env(who, env, Permission::Read).await?;
         Ok(self
             .store
@@ -60,7 +58,7 @@ impl Coffer {
     /// `PUT …/allowed-variables/{name}` (environment admin): let `coffer
     /// run` set this refused name. A name the policy does not refuse is
     /// 400 (nothing to allow: likely a typo).
-    pub async fn allow_var(&self, who: &Principal, env: (&str, &str, &str), name: &str) -> Result<AllowedVarView> {
+    pub async fn allow_var(&self, who: &Unsealed, env: (&str, &str, &str), name: &str) -> Result<AllowedVarView> {
         let path = self.env_admin(who, env).await?;
         if !is_variable_name(name) {
             return Err(ServiceError::Invalid(format!(
@@ -97,7 +95,7 @@ impl Coffer {
 
     /// `DELETE …/allowed-variables/{name}` (environment admin): refuse the
     /// name again. Returns whether it was allowed.
-    pub async fn disallow_var(&self, who: &Principal, env: (&str, &str, &str), name: &str) -> Result<bool> {
+    pub async fn disallow_var(&self, who: &Unsealed, env: (&str, &str, &str), name: &str) -> Result<bool> {
         let path = self.env_admin(who, env).await?;
         Ok(self.store.disallow_var(path.org_id, path.env_id, name).await?)
     }

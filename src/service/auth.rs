@@ -21,7 +21,9 @@ use zeroize::Zeroizing;
 
 use super::hash_gate;
 use super::limits::Kind;
-use super::{Coffer, Principal, PrincipalKind, Result, ServiceError, now_ms, random_bytes, rfc3339, token_hash};
+use super::{
+    Coffer, Principal, PrincipalKind, Result, ServiceError, Unsealed, now_ms, random_bytes, rfc3339, token_hash,
+};
 use crate::keys;
 use crate::storage::{DeviceRow, RefreshRow, RefreshUse, ServiceAccountRow, TokenRow, UserRow};
 
@@ -403,7 +405,7 @@ impl Coffer {
     /// token, its client certificate. Sealed servers refuse before looking.
     /// A self-only token (Vault's `default` policy) is refused here: only
     /// [`Coffer::authenticate_self`] accepts it.
-    pub async fn authenticate(&self, c: &Caller<'_>) -> Result<Principal> {
+    pub async fn authenticate(&self, c: &Caller<'_>) -> Result<Unsealed> {
         let who = self.authenticate_self(c).await?;
         if who.self_only {
             return Err(ServiceError::PermissionDenied);
@@ -413,8 +415,8 @@ impl Coffer {
 
     /// [`Coffer::authenticate`] that also accepts a self-only token: for the
     /// routes where a token looks itself up, renews or revokes itself.
-    pub async fn authenticate_self(&self, c: &Caller<'_>) -> Result<Principal> {
-        self.require_unsealed()?;
+    pub async fn authenticate_self(&self, c: &Caller<'_>) -> Result<Unsealed> {
+        let keyring = self.keyring()?;
         let entry = match (c.token.filter(|t| !t.is_empty()), c.cert, c.org_hint) {
             (Some(token), _, _) => self.token_entry(token, c.source).await?,
             (None, Some(cert), org) => self.cert_entry(org, cert).await?,
@@ -434,7 +436,10 @@ impl Coffer {
         if !entry.cidrs.is_empty() && !c.source.is_some_and(|ip| entry.cidrs.iter().any(|n| n.contains(&ip))) {
             return Err(ServiceError::SourceNotAllowed);
         }
-        Ok(entry.principal.clone())
+        Ok(Unsealed {
+            principal: entry.principal.clone(),
+            keyring,
+        })
     }
 
     async fn token_entry(&self, token: &str, source: Option<IpAddr>) -> Result<Arc<AuthEntry>> {
@@ -603,13 +608,12 @@ impl Coffer {
     /// recorded as the caller's child so revoking the caller revokes it.
     pub async fn create_token(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         name: &str,
         ttl_seconds: Option<u64>,
         bind_to: Option<&ClientCert>,
         bind_requested: bool,
     ) -> Result<IssuedToken> {
-        self.require_unsealed()?;
         if name.len() > 100 {
             return Err(ServiceError::Invalid("name must be at most 100 characters".into()));
         }
@@ -649,8 +653,7 @@ impl Coffer {
     }
 
     /// `GET /tokens`: the caller's tokens (root: every token).
-    pub async fn list_tokens(&self, who: &Principal) -> Result<Vec<TokenView>> {
-        self.require_unsealed()?;
+    pub async fn list_tokens(&self, who: &Unsealed) -> Result<Vec<TokenView>> {
         let filter = match who.kind {
             PrincipalKind::Root => None,
             _ => Some(who.id()),
@@ -666,8 +669,7 @@ impl Coffer {
 
     /// `DELETE /tokens/{accessor}`: own tokens, or root, or an admin of the
     /// token's organization. Anything else looks like a missing token.
-    pub async fn revoke_token(&self, who: &Principal, accessor: &str) -> Result<()> {
-        self.require_unsealed()?;
+    pub async fn revoke_token(&self, who: &Unsealed, accessor: &str) -> Result<()> {
         let missing = || ServiceError::NotFound(format!("token {accessor}"));
         let row = self.store.token_by_accessor(accessor).await?.ok_or_else(missing)?;
         let allowed = match who.kind {
@@ -699,8 +701,7 @@ impl Coffer {
     }
 
     /// `GET /auth/whoami`.
-    pub async fn whoami(&self, who: &Principal) -> Result<WhoAmI> {
-        self.require_unsealed()?;
+    pub async fn whoami(&self, who: &Unsealed) -> Result<WhoAmI> {
         let (id, org) = match who.kind {
             PrincipalKind::Root => (None, None),
             PrincipalKind::User(id) => (Some(id.to_string()), None),
@@ -729,11 +730,10 @@ impl Coffer {
     /// `POST /users` (root).
     pub async fn create_user(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         email: &str,
         password: Zeroizing<String>,
     ) -> Result<(Uuid, String)> {
-        self.require_unsealed()?;
         who.require_root()?;
         let email = check_email(email)?;
         check_password(&password)?;
@@ -901,8 +901,7 @@ impl Coffer {
     /// Vault's `auth/token/revoke-self`: the caller's token and what was
     /// derived from it; the login session too only when the token is the
     /// login's own (a child revoking itself leaves its parent alive).
-    pub async fn revoke_self(&self, who: &Principal) -> Result<()> {
-        self.require_unsealed()?;
+    pub async fn revoke_self(&self, who: &Unsealed) -> Result<()> {
         match self.store.token_by_accessor(&who.accessor).await? {
             Some(row) => self.revoke_lineage(&row).await,
             None => Ok(()),
@@ -910,8 +909,7 @@ impl Coffer {
     }
 
     /// `POST /auth/logout`: revoke the calling token and its session.
-    pub async fn logout(&self, who: &Principal) -> Result<()> {
-        self.require_unsealed()?;
+    pub async fn logout(&self, who: &Unsealed) -> Result<()> {
         self.store.delete_token_tree(&who.accessor).await?;
         if let Some(family) = &who.family_id {
             self.store.revoke_family(family).await?;
@@ -920,7 +918,7 @@ impl Coffer {
         Ok(())
     }
 
-    fn require_user(who: &Principal) -> Result<Uuid> {
+    fn require_user(who: &Unsealed) -> Result<Uuid> {
         match who.kind {
             PrincipalKind::User(id) => Ok(id),
             _ => Err(ServiceError::Invalid("only a user account has TOTP".into())),
@@ -931,11 +929,11 @@ impl Coffer {
     /// the password: a token alone must not set the second factor.
     pub async fn totp_enroll(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         source: Option<IpAddr>,
         password: Option<Zeroizing<String>>,
     ) -> Result<TotpEnrollment> {
-        let keyring = self.keyring()?;
+        let keyring = who.keyring();
         let id = Self::require_user(who)?;
         let password = password.ok_or(ServiceError::PasswordRequired("enrolling TOTP needs your password"))?;
         let user = self.prove_person(id, source, password, None, false).await?;
@@ -955,8 +953,8 @@ impl Coffer {
     }
 
     /// `POST /auth/totp/verify`: turn TOTP on; returns ten one-time recovery codes.
-    pub async fn totp_verify(&self, who: &Principal, code: &str) -> Result<Vec<Zeroizing<String>>> {
-        let keyring = self.keyring()?;
+    pub async fn totp_verify(&self, who: &Unsealed, code: &str) -> Result<Vec<Zeroizing<String>>> {
+        let keyring = who.keyring();
         let id = Self::require_user(who)?;
         let user = self.store.user(id).await?.ok_or(ServiceError::Unauthenticated)?;
         if user.totp_enabled {
@@ -967,7 +965,7 @@ impl Coffer {
                 "enroll first: POST /api/v1/auth/totp/enroll".into(),
             ));
         }
-        if !self.totp_step_ok(&keyring, &user, code).await? {
+        if !self.totp_step_ok(keyring, &user, code).await? {
             return Err(ServiceError::InvalidTotp);
         }
         self.store.set_totp(id, user.totp_secret.as_deref(), true).await?;
@@ -1059,13 +1057,12 @@ impl Coffer {
     /// approver's: ending that one ends both.
     pub async fn device_approve(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         source: Option<IpAddr>,
         user_code: &str,
         password: Option<Zeroizing<String>>,
         totp_code: Option<&str>,
     ) -> Result<()> {
-        self.require_unsealed()?;
         let PrincipalKind::User(id) = who.kind else {
             return Err(ServiceError::Invalid("only a user can approve a device login".into()));
         };

@@ -25,7 +25,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-use super::{Coffer, Principal, Result, ServiceError, rfc3339};
+use super::{Coffer, Result, ServiceError, Unsealed, rfc3339};
 use crate::keys::Keyring;
 use crate::storage::backup::{BACKUP_TABLES, Cell, Kind, Snapshot, table};
 use crate::storage::{Backend, KeyringRow};
@@ -280,9 +280,9 @@ pub async fn restore(
 
 impl Coffer {
     /// A signed snapshot of the whole store (root only; needs the keys to sign).
-    pub async fn backup(&self, who: &Principal) -> Result<BackupFile> {
+    pub async fn backup(&self, who: &Unsealed) -> Result<BackupFile> {
         who.require_root()?;
-        let keyring = self.keyring()?;
+        let keyring = who.keyring();
         let snap = self.store.snapshot().await?;
         debug_assert_eq!(snap.tables.len(), BACKUP_TABLES.len());
         let mut bytes = encode_body(&snap, self.store.kind())?;

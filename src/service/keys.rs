@@ -17,7 +17,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{Coffer, Principal, Result, ServiceError, now_ms, rfc3339};
+use super::{Coffer, Result, ServiceError, Unsealed, now_ms, rfc3339};
 use crate::keys::{self, Keyring};
 use crate::secure_mem::KeyBytes;
 use crate::storage::KekRow;
@@ -76,8 +76,8 @@ impl Coffer {
     }
 
     /// KEK versions of an org with their reference counts.
-    pub async fn list_keks(&self, who: &Principal, org: &str) -> Result<Vec<KekView>> {
-        self.keyring()?;
+    pub async fn list_keks(&self, who: &Unsealed, org: &str) -> Result<Vec<KekView>> {
+        who.keyring();
         who.require_root()?;
         let org_id = self.org_id(org).await?;
         Ok(self
@@ -96,8 +96,8 @@ impl Coffer {
 
     /// Make a new KEK version the org's active one. Secret versions written
     /// from now on use it; older ones keep theirs until re-wrapped.
-    pub async fn rotate_kek(&self, who: &Principal, org: &str) -> Result<KekView> {
-        let keyring = self.keyring()?;
+    pub async fn rotate_kek(&self, who: &Unsealed, org: &str) -> Result<KekView> {
+        let keyring = who.keyring();
         who.require_root()?;
         let org_id = self.org_id(org).await?;
         let active = self
@@ -132,8 +132,8 @@ impl Coffer {
     }
 
     /// Re-wrap up to `limit` DEKs still under an older KEK version.
-    pub async fn rewrap_batch(&self, who: &Principal, org: &str, limit: usize) -> Result<RewrapBatch> {
-        let keyring = self.keyring()?;
+    pub async fn rewrap_batch(&self, who: &Unsealed, org: &str, limit: usize) -> Result<RewrapBatch> {
+        let keyring = who.keyring();
         who.require_root()?;
         if limit == 0 || limit > MAX_DEK_BATCH {
             return Err(ServiceError::Invalid(format!(
@@ -154,14 +154,14 @@ impl Coffer {
                 active_version: active,
             });
         }
-        let new = self.kek_of(&keyring, org_id, active).await?;
+        let new = self.kek_of(keyring, org_id, active).await?;
         let mut out = Vec::with_capacity(rows.len());
         let mut old: Option<(i64, Arc<KeyBytes>)> = None;
         for r in rows.iter() {
             let kek = match &old {
                 Some((v, k)) if *v == r.kek_version => k.clone(),
                 _ => {
-                    let k = self.kek_of(&keyring, org_id, r.kek_version).await?;
+                    let k = self.kek_of(keyring, org_id, r.kek_version).await?;
                     old = Some((r.kek_version, k.clone()));
                     k
                 }
@@ -189,8 +189,8 @@ impl Coffer {
     /// Crypto-shred KEK version `version`: its wrapped key is deleted, so
     /// nothing it wrapped can ever be decrypted again. Refused while active
     /// or referenced by any secret version.
-    pub async fn destroy_kek(&self, who: &Principal, org: &str, version: i64) -> Result<()> {
-        let keyring = self.keyring()?;
+    pub async fn destroy_kek(&self, who: &Unsealed, org: &str, version: i64) -> Result<()> {
+        let keyring = who.keyring();
         who.require_root()?;
         let org_id = self.org_id(org).await?;
         match self.store.destroy_kek(org_id, version).await? {

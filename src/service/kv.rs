@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 
 use super::secrets::check_key;
 use super::values::ValueType;
-use super::{Coffer, Principal, PrincipalKind, Result, SecretInput, ServiceError, now_ms, rfc3339};
+use super::{Coffer, PrincipalKind, Result, SecretInput, ServiceError, Unsealed, now_ms, rfc3339};
 use crate::access::Permission;
 use crate::storage::kv::{KvConfigRow, KvMetaRow, KvVersionOp, KvVersionRow};
 use crate::storage::{EnvPath, SecretRow};
@@ -318,8 +318,8 @@ impl Coffer {
     }
 
     /// `GET data/<path>[?version=N]` (reveal).
-    pub async fn kv_read(&self, who: &Principal, (o, p, e, key): KeyPath<'_>, version: Option<i64>) -> Result<KvRead> {
-        let keyring = self.keyring()?;
+    pub async fn kv_read(&self, who: &Unsealed, (o, p, e, key): KeyPath<'_>, version: Option<i64>) -> Result<KvRead> {
+        let keyring = who.keyring();
         let path = self.authorize_env(who, (o, p, e), Permission::Reveal).await?;
         let (secret, row, custom_json) = match version.filter(|v| *v > 0) {
             // The common case, one query: current version and custom metadata.
@@ -360,7 +360,7 @@ impl Coffer {
         let data = if destroyed || deleted_at.is_some() {
             None
         } else {
-            let value = self.decrypt_version(&keyring, &path, key, &row).await?;
+            let value = self.decrypt_version(keyring, &path, key, &row).await?;
             Some(to_kv(&row.value_type, &value))
         };
         Ok(KvRead { data, metadata })
@@ -369,12 +369,12 @@ impl Coffer {
     /// `PUT|POST data/<path>` with `options.cas` (create/update).
     pub async fn kv_write(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         (o, p, e, key): KeyPath<'_>,
         data: &Map<String, Value>,
         cas: Option<i64>,
     ) -> Result<KvVersionMeta> {
-        self.keyring()?;
+        who.keyring();
         check_key(key)?;
         let (path, access) = self.env_access(who, (o, p, e)).await?;
         let existing = self.store.secret(path.org_id, path.env_id, key).await?;
@@ -425,7 +425,7 @@ impl Coffer {
     /// pause: Vault clients do not expect a 409 for concurrent writes.
     async fn put_kv_retrying(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         env: (&str, &str, &str),
         key: &str,
         input: SecretInput,
@@ -454,7 +454,7 @@ impl Coffer {
     /// and update), written as a new version with check-and-set.
     pub async fn kv_patch(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         kp: KeyPath<'_>,
         patch: &Map<String, Value>,
         cas: Option<i64>,
@@ -490,12 +490,12 @@ impl Coffer {
     /// still needs delete on the environment (and is audited by the layer).
     pub async fn kv_mark(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         (o, p, e, key): KeyPath<'_>,
         versions: Option<&[i64]>,
         op: KvVersionOp,
     ) -> Result<()> {
-        self.keyring()?;
+        who.keyring();
         let path = self.authorize_env(who, (o, p, e), Permission::Delete).await?;
         match versions {
             Some([]) => return Err(ServiceError::Invalid("no versions provided".into())),
@@ -518,8 +518,8 @@ impl Coffer {
     }
 
     /// `GET metadata/<path>` (read).
-    pub async fn kv_metadata(&self, who: &Principal, (o, p, e, key): KeyPath<'_>) -> Result<KvMetadata> {
-        self.keyring()?;
+    pub async fn kv_metadata(&self, who: &Unsealed, (o, p, e, key): KeyPath<'_>) -> Result<KvMetadata> {
+        who.keyring();
         let path = self.authorize_env(who, (o, p, e), Permission::Read).await?;
         let secret = self.store.secret(path.org_id, path.env_id, key).await?;
         let meta = self.store.kv_metadata(path.org_id, path.env_id, key).await?;
@@ -572,11 +572,11 @@ impl Coffer {
     /// for a key with neither metadata nor a version, as Vault does.
     pub async fn kv_write_metadata(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         (o, p, e, key): KeyPath<'_>,
         input: KvMetaInput,
     ) -> Result<()> {
-        self.keyring()?;
+        who.keyring();
         check_key(key)?;
         let (path, access) = self.env_access(who, (o, p, e)).await?;
         let exists = self.store.secret(path.org_id, path.env_id, key).await?.is_some();
@@ -652,8 +652,8 @@ impl Coffer {
     }
 
     /// `DELETE metadata/<path>`: every version and the metadata, for good (delete).
-    pub async fn kv_purge(&self, who: &Principal, (o, p, e, key): KeyPath<'_>) -> Result<()> {
-        self.keyring()?;
+    pub async fn kv_purge(&self, who: &Unsealed, (o, p, e, key): KeyPath<'_>) -> Result<()> {
+        who.keyring();
         let path = self.authorize_env(who, (o, p, e), Permission::Delete).await?;
         if let Some(s) = self.store.secret(path.org_id, path.env_id, key).await? {
             self.store.purge_secret(path.org_id, s.id).await?;
@@ -665,8 +665,8 @@ impl Coffer {
     /// `LIST metadata/<folder>`: organizations, projects, environments or
     /// keys, with or without a version (read); folders end in `/`. An empty folder is "not found", as
     /// in Vault.
-    pub async fn kv_list(&self, who: &Principal, f: Folder<'_>) -> Result<Vec<String>> {
-        self.keyring()?;
+    pub async fn kv_list(&self, who: &Unsealed, f: Folder<'_>) -> Result<Vec<String>> {
+        who.keyring();
         let keys: Vec<String> = match f {
             Folder::Root => self.list_orgs(who).await?.into_iter().map(|o| o.slug + "/").collect(),
             Folder::Org(o) => self
@@ -708,12 +708,12 @@ impl Coffer {
     /// the server decrypts the value to learn it).
     pub async fn kv_subkeys(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         (o, p, e, key): KeyPath<'_>,
         version: Option<i64>,
         depth: u32,
     ) -> Result<(Option<Map<String, Value>>, KvVersionMeta)> {
-        let keyring = self.keyring()?;
+        let keyring = who.keyring();
         // The structure is learnt by decrypting: reveal, never read alone.
         let path = self.authorize_env(who, (o, p, e), Permission::Reveal).await?;
         let secret = self.kv_secret(&path, key).await?;
@@ -741,13 +741,13 @@ impl Coffer {
             return Ok((None, metadata));
         }
         // Decrypted in the server to learn the structure; no value leaves it.
-        let value = self.decrypt_version(&keyring, &path, key, &row).await?;
+        let value = self.decrypt_version(keyring, &path, key, &row).await?;
         Ok((Some(subkeys(&to_kv(&row.value_type, &value), depth, 1)), metadata))
     }
 
     /// `GET secret/config` (any authenticated caller).
-    pub async fn kv_config(&self, _who: &Principal) -> Result<KvConfig> {
-        self.keyring()?;
+    pub async fn kv_config(&self, _who: &Unsealed) -> Result<KvConfig> {
+        _who.keyring();
         let c = self.store.kv_config().await?;
         Ok(KvConfig {
             max_versions: c.max_versions,
@@ -759,12 +759,12 @@ impl Coffer {
     /// `PUT|POST secret/config` (root: it applies to every organization).
     pub async fn kv_set_config(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         max_versions: Option<i64>,
         cas_required: Option<bool>,
         delete_version_after: Option<String>,
     ) -> Result<()> {
-        self.keyring()?;
+        who.keyring();
         if who.kind != PrincipalKind::Root {
             return Err(ServiceError::PermissionDenied);
         }

@@ -2,8 +2,11 @@
 //! (`auth.rs`, `access.rs`), user accounts (`users.rs`), organizations and secrets. No HTTP types here; handlers call one method each and map
 //! [`ServiceError`] once.
 //!
-//! Every method that touches tenant data first asks the seal for the
-//! keyring, so a sealed server refuses all of them the same way.
+//! Every method that touches tenant data takes an [`Unsealed`] handle —
+//! the caller and the keyring — which only authentication makes, and only
+//! on an unsealed server: an operation on a sealed server cannot be
+//! written. The few operations without a caller yet (login, refresh, the
+//! device flow, background jobs) ask the seal for the keyring themselves.
 
 mod access;
 mod allowed_vars;
@@ -232,6 +235,49 @@ impl Principal {
     }
 }
 
+/// An authenticated caller on an unsealed server: the principal and the
+/// keyring authentication found. Every tenant operation takes one, and only
+/// [`Coffer::authenticate`] (which refuses on a sealed server) makes one, so
+/// an operation that touches tenant data on a sealed server cannot be
+/// written. It derefs to the [`Principal`]. A request holds the keyring for
+/// its own duration only; sealing drops the server's reference at once.
+#[derive(Clone)]
+pub struct Unsealed {
+    principal: Principal,
+    keyring: Arc<Keyring>,
+}
+
+impl Unsealed {
+    /// The same caller acting with a different principal (a derived token's
+    /// narrower policy).
+    fn with_principal(&self, principal: Principal) -> Unsealed {
+        Unsealed {
+            principal,
+            keyring: self.keyring.clone(),
+        }
+    }
+
+    /// The keys this request works with.
+    fn keyring(&self) -> &Arc<Keyring> {
+        &self.keyring
+    }
+}
+
+impl std::ops::Deref for Unsealed {
+    type Target = Principal;
+    fn deref(&self) -> &Principal {
+        &self.principal
+    }
+}
+
+impl std::fmt::Debug for Unsealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unsealed")
+            .field("principal", &self.principal)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What init returns, once.
 pub struct InitResult {
     /// shares, hex-encoded (Vault's `keys`)
@@ -321,6 +367,8 @@ impl Coffer {
         self.store.kind()
     }
 
+    /// The keyring, for operations that have no [`Unsealed`] handle yet
+    /// (authentication itself, login, refresh, the device flow, jobs).
     fn keyring(&self) -> Result<Arc<Keyring>> {
         Ok(self.seal.keyring()?)
     }
@@ -387,7 +435,7 @@ impl Coffer {
     }
 
     /// Seal (root only).
-    pub fn seal(&self, who: &Principal) -> Result<()> {
+    pub fn seal(&self, who: &Unsealed) -> Result<()> {
         who.require_root()?;
         // A seal seals the whole cluster (see `cluster.rs`): the message is
         // signed while this server still holds the root key.

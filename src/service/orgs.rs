@@ -4,7 +4,7 @@
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{Coffer, Principal, PrincipalKind, Result, ServiceError, now_ms, rfc3339};
+use super::{Coffer, PrincipalKind, Result, ServiceError, Unsealed, now_ms, rfc3339};
 use crate::access::Permission;
 use crate::storage::{EnvPath, EnvRow, KekRow, OrgRow, ProjectRow, StorageError};
 
@@ -74,8 +74,8 @@ pub const DEFAULT_MAX_ORGS_PER_USER: u64 = 10;
 impl Coffer {
     /// Create an organization and its KEK v1 (root, or a user, who becomes
     /// its owner).
-    pub async fn create_org(&self, who: &Principal, slug: &str, name: &str) -> Result<OrgView> {
-        let keyring = self.keyring()?;
+    pub async fn create_org(&self, who: &Unsealed, slug: &str, name: &str) -> Result<OrgView> {
+        let keyring = who.keyring();
         if matches!(who.kind, PrincipalKind::ServiceAccount { .. }) {
             return Err(ServiceError::PermissionDenied);
         }
@@ -120,8 +120,8 @@ impl Coffer {
     }
 
     /// The organizations the caller belongs to (root: all).
-    pub async fn list_orgs(&self, who: &Principal) -> Result<Vec<OrgView>> {
-        self.keyring()?;
+    pub async fn list_orgs(&self, who: &Unsealed) -> Result<Vec<OrgView>> {
+        who.keyring();
         let orgs = match who.kind {
             PrincipalKind::Root => self.store.list_orgs().await?,
             PrincipalKind::User(id) => self.store.orgs_of(id).await?.into_iter().map(|(o, _)| o).collect(),
@@ -137,14 +137,14 @@ impl Coffer {
     }
 
     /// One organization.
-    pub async fn get_org(&self, who: &Principal, slug: &str) -> Result<OrgView> {
-        self.keyring()?;
+    pub async fn get_org(&self, who: &Unsealed, slug: &str) -> Result<OrgView> {
+        who.keyring();
         Ok(org_view(self.org_access(who, slug).await?.0))
     }
 
     /// Create a project in an organization (admins).
-    pub async fn create_project(&self, who: &Principal, org: &str, slug: &str, name: &str) -> Result<ProjectView> {
-        self.keyring()?;
+    pub async fn create_project(&self, who: &Unsealed, org: &str, slug: &str, name: &str) -> Result<ProjectView> {
+        who.keyring();
         let (org, _) = self.org_admin(who, org).await?;
         check_slug("slug", slug)?;
         check_name(name)?;
@@ -161,8 +161,8 @@ impl Coffer {
 
     /// Projects of an organization: members see all, service accounts those
     /// holding an environment they have a grant on.
-    pub async fn list_projects(&self, who: &Principal, org: &str) -> Result<Vec<ProjectView>> {
-        self.keyring()?;
+    pub async fn list_projects(&self, who: &Unsealed, org: &str) -> Result<Vec<ProjectView>> {
+        who.keyring();
         let (org, access) = self.org_access(who, org).await?;
         let envs = if access.member {
             Vec::new()
@@ -184,7 +184,7 @@ impl Coffer {
             .collect())
     }
 
-    async fn project_row(&self, who: &Principal, org: &str, project: &str) -> Result<(ProjectRow, Vec<EnvRow>)> {
+    async fn project_row(&self, who: &Unsealed, org: &str, project: &str) -> Result<(ProjectRow, Vec<EnvRow>)> {
         let (org, access) = self.org_access(who, org).await?;
         let p = self
             .store
@@ -205,22 +205,22 @@ impl Coffer {
     }
 
     /// One project.
-    pub async fn get_project(&self, who: &Principal, org: &str, project: &str) -> Result<ProjectView> {
-        self.keyring()?;
+    pub async fn get_project(&self, who: &Unsealed, org: &str, project: &str) -> Result<ProjectView> {
+        who.keyring();
         Ok(project_view(self.project_row(who, org, project).await?.0))
     }
 
     /// Create an environment in a project.
     pub async fn create_env(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         org: &str,
         project: &str,
         slug: &str,
         name: &str,
         protected: bool,
     ) -> Result<EnvView> {
-        self.keyring()?;
+        who.keyring();
         self.org_admin(who, org).await?;
         check_slug("slug", slug)?;
         check_name(name)?;
@@ -239,15 +239,15 @@ impl Coffer {
     }
 
     /// Environments of a project (service accounts: those they hold a grant on).
-    pub async fn list_envs(&self, who: &Principal, org: &str, project: &str) -> Result<Vec<EnvView>> {
-        self.keyring()?;
+    pub async fn list_envs(&self, who: &Unsealed, org: &str, project: &str) -> Result<Vec<EnvView>> {
+        who.keyring();
         let (_, envs) = self.project_row(who, org, project).await?;
         Ok(envs.into_iter().map(env_view).collect())
     }
 
     /// One environment (read permission).
-    pub async fn get_env(&self, who: &Principal, org: &str, project: &str, env: &str) -> Result<EnvView> {
-        self.keyring()?;
+    pub async fn get_env(&self, who: &Unsealed, org: &str, project: &str, env: &str) -> Result<EnvView> {
+        who.keyring();
         let path = self.authorize_env(who, (org, project, env), Permission::Read).await?;
         self.store
             .list_envs(path.org_id)

@@ -5,7 +5,7 @@
 use base64::Engine;
 use zeroize::Zeroizing;
 
-use super::{Coffer, InitResult, Principal, Result, ServiceError};
+use super::{Coffer, InitResult, Result, ServiceError, Unsealed};
 use crate::keys::shares;
 use crate::seal::{RekeyStatus, RekeyUpdate, RotateStatus, VerifyStatus};
 
@@ -50,7 +50,7 @@ impl Coffer {
     }
 
     /// `GET sys/rekey/init`.
-    pub fn rekey_status(&self, who: &Principal) -> Result<RekeyStatus> {
+    pub fn rekey_status(&self, who: &Unsealed) -> Result<RekeyStatus> {
         who.require_root()?;
         Ok(self.seal.rekey_status()?)
     }
@@ -58,7 +58,7 @@ impl Coffer {
     /// `PUT sys/rekey/init`.
     pub fn rekey_init(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         shares: u8,
         threshold: u8,
         require_verification: bool,
@@ -74,7 +74,7 @@ impl Coffer {
     }
 
     /// `DELETE sys/rekey/init`.
-    pub fn rekey_cancel(&self, who: &Principal) -> Result<()> {
+    pub fn rekey_cancel(&self, who: &Unsealed) -> Result<()> {
         who.require_root()?;
         self.seal.rekey_cancel()?;
         tracing::warn!(accessor = %who.accessor, "rekey cancelled");
@@ -82,7 +82,7 @@ impl Coffer {
     }
 
     /// `PUT sys/rekey/update`: one current share.
-    pub async fn rekey_update(&self, who: &Principal, share: &str, nonce: &str) -> Result<RekeyOutcome> {
+    pub async fn rekey_update(&self, who: &Unsealed, share: &str, nonce: &str) -> Result<RekeyOutcome> {
         who.require_root()?;
         let out = self.seal.rekey_update(share, nonce).await;
         match &out {
@@ -120,19 +120,19 @@ impl Coffer {
     }
 
     /// `GET sys/rekey/verify`.
-    pub fn rekey_verify_status(&self, who: &Principal) -> Result<VerifyStatus> {
+    pub fn rekey_verify_status(&self, who: &Unsealed) -> Result<VerifyStatus> {
         who.require_root()?;
         Ok(self.seal.rekey_verify_status()?)
     }
 
     /// `DELETE sys/rekey/verify`.
-    pub fn rekey_verify_reset(&self, who: &Principal) -> Result<VerifyStatus> {
+    pub fn rekey_verify_reset(&self, who: &Unsealed) -> Result<VerifyStatus> {
         who.require_root()?;
         Ok(self.seal.rekey_verify_reset()?)
     }
 
     /// `PUT sys/rekey/verify`: one new share.
-    pub async fn rekey_verify_update(&self, who: &Principal, share: &str, nonce: &str) -> Result<VerifyStatus> {
+    pub async fn rekey_verify_update(&self, who: &Unsealed, share: &str, nonce: &str) -> Result<VerifyStatus> {
         who.require_root()?;
         let s = self.seal.rekey_verify_update(share, nonce).await?;
         if s.complete {
@@ -143,7 +143,7 @@ impl Coffer {
 
     /// Rotate the root key (every KEK re-wrapped in one transaction). In
     /// shamir mode each call submits one current share; the K-th rotates.
-    pub async fn rotate_root(&self, who: &Principal, share: Option<&str>, reset: bool) -> Result<RotateStatus> {
+    pub async fn rotate_root(&self, who: &Unsealed, share: Option<&str>, reset: bool) -> Result<RotateStatus> {
         who.require_root()?;
         // The others verify the announcement with the root they hold: the old one.
         let old_root = self.keyring().ok();

@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 use super::access::Access;
 use super::values::ValueType;
-use super::{Coffer, Principal, Result, ServiceError, now_ms, rfc3339};
+use super::{Coffer, Result, ServiceError, Unsealed, now_ms, rfc3339};
 use crate::access::Permission;
 use crate::keys::{self, Keyring, ValueRow};
 use crate::secure_mem::KeyBytes;
@@ -224,8 +224,8 @@ impl Coffer {
     }
 
     /// Metadata of every live secret; never decrypts.
-    pub async fn list_secrets(&self, who: &Principal, org: &str, project: &str, env: &str) -> Result<Vec<SecretView>> {
-        self.keyring()?;
+    pub async fn list_secrets(&self, who: &Unsealed, org: &str, project: &str, env: &str) -> Result<Vec<SecretView>> {
+        who.keyring();
         let path = self.authorize_env(who, (org, project, env), Permission::Read).await?;
         let rows = self.store.list_secrets(path.org_id, path.env_id).await?;
         Ok(rows
@@ -238,12 +238,12 @@ impl Coffer {
     /// One secret; decrypted only when `reveal`.
     pub async fn get_secret(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         (org, project, env): (&str, &str, &str),
         key: &str,
         reveal: bool,
     ) -> Result<SecretView> {
-        let keyring = self.keyring()?;
+        let keyring = who.keyring();
         let needed = if reveal { Permission::Reveal } else { Permission::Read };
         let path = self.authorize_env(who, (org, project, env), needed).await?;
         if !reveal {
@@ -253,19 +253,19 @@ impl Coffer {
             Some((s, v)) if s.deleted_at.is_none() => (s, v),
             _ => return Err(ServiceError::NotFound(format!("secret {key}"))),
         };
-        let value = self.decrypt(&keyring, &path, key, (&v).into()).await?;
+        let value = self.decrypt(keyring, &path, key, (&v).into()).await?;
         Ok(view(&secret, Some(value)))
     }
 
     /// Create or update: a new version with a fresh DEK.
     pub async fn put_secret(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         (org, project, env): (&str, &str, &str),
         key: &str,
         input: SecretInput,
     ) -> Result<SecretView> {
-        let keyring = self.keyring()?;
+        let keyring = who.keyring();
         check_key(key)?;
         if let Some(d) = &input.description
             && d.len() > 1000
@@ -275,7 +275,7 @@ impl Coffer {
             ));
         }
         let (path, access) = self.env_access(who, (org, project, env)).await?;
-        self.write_version(&keyring, who, (&path, &access), key, &input, None)
+        self.write_version(keyring, who, (&path, &access), key, &input, None)
             .await
     }
 
@@ -284,23 +284,23 @@ impl Coffer {
     /// the same optimistic loop as the write itself.
     pub(crate) async fn put_secret_cas(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         (org, project, env): (&str, &str, &str),
         key: &str,
         input: SecretInput,
         cas: Option<i64>,
     ) -> Result<SecretView> {
-        let keyring = self.keyring()?;
+        let keyring = who.keyring();
         check_key(key)?;
         let (path, access) = self.env_access(who, (org, project, env)).await?;
-        self.write_version(&keyring, who, (&path, &access), key, &input, cas)
+        self.write_version(keyring, who, (&path, &access), key, &input, cas)
             .await
     }
 
     async fn write_version(
         &self,
         keyring: &Keyring,
-        who: &Principal,
+        who: &Unsealed,
         (path, access): (&EnvPath, &Access),
         key: &str,
         input: &SecretInput,
@@ -410,11 +410,11 @@ impl Coffer {
     /// Version list, oldest first; never decrypts.
     pub async fn history(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         (org, project, env): (&str, &str, &str),
         key: &str,
     ) -> Result<Vec<VersionView>> {
-        self.keyring()?;
+        who.keyring();
         let path = self.authorize_env(who, (org, project, env), Permission::Read).await?;
         let secret = self.live_secret(&path, key).await?;
         Ok(self
@@ -435,12 +435,12 @@ impl Coffer {
     /// Make a new version holding the value and type of `version`.
     pub async fn rollback(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         (org, project, env): (&str, &str, &str),
         key: &str,
         version: i64,
     ) -> Result<SecretView> {
-        let keyring = self.keyring()?;
+        let keyring = who.keyring();
         let (path, access) = self.env_access(who, (org, project, env)).await?;
         access.require(&path, Permission::Update)?;
         let secret = self.live_secret(&path, key).await?;
@@ -455,24 +455,24 @@ impl Coffer {
                 "version {version} of secret {key} (destroyed)"
             )));
         }
-        let value = self.decrypt(&keyring, &path, key, (&old).into()).await?;
+        let value = self.decrypt(keyring, &path, key, (&old).into()).await?;
         let input = SecretInput {
             value,
             value_type: Some(old.value_type),
             description: None,
         };
-        self.write_version(&keyring, who, (&path, &access), key, &input, None)
+        self.write_version(keyring, who, (&path, &access), key, &input, None)
             .await
     }
 
     /// Soft delete: the secret disappears from lists and reads; history stays.
     pub async fn delete_secret(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         (org, project, env): (&str, &str, &str),
         key: &str,
     ) -> Result<()> {
-        self.keyring()?;
+        who.keyring();
         let path = self.authorize_env(who, (org, project, env), Permission::Delete).await?;
         let secret = self.live_secret(&path, key).await?;
         self.store
@@ -485,11 +485,11 @@ impl Coffer {
     /// Undo a soft delete.
     pub async fn restore_secret(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         (org, project, env): (&str, &str, &str),
         key: &str,
     ) -> Result<SecretView> {
-        self.keyring()?;
+        who.keyring();
         let path = self.authorize_env(who, (org, project, env), Permission::Delete).await?;
         let mut secret = self
             .store
@@ -508,13 +508,8 @@ impl Coffer {
     }
 
     /// Remove a secret and all its versions for good.
-    pub async fn purge_secret(
-        &self,
-        who: &Principal,
-        (org, project, env): (&str, &str, &str),
-        key: &str,
-    ) -> Result<()> {
-        self.keyring()?;
+    pub async fn purge_secret(&self, who: &Unsealed, (org, project, env): (&str, &str, &str), key: &str) -> Result<()> {
+        who.keyring();
         let path = self.authorize_env(who, (org, project, env), Permission::Delete).await?;
         let secret = self
             .store
@@ -529,12 +524,12 @@ impl Coffer {
     /// Every live value of an environment, decrypted, in one query, minus
     /// the program-loading variables ([`crate::env_policy`]) the
     /// environment has not explicitly allowed.
-    pub async fn inject(&self, who: &Principal, (org, project, env): (&str, &str, &str)) -> Result<Injected> {
-        let keyring = self.keyring()?;
+    pub async fn inject(&self, who: &Unsealed, (org, project, env): (&str, &str, &str)) -> Result<Injected> {
+        let keyring = who.keyring();
         let path = self.authorize_env(who, (org, project, env), Permission::Export).await?;
         let mut values = BTreeMap::new();
         for v in self.store.current_values(path.org_id, path.env_id).await?.iter() {
-            let value = self.decrypt(&keyring, &path, &v.key, v.into()).await?;
+            let value = self.decrypt(keyring, &path, &v.key, v.into()).await?;
             values.insert(v.key.clone(), value);
         }
         let dangerous = dangerous_names(&values);

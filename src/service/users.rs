@@ -12,7 +12,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use super::auth::{check_password, hash_password};
-use super::{Coffer, Principal, PrincipalKind, Result, ServiceError};
+use super::{Coffer, PrincipalKind, Result, ServiceError, Unsealed};
 use crate::storage::UserRow;
 
 /// Who may act on the target user.
@@ -28,7 +28,7 @@ enum Scope {
 
 impl Coffer {
     /// The user `email` names, if `who` may act on it under `scope`.
-    async fn managed_user(&self, who: &Principal, email: &str, scope: Scope) -> Result<UserRow> {
+    async fn managed_user(&self, who: &Unsealed, email: &str, scope: Scope) -> Result<UserRow> {
         let email = email.trim().to_ascii_lowercase();
         let missing = || ServiceError::NotFound(format!("user {email} (or not one you may manage)"));
         let user = self.store.user_by_email(&email).await?.ok_or_else(missing)?;
@@ -60,8 +60,7 @@ impl Coffer {
     /// each token, what was derived from it, the refresh tokens, approved
     /// device logins not collected yet — here and on every server at once.
     /// Returns how many tokens went.
-    pub async fn revoke_user_sessions(&self, who: &Principal, email: &str) -> Result<u64> {
-        self.require_unsealed()?;
+    pub async fn revoke_user_sessions(&self, who: &Unsealed, email: &str) -> Result<u64> {
         let user = self.managed_user(who, email, Scope::AdminOrSelf).await?;
         let n = self.store.revoke_user_sessions(user.id, None).await?;
         self.principals_changed();
@@ -74,12 +73,11 @@ impl Coffer {
     /// user ends, the caller's own login session stays.
     pub async fn change_password(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         source: Option<IpAddr>,
         old_password: Zeroizing<String>,
         new_password: Zeroizing<String>,
     ) -> Result<u64> {
-        self.require_unsealed()?;
         let PrincipalKind::User(id) = who.kind else {
             return Err(ServiceError::Invalid("only a user account has a password".into()));
         };
@@ -99,8 +97,7 @@ impl Coffer {
     /// `DELETE /users/{email}/totp` (root, or the owner of the user's only
     /// orgs): turn two-factor login off and drop the recovery codes, for a
     /// user who lost the authenticator. The user enrolls again.
-    pub async fn reset_totp(&self, who: &Principal, email: &str) -> Result<()> {
-        self.require_unsealed()?;
+    pub async fn reset_totp(&self, who: &Unsealed, email: &str) -> Result<()> {
         let user = self.managed_user(who, email, Scope::Admin).await?;
         self.store.set_totp(user.id, None, false).await?;
         self.store.set_recovery_codes(user.id, &[]).await?;
@@ -111,8 +108,7 @@ impl Coffer {
     /// `POST /users/{email}/disable` and `/enable` (root, or the owner of
     /// the user's only orgs). Disabling ends every session at once and
     /// refuses login, refresh and device logins until enabled again.
-    pub async fn set_user_disabled(&self, who: &Principal, email: &str, disabled: bool) -> Result<()> {
-        self.require_unsealed()?;
+    pub async fn set_user_disabled(&self, who: &Unsealed, email: &str, disabled: bool) -> Result<()> {
         let user = self.managed_user(who, email, Scope::Admin).await?;
         self.store.set_user_disabled(user.id, disabled).await?;
         if disabled {
@@ -125,8 +121,7 @@ impl Coffer {
 
     /// `DELETE /users/{email}` (root): the user, their memberships, group
     /// memberships and grants in every org, and every token and session.
-    pub async fn delete_user(&self, who: &Principal, email: &str) -> Result<()> {
-        self.require_unsealed()?;
+    pub async fn delete_user(&self, who: &Unsealed, email: &str) -> Result<()> {
         let user = self.managed_user(who, email, Scope::Root).await?;
         self.store.delete_user(user.id).await?;
         self.principals_changed();

@@ -14,7 +14,9 @@ use std::net::IpAddr;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::{ClientCert, Coffer, IssuedToken, Principal, PrincipalKind, Result, ServiceError, auth, now_ms, rfc3339};
+use super::{
+    ClientCert, Coffer, IssuedToken, Principal, PrincipalKind, Result, ServiceError, Unsealed, auth, now_ms, rfc3339,
+};
 use crate::storage::TokenRow;
 
 /// Lifetime of a token handed out by `auth/cert/login`.
@@ -208,15 +210,13 @@ pub fn parse_ttl(s: &str) -> Result<u64> {
 impl Coffer {
     /// `auth/token/lookup-self`; `token` is the caller's own token, echoed
     /// as `id` as Vault does.
-    pub async fn vault_lookup_self(&self, who: &Principal, token: &str) -> Result<TokenInfo> {
-        self.require_unsealed()?;
+    pub async fn vault_lookup_self(&self, who: &Unsealed, token: &str) -> Result<TokenInfo> {
         let row = self.store.token_by_accessor(&who.accessor).await?;
         Ok(info(row.as_ref(), who.kind, who, token.to_owned()))
     }
 
     /// `auth/token/lookup-accessor`: own tokens, or any for root.
-    pub async fn vault_lookup_accessor(&self, who: &Principal, accessor: &str) -> Result<TokenInfo> {
-        self.require_unsealed()?;
+    pub async fn vault_lookup_accessor(&self, who: &Unsealed, accessor: &str) -> Result<TokenInfo> {
         let missing = || ServiceError::Invalid(format!("accessor {accessor:?} is invalid or not yours"));
         let row = self.store.token_by_accessor(accessor).await?.ok_or_else(missing)?;
         let own = match who.kind {
@@ -253,16 +253,16 @@ impl Coffer {
     /// alone for a self-only token; anything else is refused.
     pub async fn vault_create_token(
         &self,
-        who: &Principal,
+        who: &Unsealed,
         display_name: &str,
         ttl: Option<&str>,
         asked_policies: &[String],
     ) -> Result<VaultLogin> {
         let self_only = who.self_only || child_is_self_only(who, asked_policies)?;
-        let parent = Principal {
+        let parent = who.with_principal(Principal {
             self_only,
-            ..who.clone()
-        };
+            ..(**who).clone()
+        });
         let ttl = ttl
             .filter(|t| !t.is_empty())
             .map(parse_ttl)
@@ -282,8 +282,7 @@ impl Coffer {
 
     /// `auth/token/renew-self`: coffer tokens keep their expiry; this
     /// answers what is left of it.
-    pub async fn vault_renew_self(&self, who: &Principal, token: &str) -> Result<VaultLogin> {
-        self.require_unsealed()?;
+    pub async fn vault_renew_self(&self, who: &Unsealed, token: &str) -> Result<VaultLogin> {
         Ok(VaultLogin {
             token: Zeroizing::new(token.to_owned()),
             accessor: who.accessor.clone(),

@@ -33,7 +33,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Coffer, Principal, PrincipalKind, Result, ServiceError, now_ms, random_bytes, rfc3339};
+use super::{Coffer, Principal, PrincipalKind, Result, ServiceError, Unsealed, now_ms, random_bytes, rfc3339};
 use crate::storage::audit::{AuditFilter, AuditRow, CheckpointRow};
 use crate::storage::{Backend, StorageError};
 
@@ -584,7 +584,7 @@ impl Coffer {
 
     /// Records matching `f`. Root sees every record; an organization's
     /// admin sees that organization's (the filter must name it).
-    pub async fn audit_search(&self, who: &Principal, mut f: AuditFilter) -> Result<Vec<RecordView>> {
+    pub async fn audit_search(&self, who: &Unsealed, mut f: AuditFilter) -> Result<Vec<RecordView>> {
         if who.kind != PrincipalKind::Root {
             let Some(org) = f.org.clone() else {
                 return Err(ServiceError::Invalid(
@@ -601,7 +601,7 @@ impl Coffer {
     }
 
     /// Check the whole chain and every checkpoint (root only).
-    pub async fn audit_verify(&self, who: &Principal) -> Result<VerifyReport> {
+    pub async fn audit_verify(&self, who: &Unsealed) -> Result<VerifyReport> {
         who.require_root()?;
         let key = self.audit_key().await?;
         let checkpoints = self.store.audit_checkpoints().await?;
@@ -702,7 +702,7 @@ impl Coffer {
     /// Delete the records up to `through_seq` after signing a prune
     /// checkpoint of it (root only). Refuses records younger than the
     /// retention period.
-    pub async fn audit_prune(&self, who: &Principal, through_seq: i64) -> Result<PruneResult> {
+    pub async fn audit_prune(&self, who: &Unsealed, through_seq: i64) -> Result<PruneResult> {
         who.require_root()?;
         let rows = self.store.audit_range(through_seq - 1, 1).await?;
         let Some(last) = rows.first().filter(|r| r.seq == through_seq) else {
