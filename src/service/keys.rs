@@ -77,7 +77,6 @@ impl Coffer {
 
     /// KEK versions of an org with their reference counts.
     pub async fn list_keks(&self, who: &Unsealed, org: &str) -> Result<Vec<KekView>> {
-        who.keyring();
         who.require_root()?;
         let org_id = self.org_id(org).await?;
         Ok(self

@@ -374,7 +374,6 @@ impl Coffer {
         data: &Map<String, Value>,
         cas: Option<i64>,
     ) -> Result<KvVersionMeta> {
-        who.keyring();
         check_key(key)?;
         let (path, access) = self.env_access(who, (o, p, e)).await?;
         let existing = self.store.secret(path.org_id, path.env_id, key).await?;
@@ -495,7 +494,6 @@ impl Coffer {
         versions: Option<&[i64]>,
         op: KvVersionOp,
     ) -> Result<()> {
-        who.keyring();
         let path = self.authorize_env(who, (o, p, e), Permission::Delete).await?;
         match versions {
             Some([]) => return Err(ServiceError::Invalid("no versions provided".into())),
@@ -519,7 +517,6 @@ impl Coffer {
 
     /// `GET metadata/<path>` (read).
     pub async fn kv_metadata(&self, who: &Unsealed, (o, p, e, key): KeyPath<'_>) -> Result<KvMetadata> {
-        who.keyring();
         let path = self.authorize_env(who, (o, p, e), Permission::Read).await?;
         let secret = self.store.secret(path.org_id, path.env_id, key).await?;
         let meta = self.store.kv_metadata(path.org_id, path.env_id, key).await?;
@@ -576,7 +573,6 @@ impl Coffer {
         (o, p, e, key): KeyPath<'_>,
         input: KvMetaInput,
     ) -> Result<()> {
-        who.keyring();
         check_key(key)?;
         let (path, access) = self.env_access(who, (o, p, e)).await?;
         let exists = self.store.secret(path.org_id, path.env_id, key).await?.is_some();
@@ -653,7 +649,6 @@ impl Coffer {
 
     /// `DELETE metadata/<path>`: every version and the metadata, for good (delete).
     pub async fn kv_purge(&self, who: &Unsealed, (o, p, e, key): KeyPath<'_>) -> Result<()> {
-        who.keyring();
         let path = self.authorize_env(who, (o, p, e), Permission::Delete).await?;
         if let Some(s) = self.store.secret(path.org_id, path.env_id, key).await? {
             self.store.purge_secret(path.org_id, s.id).await?;
@@ -666,7 +661,6 @@ impl Coffer {
     /// keys, with or without a version (read); folders end in `/`. An empty folder is "not found", as
     /// in Vault.
     pub async fn kv_list(&self, who: &Unsealed, f: Folder<'_>) -> Result<Vec<String>> {
-        who.keyring();
         let keys: Vec<String> = match f {
             Folder::Root => self.list_orgs(who).await?.into_iter().map(|o| o.slug + "/").collect(),
             Folder::Org(o) => self
@@ -747,7 +741,6 @@ impl Coffer {
 
     /// `GET secret/config` (any authenticated caller).
     pub async fn kv_config(&self, _who: &Unsealed) -> Result<KvConfig> {
-        _who.keyring();
         let c = self.store.kv_config().await?;
         Ok(KvConfig {
             max_versions: c.max_versions,
@@ -764,7 +757,6 @@ impl Coffer {
         cas_required: Option<bool>,
         delete_version_after: Option<String>,
     ) -> Result<()> {
-        who.keyring();
         if who.kind != PrincipalKind::Root {
             return Err(ServiceError::PermissionDenied);
         }

@@ -121,7 +121,6 @@ impl Coffer {
 
     /// The organizations the caller belongs to (root: all).
     pub async fn list_orgs(&self, who: &Unsealed) -> Result<Vec<OrgView>> {
-        who.keyring();
         let orgs = match who.kind {
             PrincipalKind::Root => self.store.list_orgs().await?,
             PrincipalKind::User(id) => self.store.orgs_of(id).await?.into_iter().map(|(o, _)| o).collect(),
@@ -138,13 +137,11 @@ impl Coffer {
 
     /// One organization.
     pub async fn get_org(&self, who: &Unsealed, slug: &str) -> Result<OrgView> {
-        who.keyring();
         Ok(org_view(self.org_access(who, slug).await?.0))
     }
 
     /// Create a project in an organization (admins).
     pub async fn create_project(&self, who: &Unsealed, org: &str, slug: &str, name: &str) -> Result<ProjectView> {
-        who.keyring();
         let (org, _) = self.org_admin(who, org).await?;
         check_slug("slug", slug)?;
         check_name(name)?;
@@ -162,7 +159,6 @@ impl Coffer {
     /// Projects of an organization: members see all, service accounts those
     /// holding an environment they have a grant on.
     pub async fn list_projects(&self, who: &Unsealed, org: &str) -> Result<Vec<ProjectView>> {
-        who.keyring();
         let (org, access) = self.org_access(who, org).await?;
         let envs = if access.member {
             Vec::new()
@@ -206,7 +202,6 @@ impl Coffer {
 
     /// One project.
     pub async fn get_project(&self, who: &Unsealed, org: &str, project: &str) -> Result<ProjectView> {
-        who.keyring();
         Ok(project_view(self.project_row(who, org, project).await?.0))
     }
 
@@ -220,7 +215,6 @@ impl Coffer {
         name: &str,
         protected: bool,
     ) -> Result<EnvView> {
-        who.keyring();
         self.org_admin(who, org).await?;
         check_slug("slug", slug)?;
         check_name(name)?;
@@ -240,14 +234,12 @@ impl Coffer {
 
     /// Environments of a project (service accounts: those they hold a grant on).
     pub async fn list_envs(&self, who: &Unsealed, org: &str, project: &str) -> Result<Vec<EnvView>> {
-        who.keyring();
         let (_, envs) = self.project_row(who, org, project).await?;
         Ok(envs.into_iter().map(env_view).collect())
     }
 
     /// One environment (read permission).
     pub async fn get_env(&self, who: &Unsealed, org: &str, project: &str, env: &str) -> Result<EnvView> {
-        who.keyring();
         let path = self.authorize_env(who, (org, project, env), Permission::Read).await?;
         self.store
             .list_envs(path.org_id)

@@ -225,7 +225,6 @@ impl Coffer {
 
     /// Metadata of every live secret; never decrypts.
     pub async fn list_secrets(&self, who: &Unsealed, org: &str, project: &str, env: &str) -> Result<Vec<SecretView>> {
-        who.keyring();
         let path = self.authorize_env(who, (org, project, env), Permission::Read).await?;
         let rows = self.store.list_secrets(path.org_id, path.env_id).await?;
         Ok(rows
@@ -414,7 +413,6 @@ impl Coffer {
         (org, project, env): (&str, &str, &str),
         key: &str,
     ) -> Result<Vec<VersionView>> {
-        who.keyring();
         let path = self.authorize_env(who, (org, project, env), Permission::Read).await?;
         let secret = self.live_secret(&path, key).await?;
         Ok(self
@@ -472,7 +470,6 @@ impl Coffer {
         (org, project, env): (&str, &str, &str),
         key: &str,
     ) -> Result<()> {
-        who.keyring();
         let path = self.authorize_env(who, (org, project, env), Permission::Delete).await?;
         let secret = self.live_secret(&path, key).await?;
         self.store
@@ -489,7 +486,6 @@ impl Coffer {
         (org, project, env): (&str, &str, &str),
         key: &str,
     ) -> Result<SecretView> {
-        who.keyring();
         let path = self.authorize_env(who, (org, project, env), Permission::Delete).await?;
         let mut secret = self
             .store
@@ -509,7 +505,6 @@ impl Coffer {
 
     /// Remove a secret and all its versions for good.
     pub async fn purge_secret(&self, who: &Unsealed, (org, project, env): (&str, &str, &str), key: &str) -> Result<()> {
-        who.keyring();
         let path = self.authorize_env(who, (org, project, env), Permission::Delete).await?;
         let secret = self
             .store
