@@ -21,7 +21,7 @@ use std::time::Instant;
 use coffer::keys::{Keyring, ValueRow, encrypt_value};
 use coffer::secure_mem::KeyBytes;
 use coffer::service::Coffer;
-use coffer::storage::{Backend, EnvRow, KekRow, KeyringRow, OrgRow, ProjectRow, TokenRow};
+use coffer::storage::{Backend, EnvRow, KekRow, KeyringRow, OrgRow, ProjectRow, TenantStore, TokenRow};
 use sha2::Digest;
 use sqlx::Connection;
 use uuid::Uuid;

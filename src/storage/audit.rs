@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
 
-use super::sql::conflict;
+use super::db::{conflict, query};
 use super::{Result, SqlBackend};
 
 /// One stored audit record.
@@ -190,12 +190,8 @@ fn checkpoint_row(r: &AnyRow) -> Result<CheckpointRow> {
     })
 }
 
-fn q(sql: &'static str) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments> {
-    sqlx::query::<Any>(sql)
-}
-
 async fn insert_checkpoint(conn: &mut sqlx::AnyConnection, c: &CheckpointRow) -> Result<()> {
-    q("INSERT INTO audit_checkpoints (seq, hash, time, kind, mac) VALUES ($1, $2, $3, $4, $5)")
+    query("INSERT INTO audit_checkpoints (seq, hash, time, kind, mac) VALUES ($1, $2, $3, $4, $5)")
         .bind(c.seq)
         .bind(&c.hash)
         .bind(c.time)
@@ -212,10 +208,10 @@ async fn insert_rows(conn: &mut sqlx::AnyConnection, rows: &[AuditRow]) -> Resul
     // Small batches (the common sizes) keep their prepared statement; a
     // large one is prepared for this use only, so no connection hoards a
     // statement for every batch size it ever saw.
-    let mut query =
+    let mut stmt =
         sqlx::query::<Any>(sqlx::AssertSqlSafe(insert_sql(rows.len()))).persistent(rows.len() <= CACHED_SIZES);
     for r in rows {
-        query = query
+        stmt = stmt
             .bind(r.seq)
             .bind(r.time)
             .bind(r.request_id.as_str())
@@ -235,8 +231,7 @@ async fn insert_rows(conn: &mut sqlx::AnyConnection, rows: &[AuditRow]) -> Resul
             .bind(r.prev_hash.as_slice())
             .bind(r.hash.as_slice());
     }
-    query
-        .execute(conn)
+    stmt.execute(conn)
         .await
         .map_err(conflict("another writer appended to the audit log"))?;
     Ok(())
@@ -245,12 +240,12 @@ async fn insert_rows(conn: &mut sqlx::AnyConnection, rows: &[AuditRow]) -> Resul
 #[async_trait]
 impl AuditStore for SqlBackend {
     async fn audit_head(&self) -> Result<Option<(i64, Vec<u8>)>> {
-        let mut row = q("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        let mut row = query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
             .fetch_optional(self.pool())
             .await?;
         if row.is_none() {
             // Everything was pruned: the chain goes on from the prune checkpoint.
-            row = q("SELECT seq, hash FROM audit_checkpoints WHERE kind = 'prune' ORDER BY seq DESC LIMIT 1")
+            row = query("SELECT seq, hash FROM audit_checkpoints WHERE kind = 'prune' ORDER BY seq DESC LIMIT 1")
                 .fetch_optional(self.pool())
                 .await?;
         }
@@ -335,19 +330,19 @@ impl AuditStore for SqlBackend {
         }
         cond(&mut sql, " ORDER BY seq LIMIT ?");
         ints.push(f.limit);
-        let mut query = sqlx::query::<Any>(sqlx::AssertSqlSafe(sql));
+        let mut stmt = sqlx::query::<Any>(sqlx::AssertSqlSafe(sql));
         for t in texts {
-            query = query.bind(t);
+            stmt = stmt.bind(t);
         }
         for i in ints {
-            query = query.bind(i);
+            stmt = stmt.bind(i);
         }
-        let rows = query.fetch_all(self.pool()).await?;
+        let rows = stmt.fetch_all(self.pool()).await?;
         rows.iter().map(audit_row).collect()
     }
 
     async fn audit_checkpoints(&self) -> Result<Vec<CheckpointRow>> {
-        let rows = q("SELECT seq, hash, time, kind, mac FROM audit_checkpoints ORDER BY seq")
+        let rows = query("SELECT seq, hash, time, kind, mac FROM audit_checkpoints ORDER BY seq")
             .fetch_all(self.pool())
             .await?;
         rows.iter().map(checkpoint_row).collect()
@@ -362,13 +357,13 @@ impl AuditStore for SqlBackend {
         let mut tx = self.pool().begin().await?;
         insert_checkpoint(&mut tx, c).await?;
         let deleted = if super::Backend::kind(self) == "postgres" {
-            let n: i64 = q("SELECT coffer_audit_prune() AS n")
+            let n: i64 = query("SELECT coffer_audit_prune() AS n")
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get("n")?;
             n as u64
         } else {
-            q("DELETE FROM audit_log WHERE seq <= $1")
+            query("DELETE FROM audit_log WHERE seq <= $1")
                 .bind(c.seq)
                 .execute(&mut *tx)
                 .await?
@@ -379,7 +374,7 @@ impl AuditStore for SqlBackend {
     }
 
     async fn audit_key(&self) -> Result<Option<Vec<u8>>> {
-        let row = q("SELECT wrapped FROM audit_keys WHERE id = 1")
+        let row = query("SELECT wrapped FROM audit_keys WHERE id = 1")
             .fetch_optional(self.pool())
             .await?;
         Ok(match row {
@@ -389,12 +384,12 @@ impl AuditStore for SqlBackend {
     }
 
     async fn put_audit_key(&self, wrapped: &[u8], now: i64) -> Result<Vec<u8>> {
-        q("INSERT INTO audit_keys (id, wrapped, created_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING")
+        query("INSERT INTO audit_keys (id, wrapped, created_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING")
             .bind(wrapped.to_vec())
             .bind(now)
             .execute(self.pool())
             .await?;
-        let stored: Vec<u8> = q("SELECT wrapped FROM audit_keys WHERE id = 1")
+        let stored: Vec<u8> = query("SELECT wrapped FROM audit_keys WHERE id = 1")
             .fetch_one(self.pool())
             .await?
             .try_get("wrapped")?;

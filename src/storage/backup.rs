@@ -437,7 +437,7 @@ impl SqlBackend {
             .fetch_all(&mut *tx)
             .await?
             .iter()
-            .map(|r| super::sql::uuid(r, "id", "orgs"))
+            .map(|r| super::db::uuid(r, "id", "orgs"))
             .collect::<Result<_>>()?;
         let mut tables = Vec::with_capacity(BACKUP_TABLES.len());
         for t in BACKUP_TABLES {

@@ -5,9 +5,10 @@
 //! filters on `org_id` (and PostgreSQL's row-level security checks it again).
 
 use async_trait::async_trait;
-use sqlx::{Any, Row};
+use sqlx::Row;
 use uuid::Uuid;
 
+use super::db::query;
 use super::{Result, SqlBackend};
 
 /// One allowed name of one environment.
@@ -34,10 +35,6 @@ pub trait EnvVarStore {
     async fn allow_var(&self, row: &AllowedVarRow) -> Result<bool>;
     /// Withdraw a name; false when it was not allowed.
     async fn disallow_var(&self, org_id: Uuid, env_id: Uuid, name: &str) -> Result<bool>;
-}
-
-fn query(sql: &'static str) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments> {
-    sqlx::query::<Any>(sql)
 }
 
 #[async_trait]

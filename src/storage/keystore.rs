@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use sqlx::{Any, Row};
 use uuid::Uuid;
 
-use super::sql::uuid;
+use super::db::{conflict, insert_token, query, uuid};
 use super::{KekRow, KeyringRow, Result, SqlBackend, StorageError, TokenRow};
 
 /// Rows re-wrapped per statement at most (SQLite allows 32766 parameters,
@@ -158,15 +158,11 @@ fn update_sql(n: usize) -> String {
     sql
 }
 
-fn q(sql: &'static str) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments> {
-    sqlx::query::<Any>(sql)
-}
-
 const UPDATE_KEYRING: &str = "UPDATE keyring SET seal_type = $1, secret_shares = $2, secret_threshold = $3, \
      encrypted_root = $4, verify_tag = $5, recovery_tag = $6 WHERE id = 1 AND encrypted_root = $7";
 
 async fn update_keyring_in(tx: &mut sqlx::Transaction<'_, Any>, expected: &[u8], u: &KeyringUpdate) -> Result<()> {
-    let done = q(UPDATE_KEYRING)
+    let done = query(UPDATE_KEYRING)
         .bind(&u.seal_type)
         .bind(u.secret_shares)
         .bind(u.secret_threshold)
@@ -185,7 +181,7 @@ async fn update_keyring_in(tx: &mut sqlx::Transaction<'_, Any>, expected: &[u8],
 #[async_trait]
 impl KeyStore for SqlBackend {
     async fn recovery_tag(&self) -> Result<Option<Vec<u8>>> {
-        let row = q("SELECT recovery_tag FROM keyring WHERE id = 1")
+        let row = query("SELECT recovery_tag FROM keyring WHERE id = 1")
             .fetch_optional(self.pool())
             .await?;
         Ok(match row {
@@ -196,7 +192,7 @@ impl KeyStore for SqlBackend {
 
     async fn init_keyring_with_recovery(&self, k: &KeyringRow, recovery_tag: &[u8], t: &TokenRow) -> Result<()> {
         let mut tx = self.pool().begin().await?;
-        q(
+        query(
             "INSERT INTO keyring (id, seal_type, secret_shares, secret_threshold, encrypted_root, verify_tag, \
            created_at, recovery_tag) VALUES (1, $1, $2, $3, $4, $5, $6, $7)",
         )
@@ -209,41 +205,19 @@ impl KeyStore for SqlBackend {
         .bind(recovery_tag.to_vec())
         .execute(&mut *tx)
         .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation => {
-                StorageError::AlreadyInitialized
-            }
-            _ => StorageError::Database(e),
+        .map_err(|e| match conflict("keyring")(e) {
+            StorageError::Conflict(_) => StorageError::AlreadyInitialized,
+            other => other,
         })?;
-        q(
-            "INSERT INTO tokens (accessor, token_hash, policy, display_name, created_at, expires_at) \
-           VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&t.accessor)
-        .bind(&t.token_hash)
-        .bind(&t.policy)
-        .bind(&t.display_name)
-        .bind(t.created_at)
-        .bind(t.expires_at)
-        .execute(&mut *tx)
-        .await?;
+        insert_token(&mut tx, t).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn insert_root_token(&self, t: &TokenRow) -> Result<()> {
-        q(
-            "INSERT INTO tokens (accessor, token_hash, policy, display_name, created_at, expires_at) \
-           VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&t.accessor)
-        .bind(&t.token_hash)
-        .bind(&t.policy)
-        .bind(&t.display_name)
-        .bind(t.created_at)
-        .bind(t.expires_at)
-        .execute(self.pool())
-        .await?;
+        let mut tx = self.pool().begin().await?;
+        insert_token(&mut tx, t).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -267,14 +241,14 @@ impl KeyStore for SqlBackend {
         // The audit key, if the server made one: compare-and-set on its old
         // blob; with none, none may have appeared meanwhile.
         let done = match audit_key {
-            Some(k) => q("UPDATE audit_keys SET wrapped = $1 WHERE id = 1 AND wrapped = $2")
+            Some(k) => query("UPDATE audit_keys SET wrapped = $1 WHERE id = 1 AND wrapped = $2")
                 .bind(k.new.clone())
                 .bind(k.old.clone())
                 .execute(&mut *tx)
                 .await?
                 .rows_affected(),
             None => {
-                let n: i64 = q("SELECT COUNT(*) AS n FROM audit_keys")
+                let n: i64 = query("SELECT COUNT(*) AS n FROM audit_keys")
                     .fetch_one(&mut *tx)
                     .await?
                     .try_get("n")?;
@@ -285,7 +259,7 @@ impl KeyStore for SqlBackend {
             return Err(StorageError::Conflict("the audit key changed during root rotation"));
         }
         for (user_id, seed) in totp_seeds {
-            q("UPDATE users SET totp_secret = $1 WHERE id = $2")
+            query("UPDATE users SET totp_secret = $1 WHERE id = $2")
                 .bind(seed.clone())
                 .bind(user_id.to_string())
                 .execute(&mut *tx)
@@ -296,14 +270,14 @@ impl KeyStore for SqlBackend {
         let mut total = 0i64;
         for org_id in org_ids(&mut tx).await? {
             self.act_for(&mut tx, org_id).await?;
-            let n: i64 = q("SELECT COUNT(*) AS n FROM kms_keys WHERE org_id = $1")
+            let n: i64 = query("SELECT COUNT(*) AS n FROM kms_keys WHERE org_id = $1")
                 .bind(org_id.to_string())
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get("n")?;
             total += n;
             for k in keks.iter().filter(|k| k.org_id == org_id) {
-                let done = q("UPDATE kms_keys SET wrapped_key = $1 WHERE org_id = $2 AND version = $3")
+                let done = query("UPDATE kms_keys SET wrapped_key = $1 WHERE org_id = $2 AND version = $3")
                     .bind(&k.wrapped_key)
                     .bind(k.org_id.to_string())
                     .bind(k.version)
@@ -324,7 +298,7 @@ impl KeyStore for SqlBackend {
     }
 
     async fn totp_seeds(&self) -> Result<Vec<(Uuid, Vec<u8>)>> {
-        q("SELECT id, totp_secret FROM users WHERE totp_secret IS NOT NULL")
+        query("SELECT id, totp_secret FROM users WHERE totp_secret IS NOT NULL")
             .fetch_all(self.pool())
             .await?
             .iter()
@@ -338,10 +312,12 @@ impl KeyStore for SqlBackend {
         for org_id in org_ids(&mut tx).await? {
             self.act_for(&mut tx, org_id).await?;
             rows.extend(
-                q("SELECT org_id, version, wrapped_key, created_at FROM kms_keys WHERE org_id = $1 ORDER BY version")
-                    .bind(org_id.to_string())
-                    .fetch_all(&mut *tx)
-                    .await?,
+                query(
+                    "SELECT org_id, version, wrapped_key, created_at FROM kms_keys WHERE org_id = $1 ORDER BY version",
+                )
+                .bind(org_id.to_string())
+                .fetch_all(&mut *tx)
+                .await?,
             );
         }
         tx.commit().await?;
@@ -358,7 +334,7 @@ impl KeyStore for SqlBackend {
     }
 
     async fn kek_usage(&self, org_id: Uuid) -> Result<Vec<KekUsage>> {
-        let rows = q("SELECT k.version, k.created_at, o.kek_version AS active, \
+        let rows = query("SELECT k.version, k.created_at, o.kek_version AS active, \
                   (SELECT COUNT(*) FROM secret_versions v WHERE v.org_id = k.org_id AND v.kek_version = k.version) AS refs \
              FROM kms_keys k JOIN orgs o ON o.id = k.org_id WHERE k.org_id = $1 ORDER BY k.version")
         .bind(org_id.to_string())
@@ -378,7 +354,7 @@ impl KeyStore for SqlBackend {
     }
 
     async fn active_kek(&self, org_id: Uuid) -> Result<Option<i64>> {
-        let row = q("SELECT kek_version FROM orgs WHERE id = $1")
+        let row = query("SELECT kek_version FROM orgs WHERE id = $1")
             .bind(org_id.to_string())
             .fetch_optional(&mut *self.tenant(org_id).await?)
             .await?;
@@ -390,7 +366,7 @@ impl KeyStore for SqlBackend {
 
     async fn rotate_kek(&self, kek: &KekRow) -> Result<()> {
         let mut tx = self.tenant_tx(kek.org_id).await?;
-        let done = q("UPDATE orgs SET kek_version = $1 WHERE id = $2 AND kek_version = $3")
+        let done = query("UPDATE orgs SET kek_version = $1 WHERE id = $2 AND kek_version = $3")
             .bind(kek.version)
             .bind(kek.org_id.to_string())
             .bind(kek.version - 1)
@@ -399,7 +375,7 @@ impl KeyStore for SqlBackend {
         if done.rows_affected() != 1 {
             return Err(StorageError::Conflict("the KEK was rotated concurrently"));
         }
-        q("INSERT INTO kms_keys (org_id, version, wrapped_key, created_at) VALUES ($1, $2, $3, $4)")
+        query("INSERT INTO kms_keys (org_id, version, wrapped_key, created_at) VALUES ($1, $2, $3, $4)")
             .bind(kek.org_id.to_string())
             .bind(kek.version)
             .bind(&kek.wrapped_key)
@@ -418,8 +394,10 @@ impl KeyStore for SqlBackend {
 
     async fn stale_deks(&self, org_id: Uuid, active: i64, limit: usize) -> Result<Vec<DekRow>> {
         let limit = i64::try_from(limit.min(MAX_DEK_BATCH)).unwrap_or(1);
-        let rows = q("SELECT id, kek_version, wrapped_dek FROM secret_versions \
-             WHERE org_id = $1 AND kek_version < $2 LIMIT $3")
+        let rows = query(
+            "SELECT id, kek_version, wrapped_dek FROM secret_versions \
+             WHERE org_id = $1 AND kek_version < $2 LIMIT $3",
+        )
         .bind(org_id.to_string())
         .bind(active)
         .bind(limit)
@@ -467,7 +445,7 @@ impl KeyStore for SqlBackend {
 
     async fn destroy_kek(&self, org_id: Uuid, version: i64) -> Result<DestroyOutcome> {
         let mut tx = self.tenant_tx(org_id).await?;
-        let Some(org) = q("SELECT kek_version FROM orgs WHERE id = $1")
+        let Some(org) = query("SELECT kek_version FROM orgs WHERE id = $1")
             .bind(org_id.to_string())
             .fetch_optional(&mut *tx)
             .await?
@@ -477,7 +455,7 @@ impl KeyStore for SqlBackend {
         if org.try_get::<i64, _>("kek_version")? == version {
             return Ok(DestroyOutcome::Active);
         }
-        let refs: i64 = q("SELECT COUNT(*) AS n FROM secret_versions WHERE org_id = $1 AND kek_version = $2")
+        let refs: i64 = query("SELECT COUNT(*) AS n FROM secret_versions WHERE org_id = $1 AND kek_version = $2")
             .bind(org_id.to_string())
             .bind(version)
             .fetch_one(&mut *tx)
@@ -486,7 +464,7 @@ impl KeyStore for SqlBackend {
         if refs > 0 {
             return Ok(DestroyOutcome::InUse(refs));
         }
-        let done = q("DELETE FROM kms_keys WHERE org_id = $1 AND version = $2")
+        let done = query("DELETE FROM kms_keys WHERE org_id = $1 AND version = $2")
             .bind(org_id.to_string())
             .bind(version)
             .execute(&mut *tx)
@@ -502,7 +480,7 @@ impl KeyStore for SqlBackend {
 
 /// Every organization id, in the shared pool's transaction.
 async fn org_ids(tx: &mut sqlx::Transaction<'_, Any>) -> Result<Vec<Uuid>> {
-    q("SELECT id FROM orgs ORDER BY id")
+    query("SELECT id FROM orgs ORDER BY id")
         .fetch_all(&mut **tx)
         .await?
         .iter()

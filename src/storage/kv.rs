@@ -15,10 +15,11 @@
 //! - every change bumps the environment's revision (inject cache).
 
 use async_trait::async_trait;
-use sqlx::{Any, Row};
+use sqlx::Row;
 use uuid::Uuid;
 
-use super::sql::{PREFIXED, secret_row, version_row};
+use super::db::query;
+use super::secrets::{PREFIXED, secret_row, version_row};
 use super::{Result, SecretRow, SqlBackend, VersionRow};
 
 /// The KV state of one secret version (no value).
@@ -112,10 +113,6 @@ pub trait KvStore {
     async fn kv_config(&self) -> Result<KvConfigRow>;
     /// Replace the mount configuration.
     async fn put_kv_config(&self, c: &KvConfigRow) -> Result<()>;
-}
-
-fn query(sql: &'static str) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments> {
-    sqlx::query::<Any>(sql)
 }
 
 #[async_trait]

@@ -1,174 +1,10 @@
-//! Storage conformance: the same behaviour from every `Backend`
-//! implementation, run on the backend under test.
+//! `SecretStore`: secrets, their versions (compare-and-set appends), soft
+//! delete and purge, the inject query and its cache, tenant isolation.
 
-use coffer::storage::{
-    self, Backend, EnvRow, KekRow, KeyringRow, OrgRow, ProjectRow, SecretRow, StorageError, TokenRow, VersionRow,
-};
+use coffer::storage::StorageError;
 use uuid::Uuid;
 
-use crate::util;
-
-fn keyring() -> KeyringRow {
-    KeyringRow {
-        seal_type: "shamir".into(),
-        secret_shares: 5,
-        secret_threshold: 3,
-        encrypted_root: vec![1, 2, 3],
-        verify_tag: vec![4, 5, 6],
-        created_at: 1,
-    }
-}
-
-fn token(hash: u8) -> TokenRow {
-    TokenRow {
-        accessor: format!("acc-{hash}"),
-        token_hash: vec![hash; 32],
-        policy: "root".into(),
-        display_name: "root".into(),
-        created_at: 1,
-        expires_at: None,
-        principal_id: None,
-        org_id: None,
-        bound_spki: None,
-        family_id: None,
-        parent_accessor: None,
-        auth_at: None,
-    }
-}
-
-fn secret(org: Uuid, env: Uuid, key: &str, version: i64) -> SecretRow {
-    SecretRow {
-        id: Uuid::new_v4(),
-        org_id: org,
-        env_id: env,
-        key: key.into(),
-        value_type: "text".into(),
-        description: String::new(),
-        current_version: version,
-        deleted_at: None,
-        created_at: 10,
-        updated_at: 10,
-        ciphertext_len: 0,
-    }
-}
-
-fn version(s: &SecretRow, n: i64, byte: u8) -> VersionRow {
-    VersionRow {
-        id: Uuid::new_v4(),
-        org_id: s.org_id,
-        secret_id: s.id,
-        version: n,
-        value_type: s.value_type.clone(),
-        ciphertext: vec![byte; 40],
-        wrapped_dek: vec![byte; 61],
-        kek_version: 1,
-        created_by: "acc".into(),
-        created_at: 10 + n,
-    }
-}
-
-/// A backend with org `acme`, project `api`, env `prod`; returns it and the ids.
-async fn with_tenant() -> (Box<dyn Backend>, Uuid, Uuid, tempfile::TempDir) {
-    let dir = util::tempdir();
-    let b = storage::open(&util::fresh_storage_url(dir.path()).await)
-        .await
-        .expect("open");
-    assert_eq!(b.kind(), util::storage_kind());
-    let (org, env) = add_tenant(&b, "acme").await;
-    (Box::new(b), org, env, dir)
-}
-
-/// Org `slug` with project `api` and env `prod`; returns (org id, env id).
-async fn add_tenant(b: &dyn Backend, slug: &str) -> (Uuid, Uuid) {
-    let org = OrgRow {
-        id: Uuid::new_v4(),
-        slug: slug.into(),
-        name: "Acme".into(),
-        created_at: 1,
-    };
-    let kek = KekRow {
-        org_id: org.id,
-        version: 1,
-        wrapped_key: vec![9; 61],
-        created_at: 1,
-    };
-    b.create_org(&org, &kek, None).await.expect("org");
-    let project = ProjectRow {
-        id: Uuid::new_v4(),
-        org_id: org.id,
-        slug: "api".into(),
-        name: "API".into(),
-        created_at: 1,
-    };
-    b.create_project(&project).await.expect("project");
-    let env = EnvRow {
-        id: Uuid::new_v4(),
-        org_id: org.id,
-        project_id: project.id,
-        slug: "prod".into(),
-        name: "Prod".into(),
-        protected: true,
-        created_at: 1,
-    };
-    b.create_env(&env).await.expect("env");
-    (org.id, env.id)
-}
-
-#[tokio::test]
-async fn keyring_is_written_once_with_its_root_token() {
-    let dir = util::tempdir();
-    let b = storage::open(&util::fresh_storage_url(dir.path()).await)
-        .await
-        .expect("open");
-    assert!(b.keyring().await.unwrap().is_none());
-    b.init_keyring(&keyring(), &token(1)).await.expect("first init");
-    let again = b.init_keyring(&keyring(), &token(2)).await;
-    assert!(matches!(again, Err(StorageError::AlreadyInitialized)), "{again:?}");
-    // The failed second init wrote nothing: its token does not exist.
-    assert!(b.token_by_hash(&[2; 32]).await.unwrap().is_none());
-    let k = b.keyring().await.unwrap().expect("keyring");
-    assert_eq!(
-        (k.secret_shares, k.secret_threshold, k.encrypted_root),
-        (5, 3, vec![1, 2, 3])
-    );
-    let t = b.token_by_hash(&[1; 32]).await.unwrap().expect("root token");
-    assert_eq!(
-        (t.accessor.as_str(), t.policy.as_str(), t.expires_at),
-        ("acc-1", "root", None)
-    );
-}
-
-#[tokio::test]
-async fn tenant_tree_resolves_and_slugs_are_unique() {
-    let (b, org, env, _dir) = with_tenant().await;
-    let path = b.resolve_env("acme", "api", "prod").await.unwrap().expect("resolves");
-    assert_eq!((path.org_id, path.env_id, path.kek_version), (org, env, 1));
-    assert!(b.resolve_env("acme", "api", "staging").await.unwrap().is_none());
-    assert!(b.resolve_env("other", "api", "prod").await.unwrap().is_none());
-    let dup = OrgRow {
-        id: Uuid::new_v4(),
-        slug: "acme".into(),
-        name: "again".into(),
-        created_at: 2,
-    };
-    let kek = KekRow {
-        org_id: dup.id,
-        version: 1,
-        wrapped_key: vec![1],
-        created_at: 2,
-    };
-    assert!(matches!(
-        b.create_org(&dup, &kek, None).await,
-        Err(StorageError::Conflict(_))
-    ));
-    // The failed org left no KEK behind (one transaction).
-    assert!(b.kek(dup.id, 1).await.unwrap().is_none());
-    assert_eq!(b.kek(org, 1).await.unwrap().expect("kek").wrapped_key, vec![9; 61]);
-    assert_eq!(b.list_orgs().await.unwrap().len(), 1);
-    let envs = b.list_envs(org).await.unwrap();
-    assert_eq!(envs.len(), 1);
-    assert!(envs[0].protected);
-}
+use super::{add_tenant, secret, version, with_tenant};
 
 #[tokio::test]
 async fn versions_append_and_lost_races_write_nothing() {
@@ -307,4 +143,124 @@ async fn tenant_queries_never_cross_organizations() {
         .unwrap()
         .expect("beta resolves");
     assert_eq!((path.org_id, path.env_id), (org_b, env_b));
+}
+
+#[tokio::test]
+async fn soft_delete_keeps_the_row_listed_and_a_new_version_revives_it() {
+    let (b, org, env, _dir) = with_tenant().await;
+    let mut s = secret(org, env, "API_KEY", 1);
+    s.description = "the key".into();
+    b.put_version(&s, 0, &version(&s, 1, 1)).await.unwrap();
+    let listed = b.list_secrets(org, env).await.unwrap();
+    assert_eq!(
+        (
+            listed[0].key.as_str(),
+            listed[0].description.as_str(),
+            listed[0].ciphertext_len
+        ),
+        ("API_KEY", "the key", 40),
+        "the listing carries the current ciphertext's length"
+    );
+    assert!(
+        !b.set_deleted(org, Uuid::new_v4(), Some(5), 5).await.unwrap(),
+        "no such secret"
+    );
+    assert!(b.set_deleted(org, s.id, Some(50), 51).await.unwrap());
+    let got = b.secret(org, env, "API_KEY").await.unwrap().expect("still there");
+    assert_eq!((got.deleted_at, got.updated_at), (Some(50), 51));
+    assert_eq!(
+        b.list_secrets(org, env).await.unwrap().len(),
+        1,
+        "soft-deleted secrets are listed"
+    );
+    assert!(b.current_values(org, env).await.unwrap().is_empty(), "but not injected");
+    // Writing a new version brings it back.
+    s.current_version = 2;
+    s.updated_at = 60;
+    s.value_type = "json".into();
+    let mut v2 = version(&s, 2, 2);
+    v2.ciphertext = vec![2; 10];
+    b.put_version(&s, 1, &v2).await.unwrap();
+    let got = b.secret(org, env, "API_KEY").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            got.deleted_at,
+            got.current_version,
+            got.value_type.as_str(),
+            got.updated_at,
+            got.ciphertext_len
+        ),
+        (None, 2, "json", 60, 10)
+    );
+    assert_eq!(b.current_values(org, env).await.unwrap().len(), 1);
+    // A version number taken already is a conflict too.
+    s.current_version = 3;
+    let clash = version(&s, 2, 9);
+    assert!(matches!(
+        b.put_version(&s, 2, &clash).await,
+        Err(StorageError::Conflict(_))
+    ));
+    assert_eq!(
+        b.secret(org, env, "API_KEY").await.unwrap().unwrap().current_version,
+        2,
+        "rolled back"
+    );
+}
+
+#[tokio::test]
+async fn versions_keep_their_metadata_and_belong_to_one_secret() {
+    let (b, org, env, _dir) = with_tenant().await;
+    let a = secret(org, env, "A", 1);
+    let c = secret(org, env, "C", 1);
+    let mut va = version(&a, 1, 1);
+    va.kek_version = 1;
+    va.created_by = "writer-acc".into();
+    b.put_version(&a, 0, &va).await.unwrap();
+    b.put_version(&c, 0, &version(&c, 1, 3)).await.unwrap();
+    let got = b.version(org, a.id, 1).await.unwrap().expect("v1");
+    assert_eq!(
+        (
+            got.id,
+            got.secret_id,
+            got.org_id,
+            got.kek_version,
+            got.created_by.as_str(),
+            got.created_at
+        ),
+        (va.id, a.id, org, 1, "writer-acc", 11)
+    );
+    assert!(b.version(org, a.id, 2).await.unwrap().is_none());
+    let history = b.versions(org, a.id).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!((history[0].id, history[0].created_by.as_str()), (va.id, "writer-acc"));
+    assert!(history[0].wrapped_dek.is_empty(), "history loads no blobs");
+    assert!(b.versions(org, Uuid::new_v4()).await.unwrap().is_empty());
+    // Purging one secret leaves the other's versions alone.
+    assert!(b.purge_secret(org, a.id).await.unwrap());
+    assert!(b.versions(org, a.id).await.unwrap().is_empty());
+    assert_eq!(b.versions(org, c.id).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn inject_rows_are_per_environment_and_survive_forgetting_the_cache() {
+    let (b, org, env, _dir) = with_tenant().await;
+    let (org_b, env_b) = add_tenant(b.as_ref(), "beta").await;
+    let s = secret(org, env, "X", 1);
+    let v = version(&s, 1, 6);
+    b.put_version(&s, 0, &v).await.unwrap();
+    let t = secret(org_b, env_b, "X", 1);
+    b.put_version(&t, 0, &version(&t, 1, 8)).await.unwrap();
+    let first = b.current_values(org, env).await.unwrap();
+    assert_eq!(
+        (first[0].version_id, first[0].kek_version, &first[0].ciphertext),
+        (v.id, 1, &vec![6; 40])
+    );
+    b.forget_values(env);
+    b.drop_caches();
+    let again = b.current_values(org, env).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].version_id, v.id);
+    let other = b.current_values(org_b, env_b).await.unwrap();
+    assert_eq!((other.len(), &other[0].ciphertext), (1, &vec![8; 40]));
+    assert!(b.current_values(org, Uuid::new_v4()).await.unwrap().is_empty());
 }

@@ -1,0 +1,313 @@
+//! The tenant aggregate: organizations (with their first KEK), projects and
+//! environments — the `org/project/env` tree every secret hangs from.
+//! Organizations are listed from the shared pool (a slug is global);
+//! projects, environments and KEKs are tenant rows, read and written on a
+//! connection acting for their organization (PostgreSQL row-level security).
+//!
+//! [`TenantStore`] (a supertrait of [`super::Backend`]) is implemented once
+//! here for [`SqlBackend`]. Invariants: an organization and its first KEK are
+//! written in one transaction, together with the creator's organization
+//! count, which cannot overshoot its limit even under parallel creations;
+//! slugs are unique (organization: global; project: per organization;
+//! environment: per project) and a duplicate is [`StorageError::Conflict`].
+//! The KEK lifecycle after creation (rotation, re-wrap, destroy) is
+//! [`super::keystore::KeyStore`]'s.
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use uuid::Uuid;
+
+use super::db::{conflict, query, uuid};
+use super::{Result, SqlBackend, StorageError};
+
+/// An organization.
+#[derive(Debug, Clone)]
+pub struct OrgRow {
+    /// id
+    pub id: Uuid,
+    /// url slug
+    pub slug: String,
+    /// display name
+    pub name: String,
+    /// unix ms
+    pub created_at: i64,
+}
+
+/// A wrapped org KEK version.
+#[derive(Debug, Clone)]
+pub struct KekRow {
+    /// organization
+    pub org_id: Uuid,
+    /// version, from 1
+    pub version: i64,
+    /// the KEK wrapped by the root key
+    pub wrapped_key: Vec<u8>,
+    /// unix ms
+    pub created_at: i64,
+}
+
+/// A project of an organization.
+#[derive(Debug, Clone)]
+pub struct ProjectRow {
+    /// id
+    pub id: Uuid,
+    /// organization
+    pub org_id: Uuid,
+    /// url slug, unique per org
+    pub slug: String,
+    /// display name
+    pub name: String,
+    /// unix ms
+    pub created_at: i64,
+}
+
+/// An environment of a project.
+#[derive(Debug, Clone)]
+pub struct EnvRow {
+    /// id
+    pub id: Uuid,
+    /// organization
+    pub org_id: Uuid,
+    /// project
+    pub project_id: Uuid,
+    /// url slug, unique per project
+    pub slug: String,
+    /// display name
+    pub name: String,
+    /// protected environments (production) get stricter rules later
+    pub protected: bool,
+    /// unix ms
+    pub created_at: i64,
+}
+
+/// The ids an `org/project/env` slug path resolves to, plus the org's
+/// active KEK version (what new secret versions are encrypted under).
+#[derive(Debug, Clone, Copy)]
+pub struct EnvPath {
+    /// organization
+    pub org_id: Uuid,
+    /// project
+    pub project_id: Uuid,
+    /// environment
+    pub env_id: Uuid,
+    /// active KEK version of the org
+    pub kek_version: i64,
+}
+
+/// Storage of organizations, projects and environments.
+#[async_trait]
+pub trait TenantStore {
+    /// Create an organization with its first KEK, in one transaction.
+    /// `creator`: the user creating it and how many organizations a user
+    /// may create; their count goes up in the same transaction, and
+    /// [`StorageError::LimitReached`] (nothing written) once it is at the limit.
+    async fn create_org(&self, org: &OrgRow, kek: &KekRow, creator: Option<(Uuid, u64)>) -> Result<()>;
+    /// All organizations, by slug.
+    async fn list_orgs(&self) -> Result<Vec<OrgRow>>;
+    /// One organization by slug.
+    async fn org(&self, slug: &str) -> Result<Option<OrgRow>>;
+    /// One wrapped KEK version.
+    async fn kek(&self, org_id: Uuid, version: i64) -> Result<Option<KekRow>>;
+    /// Create a project.
+    async fn create_project(&self, project: &ProjectRow) -> Result<()>;
+    /// Projects of an org, by slug.
+    async fn list_projects(&self, org_id: Uuid) -> Result<Vec<ProjectRow>>;
+    /// One project by slug.
+    async fn project(&self, org_id: Uuid, slug: &str) -> Result<Option<ProjectRow>>;
+    /// Create an environment.
+    async fn create_env(&self, env: &EnvRow) -> Result<()>;
+    /// Environments of an org (every project), by project and slug.
+    async fn list_envs(&self, org_id: Uuid) -> Result<Vec<EnvRow>>;
+    /// Resolve `org/project/env` slugs.
+    async fn resolve_env(&self, org: &str, project: &str, env: &str) -> Result<Option<EnvPath>>;
+}
+
+pub(super) fn org_row(r: &AnyRow) -> Result<OrgRow> {
+    Ok(OrgRow {
+        id: uuid(r, "id", "orgs")?,
+        slug: r.try_get("slug")?,
+        name: r.try_get("name")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn project_row(r: &AnyRow) -> Result<ProjectRow> {
+    Ok(ProjectRow {
+        id: uuid(r, "id", "projects")?,
+        org_id: uuid(r, "org_id", "projects")?,
+        slug: r.try_get("slug")?,
+        name: r.try_get("name")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn env_row(r: &AnyRow) -> Result<EnvRow> {
+    Ok(EnvRow {
+        id: uuid(r, "id", "environments")?,
+        org_id: uuid(r, "org_id", "environments")?,
+        project_id: uuid(r, "project_id", "environments")?,
+        slug: r.try_get("slug")?,
+        name: r.try_get("name")?,
+        protected: r.try_get::<i64, _>("protected")? != 0,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+#[async_trait]
+impl TenantStore for SqlBackend {
+    async fn create_org(&self, org: &OrgRow, kek: &KekRow, creator: Option<(Uuid, u64)>) -> Result<()> {
+        let mut tx = self.tenant_tx(org.id).await?;
+        if let Some((user_id, max)) = creator {
+            // Compare-and-increment: parallel creations cannot overshoot.
+            let counted = query("UPDATE users SET orgs_created = orgs_created + 1 WHERE id = $1 AND orgs_created < $2")
+                .bind(user_id.to_string())
+                .bind(i64::try_from(max).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await?;
+            if counted.rows_affected() != 1 {
+                return Err(StorageError::LimitReached);
+            }
+        }
+        query("INSERT INTO orgs (id, slug, name, kek_version, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(org.id.to_string())
+            .bind(&org.slug)
+            .bind(&org.name)
+            .bind(kek.version)
+            .bind(org.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(conflict("an organization with this slug exists"))?;
+        query("INSERT INTO kms_keys (org_id, version, wrapped_key, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(kek.org_id.to_string())
+            .bind(kek.version)
+            .bind(&kek.wrapped_key)
+            .bind(kek.created_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_orgs(&self) -> Result<Vec<OrgRow>> {
+        let rows = query("SELECT id, slug, name, created_at FROM orgs ORDER BY slug")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(org_row).collect()
+    }
+
+    async fn org(&self, slug: &str) -> Result<Option<OrgRow>> {
+        let row = query("SELECT id, slug, name, created_at FROM orgs WHERE slug = $1")
+            .bind(slug.to_owned())
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(org_row).transpose()
+    }
+
+    async fn kek(&self, org_id: Uuid, version: i64) -> Result<Option<KekRow>> {
+        let row = query("SELECT wrapped_key, created_at FROM kms_keys WHERE org_id = $1 AND version = $2")
+            .bind(org_id.to_string())
+            .bind(version)
+            .fetch_optional(&mut *self.tenant(org_id).await?)
+            .await?;
+        row.map(|r| {
+            Ok(KekRow {
+                org_id,
+                version,
+                wrapped_key: r.try_get("wrapped_key")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn create_project(&self, p: &ProjectRow) -> Result<()> {
+        query("INSERT INTO projects (id, org_id, slug, name, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(p.id.to_string())
+            .bind(p.org_id.to_string())
+            .bind(&p.slug)
+            .bind(&p.name)
+            .bind(p.created_at)
+            .execute(&mut *self.tenant(p.org_id).await?)
+            .await
+            .map_err(conflict("a project with this slug exists in the organization"))?;
+        Ok(())
+    }
+
+    async fn list_projects(&self, org_id: Uuid) -> Result<Vec<ProjectRow>> {
+        let rows = query("SELECT id, org_id, slug, name, created_at FROM projects WHERE org_id = $1 ORDER BY slug")
+            .bind(org_id.to_string())
+            .fetch_all(&mut *self.tenant(org_id).await?)
+            .await?;
+        rows.iter().map(project_row).collect()
+    }
+
+    async fn project(&self, org_id: Uuid, slug: &str) -> Result<Option<ProjectRow>> {
+        let row = query("SELECT id, org_id, slug, name, created_at FROM projects WHERE org_id = $1 AND slug = $2")
+            .bind(org_id.to_string())
+            .bind(slug.to_owned())
+            .fetch_optional(&mut *self.tenant(org_id).await?)
+            .await?;
+        row.as_ref().map(project_row).transpose()
+    }
+
+    async fn create_env(&self, e: &EnvRow) -> Result<()> {
+        query(
+            "INSERT INTO environments (id, org_id, project_id, slug, name, protected, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(e.id.to_string())
+        .bind(e.org_id.to_string())
+        .bind(e.project_id.to_string())
+        .bind(&e.slug)
+        .bind(&e.name)
+        .bind(i64::from(e.protected))
+        .bind(e.created_at)
+        .execute(&mut *self.tenant(e.org_id).await?)
+        .await
+        .map_err(conflict("an environment with this slug exists in the project"))?;
+        Ok(())
+    }
+
+    async fn list_envs(&self, org_id: Uuid) -> Result<Vec<EnvRow>> {
+        let rows = query(
+            "SELECT id, org_id, project_id, slug, name, protected, created_at FROM environments \
+             WHERE org_id = $1 ORDER BY project_id, slug",
+        )
+        .bind(org_id.to_string())
+        .fetch_all(&mut *self.tenant(org_id).await?)
+        .await?;
+        rows.iter().map(env_row).collect()
+    }
+
+    async fn resolve_env(&self, org: &str, project: &str, env: &str) -> Result<Option<EnvPath>> {
+        let row = query("SELECT id, kek_version FROM orgs WHERE slug = $1")
+            .bind(org.to_owned())
+            .fetch_optional(self.pool())
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let org_id = uuid(&row, "id", "orgs")?;
+        let kek_version: i64 = row.try_get("kek_version")?;
+        let row = query(
+            "SELECT p.id AS project_id, e.id AS env_id \
+             FROM projects p JOIN environments e ON e.project_id = p.id \
+             WHERE p.org_id = $1 AND e.org_id = $1 AND p.slug = $2 AND e.slug = $3",
+        )
+        .bind(org_id.to_string())
+        .bind(project.to_owned())
+        .bind(env.to_owned())
+        .fetch_optional(&mut *self.tenant(org_id).await?)
+        .await?;
+        row.map(|r| {
+            Ok(EnvPath {
+                org_id,
+                project_id: uuid(&r, "project_id", "projects")?,
+                env_id: uuid(&r, "env_id", "environments")?,
+                kek_version,
+            })
+        })
+        .transpose()
+    }
+}

@@ -1,0 +1,181 @@
+//! `TenantStore`: organizations (with their first KEK and the creator's
+//! quota), projects, environments, slug resolution.
+
+use coffer::storage::{EnvRow, KekRow, OrgRow, ProjectRow, StorageError};
+use uuid::Uuid;
+
+use super::{add_tenant, empty, user, with_tenant};
+
+fn org(slug: &str) -> (OrgRow, KekRow) {
+    let org = OrgRow {
+        id: Uuid::new_v4(),
+        slug: slug.into(),
+        name: slug.to_uppercase(),
+        created_at: 5,
+    };
+    let kek = KekRow {
+        org_id: org.id,
+        version: 1,
+        wrapped_key: vec![3; 61],
+        created_at: 5,
+    };
+    (org, kek)
+}
+
+fn project(org_id: Uuid, slug: &str) -> ProjectRow {
+    ProjectRow {
+        id: Uuid::new_v4(),
+        org_id,
+        slug: slug.into(),
+        name: slug.into(),
+        created_at: 5,
+    }
+}
+
+fn env(p: &ProjectRow, slug: &str) -> EnvRow {
+    EnvRow {
+        id: Uuid::new_v4(),
+        org_id: p.org_id,
+        project_id: p.id,
+        slug: slug.into(),
+        name: slug.into(),
+        protected: false,
+        created_at: 5,
+    }
+}
+
+#[tokio::test]
+async fn tenant_tree_resolves_and_slugs_are_unique() {
+    let (b, org, env, _dir) = with_tenant().await;
+    let path = b.resolve_env("acme", "api", "prod").await.unwrap().expect("resolves");
+    assert_eq!((path.org_id, path.env_id, path.kek_version), (org, env, 1));
+    assert!(b.resolve_env("acme", "api", "staging").await.unwrap().is_none());
+    assert!(b.resolve_env("other", "api", "prod").await.unwrap().is_none());
+    let dup = OrgRow {
+        id: Uuid::new_v4(),
+        slug: "acme".into(),
+        name: "again".into(),
+        created_at: 2,
+    };
+    let kek = KekRow {
+        org_id: dup.id,
+        version: 1,
+        wrapped_key: vec![1],
+        created_at: 2,
+    };
+    assert!(matches!(
+        b.create_org(&dup, &kek, None).await,
+        Err(StorageError::Conflict(_))
+    ));
+    // The failed org left no KEK behind (one transaction).
+    assert!(b.kek(dup.id, 1).await.unwrap().is_none());
+    assert_eq!(b.kek(org, 1).await.unwrap().expect("kek").wrapped_key, vec![9; 61]);
+    assert_eq!(b.list_orgs().await.unwrap().len(), 1);
+    let envs = b.list_envs(org).await.unwrap();
+    assert_eq!(envs.len(), 1);
+    assert!(envs[0].protected);
+}
+
+#[tokio::test]
+async fn the_creators_quota_is_counted_with_the_org_and_a_refusal_writes_nothing() {
+    let (b, _dir) = empty().await;
+    let alice = user("alice@example.com");
+    b.create_user(&alice).await.unwrap();
+    let (first, kek) = org("first");
+    b.create_org(&first, &kek, Some((alice.id, 2))).await.unwrap();
+    // A slug conflict rolls the count back: the quota is still one short.
+    let (dup, dup_kek) = org("first");
+    assert!(matches!(
+        b.create_org(&dup, &dup_kek, Some((alice.id, 2))).await,
+        Err(StorageError::Conflict(_))
+    ));
+    let (second, kek2) = org("second");
+    b.create_org(&second, &kek2, Some((alice.id, 2))).await.unwrap();
+    let (third, kek3) = org("third");
+    assert!(matches!(
+        b.create_org(&third, &kek3, Some((alice.id, 2))).await,
+        Err(StorageError::LimitReached)
+    ));
+    assert!(b.org("third").await.unwrap().is_none());
+    assert!(b.kek(third.id, 1).await.unwrap().is_none());
+    // Another user has a quota of their own; no creator means no quota.
+    let bob = user("bob@example.com");
+    b.create_user(&bob).await.unwrap();
+    b.create_org(&third, &kek3, Some((bob.id, 1))).await.unwrap();
+    let (fourth, kek4) = org("fourth");
+    b.create_org(&fourth, &kek4, None).await.unwrap();
+    // A creator that does not exist cannot create.
+    let (fifth, kek5) = org("fifth");
+    assert!(matches!(
+        b.create_org(&fifth, &kek5, Some((Uuid::new_v4(), 5))).await,
+        Err(StorageError::LimitReached)
+    ));
+    let slugs: Vec<String> = b.list_orgs().await.unwrap().into_iter().map(|o| o.slug).collect();
+    assert_eq!(slugs, vec!["first", "fourth", "second", "third"], "by slug");
+    let got = b.org("second").await.unwrap().expect("org");
+    assert_eq!((got.id, got.name.as_str(), got.created_at), (second.id, "SECOND", 5));
+    let k = b.kek(second.id, 1).await.unwrap().expect("kek");
+    assert_eq!((k.org_id, k.version, k.wrapped_key), (second.id, 1, vec![3; 61]));
+    assert!(b.kek(second.id, 2).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn project_and_environment_slugs_are_unique_per_parent_and_listed_in_order() {
+    let (b, org_a, _env, _dir) = with_tenant().await;
+    let (org_b, _) = add_tenant(b.as_ref(), "beta").await;
+    let web = project(org_a, "web");
+    b.create_project(&web).await.unwrap();
+    assert!(matches!(
+        b.create_project(&project(org_a, "web")).await,
+        Err(StorageError::Conflict(_))
+    ));
+    // The same slug in another organization is another project.
+    b.create_project(&project(org_b, "web")).await.unwrap();
+    let slugs: Vec<String> = b
+        .list_projects(org_a)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.slug)
+        .collect();
+    assert_eq!(slugs, vec!["api", "web"]);
+    let got = b.project(org_a, "web").await.unwrap().expect("project");
+    assert_eq!((got.id, got.org_id), (web.id, org_a));
+    assert!(b.project(org_a, "nope").await.unwrap().is_none());
+    assert_ne!(b.project(org_b, "web").await.unwrap().unwrap().id, web.id);
+
+    let staging = env(&web, "staging");
+    b.create_env(&staging).await.unwrap();
+    b.create_env(&env(&web, "dev")).await.unwrap();
+    assert!(matches!(
+        b.create_env(&env(&web, "dev")).await,
+        Err(StorageError::Conflict(_))
+    ));
+    // "prod" exists in project api; in project web it is new.
+    b.create_env(&env(&web, "prod")).await.unwrap();
+    let envs = b.list_envs(org_a).await.unwrap();
+    assert_eq!(envs.len(), 4);
+    let mut expected: Vec<(Uuid, String)> = envs.iter().map(|e| (e.project_id, e.slug.clone())).collect();
+    expected.sort();
+    assert_eq!(
+        envs.iter().map(|e| (e.project_id, e.slug.clone())).collect::<Vec<_>>(),
+        expected,
+        "by project, then slug"
+    );
+    assert!(envs.iter().all(|e| e.org_id == org_a));
+    let path = b
+        .resolve_env("acme", "web", "staging")
+        .await
+        .unwrap()
+        .expect("resolves");
+    assert_eq!(
+        (path.org_id, path.project_id, path.env_id, path.kek_version),
+        (org_a, web.id, staging.id, 1)
+    );
+    assert!(b.resolve_env("acme", "web", "nope").await.unwrap().is_none());
+    assert!(b.resolve_env("acme", "nope", "staging").await.unwrap().is_none());
+    assert!(
+        b.resolve_env("beta", "web", "staging").await.unwrap().is_none(),
+        "beta's web has no staging"
+    );
+}
