@@ -31,9 +31,8 @@ use super::api::{Reply, ok};
 use super::error::{ApiError, ErrorCode, VaultError};
 use super::extract::{Auth, Body, PeerCert};
 use crate::access::ENV_ROUTES;
-use crate::service::audit::{Actor, AuditEvent, Outcome};
+use crate::service::audit::{Actor, AuditEvent, AuditQuery, Outcome};
 use crate::service::{Principal, ServiceError};
-use crate::storage::audit::AuditFilter;
 
 /// What a route is, for the audit layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -648,7 +647,7 @@ pub(super) async fn search(
     {
         return Err(ServiceError::Invalid("outcome must be allowed, denied, error or begun".into()).into());
     }
-    let f = AuditFilter {
+    let f = AuditQuery {
         since: time_param("since", q.since.as_deref())?,
         until: time_param("until", q.until.as_deref())?,
         actor: q.actor,
@@ -657,7 +656,7 @@ pub(super) async fn search(
         org: q.org,
         outcome: q.outcome,
         after_seq: q.after_seq,
-        limit: q.limit.unwrap_or(1_000),
+        limit: q.limit,
     };
     ok(s.coffer.audit_search(&who, f).await?)
 }
