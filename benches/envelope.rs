@@ -22,7 +22,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use coffer::keys::aead::{self, unwrap_key, wrap_key};
+use coffer::crypto::aead::{self, unwrap_key, wrap_key};
 use coffer::keys::{ValueRow, decrypt_value, encrypt_value, kek_aad};
 use coffer::secure_mem::KeyBytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};

@@ -46,7 +46,7 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     });
     crate::logging::apply(&settings.log_level, settings.log_format);
     let auto_unseal = wrapper.is_some();
-    let coffer = Coffer::load_with_seal(Arc::new(store), wrapper, settings.audit.clone())
+    let coffer = Coffer::load_with_seal(Arc::new(store), wrapper, (&settings.audit).into())
         .await?
         .with_max_orgs_per_user(settings.max_orgs_per_user);
     if auto_unseal {

@@ -36,7 +36,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
 
-use crate::keys::aead;
+use crate::crypto::aead;
 use crate::secure_mem::KeyBytes;
 
 /// File name of the store inside `$XDG_CONFIG_HOME/coffer/`.

@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 
 use super::context::Target;
 use super::credentials::{Store, create_private, unix_now};
-use crate::keys::aead;
+use crate::crypto::aead;
 
 /// Directory of the snapshots inside the config directory.
 pub(crate) const DIR_NAME: &str = "snapshots";

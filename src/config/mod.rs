@@ -46,10 +46,6 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::service::audit::AuditSettings;
-use crate::service::audit::signals::Thresholds;
-use crate::service::audit::sinks::SinkSettings;
-
 mod seal;
 pub(crate) use seal::Pkcs11Settings;
 
@@ -155,8 +151,8 @@ struct RawAudit {
 }
 
 impl RawAudit {
-    fn validate(self) -> Result<AuditSettings, ConfigError> {
-        let d = AuditSettings::default();
+    fn validate(self) -> Result<AuditConfig, ConfigError> {
+        let d = AuditConfig::default();
         let positive = |key: &str, v: Option<u64>, default: u64| match v {
             Some(0) => Err(value_error(&format!("audit.{key}"), "must be greater than 0".into())),
             Some(n) => Ok(n),
@@ -170,27 +166,23 @@ impl RawAudit {
         )?;
         // 0: no minimum age (records may be exported and pruned at once).
         let retention_days = self.retention_days.unwrap_or(d.retention.as_secs() / 86_400);
-        Ok(AuditSettings {
+        Ok(AuditConfig {
             enabled: self.enabled.unwrap_or(true),
             timeout: Duration::from_millis(timeout_ms),
             checkpoint_interval: Duration::from_secs(checkpoint_s),
             retention: Duration::from_secs(retention_days.saturating_mul(86_400)),
-            sinks: SinkSettings {
-                file: self.file,
-                syslog: self.syslog,
-            },
-            thresholds: Thresholds {
-                bulk_reveal: positive(
-                    "bulk_reveal_threshold",
-                    self.bulk_reveal_threshold,
-                    d.thresholds.bulk_reveal,
-                )?,
-                failed_logins: positive(
-                    "failed_login_threshold",
-                    self.failed_login_threshold,
-                    d.thresholds.failed_logins,
-                )?,
-            },
+            file: self.file,
+            syslog: self.syslog,
+            bulk_reveal_threshold: positive(
+                "bulk_reveal_threshold",
+                self.bulk_reveal_threshold,
+                d.bulk_reveal_threshold,
+            )?,
+            failed_login_threshold: positive(
+                "failed_login_threshold",
+                self.failed_login_threshold,
+                d.failed_login_threshold,
+            )?,
         })
     }
 }
@@ -259,6 +251,75 @@ pub(crate) enum Listener {
     },
 }
 
+/// `[audit]` as configured (docs/audit.md), defaults applied. The audit
+/// service builds its runtime settings from it
+/// (`service::audit::AuditSettings`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AuditConfig {
+    /// false: no record is written (benchmark comparisons only)
+    pub enabled: bool,
+    /// how long a request waits for its record to commit
+    pub timeout: Duration,
+    /// how often the chain head is signed
+    pub checkpoint_interval: Duration,
+    /// records younger than this cannot be pruned
+    pub retention: Duration,
+    /// JSON-lines copy of every record
+    pub file: Option<PathBuf>,
+    /// copy to this local syslog socket
+    pub syslog: Option<PathBuf>,
+    /// values per actor per call or minute that raise a security signal
+    pub bulk_reveal_threshold: u64,
+    /// failed logins per source per minute that raise a security signal
+    pub failed_login_threshold: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: true,
+            timeout: Duration::from_secs(5),
+            checkpoint_interval: Duration::from_secs(60),
+            retention: Duration::from_secs(365 * 86_400),
+            file: None,
+            syslog: None,
+            bulk_reveal_threshold: 100,
+            failed_login_threshold: 10,
+        }
+    }
+}
+
+/// The connection limits of `[listener]` (docs: packaging/coffer.toml),
+/// enforced by `http::transport`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// time to receive a request's headers, counted from the moment the
+    /// connection waits for them: it also closes idle keep-alive and
+    /// silent connections
+    pub header_timeout: Duration,
+    /// time to receive a request's whole body, from its headers
+    pub body_timeout: Duration,
+    /// connections served at once; more wait in the kernel's backlog
+    pub max_connections: usize,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            header_timeout: Duration::from_millis(DEFAULT_HEADER_TIMEOUT_MS),
+            body_timeout: Duration::from_millis(DEFAULT_BODY_TIMEOUT_MS),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// Default `listener.header_timeout_ms`.
+pub(crate) const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+/// Default `listener.body_timeout_ms`.
+pub(crate) const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
+/// Default `listener.max_connections`.
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
 /// Validated server settings.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -271,7 +332,7 @@ pub(crate) struct Settings {
     /// `seal "pkcs11"`: the HSM that wraps the root key (None: shamir)
     pub pkcs11: Option<Pkcs11Settings>,
     /// `[audit]`
-    pub audit: AuditSettings,
+    pub audit: AuditConfig,
     /// `[jobs] interval_ms`: period of the background jobs (purge of
     /// expired tokens…), run by one server of a cluster at a time
     pub jobs_interval: Duration,
@@ -291,7 +352,7 @@ pub(crate) struct Settings {
     pub max_orgs_per_user: u64,
     /// `listener.header_timeout_ms`, `body_timeout_ms`, `max_connections`
     /// (a restart applies changes)
-    pub conn_limits: crate::http::transport::ConnLimits,
+    pub conn_limits: ConnLimits,
     /// the file the settings were read from (SIGHUP re-reads it)
     pub source: Option<PathBuf>,
 }
@@ -304,6 +365,10 @@ pub enum LogFormat {
     /// human-readable
     Text,
 }
+
+/// Organizations one user may create unless `[orgs] max_per_user` says
+/// otherwise (root is not limited).
+pub const DEFAULT_MAX_ORGS_PER_USER: u64 = 10;
 
 /// Default period of the background jobs.
 pub(crate) const DEFAULT_JOBS_INTERVAL_MS: u64 = 60_000;
@@ -463,10 +528,7 @@ impl Settings {
             log_format,
             metrics_token_file: raw.metrics.token_file,
             trusted_proxies,
-            max_orgs_per_user: raw
-                .orgs
-                .max_per_user
-                .unwrap_or(crate::service::DEFAULT_MAX_ORGS_PER_USER),
+            max_orgs_per_user: raw.orgs.max_per_user.unwrap_or(DEFAULT_MAX_ORGS_PER_USER),
             conn_limits,
             source: None,
         })
@@ -532,14 +594,13 @@ fn parse_file(text: &str, shown: &str) -> Result<RawFile, ConfigError> {
 }
 
 /// The connection limits of `[listener]`, each at least 1.
-fn conn_limits(l: &RawListener) -> Result<crate::http::transport::ConnLimits, ConfigError> {
-    use crate::http::transport::{DEFAULT_BODY_TIMEOUT_MS, DEFAULT_HEADER_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS};
+fn conn_limits(l: &RawListener) -> Result<ConnLimits, ConfigError> {
     let positive = |key: &str, v: Option<u64>, default: u64| match v {
         Some(0) => Err(value_error(key, "must be at least 1".into())),
         Some(v) => Ok(v),
         None => Ok(default),
     };
-    Ok(crate::http::transport::ConnLimits {
+    Ok(ConnLimits {
         header_timeout: Duration::from_millis(positive(
             "listener.header_timeout_ms",
             l.header_timeout_ms,

@@ -32,9 +32,8 @@ use super::error::{ApiError, ErrorCode, VaultError};
 use super::extract::{Auth, Body, PeerCert};
 use super::routes::RouteAudit::{self, Action, Kv, Public};
 use super::routes::{allow_header, route_audit};
-use crate::service::audit::{Actor, AuditEvent, Outcome};
+use crate::service::audit::{Actor, AuditEvent, AuditQuery, Outcome};
 use crate::service::{Principal, ServiceError};
-use crate::storage::audit::AuditFilter;
 
 /// What handlers add to their request's record.
 #[derive(Debug, Default)]
@@ -369,7 +368,7 @@ pub(super) async fn search(
     {
         return Err(ServiceError::Invalid("outcome must be allowed, denied, error or begun".into()).into());
     }
-    let f = AuditFilter {
+    let f = AuditQuery {
         since: time_param("since", q.since.as_deref())?,
         until: time_param("until", q.until.as_deref())?,
         actor: q.actor,
@@ -378,7 +377,7 @@ pub(super) async fn search(
         org: q.org,
         outcome: q.outcome,
         after_seq: q.after_seq,
-        limit: q.limit.unwrap_or(1_000),
+        limit: q.limit,
     };
     ok(s.coffer.audit_search(&who, f).await?)
 }

@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use super::extract::PeerCert;
-use super::transport::ConnLimits;
+use crate::config::ConnLimits;
 use crate::service::ClientCert;
 
 /// TLS set-up errors; each names the file at fault.

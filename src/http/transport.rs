@@ -5,7 +5,6 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -15,36 +14,7 @@ use axum::response::{IntoResponse, Response};
 use http_body::{Frame, SizeHint};
 
 use super::error::{BODY_LIMIT, Refusal};
-
-/// The limits of `[listener]` (docs: packaging/coffer.toml).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnLimits {
-    /// time to receive a request's headers, counted from the moment the
-    /// connection waits for them: it also closes idle keep-alive and
-    /// silent connections
-    pub header_timeout: Duration,
-    /// time to receive a request's whole body, from its headers
-    pub body_timeout: Duration,
-    /// connections served at once; more wait in the kernel's backlog
-    pub max_connections: usize,
-}
-
-impl Default for ConnLimits {
-    fn default() -> Self {
-        ConnLimits {
-            header_timeout: Duration::from_millis(DEFAULT_HEADER_TIMEOUT_MS),
-            body_timeout: Duration::from_millis(DEFAULT_BODY_TIMEOUT_MS),
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-        }
-    }
-}
-
-/// Default `listener.header_timeout_ms`.
-pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
-/// Default `listener.body_timeout_ms`.
-pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
-/// Default `listener.max_connections`.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+use crate::config::ConnLimits;
 
 /// Refuse a declared `Content-Length` over the limit with 413 before any
 /// of the body is read, and give every other body a deadline: a body not

@@ -22,8 +22,7 @@ use super::audit::AuditNote;
 use super::error::VaultError;
 use super::extract::VaultAuth;
 use crate::service::ServiceError;
-use crate::service::kv::{self, CustomMetadata, KvMetaInput};
-use crate::storage::kv::KvVersionOp;
+use crate::service::kv::{self, CustomMetadata, KvMetaInput, VersionOp};
 
 /// The query of a `secret/` request, parsed once the way both the handler
 /// and the audit layer read it (a key given twice: the last one counts).
@@ -317,16 +316,16 @@ pub(super) async fn kv_mount(
                 Ok(ok(to_value(&meta)))
             }
             ("data", "DELETE") => {
-                c.kv_mark(&who, kv::key_path(path)?, None, KvVersionOp::Delete).await?;
+                c.kv_mark(&who, kv::key_path(path)?, None, VersionOp::Delete).await?;
                 Ok(StatusCode::NO_CONTENT.into_response())
             }
             ("delete" | "undelete" | "destroy", "POST" | "PUT") => {
                 let b: Map<String, Value> = body(&bytes)?;
                 let v = versions(&b)?;
                 let kind = match op {
-                    "delete" => KvVersionOp::Delete,
-                    "undelete" => KvVersionOp::Undelete,
-                    _ => KvVersionOp::Destroy,
+                    "delete" => VersionOp::Delete,
+                    "undelete" => VersionOp::Undelete,
+                    _ => VersionOp::Destroy,
                 };
                 c.kv_mark(&who, kv::key_path(path)?, Some(&v), kind).await?;
                 Ok(StatusCode::NO_CONTENT.into_response())

@@ -10,7 +10,6 @@
 //! HTTP: callers hand it blobs and ids. Every AAD field is fixed-width (UUIDs
 //! as 16 bytes, versions as big-endian u64), so no two rows share an AAD.
 
-pub mod aead;
 pub mod shares;
 
 use std::collections::HashMap;
@@ -21,8 +20,8 @@ use hmac::{KeyInit, Mac};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use crate::crypto::aead::{self, AeadError};
 use crate::secure_mem::{KeyBytes, MemError, scrub_stack, with_scratch_key};
-pub use aead::AeadError;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 

@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use super::{Params, Seal, SealError, SealKind, SealState, SealStatus};
+use super::{HsmFailure, Params, Seal, SealError, SealKind, SealState, SealStatus};
 use crate::keys::{self, Keyring, RootBlob};
 use crate::secure_mem::{KeyBytes, MemError, scrub_stack};
 use crate::storage::keystore::KeyringUpdate;
@@ -49,10 +49,7 @@ impl Seal {
         let direction = self
             .pending_migration()
             .ok_or_else(|| SealError::Refused("no seal migration is pending".into()))?;
-        let hsm = self
-            .wrapper
-            .clone()
-            .ok_or_else(|| SealError::Hsm("no HSM is configured".into()))?;
+        let hsm = self.wrapper.clone().ok_or(SealError::Hsm(HsmFailure::NotConfigured))?;
         let (candidate, params) = {
             let mut state = self.write();
             let SealState::Sealed { ceremony, params } = &mut *state else {
@@ -94,7 +91,7 @@ impl Seal {
                 }
                 let root = hsm.unwrap(&params.blob.encrypted_root).map_err(SealError::Hsm)?;
                 let keyring = Keyring::from_unwrapped_root(root, &params.blob.verify_tag)
-                    .map_err(|_| SealError::Hsm("the HSM key does not unwrap this server's root key".into()))?;
+                    .map_err(|_| SealError::Hsm(HsmFailure::WrongRoot))?;
                 let blob = keyring.root_blob(&key);
                 let update = KeyringUpdate {
                     seal_type: SealKind::Shamir.as_str().to_owned(),

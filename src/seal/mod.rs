@@ -59,18 +59,44 @@ impl SealKind {
 }
 
 /// What wraps the root key in pkcs11 mode: the HSM, behind a trait so the
-/// seal logic never sees PKCS#11. Error strings name the cause (token
-/// missing, PIN refused…) and never carry key bytes.
+/// seal logic never sees PKCS#11. Errors name the cause (token missing,
+/// PIN refused…) and never carry key bytes or the PIN.
 pub trait RootWrapper: Send + Sync + std::fmt::Debug {
     /// Encrypt the root key under the HSM key.
-    fn wrap(&self, root: &KeyBytes) -> Result<Vec<u8>, String>;
+    fn wrap(&self, root: &KeyBytes) -> Result<Vec<u8>, HsmFailure>;
     /// Decrypt a blob made by [`RootWrapper::wrap`] into locked memory.
-    fn unwrap(&self, blob: &[u8]) -> Result<KeyBytes, String>;
+    fn unwrap(&self, blob: &[u8]) -> Result<KeyBytes, HsmFailure>;
     /// Configured `disabled = true`: kept only to migrate away from it
     /// (pkcs11 → shamir); never used to auto-unseal.
     fn disabled(&self) -> bool {
         false
     }
+}
+
+/// Why the HSM could not wrap or unwrap the root key (pkcs11 mode). The
+/// `hsm` crate's typed error is kept as is; messages name the cause and the
+/// labels, never a key byte or the PIN.
+#[derive(Debug, thiserror::Error)]
+pub enum HsmFailure {
+    /// The token failed or refused the operation (token missing, PIN
+    /// refused or locked, key not found, blob not decrypted…).
+    #[error(transparent)]
+    Token(#[from] hsm::HsmError),
+    /// The token returned a root key of the wrong length.
+    #[error("the HSM returned a root key of the wrong length")]
+    KeyLength,
+    /// A seal migration or root rotation needs the HSM and no `[seal]` is
+    /// configured.
+    #[error("no HSM is configured")]
+    NotConfigured,
+    /// Seal migration: the HSM key unwrapped the blob, but the result is
+    /// not this server's root key (its verification tag does not match).
+    #[error("the HSM key does not unwrap this server's root key")]
+    WrongRoot,
+    /// Auto-unseal: as [`HsmFailure::WrongRoot`]; a key label naming
+    /// another key is the usual cause.
+    #[error("the HSM key does not unwrap this server's root key (another key label?)")]
+    WrongRootAtBoot,
 }
 
 /// Errors of seal transitions.
@@ -104,7 +130,7 @@ pub enum SealError {
     /// The HSM could not wrap or unwrap the root key; the reason names the
     /// cause, never a key or PIN.
     #[error("HSM: {0}")]
-    Hsm(String),
+    Hsm(#[from] HsmFailure),
     /// Key memory could not be allocated.
     #[error(transparent)]
     Memory(#[from] MemError),
@@ -446,9 +472,8 @@ impl Seal {
             .unwrap(&blob.encrypted_root)
             .map_err(SealError::Hsm)
             .and_then(|root| {
-                Keyring::from_unwrapped_root(root, &blob.verify_tag).map_err(|_| {
-                    SealError::Hsm("the HSM key does not unwrap this server's root key (another key label?)".into())
-                })
+                Keyring::from_unwrapped_root(root, &blob.verify_tag)
+                    .map_err(|_| SealError::Hsm(HsmFailure::WrongRootAtBoot))
             });
         scrub_stack();
         let keyring = match result {

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{RootWrapper, Seal};
+use super::{HsmFailure, RootWrapper, Seal};
 use crate::secure_mem::KeyBytes;
 
 /// The HSM as the seal sees it.
@@ -21,13 +21,13 @@ pub(crate) struct Pkcs11Wrapper {
 }
 
 impl RootWrapper for Pkcs11Wrapper {
-    fn wrap(&self, root: &KeyBytes) -> Result<Vec<u8>, String> {
-        self.hsm.wrap_root(root.expose()).map_err(|e| e.to_string())
+    fn wrap(&self, root: &KeyBytes) -> Result<Vec<u8>, HsmFailure> {
+        Ok(self.hsm.wrap_root(root.expose())?)
     }
 
-    fn unwrap(&self, blob: &[u8]) -> Result<KeyBytes, String> {
-        let plain = self.hsm.unwrap_root(blob).map_err(|e| e.to_string())?;
-        KeyBytes::from_slice(&plain).ok_or_else(|| "the HSM returned a root key of the wrong length".to_owned())
+    fn unwrap(&self, blob: &[u8]) -> Result<KeyBytes, HsmFailure> {
+        let plain = self.hsm.unwrap_root(blob)?;
+        KeyBytes::from_slice(&plain).ok_or(HsmFailure::KeyLength)
     }
 
     fn disabled(&self) -> bool {

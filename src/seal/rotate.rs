@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use unseal::Ceremony;
 
-use super::{Seal, SealError, SealKind, SealState};
+use super::{HsmFailure, Seal, SealError, SealKind, SealState};
 use crate::keys::RootBlob;
 use crate::secure_mem::{KeyBytes, MemError, scrub_stack};
 use crate::storage::KekRow;
@@ -157,10 +157,7 @@ impl Seal {
                 return Err(SealError::Refused("a quorum of unseal shares is needed".into()));
             }
             (SealKind::Pkcs11, _) => {
-                let hsm = self
-                    .wrapper
-                    .as_ref()
-                    .ok_or_else(|| SealError::Hsm("no HSM is configured".into()))?;
+                let hsm = self.wrapper.as_ref().ok_or(SealError::Hsm(HsmFailure::NotConfigured))?;
                 new.with_root(|root| hsm.wrap(root)).map_err(SealError::Hsm)?
             }
         };

@@ -49,6 +49,28 @@ pub fn key_path(path: &str) -> Result<KeyPath<'_>> {
     }
 }
 
+/// What `kv_mark` does to the listed versions (`DELETE data/…`,
+/// `delete|undelete|destroy/…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionOp {
+    /// soft delete (reversible)
+    Delete,
+    /// undo a soft delete (not of a destroyed version)
+    Undelete,
+    /// erase the ciphertext and wrapped DEK for good
+    Destroy,
+}
+
+impl From<VersionOp> for KvVersionOp {
+    fn from(op: VersionOp) -> Self {
+        match op {
+            VersionOp::Delete => KvVersionOp::Delete,
+            VersionOp::Undelete => KvVersionOp::Undelete,
+            VersionOp::Destroy => KvVersionOp::Destroy,
+        }
+    }
+}
+
 /// A folder a LIST names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Folder<'a> {
@@ -492,7 +514,7 @@ impl Coffer {
         who: &Unsealed,
         (o, p, e, key): KeyPath<'_>,
         versions: Option<&[i64]>,
-        op: KvVersionOp,
+        op: VersionOp,
     ) -> Result<()> {
         let path = self.authorize_env(who, (o, p, e), Permission::Delete).await?;
         match versions {
@@ -510,7 +532,7 @@ impl Coffer {
         let latest = [secret.current_version];
         let versions = versions.unwrap_or(&latest[..]);
         self.store
-            .kv_mark(path.org_id, secret.id, versions, op, now_ms())
+            .kv_mark(path.org_id, secret.id, versions, op.into(), now_ms())
             .await?;
         Ok(())
     }

@@ -154,7 +154,7 @@ impl From<SealError> for ServiceError {
             SealError::Sealed => ServiceError::Sealed,
             SealError::BadShare(_) | SealError::WrongShares => ServiceError::Unseal(e.to_string()),
             SealError::InvalidConfig(msg) | SealError::Refused(msg) => ServiceError::Invalid(msg),
-            SealError::Hsm(msg) => ServiceError::Internal(format!("HSM: {msg}")),
+            SealError::Hsm(_) => ServiceError::Internal(e.to_string()),
             SealError::Memory(m) => ServiceError::Internal(m.to_string()),
             SealError::Storage(s) => s.into(),
         }

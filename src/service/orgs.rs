@@ -68,8 +68,8 @@ fn check_name(name: &str) -> Result<()> {
 }
 
 /// Organizations one user may create unless `[orgs] max_per_user` says
-/// otherwise (root is not limited).
-pub const DEFAULT_MAX_ORGS_PER_USER: u64 = 10;
+/// otherwise (root is not limited); the configuration owns the default.
+pub use crate::config::DEFAULT_MAX_ORGS_PER_USER;
 
 impl Coffer {
     /// Create an organization and its KEK v1 (root, or a user, who becomes

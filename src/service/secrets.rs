@@ -157,7 +157,7 @@ fn view(s: &SecretRow, value: Option<Zeroizing<String>>) -> SecretView {
         value_type: s.value_type.clone(),
         version: s.current_version,
         value,
-        length: (s.ciphertext_len - keys::aead::OVERHEAD as i64).max(0),
+        length: (s.ciphertext_len - crate::crypto::aead::OVERHEAD as i64).max(0),
         description: s.description.clone(),
         deleted: s.deleted_at.is_some(),
         created_at: rfc3339(s.created_at),

@@ -123,7 +123,7 @@ fn plain(config: &Path, field: &str) -> String {
         .unwrap();
     let key = std::fs::read(config.join("coffer").join("key")).unwrap();
     let key = coffer::secure_mem::KeyBytes::from_slice(&key).unwrap();
-    let clear = coffer::keys::aead::open(&key, entry["address"].as_str().unwrap().as_bytes(), &blob).unwrap();
+    let clear = coffer::crypto::aead::open(&key, entry["address"].as_str().unwrap().as_bytes(), &blob).unwrap();
     String::from_utf8(clear.to_vec()).unwrap()
 }
 

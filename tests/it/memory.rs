@@ -29,7 +29,8 @@ use serde_json::json;
 use sqlx::{Connection, Row};
 use zeroize::Zeroizing;
 
-use coffer::keys::{ROOT_AAD, aead};
+use coffer::crypto::aead;
+use coffer::keys::ROOT_AAD;
 use coffer::secure_mem::KeyBytes;
 
 use crate::util::{self, ENV, Http, Server};

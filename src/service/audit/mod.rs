@@ -34,6 +34,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Coffer, Principal, PrincipalKind, Result, ServiceError, Unsealed, now_ms, random_bytes, rfc3339};
+use crate::config::AuditConfig;
 use crate::storage::audit::{AuditFilter, AuditRow, CheckpointRow};
 use crate::storage::{Backend, StorageError};
 
@@ -46,7 +47,32 @@ const VERIFY_PAGE: i64 = 5_000;
 /// Search results per call at most.
 pub const MAX_SEARCH: i64 = 10_000;
 
-/// `[audit]` settings.
+/// What an audit search asks for; the handler builds it from the query
+/// string, the service checks who may ask and maps it to the storage filter.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// exact actor
+    pub actor: Option<String>,
+    /// exact action, or a prefix when it ends in `.` (`secret.`)
+    pub action: Option<String>,
+    /// resource prefix
+    pub resource: Option<String>,
+    /// exact organization slug (required unless root)
+    pub org: Option<String>,
+    /// allowed | denied | error | begun
+    pub outcome: Option<String>,
+    /// unix ms, inclusive
+    pub since: Option<i64>,
+    /// unix ms, exclusive
+    pub until: Option<i64>,
+    /// only records after this sequence number (paging)
+    pub after_seq: Option<i64>,
+    /// at most this many, oldest first (default 1 000, at most [`MAX_SEARCH`])
+    pub limit: Option<i64>,
+}
+
+/// The audit writer's runtime settings, built from `[audit]`
+/// ([`AuditConfig`]).
 #[derive(Debug, Clone)]
 pub struct AuditSettings {
     /// false: no record is written (benchmark comparisons only; logged loudly)
@@ -65,13 +91,25 @@ pub struct AuditSettings {
 
 impl Default for AuditSettings {
     fn default() -> Self {
+        AuditSettings::from(&AuditConfig::default())
+    }
+}
+
+impl From<&AuditConfig> for AuditSettings {
+    fn from(c: &AuditConfig) -> Self {
         AuditSettings {
-            enabled: true,
-            timeout: Duration::from_secs(5),
-            checkpoint_interval: Duration::from_secs(60),
-            retention: Duration::from_secs(365 * 86_400),
-            sinks: sinks::SinkSettings::default(),
-            thresholds: signals::Thresholds::default(),
+            enabled: c.enabled,
+            timeout: c.timeout,
+            checkpoint_interval: c.checkpoint_interval,
+            retention: c.retention,
+            sinks: sinks::SinkSettings {
+                file: c.file.clone(),
+                syslog: c.syslog.clone(),
+            },
+            thresholds: signals::Thresholds {
+                bulk_reveal: c.bulk_reveal_threshold,
+                failed_logins: c.failed_login_threshold,
+            },
         }
     }
 }
@@ -582,20 +620,33 @@ impl Coffer {
         });
     }
 
-    /// Records matching `f`. Root sees every record; an organization's
-    /// admin sees that organization's (the filter must name it).
-    pub async fn audit_search(&self, who: &Unsealed, mut f: AuditFilter) -> Result<Vec<RecordView>> {
+    /// Records matching `q`. Root sees every record; an organization's
+    /// admin sees that organization's (the query must name it).
+    pub async fn audit_search(&self, who: &Unsealed, q: AuditQuery) -> Result<Vec<RecordView>> {
         if who.kind != PrincipalKind::Root {
-            let Some(org) = f.org.clone() else {
+            let Some(org) = q.org.as_deref() else {
                 return Err(ServiceError::Invalid(
                     "org is required: only root may search every organization's records".into(),
                 ));
             };
-            self.org_admin(who, &org).await?;
+            self.org_admin(who, org).await?;
         }
-        if f.limit <= 0 || f.limit > MAX_SEARCH {
-            f.limit = MAX_SEARCH.min(if f.limit <= 0 { 1_000 } else { f.limit });
-        }
+        // None or not positive: 1 000; at most MAX_SEARCH.
+        let limit = match q.limit {
+            Some(n) if n > 0 => n.min(MAX_SEARCH),
+            _ => 1_000,
+        };
+        let f = AuditFilter {
+            actor: q.actor,
+            action: q.action,
+            resource: q.resource,
+            org: q.org,
+            outcome: q.outcome,
+            since: q.since,
+            until: q.until,
+            after_seq: q.after_seq,
+            limit,
+        };
         let rows = self.store.search_audit(&f).await?;
         Ok(rows.iter().map(RecordView::from).collect())
     }

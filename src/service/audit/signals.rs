@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::config::AuditConfig;
 use crate::storage::audit::AuditRow;
 
 const WINDOW: Duration = Duration::from_secs(60);
@@ -23,10 +24,12 @@ pub struct Thresholds {
 }
 
 impl Default for Thresholds {
+    /// The defaults of `[audit]` (`config::AuditConfig`).
     fn default() -> Self {
+        let c = AuditConfig::default();
         Thresholds {
-            bulk_reveal: 100,
-            failed_logins: 10,
+            bulk_reveal: c.bulk_reveal_threshold,
+            failed_logins: c.failed_login_threshold,
         }
     }
 }

@@ -1,9 +1,12 @@
-//! The one AEAD format of the key hierarchy: AES-256-GCM blobs laid out as
+//! The one AEAD blob format: AES-256-GCM blobs laid out as
 //! `[format byte][12-byte random nonce][ciphertext][16-byte tag]`.
 //!
-//! Every call takes an AAD that binds the blob to its row (see `keys::aad`);
-//! a blob moved to another row fails to open. Opening never returns partial
-//! plaintext: tag failure is [`AeadError`] and the caller names the row.
+//! Used by the server's key hierarchy (`keys/`, whose AADs bind a blob to
+//! its row, see `keys::aad`) and by the CLI's own files (stored logins,
+//! offline fallback), whose AADs bind a blob to its server address and
+//! environment. A blob moved to another row or entry fails to open. Opening
+//! never returns partial plaintext: tag failure is [`AeadError`] and the
+//! caller names the blob.
 
 use aes_gcm::aead::{Aead, AeadInOut, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
