@@ -312,6 +312,7 @@ pub(crate) async fn layer(State(state): State<AppState>, req: Request, next: Nex
     let n = note.take();
     ev.actor = n.actor.unwrap_or_default();
     ev.action = n.action.unwrap_or(action).to_owned();
+    ev.outcome = outcome_of(status);
     ev.status = status.as_u16();
     ev.reason = res
         .extensions()
@@ -319,11 +320,6 @@ pub(crate) async fn layer(State(state): State<AppState>, req: Request, next: Nex
         .map(|c| c.0)
         .unwrap_or("")
         .to_owned();
-    // A refused password is denied also where Vault answers it 400.
-    ev.outcome = match ev.reason.as_str() {
-        "invalid_credentials" => Outcome::Denied,
-        _ => outcome_of(status),
-    };
     // Values count only when they left.
     ev.values = if ev.outcome == Outcome::Allowed { n.values } else { 0 };
     if let Err(e) = state.coffer.audit(ev).await {

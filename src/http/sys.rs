@@ -282,7 +282,8 @@ fn auth_method(kind: &str, uuid: &str, description: &str) -> Value {
             "force_no_cache": false,
             "token_type": "default-service",
         },
-        "options": null,
+        // Vault: null for the token method, {} for a mounted one
+        "options": if kind == "token" { Value::Null } else { json!({}) },
         "local": false,
         "seal_wrap": false,
         "external_entropy_access": false,
