@@ -487,7 +487,8 @@ impl Coffer {
     }
 }
 
-/// Vault's capability names, as `sys/capabilities-self` answers them.
+/// The capability `sys/capabilities-self` answers for a path the caller
+/// may do nothing on.
 const DENY: &str = "deny";
 
 /// Most paths one `sys/capabilities-self` call may ask about.
@@ -509,7 +510,12 @@ fn fixed_capabilities(path: &str, self_only: bool) -> Option<&'static [&'static 
         | "auth/token/revoke"
         | "auth/token/revoke-accessor" => &["update"],
         "sys/mounts" | "sys/auth" | "secret/config" => &["read"],
-        p if p.starts_with("sys/internal/ui/mounts/") || p.starts_with("sys/mounts/secret") => &["read"],
+        p if p.starts_with("sys/internal/ui/mounts/")
+            || p == "sys/mounts/secret"
+            || p.starts_with("sys/mounts/secret/") =>
+        {
+            &["read"]
+        }
         _ => return None,
     };
     Some(caps)
@@ -680,6 +686,21 @@ mod tests {
             orphan: true,
         };
         assert!(!format!("{l:?}").contains("cfr_secret_token"));
+    }
+
+    #[test]
+    fn kv_capabilities_follow_the_permissions() {
+        use crate::access::{PermSet, Permission};
+        let caps = |op: &str, role: &str| super::kv_key_capabilities(op, PermSet::role(role).unwrap_or_default());
+        assert_eq!(caps("data", "viewer"), Vec::<&str>::new());
+        assert_eq!(caps("metadata", "viewer"), ["read"]);
+        assert_eq!(caps("data", "developer"), ["read", "create", "update", "patch"]);
+        assert_eq!(caps("destroy", "developer"), Vec::<&str>::new());
+        assert_eq!(caps("destroy", "admin"), ["update"]);
+        assert_eq!(caps("subkeys", "viewer"), Vec::<&str>::new());
+        let reveal: PermSet = [Permission::Reveal].into_iter().collect();
+        assert_eq!(super::kv_key_capabilities("subkeys", reveal), ["read"]);
+        assert_eq!(super::kv_key_capabilities("nope", PermSet::ALL), Vec::<&str>::new());
     }
 
     #[test]
