@@ -121,6 +121,8 @@ impl IntoResponse for VaultError {
             ServiceError::Sealed => (status, "Vault is sealed".to_owned()),
             ServiceError::NotInitialized => (StatusCode::BAD_REQUEST, "Vault is not initialized".to_owned()),
             ServiceError::AlreadyInitialized => (status, "Vault is already initialized".to_owned()),
+            // Vault's userpass answers a wrong name or password 400.
+            ServiceError::InvalidCredentials => (StatusCode::BAD_REQUEST, "invalid username or password".to_owned()),
             // Vault answers a missing or bad token with 403.
             ServiceError::Unauthenticated
             | ServiceError::PermissionDenied

@@ -150,9 +150,27 @@ routes! {
     "/v1/sys/internal/ui/mounts/{*path}" { GET => vault_kv::mount_preflight, Action("sys.mounts"); }
     "/v1/sys/mounts" { GET => vault_kv::mounts, Action("sys.mounts"); }
     "/v1/sys/mounts/{*path}" { ANY => vault_kv::mount_change, Action("sys.mounts"); }
+    // what clients ask about the server: reads only
+    "/v1/sys/auth" { GET => sys::auth_methods, Action("sys.auth_list"); }
+    "/v1/sys/audit" { GET => sys::audit_devices, Action("sys.audit_list"); }
+    "/v1/sys/key-status" { GET => sys::key_status, Action("seal.key_status"); }
+    "/v1/sys/capabilities-self" {
+        POST | PUT => sys::capabilities_self, Action("sys.capabilities_list");
+    }
     "/v1/auth/token/lookup-self" { GET | POST => vault_auth::lookup_self, Action("token.lookup"); }
     "/v1/auth/token/lookup-accessor" {
         POST | PUT => vault_auth::lookup_accessor, Action("token.lookup");
+    }
+    "/v1/auth/token/lookup" {
+        GET | POST | PUT => vault_auth::lookup, Action("token.lookup");
+    }
+    "/v1/auth/token/renew" { POST | PUT => vault_auth::renew, Action("token.renew"); }
+    "/v1/auth/token/renew-accessor" {
+        POST | PUT => vault_auth::renew_accessor, Action("token.renew");
+    }
+    "/v1/auth/token/revoke" { POST | PUT => vault_auth::revoke, Action("token.revoke"); }
+    "/v1/auth/token/revoke-accessor" {
+        POST | PUT => vault_auth::revoke_accessor, Action("token.revoke");
     }
     "/v1/auth/token/create" { POST | PUT => vault_auth::create, Action("token.create"); }
     "/v1/auth/token/renew-self" { POST | PUT => vault_auth::renew_self, Action("token.renew"); }

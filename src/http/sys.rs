@@ -1,6 +1,8 @@
 //! Vault-compatible seal lifecycle: `/v1/sys/{health,init,seal-status,
 //! unseal,seal,leader}` with Vault's raw JSON bodies and status codes, so
-//! the Vault/OpenBao CLIs and client libraries can run a ceremony.
+//! the Vault/OpenBao CLIs and client libraries can run a ceremony; and the
+//! `sys/` reads clients make about the server (`sys/auth`, `sys/audit`,
+//! `sys/key-status`, `sys/capabilities-self`).
 
 use std::collections::HashMap;
 
@@ -9,11 +11,12 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::AppState;
 use super::error::VaultError;
-use super::extract::{VaultAuth, VaultBody};
+use super::extract::{VaultAuth, VaultBody, VaultSelfAuth};
+use super::vault_kv::fail;
 use crate::seal::{SealKind, SealStatus};
 use crate::service::ServiceError;
 
@@ -24,7 +27,7 @@ fn server_time() -> i64 {
 }
 
 /// `cluster_name` / `cluster_id` fields, present once unsealed.
-fn cluster(s: &SealStatus, body: &mut serde_json::Map<String, Value>) {
+fn cluster(s: &SealStatus, body: &mut Map<String, Value>) {
     body.insert("cluster_name".into(), json!("coffer"));
     body.insert("cluster_id".into(), json!(s.cluster_id));
 }
@@ -249,6 +252,193 @@ pub(super) async fn leader(State(state): State<AppState>) -> Result<Json<Value>,
         "raft_committed_index": 0,
         "raft_applied_index": 0,
     })))
+}
+
+/// A `sys/` read as Vault answers it: the logical envelope, `data`'s keys
+/// repeated at the top level (Vault's older clients read them there).
+pub(super) fn sys_table(data: Map<String, Value>, warnings: Value) -> Response {
+    let mut body = data.clone();
+    body.insert("request_id".into(), json!(crate::ops::fresh_request_id()));
+    body.insert("lease_id".into(), json!(""));
+    body.insert("renewable".into(), json!(false));
+    body.insert("lease_duration".into(), json!(0));
+    body.insert("data".into(), Value::Object(data));
+    body.insert("wrap_info".into(), Value::Null);
+    body.insert("warnings".into(), warnings);
+    body.insert("auth".into(), Value::Null);
+    (StatusCode::OK, Json(Value::Object(body))).into_response()
+}
+
+/// One auth method of `sys/auth`, as Vault describes a mount.
+fn auth_method(kind: &str, uuid: &str, description: &str) -> Value {
+    json!({
+        "type": kind,
+        "description": description,
+        "accessor": format!("auth_{kind}_coffer"),
+        "uuid": uuid,
+        "config": {
+            "default_lease_ttl": 0,
+            "max_lease_ttl": 0,
+            "force_no_cache": false,
+            "token_type": "default-service",
+        },
+        // Vault: null for the token method, {} for a mounted one
+        "options": if kind == "token" { Value::Null } else { json!({}) },
+        "local": false,
+        "seal_wrap": false,
+        "external_entropy_access": false,
+        "plugin_version": "",
+        "running_plugin_version": "",
+        "running_sha256": "",
+    })
+}
+
+/// `GET sys/auth`: the three login methods coffer has, always on (they
+/// cannot be enabled, tuned or disabled).
+pub(super) async fn auth_methods(VaultAuth(_who): VaultAuth) -> Response {
+    let mut d = Map::new();
+    d.insert(
+        "token/".into(),
+        auth_method(
+            "token",
+            "00000000-0000-0000-0000-0000c0ff0a01",
+            "token based credentials: coffer tokens",
+        ),
+    );
+    d.insert(
+        "userpass/".into(),
+        auth_method(
+            "userpass",
+            "00000000-0000-0000-0000-0000c0ff0a02",
+            "coffer users: POST auth/userpass/login/<email> with the password (TOTP in X-Vault-MFA)",
+        ),
+    );
+    d.insert(
+        "cert/".into(),
+        auth_method(
+            "cert",
+            "00000000-0000-0000-0000-0000c0ff0a03",
+            "coffer service accounts by client certificate (needs a mutual-TLS listener: listener.tls_client_ca)",
+        ),
+    );
+    sys_table(d, Value::Null)
+}
+
+/// `GET sys/audit` (root): coffer records every audited request in its own
+/// hash-chained, signed log in the database, always (device `coffer/`),
+/// and copies each record to the configured file and syslog sinks.
+pub(super) async fn audit_devices(State(state): State<AppState>, VaultAuth(who): VaultAuth) -> Response {
+    let a = match state.coffer.vault_audit_devices(&who) {
+        Ok(a) => a,
+        Err(e) => return fail(e),
+    };
+    let device = |kind: &str, path: &str, description: &str, options: Value| json!({ "type": kind, "description": description, "options": options, "local": true, "path": path });
+    let mut d = Map::new();
+    let mut warnings = Value::Null;
+    if a.enabled {
+        d.insert(
+            "coffer/".into(),
+            device(
+                "coffer",
+                "coffer/",
+                "coffer's audit log: every audited request, hash-chained and signed, in the database \
+                 (GET /api/v1/audit/records, /api/v1/audit/verify); cannot be disabled",
+                json!({}),
+            ),
+        );
+        if let Some(file) = a.file {
+            d.insert(
+                "file/".into(),
+                device(
+                    "file",
+                    "file/",
+                    "a copy of each record as a JSON line",
+                    json!({ "file_path": file }),
+                ),
+            );
+        }
+        if let Some(socket) = a.syslog {
+            d.insert(
+                "syslog/".into(),
+                device(
+                    "syslog",
+                    "syslog/",
+                    "a copy of each record to the local syslog",
+                    json!({ "socket": socket }),
+                ),
+            );
+        }
+    } else {
+        warnings = json!(["[audit] enabled = false: this server records nothing"]);
+    }
+    sys_table(d, warnings)
+}
+
+/// `GET sys/key-status` (root).
+pub(super) async fn key_status(State(state): State<AppState>, VaultAuth(who): VaultAuth) -> Response {
+    match state.coffer.vault_key_status(&who).await {
+        Ok(k) => {
+            let mut d = Map::new();
+            d.insert("term".into(), json!(1));
+            d.insert("install_time".into(), json!(crate::service::rfc3339(k.installed_at)));
+            sys_table(
+                d,
+                json!([
+                    "coffer does not number root-key generations: term is always 1 and install_time is when \
+                     coffer was initialized, also after sys/rotate-root (rotations are in the audit log as \
+                     key.rotate_root); encryptions are not counted"
+                ]),
+            )
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// `paths` as Vault takes it: a list, or a comma-separated string.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum Paths {
+    List(Vec<String>),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct CapabilitiesBody {
+    paths: Option<Paths>,
+    /// Vault's older single-path form; answered also as `capabilities`
+    path: Option<String>,
+}
+
+/// `POST sys/capabilities-self` `{paths}` or `{path}`: any token, a
+/// self-only one included.
+pub(super) async fn capabilities_self(
+    State(state): State<AppState>,
+    VaultSelfAuth(who): VaultSelfAuth,
+    VaultBody(b): VaultBody<CapabilitiesBody>,
+) -> Response {
+    let mut paths: Vec<String> = match b.paths {
+        Some(Paths::List(l)) => l,
+        Some(Paths::Text(t)) => t.split(',').map(|p| p.trim().to_owned()).collect(),
+        None => Vec::new(),
+    };
+    paths.retain(|p| !p.is_empty());
+    let single = b.path.filter(|p| !p.is_empty());
+    if let Some(p) = &single {
+        paths.push(p.clone());
+    }
+    if paths.is_empty() {
+        return fail(ServiceError::Invalid("paths must be supplied".into()));
+    }
+    match state.coffer.vault_capabilities(&who, &paths).await {
+        Ok(caps) => {
+            let mut d: Map<String, Value> = caps.into_iter().map(|(p, c)| (p, json!(c))).collect();
+            if let Some(c) = single.and_then(|p| d.get(&p).cloned()) {
+                d.insert("capabilities".into(), c);
+            }
+            sys_table(d, Value::Null)
+        }
+        Err(e) => fail(e),
+    }
 }
 
 /// Any other `/v1/` path: 503 while sealed (clients match the text), else 404.

@@ -45,7 +45,7 @@ fn auth_block(l: VaultLogin, warnings: Value) -> Response {
         "renewable": false,
         "entity_id": "",
         "token_type": "service",
-        "orphan": true,
+        "orphan": l.orphan,
         "mfa_requirement": null,
         "num_uses": 0,
     });
@@ -68,6 +68,105 @@ pub(super) async fn lookup_self(
 pub(super) struct AccessorBody {
     #[serde(default)]
     accessor: String,
+}
+
+/// `{token}` of `auth/token/{lookup,renew,revoke}` (`increment` is read
+/// and ignored: coffer tokens keep their expiry). Debug leaves out the token.
+#[derive(Deserialize)]
+pub(super) struct TokenBody {
+    #[serde(default)]
+    token: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for TokenBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenBody").finish_non_exhaustive()
+    }
+}
+
+/// The warning of a renewal: the expiry does not move.
+fn renew_warning() -> Value {
+    json!(["coffer tokens keep the expiry they were issued with; renewing does not extend it"])
+}
+
+/// A revocation's answer: 204, or (nothing the caller may revoke: unknown,
+/// or not its to revoke) 200 with the warning Vault gives for an unknown
+/// accessor, so a token left alive says so.
+fn revoked(done: bool) -> Response {
+    if done {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    envelope(
+        StatusCode::OK,
+        "token",
+        Value::Null,
+        Value::Null,
+        json!(["No token found with this token ID or accessor that this token may revoke; nothing was revoked"]),
+    )
+}
+
+/// `auth/token/lookup` `{token}`; without one, the caller's own token as
+/// Vault does (lookup-self).
+pub(super) async fn lookup(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    VaultAuth(who): VaultAuth,
+    VaultBody(b): VaultBody<TokenBody>,
+) -> Response {
+    let res = if b.token.is_empty() {
+        let own = Zeroizing::new(sent_token(&headers));
+        s.coffer.vault_lookup_self(&who, &own).await
+    } else {
+        s.coffer.vault_lookup_token(&who, &b.token).await
+    };
+    match res {
+        Ok(info) => data(serde_json::to_value(&info).unwrap_or(Value::Null)),
+        Err(e) => fail(e),
+    }
+}
+
+pub(super) async fn renew(
+    State(s): State<AppState>,
+    VaultAuth(who): VaultAuth,
+    VaultBody(b): VaultBody<TokenBody>,
+) -> Response {
+    match s.coffer.vault_renew_token(&who, &b.token).await {
+        Ok(l) => auth_block(l, renew_warning()),
+        Err(e) => fail(e),
+    }
+}
+
+pub(super) async fn renew_accessor(
+    State(s): State<AppState>,
+    VaultAuth(who): VaultAuth,
+    VaultBody(b): VaultBody<AccessorBody>,
+) -> Response {
+    match s.coffer.vault_renew_accessor(&who, &b.accessor).await {
+        Ok(l) => auth_block(l, renew_warning()),
+        Err(e) => fail(e),
+    }
+}
+
+pub(super) async fn revoke(
+    State(s): State<AppState>,
+    VaultAuth(who): VaultAuth,
+    VaultBody(b): VaultBody<TokenBody>,
+) -> Response {
+    match s.coffer.vault_revoke_token(&who, &b.token).await {
+        Ok(done) => revoked(done),
+        Err(e) => fail(e),
+    }
+}
+
+pub(super) async fn revoke_accessor(
+    State(s): State<AppState>,
+    VaultAuth(who): VaultAuth,
+    VaultBody(b): VaultBody<AccessorBody>,
+) -> Response {
+    match s.coffer.vault_revoke_accessor(&who, &b.accessor).await {
+        Ok(done) => revoked(done),
+        Err(e) => fail(e),
+    }
 }
 
 pub(super) async fn lookup_accessor(
@@ -125,10 +224,7 @@ pub(super) async fn renew_self(
 ) -> Response {
     let token = Zeroizing::new(sent_token(&headers));
     match s.coffer.vault_renew_self(&who, &token).await {
-        Ok(l) => auth_block(
-            l,
-            json!(["coffer tokens keep the expiry they were issued with; renewing does not extend it"]),
-        ),
+        Ok(l) => auth_block(l, renew_warning()),
         Err(e) => fail(e),
     }
 }

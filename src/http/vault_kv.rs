@@ -393,6 +393,21 @@ fn mount_description() -> Value {
     })
 }
 
+/// `GET sys/mounts/secret/tune`: the mount's settings as Vault reads them
+/// (no leases: KV v2 answers carry none).
+fn mount_tune() -> Map<String, Value> {
+    let d = mount_description();
+    ["default_lease_ttl", "max_lease_ttl", "force_no_cache"]
+        .into_iter()
+        .map(|k| (k.to_owned(), d["config"][k].clone()))
+        .chain(
+            ["description", "options"]
+                .into_iter()
+                .map(|k| (k.to_owned(), d[k].clone())),
+        )
+        .collect()
+}
+
 /// `GET sys/internal/ui/mounts/<path>`: the CLIs' preflight ("is this a KV
 /// v2 mount, and where does it start?").
 pub(super) async fn mount_preflight(
@@ -435,11 +450,15 @@ pub(super) async fn mounts(VaultAuth(_who): VaultAuth) -> Response {
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
-/// `sys/mounts/<path>`: reading `secret` describes it; enabling, tuning or
-/// disabling any mount is refused.
+/// `sys/mounts/<path>`: reading `secret` describes it, reading
+/// `secret/tune` its settings; enabling, tuning or disabling any mount is
+/// refused.
 pub(super) async fn mount_change(method: Method, VaultAuth(_who): VaultAuth, Path(path): Path<String>) -> Response {
     if method == Method::GET && path.trim_matches('/') == "secret" {
         return envelope(StatusCode::OK, "", mount_description(), Value::Null, Value::Null);
+    }
+    if method == Method::GET && path.trim_matches('/') == "secret/tune" {
+        return super::sys::sys_table(mount_tune(), Value::Null);
     }
     VaultError(ServiceError::Invalid(format!(
         "coffer serves exactly one mount, secret/ (KV version 2); mounts cannot be enabled, tuned or disabled (sys/mounts/{path})"

@@ -672,18 +672,36 @@ impl Coffer {
     pub async fn revoke_token(&self, who: &Unsealed, accessor: &str) -> Result<()> {
         let missing = || ServiceError::NotFound(format!("token {accessor}"));
         let row = self.store.token_by_accessor(accessor).await?.ok_or_else(missing)?;
-        let allowed = match who.kind {
+        if !self.may_manage_token(who, &row).await? {
+            return Err(missing());
+        }
+        self.revoke_lineage(&row).await
+    }
+
+    /// Whether `who` may see, renew and revoke another token: its own
+    /// principal's, any for root, and a service account's for an admin of
+    /// the account's organization. Callers answer every other token like a
+    /// missing one.
+    pub(super) async fn may_manage_token(&self, who: &Unsealed, row: &TokenRow) -> Result<bool> {
+        Ok(match who.kind {
             PrincipalKind::Root => true,
             _ if row.principal_id == Some(who.id()) => true,
             _ => match row.org_id {
                 Some(org_id) => self.access(who, org_id).await?.is_some_and(|a| a.admin),
                 None => false,
             },
-        };
-        if !allowed {
-            return Err(missing());
-        }
-        self.revoke_lineage(&row).await
+        })
+    }
+
+    /// The stored row of a token secret, compared again in constant time
+    /// after the lookup by hash (as authentication does).
+    pub(super) async fn token_row(&self, token: &str) -> Result<Option<TokenRow>> {
+        let hash = token_hash(token);
+        Ok(self
+            .store
+            .token_by_hash(&hash)
+            .await?
+            .filter(|row| bool::from(row.token_hash.as_slice().ct_eq(hash.as_slice()))))
     }
 
     /// Revoke a token and everything descended from it: every token derived

@@ -979,3 +979,343 @@ async fn vault_kv_metadata_patch_merges_custom_metadata() {
         .await;
     assert_eq!(st, 404, "{b}");
 }
+
+/// `auth/token/{lookup,renew,revoke}` by token and `…-accessor` by
+/// accessor follow coffer's rules (issue 24 item 6): a principal's own
+/// tokens, any token for root, an org admin its org's service accounts'.
+/// Any other token answers exactly as a nonexistent one (lookup 403,
+/// lookup/renew by accessor and renew 400, revoke 200 with a warning and
+/// nothing revoked), and revoking a token revokes the tokens derived from it.
+#[tokio::test]
+async fn vault_token_lookup_renew_revoke_follow_coffer_rules() {
+    let dir = util::tempdir();
+    let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
+    let anon = server.client(None);
+    let (root, _) = util::boot(&anon).await;
+    util::tenant(&root).await;
+    util::org_tree(&root, "other", &[("app", &["dev"])]).await;
+    for (email, role) in [("ann@acme.test", "admin"), ("bob@acme.test", "member")] {
+        util::create_user(&root, email, "correct horse battery").await;
+        util::add_member(&root, "acme", email, role).await;
+    }
+    let ann = util::user_client(&anon, "ann@acme.test", "correct horse battery").await;
+    let bob = util::user_client(&anon, "bob@acme.test", "correct horse battery").await;
+    util::service_account(&root, "acme", "ci", json!({})).await;
+    util::service_account(&root, "other", "ext", json!({})).await;
+
+    let child = |parent: &util::Http| {
+        let parent = parent.clone();
+        async move {
+            let (st, l) = parent.post("/v1/auth/token/create", json!({"ttl": "1h"})).await;
+            assert_eq!(st, 200, "{l}");
+            let t = l["auth"]["client_token"].as_str().unwrap().to_owned();
+            util::remember_secret(&t);
+            (t, l["auth"]["accessor"].as_str().unwrap().to_owned())
+        }
+    };
+    let alive = |t: &str| {
+        let c = anon.with_token(t);
+        async move { c.get("/v1/auth/token/lookup-self").await.0 == 200 }
+    };
+    // What a caller sees of a token: the status of each of the six calls,
+    // revoke last (a 204 ends the token).
+    let probe = |who: &util::Http, token: &str, accessor: &str| {
+        let (who, token, accessor) = (who.clone(), token.to_owned(), accessor.to_owned());
+        async move {
+            let mut seen = Vec::new();
+            for (path, body) in [
+                ("lookup", json!({"token": token})),
+                ("lookup-accessor", json!({"accessor": accessor})),
+                ("renew", json!({"token": token, "increment": "1h"})),
+                ("renew-accessor", json!({"accessor": accessor})),
+            ] {
+                let (st, b) = who.post(&format!("/v1/auth/token/{path}"), body).await;
+                seen.push((path, st.as_u16(), b["errors"].is_array()));
+            }
+            seen
+        }
+    };
+    // lookup-self echoes the caller's own token as `id`.
+    let own = |who: &util::Http| {
+        let who = who.clone();
+        async move {
+            let (_, me) = who.get("/v1/auth/token/lookup-self").await;
+            let d = &me["data"];
+            (
+                d["id"].as_str().unwrap().to_owned(),
+                d["accessor"].as_str().unwrap().to_owned(),
+            )
+        }
+    };
+    let own_view = vec![
+        ("lookup", 200, false),
+        ("lookup-accessor", 200, false),
+        ("renew", 200, false),
+        ("renew-accessor", 200, false),
+    ];
+    let missing_view = vec![
+        ("lookup", 403, true),
+        ("lookup-accessor", 400, true),
+        ("renew", 400, true),
+        ("renew-accessor", 400, true),
+    ];
+    assert_eq!(probe(&bob, "cfr_no_such_token", "no-such-accessor").await, missing_view);
+
+    // Own tokens: every call; lookup by token shows it as `id`, renewal
+    // keeps the expiry (with a warning), revoke by token is 204.
+    let (t, a) = child(&bob).await;
+    assert_eq!(probe(&bob, &t, &a).await, own_view);
+    let (st, l) = bob.post("/v1/auth/token/lookup", json!({"token": t})).await;
+    assert_eq!(
+        (
+            st.as_u16(),
+            &l["data"]["id"],
+            &l["data"]["accessor"],
+            &l["data"]["orphan"]
+        ),
+        (200, &json!(t), &json!(a), &json!(false)),
+        "{l}"
+    );
+    let (_, r) = bob
+        .post("/v1/auth/token/renew", json!({"token": t, "increment": "10h"}))
+        .await;
+    assert!(r["auth"]["lease_duration"].as_i64().unwrap() <= 3600, "{r}");
+    assert_eq!(
+        (
+            r["auth"]["client_token"].as_str(),
+            r["warnings"].as_array().map(Vec::len)
+        ),
+        (Some(t.as_str()), Some(1))
+    );
+    let (_, r) = bob.post("/v1/auth/token/renew-accessor", json!({"accessor": a})).await;
+    assert_eq!(r["auth"]["client_token"], "", "{r}");
+    let (st, _) = bob.post("/v1/auth/token/revoke", json!({"token": t})).await;
+    assert_eq!(st, 204);
+    assert!(!alive(&t).await);
+    let (t, a) = child(&bob).await;
+    let (st, _) = bob.post("/v1/auth/token/revoke-accessor", json!({"accessor": a})).await;
+    assert_eq!(st, 204);
+    assert!(!alive(&t).await);
+
+    // Another user's token, and root's: exactly like a missing one; a
+    // revoke leaves it alive and says so.
+    let (t, a) = child(&bob).await;
+    let (root_t, root_a) = own(&root).await;
+    for (token, accessor) in [(t.as_str(), a.as_str()), (root_t.as_str(), root_a.as_str())] {
+        assert_eq!(probe(&ann, token, accessor).await, missing_view);
+        for (path, body) in [
+            ("revoke", json!({"token": token})),
+            ("revoke-accessor", json!({"accessor": accessor})),
+        ] {
+            let (st, b) = ann.post(&format!("/v1/auth/token/{path}"), body).await;
+            assert_eq!(
+                (st.as_u16(), b["warnings"].as_array().map(Vec::len)),
+                (200, Some(1)),
+                "{path}: {b}"
+            );
+            let (st, m) = ann
+                .post(
+                    &format!("/v1/auth/token/{path}"),
+                    json!({"token": "cfr_x", "accessor": "x"}),
+                )
+                .await;
+            assert_eq!(
+                (st.as_u16(), &m["warnings"]),
+                (200, &b["warnings"]),
+                "{path}: same as a missing one"
+            );
+        }
+        assert!(alive(token).await);
+    }
+
+    // Root: any token.
+    assert_eq!(probe(&root, &t, &a).await, own_view);
+    let (st, _) = root
+        .post("/v1/auth/token/revoke-accessor", json!({"accessor": a}))
+        .await;
+    assert_eq!(st, 204);
+    assert!(!alive(&t).await);
+
+    // An org admin: its org's service accounts' tokens, not another org's.
+    let ci = util::sa_token(&root, "acme", "ci", json!({})).await;
+    let ext = util::sa_token(&root, "other", "ext", json!({})).await;
+    let (ci_t, ci_a) = (ci["token"].as_str().unwrap(), ci["accessor"].as_str().unwrap());
+    let (ext_t, ext_a) = (ext["token"].as_str().unwrap(), ext["accessor"].as_str().unwrap());
+    assert_eq!(probe(&ann, ci_t, ci_a).await, own_view);
+    assert_eq!(probe(&bob, ci_t, ci_a).await, missing_view, "a member is no admin");
+    assert_eq!(probe(&ann, ext_t, ext_a).await, missing_view);
+    let (st, _) = ann.post("/v1/auth/token/revoke", json!({"token": ci_t})).await;
+    assert_eq!(st, 204);
+    assert!(!alive(ci_t).await && alive(ext_t).await);
+
+    // Revoking a token revokes what was derived from it, not its parent.
+    let (t, _) = child(&bob).await;
+    let (g, _) = child(&anon.with_token(&t)).await;
+    let (st, _) = bob.post("/v1/auth/token/revoke", json!({"token": t})).await;
+    assert_eq!(st, 204);
+    let (bob_t, _) = own(&bob).await;
+    assert!(!alive(&t).await && !alive(&g).await && alive(&bob_t).await);
+
+    // Without a token, lookup is lookup-self; revoke and renew need one.
+    let (st, me) = bob.post("/v1/auth/token/lookup", json!({})).await;
+    assert_eq!((st.as_u16(), &me["data"]["id"]), (200, &json!(bob_t)));
+    for path in ["revoke", "renew", "revoke-accessor", "renew-accessor"] {
+        let (st, _) = bob.post(&format!("/v1/auth/token/{path}"), json!({})).await;
+        assert_eq!(st, 400, "{path} without a token");
+    }
+}
+
+/// The `sys/` reads and fields of issue 24 item 10: auth and audit lists,
+/// capabilities from coffer's permissions, key status, the mount's tune,
+/// Vault's 400 for a wrong userpass password, `orphan` and the root
+/// token's `path`.
+#[tokio::test]
+async fn vault_sys_reads_and_token_fields() {
+    let dir = util::tempdir();
+    let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
+    let anon = server.client(None);
+    let (root, _) = util::boot(&anon).await;
+    util::tenant(&root).await;
+    util::create_user(&root, "dev@acme.test", "correct horse battery").await;
+    util::add_member(&root, "acme", "dev@acme.test", "member").await;
+    util::grant(
+        &root,
+        "acme",
+        json!({"user": "dev@acme.test", "project": "api", "environment": "production", "role": "developer"}),
+    )
+    .await;
+    let dev = util::user_client(&anon, "dev@acme.test", "correct horse battery").await;
+
+    // sys/auth: Vault's shape, the table at the top level and under data.
+    for who in [&root, &dev] {
+        let (st, b) = who.get("/v1/sys/auth").await;
+        assert_eq!(st, 200, "{b}");
+        let mut keys: Vec<&String> = b["data"].as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["cert/", "token/", "userpass/"]);
+        assert_eq!(
+            (&b["userpass/"]["type"], &b["data"]["token/"]["type"]),
+            (&json!("userpass"), &json!("token"))
+        );
+    }
+    // sys/audit and sys/key-status: root only.
+    let (st, b) = root.get("/v1/sys/audit").await;
+    assert_eq!(
+        (st.as_u16(), &b["data"]["coffer/"]["type"]),
+        (200, &json!("coffer")),
+        "{b}"
+    );
+    let (st, b) = root.get("/v1/sys/key-status").await;
+    assert_eq!(
+        (st.as_u16(), &b["term"], &b["data"]["term"]),
+        (200, &json!(1), &json!(1)),
+        "{b}"
+    );
+    assert!(
+        b["data"]["install_time"].as_str().is_some_and(|t| t.starts_with("20")),
+        "{b}"
+    );
+    for path in ["/v1/sys/audit", "/v1/sys/key-status"] {
+        let (st, b) = dev.get(path).await;
+        assert_eq!(st, 403, "{path}: {b}");
+    }
+    // sys/mounts/secret/tune.
+    let (st, b) = dev.get("/v1/sys/mounts/secret/tune").await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(
+        (&b["data"]["options"]["version"], &b["max_lease_ttl"]),
+        (&json!("2"), &json!(0)),
+        "{b}"
+    );
+
+    // sys/capabilities-self from coffer's permissions.
+    let data = format!("secret/data/{PATH}");
+    let meta = format!("secret/metadata/{PATH}");
+    let caps = |who: &util::Http, body: Value| {
+        let who = who.clone();
+        async move {
+            let (st, b) = who.post("/v1/sys/capabilities-self", body).await;
+            assert_eq!(st, 200, "{b}");
+            b["data"].clone()
+        }
+    };
+    let c = caps(&root, json!({"paths": [data, "sys/seal"]})).await;
+    assert_eq!((&c[&data], &c["sys/seal"]), (&json!(["root"]), &json!(["root"])));
+    let c = caps(
+        &dev,
+        json!({"paths": [data, meta, format!("secret/destroy/{PATH}"), "secret/data/other/x/y/K", "secret/metadata/acme/api/production/", "sys/seal", "auth/token/lookup-self"]}),
+    )
+    .await;
+    assert_eq!(c[&data], json!(["create", "patch", "read", "update"]), "{c}");
+    assert_eq!(c[&meta], json!(["create", "patch", "read", "update"]), "{c}");
+    assert_eq!(
+        c[format!("secret/destroy/{PATH}")],
+        json!(["deny"]),
+        "developer has no delete: {c}"
+    );
+    assert_eq!(c["secret/data/other/x/y/K"], json!(["deny"]), "{c}");
+    assert_eq!(c["secret/metadata/acme/api/production/"], json!(["list"]), "{c}");
+    assert_eq!(c["sys/seal"], json!(["deny"]), "{c}");
+    assert_eq!(c["auth/token/lookup-self"], json!(["read", "update"]), "{c}");
+    let c = caps(&dev, json!({"path": data})).await;
+    assert_eq!(
+        (&c["capabilities"], &c[&data]),
+        (&json!(["create", "patch", "read", "update"]), &c[&data])
+    );
+    let (_, l) = dev
+        .post("/v1/auth/token/create", json!({"policies": ["default"]}))
+        .await;
+    let small = anon.with_token(l["auth"]["client_token"].as_str().unwrap());
+    let c = caps(&small, json!({"paths": [data, "auth/token/renew-self"]})).await;
+    assert_eq!(
+        (&c[&data], &c["auth/token/renew-self"]),
+        (&json!(["deny"]), &json!(["update"])),
+        "{c}"
+    );
+
+    // A wrong password: Vault's 400 on userpass, the native 401 stays.
+    let (st, e) = anon
+        .post(
+            "/v1/auth/userpass/login/dev@acme.test",
+            json!({"password": "wrong horse battery"}),
+        )
+        .await;
+    assert_eq!(
+        (st.as_u16(), &e["errors"]),
+        (400, &json!(["invalid username or password"])),
+        "{e}"
+    );
+    let (st, _) = anon
+        .post(
+            "/api/v1/auth/login",
+            json!({"email": "dev@acme.test", "password": "wrong horse battery"}),
+        )
+        .await;
+    assert_eq!(st, 401);
+
+    // orphan and path: a login's and the root token are orphans, a derived
+    // token is not; the root token's path is Vault's.
+    let (_, me) = root.get("/v1/auth/token/lookup-self").await;
+    assert_eq!(
+        (&me["data"]["path"], &me["data"]["orphan"]),
+        (&json!("auth/token/root"), &json!(true)),
+        "{me}"
+    );
+    let (_, me) = dev.get("/v1/auth/token/lookup-self").await;
+    assert_eq!(
+        (&me["data"]["path"], &me["data"]["orphan"]),
+        (&json!("auth/userpass/login/dev@acme.test"), &json!(true)),
+        "{me}"
+    );
+    let (_, l) = dev.post("/v1/auth/token/create", json!({"ttl": "1h"})).await;
+    assert_eq!(l["auth"]["orphan"], false, "{l}");
+    let (_, me) = anon
+        .with_token(l["auth"]["client_token"].as_str().unwrap())
+        .get("/v1/auth/token/lookup-self")
+        .await;
+    assert_eq!(
+        (&me["data"]["path"], &me["data"]["orphan"]),
+        (&json!("auth/token/create"), &json!(false)),
+        "{me}"
+    );
+}

@@ -144,6 +144,38 @@ def main():
     small_client.auth.token.revoke_self()
     check("revoked default child", small_client.is_authenticated(), False)
 
+    # Another token, by token and by accessor (root may manage any).
+    kid = root.auth.token.create(ttl="1h", display_name="kid")["auth"]
+    check("derived token is no orphan", kid["orphan"], False)
+    looked = root.auth.token.lookup(kid["client_token"])["data"]
+    check("lookup by token", (looked["accessor"], looked["id"], looked["path"], looked["orphan"]),
+          (kid["accessor"], kid["client_token"], "auth/token/create", False))
+    check("lookup by accessor", root.auth.token.lookup_accessor(kid["accessor"])["data"]["id"], "")
+    renewed = root.auth.token.renew(kid["client_token"], increment="2h")
+    check("renew keeps the expiry", (renewed["auth"]["lease_duration"] <= 3600, len(renewed["warnings"])), (True, 1))
+    check("renew by accessor", root.auth.token.renew_accessor(kid["accessor"])["auth"]["client_token"], "")
+    kid_client = hvac.Client(url=ADDR, token=kid["client_token"])
+    grandkid = hvac.Client(url=ADDR, token=kid_client.auth.token.create(ttl="30m")["auth"]["client_token"])
+    check("revoke by token", root.auth.token.revoke(kid["client_token"]).status_code, 204)
+    check("revoked by token", kid_client.is_authenticated(), False)
+    check("and its derived token", grandkid.is_authenticated(), False)
+    raises("lookup of a revoked token", hvac.exceptions.Forbidden, root.auth.token.lookup, kid["client_token"])
+    kid2 = root.auth.token.create(ttl="1h")["auth"]
+    check("revoke by accessor", root.auth.token.revoke_accessor(kid2["accessor"]).status_code, 204)
+    check("revoked by accessor", hvac.Client(url=ADDR, token=kid2["client_token"]).is_authenticated(), False)
+    raises("lookup of a revoked accessor", hvac.exceptions.InvalidRequest,
+           root.auth.token.lookup_accessor, kid2["accessor"])
+    gone = root.auth.token.revoke_accessor(kid2["accessor"])
+    check("revoking it again warns", len(gone["warnings"]), 1)
+
+    # What the server says about itself.
+    check("auth methods", sorted(root.sys.list_auth_methods()["data"]), ["cert/", "token/", "userpass/"])
+    check("audit devices", root.sys.list_enabled_audit_devices()["data"]["coffer/"]["type"], "coffer")
+    check("root capabilities", root.sys.get_capabilities([f"secret/data/{PATH}"])["data"],
+          {f"secret/data/{PATH}": ["root"]})
+    check("key status", root.sys.get_encryption_key_status()["data"]["term"], 1)
+    check("mount tune", root.sys.read_mount_configuration("secret")["data"]["options"], {"version": "2"})
+
     # A viewer may list and read metadata, never reveal or write.
     native(root_token, "users", {"email": "viewer@acme.test", "password": "correct horse battery"})
     native(root_token, "orgs/acme/members", {"email": "viewer@acme.test", "role": "member"})
@@ -153,6 +185,14 @@ def main():
     viewer.auth.userpass.login("viewer@acme.test", "correct horse battery")
     check("viewer authenticated", viewer.is_authenticated(), True)
     check("viewer policies", viewer.auth.token.lookup_self()["data"]["policies"], ["default", "coffer-grants"])
+    caps = viewer.sys.get_capabilities([f"secret/data/{PATH}", f"secret/metadata/{PATH}", "sys/seal"])["data"]
+    check("viewer capabilities", caps, {f"secret/data/{PATH}": ["deny"], f"secret/metadata/{PATH}": ["read"],
+                                        "sys/seal": ["deny"]})
+    raises("viewer cannot look up root's token", hvac.exceptions.Forbidden, viewer.auth.token.lookup, root_token)
+    check("viewer cannot revoke it", len(viewer.auth.token.revoke(root_token)["warnings"]), 1)
+    check("root's token lives", root.is_authenticated(), True)
+    raises("wrong password is 400, as Vault", hvac.exceptions.InvalidRequest,
+           hvac.Client(url=ADDR).auth.userpass.login, "viewer@acme.test", "wrong horse battery")
     vkv = viewer.secrets.kv.v2
     check("viewer lists", vkv.list_secrets("acme/api/production")["data"]["keys"], ["DB"])
     vkv.read_secret_metadata(PATH)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The OpenBao CLI against a fresh coffer server: operator init/unseal/status/
-# seal, the kv commands on the secret/ mount, token lookup. Driven by
+# seal, the kv commands on the secret/ mount, token lookup/renew/revoke (by
+# token and accessor), auth/audit lists, capabilities, key status. Driven by
 # tests/it/vault_kv.rs (which starts the server on SQLite or PostgreSQL);
 # by hand: BAO_BIN=/path/to/bao BAO_ADDR=http://127.0.0.1:8200 tests/sh/bao_kv.sh
 # (the server must be uninitialized). Exit 0 only if every check passed.
@@ -118,6 +119,33 @@ expect_eq "new version" "$(bao kv get -format=json "$P" | jq -r .data.metadata.v
 step "kv metadata delete"
 bao kv metadata delete "$P" >/dev/null
 expect_code 2 bao kv get "$P"
+
+step "token lookup / renew / revoke of another token, by token and by accessor"
+kid="$(bao token create -ttl=1h -display-name=kid -format=json)"
+kid_token="$(jq -r .auth.client_token <<<"$kid")"
+kid_acc="$(jq -r .auth.accessor <<<"$kid")"
+expect_eq "derived token is no orphan" "$(jq -r .auth.orphan <<<"$kid")" false
+expect_eq "lookup by token" "$(bao token lookup -format=json "$kid_token" | jq -r .data.accessor)" "$kid_acc"
+expect_eq "lookup by token: id" "$(bao token lookup -format=json "$kid_token" | jq -r .data.id)" "$kid_token"
+expect_eq "lookup by accessor" "$(bao token lookup -format=json -accessor "$kid_acc" | jq -r .data.id)" ""
+expect_eq "root token path" "$(bao token lookup -format=json | jq -r .data.path)" auth/token/root
+expect_code 0 bao token renew "$kid_token"
+grandkid="$(BAO_TOKEN="$kid_token" bao token create -ttl=30m -field=token)"
+expect_code 0 bao token revoke "$kid_token"
+expect_code 2 bao token lookup "$kid_token"
+expect_code 2 env BAO_TOKEN="$grandkid" "$BAO_BIN" token lookup
+kid2_acc="$(bao token create -ttl=1h -field=token_accessor)"
+expect_code 0 bao token lookup -accessor "$kid2_acc"
+expect_code 0 bao token revoke -accessor "$kid2_acc"
+expect_code 2 bao token lookup -accessor "$kid2_acc"
+
+step "auth list, capabilities, key status, mount tune"
+expect_eq "auth methods" "$(bao auth list -format=json | jq -c 'keys')" '["cert/","token/","userpass/"]'
+expect_eq "userpass type" "$(bao auth list -format=json | jq -r '.["userpass/"].type')" userpass
+expect_eq "root capabilities" "$(bao token capabilities "$P")" root
+expect_eq "key term" "$(bao operator key-status -format=json | jq -r .term)" 1
+expect_eq "secret/ tune" "$(bao read -format=json sys/mounts/secret/tune | jq -r .data.options.version)" 2
+expect_eq "audit devices" "$(bao audit list -format=json | jq -r '.["coffer/"].type')" coffer
 
 step "another mount is refused"
 expect_code 2 bao secrets enable -path=other kv

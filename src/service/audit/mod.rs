@@ -295,6 +295,11 @@ impl Auditor {
     pub fn reopen_sinks(&self) {
         self.sinks.reopen();
     }
+
+    /// The settings it runs with (whether it records, its secondary sinks).
+    pub fn settings(&self) -> &AuditSettings {
+        &self.settings
+    }
 }
 
 fn row_of(ev: AuditEvent) -> AuditRow {
