@@ -597,6 +597,9 @@ impl Coffer {
     ) -> Result<()> {
         check_key(key)?;
         let (path, access) = self.env_access(who, (o, p, e)).await?;
+        // Read, merge, write: concurrent patches of one key in this server
+        // take turns, so none loses another's change.
+        let _turn = self.writes.turn(path.env_id, key).await;
         let exists = self.store.secret(path.org_id, path.env_id, key).await?.is_some();
         access.require(&path, if exists { Permission::Update } else { Permission::Create })?;
         if let Some(m) = input.max_versions

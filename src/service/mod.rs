@@ -27,6 +27,7 @@ mod secrets;
 mod users;
 pub mod values;
 pub mod vault;
+mod write_queue;
 
 use std::sync::Arc;
 
@@ -327,6 +328,8 @@ pub struct Coffer {
     cache: Arc<cache::HotCache>,
     limits: Arc<limits::Limits>,
     auditor: Arc<audit::Auditor>,
+    /// writers of one secret take turns (`write_queue.rs`)
+    writes: Arc<write_queue::WriteQueue>,
     /// organizations one user may create (`[orgs] max_per_user`; root is exempt)
     max_orgs_per_user: u64,
 }
@@ -352,6 +355,7 @@ impl Coffer {
             cache: Arc::new(cache::HotCache::new()),
             limits: Arc::new(limits::Limits::default()),
             auditor,
+            writes: Arc::new(write_queue::WriteQueue::new()),
             max_orgs_per_user: DEFAULT_MAX_ORGS_PER_USER,
         })
     }

@@ -20,7 +20,8 @@ use crate::keys::{self, Keyring, ValueRow};
 use crate::secure_mem::KeyBytes;
 use crate::storage::{CurrentValue, EnvPath, SecretRow, StorageError, VersionRow};
 
-/// How often a write retries after losing a race to another write.
+/// How often a write retries after losing a race to a write of another
+/// server (writers in this server take turns: `write_queue.rs`).
 const WRITE_RETRIES: usize = 5;
 
 /// A secret as the API shows it; `value` only when revealed (wiped when
@@ -305,6 +306,10 @@ impl Coffer {
         input: &SecretInput,
         cas: Option<i64>,
     ) -> Result<SecretView> {
+        // From the read of the current version to the commit: writers of
+        // this key in this server wait here instead of losing the
+        // compare-and-set below (the retries cover other servers).
+        let _turn = self.writes.turn(path.env_id, key).await;
         for _ in 0..WRITE_RETRIES {
             let existing = self.store.secret(path.org_id, path.env_id, key).await?;
             if let Some(expected) = cas

@@ -1319,3 +1319,89 @@ async fn vault_sys_reads_and_token_fields() {
         "{me}"
     );
 }
+
+/// Issue 24 item 5 / issue 15: concurrent plain writes to one key never
+/// fail — writers of a key take turns instead of losing a compare-and-set —
+/// and concurrent metadata patches of one key lose no change.
+#[tokio::test]
+async fn concurrent_writes_to_one_key_all_land_and_patches_lose_nothing() {
+    let dir = util::tempdir();
+    let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
+    let anon = server.client(None);
+    let (root, _) = util::boot(&anon).await;
+    util::tenant(&root).await;
+    const TASKS: usize = 8;
+    const EACH: usize = 20;
+    let kv = format!("/v1/secret/data/{PATH}");
+    let native = "/api/v1/orgs/acme/projects/api/environments/production/secrets/DB";
+    let mut writers = Vec::new();
+    for t in 0..TASKS {
+        let (root, kv) = (root.clone(), kv.clone());
+        writers.push(tokio::spawn(async move {
+            let mut failed = Vec::new();
+            for i in 0..EACH {
+                // Both APIs write the same secret.
+                let (st, b) = if (t + i) % 2 == 0 {
+                    root.post(&kv, json!({"data": {"value": format!("kv-{t}-{i}")}})).await
+                } else {
+                    root.put(native, json!({"value": format!("native-{t}-{i}")})).await
+                };
+                if !st.is_success() {
+                    failed.push(format!("{st} {b}"));
+                }
+            }
+            failed
+        }));
+    }
+    let mut failed = Vec::new();
+    for w in writers {
+        failed.extend(w.await.expect("writer task"));
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} writes failed: {failed:?}",
+        failed.len(),
+        TASKS * EACH
+    );
+    let (st, meta) = root.get(&format!("/v1/secret/metadata/{PATH}")).await;
+    assert_eq!(st, 200, "{meta}");
+    assert_eq!(
+        meta["data"]["current_version"],
+        json!(TASKS * EACH),
+        "every write made exactly one version: {meta}"
+    );
+    let (st, history) = root.get(&format!("{native}/history")).await;
+    assert_eq!(st, 200, "{history}");
+    assert_eq!(
+        history["data"].as_array().map(Vec::len),
+        Some(TASKS * EACH),
+        "{history}"
+    );
+
+    // Concurrent merges of custom_metadata: each adds its own key; all stay.
+    let meta_path = format!("/v1/secret/metadata/{PATH}");
+    let mut patches = Vec::new();
+    for i in 0..24 {
+        let (root, meta_path) = (root.clone(), meta_path.clone());
+        patches.push(tokio::spawn(async move {
+            root.req(
+                "PATCH",
+                &meta_path,
+                Some(json!({"custom_metadata": {format!("k{i}"): "v"}})),
+            )
+            .await
+        }));
+    }
+    for p in patches {
+        let (st, b) = p.await.expect("patch task");
+        assert_eq!(st, 204, "metadata patch: {b}");
+    }
+    let (st, meta) = root.get(&meta_path).await;
+    assert_eq!(st, 200, "{meta}");
+    let custom = meta["data"]["custom_metadata"].as_object().cloned().unwrap_or_default();
+    let missing: Vec<String> = (0..24)
+        .map(|i| format!("k{i}"))
+        .filter(|k| !custom.contains_key(k))
+        .collect();
+    assert!(missing.is_empty(), "concurrent patches lost {missing:?}: {meta}");
+}
