@@ -431,6 +431,9 @@ def coffer_workloads(c, tok):
     wl = {
         "reveal": ("coffer_reveal.lua", {"TOKEN": tok, "REVEAL_PATH": f"{c.env_path()}/secrets/{REVEAL_KEY}?reveal=true"}),
         "inject": ("coffer_inject.lua", {"TOKEN": tok, "INJECT_PATH": f"{c.env_path()}/inject"}),
+        # writes need a token that may create and update: run with TOKEN_KIND=root
+        "write_one": ("coffer_kv_post.lua", {"TOKEN": tok, "WRITE_PATH": f"/v1/secret/data/{ORG}/{PROJECT}/{ENVIRONMENT}/W", "SPREAD": "1"}),
+        "write_spread": ("coffer_kv_post.lua", {"TOKEN": tok, "WRITE_PATH": f"/v1/secret/data/{ORG}/{PROJECT}/{ENVIRONMENT}/W", "SPREAD": "64"}),
     }
     return base, wl
 

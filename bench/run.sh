@@ -15,7 +15,8 @@
 #                  via ?options=-c%20search_path%3D<schema>; KEEP_SCHEMA=1 keeps it
 #   DURATION       per wrk run (default 10s);  RUNS  runs per figure (default 3)
 #   CONNS          connection counts (default "8 32");  THREADS  wrk threads (default 2)
-#   WORKLOADS      subset of "reveal inject"
+#   WORKLOADS      subset of "reveal inject write_one write_spread" (writes: KV v2 POST of the
+#                  OpenBao kit's body to one key, or cycling over 64 keys; need TOKEN_KIND=root)
 #   TOKEN_KIND     root (default) | sa: load with a service-account token scoped
 #                  to the environment (reveal + export), to price authorization
 #   AUDIT          on (default) | off: `[audit] enabled = false`, to price auditing
