@@ -258,10 +258,10 @@ impl AuditStore for SqlBackend {
     async fn append_audit(&self, rows: &[AuditRow]) -> Result<()> {
         if rows.len() <= INSERT_CHUNK {
             // One statement is atomic by itself: no BEGIN/COMMIT round trips.
-            let mut conn = self.pool().acquire().await?;
+            let mut conn = self.writes().acquire().await?;
             return insert_rows(&mut conn, rows).await;
         }
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.writes().begin().await?;
         for chunk in rows.chunks(INSERT_CHUNK) {
             insert_rows(&mut tx, chunk).await?;
         }

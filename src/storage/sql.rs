@@ -30,6 +30,10 @@ pub type AnyPool = sqlx::Pool<Any>;
 #[derive(Debug, Clone)]
 pub struct SqlBackend {
     pool: AnyPool,
+    /// SQLite only: the one connection write transactions and audit appends
+    /// take, so writers queue here (fairly) instead of meeting at SQLite's
+    /// write lock and sleeping in its busy handler
+    writer: Option<AnyPool>,
     kind: &'static str,
     /// the inject cache (see [`ValuesCache`])
     pub(super) values: Arc<ValuesCache>,
@@ -112,11 +116,24 @@ impl SqlBackend {
     pub(super) fn new(pool: AnyPool, kind: &'static str, tenants: Option<Tenants>) -> Self {
         SqlBackend {
             pool,
+            writer: None,
             kind,
             values: Arc::new(ValuesCache::default()),
             tenants: tenants.map(Arc::new),
             cluster: None,
         }
+    }
+
+    /// SQLite: the one-connection pool of write transactions.
+    pub(super) fn with_writer(mut self, writer: AnyPool) -> Self {
+        self.writer = Some(writer);
+        self
+    }
+
+    /// Where write transactions go: the writer connection on SQLite, the
+    /// shared pool on PostgreSQL (which locks rows, not the database).
+    pub(super) fn writes(&self) -> &AnyPool {
+        self.writer.as_ref().unwrap_or(&self.pool)
     }
 
     /// PostgreSQL: where cluster traffic (NOTIFY, job locks) goes.
@@ -155,7 +172,7 @@ impl SqlBackend {
     pub(super) async fn tenant_tx(&self, org_id: Uuid) -> Result<sqlx::Transaction<'static, Any>> {
         match &self.tenants {
             Some(t) => t.begin(org_id).await,
-            None => Ok(self.pool.begin().await?),
+            None => Ok(self.writes().begin().await?),
         }
     }
 

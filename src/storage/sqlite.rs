@@ -21,11 +21,21 @@ pub(super) async fn open(url: &str) -> Result<SqlBackend> {
         format!("{url}?mode=rwc")
     };
     let opts = AnyConnectOptions::from_str(&url).map_err(|_| StorageError::Url("not a valid sqlite:// URL".into()))?;
-    let pool = PoolOptions::<Any>::new()
+    let pool = pool_options(8).connect_with(opts.clone()).await?;
+    sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+    MIGRATOR.run(&pool).await?;
+    // SQLite has one write lock per file: write transactions and audit
+    // appends share one connection and queue for it in order.
+    let writer = pool_options(1).connect_with(opts).await?;
+    Ok(SqlBackend::new(pool, "sqlite", None).with_writer(writer))
+}
+
+fn pool_options(max: u32) -> PoolOptions<Any> {
+    PoolOptions::<Any>::new()
         // A broken connection fails its query and is dropped; a ping before
         // every acquire would cost a round trip per query.
         .test_before_acquire(false)
-        .max_connections(8)
+        .max_connections(max)
         .after_connect(|conn, _| {
             Box::pin(async move {
                 // Per-connection settings; journal_mode=WAL is persistent in the file.
@@ -34,9 +44,4 @@ pub(super) async fn open(url: &str) -> Result<SqlBackend> {
                 Ok(())
             })
         })
-        .connect_with(opts)
-        .await?;
-    sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
-    MIGRATOR.run(&pool).await?;
-    Ok(SqlBackend::new(pool, "sqlite", None))
 }
