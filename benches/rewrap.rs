@@ -182,8 +182,9 @@ fn main() {
 
         // The measured part: a server-side service, unsealed, rotating and re-wrapping.
         let coffer = Coffer::load(Arc::new(store)).await.expect("load");
-        coffer.unseal(&share).await.expect("unseal");
+        coffer.operator.unseal(&share).await.expect("unseal");
         let who = coffer
+            .identity
             .authenticate(&coffer::service::Caller {
                 token: Some(token),
                 source: None,
@@ -192,12 +193,12 @@ fn main() {
             })
             .await
             .expect("root");
-        coffer.rotate_kek(&who, "bench").await.expect("rotate");
+        coffer.keys.rotate_kek(&who, "bench").await.expect("rotate");
         let start = Instant::now();
         let mut moved = 0u64;
         let mut batches = 0u64;
         loop {
-            let b = coffer.rewrap_batch(&who, "bench", batch).await.expect("batch");
+            let b = coffer.keys.rewrap_batch(&who, "bench", batch).await.expect("batch");
             moved += b.rewrapped;
             batches += 1;
             if b.done {
@@ -208,10 +209,10 @@ fn main() {
         let rate = moved as f64 / secs;
         eprintln!("rewrapped {moved} DEKs in {secs:.2} s: {rate:.0} DEKs/s ({batches} batches of {batch})");
         assert_eq!(moved as usize, rows, "every DEK moved");
-        let keks = coffer.list_keks(&who, "bench").await.expect("keks");
+        let keks = coffer.keys.list_keks(&who, "bench").await.expect("keks");
         assert!(keks.iter().all(|k| k.active || k.references == 0), "nothing left under v1");
         for s in [0, secrets / 2, secrets - 1] {
-            let v = coffer.get_secret(&who, ("bench", "p", "e"), &format!("S{s}"), true).await.expect("reveal");
+            let v = coffer.secrets.get_secret(&who, ("bench", "p", "e"), &format!("S{s}"), true).await.expect("reveal");
             assert_eq!(v.value.as_ref().map(|s| s.as_str()), Some(format!("value-{s}-{}", v.version).as_str()));
         }
         println!(

@@ -114,3 +114,36 @@ fn lower_layers_do_not_name_upper_ones() {
     }
     assert!(broken.is_empty(), "layering broken:\n{}", broken.join("\n"));
 }
+
+/// Each service holds the store traits of the aggregates it touches, not
+/// the whole `Backend` (docs/architecture.md, the service row): only the
+/// operator ceremonies (init, backup), the shared runtime (cluster
+/// messages, cache drops) and the assembly in `service/mod.rs` see it.
+#[test]
+fn only_the_operator_and_the_assembly_hold_the_whole_backend() {
+    const ALLOWED: &[&str] = &["mod.rs", "operator.rs", "backup.rs"];
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/service");
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
+    let mut broken = Vec::new();
+    for f in files {
+        if f.parent() == Some(dir.as_path()) && ALLOWED.iter().any(|x| f.ends_with(x)) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            let names_backend = code
+                .match_indices("Backend")
+                .any(|(at, _)| !code[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_'));
+            if names_backend {
+                broken.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "a service names the whole Backend:\n{}",
+        broken.join("\n")
+    );
+}

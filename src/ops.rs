@@ -92,7 +92,7 @@ pub(crate) fn install_metrics() -> anyhow::Result<()> {
 
 /// The Prometheus text of every series, seal gauges refreshed first.
 pub(crate) fn render(coffer: &Coffer) -> String {
-    let s = coffer.seal_status_cached();
+    let s = coffer.operator.seal_status_cached();
     metrics::gauge!("coffer_sealed").set(if s.sealed { 1.0 } else { 0.0 });
     metrics::gauge!("coffer_initialized").set(if s.initialized { 1.0 } else { 0.0 });
     metrics::gauge!("coffer_unseal_progress").set(f64::from(s.progress));
@@ -176,7 +176,7 @@ pub(crate) async fn metrics_layer(req: Request, next: Next) -> Response {
 
 /// The STATUS= text for systemd.
 pub(crate) fn status_line(coffer: &Coffer) -> String {
-    let s = coffer.seal_status_cached();
+    let s = coffer.operator.seal_status_cached();
     match (s.initialized, s.sealed) {
         (false, _) => "uninitialized: run coffer operator init".to_owned(),
         (true, false) => "unsealed".to_owned(),

@@ -46,11 +46,15 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     });
     crate::logging::apply(&settings.log_level, settings.log_format);
     let auto_unseal = wrapper.is_some();
-    let coffer = Coffer::load_with_seal(Arc::new(store), wrapper, (&settings.audit).into())
-        .await?
-        .with_max_orgs_per_user(settings.max_orgs_per_user);
+    let coffer = Coffer::load_with_seal(
+        Arc::new(store),
+        wrapper,
+        (&settings.audit).into(),
+        settings.max_orgs_per_user,
+    )
+    .await?;
     if auto_unseal {
-        coffer.spawn_auto_unseal();
+        coffer.operator.spawn_auto_unseal();
     }
     // Several servers over one PostgreSQL: cache invalidation and jobs
     // (both local on SQLite).
@@ -81,10 +85,11 @@ pub(crate) async fn run_dev(address: SocketAddr) -> anyhow::Result<()> {
     let url = format!("sqlite://{}", dir.0.join("coffer.db").display());
     let store = storage::open(&url).await.context("cannot open dev storage")?;
     let coffer = Coffer::load(Arc::new(store)).await?;
-    let init = coffer.init(1, 1).await?;
+    let init = coffer.operator.init(1, 1).await?;
     let share = init.keys_hex.first().context("init returned no share")?;
-    coffer.unseal(share).await?;
+    coffer.operator.unseal(share).await?;
     let root = coffer
+        .identity
         .authenticate(&crate::service::Caller {
             token: Some(init.root_token.as_str()),
             ..Default::default()
@@ -115,9 +120,13 @@ pub(crate) async fn run_dev(address: SocketAddr) -> anyhow::Result<()> {
 }
 
 async fn seed_dev(coffer: &Coffer, root: &Unsealed) -> anyhow::Result<()> {
-    coffer.create_org(root, "default", "Default").await?;
-    coffer.create_project(root, "default", "default", "Default").await?;
+    coffer.tenants.create_org(root, "default", "Default").await?;
     coffer
+        .tenants
+        .create_project(root, "default", "default", "Default")
+        .await?;
+    coffer
+        .tenants
         .create_env(root, "default", "default", "dev", "Development", false)
         .await?;
     Ok(())
@@ -176,7 +185,7 @@ async fn reload(r: &mut Reloadable, coffer: &Coffer) {
     };
     crate::logging::apply(&new.log_level, new.log_format);
     // logrotate moved the audit file: write a new one.
-    coffer.reopen_audit_sinks();
+    coffer.audit.reopen_audit_sinks();
     if let Err(e) = r.metrics_token.load(new.metrics_token_file.as_deref()) {
         tracing::error!(error = %e, "reload: keeping the old metrics token");
     }
@@ -234,7 +243,7 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let limits = settings.as_ref().map(|s| s.conn_limits).unwrap_or_default();
     crate::ops::install_metrics()?;
-    coffer.spawn_audit_checkpoints();
+    coffer.audit.spawn_audit_checkpoints();
     let state = AppState {
         coffer: coffer.clone(),
         tls: matches!(listener, Listener::Tls { .. }),
@@ -267,14 +276,14 @@ async fn serve(
         .with_context(|| format!("cannot listen on {address}"))?;
     let bound = tcp.local_addr()?;
     let scheme = if tls_config.is_some() { "https" } else { "http" };
-    let status = coffer.seal_status_cached();
+    let status = coffer.operator.seal_status_cached();
     let state_word = match (status.initialized, status.sealed) {
         (false, _) => "uninitialized",
         (true, true) => "sealed",
         (true, false) => "unsealed",
     };
     tracing::info!(
-        storage = coffer.storage_kind(),
+        storage = coffer.operator.storage_kind(),
         "listening on {scheme}://{bound} ({state_word})"
     );
     // A stable line on stdout for scripts and tests that bind port 0.
@@ -299,7 +308,7 @@ async fn serve(
     tls::serve(tcp, tls_config, app, limits, shutdown_signal()).await;
     crate::ops::notify(&[sd_notify::NotifyState::Stopping]);
     // Drop every key before exiting.
-    coffer.seal_on_shutdown();
+    coffer.operator.seal_on_shutdown();
     tracing::info!("stopped; keys dropped");
     Ok(())
 }

@@ -92,7 +92,7 @@ type EnvP = Path<(String, String, String)>;
 type SecretP = Path<(String, String, String, String)>;
 
 pub(super) async fn list_orgs(State(s): State<AppState>, Auth(who): Auth) -> Reply<impl Serialize> {
-    ok(s.coffer.list_orgs(&who).await?)
+    ok(s.coffer.tenants.list_orgs(&who).await?)
 }
 
 pub(super) async fn create_org(
@@ -100,11 +100,11 @@ pub(super) async fn create_org(
     Auth(who): Auth,
     Body(b): Body<NewOrg>,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.create_org(&who, &b.slug, &b.name).await?)
+    ok(s.coffer.tenants.create_org(&who, &b.slug, &b.name).await?)
 }
 
 pub(super) async fn get_org(State(s): State<AppState>, Auth(who): Auth, Path(org): OrgP) -> Reply<impl Serialize> {
-    ok(s.coffer.get_org(&who, &org).await?)
+    ok(s.coffer.tenants.get_org(&who, &org).await?)
 }
 
 pub(super) async fn list_projects(
@@ -112,7 +112,7 @@ pub(super) async fn list_projects(
     Auth(who): Auth,
     Path(org): OrgP,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.list_projects(&who, &org).await?)
+    ok(s.coffer.tenants.list_projects(&who, &org).await?)
 }
 
 pub(super) async fn create_project(
@@ -121,7 +121,7 @@ pub(super) async fn create_project(
     Path(org): OrgP,
     Body(b): Body<NewOrg>,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.create_project(&who, &org, &b.slug, &b.name).await?)
+    ok(s.coffer.tenants.create_project(&who, &org, &b.slug, &b.name).await?)
 }
 
 pub(super) async fn get_project(
@@ -129,7 +129,7 @@ pub(super) async fn get_project(
     Auth(who): Auth,
     Path((org, p)): ProjectP,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.get_project(&who, &org, &p).await?)
+    ok(s.coffer.tenants.get_project(&who, &org, &p).await?)
 }
 
 pub(super) async fn list_envs(
@@ -137,7 +137,7 @@ pub(super) async fn list_envs(
     Auth(who): Auth,
     Path((org, p)): ProjectP,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.list_envs(&who, &org, &p).await?)
+    ok(s.coffer.tenants.list_envs(&who, &org, &p).await?)
 }
 
 pub(super) async fn create_env(
@@ -147,6 +147,7 @@ pub(super) async fn create_env(
     Body(b): Body<NewEnv>,
 ) -> Reply<impl Serialize> {
     ok(s.coffer
+        .tenants
         .create_env(&who, &org, &p, &b.slug, &b.name, b.protected)
         .await?)
 }
@@ -156,7 +157,7 @@ pub(super) async fn get_env(
     Auth(who): Auth,
     Path((org, p, e)): EnvP,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.get_env(&who, &org, &p, &e).await?)
+    ok(s.coffer.tenants.get_env(&who, &org, &p, &e).await?)
 }
 
 pub(super) async fn list_secrets(
@@ -164,7 +165,7 @@ pub(super) async fn list_secrets(
     Auth(who): Auth,
     Path((org, p, e)): EnvP,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.list_secrets(&who, &org, &p, &e).await?)
+    ok(s.coffer.secrets.list_secrets(&who, &org, &p, &e).await?)
 }
 
 pub(super) async fn get_secret(
@@ -177,7 +178,11 @@ pub(super) async fn get_secret(
     if q.reveal {
         note.action("secret.reveal");
     }
-    let secret = s.coffer.get_secret(&who, (&org, &p, &e), &key, q.reveal).await?;
+    let secret = s
+        .coffer
+        .secrets
+        .get_secret(&who, (&org, &p, &e), &key, q.reveal)
+        .await?;
     if q.reveal {
         note.values(1);
     }
@@ -196,7 +201,7 @@ pub(super) async fn put_secret(
         value_type: b.value_type,
         description: b.description,
     };
-    let written = s.coffer.put_secret(&who, (&org, &p, &e), &key, input).await?;
+    let written = s.coffer.secrets.put_secret(&who, (&org, &p, &e), &key, input).await?;
     note.action(if written.version == 1 {
         "secret.create"
     } else {
@@ -210,7 +215,7 @@ pub(super) async fn delete_secret(
     Auth(who): Auth,
     Path((org, p, e, key)): SecretP,
 ) -> Reply<impl Serialize> {
-    s.coffer.delete_secret(&who, (&org, &p, &e), &key).await?;
+    s.coffer.secrets.delete_secret(&who, (&org, &p, &e), &key).await?;
     ok(json!({ "key": key, "deleted": true }))
 }
 
@@ -219,7 +224,7 @@ pub(super) async fn purge_secret(
     Auth(who): Auth,
     Path((org, p, e, key)): SecretP,
 ) -> Reply<impl Serialize> {
-    s.coffer.purge_secret(&who, (&org, &p, &e), &key).await?;
+    s.coffer.secrets.purge_secret(&who, (&org, &p, &e), &key).await?;
     ok(json!({ "key": key, "purged": true }))
 }
 
@@ -228,7 +233,7 @@ pub(super) async fn history(
     Auth(who): Auth,
     Path((org, p, e, key)): SecretP,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.history(&who, (&org, &p, &e), &key).await?)
+    ok(s.coffer.secrets.history(&who, (&org, &p, &e), &key).await?)
 }
 
 pub(super) async fn rollback(
@@ -237,7 +242,7 @@ pub(super) async fn rollback(
     Path((org, p, e, key)): SecretP,
     Body(b): Body<Rollback>,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.rollback(&who, (&org, &p, &e), &key, b.version).await?)
+    ok(s.coffer.secrets.rollback(&who, (&org, &p, &e), &key, b.version).await?)
 }
 
 pub(super) async fn restore(
@@ -245,7 +250,7 @@ pub(super) async fn restore(
     Auth(who): Auth,
     Path((org, p, e, key)): SecretP,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.restore_secret(&who, (&org, &p, &e), &key).await?)
+    ok(s.coffer.secrets.restore_secret(&who, (&org, &p, &e), &key).await?)
 }
 
 /// The inject answer: the envelope, plus `allowed_variables`, the names in
@@ -265,7 +270,7 @@ pub(super) async fn inject(
     Path((org, p, e)): EnvP,
     note: AuditNote,
 ) -> Result<Json<InjectEnvelope>, ApiError> {
-    let injected = s.coffer.inject(&who, (&org, &p, &e)).await?;
+    let injected = s.coffer.secrets.inject(&who, (&org, &p, &e)).await?;
     note.values(injected.values.len());
     Ok(Json(InjectEnvelope {
         error: false,
@@ -280,7 +285,7 @@ pub(super) async fn allowed_vars(
     Auth(who): Auth,
     Path((org, p, e)): EnvP,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.allowed_vars(&who, (&org, &p, &e)).await?)
+    ok(s.coffer.access.allowed_vars(&who, (&org, &p, &e)).await?)
 }
 
 pub(super) async fn allow_var(
@@ -288,7 +293,7 @@ pub(super) async fn allow_var(
     Auth(who): Auth,
     Path((org, p, e, name)): SecretP,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.allow_var(&who, (&org, &p, &e), &name).await?)
+    ok(s.coffer.access.allow_var(&who, (&org, &p, &e), &name).await?)
 }
 
 pub(super) async fn disallow_var(
@@ -296,13 +301,13 @@ pub(super) async fn disallow_var(
     Auth(who): Auth,
     Path((org, p, e, name)): SecretP,
 ) -> Reply<impl Serialize> {
-    let was = s.coffer.disallow_var(&who, (&org, &p, &e), &name).await?;
+    let was = s.coffer.access.disallow_var(&who, (&org, &p, &e), &name).await?;
     ok(json!({ "name": name, "removed": was }))
 }
 
 /// Unknown native path: 503 while sealed, else 404, in the envelope.
 pub(super) async fn fallback(State(s): State<AppState>, uri: axum::http::Uri) -> ApiError {
-    match s.coffer.require_unsealed() {
+    match s.coffer.operator.require_unsealed() {
         Err(e) => ApiError(e),
         Ok(()) => ApiError(crate::service::ServiceError::NotFound(format!("route {}", uri.path()))),
     }

@@ -299,7 +299,7 @@ pub(crate) async fn layer(State(state): State<AppState>, req: Request, next: Nex
         values: 0,
     };
     if !reads_only(action)
-        && let Err(e) = state.coffer.audit(ev.clone()).await
+        && let Err(e) = state.coffer.audit.audit(ev.clone()).await
     {
         // Nothing has happened yet, and nothing will.
         return fail(e);
@@ -321,7 +321,7 @@ pub(crate) async fn layer(State(state): State<AppState>, req: Request, next: Nex
         .to_owned();
     // Values count only when they left.
     ev.values = if ev.outcome == Outcome::Allowed { n.values } else { 0 };
-    if let Err(e) = state.coffer.audit(ev).await {
+    if let Err(e) = state.coffer.audit.audit(ev).await {
         // Fail closed: the response (a value, a token) is dropped.
         return fail(e);
     }
@@ -379,11 +379,11 @@ pub(super) async fn search(
         after_seq: q.after_seq,
         limit: q.limit,
     };
-    ok(s.coffer.audit_search(&who, f).await?)
+    ok(s.coffer.audit.audit_search(&who, f).await?)
 }
 
 pub(super) async fn verify(State(s): State<AppState>, Auth(who): Auth) -> Reply<impl serde::Serialize> {
-    ok(s.coffer.audit_verify(&who).await?)
+    ok(s.coffer.audit.audit_verify(&who).await?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -396,7 +396,7 @@ pub(super) async fn prune(
     Auth(who): Auth,
     Body(b): Body<Prune>,
 ) -> Reply<impl serde::Serialize> {
-    ok(s.coffer.audit_prune(&who, b.through_seq).await?)
+    ok(s.coffer.audit.audit_prune(&who, b.through_seq).await?)
 }
 
 #[cfg(test)]

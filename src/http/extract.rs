@@ -82,9 +82,9 @@ async fn principal(parts: &mut Parts, state: &AppState, self_only_ok: bool) -> R
     };
     // Sealed is reported first, like on every other route.
     let who = if self_only_ok {
-        state.coffer.authenticate_self(&caller).await?
+        state.coffer.identity.authenticate_self(&caller).await?
     } else {
-        state.coffer.authenticate(&caller).await?
+        state.coffer.identity.authenticate(&caller).await?
     };
     if let Some(note) = parts.extensions.get::<AuditNote>() {
         note.principal(&who);

@@ -63,7 +63,7 @@ pub(super) async fn update_env(
 
 /// `GET sys/generate-root/attempt`
 pub(super) async fn status(State(s): State<AppState>) -> Result<Json<Value>, VaultError> {
-    Ok(Json(body(&s.coffer.generate_root_status()?)))
+    Ok(Json(body(&s.coffer.operator.generate_root_status()?)))
 }
 
 /// Its Debug never shows the one-time pad.
@@ -92,12 +92,12 @@ pub(super) async fn start(
     if req.pgp_key.as_ref().is_some_and(|k| !k.is_empty()) {
         return Err(ServiceError::Invalid("pgp_key is not supported; use the OTP flow".into()).into());
     }
-    Ok(Json(body(&s.coffer.generate_root_start(req.otp)?)))
+    Ok(Json(body(&s.coffer.operator.generate_root_start(req.otp)?)))
 }
 
 /// `DELETE sys/generate-root/attempt`: 204
 pub(super) async fn cancel(State(s): State<AppState>) -> Result<StatusCode, VaultError> {
-    s.coffer.generate_root_cancel()?;
+    s.coffer.operator.generate_root_cancel()?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -125,7 +125,9 @@ pub(super) async fn update(
     let key = req
         .key
         .ok_or_else(|| ServiceError::Invalid("'key' must be specified in request body as JSON".into()))?;
-    Ok(Json(body(&s.coffer.generate_root_update(&key, &req.nonce).await?)))
+    Ok(Json(body(
+        &s.coffer.operator.generate_root_update(&key, &req.nonce).await?,
+    )))
 }
 
 #[cfg(test)]

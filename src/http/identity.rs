@@ -92,7 +92,7 @@ pub(super) async fn create_user(
     Auth(who): Auth,
     Body(b): Body<NewUser>,
 ) -> Reply<impl Serialize> {
-    let (id, email) = s.coffer.create_user(&who, &b.email, b.password).await?;
+    let (id, email) = s.coffer.identity.create_user(&who, &b.email, b.password).await?;
     ok(json!({ "id": id.to_string(), "email": email }))
 }
 
@@ -104,6 +104,7 @@ pub(super) async fn login(
 ) -> Reply<impl Serialize> {
     note.tried(&b.email);
     ok(s.coffer
+        .identity
         .login(
             peer.source,
             &b.email,
@@ -115,16 +116,16 @@ pub(super) async fn login(
 }
 
 pub(super) async fn refresh(State(s): State<AppState>, peer: Peer, Body(b): Body<Refresh>) -> Reply<impl Serialize> {
-    ok(s.coffer.refresh(peer.source, &b.refresh_token).await?)
+    ok(s.coffer.identity.refresh(peer.source, &b.refresh_token).await?)
 }
 
 pub(super) async fn logout(State(s): State<AppState>, Auth(who): Auth) -> Reply<impl Serialize> {
-    s.coffer.logout(&who).await?;
+    s.coffer.identity.logout(&who).await?;
     ok(json!({ "revoked": true }))
 }
 
 pub(super) async fn whoami(State(s): State<AppState>, Auth(who): Auth) -> Reply<impl Serialize> {
-    ok(s.coffer.whoami(&who).await?)
+    ok(s.coffer.identity.whoami(&who).await?)
 }
 
 pub(super) async fn totp_enroll(
@@ -132,7 +133,7 @@ pub(super) async fn totp_enroll(
     AuthPeer(who, peer): AuthPeer,
     Body(b): Body<Password>,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.totp_enroll(&who, peer.source, b.password).await?)
+    ok(s.coffer.identity.totp_enroll(&who, peer.source, b.password).await?)
 }
 
 pub(super) async fn totp_verify(
@@ -141,7 +142,7 @@ pub(super) async fn totp_verify(
     Body(b): Body<Code>,
 ) -> Reply<impl Serialize> {
     ok(RecoveryCodes {
-        recovery_codes: s.coffer.totp_verify(&who, &b.code).await?,
+        recovery_codes: s.coffer.identity.totp_verify(&who, &b.code).await?,
     })
 }
 
@@ -153,7 +154,10 @@ pub(super) async fn device_code(State(s): State<AppState>, headers: HeaderMap) -
         .filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
         .unwrap_or("localhost");
     let scheme = if s.tls { "https" } else { "http" };
-    ok(s.coffer.device_code(format!("{scheme}://{host}/device")).await?)
+    ok(s.coffer
+        .identity
+        .device_code(format!("{scheme}://{host}/device"))
+        .await?)
 }
 
 pub(super) async fn device_approve(
@@ -162,6 +166,7 @@ pub(super) async fn device_approve(
     Body(b): Body<Approve>,
 ) -> Reply<impl Serialize> {
     s.coffer
+        .identity
         .device_approve(&who, peer.source, &b.user_code, b.password, b.totp.as_deref())
         .await?;
     ok(json!({ "approved": true }))
@@ -172,7 +177,7 @@ pub(super) async fn device_token(
     peer: Peer,
     Body(b): Body<DeviceToken>,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.device_token(peer.source, &b.device_code).await?)
+    ok(s.coffer.identity.device_token(peer.source, &b.device_code).await?)
 }
 
 pub(super) async fn create_token(
@@ -181,12 +186,13 @@ pub(super) async fn create_token(
     Body(b): Body<NewToken>,
 ) -> Reply<impl Serialize> {
     ok(s.coffer
+        .identity
         .create_token(&who, &b.name, b.ttl_seconds, peer.cert.as_deref(), b.bind_certificate)
         .await?)
 }
 
 pub(super) async fn list_tokens(State(s): State<AppState>, Auth(who): Auth) -> Reply<impl Serialize> {
-    ok(s.coffer.list_tokens(&who).await?)
+    ok(s.coffer.identity.list_tokens(&who).await?)
 }
 
 pub(super) async fn revoke_token(
@@ -194,7 +200,7 @@ pub(super) async fn revoke_token(
     Auth(who): Auth,
     Path(accessor): Path<String>,
 ) -> Reply<impl Serialize> {
-    s.coffer.revoke_token(&who, &accessor).await?;
+    s.coffer.identity.revoke_token(&who, &accessor).await?;
     ok(json!({ "revoked": true }))
 }
 
@@ -216,6 +222,7 @@ pub(super) async fn change_password(
 ) -> Reply<impl Serialize> {
     let n = s
         .coffer
+        .identity
         .change_password(&who, peer.source, b.old_password, b.new_password)
         .await?;
     ok(json!({ "changed": true, "revoked_tokens": n }))
@@ -226,7 +233,7 @@ pub(super) async fn reset_totp(
     Auth(who): Auth,
     Path(email): Path<String>,
 ) -> Reply<impl Serialize> {
-    s.coffer.reset_totp(&who, &email).await?;
+    s.coffer.identity.reset_totp(&who, &email).await?;
     ok(json!({ "totp_enabled": false }))
 }
 
@@ -235,7 +242,7 @@ pub(super) async fn disable_user(
     Auth(who): Auth,
     Path(email): Path<String>,
 ) -> Reply<impl Serialize> {
-    s.coffer.set_user_disabled(&who, &email, true).await?;
+    s.coffer.identity.set_user_disabled(&who, &email, true).await?;
     ok(json!({ "disabled": true }))
 }
 
@@ -244,7 +251,7 @@ pub(super) async fn enable_user(
     Auth(who): Auth,
     Path(email): Path<String>,
 ) -> Reply<impl Serialize> {
-    s.coffer.set_user_disabled(&who, &email, false).await?;
+    s.coffer.identity.set_user_disabled(&who, &email, false).await?;
     ok(json!({ "disabled": false }))
 }
 
@@ -253,7 +260,7 @@ pub(super) async fn delete_user(
     Auth(who): Auth,
     Path(email): Path<String>,
 ) -> Reply<impl Serialize> {
-    s.coffer.delete_user(&who, &email).await?;
+    s.coffer.identity.delete_user(&who, &email).await?;
     ok(json!({ "deleted": true }))
 }
 
@@ -262,7 +269,7 @@ pub(super) async fn revoke_user_sessions(
     Auth(who): Auth,
     Path(email): Path<String>,
 ) -> Reply<impl Serialize> {
-    let n = s.coffer.revoke_user_sessions(&who, &email).await?;
+    let n = s.coffer.identity.revoke_user_sessions(&who, &email).await?;
     ok(json!({ "revoked_tokens": n }))
 }
 
@@ -271,7 +278,7 @@ pub(super) async fn list_members(
     Auth(who): Auth,
     Path(org): Path<String>,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.list_members(&who, &org).await?)
+    ok(s.coffer.access.list_members(&who, &org).await?)
 }
 
 pub(super) async fn set_member(
@@ -280,7 +287,7 @@ pub(super) async fn set_member(
     Path(org): Path<String>,
     Body(b): Body<Member>,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.set_member(&who, &org, &b.email, &b.role).await?)
+    ok(s.coffer.access.set_member(&who, &org, &b.email, &b.role).await?)
 }
 
 pub(super) async fn remove_member(
@@ -288,7 +295,7 @@ pub(super) async fn remove_member(
     Auth(who): Auth,
     Path((org, email)): Path<(String, String)>,
 ) -> Reply<impl Serialize> {
-    s.coffer.remove_member(&who, &org, &email).await?;
+    s.coffer.access.remove_member(&who, &org, &email).await?;
     ok(json!({ "removed": true }))
 }
 
@@ -298,7 +305,7 @@ pub(super) async fn create_group(
     Path(org): Path<String>,
     Body(b): Body<Named>,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.create_group(&who, &org, &b.name).await?)
+    ok(s.coffer.access.create_group(&who, &org, &b.name).await?)
 }
 
 pub(super) async fn list_groups(
@@ -306,7 +313,7 @@ pub(super) async fn list_groups(
     Auth(who): Auth,
     Path(org): Path<String>,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.list_groups(&who, &org).await?)
+    ok(s.coffer.access.list_groups(&who, &org).await?)
 }
 
 pub(super) async fn add_group_member(
@@ -315,7 +322,7 @@ pub(super) async fn add_group_member(
     Path((org, group)): Path<(String, String)>,
     Body(b): Body<Email>,
 ) -> Reply<impl Serialize> {
-    s.coffer.add_group_member(&who, &org, &group, &b.email).await?;
+    s.coffer.access.add_group_member(&who, &org, &group, &b.email).await?;
     ok(json!({ "group": group, "email": b.email }))
 }
 
@@ -324,7 +331,7 @@ pub(super) async fn remove_group_member(
     Auth(who): Auth,
     Path((org, group, email)): Path<(String, String, String)>,
 ) -> Reply<impl Serialize> {
-    s.coffer.remove_group_member(&who, &org, &group, &email).await?;
+    s.coffer.access.remove_group_member(&who, &org, &group, &email).await?;
     ok(json!({ "removed": true }))
 }
 
@@ -334,7 +341,7 @@ pub(super) async fn create_service_account(
     Path(org): Path<String>,
     Body(b): Body<ServiceAccountInput>,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.create_service_account(&who, &org, b).await?)
+    ok(s.coffer.access.create_service_account(&who, &org, b).await?)
 }
 
 pub(super) async fn list_service_accounts(
@@ -342,7 +349,7 @@ pub(super) async fn list_service_accounts(
     Auth(who): Auth,
     Path(org): Path<String>,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.list_service_accounts(&who, &org).await?)
+    ok(s.coffer.access.list_service_accounts(&who, &org).await?)
 }
 
 pub(super) async fn delete_service_account(
@@ -350,7 +357,7 @@ pub(super) async fn delete_service_account(
     Auth(who): Auth,
     Path((org, name)): Path<(String, String)>,
 ) -> Reply<impl Serialize> {
-    s.coffer.delete_service_account(&who, &org, &name).await?;
+    s.coffer.access.delete_service_account(&who, &org, &name).await?;
     ok(json!({ "deleted": true }))
 }
 
@@ -361,6 +368,7 @@ pub(super) async fn service_account_token(
     Body(b): Body<SaToken>,
 ) -> Reply<impl Serialize> {
     ok(s.coffer
+        .access
         .service_account_token(&who, &org, &name, b.ttl_seconds, b.bind_spki_sha256.as_deref())
         .await?)
 }
@@ -370,7 +378,7 @@ pub(super) async fn service_account_tokens(
     Auth(who): Auth,
     Path((org, name)): Path<(String, String)>,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.service_account_tokens(&who, &org, &name).await?)
+    ok(s.coffer.access.service_account_tokens(&who, &org, &name).await?)
 }
 
 pub(super) async fn create_grant(
@@ -379,7 +387,7 @@ pub(super) async fn create_grant(
     Path(org): Path<String>,
     Body(b): Body<GrantInput>,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.create_grant(&who, &org, b).await?)
+    ok(s.coffer.access.create_grant(&who, &org, b).await?)
 }
 
 pub(super) async fn list_grants(
@@ -387,7 +395,7 @@ pub(super) async fn list_grants(
     Auth(who): Auth,
     Path(org): Path<String>,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.list_grants(&who, &org).await?)
+    ok(s.coffer.access.list_grants(&who, &org).await?)
 }
 
 pub(super) async fn delete_grant(
@@ -395,6 +403,6 @@ pub(super) async fn delete_grant(
     Auth(who): Auth,
     Path((org, id)): Path<(String, String)>,
 ) -> Reply<impl Serialize> {
-    s.coffer.delete_grant(&who, &org, &id).await?;
+    s.coffer.access.delete_grant(&who, &org, &id).await?;
     ok(json!({ "revoked": true }))
 }

@@ -29,12 +29,12 @@ fn ok<T: Serialize>(data: T) -> Reply<T> {
 
 /// `GET /api/v1/orgs/{org}/keks`
 pub(super) async fn list(State(s): State<AppState>, Auth(who): Auth, Path(org): Path<String>) -> Reply<Vec<KekView>> {
-    ok(s.coffer.list_keks(&who, &org).await?)
+    ok(s.coffer.keys.list_keks(&who, &org).await?)
 }
 
 /// `POST /api/v1/orgs/{org}/keks/rotate`
 pub(super) async fn rotate(State(s): State<AppState>, Auth(who): Auth, Path(org): Path<String>) -> Reply<KekView> {
-    ok(s.coffer.rotate_kek(&who, &org).await?)
+    ok(s.coffer.keys.rotate_kek(&who, &org).await?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,7 +50,7 @@ pub(super) async fn rewrap(
     Body(req): Body<RewrapRequest>,
 ) -> Reply<RewrapBatch> {
     let batch = req.batch.unwrap_or(DEFAULT_REWRAP_BATCH);
-    ok(s.coffer.rewrap_batch(&who, &org, batch).await?)
+    ok(s.coffer.keys.rewrap_batch(&who, &org, batch).await?)
 }
 
 /// `DELETE /api/v1/orgs/{org}/keks/{version}`: crypto-shred.
@@ -59,6 +59,6 @@ pub(super) async fn destroy(
     Auth(who): Auth,
     Path((org, version)): Path<(String, i64)>,
 ) -> Reply<serde_json::Value> {
-    s.coffer.destroy_kek(&who, &org, version).await?;
+    s.coffer.keys.destroy_kek(&who, &org, version).await?;
     ok(serde_json::json!({ "destroyed": version }))
 }

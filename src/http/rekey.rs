@@ -39,7 +39,7 @@ fn verify_body(s: &VerifyStatus) -> Value {
 
 /// `GET sys/rekey/init`
 pub(super) async fn status(State(s): State<AppState>, VaultAuth(who): VaultAuth) -> Result<Json<Value>, VaultError> {
-    Ok(Json(status_body(&s.coffer.rekey_status(&who)?)))
+    Ok(Json(status_body(&s.coffer.operator.rekey_status(&who)?)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,13 +77,14 @@ pub(super) async fn init(
     let recipients = req.pgp_keys.unwrap_or_default();
     let st = s
         .coffer
+        .operator
         .rekey_init(&who, shares, threshold, req.require_verification, recipients)?;
     Ok(Json(status_body(&st)))
 }
 
 /// `DELETE sys/rekey/init`: 204
 pub(super) async fn cancel(State(s): State<AppState>, VaultAuth(who): VaultAuth) -> Result<StatusCode, VaultError> {
-    s.coffer.rekey_cancel(&who)?;
+    s.coffer.operator.rekey_cancel(&who)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -119,7 +120,7 @@ pub(super) async fn update(
     VaultBody(req): VaultBody<KeyRequest>,
 ) -> Result<Json<Value>, VaultError> {
     let (key, nonce) = req.key()?;
-    Ok(Json(match s.coffer.rekey_update(&who, &key, &nonce).await? {
+    Ok(Json(match s.coffer.operator.rekey_update(&who, &key, &nonce).await? {
         RekeyOutcome::Progress(st) => status_body(&st),
         RekeyOutcome::Complete(r) => {
             let keys: Vec<&str> = r.keys_hex.iter().map(|k| k.as_str()).collect();
@@ -143,7 +144,7 @@ pub(super) async fn verify_status(
     State(s): State<AppState>,
     VaultAuth(who): VaultAuth,
 ) -> Result<Json<Value>, VaultError> {
-    Ok(Json(verify_body(&s.coffer.rekey_verify_status(&who)?)))
+    Ok(Json(verify_body(&s.coffer.operator.rekey_verify_status(&who)?)))
 }
 
 /// `DELETE sys/rekey/verify`: restart the verification round
@@ -151,7 +152,7 @@ pub(super) async fn verify_reset(
     State(s): State<AppState>,
     VaultAuth(who): VaultAuth,
 ) -> Result<Json<Value>, VaultError> {
-    Ok(Json(verify_body(&s.coffer.rekey_verify_reset(&who)?)))
+    Ok(Json(verify_body(&s.coffer.operator.rekey_verify_reset(&who)?)))
 }
 
 /// `PUT|POST sys/rekey/verify`
@@ -162,7 +163,7 @@ pub(super) async fn verify(
 ) -> Result<Json<Value>, VaultError> {
     let (key, nonce) = req.key()?;
     Ok(Json(verify_body(
-        &s.coffer.rekey_verify_update(&who, &key, &nonce).await?,
+        &s.coffer.operator.rekey_verify_update(&who, &key, &nonce).await?,
     )))
 }
 
@@ -192,6 +193,7 @@ pub(super) async fn rotate_root(
     let key = req.key;
     let st = s
         .coffer
+        .operator
         .rotate_root(&who, key.as_deref().map(String::as_str), req.reset)
         .await?;
     Ok(Json(json!({

@@ -46,7 +46,7 @@ fn seal_status_body(state: &AppState, s: &SealStatus) -> Value {
         "build_date": "",
         "migration": s.migration,
         "recovery_seal": s.kind == SealKind::Pkcs11,
-        "storage_type": state.coffer.storage_kind(),
+        "storage_type": state.coffer.operator.storage_kind(),
     });
     if let (Some(reason), Some(map)) = (&s.reason, body.as_object_mut()) {
         // coffer's own field: why the HSM auto-unseal has not succeeded.
@@ -63,7 +63,7 @@ fn seal_status_body(state: &AppState, s: &SealStatus) -> Value {
 /// `GET|HEAD /v1/sys/health`: 200 active, 503 sealed, 501 uninitialized;
 /// each code can be overridden by query parameter, as Vault allows.
 pub(super) async fn health(State(state): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
-    let s = state.coffer.seal_status_cached();
+    let s = state.coffer.operator.seal_status_cached();
     let code = |name: &str, default: u16| q.get(name).and_then(|v| v.parse::<u16>().ok()).unwrap_or(default);
     let status = if !s.initialized {
         code("uninitcode", 501)
@@ -99,7 +99,7 @@ pub(super) async fn health(State(state): State<AppState>, Query(q): Query<HashMa
 
 /// `GET /v1/sys/init`.
 pub(super) async fn init_status(State(state): State<AppState>) -> Result<Json<Value>, VaultError> {
-    let s = state.coffer.seal_status().await?;
+    let s = state.coffer.operator.seal_status().await?;
     Ok(Json(json!({ "initialized": s.initialized })))
 }
 
@@ -137,7 +137,7 @@ pub(super) async fn init(
         )
         .into());
     }
-    let recovery = state.coffer.seal_status_cached().kind == SealKind::Pkcs11;
+    let recovery = state.coffer.operator.seal_status_cached().kind == SealKind::Pkcs11;
     let (shares, threshold) = if recovery {
         (
             share_count("recovery_shares", req.recovery_shares.or(req.secret_shares))?,
@@ -156,7 +156,11 @@ pub(super) async fn init(
         req.pgp_keys
     }
     .unwrap_or_default();
-    let out = state.coffer.init_encrypted(shares, threshold, &recipients).await?;
+    let out = state
+        .coffer
+        .operator
+        .init_encrypted(shares, threshold, &recipients)
+        .await?;
     let keys: Vec<&str> = out.keys_hex.iter().map(|k| k.as_str()).collect();
     let keys_b64: Vec<&str> = out.keys_base64.iter().map(|k| k.as_str()).collect();
     Ok(Json(if recovery {
@@ -173,7 +177,7 @@ pub(super) async fn init(
 
 /// `GET /v1/sys/seal-status`.
 pub(super) async fn seal_status(State(state): State<AppState>) -> Result<Json<Value>, VaultError> {
-    let s = state.coffer.seal_status().await?;
+    let s = state.coffer.operator.seal_status().await?;
     Ok(Json(seal_status_body(&state, &s)))
 }
 
@@ -203,19 +207,19 @@ pub(super) async fn unseal(
     VaultBody(req): VaultBody<UnsealRequest>,
 ) -> Result<Json<Value>, VaultError> {
     let status = if req.reset {
-        state.coffer.unseal_reset()
+        state.coffer.operator.unseal_reset()
     } else {
         let key = req.key.ok_or_else(|| {
             ServiceError::Invalid("'key' must be specified in request body as JSON, or 'reset' set to true".into())
         })?;
-        state.coffer.unseal_migrate(&key, req.migrate).await?
+        state.coffer.operator.unseal_migrate(&key, req.migrate).await?
     };
     Ok(Json(seal_status_body(&state, &status)))
 }
 
 /// `PUT|POST /v1/sys/seal`: root token; 204.
 pub(super) async fn seal(State(state): State<AppState>, VaultAuth(who): VaultAuth) -> Result<StatusCode, VaultError> {
-    state.coffer.seal(&who)?;
+    state.coffer.operator.seal(&who)?;
     tracing::warn!(accessor = %who.accessor, "sealed by API request");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -226,7 +230,7 @@ pub(super) async fn backup(
     State(state): State<AppState>,
     VaultAuth(who): VaultAuth,
 ) -> Result<Json<Value>, VaultError> {
-    let b = state.coffer.backup(&who).await?;
+    let b = state.coffer.operator.backup(&who).await?;
     tracing::warn!(accessor = %who.accessor, bytes = b.bytes.len(), "backup taken by API request");
     let file = String::from_utf8(b.bytes).map_err(|_| ServiceError::Internal("backup is not UTF-8".into()))?;
     let tables: Vec<Value> = b.counts.iter().map(|(t, n)| json!({ "name": t, "rows": n })).collect();
@@ -237,7 +241,7 @@ pub(super) async fn backup(
 /// sealed, as in Vault: `vault/bao status` calls this and tolerates only an
 /// error containing "Vault is sealed"; any other error fails the command.
 pub(super) async fn leader(State(state): State<AppState>) -> Result<Json<Value>, VaultError> {
-    state.coffer.require_unsealed().map_err(|e| match e {
+    state.coffer.operator.require_unsealed().map_err(|e| match e {
         ServiceError::NotInitialized => ServiceError::Sealed,
         e => e,
     })?;
@@ -328,7 +332,7 @@ pub(super) async fn auth_methods(VaultAuth(_who): VaultAuth) -> Response {
 /// hash-chained, signed log in the database, always (device `coffer/`),
 /// and copies each record to the configured file and syslog sinks.
 pub(super) async fn audit_devices(State(state): State<AppState>, VaultAuth(who): VaultAuth) -> Response {
-    let a = match state.coffer.vault_audit_devices(&who) {
+    let a = match state.coffer.vault.vault_audit_devices(&who) {
         Ok(a) => a,
         Err(e) => return fail(e),
     };
@@ -376,7 +380,7 @@ pub(super) async fn audit_devices(State(state): State<AppState>, VaultAuth(who):
 
 /// `GET sys/key-status` (root).
 pub(super) async fn key_status(State(state): State<AppState>, VaultAuth(who): VaultAuth) -> Response {
-    match state.coffer.vault_key_status(&who).await {
+    match state.coffer.operator.vault_key_status(&who).await {
         Ok(k) => {
             let mut d = Map::new();
             d.insert("term".into(), json!(1));
@@ -429,7 +433,7 @@ pub(super) async fn capabilities_self(
     if paths.is_empty() {
         return fail(ServiceError::Invalid("paths must be supplied".into()));
     }
-    match state.coffer.vault_capabilities(&who, &paths).await {
+    match state.coffer.vault.vault_capabilities(&who, &paths).await {
         Ok(caps) => {
             let mut d: Map<String, Value> = caps.into_iter().map(|(p, c)| (p, json!(c))).collect();
             if let Some(c) = single.and_then(|p| d.get(&p).cloned()) {
@@ -443,7 +447,7 @@ pub(super) async fn capabilities_self(
 
 /// Any other `/v1/` path: 503 while sealed (clients match the text), else 404.
 pub(super) async fn fallback(State(state): State<AppState>, uri: axum::http::Uri) -> VaultError {
-    match state.coffer.require_unsealed() {
+    match state.coffer.operator.require_unsealed() {
         Err(e) => VaultError(e),
         Ok(()) => VaultError(ServiceError::NotFound(format!(
             "no handler for route {:?}; path",

@@ -58,7 +58,7 @@ pub(super) async fn lookup_self(
     VaultSelfAuth(who): VaultSelfAuth,
 ) -> Response {
     let token = Zeroizing::new(sent_token(&headers));
-    match s.coffer.vault_lookup_self(&who, &token).await {
+    match s.coffer.vault.vault_lookup_self(&who, &token).await {
         Ok(info) => data(serde_json::to_value(&info).unwrap_or(Value::Null)),
         Err(e) => fail(e),
     }
@@ -115,9 +115,9 @@ pub(super) async fn lookup(
 ) -> Response {
     let res = if b.token.is_empty() {
         let own = Zeroizing::new(sent_token(&headers));
-        s.coffer.vault_lookup_self(&who, &own).await
+        s.coffer.vault.vault_lookup_self(&who, &own).await
     } else {
-        s.coffer.vault_lookup_token(&who, &b.token).await
+        s.coffer.vault.vault_lookup_token(&who, &b.token).await
     };
     match res {
         Ok(info) => data(serde_json::to_value(&info).unwrap_or(Value::Null)),
@@ -130,7 +130,7 @@ pub(super) async fn renew(
     VaultAuth(who): VaultAuth,
     VaultBody(b): VaultBody<TokenBody>,
 ) -> Response {
-    match s.coffer.vault_renew_token(&who, &b.token).await {
+    match s.coffer.vault.vault_renew_token(&who, &b.token).await {
         Ok(l) => auth_block(l, renew_warning()),
         Err(e) => fail(e),
     }
@@ -141,7 +141,7 @@ pub(super) async fn renew_accessor(
     VaultAuth(who): VaultAuth,
     VaultBody(b): VaultBody<AccessorBody>,
 ) -> Response {
-    match s.coffer.vault_renew_accessor(&who, &b.accessor).await {
+    match s.coffer.vault.vault_renew_accessor(&who, &b.accessor).await {
         Ok(l) => auth_block(l, renew_warning()),
         Err(e) => fail(e),
     }
@@ -152,7 +152,7 @@ pub(super) async fn revoke(
     VaultAuth(who): VaultAuth,
     VaultBody(b): VaultBody<TokenBody>,
 ) -> Response {
-    match s.coffer.vault_revoke_token(&who, &b.token).await {
+    match s.coffer.vault.vault_revoke_token(&who, &b.token).await {
         Ok(done) => revoked(done),
         Err(e) => fail(e),
     }
@@ -163,7 +163,7 @@ pub(super) async fn revoke_accessor(
     VaultAuth(who): VaultAuth,
     VaultBody(b): VaultBody<AccessorBody>,
 ) -> Response {
-    match s.coffer.vault_revoke_accessor(&who, &b.accessor).await {
+    match s.coffer.vault.vault_revoke_accessor(&who, &b.accessor).await {
         Ok(done) => revoked(done),
         Err(e) => fail(e),
     }
@@ -174,7 +174,7 @@ pub(super) async fn lookup_accessor(
     VaultAuth(who): VaultAuth,
     VaultBody(b): VaultBody<AccessorBody>,
 ) -> Response {
-    match s.coffer.vault_lookup_accessor(&who, &b.accessor).await {
+    match s.coffer.vault.vault_lookup_accessor(&who, &b.accessor).await {
         Ok(info) => data(serde_json::to_value(&info).unwrap_or(Value::Null)),
         Err(e) => fail(e),
     }
@@ -209,6 +209,7 @@ pub(super) async fn create(
     };
     match s
         .coffer
+        .vault
         .vault_create_token(&who, &b.display_name, ttl.as_deref(), &b.policies)
         .await
     {
@@ -223,14 +224,14 @@ pub(super) async fn renew_self(
     VaultSelfAuth(who): VaultSelfAuth,
 ) -> Response {
     let token = Zeroizing::new(sent_token(&headers));
-    match s.coffer.vault_renew_self(&who, &token).await {
+    match s.coffer.vault.vault_renew_self(&who, &token).await {
         Ok(l) => auth_block(l, renew_warning()),
         Err(e) => fail(e),
     }
 }
 
 pub(super) async fn revoke_self(State(s): State<AppState>, VaultSelfAuth(who): VaultSelfAuth) -> Response {
-    match s.coffer.revoke_self(&who).await {
+    match s.coffer.identity.revoke_self(&who).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => fail(e),
     }
@@ -270,6 +271,7 @@ pub(super) async fn userpass_login(
     let totp = b.totp.or(b.passcode).or_else(|| mfa_header(&headers));
     match s
         .coffer
+        .vault
         .vault_userpass_login(peer.source, &user, b.password, totp.as_deref())
         .await
     {
@@ -279,7 +281,7 @@ pub(super) async fn userpass_login(
 }
 
 pub(super) async fn cert_login(State(s): State<AppState>, peer: Peer) -> Response {
-    match s.coffer.vault_cert_login(peer.source, peer.cert.as_deref()).await {
+    match s.coffer.vault.vault_cert_login(peer.source, peer.cert.as_deref()).await {
         Ok(l) => auth_block(l, Value::Null),
         Err(e) => fail(e),
     }

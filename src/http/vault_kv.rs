@@ -272,20 +272,20 @@ pub(super) async fn kv_mount(
     let res: Result<Response, ServiceError> = async {
         let m = method.as_str();
         match (op, m) {
-            ("config", "GET") => Ok(ok(to_value(&c.kv_config(&who).await?))),
+            ("config", "GET") => Ok(ok(to_value(&c.kv.kv_config(&who).await?))),
             ("config", "POST" | "PUT") => {
                 let b: Map<String, Value> = body(&bytes)?;
                 let i = meta_input(&b, false)?;
-                c.kv_set_config(&who, i.max_versions, i.cas_required, i.delete_version_after)
+                c.kv.kv_set_config(&who, i.max_versions, i.cas_required, i.delete_version_after)
                     .await?;
                 Ok(StatusCode::NO_CONTENT.into_response())
             }
             ("metadata" | "data", _) if list => {
-                let keys = c.kv_list(&who, kv::folder(path)?).await?;
+                let keys = c.kv.kv_list(&who, kv::folder(path)?).await?;
                 Ok(ok(json!({ "keys": keys })))
             }
             ("data", "GET") => {
-                let mut r = c.kv_read(&who, kv::key_path(path)?, version).await?;
+                let mut r = c.kv.kv_read(&who, kv::key_path(path)?, version).await?;
                 let status = if r.data.is_some() {
                     note.values(1);
                     StatusCode::OK
@@ -302,21 +302,21 @@ pub(super) async fn kv_mount(
             ("data", "POST" | "PUT") => {
                 let b: WriteBody = body(&bytes)?;
                 let data = b.data.ok_or_else(|| ServiceError::Invalid("no data provided".into()))?;
-                let meta = c
-                    .kv_write(&who, kv::key_path(path)?, &data, cas(b.options.as_ref())?)
-                    .await?;
+                let meta =
+                    c.kv.kv_write(&who, kv::key_path(path)?, &data, cas(b.options.as_ref())?)
+                        .await?;
                 Ok(ok(to_value(&meta)))
             }
             ("data", "PATCH") => {
                 let b: WriteBody = body(&bytes)?;
                 let data = b.data.ok_or_else(|| ServiceError::Invalid("no data provided".into()))?;
-                let meta = c
-                    .kv_patch(&who, kv::key_path(path)?, &data, cas(b.options.as_ref())?)
-                    .await?;
+                let meta =
+                    c.kv.kv_patch(&who, kv::key_path(path)?, &data, cas(b.options.as_ref())?)
+                        .await?;
                 Ok(ok(to_value(&meta)))
             }
             ("data", "DELETE") => {
-                c.kv_mark(&who, kv::key_path(path)?, None, VersionOp::Delete).await?;
+                c.kv.kv_mark(&who, kv::key_path(path)?, None, VersionOp::Delete).await?;
                 Ok(StatusCode::NO_CONTENT.into_response())
             }
             ("delete" | "undelete" | "destroy", "POST" | "PUT") => {
@@ -327,18 +327,18 @@ pub(super) async fn kv_mount(
                     "undelete" => VersionOp::Undelete,
                     _ => VersionOp::Destroy,
                 };
-                c.kv_mark(&who, kv::key_path(path)?, Some(&v), kind).await?;
+                c.kv.kv_mark(&who, kv::key_path(path)?, Some(&v), kind).await?;
                 Ok(StatusCode::NO_CONTENT.into_response())
             }
-            ("metadata", "GET") => Ok(ok(to_value(&c.kv_metadata(&who, kv::key_path(path)?).await?))),
+            ("metadata", "GET") => Ok(ok(to_value(&c.kv.kv_metadata(&who, kv::key_path(path)?).await?))),
             ("metadata", "POST" | "PUT" | "PATCH") => {
                 let b: Map<String, Value> = body(&bytes)?;
                 let input = meta_input(&b, m == "PATCH")?;
-                c.kv_write_metadata(&who, kv::key_path(path)?, input).await?;
+                c.kv.kv_write_metadata(&who, kv::key_path(path)?, input).await?;
                 Ok(StatusCode::NO_CONTENT.into_response())
             }
             ("metadata", "DELETE") => {
-                c.kv_purge(&who, kv::key_path(path)?).await?;
+                c.kv.kv_purge(&who, kv::key_path(path)?).await?;
                 Ok(StatusCode::NO_CONTENT.into_response())
             }
             ("subkeys", "GET") => {
@@ -347,7 +347,7 @@ pub(super) async fn kv_mount(
                     Some(Ok(d)) => d,
                     Some(Err(_)) => return Err(ServiceError::Invalid("depth must be a whole number".into())),
                 };
-                let (sub, meta) = c.kv_subkeys(&who, kv::key_path(path)?, version, depth).await?;
+                let (sub, meta) = c.kv.kv_subkeys(&who, kv::key_path(path)?, version, depth).await?;
                 let status = if sub.is_some() {
                     StatusCode::OK
                 } else {
@@ -415,7 +415,7 @@ pub(super) async fn mount_preflight(
     VaultAuth(_who): VaultAuth,
     Path(path): Path<String>,
 ) -> Response {
-    if let Err(e) = s.coffer.require_unsealed() {
+    if let Err(e) = s.coffer.operator.require_unsealed() {
         return fail(e);
     }
     if path != "secret" && !path.starts_with("secret/") {

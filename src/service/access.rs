@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::auth::{IssuedToken, TokenView, parse_cidrs, ttl_ms};
 use super::orgs::check_slug;
-use super::{Coffer, PrincipalKind, Result, ServiceError, Unsealed, now_ms, rfc3339};
+use super::{PrincipalKind, Result, ServiceError, Unsealed, now_ms, rfc3339};
 use crate::access::{PermSet, Permission};
 use crate::storage::{EnvPath, GrantRow, GroupRow, OrgRow, ServiceAccountRow};
 
@@ -179,11 +179,38 @@ fn check_spki(field: &str, hex_str: &str) -> Result<String> {
     }
 }
 
-impl Coffer {
+/// Who may do what: the access of a caller to an organization and its
+/// environments, members, groups, service accounts, grants and (in
+/// `allowed_vars.rs`) the variables an environment lets `coffer run` set.
+#[derive(Debug, Clone)]
+pub struct AccessService {
+    pub(super) shared: Arc<super::Shared>,
+    pub(super) access_store: Arc<dyn crate::storage::AccessStore>,
+    pub(super) tenant_store: Arc<dyn crate::storage::TenantStore>,
+    pub(super) identity_store: Arc<dyn crate::storage::IdentityStore>,
+    pub(super) env_var_store: Arc<dyn crate::storage::env_vars::EnvVarStore>,
+}
+
+impl AccessService {
+    /// Resolve the slug path of an environment.
+    pub(crate) async fn env_path(&self, org: &str, project: &str, env: &str) -> Result<EnvPath> {
+        let key = (org.to_owned(), project.to_owned(), env.to_owned());
+        if let Some(path) = self.shared.cache.envs.get(&key) {
+            return Ok(path);
+        }
+        let path = self
+            .tenant_store
+            .resolve_env(org, project, env)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("environment {org}/{project}/{env}")))?;
+        self.shared.cache.envs.put(key, path);
+        Ok(path)
+    }
+
     /// What `who` may do in `org_id`; None when it is not part of the org.
     pub(crate) async fn access(&self, who: &Unsealed, org_id: Uuid) -> Result<Option<Arc<Access>>> {
         let key = (who.id(), org_id);
-        if let Some(a) = self.cache.access.get(&key) {
+        if let Some(a) = self.shared.cache.access.get(&key) {
             return Ok(a);
         }
         let access = match who.kind {
@@ -193,14 +220,14 @@ impl Coffer {
                 member: true,
                 grants: Vec::new(),
             }),
-            PrincipalKind::User(user_id) => match self.store.membership(org_id, user_id).await? {
+            PrincipalKind::User(user_id) => match self.access_store.membership(org_id, user_id).await? {
                 None => None,
                 Some(role) => {
                     let admin = role == "owner" || role == "admin";
                     let groups = if admin {
                         Vec::new()
                     } else {
-                        self.store.user_groups(org_id, user_id).await?
+                        self.access_store.user_groups(org_id, user_id).await?
                     };
                     let grants = if admin {
                         Vec::new()
@@ -231,7 +258,7 @@ impl Coffer {
         };
         let access = access.map(Arc::new);
         // Grant and membership changes are seen within the 1 s entry lifetime.
-        self.cache.access.put(key, access.clone());
+        self.shared.cache.access.put(key, access.clone());
         Ok(access)
     }
 
@@ -241,7 +268,7 @@ impl Coffer {
         mut pick: impl FnMut(&GrantRow) -> bool,
     ) -> Result<Vec<(Option<Uuid>, Option<Uuid>, PermSet)>> {
         Ok(self
-            .store
+            .access_store
             .grants(org_id)
             .await?
             .iter()
@@ -279,7 +306,7 @@ impl Coffer {
     /// nonexistent one) and what it may do there.
     pub(crate) async fn org_access(&self, who: &Unsealed, slug: &str) -> Result<(OrgRow, Arc<Access>)> {
         let missing = || ServiceError::NotFound(format!("organization {slug:?}"));
-        let org = self.store.org(slug).await?.ok_or_else(missing)?;
+        let org = self.tenant_store.org(slug).await?.ok_or_else(missing)?;
         let access = self.access(who, org.id).await?.ok_or_else(missing)?;
         Ok((org, access))
     }
@@ -297,7 +324,7 @@ impl Coffer {
     async fn user_id_by_email(&self, email: &str) -> Result<Uuid> {
         let email = email.trim().to_ascii_lowercase();
         Ok(self
-            .store
+            .identity_store
             .user_by_email(&email)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("user {email}")))?
@@ -311,7 +338,7 @@ impl Coffer {
             return Err(ServiceError::PermissionDenied);
         }
         Ok(self
-            .store
+            .access_store
             .members(org.id)
             .await?
             .into_iter()
@@ -326,15 +353,17 @@ impl Coffer {
             return Err(ServiceError::Invalid("role must be owner, admin or member".into()));
         }
         let user_id = self.user_id_by_email(email).await?;
-        let current = self.store.membership(org.id, user_id).await?;
+        let current = self.access_store.membership(org.id, user_id).await?;
         if (role == "owner" || current.as_deref() == Some("owner")) && !access.owner {
             return Err(ServiceError::PermissionDenied);
         }
         if current.as_deref() == Some("owner") && role != "owner" {
             self.keep_an_owner(org.id).await?;
         }
-        self.store.set_membership(org.id, user_id, role, now_ms()).await?;
-        self.principals_changed();
+        self.access_store
+            .set_membership(org.id, user_id, role, now_ms())
+            .await?;
+        self.shared.principals_changed();
         Ok(MemberView {
             email: email.trim().to_ascii_lowercase(),
             role: role.to_owned(),
@@ -344,7 +373,7 @@ impl Coffer {
     /// Conflict if the org has only one owner left.
     async fn keep_an_owner(&self, org_id: Uuid) -> Result<()> {
         let owners = self
-            .store
+            .access_store
             .members(org_id)
             .await?
             .iter()
@@ -362,14 +391,14 @@ impl Coffer {
     pub async fn remove_member(&self, who: &Unsealed, org: &str, email: &str) -> Result<()> {
         let (org, access) = self.org_admin(who, org).await?;
         let user_id = self.user_id_by_email(email).await?;
-        match self.store.membership(org.id, user_id).await?.as_deref() {
+        match self.access_store.membership(org.id, user_id).await?.as_deref() {
             None => return Err(ServiceError::NotFound(format!("member {email}"))),
             Some("owner") if !access.owner => return Err(ServiceError::PermissionDenied),
             Some("owner") => self.keep_an_owner(org.id).await?,
             Some(_) => {}
         }
-        self.store.remove_membership(org.id, user_id).await?;
-        self.principals_changed();
+        self.access_store.remove_membership(org.id, user_id).await?;
+        self.shared.principals_changed();
         Ok(())
     }
 
@@ -377,7 +406,7 @@ impl Coffer {
     pub async fn create_group(&self, who: &Unsealed, org: &str, name: &str) -> Result<GroupView> {
         let (org, _) = self.org_admin(who, org).await?;
         check_slug("name", name)?;
-        self.store
+        self.access_store
             .create_group(&GroupRow {
                 id: Uuid::new_v4(),
                 org_id: org.id,
@@ -398,7 +427,7 @@ impl Coffer {
             return Err(ServiceError::PermissionDenied);
         }
         Ok(self
-            .store
+            .access_store
             .groups(org.id)
             .await?
             .into_iter()
@@ -407,7 +436,7 @@ impl Coffer {
     }
 
     async fn group_id(&self, org_id: Uuid, name: &str) -> Result<Uuid> {
-        self.store
+        self.access_store
             .groups(org_id)
             .await?
             .into_iter()
@@ -421,13 +450,13 @@ impl Coffer {
         let (org, _) = self.org_admin(who, org).await?;
         let group_id = self.group_id(org.id, group).await?;
         let user_id = self.user_id_by_email(email).await?;
-        if self.store.membership(org.id, user_id).await?.is_none() {
+        if self.access_store.membership(org.id, user_id).await?.is_none() {
             return Err(ServiceError::Invalid(format!(
                 "{email} is not a member of the organization"
             )));
         }
-        self.store.add_group_member(org.id, group_id, user_id).await?;
-        self.principals_changed();
+        self.access_store.add_group_member(org.id, group_id, user_id).await?;
+        self.shared.principals_changed();
         Ok(())
     }
 
@@ -436,8 +465,8 @@ impl Coffer {
         let (org, _) = self.org_admin(who, org).await?;
         let group_id = self.group_id(org.id, group).await?;
         let user_id = self.user_id_by_email(email).await?;
-        if self.store.remove_group_member(org.id, group_id, user_id).await? {
-            self.principals_changed();
+        if self.access_store.remove_group_member(org.id, group_id, user_id).await? {
+            self.shared.principals_changed();
             Ok(())
         } else {
             Err(ServiceError::NotFound(format!("{email} in group {group}")))
@@ -478,7 +507,7 @@ impl Coffer {
         // the org the conflict can be named.
         if let Some(spki) = &spki
             && let Some(other) = self
-                .store
+                .access_store
                 .service_accounts(org.id)
                 .await?
                 .into_iter()
@@ -500,7 +529,7 @@ impl Coffer {
             cert_dns_san: san,
             created_at: now_ms(),
         };
-        self.store.create_service_account(&row).await?;
+        self.access_store.create_service_account(&row).await?;
         Ok(sa_view(row))
     }
 
@@ -508,7 +537,7 @@ impl Coffer {
     pub async fn list_service_accounts(&self, who: &Unsealed, org: &str) -> Result<Vec<ServiceAccountView>> {
         let (org, _) = self.org_admin(who, org).await?;
         Ok(self
-            .store
+            .access_store
             .service_accounts(org.id)
             .await?
             .into_iter()
@@ -517,7 +546,7 @@ impl Coffer {
     }
 
     async fn service_account_named(&self, org_id: Uuid, name: &str) -> Result<ServiceAccountRow> {
-        self.store
+        self.access_store
             .service_accounts(org_id)
             .await?
             .into_iter()
@@ -529,8 +558,8 @@ impl Coffer {
     pub async fn delete_service_account(&self, who: &Unsealed, org: &str, name: &str) -> Result<()> {
         let (org, _) = self.org_admin(who, org).await?;
         let sa = self.service_account_named(org.id, name).await?;
-        self.store.delete_service_account(org.id, sa.id).await?;
-        self.principals_changed();
+        self.access_store.delete_service_account(org.id, sa.id).await?;
+        self.shared.principals_changed();
         Ok(())
     }
 
@@ -549,7 +578,8 @@ impl Coffer {
             .map(|s| check_spki("bind_spki_sha256", s))
             .transpose()?;
         let expires_at = ttl_ms(ttl_seconds)?.map(|t| now_ms() + t);
-        self.issue_token(
+        super::auth::issue_token(
+            &*self.identity_store,
             PrincipalKind::ServiceAccount {
                 id: sa.id,
                 org_id: org.id,
@@ -570,7 +600,7 @@ impl Coffer {
         let (org, _) = self.org_admin(who, org).await?;
         let sa = self.service_account_named(org.id, name).await?;
         Ok(self
-            .store
+            .identity_store
             .list_tokens(Some(sa.id))
             .await?
             .into_iter()
@@ -585,7 +615,7 @@ impl Coffer {
         let (kind, subject_id) = match (&input.user, &input.service_account, &input.group) {
             (Some(email), None, None) => {
                 let id = self.user_id_by_email(email).await?;
-                if self.store.membership(org.id, id).await?.is_none() {
+                if self.access_store.membership(org.id, id).await?.is_none() {
                     return Err(ServiceError::Invalid(format!(
                         "{email} is not a member of the organization"
                     )));
@@ -627,14 +657,14 @@ impl Coffer {
             }
             (p, e) => {
                 let project = self
-                    .store
+                    .tenant_store
                     .project(org.id, p)
                     .await?
                     .ok_or_else(|| ServiceError::NotFound(format!("project {p}")))?;
                 let env = match e {
                     "*" => None,
                     e => Some(
-                        self.store
+                        self.tenant_store
                             .list_envs(org.id)
                             .await?
                             .into_iter()
@@ -656,8 +686,8 @@ impl Coffer {
             permissions: i64::from(perms.0),
             created_at: now_ms(),
         };
-        self.store.create_grant(&row).await?;
-        self.principals_changed();
+        self.access_store.create_grant(&row).await?;
+        self.shared.principals_changed();
         Ok(GrantView {
             id: row.id.to_string(),
             subject: serde_json::json!({ kind: input.user.or(input.service_account).or(input.group) }),
@@ -670,11 +700,11 @@ impl Coffer {
     /// Every grant of an organization, with names.
     pub async fn list_grants(&self, who: &Unsealed, org: &str) -> Result<Vec<GrantView>> {
         let (org, _) = self.org_admin(who, org).await?;
-        let projects = self.store.list_projects(org.id).await?;
-        let envs = self.store.list_envs(org.id).await?;
-        let users = self.store.members(org.id).await?;
-        let sas = self.store.service_accounts(org.id).await?;
-        let groups = self.store.groups(org.id).await?;
+        let projects = self.tenant_store.list_projects(org.id).await?;
+        let envs = self.tenant_store.list_envs(org.id).await?;
+        let users = self.access_store.members(org.id).await?;
+        let sas = self.access_store.service_accounts(org.id).await?;
+        let groups = self.access_store.groups(org.id).await?;
         let name_of = |g: &GrantRow| -> String {
             match g.subject_kind.as_str() {
                 "user" => users
@@ -690,7 +720,7 @@ impl Coffer {
             .unwrap_or_else(|| g.subject_id.to_string())
         };
         Ok(self
-            .store
+            .access_store
             .grants(org.id)
             .await?
             .iter()
@@ -715,8 +745,8 @@ impl Coffer {
         let (org, _) = self.org_admin(who, org).await?;
         let missing = || ServiceError::NotFound(format!("grant {id}"));
         let id = Uuid::parse_str(id).map_err(|_| missing())?;
-        if self.store.delete_grant(org.id, id).await? {
-            self.principals_changed();
+        if self.access_store.delete_grant(org.id, id).await? {
+            self.shared.principals_changed();
             Ok(())
         } else {
             Err(missing())

@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use super::{Coffer, Result, ServiceError, Unsealed, now_ms, rfc3339};
+use super::{AccessService, Result, ServiceError, Unsealed, now_ms, rfc3339};
 use crate::access::{PermSet, Permission};
 use crate::env_policy::{is_dangerous, is_variable_name};
 use crate::storage::EnvPath;
@@ -32,7 +32,7 @@ fn view(r: AllowedVarRow) -> AllowedVarView {
     }
 }
 
-impl Coffer {
+impl AccessService {
     /// The environment, if `who` is its admin (every permission on it).
     async fn env_admin(&self, who: &Unsealed, env: (&str, &str, &str)) -> Result<EnvPath> {
         let (path, access) = self.env_access(who, env).await?;
@@ -47,7 +47,7 @@ impl Coffer {
     pub async fn allowed_vars(&self, who: &Unsealed, env: (&str, &str, &str)) -> Result<Vec<AllowedVarView>> {
         let path = self.authorize_env(who, env, Permission::Read).await?;
         Ok(self
-            .store
+            .env_var_store
             .allowed_vars(path.org_id, path.env_id)
             .await?
             .into_iter()
@@ -77,7 +77,7 @@ impl Coffer {
             allowed_by: who.name.clone(),
             created_at: now_ms(),
         };
-        if self.store.allow_var(&row).await? {
+        if self.env_var_store.allow_var(&row).await? {
             tracing::warn!(
                 env = %format!("{}/{}/{}", env.0, env.1, env.2),
                 name,
@@ -86,7 +86,7 @@ impl Coffer {
             );
             return Ok(view(row));
         }
-        let kept = self.store.allowed_vars(path.org_id, path.env_id).await?;
+        let kept = self.env_var_store.allowed_vars(path.org_id, path.env_id).await?;
         kept.into_iter()
             .find(|r| r.name == name)
             .map(view)
@@ -97,7 +97,7 @@ impl Coffer {
     /// name again. Returns whether it was allowed.
     pub async fn disallow_var(&self, who: &Unsealed, env: (&str, &str, &str), name: &str) -> Result<bool> {
         let path = self.env_admin(who, env).await?;
-        Ok(self.store.disallow_var(path.org_id, path.env_id, name).await?)
+        Ok(self.env_var_store.disallow_var(path.org_id, path.env_id, name).await?)
     }
 
     /// Of the refused names among `names`, the ones this environment allows.
@@ -105,7 +105,7 @@ impl Coffer {
         if refused.is_empty() {
             return Ok(Vec::new());
         }
-        let allowed = self.store.allowed_vars(path.org_id, path.env_id).await?;
+        let allowed = self.env_var_store.allowed_vars(path.org_id, path.env_id).await?;
         Ok(refused
             .iter()
             .filter(|n| allowed.iter().any(|a| &a.name == *n))

@@ -21,9 +21,7 @@ use zeroize::Zeroizing;
 
 use super::hash_gate;
 use super::limits::Kind;
-use super::{
-    Coffer, Principal, PrincipalKind, Result, ServiceError, Unsealed, now_ms, random_bytes, rfc3339, token_hash,
-};
+use super::{Principal, PrincipalKind, Result, ServiceError, Unsealed, now_ms, random_bytes, rfc3339, token_hash};
 use crate::keys;
 use crate::storage::{DeviceRow, RefreshRow, RefreshUse, ServiceAccountRow, TokenRow, UserRow};
 
@@ -399,12 +397,22 @@ fn cert_matches(sa: &ServiceAccountRow, cert: &ClientCert) -> bool {
     spki && cn.unwrap_or(true) && san.unwrap_or(true)
 }
 
-impl Coffer {
+/// Authentication, tokens, logins, the device flow and (in `users.rs`) user accounts.
+#[derive(Debug, Clone)]
+pub struct IdentityService {
+    pub(super) shared: Arc<super::Shared>,
+    pub(super) identity_store: Arc<dyn crate::storage::IdentityStore>,
+    pub(super) tenant_store: Arc<dyn crate::storage::TenantStore>,
+    pub(super) access_store: Arc<dyn crate::storage::AccessStore>,
+    pub(super) access: crate::service::AccessService,
+}
+
+impl IdentityService {
     /// Authenticate a request: its token (checked against the certificate it
     /// may be bound to and the account's source networks), or, without a
     /// token, its client certificate. Sealed servers refuse before looking.
     /// A self-only token (Vault's `default` policy) is refused here: only
-    /// [`Coffer::authenticate_self`] accepts it.
+    /// [`IdentityService::authenticate_self`] accepts it.
     pub async fn authenticate(&self, c: &Caller<'_>) -> Result<Unsealed> {
         let who = self.authenticate_self(c).await?;
         if who.self_only {
@@ -413,10 +421,10 @@ impl Coffer {
         Ok(who)
     }
 
-    /// [`Coffer::authenticate`] that also accepts a self-only token: for the
+    /// [`IdentityService::authenticate`] that also accepts a self-only token: for the
     /// routes where a token looks itself up, renews or revokes itself.
     pub async fn authenticate_self(&self, c: &Caller<'_>) -> Result<Unsealed> {
-        let keyring = self.keyring()?;
+        let keyring = self.shared.keyring()?;
         let entry = match (c.token.filter(|t| !t.is_empty()), c.cert, c.org_hint) {
             (Some(token), _, _) => self.token_entry(token, c.source).await?,
             (None, Some(cert), org) => self.cert_entry(org, cert).await?,
@@ -446,21 +454,30 @@ impl Coffer {
         // No per-source block before the lookup: junk tokens from a shared
         // address must not lock out the valid tokens behind it.
         let hash = token_hash(token);
-        if let Some(e) = self.cache.tokens.get_by(hash.as_slice()) {
+        if let Some(e) = self.shared.cache.tokens.get_by(hash.as_slice()) {
             return Ok(e);
         }
-        let row = match self.store.token_by_hash(&hash).await? {
+        let row = match self.identity_store.token_by_hash(&hash).await? {
             // The lookup was by hash; compare again in constant time so no
             // storage-side collation or truncation can let a near-miss through.
             Some(row) if bool::from(row.token_hash.as_slice().ct_eq(hash.as_slice())) => row,
-            _ => return Err(self.limits.failure(Kind::Token, source, ServiceError::Unauthenticated)),
+            _ => {
+                return Err(self
+                    .shared
+                    .limits
+                    .failure(Kind::Token, source, ServiceError::Unauthenticated));
+            }
         };
         // The token's own name is a label; the principal is named by its account.
         let (policy, self_only) = split_policy(&row.policy);
         let (kind, name, cidrs) = match (policy, row.principal_id, row.org_id) {
             ("root", _, _) => (PrincipalKind::Root, "root".to_owned(), Vec::new()),
             ("user", Some(id), _) => {
-                let user = self.store.user(id).await?.ok_or(ServiceError::Unauthenticated)?;
+                let user = self
+                    .identity_store
+                    .user(id)
+                    .await?
+                    .ok_or(ServiceError::Unauthenticated)?;
                 if user.disabled {
                     return Err(ServiceError::Unauthenticated);
                 }
@@ -468,7 +485,7 @@ impl Coffer {
             }
             ("service_account", Some(id), Some(org_id)) => {
                 let sa = self
-                    .store
+                    .access_store
                     .service_account(org_id, id)
                     .await?
                     .ok_or(ServiceError::Unauthenticated)?;
@@ -499,7 +516,7 @@ impl Coffer {
             cidrs,
         });
         // Revocation and expiry are re-read on every miss; an entry lives 1 s.
-        self.cache.tokens.put(hash, entry.clone());
+        self.shared.cache.tokens.put(hash, entry.clone());
         Ok(entry)
     }
 
@@ -508,14 +525,19 @@ impl Coffer {
     /// hash is mapped at most once server-wide: migration 0009).
     async fn cert_entry(&self, org: Option<&str>, cert: &ClientCert) -> Result<Arc<AuthEntry>> {
         let orgs = match org {
-            Some(slug) => vec![self.store.org(slug).await?.ok_or(ServiceError::Unauthenticated)?],
-            None => self.store.list_orgs().await?,
+            Some(slug) => vec![
+                self.tenant_store
+                    .org(slug)
+                    .await?
+                    .ok_or(ServiceError::Unauthenticated)?,
+            ],
+            None => self.tenant_store.list_orgs().await?,
         };
         let key = (
             if orgs.len() == 1 { orgs[0].id } else { Uuid::nil() },
             cert.spki_sha256.clone(),
         );
-        if let Some(e) = self.cache.certs.get(&key) {
+        if let Some(e) = self.shared.cache.certs.get(&key) {
             return Ok(e);
         }
         // At most one account maps a certificate's SPKI (a unique index), so
@@ -523,7 +545,7 @@ impl Coffer {
         let mut found = Vec::new();
         for org in &orgs {
             found.extend(
-                self.store
+                self.access_store
                     .service_accounts(org.id)
                     .await?
                     .into_iter()
@@ -552,52 +574,8 @@ impl Coffer {
             bound_spki: None,
             cidrs: parse_cidrs(&sa.cidrs)?,
         });
-        self.cache.certs.put(key, entry.clone());
+        self.shared.cache.certs.put(key, entry.clone());
         Ok(entry)
-    }
-
-    /// After a revocation on this server: drop every cached authentication
-    /// and permission, so the very next request here re-reads them (other
-    /// servers re-read within the 1 s cache lifetime).
-    pub(crate) fn forget_principals(&self) {
-        self.cache.tokens.clear();
-        self.cache.certs.clear();
-        self.cache.access.clear();
-    }
-
-    /// After a change to who may do what (revocation, grants, memberships,
-    /// groups, service accounts): forget it here and on every other server.
-    pub(crate) fn principals_changed(&self) {
-        self.forget_principals();
-        self.broadcast(super::cluster::Event::Principals);
-    }
-
-    /// Store a new token for `kind`; returns it once.
-    pub(crate) async fn issue_token(
-        &self,
-        kind: PrincipalKind,
-        name: &str,
-        expires_at: Option<i64>,
-        bound_spki: Option<String>,
-        lineage: Lineage,
-        self_only: bool,
-    ) -> Result<IssuedToken> {
-        let (token, mut row) = new_token(kind, name)?;
-        if self_only {
-            row.policy = format!("{SELF_ONLY_PREFIX}{}", row.policy);
-        }
-        row.expires_at = expires_at;
-        row.bound_spki = bound_spki;
-        row.family_id = lineage.family_id;
-        row.parent_accessor = lineage.parent_accessor;
-        row.auth_at = lineage.auth_at;
-        self.store.create_token(&row).await?;
-        Ok(IssuedToken {
-            token,
-            accessor: row.accessor,
-            name: row.display_name,
-            expires_at: expires_at.map(rfc3339),
-        })
     }
 
     /// `POST /tokens` (and Vault's `auth/token/create`): a token acting as
@@ -648,8 +626,16 @@ impl Coffer {
             auth_at: who.authenticated_at,
         };
         let name = if name.is_empty() { who.name.as_str() } else { name };
-        self.issue_token(who.kind, name, expires_at, bound, lineage, who.self_only)
-            .await
+        issue_token(
+            &*self.identity_store,
+            who.kind,
+            name,
+            expires_at,
+            bound,
+            lineage,
+            who.self_only,
+        )
+        .await
     }
 
     /// `GET /tokens`: the caller's tokens (root: every token).
@@ -659,7 +645,7 @@ impl Coffer {
             _ => Some(who.id()),
         };
         Ok(self
-            .store
+            .identity_store
             .list_tokens(filter)
             .await?
             .into_iter()
@@ -671,7 +657,11 @@ impl Coffer {
     /// token's organization. Anything else looks like a missing token.
     pub async fn revoke_token(&self, who: &Unsealed, accessor: &str) -> Result<()> {
         let missing = || ServiceError::NotFound(format!("token {accessor}"));
-        let row = self.store.token_by_accessor(accessor).await?.ok_or_else(missing)?;
+        let row = self
+            .identity_store
+            .token_by_accessor(accessor)
+            .await?
+            .ok_or_else(missing)?;
         if !self.may_manage_token(who, &row).await? {
             return Err(missing());
         }
@@ -687,7 +677,7 @@ impl Coffer {
             PrincipalKind::Root => true,
             _ if row.principal_id == Some(who.id()) => true,
             _ => match row.org_id {
-                Some(org_id) => self.access(who, org_id).await?.is_some_and(|a| a.admin),
+                Some(org_id) => self.access.access(who, org_id).await?.is_some_and(|a| a.admin),
                 None => false,
             },
         })
@@ -698,7 +688,7 @@ impl Coffer {
     pub(super) async fn token_row(&self, token: &str) -> Result<Option<TokenRow>> {
         let hash = token_hash(token);
         Ok(self
-            .store
+            .identity_store
             .token_by_hash(&hash)
             .await?
             .filter(|row| bool::from(row.token_hash.as_slice().ct_eq(hash.as_slice()))))
@@ -708,13 +698,13 @@ impl Coffer {
     /// from it (transitively) and, for a login's own token (one not derived
     /// from another), its whole login session with the refresh tokens.
     async fn revoke_lineage(&self, row: &TokenRow) -> Result<()> {
-        self.store.delete_token_tree(&row.accessor).await?;
+        self.identity_store.delete_token_tree(&row.accessor).await?;
         if row.parent_accessor.is_none()
             && let Some(family) = &row.family_id
         {
-            self.store.revoke_family(family).await?;
+            self.identity_store.revoke_family(family).await?;
         }
-        self.principals_changed();
+        self.shared.principals_changed();
         Ok(())
     }
 
@@ -725,7 +715,7 @@ impl Coffer {
             PrincipalKind::User(id) => (Some(id.to_string()), None),
             PrincipalKind::ServiceAccount { id, org_id } => {
                 let org = self
-                    .store
+                    .tenant_store
                     .list_orgs()
                     .await?
                     .into_iter()
@@ -767,7 +757,7 @@ impl Coffer {
             created_at: now_ms(),
             disabled: false,
         };
-        self.store.create_user(&user).await?;
+        self.identity_store.create_user(&user).await?;
         Ok((user.id, user.email))
     }
 
@@ -780,19 +770,19 @@ impl Coffer {
         totp_code: Option<&str>,
         recovery_code: Option<&str>,
     ) -> Result<Session> {
-        let keyring = self.keyring()?;
-        if let Some(retry_after_s) = self.limits.blocked(Kind::Login, source) {
+        let keyring = self.shared.keyring()?;
+        if let Some(retry_after_s) = self.shared.limits.blocked(Kind::Login, source) {
             return Err(ServiceError::RateLimited { retry_after_s });
         }
         let email = email.trim().to_ascii_lowercase();
-        let Some(user) = self.store.user_by_email(&email).await? else {
+        let Some(user) = self.identity_store.user_by_email(&email).await? else {
             verify_dummy(password).await?;
-            self.limits.fail(Kind::Login, source);
+            self.shared.limits.fail(Kind::Login, source);
             return Err(ServiceError::InvalidCredentials);
         };
         let now = now_ms();
         if user.locked_until > now {
-            self.limits.fail(Kind::Login, source);
+            self.shared.limits.fail(Kind::Login, source);
             return Err(ServiceError::RateLimited {
                 retry_after_s: ((user.locked_until - now) as u64).div_ceil(1000),
             });
@@ -803,7 +793,11 @@ impl Coffer {
         }
         if user.totp_enabled {
             let ok = match (totp_code, recovery_code) {
-                (_, Some(code)) => self.store.use_recovery_code(user.id, &recovery_hash(code)).await?,
+                (_, Some(code)) => {
+                    self.identity_store
+                        .use_recovery_code(user.id, &recovery_hash(code))
+                        .await?
+                }
                 (Some(code), None) => self.totp_step_ok(&keyring, &user, code).await?,
                 (None, None) => return Err(ServiceError::TotpRequired),
             };
@@ -813,7 +807,7 @@ impl Coffer {
             }
         }
         if user.failed_logins != 0 {
-            self.store.set_login_state(user.id, 0, 0).await?;
+            self.identity_store.set_login_state(user.id, 0, 0).await?;
         }
         self.new_session(&user, &Uuid::new_v4().simple().to_string(), now_ms())
             .await
@@ -822,14 +816,14 @@ impl Coffer {
     /// Count a failed login: per source, and on the account (lock after
     /// [`LOCK_AFTER`], doubling up to 15 min).
     async fn login_failed(&self, user: &UserRow, source: Option<IpAddr>) -> Result<()> {
-        self.limits.fail(Kind::Login, source);
+        self.shared.limits.fail(Kind::Login, source);
         // Counted in the database, atomically: parallel guesses each count.
-        let failed = self.store.count_login_failure(user.id).await?;
+        let failed = self.identity_store.count_login_failure(user.id).await?;
         if failed >= LOCK_AFTER {
             let shift = (failed - LOCK_AFTER).min(8) as u32;
             let lock = LOCK_BASE_MS.saturating_mul(1 << shift).min(LOCK_MAX_MS);
             tracing::warn!(user = %user.id, failures = failed, lock_s = lock / 1000, "account locked after failed logins");
-            self.store.lock_user_until(user.id, now_ms() + lock).await?;
+            self.identity_store.lock_user_until(user.id, now_ms() + lock).await?;
         }
         Ok(())
     }
@@ -846,7 +840,7 @@ impl Coffer {
         let Some(step) = totp(&seed)?.check(code.trim(), now_s) else {
             return Ok(false);
         };
-        Ok(self.store.use_totp_step(user.id, step as i64).await?)
+        Ok(self.identity_store.use_totp_step(user.id, step as i64).await?)
     }
 
     /// A new access token and refresh token in login session `family_id`,
@@ -856,22 +850,22 @@ impl Coffer {
             return Err(ServiceError::AccountDisabled);
         }
         let now = now_ms();
-        let access = self
-            .issue_token(
-                PrincipalKind::User(user.id),
-                &user.email,
-                Some(now + ACCESS_TTL_MS),
-                None,
-                Lineage {
-                    family_id: Some(family_id.to_owned()),
-                    parent_accessor: None,
-                    auth_at: Some(auth_at),
-                },
-                false,
-            )
-            .await?;
+        let access = issue_token(
+            &*self.identity_store,
+            PrincipalKind::User(user.id),
+            &user.email,
+            Some(now + ACCESS_TTL_MS),
+            None,
+            Lineage {
+                family_id: Some(family_id.to_owned()),
+                parent_accessor: None,
+                auth_at: Some(auth_at),
+            },
+            false,
+        )
+        .await?;
         let refresh = new_secret()?;
-        self.store
+        self.identity_store
             .create_refresh(&RefreshRow {
                 token_hash: token_hash(&refresh),
                 family_id: family_id.to_owned(),
@@ -893,13 +887,16 @@ impl Coffer {
     /// `POST /auth/refresh`: spend a refresh token for a new pair. A spent
     /// token presented again revokes its whole family.
     pub async fn refresh(&self, source: Option<IpAddr>, refresh_token: &str) -> Result<Session> {
-        self.require_unsealed()?;
-        match self.store.spend_refresh(&token_hash(refresh_token)).await? {
-            RefreshUse::Unknown => Err(self.limits.failure(Kind::Token, source, ServiceError::Unauthenticated)),
+        self.shared.require_unsealed()?;
+        match self.identity_store.spend_refresh(&token_hash(refresh_token)).await? {
+            RefreshUse::Unknown => Err(self
+                .shared
+                .limits
+                .failure(Kind::Token, source, ServiceError::Unauthenticated)),
             RefreshUse::Reused(row) => {
                 tracing::warn!(user = %row.user_id, "a spent refresh token was presented again; revoking its session");
-                self.store.revoke_family(&row.family_id).await?;
-                self.principals_changed();
+                self.identity_store.revoke_family(&row.family_id).await?;
+                self.shared.principals_changed();
                 Err(ServiceError::Unauthenticated)
             }
             RefreshUse::Fresh(row) => {
@@ -907,7 +904,7 @@ impl Coffer {
                     return Err(ServiceError::Unauthenticated);
                 }
                 let user = self
-                    .store
+                    .identity_store
                     .user(row.user_id)
                     .await?
                     .ok_or(ServiceError::Unauthenticated)?;
@@ -920,7 +917,7 @@ impl Coffer {
     /// derived from it; the login session too only when the token is the
     /// login's own (a child revoking itself leaves its parent alive).
     pub async fn revoke_self(&self, who: &Unsealed) -> Result<()> {
-        match self.store.token_by_accessor(&who.accessor).await? {
+        match self.identity_store.token_by_accessor(&who.accessor).await? {
             Some(row) => self.revoke_lineage(&row).await,
             None => Ok(()),
         }
@@ -928,11 +925,11 @@ impl Coffer {
 
     /// `POST /auth/logout`: revoke the calling token and its session.
     pub async fn logout(&self, who: &Unsealed) -> Result<()> {
-        self.store.delete_token_tree(&who.accessor).await?;
+        self.identity_store.delete_token_tree(&who.accessor).await?;
         if let Some(family) = &who.family_id {
-            self.store.revoke_family(family).await?;
+            self.identity_store.revoke_family(family).await?;
         }
-        self.principals_changed();
+        self.shared.principals_changed();
         Ok(())
     }
 
@@ -960,7 +957,7 @@ impl Coffer {
         }
         let seed = Zeroizing::new(random_bytes::<20>()?);
         let blob = keyring.seal_account_secret(&keys::totp_aad(&id), seed.as_ref());
-        self.store.set_totp(id, Some(&blob), false).await?;
+        self.identity_store.set_totp(id, Some(&blob), false).await?;
         let secret = Zeroizing::new(totp_rs::Secret::from(seed.as_slice()).to_base32());
         let account = user.email.replace('@', "%40");
         let otpauth_uri = Zeroizing::new(format!(
@@ -974,7 +971,11 @@ impl Coffer {
     pub async fn totp_verify(&self, who: &Unsealed, code: &str) -> Result<Vec<Zeroizing<String>>> {
         let keyring = who.keyring();
         let id = Self::require_user(who)?;
-        let user = self.store.user(id).await?.ok_or(ServiceError::Unauthenticated)?;
+        let user = self
+            .identity_store
+            .user(id)
+            .await?
+            .ok_or(ServiceError::Unauthenticated)?;
         if user.totp_enabled {
             return Err(ServiceError::Conflict("TOTP is enabled already".into()));
         }
@@ -986,7 +987,9 @@ impl Coffer {
         if !self.totp_step_ok(keyring, &user, code).await? {
             return Err(ServiceError::InvalidTotp);
         }
-        self.store.set_totp(id, user.totp_secret.as_deref(), true).await?;
+        self.identity_store
+            .set_totp(id, user.totp_secret.as_deref(), true)
+            .await?;
         let mut codes = Vec::with_capacity(10);
         let mut hashes = Vec::with_capacity(10);
         for _ in 0..10 {
@@ -995,13 +998,13 @@ impl Coffer {
             hashes.push(recovery_hash(&code));
             codes.push(code);
         }
-        self.store.set_recovery_codes(id, &hashes).await?;
+        self.identity_store.set_recovery_codes(id, &hashes).await?;
         Ok(codes)
     }
 
     /// `POST /auth/device/code`.
     pub async fn device_code(&self, verification_uri: String) -> Result<DeviceCode> {
-        self.require_unsealed()?;
+        self.shared.require_unsealed()?;
         let device_code = new_secret()?;
         let raw = random_bytes::<8>()?;
         let letters: String = raw
@@ -1009,7 +1012,7 @@ impl Coffer {
             .map(|b| USER_CODE_ALPHABET[usize::from(*b) % USER_CODE_ALPHABET.len()] as char)
             .collect();
         let user_code = format!("{}-{}", &letters[..4], &letters[4..]);
-        self.store
+        self.identity_store
             .create_device(&DeviceRow {
                 device_hash: token_hash(&device_code),
                 user_code: user_code.clone(),
@@ -1041,11 +1044,15 @@ impl Coffer {
         totp_code: Option<&str>,
         with_totp: bool,
     ) -> Result<UserRow> {
-        let keyring = self.keyring()?;
-        if let Some(retry_after_s) = self.limits.blocked(Kind::Login, source) {
+        let keyring = self.shared.keyring()?;
+        if let Some(retry_after_s) = self.shared.limits.blocked(Kind::Login, source) {
             return Err(ServiceError::RateLimited { retry_after_s });
         }
-        let user = self.store.user(user_id).await?.ok_or(ServiceError::Unauthenticated)?;
+        let user = self
+            .identity_store
+            .user(user_id)
+            .await?
+            .ok_or(ServiceError::Unauthenticated)?;
         let now = now_ms();
         if user.locked_until > now {
             return Err(ServiceError::RateLimited {
@@ -1113,7 +1120,11 @@ impl Coffer {
             .family_id
             .clone()
             .unwrap_or_else(|| Uuid::new_v4().simple().to_string());
-        if self.store.approve_device(&code, id, &family, auth_at, now).await? {
+        if self
+            .identity_store
+            .approve_device(&code, id, &family, auth_at, now)
+            .await?
+        {
             Ok(())
         } else {
             Err(ServiceError::NotFound(format!("pending device login {code}")))
@@ -1122,11 +1133,12 @@ impl Coffer {
 
     /// `POST /auth/device/token`: the CLI's poll.
     pub async fn device_token(&self, source: Option<IpAddr>, device_code: &str) -> Result<Session> {
-        self.require_unsealed()?;
+        self.shared.require_unsealed()?;
         let hash = token_hash(device_code);
         let now = now_ms();
-        let Some(row) = self.store.poll_device(&hash, now).await? else {
+        let Some(row) = self.identity_store.poll_device(&hash, now).await? else {
             return Err(self
+                .shared
                 .limits
                 .failure(Kind::Token, source, ServiceError::DeviceFlow("expired_token")));
         };
@@ -1138,11 +1150,11 @@ impl Coffer {
             "pending" => Err(ServiceError::DeviceFlow("authorization_pending")),
             "approved" => {
                 let user_id = row.user_id.ok_or(ServiceError::DeviceFlow("access_denied"))?;
-                if !self.store.finish_device(&hash).await? {
+                if !self.identity_store.finish_device(&hash).await? {
                     return Err(ServiceError::DeviceFlow("expired_token"));
                 }
                 let user = self
-                    .store
+                    .identity_store
                     .user(user_id)
                     .await?
                     .ok_or(ServiceError::DeviceFlow("access_denied"))?;
@@ -1183,6 +1195,34 @@ fn base32_lower(bytes: &[u8]) -> String {
         out.push(ALPHABET[((buf << (5 - bits)) & 31) as usize] as char);
     }
     out
+}
+
+/// Store a new token for `kind`; returns it once.
+pub(super) async fn issue_token(
+    store: &dyn crate::storage::IdentityStore,
+    kind: PrincipalKind,
+    name: &str,
+    expires_at: Option<i64>,
+    bound_spki: Option<String>,
+    lineage: Lineage,
+    self_only: bool,
+) -> Result<IssuedToken> {
+    let (token, mut row) = new_token(kind, name)?;
+    if self_only {
+        row.policy = format!("{SELF_ONLY_PREFIX}{}", row.policy);
+    }
+    row.expires_at = expires_at;
+    row.bound_spki = bound_spki;
+    row.family_id = lineage.family_id;
+    row.parent_accessor = lineage.parent_accessor;
+    row.auth_at = lineage.auth_at;
+    store.create_token(&row).await?;
+    Ok(IssuedToken {
+        token,
+        accessor: row.accessor,
+        name: row.display_name,
+        expires_at: expires_at.map(rfc3339),
+    })
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-use super::{Coffer, Result, ServiceError, Unsealed, rfc3339};
+use super::{OperatorService, Result, ServiceError, Unsealed, rfc3339};
 use crate::keys::Keyring;
 use crate::storage::backup::{BACKUP_TABLES, Cell, Kind, Snapshot, table};
 use crate::storage::{Backend, KeyringRow};
@@ -278,7 +278,7 @@ pub async fn restore(
     })
 }
 
-impl Coffer {
+impl OperatorService {
     /// A signed snapshot of the whole store (root only; needs the keys to sign).
     pub async fn backup(&self, who: &Unsealed) -> Result<BackupFile> {
         who.require_root()?;

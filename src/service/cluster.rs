@@ -35,12 +35,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::{Coffer, now_ms};
+use super::{Shared, now_ms};
 use crate::keys::Keyring;
 
 /// Pause before reconnecting a failed listener.
@@ -277,7 +277,23 @@ fn reject(reason: Reject, env: Option<&Envelope>, len: usize) {
     }
 }
 
-impl Coffer {
+impl Shared {
+    /// After a revocation on this server: drop every cached authentication
+    /// and permission, so the very next request here re-reads them (other
+    /// servers re-read within the 1 s cache lifetime).
+    pub(crate) fn forget_principals(&self) {
+        self.cache.tokens.clear();
+        self.cache.certs.clear();
+        self.cache.access.clear();
+    }
+
+    /// After a change to who may do what (revocation, grants, memberships,
+    /// groups, service accounts): forget it here and on every other server.
+    pub(crate) fn principals_changed(&self) {
+        self.forget_principals();
+        self.broadcast(Event::Principals);
+    }
+
     /// Announce `event` to every server on this store (no-op on SQLite),
     /// signed under this server's root key. Sent from a task, so callers
     /// need not wait; a failed send is logged and covered by the caches'
@@ -290,7 +306,7 @@ impl Coffer {
         }
     }
 
-    /// [`Coffer::broadcast`] signed under `keyring`: a root rotation signs
+    /// [`Shared::broadcast`] signed under `keyring`: a root rotation signs
     /// with the root the other servers still hold.
     pub(crate) fn broadcast_signed(&self, event: Event, keyring: &Keyring) {
         let Some(link) = self.store.cluster() else {
@@ -362,38 +378,38 @@ impl Coffer {
 
     /// PostgreSQL: listen on the store's channel until the process ends,
     /// reconnecting after failures. Nothing on SQLite.
-    pub fn spawn_cluster_listener(&self) {
+    pub(super) fn spawn_cluster_listener(self: &Arc<Self>) {
         let Some(link) = self.store.cluster() else {
             tracing::info!("single-process storage: no cluster listener (nothing to broadcast)");
             return;
         };
-        let coffer = self.clone();
+        let shared = Arc::clone(self);
         tokio::spawn(async move {
             loop {
                 let mut listener = match link.listen().await {
                     Ok(l) => l,
                     Err(e) => {
                         tracing::warn!(error = %e, "cluster listener cannot connect; retrying");
-                        coffer.drop_caches();
+                        shared.drop_caches();
                         tokio::time::sleep(RECONNECT_DELAY).await;
                         continue;
                     }
                 };
                 // Whatever was announced before we listened is unknown.
-                coffer.drop_caches();
+                shared.drop_caches();
                 let channel = link.channel();
                 tracing::info!(channel = %channel, "cluster listener connected");
                 loop {
                     match listener.try_recv().await {
-                        Ok(Some(n)) => coffer.receive(&channel, n.payload()),
+                        Ok(Some(n)) => shared.receive(&channel, n.payload()),
                         Ok(None) => {
                             // Connection lost; the next try_recv reconnects.
                             tracing::warn!("cluster listener connection lost: dropping all caches");
-                            coffer.drop_caches();
+                            shared.drop_caches();
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "cluster listener failed: dropping all caches");
-                            coffer.drop_caches();
+                            shared.drop_caches();
                             break;
                         }
                     }

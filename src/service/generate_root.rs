@@ -9,7 +9,7 @@
 use base64::Engine;
 use zeroize::Zeroizing;
 
-use super::{Coffer, PrincipalKind, Result, ServiceError, random_bytes};
+use super::{OperatorService, PrincipalKind, Result, ServiceError, random_bytes};
 use crate::seal::{GenerateRootStatus, GenerateRootStep};
 
 /// Length of coffer's root tokens: `cfr_` + 43 base64url characters.
@@ -73,10 +73,10 @@ pub fn encode_token(token: &str, otp: &str) -> Option<String> {
     Some(base64::engine::general_purpose::STANDARD_NO_PAD.encode(x.as_slice()))
 }
 
-impl Coffer {
+impl OperatorService {
     /// `GET sys/generate-root/attempt`.
     pub fn generate_root_status(&self) -> Result<GenerateRootView> {
-        Ok(view(self.seal.generate_root_status()?))
+        Ok(view(self.shared.seal.generate_root_status()?))
     }
 
     /// `PUT sys/generate-root/attempt`: with no `otp`, one is generated and
@@ -98,7 +98,7 @@ impl Coffer {
         } else {
             String::new()
         };
-        let mut v = view(self.seal.generate_root_start(otp)?);
+        let mut v = view(self.shared.seal.generate_root_start(otp)?);
         v.otp = shown;
         tracing::warn!(nonce = %v.nonce, "root token generation started");
         Ok(v)
@@ -106,14 +106,14 @@ impl Coffer {
 
     /// `DELETE sys/generate-root/attempt`.
     pub fn generate_root_cancel(&self) -> Result<()> {
-        self.seal.generate_root_cancel()?;
+        self.shared.seal.generate_root_cancel()?;
         tracing::warn!("root token generation cancelled");
         Ok(())
     }
 
     /// `PUT sys/generate-root/update`: one share; the K-th mints the token.
     pub async fn generate_root_update(&self, share: &str, nonce: &str) -> Result<GenerateRootView> {
-        let step = match self.seal.generate_root_update(share, nonce) {
+        let step = match self.shared.seal.generate_root_update(share, nonce) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "root token generation: share refused");

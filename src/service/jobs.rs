@@ -60,7 +60,7 @@ impl Job {
 /// device codes.
 pub fn builtin(period: Duration) -> Vec<Job> {
     vec![Job::new("purge_expired", period, |c: Coffer| async move {
-        let n = c.store.purge_expired(now_ms()).await?;
+        let n = c.operator.store.purge_expired(now_ms()).await?;
         Ok(format!("{n} expired rows deleted"))
     })]
 }
@@ -95,7 +95,7 @@ async fn run(coffer: Coffer, job: Job) {
             lock = None;
         }
         if lock.is_none() {
-            match coffer.store.try_lock_job(job.name).await {
+            match coffer.shared.store.try_lock_job(job.name).await {
                 Ok(Some(l)) => {
                     tracing::info!(job = job.name, "this server now runs job {}", job.name);
                     lock = Some(l);

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{Coffer, Result, ServiceError, Unsealed, now_ms, rfc3339};
+use super::{Result, ServiceError, Unsealed, now_ms, rfc3339};
 use crate::keys::{self, Keyring};
 use crate::secure_mem::KeyBytes;
 use crate::storage::KekRow;
@@ -50,10 +50,18 @@ pub struct RewrapBatch {
     pub active_version: i64,
 }
 
-impl Coffer {
+/// An organization's KEKs: list, rotate, rewrap, destroy.
+#[derive(Debug, Clone)]
+pub struct KeyService {
+    pub(super) shared: Arc<super::Shared>,
+    pub(super) key_store: Arc<dyn crate::storage::keystore::KeyStore>,
+    pub(super) tenant_store: Arc<dyn crate::storage::TenantStore>,
+}
+
+impl KeyService {
     async fn org_id(&self, slug: &str) -> Result<Uuid> {
         Ok(self
-            .store
+            .tenant_store
             .org(slug)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("organization {slug:?}")))?
@@ -66,7 +74,7 @@ impl Coffer {
             return Ok(k);
         }
         let row = self
-            .store
+            .tenant_store
             .kek(org_id, version)
             .await?
             .ok_or_else(|| ServiceError::Conflict(format!("KEK version {version} was destroyed")))?;
@@ -80,7 +88,7 @@ impl Coffer {
         who.require_root()?;
         let org_id = self.org_id(org).await?;
         Ok(self
-            .store
+            .key_store
             .kek_usage(org_id)
             .await?
             .into_iter()
@@ -100,7 +108,7 @@ impl Coffer {
         who.require_root()?;
         let org_id = self.org_id(org).await?;
         let active = self
-            .store
+            .key_store
             .active_kek(org_id)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("organization {org:?}")))?;
@@ -109,7 +117,7 @@ impl Coffer {
         let wrapped = keyring
             .new_kek(org_id, version)
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        self.store
+        self.key_store
             .rotate_kek(&KekRow {
                 org_id,
                 version,
@@ -119,8 +127,8 @@ impl Coffer {
             .await?;
         // Env paths carry the active version: forget them here at once
         // (other servers sharing the database within the cache's second).
-        self.cache.clear();
-        self.broadcast(super::cluster::Event::Keys(org_id));
+        self.shared.cache.clear();
+        self.shared.broadcast(super::cluster::Event::Keys(org_id));
         tracing::info!(accessor = %who.accessor, org, version, "KEK rotated");
         Ok(KekView {
             version,
@@ -141,11 +149,11 @@ impl Coffer {
         }
         let org_id = self.org_id(org).await?;
         let active = self
-            .store
+            .key_store
             .active_kek(org_id)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("organization {org:?}")))?;
-        let rows = self.store.stale_deks(org_id, active, limit).await?;
+        let rows = self.key_store.stale_deks(org_id, active, limit).await?;
         if rows.is_empty() {
             return Ok(RewrapBatch {
                 rewrapped: 0,
@@ -177,7 +185,7 @@ impl Coffer {
                 wrapped_dek: wrapped,
             });
         }
-        let rewrapped = self.store.replace_deks(org_id, active, &out).await?;
+        let rewrapped = self.key_store.replace_deks(org_id, active, &out).await?;
         Ok(RewrapBatch {
             rewrapped,
             done: rows.len() < limit,
@@ -192,10 +200,11 @@ impl Coffer {
         let keyring = who.keyring();
         who.require_root()?;
         let org_id = self.org_id(org).await?;
-        match self.store.destroy_kek(org_id, version).await? {
+        match self.key_store.destroy_kek(org_id, version).await? {
             DestroyOutcome::Destroyed => {
                 keyring.forget_kek(org_id, version);
-                self.broadcast(super::cluster::Event::KekDestroyed(org_id, version));
+                self.shared
+                    .broadcast(super::cluster::Event::KekDestroyed(org_id, version));
                 tracing::warn!(accessor = %who.accessor, org, version, "KEK version destroyed");
                 Ok(())
             }

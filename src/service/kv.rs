@@ -15,6 +15,7 @@
 //! `max_versions` (the next write deletes the history above it).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -22,7 +23,7 @@ use zeroize::Zeroizing;
 
 use super::secrets::check_key;
 use super::values::ValueType;
-use super::{Coffer, PrincipalKind, Result, SecretInput, ServiceError, Unsealed, now_ms, rfc3339};
+use super::{PrincipalKind, Result, SecretInput, ServiceError, Unsealed, now_ms, rfc3339};
 use crate::access::Permission;
 use crate::storage::kv::{KvConfigRow, KvMetaRow, KvVersionOp, KvVersionRow};
 use crate::storage::{EnvPath, SecretRow};
@@ -331,9 +332,20 @@ fn deletion(s: &SecretRow, v: &KvVersionRow) -> Option<i64> {
     }
 }
 
-impl Coffer {
+/// Vault's KV v2 engine over coffer's secrets.
+#[derive(Debug, Clone)]
+pub struct KvService {
+    pub(super) shared: Arc<super::Shared>,
+    pub(super) kv_store: Arc<dyn crate::storage::kv::KvStore>,
+    pub(super) secret_store: Arc<dyn crate::storage::SecretStore>,
+    pub(super) access: crate::service::AccessService,
+    pub(super) secrets: crate::service::SecretService,
+    pub(super) tenants: crate::service::TenantService,
+}
+
+impl KvService {
     async fn kv_secret(&self, path: &EnvPath, key: &str) -> Result<SecretRow> {
-        self.store
+        self.secret_store
             .secret(path.org_id, path.env_id, key)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("secret {key}")))
@@ -342,29 +354,29 @@ impl Coffer {
     /// `GET data/<path>[?version=N]` (reveal).
     pub async fn kv_read(&self, who: &Unsealed, (o, p, e, key): KeyPath<'_>, version: Option<i64>) -> Result<KvRead> {
         let keyring = who.keyring();
-        let path = self.authorize_env(who, (o, p, e), Permission::Reveal).await?;
+        let path = self.access.authorize_env(who, (o, p, e), Permission::Reveal).await?;
         let (secret, row, custom_json) = match version.filter(|v| *v > 0) {
             // The common case, one query: current version and custom metadata.
             None => self
-                .store
+                .kv_store
                 .kv_current(path.org_id, path.env_id, key)
                 .await?
                 .ok_or_else(|| ServiceError::NotFound(format!("secret {key}")))?,
             Some(n) => {
                 let s = self.kv_secret(&path, key).await?;
                 let v = self
-                    .store
+                    .secret_store
                     .version(path.org_id, s.id, n)
                     .await?
                     .ok_or_else(|| ServiceError::NotFound(format!("version {n} of secret {key}")))?;
-                let m = self.store.kv_metadata(path.org_id, path.env_id, key).await?;
+                let m = self.kv_store.kv_metadata(path.org_id, path.env_id, key).await?;
                 (s, v, m.map(|m| m.custom_metadata))
             }
         };
         let deleted_at = if row.version == secret.current_version {
             secret.deleted_at
         } else {
-            self.store
+            self.kv_store
                 .kv_versions(path.org_id, secret.id)
                 .await?
                 .into_iter()
@@ -382,7 +394,7 @@ impl Coffer {
         let data = if destroyed || deleted_at.is_some() {
             None
         } else {
-            let value = self.decrypt_version(keyring, &path, key, &row).await?;
+            let value = self.secrets.decrypt_version(keyring, &path, key, &row).await?;
             Some(to_kv(&row.value_type, &value))
         };
         Ok(KvRead { data, metadata })
@@ -397,8 +409,8 @@ impl Coffer {
         cas: Option<i64>,
     ) -> Result<KvVersionMeta> {
         check_key(key)?;
-        let (path, access) = self.env_access(who, (o, p, e)).await?;
-        let existing = self.store.secret(path.org_id, path.env_id, key).await?;
+        let (path, access) = self.access.env_access(who, (o, p, e)).await?;
+        let existing = self.secret_store.secret(path.org_id, path.env_id, key).await?;
         // Refused before anything about the key (cas_required) is told; the
         // write itself checks again.
         access.require(
@@ -409,8 +421,8 @@ impl Coffer {
                 Permission::Create
             },
         )?;
-        let meta = self.store.kv_metadata(path.org_id, path.env_id, key).await?;
-        let config = self.store.kv_config().await?;
+        let meta = self.kv_store.kv_metadata(path.org_id, path.env_id, key).await?;
+        let config = self.kv_store.kv_config().await?;
         let cas_required = meta.as_ref().is_some_and(|m| m.cas_required) || config.cas_required;
         if cas_required && cas.is_none() {
             return Err(ServiceError::Invalid(
@@ -430,7 +442,7 @@ impl Coffer {
         let max = if max > 0 { max } else { config.max_versions };
         if max > 0 && view.version > max {
             let id = self.kv_secret(&path, key).await?.id;
-            self.store.kv_prune(path.org_id, id, view.version - max + 1).await?;
+            self.kv_store.kv_prune(path.org_id, id, view.version - max + 1).await?;
         }
         Ok(KvVersionMeta {
             created_time: view.updated_at,
@@ -458,7 +470,7 @@ impl Coffer {
                 value_type: input.value_type.clone(),
                 description: None,
             };
-            match self.put_secret_cas(who, env, key, again, cas).await {
+            match self.secrets.put_secret_cas(who, env, key, again, cas).await {
                 Err(ServiceError::Conflict(_)) if attempt < KV_WRITE_ROUNDS => {
                     let jitter = u64::from(super::random_bytes::<1>()?[0] % 8);
                     tokio::time::sleep(std::time::Duration::from_millis((1 + jitter) * attempt)).await;
@@ -516,7 +528,7 @@ impl Coffer {
         versions: Option<&[i64]>,
         op: VersionOp,
     ) -> Result<()> {
-        let path = self.authorize_env(who, (o, p, e), Permission::Delete).await?;
+        let path = self.access.authorize_env(who, (o, p, e), Permission::Delete).await?;
         match versions {
             Some([]) => return Err(ServiceError::Invalid("no versions provided".into())),
             Some(v) if v.len() > MAX_VERSIONS_PER_CALL => {
@@ -526,12 +538,12 @@ impl Coffer {
             }
             _ => {}
         }
-        let Some(secret) = self.store.secret(path.org_id, path.env_id, key).await? else {
+        let Some(secret) = self.secret_store.secret(path.org_id, path.env_id, key).await? else {
             return Ok(());
         };
         let latest = [secret.current_version];
         let versions = versions.unwrap_or(&latest[..]);
-        self.store
+        self.kv_store
             .kv_mark(path.org_id, secret.id, versions, op.into(), now_ms())
             .await?;
         Ok(())
@@ -539,14 +551,14 @@ impl Coffer {
 
     /// `GET metadata/<path>` (read).
     pub async fn kv_metadata(&self, who: &Unsealed, (o, p, e, key): KeyPath<'_>) -> Result<KvMetadata> {
-        let path = self.authorize_env(who, (o, p, e), Permission::Read).await?;
-        let secret = self.store.secret(path.org_id, path.env_id, key).await?;
-        let meta = self.store.kv_metadata(path.org_id, path.env_id, key).await?;
+        let path = self.access.authorize_env(who, (o, p, e), Permission::Read).await?;
+        let secret = self.secret_store.secret(path.org_id, path.env_id, key).await?;
+        let meta = self.kv_store.kv_metadata(path.org_id, path.env_id, key).await?;
         if secret.is_none() && meta.is_none() {
             return Err(ServiceError::NotFound(format!("secret {key}")));
         }
         let versions = match &secret {
-            Some(s) => self.store.kv_versions(path.org_id, s.id).await?,
+            Some(s) => self.kv_store.kv_versions(path.org_id, s.id).await?,
             None => Vec::new(),
         };
         let (created, updated) = match (&secret, &meta) {
@@ -596,11 +608,11 @@ impl Coffer {
         input: KvMetaInput,
     ) -> Result<()> {
         check_key(key)?;
-        let (path, access) = self.env_access(who, (o, p, e)).await?;
+        let (path, access) = self.access.env_access(who, (o, p, e)).await?;
         // Read, merge, write: concurrent patches of one key in this server
         // take turns, so none loses another's change.
-        let _turn = self.writes.turn(path.env_id, key).await;
-        let exists = self.store.secret(path.org_id, path.env_id, key).await?.is_some();
+        let _turn = self.shared.writes.turn(path.env_id, key).await;
+        let exists = self.secret_store.secret(path.org_id, path.env_id, key).await?.is_some();
         access.require(&path, if exists { Permission::Update } else { Permission::Create })?;
         if let Some(m) = input.max_versions
             && m < 0
@@ -608,7 +620,7 @@ impl Coffer {
             return Err(ServiceError::Invalid("max_versions must be 0 or more".into()));
         }
         let now = now_ms();
-        let old = self.store.kv_metadata(path.org_id, path.env_id, key).await?;
+        let old = self.kv_store.kv_metadata(path.org_id, path.env_id, key).await?;
         if input.patch && !exists && old.is_none() {
             // Vault: a metadata patch needs something to patch.
             return Err(ServiceError::NotFound(format!("secret {key}")));
@@ -639,7 +651,7 @@ impl Coffer {
             }
         }
         if let Some(new) = input.max_versions {
-            let config = self.store.kv_config().await?;
+            let config = self.kv_store.kv_config().await?;
             let old_max = old.as_ref().map_or(0, |m| m.max_versions);
             if lowers_max_versions(old_max, new, config.max_versions) {
                 access.require(&path, Permission::Delete)?;
@@ -668,17 +680,17 @@ impl Coffer {
             created_at: old.as_ref().map_or(now, |m| m.created_at),
             updated_at: now,
         };
-        self.store.put_kv_metadata(&row).await?;
+        self.kv_store.put_kv_metadata(&row).await?;
         Ok(())
     }
 
     /// `DELETE metadata/<path>`: every version and the metadata, for good (delete).
     pub async fn kv_purge(&self, who: &Unsealed, (o, p, e, key): KeyPath<'_>) -> Result<()> {
-        let path = self.authorize_env(who, (o, p, e), Permission::Delete).await?;
-        if let Some(s) = self.store.secret(path.org_id, path.env_id, key).await? {
-            self.store.purge_secret(path.org_id, s.id).await?;
+        let path = self.access.authorize_env(who, (o, p, e), Permission::Delete).await?;
+        if let Some(s) = self.secret_store.secret(path.org_id, path.env_id, key).await? {
+            self.secret_store.purge_secret(path.org_id, s.id).await?;
         }
-        self.store.delete_kv_metadata(path.org_id, path.env_id, key).await?;
+        self.kv_store.delete_kv_metadata(path.org_id, path.env_id, key).await?;
         Ok(())
     }
 
@@ -687,30 +699,38 @@ impl Coffer {
     /// in Vault.
     pub async fn kv_list(&self, who: &Unsealed, f: Folder<'_>) -> Result<Vec<String>> {
         let keys: Vec<String> = match f {
-            Folder::Root => self.list_orgs(who).await?.into_iter().map(|o| o.slug + "/").collect(),
+            Folder::Root => self
+                .tenants
+                .list_orgs(who)
+                .await?
+                .into_iter()
+                .map(|o| o.slug + "/")
+                .collect(),
             Folder::Org(o) => self
+                .tenants
                 .list_projects(who, o)
                 .await?
                 .into_iter()
                 .map(|p| p.slug + "/")
                 .collect(),
             Folder::Project(o, p) => self
+                .tenants
                 .list_envs(who, o, p)
                 .await?
                 .into_iter()
                 .map(|e| e.slug + "/")
                 .collect(),
             Folder::Env(o, p, e) => {
-                let path = self.authorize_env(who, (o, p, e), Permission::Read).await?;
+                let path = self.access.authorize_env(who, (o, p, e), Permission::Read).await?;
                 // Keys with a version and keys with metadata only, as Vault
                 // lists every key that has metadata.
                 let mut keys: Vec<String> = self
-                    .store
+                    .secret_store
                     .list_secrets(path.org_id, path.env_id)
                     .await?
                     .into_iter()
                     .map(|s| s.key)
-                    .chain(self.store.kv_metadata_keys(path.org_id, path.env_id).await?)
+                    .chain(self.kv_store.kv_metadata_keys(path.org_id, path.env_id).await?)
                     .collect();
                 keys.sort_unstable();
                 keys.dedup();
@@ -734,21 +754,21 @@ impl Coffer {
     ) -> Result<(Option<Map<String, Value>>, KvVersionMeta)> {
         let keyring = who.keyring();
         // The structure is learnt by decrypting: reveal, never read alone.
-        let path = self.authorize_env(who, (o, p, e), Permission::Reveal).await?;
+        let path = self.access.authorize_env(who, (o, p, e), Permission::Reveal).await?;
         let secret = self.kv_secret(&path, key).await?;
         let n = version.filter(|v| *v > 0).unwrap_or(secret.current_version);
         let row = self
-            .store
+            .secret_store
             .version(path.org_id, secret.id, n)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("version {n} of secret {key}")))?;
-        let states = self.store.kv_versions(path.org_id, secret.id).await?;
+        let states = self.kv_store.kv_versions(path.org_id, secret.id).await?;
         let deleted_at = states
             .iter()
             .find(|v| v.version == n)
             .and_then(|v| deletion(&secret, v));
         let destroyed = row.ciphertext.is_empty();
-        let meta = self.store.kv_metadata(path.org_id, path.env_id, key).await?;
+        let meta = self.kv_store.kv_metadata(path.org_id, path.env_id, key).await?;
         let metadata = KvVersionMeta {
             created_time: rfc3339(row.created_at),
             custom_metadata: custom(meta.as_ref()),
@@ -760,13 +780,13 @@ impl Coffer {
             return Ok((None, metadata));
         }
         // Decrypted in the server to learn the structure; no value leaves it.
-        let value = self.decrypt_version(keyring, &path, key, &row).await?;
+        let value = self.secrets.decrypt_version(keyring, &path, key, &row).await?;
         Ok((Some(subkeys(&to_kv(&row.value_type, &value), depth, 1)), metadata))
     }
 
     /// `GET secret/config` (any authenticated caller).
     pub async fn kv_config(&self, _who: &Unsealed) -> Result<KvConfig> {
-        let c = self.store.kv_config().await?;
+        let c = self.kv_store.kv_config().await?;
         Ok(KvConfig {
             max_versions: c.max_versions,
             cas_required: c.cas_required,
@@ -785,7 +805,7 @@ impl Coffer {
         if who.kind != PrincipalKind::Root {
             return Err(ServiceError::PermissionDenied);
         }
-        let old = self.store.kv_config().await?;
+        let old = self.kv_store.kv_config().await?;
         let c = KvConfigRow {
             max_versions: max_versions.unwrap_or(old.max_versions),
             cas_required: cas_required.unwrap_or(old.cas_required),
@@ -794,7 +814,7 @@ impl Coffer {
         if c.max_versions < 0 {
             return Err(ServiceError::Invalid("max_versions must be 0 or more".into()));
         }
-        self.store.put_kv_config(&c).await?;
+        self.kv_store.put_kv_config(&c).await?;
         Ok(())
     }
 }

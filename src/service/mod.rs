@@ -21,6 +21,7 @@ pub mod jobs;
 pub mod keys;
 pub mod kv;
 mod limits;
+mod operator;
 mod orgs;
 pub mod rekey;
 mod secrets;
@@ -36,14 +37,23 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::keys::Keyring;
-use crate::seal::{Seal, SealError, SealStatus};
+use crate::seal::{Seal, SealError};
 use crate::storage::{Backend, StorageError};
 
+pub use access::AccessService;
 pub use access::{GrantInput, GrantView, GroupView, MemberView, ServiceAccountInput, ServiceAccountView};
 pub use allowed_vars::AllowedVarView;
+pub use audit::AuditService;
+pub use auth::IdentityService;
 pub use auth::{Caller, ClientCert, DeviceCode, IssuedToken, Session, TokenView, TotpEnrollment, WhoAmI};
+pub use keys::KeyService;
+pub use kv::KvService;
+pub use operator::OperatorService;
+pub use orgs::TenantService;
 pub use orgs::{DEFAULT_MAX_ORGS_PER_USER, EnvView, OrgView, ProjectView};
+pub use secrets::SecretService;
 pub use secrets::{SecretInput, SecretView, VersionView};
+pub use vault::VaultService;
 
 /// Errors of the service layer. The HTTP layer maps each variant once.
 #[derive(Debug, thiserror::Error)]
@@ -320,57 +330,23 @@ fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     Ok(b)
 }
 
-/// The service facade the HTTP layer and `--dev` use.
-#[derive(Debug, Clone)]
-pub struct Coffer {
-    store: Arc<dyn Backend>,
+/// The server's runtime state every service shares: the seal, the hot
+/// caches, the abuse limits, the audit writer, the write turns, and the
+/// store for what is no aggregate's (cluster messages, cache drops).
+#[derive(Debug)]
+pub(crate) struct Shared {
     seal: Arc<Seal>,
-    cache: Arc<cache::HotCache>,
-    limits: Arc<limits::Limits>,
+    cache: cache::HotCache,
+    limits: limits::Limits,
     auditor: Arc<audit::Auditor>,
     /// writers of one secret take turns (`write_queue.rs`)
-    writes: Arc<write_queue::WriteQueue>,
+    writes: write_queue::WriteQueue,
     /// organizations one user may create (`[orgs] max_per_user`; root is exempt)
     max_orgs_per_user: u64,
+    store: Arc<dyn Backend>,
 }
 
-impl Coffer {
-    /// Boot: load the seal state from storage.
-    pub async fn load(store: Arc<dyn Backend>) -> Result<Coffer> {
-        Self::load_with_seal(store, None, audit::AuditSettings::default()).await
-    }
-
-    /// Boot with a `seal "pkcs11"` wrapper (the HSM), if configured, and
-    /// start the audit writer.
-    pub async fn load_with_seal(
-        store: Arc<dyn Backend>,
-        wrapper: Option<Arc<dyn crate::seal::RootWrapper>>,
-        audit_settings: audit::AuditSettings,
-    ) -> Result<Coffer> {
-        let seal = Arc::new(Seal::load(store.clone(), wrapper).await?);
-        let auditor = audit::Auditor::start(store.clone(), audit_settings);
-        Ok(Coffer {
-            store,
-            seal,
-            cache: Arc::new(cache::HotCache::new()),
-            limits: Arc::new(limits::Limits::default()),
-            auditor,
-            writes: Arc::new(write_queue::WriteQueue::new()),
-            max_orgs_per_user: DEFAULT_MAX_ORGS_PER_USER,
-        })
-    }
-
-    /// Set `[orgs] max_per_user`: how many organizations a user may create.
-    pub fn with_max_orgs_per_user(mut self, max: u64) -> Coffer {
-        self.max_orgs_per_user = max;
-        self
-    }
-
-    /// Storage kind, for status output.
-    pub fn storage_kind(&self) -> &'static str {
-        self.store.kind()
-    }
-
+impl Shared {
     /// The keyring, for operations that have no [`Unsealed`] handle yet
     /// (authentication itself, login, refresh, the device flow, jobs).
     fn keyring(&self) -> Result<Arc<Keyring>> {
@@ -378,85 +354,139 @@ impl Coffer {
     }
 
     /// `Sealed` / `NotInitialized` unless the server holds its keys.
-    pub fn require_unsealed(&self) -> Result<()> {
+    fn require_unsealed(&self) -> Result<()> {
         self.keyring().map(drop)
-    }
-
-    /// Seal status (unauthenticated, Vault's `sys/seal-status`).
-    pub async fn seal_status(&self) -> Result<SealStatus> {
-        self.seal.refresh_if_uninitialized().await?;
-        Ok(self.seal.status())
-    }
-
-    /// Seal status without touching storage (health checks).
-    pub fn seal_status_cached(&self) -> SealStatus {
-        self.seal.status()
-    }
-
-    /// Init: shares for the custodians and a root token, returned once.
-    pub async fn init(&self, shares: u8, threshold: u8) -> Result<InitResult> {
-        let (split, root_token) = self.init_split(shares, threshold).await?;
-        Ok(InitResult {
-            keys_hex: split.iter().map(|s| s.to_hex()).collect(),
-            keys_base64: split.iter().map(|s| s.to_base64()).collect(),
-            root_token,
-        })
-    }
-
-    /// Init, returning the shares themselves and the root token.
-    async fn init_split(&self, shares: u8, threshold: u8) -> Result<(Vec<unseal::Share>, Zeroizing<String>)> {
-        let (root_token, row) = auth::new_token(PrincipalKind::Root, "root")?;
-        let split = self.seal.init(shares, threshold, &row, now_ms()).await?;
-        Ok((split, root_token))
-    }
-
-    /// Submit one unseal share.
-    pub async fn unseal(&self, share: &str) -> Result<SealStatus> {
-        self.unseal_migrate(share, false).await
-    }
-
-    /// Submit one share; `migrate` as Vault's: required, and only accepted,
-    /// while a seal migration is pending.
-    pub async fn unseal_migrate(&self, share: &str, migrate: bool) -> Result<SealStatus> {
-        self.seal.refresh_if_uninitialized().await?;
-        self.seal.reload_if_sealed().await?;
-        match (self.seal.pending_migration(), migrate) {
-            (Some(_), true) => return Ok(self.seal.submit_migration_share(share).await?),
-            (Some(_), false) => {
-                return Err(ServiceError::Invalid(
-                    "a seal migration is pending: submit the shares with migrate=true".into(),
-                ));
-            }
-            (None, true) => return Err(ServiceError::Invalid("no seal migration is pending".into())),
-            (None, false) => {}
-        }
-        Ok(self.seal.submit_share(share)?)
-    }
-
-    /// Throw away the collected shares.
-    pub fn unseal_reset(&self) -> SealStatus {
-        self.seal.reset()
-    }
-
-    /// Seal (root only).
-    pub fn seal(&self, who: &Unsealed) -> Result<()> {
-        who.require_root()?;
-        // A seal seals the whole cluster (see `cluster.rs`): the message is
-        // signed while this server still holds the root key.
-        self.broadcast(cluster::Event::Seal);
-        self.seal.seal()?;
-        self.drop_caches();
-        Ok(())
-    }
-
-    /// Drop the keys at process exit (no-op unless unsealed).
-    pub fn seal_on_shutdown(&self) {
-        let _ = self.seal.seal();
-        self.drop_caches();
     }
 
     fn drop_caches(&self) {
         self.cache.clear();
         self.store.drop_caches();
+    }
+}
+
+/// The services, held by the HTTP layer's state and by `--dev`. Each
+/// service holds the store traits it uses (one backend, seen through the
+/// aggregate it touches) and the services it calls, with no cycle: access
+/// is called by tenants, identity, secrets, kv, audit and vault; kv calls
+/// secrets and tenants; vault calls identity.
+#[derive(Debug, Clone)]
+pub struct Coffer {
+    /// init, unseal, seal, rekey, generate-root, backup
+    pub operator: OperatorService,
+    /// authentication, tokens, logins, the device flow, user accounts
+    pub identity: IdentityService,
+    /// organizations, projects, environments
+    pub tenants: TenantService,
+    /// who may do what: members, groups, service accounts, grants
+    pub access: AccessService,
+    /// secrets, versions, inject
+    pub secrets: SecretService,
+    /// Vault's KV v2 engine
+    pub kv: KvService,
+    /// organization KEKs: rotate, rewrap, destroy
+    pub keys: KeyService,
+    /// the audit trail: query, verify, export
+    pub audit: AuditService,
+    /// Vault's token and auth wire
+    pub vault: VaultService,
+    shared: Arc<Shared>,
+}
+
+impl Coffer {
+    /// Boot: load the seal state from storage.
+    pub async fn load(store: Arc<dyn Backend>) -> Result<Coffer> {
+        Self::load_with_seal(store, None, audit::AuditSettings::default(), DEFAULT_MAX_ORGS_PER_USER).await
+    }
+
+    /// Boot with a `seal "pkcs11"` wrapper (the HSM), if configured, and
+    /// start the audit writer; `max_orgs_per_user` is `[orgs] max_per_user`.
+    pub async fn load_with_seal(
+        store: Arc<dyn Backend>,
+        wrapper: Option<Arc<dyn crate::seal::RootWrapper>>,
+        audit_settings: audit::AuditSettings,
+        max_orgs_per_user: u64,
+    ) -> Result<Coffer> {
+        let seal = Arc::new(Seal::load(store.clone(), wrapper).await?);
+        let auditor = audit::Auditor::start(store.clone(), store.kind(), audit_settings);
+        let shared = Arc::new(Shared {
+            seal,
+            cache: cache::HotCache::new(),
+            limits: limits::Limits::default(),
+            auditor,
+            writes: write_queue::WriteQueue::new(),
+            max_orgs_per_user,
+            store: store.clone(),
+        });
+        let access = AccessService {
+            shared: shared.clone(),
+            access_store: store.clone(),
+            tenant_store: store.clone(),
+            identity_store: store.clone(),
+            env_var_store: store.clone(),
+        };
+        let tenants = TenantService {
+            shared: shared.clone(),
+            tenant_store: store.clone(),
+            access_store: store.clone(),
+            access: access.clone(),
+        };
+        let identity = IdentityService {
+            shared: shared.clone(),
+            identity_store: store.clone(),
+            tenant_store: store.clone(),
+            access_store: store.clone(),
+            access: access.clone(),
+        };
+        let keys = KeyService {
+            shared: shared.clone(),
+            key_store: store.clone(),
+            tenant_store: store.clone(),
+        };
+        let secrets = SecretService {
+            shared: shared.clone(),
+            secret_store: store.clone(),
+            tenant_store: store.clone(),
+            access: access.clone(),
+        };
+        let kv = KvService {
+            shared: shared.clone(),
+            kv_store: store.clone(),
+            secret_store: store.clone(),
+            access: access.clone(),
+            secrets: secrets.clone(),
+            tenants: tenants.clone(),
+        };
+        let audit = AuditService {
+            shared: shared.clone(),
+            audit_store: store.clone(),
+            access: access.clone(),
+        };
+        let vault = VaultService {
+            shared: shared.clone(),
+            identity_store: store.clone(),
+            identity: identity.clone(),
+            access: access.clone(),
+        };
+        let operator = OperatorService {
+            shared: shared.clone(),
+            store,
+        };
+        Ok(Coffer {
+            operator,
+            identity,
+            tenants,
+            access,
+            secrets,
+            kv,
+            keys,
+            audit,
+            vault,
+            shared,
+        })
+    }
+
+    /// PostgreSQL: listen for other servers' cluster messages (nothing on SQLite).
+    pub fn spawn_cluster_listener(&self) {
+        self.shared.spawn_cluster_listener();
     }
 }

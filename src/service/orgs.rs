@@ -2,11 +2,12 @@
 //! organization also creates its first KEK, wrapped by the root key.
 
 use serde::Serialize;
+use std::sync::Arc;
 use uuid::Uuid;
 
-use super::{Coffer, PrincipalKind, Result, ServiceError, Unsealed, now_ms, rfc3339};
+use super::{PrincipalKind, Result, ServiceError, Unsealed, now_ms, rfc3339};
 use crate::access::Permission;
-use crate::storage::{EnvPath, EnvRow, KekRow, OrgRow, ProjectRow, StorageError};
+use crate::storage::{EnvRow, KekRow, OrgRow, ProjectRow, StorageError};
 
 /// An organization as the API shows it.
 #[derive(Debug, Serialize)]
@@ -71,7 +72,16 @@ fn check_name(name: &str) -> Result<()> {
 /// otherwise (root is not limited); the configuration owns the default.
 pub use crate::config::DEFAULT_MAX_ORGS_PER_USER;
 
-impl Coffer {
+/// Organizations, projects and environments.
+#[derive(Debug, Clone)]
+pub struct TenantService {
+    pub(super) shared: Arc<super::Shared>,
+    pub(super) tenant_store: Arc<dyn crate::storage::TenantStore>,
+    pub(super) access_store: Arc<dyn crate::storage::AccessStore>,
+    pub(super) access: crate::service::AccessService,
+}
+
+impl TenantService {
     /// Create an organization and its KEK v1 (root, or a user, who becomes
     /// its owner).
     pub async fn create_org(&self, who: &Unsealed, slug: &str, name: &str) -> Result<OrgView> {
@@ -98,23 +108,23 @@ impl Coffer {
             created_at: now,
         };
         let creator = match who.kind {
-            PrincipalKind::User(user_id) => Some((user_id, self.max_orgs_per_user)),
+            PrincipalKind::User(user_id) => Some((user_id, self.shared.max_orgs_per_user)),
             _ => None,
         };
-        match self.store.create_org(&org, &kek, creator).await {
+        match self.tenant_store.create_org(&org, &kek, creator).await {
             Ok(()) => {}
             Err(StorageError::LimitReached) => {
                 keyring.forget_kek(org.id, 1);
                 return Err(ServiceError::LimitExceeded(format!(
                     "organization limit reached: a user may create at most {} organizations \
                      ([orgs] max_per_user); ask the administrator (root) to create more",
-                    self.max_orgs_per_user
+                    self.shared.max_orgs_per_user
                 )));
             }
             Err(e) => return Err(e.into()),
         }
         if let PrincipalKind::User(user_id) = who.kind {
-            self.store.set_membership(org.id, user_id, "owner", now).await?;
+            self.access_store.set_membership(org.id, user_id, "owner", now).await?;
         }
         Ok(org_view(org))
     }
@@ -122,10 +132,16 @@ impl Coffer {
     /// The organizations the caller belongs to (root: all).
     pub async fn list_orgs(&self, who: &Unsealed) -> Result<Vec<OrgView>> {
         let orgs = match who.kind {
-            PrincipalKind::Root => self.store.list_orgs().await?,
-            PrincipalKind::User(id) => self.store.orgs_of(id).await?.into_iter().map(|(o, _)| o).collect(),
+            PrincipalKind::Root => self.tenant_store.list_orgs().await?,
+            PrincipalKind::User(id) => self
+                .access_store
+                .orgs_of(id)
+                .await?
+                .into_iter()
+                .map(|(o, _)| o)
+                .collect(),
             PrincipalKind::ServiceAccount { org_id, .. } => self
-                .store
+                .tenant_store
                 .list_orgs()
                 .await?
                 .into_iter()
@@ -137,12 +153,12 @@ impl Coffer {
 
     /// One organization.
     pub async fn get_org(&self, who: &Unsealed, slug: &str) -> Result<OrgView> {
-        Ok(org_view(self.org_access(who, slug).await?.0))
+        Ok(org_view(self.access.org_access(who, slug).await?.0))
     }
 
     /// Create a project in an organization (admins).
     pub async fn create_project(&self, who: &Unsealed, org: &str, slug: &str, name: &str) -> Result<ProjectView> {
-        let (org, _) = self.org_admin(who, org).await?;
+        let (org, _) = self.access.org_admin(who, org).await?;
         check_slug("slug", slug)?;
         check_name(name)?;
         let row = ProjectRow {
@@ -152,21 +168,21 @@ impl Coffer {
             name: name.to_owned(),
             created_at: now_ms(),
         };
-        self.store.create_project(&row).await?;
+        self.tenant_store.create_project(&row).await?;
         Ok(project_view(row))
     }
 
     /// Projects of an organization: members see all, service accounts those
     /// holding an environment they have a grant on.
     pub async fn list_projects(&self, who: &Unsealed, org: &str) -> Result<Vec<ProjectView>> {
-        let (org, access) = self.org_access(who, org).await?;
+        let (org, access) = self.access.org_access(who, org).await?;
         let envs = if access.member {
             Vec::new()
         } else {
-            self.store.list_envs(org.id).await?
+            self.tenant_store.list_envs(org.id).await?
         };
         Ok(self
-            .store
+            .tenant_store
             .list_projects(org.id)
             .await?
             .into_iter()
@@ -181,14 +197,14 @@ impl Coffer {
     }
 
     async fn project_row(&self, who: &Unsealed, org: &str, project: &str) -> Result<(ProjectRow, Vec<EnvRow>)> {
-        let (org, access) = self.org_access(who, org).await?;
+        let (org, access) = self.access.org_access(who, org).await?;
         let p = self
-            .store
+            .tenant_store
             .project(org.id, project)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("project {org}/{project}", org = org.slug)))?;
         let envs: Vec<EnvRow> = self
-            .store
+            .tenant_store
             .list_envs(org.id)
             .await?
             .into_iter()
@@ -215,7 +231,7 @@ impl Coffer {
         name: &str,
         protected: bool,
     ) -> Result<EnvView> {
-        self.org_admin(who, org).await?;
+        self.access.org_admin(who, org).await?;
         check_slug("slug", slug)?;
         check_name(name)?;
         let (p, _) = self.project_row(who, org, project).await?;
@@ -228,7 +244,7 @@ impl Coffer {
             protected,
             created_at: now_ms(),
         };
-        self.store.create_env(&row).await?;
+        self.tenant_store.create_env(&row).await?;
         Ok(env_view(row))
     }
 
@@ -240,29 +256,17 @@ impl Coffer {
 
     /// One environment (read permission).
     pub async fn get_env(&self, who: &Unsealed, org: &str, project: &str, env: &str) -> Result<EnvView> {
-        let path = self.authorize_env(who, (org, project, env), Permission::Read).await?;
-        self.store
+        let path = self
+            .access
+            .authorize_env(who, (org, project, env), Permission::Read)
+            .await?;
+        self.tenant_store
             .list_envs(path.org_id)
             .await?
             .into_iter()
             .find(|e| e.id == path.env_id)
             .map(env_view)
             .ok_or_else(|| ServiceError::NotFound(format!("environment {org}/{project}/{env}")))
-    }
-
-    /// Resolve the slug path of an environment.
-    pub(crate) async fn env_path(&self, org: &str, project: &str, env: &str) -> Result<EnvPath> {
-        let key = (org.to_owned(), project.to_owned(), env.to_owned());
-        if let Some(path) = self.cache.envs.get(&key) {
-            return Ok(path);
-        }
-        let path = self
-            .store
-            .resolve_env(org, project, env)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("environment {org}/{project}/{env}")))?;
-        self.cache.envs.put(key, path);
-        Ok(path)
     }
 }
 

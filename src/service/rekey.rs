@@ -5,7 +5,7 @@
 use base64::Engine;
 use zeroize::Zeroizing;
 
-use super::{Coffer, InitResult, Result, ServiceError, Unsealed};
+use super::{InitResult, OperatorService, Result, ServiceError, Unsealed};
 use crate::keys::shares;
 use crate::seal::{RekeyStatus, RekeyUpdate, RotateStatus, VerifyStatus};
 
@@ -42,17 +42,17 @@ pub enum RekeyOutcome {
     Complete(RekeyResult),
 }
 
-impl Coffer {
+impl OperatorService {
     /// `seal "pkcs11"`: start the boot-time HSM auto-unseal loop (retries
     /// with back-off until unsealed; reasons show in seal-status/health).
     pub fn spawn_auto_unseal(&self) {
-        tokio::spawn(crate::seal::pkcs11::auto_unseal_loop(self.seal.clone()));
+        tokio::spawn(crate::seal::pkcs11::auto_unseal_loop(self.shared.seal.clone()));
     }
 
     /// `GET sys/rekey/init`.
     pub fn rekey_status(&self, who: &Unsealed) -> Result<RekeyStatus> {
         who.require_root()?;
-        Ok(self.seal.rekey_status()?)
+        Ok(self.shared.seal.rekey_status()?)
     }
 
     /// `PUT sys/rekey/init`.
@@ -67,6 +67,7 @@ impl Coffer {
         who.require_root()?;
         check_recipients(&recipients, shares)?;
         let s = self
+            .shared
             .seal
             .rekey_init(shares, threshold, require_verification, recipients)?;
         tracing::warn!(accessor = %who.accessor, shares, threshold, require_verification, "rekey started");
@@ -76,7 +77,7 @@ impl Coffer {
     /// `DELETE sys/rekey/init`.
     pub fn rekey_cancel(&self, who: &Unsealed) -> Result<()> {
         who.require_root()?;
-        self.seal.rekey_cancel()?;
+        self.shared.seal.rekey_cancel()?;
         tracing::warn!(accessor = %who.accessor, "rekey cancelled");
         Ok(())
     }
@@ -84,7 +85,7 @@ impl Coffer {
     /// `PUT sys/rekey/update`: one current share.
     pub async fn rekey_update(&self, who: &Unsealed, share: &str, nonce: &str) -> Result<RekeyOutcome> {
         who.require_root()?;
-        let out = self.seal.rekey_update(share, nonce).await;
+        let out = self.shared.seal.rekey_update(share, nonce).await;
         match &out {
             Ok(RekeyUpdate::Complete {
                 verification_required, ..
@@ -122,19 +123,19 @@ impl Coffer {
     /// `GET sys/rekey/verify`.
     pub fn rekey_verify_status(&self, who: &Unsealed) -> Result<VerifyStatus> {
         who.require_root()?;
-        Ok(self.seal.rekey_verify_status()?)
+        Ok(self.shared.seal.rekey_verify_status()?)
     }
 
     /// `DELETE sys/rekey/verify`.
     pub fn rekey_verify_reset(&self, who: &Unsealed) -> Result<VerifyStatus> {
         who.require_root()?;
-        Ok(self.seal.rekey_verify_reset()?)
+        Ok(self.shared.seal.rekey_verify_reset()?)
     }
 
     /// `PUT sys/rekey/verify`: one new share.
     pub async fn rekey_verify_update(&self, who: &Unsealed, share: &str, nonce: &str) -> Result<VerifyStatus> {
         who.require_root()?;
-        let s = self.seal.rekey_verify_update(share, nonce).await?;
+        let s = self.shared.seal.rekey_verify_update(share, nonce).await?;
         if s.complete {
             tracing::warn!(accessor = %who.accessor, "rekey verified: new shares in effect, old shares revoked");
         }
@@ -146,8 +147,8 @@ impl Coffer {
     pub async fn rotate_root(&self, who: &Unsealed, share: Option<&str>, reset: bool) -> Result<RotateStatus> {
         who.require_root()?;
         // The others verify the announcement with the root they hold: the old one.
-        let old_root = self.keyring().ok();
-        let s = self.seal.rotate_root(share, reset).await;
+        let old_root = self.shared.keyring().ok();
+        let s = self.shared.seal.rotate_root(share, reset).await;
         match &s {
             Ok(RotateStatus {
                 keks_rewrapped: Some(n),
@@ -156,7 +157,7 @@ impl Coffer {
                 tracing::warn!(accessor = %who.accessor, keks = n, "root key rotated");
                 // Other servers hold the old root: they seal (see cluster.rs).
                 if let Some(old_root) = &old_root {
-                    self.broadcast_signed(super::cluster::Event::Root, old_root);
+                    self.shared.broadcast_signed(super::cluster::Event::Root, old_root);
                 }
             }
             Ok(_) => tracing::info!(accessor = %who.accessor, "root rotation: share accepted"),
@@ -203,7 +204,7 @@ fn encode_shares(split: &[unseal::Share], recipients: &[String]) -> Result<Encod
     Ok((hex_out, b64_out))
 }
 
-impl Coffer {
+impl OperatorService {
     /// Init with each share encrypted to its custodian's age recipient
     /// (`pgp_keys`, one per share, checked before anything is created).
     pub async fn init_encrypted(&self, count: u8, threshold: u8, recipients: &[String]) -> Result<InitResult> {

@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 use super::access::Access;
 use super::values::ValueType;
-use super::{Coffer, Result, ServiceError, Unsealed, now_ms, rfc3339};
+use super::{Result, ServiceError, Unsealed, now_ms, rfc3339};
 use crate::access::Permission;
 use crate::keys::{self, Keyring, ValueRow};
 use crate::secure_mem::KeyBytes;
@@ -166,14 +166,24 @@ fn view(s: &SecretRow, value: Option<Zeroizing<String>>) -> SecretView {
     }
 }
 
-impl Coffer {
+/// Secrets and their versions: read, reveal, write, history, rollback,
+/// delete, inject.
+#[derive(Debug, Clone)]
+pub struct SecretService {
+    pub(super) shared: Arc<super::Shared>,
+    pub(super) secret_store: Arc<dyn crate::storage::SecretStore>,
+    pub(super) tenant_store: Arc<dyn crate::storage::TenantStore>,
+    pub(super) access: crate::service::AccessService,
+}
+
+impl SecretService {
     /// The KEK version `version` of an org, from the cache or unwrapped now.
     async fn kek(&self, keyring: &Keyring, org_id: Uuid, version: i64) -> Result<Arc<KeyBytes>> {
         if let Some(k) = keyring.cached_kek(org_id, version) {
             return Ok(k);
         }
         let row =
-            self.store.kek(org_id, version).await?.ok_or_else(|| {
+            self.tenant_store.kek(org_id, version).await?.ok_or_else(|| {
                 ServiceError::Internal(format!("KEK version {version} of an organization is missing"))
             })?;
         keyring
@@ -218,7 +228,7 @@ impl Coffer {
     }
 
     async fn live_secret(&self, path: &EnvPath, key: &str) -> Result<SecretRow> {
-        match self.store.secret(path.org_id, path.env_id, key).await? {
+        match self.secret_store.secret(path.org_id, path.env_id, key).await? {
             Some(s) if s.deleted_at.is_none() => Ok(s),
             _ => Err(ServiceError::NotFound(format!("secret {key}"))),
         }
@@ -226,8 +236,11 @@ impl Coffer {
 
     /// Metadata of every live secret; never decrypts.
     pub async fn list_secrets(&self, who: &Unsealed, org: &str, project: &str, env: &str) -> Result<Vec<SecretView>> {
-        let path = self.authorize_env(who, (org, project, env), Permission::Read).await?;
-        let rows = self.store.list_secrets(path.org_id, path.env_id).await?;
+        let path = self
+            .access
+            .authorize_env(who, (org, project, env), Permission::Read)
+            .await?;
+        let rows = self.secret_store.list_secrets(path.org_id, path.env_id).await?;
         Ok(rows
             .iter()
             .filter(|s| s.deleted_at.is_none())
@@ -245,11 +258,11 @@ impl Coffer {
     ) -> Result<SecretView> {
         let keyring = who.keyring();
         let needed = if reveal { Permission::Reveal } else { Permission::Read };
-        let path = self.authorize_env(who, (org, project, env), needed).await?;
+        let path = self.access.authorize_env(who, (org, project, env), needed).await?;
         if !reveal {
             return Ok(view(&self.live_secret(&path, key).await?, None));
         }
-        let (secret, v) = match self.store.current_secret(path.org_id, path.env_id, key).await? {
+        let (secret, v) = match self.secret_store.current_secret(path.org_id, path.env_id, key).await? {
             Some((s, v)) if s.deleted_at.is_none() => (s, v),
             _ => return Err(ServiceError::NotFound(format!("secret {key}"))),
         };
@@ -274,7 +287,7 @@ impl Coffer {
                 "description must be at most 1000 characters".into(),
             ));
         }
-        let (path, access) = self.env_access(who, (org, project, env)).await?;
+        let (path, access) = self.access.env_access(who, (org, project, env)).await?;
         self.write_version(keyring, who, (&path, &access), key, &input, None)
             .await
     }
@@ -292,7 +305,7 @@ impl Coffer {
     ) -> Result<SecretView> {
         let keyring = who.keyring();
         check_key(key)?;
-        let (path, access) = self.env_access(who, (org, project, env)).await?;
+        let (path, access) = self.access.env_access(who, (org, project, env)).await?;
         self.write_version(keyring, who, (&path, &access), key, &input, cas)
             .await
     }
@@ -309,9 +322,9 @@ impl Coffer {
         // From the read of the current version to the commit: writers of
         // this key in this server wait here instead of losing the
         // compare-and-set below (the retries cover other servers).
-        let _turn = self.writes.turn(path.env_id, key).await;
+        let _turn = self.shared.writes.turn(path.env_id, key).await;
         for _ in 0..WRITE_RETRIES {
-            let existing = self.store.secret(path.org_id, path.env_id, key).await?;
+            let existing = self.secret_store.secret(path.org_id, path.env_id, key).await?;
             if let Some(expected) = cas
                 && existing.as_ref().map_or(0, |s| s.current_version) != expected
             {
@@ -397,9 +410,9 @@ impl Coffer {
                 ciphertext_len: version.ciphertext.len() as i64,
                 ..secret
             };
-            match self.store.put_version(&secret, expected, &version).await {
+            match self.secret_store.put_version(&secret, expected, &version).await {
                 Ok(()) => {
-                    self.broadcast(super::cluster::Event::Env(path.env_id));
+                    self.shared.broadcast(super::cluster::Event::Env(path.env_id));
                     return Ok(view(&secret, None));
                 }
                 Err(StorageError::Conflict(_)) => continue,
@@ -418,10 +431,13 @@ impl Coffer {
         (org, project, env): (&str, &str, &str),
         key: &str,
     ) -> Result<Vec<VersionView>> {
-        let path = self.authorize_env(who, (org, project, env), Permission::Read).await?;
+        let path = self
+            .access
+            .authorize_env(who, (org, project, env), Permission::Read)
+            .await?;
         let secret = self.live_secret(&path, key).await?;
         Ok(self
-            .store
+            .secret_store
             .versions(path.org_id, secret.id)
             .await?
             .into_iter()
@@ -444,11 +460,11 @@ impl Coffer {
         version: i64,
     ) -> Result<SecretView> {
         let keyring = who.keyring();
-        let (path, access) = self.env_access(who, (org, project, env)).await?;
+        let (path, access) = self.access.env_access(who, (org, project, env)).await?;
         access.require(&path, Permission::Update)?;
         let secret = self.live_secret(&path, key).await?;
         let old = self
-            .store
+            .secret_store
             .version(path.org_id, secret.id, version)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("version {version} of secret {key}")))?;
@@ -475,12 +491,15 @@ impl Coffer {
         (org, project, env): (&str, &str, &str),
         key: &str,
     ) -> Result<()> {
-        let path = self.authorize_env(who, (org, project, env), Permission::Delete).await?;
+        let path = self
+            .access
+            .authorize_env(who, (org, project, env), Permission::Delete)
+            .await?;
         let secret = self.live_secret(&path, key).await?;
-        self.store
+        self.secret_store
             .set_deleted(path.org_id, secret.id, Some(now_ms()), now_ms())
             .await?;
-        self.broadcast(super::cluster::Event::Env(path.env_id));
+        self.shared.broadcast(super::cluster::Event::Env(path.env_id));
         Ok(())
     }
 
@@ -491,9 +510,12 @@ impl Coffer {
         (org, project, env): (&str, &str, &str),
         key: &str,
     ) -> Result<SecretView> {
-        let path = self.authorize_env(who, (org, project, env), Permission::Delete).await?;
+        let path = self
+            .access
+            .authorize_env(who, (org, project, env), Permission::Delete)
+            .await?;
         let mut secret = self
-            .store
+            .secret_store
             .secret(path.org_id, path.env_id, key)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("secret {key}")))?;
@@ -501,8 +523,8 @@ impl Coffer {
             return Err(ServiceError::Conflict(format!("secret {key} is not deleted")));
         }
         let now = now_ms();
-        self.store.set_deleted(path.org_id, secret.id, None, now).await?;
-        self.broadcast(super::cluster::Event::Env(path.env_id));
+        self.secret_store.set_deleted(path.org_id, secret.id, None, now).await?;
+        self.shared.broadcast(super::cluster::Event::Env(path.env_id));
         secret.deleted_at = None;
         secret.updated_at = now;
         Ok(view(&secret, None))
@@ -510,14 +532,17 @@ impl Coffer {
 
     /// Remove a secret and all its versions for good.
     pub async fn purge_secret(&self, who: &Unsealed, (org, project, env): (&str, &str, &str), key: &str) -> Result<()> {
-        let path = self.authorize_env(who, (org, project, env), Permission::Delete).await?;
+        let path = self
+            .access
+            .authorize_env(who, (org, project, env), Permission::Delete)
+            .await?;
         let secret = self
-            .store
+            .secret_store
             .secret(path.org_id, path.env_id, key)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("secret {key}")))?;
-        self.store.purge_secret(path.org_id, secret.id).await?;
-        self.broadcast(super::cluster::Event::Env(path.env_id));
+        self.secret_store.purge_secret(path.org_id, secret.id).await?;
+        self.shared.broadcast(super::cluster::Event::Env(path.env_id));
         Ok(())
     }
 
@@ -526,15 +551,18 @@ impl Coffer {
     /// environment has not explicitly allowed.
     pub async fn inject(&self, who: &Unsealed, (org, project, env): (&str, &str, &str)) -> Result<Injected> {
         let keyring = who.keyring();
-        let path = self.authorize_env(who, (org, project, env), Permission::Export).await?;
+        let path = self
+            .access
+            .authorize_env(who, (org, project, env), Permission::Export)
+            .await?;
         let mut values = BTreeMap::new();
-        for v in self.store.current_values(path.org_id, path.env_id).await?.iter() {
+        for v in self.secret_store.current_values(path.org_id, path.env_id).await?.iter() {
             let value = self.decrypt(keyring, &path, &v.key, v.into()).await?;
             values.insert(v.key.clone(), value);
         }
         let dangerous = dangerous_names(&values);
         // The allow list is read only when a refused name is present.
-        let allowed = self.allowed_among(&path, &dangerous).await?;
+        let allowed = self.access.allowed_among(&path, &dangerous).await?;
         let refused: Vec<&String> = dangerous.iter().filter(|n| !allowed.contains(n)).collect();
         for name in &refused {
             values.remove(*name);

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use super::auth::{check_password, hash_password};
-use super::{Coffer, PrincipalKind, Result, ServiceError, Unsealed};
+use super::{IdentityService, PrincipalKind, Result, ServiceError, Unsealed};
 use crate::storage::UserRow;
 
 /// Who may act on the target user.
@@ -26,12 +26,12 @@ enum Scope {
     Root,
 }
 
-impl Coffer {
+impl IdentityService {
     /// The user `email` names, if `who` may act on it under `scope`.
     async fn managed_user(&self, who: &Unsealed, email: &str, scope: Scope) -> Result<UserRow> {
         let email = email.trim().to_ascii_lowercase();
         let missing = || ServiceError::NotFound(format!("user {email} (or not one you may manage)"));
-        let user = self.store.user_by_email(&email).await?.ok_or_else(missing)?;
+        let user = self.identity_store.user_by_email(&email).await?.ok_or_else(missing)?;
         let allowed = match who.kind {
             PrincipalKind::Root => true,
             PrincipalKind::User(id) if id == user.id => scope == Scope::AdminOrSelf,
@@ -44,12 +44,12 @@ impl Coffer {
     /// True when `owner` is an owner of every organization `user` belongs
     /// to (and the user belongs to at least one).
     async fn owns_every_org_of(&self, owner: Uuid, user: Uuid) -> Result<bool> {
-        let orgs = self.store.orgs_of(user).await?;
+        let orgs = self.access_store.orgs_of(user).await?;
         if orgs.is_empty() {
             return Ok(false);
         }
         for (org, _) in &orgs {
-            if self.store.membership(org.id, owner).await?.as_deref() != Some("owner") {
+            if self.access_store.membership(org.id, owner).await?.as_deref() != Some("owner") {
                 return Ok(false);
             }
         }
@@ -62,8 +62,8 @@ impl Coffer {
     /// Returns how many tokens went.
     pub async fn revoke_user_sessions(&self, who: &Unsealed, email: &str) -> Result<u64> {
         let user = self.managed_user(who, email, Scope::AdminOrSelf).await?;
-        let n = self.store.revoke_user_sessions(user.id, None).await?;
-        self.principals_changed();
+        let n = self.identity_store.revoke_user_sessions(user.id, None).await?;
+        self.shared.principals_changed();
         tracing::info!(user = %user.id, tokens = n, "every session of the user ended");
         Ok(n)
     }
@@ -84,12 +84,12 @@ impl Coffer {
         check_password(&new_password)?;
         let user = self.prove_person(id, source, old_password, None, false).await?;
         let hash = hash_password(new_password).await?;
-        self.store.set_password(user.id, &hash).await?;
+        self.identity_store.set_password(user.id, &hash).await?;
         let n = self
-            .store
+            .identity_store
             .revoke_user_sessions(user.id, who.family_id.as_deref())
             .await?;
-        self.principals_changed();
+        self.shared.principals_changed();
         tracing::info!(user = %user.id, other_tokens = n, "password changed; other sessions ended");
         Ok(n)
     }
@@ -99,8 +99,8 @@ impl Coffer {
     /// user who lost the authenticator. The user enrolls again.
     pub async fn reset_totp(&self, who: &Unsealed, email: &str) -> Result<()> {
         let user = self.managed_user(who, email, Scope::Admin).await?;
-        self.store.set_totp(user.id, None, false).await?;
-        self.store.set_recovery_codes(user.id, &[]).await?;
+        self.identity_store.set_totp(user.id, None, false).await?;
+        self.identity_store.set_recovery_codes(user.id, &[]).await?;
         tracing::warn!(user = %user.id, "TOTP reset by an administrator");
         Ok(())
     }
@@ -110,11 +110,11 @@ impl Coffer {
     /// refuses login, refresh and device logins until enabled again.
     pub async fn set_user_disabled(&self, who: &Unsealed, email: &str, disabled: bool) -> Result<()> {
         let user = self.managed_user(who, email, Scope::Admin).await?;
-        self.store.set_user_disabled(user.id, disabled).await?;
+        self.identity_store.set_user_disabled(user.id, disabled).await?;
         if disabled {
-            self.store.revoke_user_sessions(user.id, None).await?;
+            self.identity_store.revoke_user_sessions(user.id, None).await?;
         }
-        self.principals_changed();
+        self.shared.principals_changed();
         tracing::warn!(user = %user.id, disabled, "user account state changed");
         Ok(())
     }
@@ -123,8 +123,8 @@ impl Coffer {
     /// memberships and grants in every org, and every token and session.
     pub async fn delete_user(&self, who: &Unsealed, email: &str) -> Result<()> {
         let user = self.managed_user(who, email, Scope::Root).await?;
-        self.store.delete_user(user.id).await?;
-        self.principals_changed();
+        self.identity_store.delete_user(user.id).await?;
+        self.shared.principals_changed();
         tracing::warn!(user = %user.id, "user deleted");
         Ok(())
     }

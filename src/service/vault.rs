@@ -10,13 +10,12 @@
 //! outlives it; a policy set coffer cannot express is refused.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::{
-    ClientCert, Coffer, IssuedToken, Principal, PrincipalKind, Result, ServiceError, Unsealed, auth, now_ms, rfc3339,
-};
+use super::{ClientCert, IssuedToken, Principal, PrincipalKind, Result, ServiceError, Unsealed, auth, now_ms, rfc3339};
 use crate::access::{PermSet, Permission};
 use crate::storage::TokenRow;
 
@@ -281,20 +280,29 @@ fn bad_accessor(accessor: &str) -> ServiceError {
     ServiceError::Invalid(format!("accessor {accessor:?} is invalid or not yours"))
 }
 
-impl Coffer {
+/// Vault's token and auth wire over coffer's identities.
+#[derive(Debug, Clone)]
+pub struct VaultService {
+    pub(super) shared: Arc<super::Shared>,
+    pub(super) identity_store: Arc<dyn crate::storage::IdentityStore>,
+    pub(super) identity: crate::service::IdentityService,
+    pub(super) access: crate::service::AccessService,
+}
+
+impl VaultService {
     /// `auth/token/lookup-self`; `token` is the caller's own token, echoed
     /// as `id` as Vault does.
     pub async fn vault_lookup_self(&self, who: &Unsealed, token: &str) -> Result<TokenInfo> {
-        let row = self.store.token_by_accessor(&who.accessor).await?;
+        let row = self.identity_store.token_by_accessor(&who.accessor).await?;
         Ok(info(row.as_ref(), who.kind, who, token.to_owned()))
     }
 
     /// `auth/token/lookup` `{token}`: a token the caller may manage
-    /// ([`Coffer::may_manage_token`]), with `id` = the token. Any other
+    /// ([`IdentityService::may_manage_token`]), with `id` = the token. Any other
     /// (unknown, expired, someone else's) is 403, as Vault answers an unknown
     /// token: no existence oracle.
     pub async fn vault_lookup_token(&self, who: &Unsealed, token: &str) -> Result<TokenInfo> {
-        let row = self.token_row(token).await?;
+        let row = self.identity.token_row(token).await?;
         let row = self.managed(who, row).await?.ok_or(ServiceError::PermissionDenied)?;
         token_info(&row, token.to_owned())
     }
@@ -302,7 +310,7 @@ impl Coffer {
     /// `auth/token/lookup-accessor`: the same by accessor; any other
     /// accessor is 400, as Vault answers an unknown one.
     pub async fn vault_lookup_accessor(&self, who: &Unsealed, accessor: &str) -> Result<TokenInfo> {
-        let row = self.store.token_by_accessor(accessor).await?;
+        let row = self.identity_store.token_by_accessor(accessor).await?;
         let row = self.managed(who, row).await?.ok_or_else(|| bad_accessor(accessor))?;
         token_info(&row, String::new())
     }
@@ -314,7 +322,7 @@ impl Coffer {
         if token.is_empty() {
             return Err(ServiceError::Invalid("missing token ID".into()));
         }
-        let row = self.token_row(token).await?;
+        let row = self.identity.token_row(token).await?;
         let row = self
             .managed(who, row)
             .await?
@@ -325,20 +333,20 @@ impl Coffer {
     /// `auth/token/renew-accessor`: the same by accessor, with an empty
     /// `client_token` as Vault answers.
     pub async fn vault_renew_accessor(&self, who: &Unsealed, accessor: &str) -> Result<VaultLogin> {
-        let row = self.store.token_by_accessor(accessor).await?;
+        let row = self.identity_store.token_by_accessor(accessor).await?;
         let row = self.managed(who, row).await?.ok_or_else(|| bad_accessor(accessor))?;
         renewal(&row, Zeroizing::new(String::new()))
     }
 
     /// `auth/token/revoke` `{token}`: revokes the token and every token
-    /// derived from it ([`Coffer::revoke_token`]'s rules). `false` when
+    /// derived from it ([`IdentityService::revoke_token`]'s rules). `false` when
     /// there was no token the caller may revoke (unknown, or someone
     /// else's: the same answer).
     pub async fn vault_revoke_token(&self, who: &Unsealed, token: &str) -> Result<bool> {
         if token.is_empty() {
             return Err(ServiceError::Invalid("missing token ID".into()));
         }
-        match self.token_row(token).await? {
+        match self.identity.token_row(token).await? {
             Some(row) => self.vault_revoke_accessor(who, &row.accessor).await,
             None => Ok(false),
         }
@@ -349,7 +357,7 @@ impl Coffer {
         if accessor.is_empty() {
             return Err(ServiceError::Invalid("missing accessor".into()));
         }
-        match self.revoke_token(who, accessor).await {
+        match self.identity.revoke_token(who, accessor).await {
             Ok(()) => Ok(true),
             Err(ServiceError::NotFound(_)) => Ok(false),
             Err(e) => Err(e),
@@ -359,7 +367,7 @@ impl Coffer {
     /// `row` if it is alive and `who` may manage it.
     async fn managed(&self, who: &Unsealed, row: Option<TokenRow>) -> Result<Option<TokenRow>> {
         match row {
-            Some(r) if r.expires_at.is_none_or(|t| t > now_ms()) && self.may_manage_token(who, &r).await? => {
+            Some(r) if r.expires_at.is_none_or(|t| t > now_ms()) && self.identity.may_manage_token(who, &r).await? => {
                 Ok(Some(r))
             }
             _ => Ok(None),
@@ -388,8 +396,8 @@ impl Coffer {
             .transpose()?
             .filter(|t| *t > 0);
         let name = if display_name.is_empty() { "token" } else { display_name };
-        let issued: IssuedToken = self.create_token(&parent, name, ttl, None, false).await?;
-        let row = self.store.token_by_accessor(&issued.accessor).await?;
+        let issued: IssuedToken = self.identity.create_token(&parent, name, ttl, None, false).await?;
+        let row = self.identity_store.token_by_accessor(&issued.accessor).await?;
         Ok(VaultLogin {
             token: issued.token,
             accessor: issued.accessor,
@@ -403,7 +411,7 @@ impl Coffer {
     /// `auth/token/renew-self`: coffer tokens keep their expiry; this
     /// answers what is left of it.
     pub async fn vault_renew_self(&self, who: &Unsealed, token: &str) -> Result<VaultLogin> {
-        let row = self.store.token_by_accessor(&who.accessor).await?;
+        let row = self.identity_store.token_by_accessor(&who.accessor).await?;
         Ok(VaultLogin {
             token: Zeroizing::new(token.to_owned()),
             accessor: who.accessor.clone(),
@@ -424,6 +432,7 @@ impl Coffer {
         totp: Option<&str>,
     ) -> Result<VaultLogin> {
         let session = self
+            .identity
             .login(source, user, password, totp, None)
             .await
             .map_err(|e| match e {
@@ -434,7 +443,7 @@ impl Coffer {
                 ),
                 other => other,
             })?;
-        let row = self.store.token_by_accessor(&session.accessor).await?;
+        let row = self.identity_store.token_by_accessor(&session.accessor).await?;
         let (kind, name) = match row.as_ref().and_then(|r| r.principal_id) {
             Some(id) => (PrincipalKind::User(id), user.trim().to_ascii_lowercase()),
             None => return Err(ServiceError::Internal("login token without a user".into())),
@@ -461,21 +470,21 @@ impl Coffer {
             cert: Some(cert),
             org_hint: None,
         };
-        let who = self.authenticate(&caller).await?;
+        let who = self.identity.authenticate(&caller).await?;
         if !matches!(who.kind, PrincipalKind::ServiceAccount { .. }) {
             return Err(ServiceError::PermissionDenied);
         }
         let expires = now_ms() + (CERT_LOGIN_TTL_S as i64) * 1000;
-        let issued = self
-            .issue_token(
-                who.kind,
-                &who.name,
-                Some(expires),
-                Some(cert.spki_sha256.clone()),
-                auth::Lineage::default(),
-                false,
-            )
-            .await?;
+        let issued = auth::issue_token(
+            &*self.identity_store,
+            who.kind,
+            &who.name,
+            Some(expires),
+            Some(cert.spki_sha256.clone()),
+            auth::Lineage::default(),
+            false,
+        )
+        .await?;
         Ok(VaultLogin {
             token: issued.token,
             accessor: issued.accessor,
@@ -584,7 +593,7 @@ pub struct KeyStatus {
     pub installed_at: i64,
 }
 
-impl Coffer {
+impl VaultService {
     /// `sys/capabilities-self`: per path, the Vault capabilities the caller
     /// has there, sorted as Vault sorts them; `["root"]` for root, `["deny"]`
     /// where it may do nothing. KV paths are answered from the caller's
@@ -632,10 +641,10 @@ impl Coffer {
             // folders: list what the caller may see
             ("data" | "metadata", [""]) => Ok(vec!["list"]),
             ("data" | "metadata", [o] | [o, ""] | [o, _] | [o, _, ""]) => {
-                found(self.org_access(who, o).await.map(|_| vec!["list"]))
+                found(self.access.org_access(who, o).await.map(|_| vec!["list"]))
             }
             ("data" | "metadata", [o, p, e] | [o, p, e, ""]) => {
-                found(self.env_access(who, (o, p, e)).await.map(|(path, a)| {
+                found(self.access.env_access(who, (o, p, e)).await.map(|(path, a)| {
                     match a.perms(path.project_id, path.env_id).has(Permission::Read) {
                         true => vec!["list"],
                         false => Vec::new(),
@@ -643,7 +652,8 @@ impl Coffer {
                 }))
             }
             (op, [o, p, e, k]) if !k.is_empty() => found(
-                self.env_access(who, (o, p, e))
+                self.access
+                    .env_access(who, (o, p, e))
                     .await
                     .map(|(path, a)| kv_key_capabilities(op, a.perms(path.project_id, path.env_id))),
             ),
@@ -654,21 +664,12 @@ impl Coffer {
     /// `sys/audit` (root): coffer's own audit log and its secondary sinks.
     pub fn vault_audit_devices(&self, who: &Unsealed) -> Result<AuditDevices> {
         who.require_root()?;
-        let settings = self.auditor.settings();
+        let settings = self.shared.auditor.settings();
         let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
         Ok(AuditDevices {
             enabled: settings.enabled,
             file: path(&settings.sinks.file),
             syslog: path(&settings.sinks.syslog),
-        })
-    }
-
-    /// `sys/key-status` (root): when the root key was installed.
-    pub async fn vault_key_status(&self, who: &Unsealed) -> Result<KeyStatus> {
-        who.require_root()?;
-        let row = self.store.keyring().await?.ok_or(ServiceError::NotInitialized)?;
-        Ok(KeyStatus {
-            installed_at: row.created_at,
         })
     }
 }

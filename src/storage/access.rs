@@ -79,7 +79,7 @@ pub struct GrantRow {
 
 /// Storage of memberships, groups, service accounts and grants.
 #[async_trait]
-pub trait AccessStore {
+pub trait AccessStore: Send + Sync + std::fmt::Debug {
     /// Add a member or change the role.
     async fn set_membership(&self, org_id: Uuid, user_id: Uuid, role: &str, now: i64) -> Result<()>;
     /// Remove a member with the member's grants and group memberships in the org.

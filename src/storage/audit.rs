@@ -101,7 +101,7 @@ pub struct AuditFilter {
 
 /// The audit log's storage.
 #[async_trait]
-pub trait AuditStore {
+pub trait AuditStore: Send + Sync + std::fmt::Debug {
     /// Sequence number and hash of the newest record (or of the newest
     /// prune checkpoint when every record was pruned).
     async fn audit_head(&self) -> Result<Option<(i64, Vec<u8>)>>;

@@ -28,7 +28,7 @@ pub struct AllowedVarRow {
 
 /// The allow list's storage.
 #[async_trait]
-pub trait EnvVarStore {
+pub trait EnvVarStore: Send + Sync + std::fmt::Debug {
     /// Every allowed name of an environment, by name.
     async fn allowed_vars(&self, org_id: Uuid, env_id: Uuid) -> Result<Vec<AllowedVarRow>>;
     /// Allow a name; false when it was allowed already (the row is kept).

@@ -141,7 +141,7 @@ pub struct DeviceRow {
 
 /// Storage of users, tokens, login sessions and device codes.
 #[async_trait]
-pub trait IdentityStore {
+pub trait IdentityStore: Send + Sync + std::fmt::Debug {
     /// A token by the hash of its secret.
     async fn token_by_hash(&self, hash: &[u8]) -> Result<Option<TokenRow>>;
     /// A token by its public accessor.

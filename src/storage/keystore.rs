@@ -93,7 +93,7 @@ pub struct KeyringUpdate {
 
 /// Storage operations of the key lifecycle.
 #[async_trait]
-pub trait KeyStore: Send + Sync {
+pub trait KeyStore: Send + Sync + std::fmt::Debug {
     /// The recovery key's tag (pkcs11 mode), if any.
     async fn recovery_tag(&self) -> Result<Option<Vec<u8>>>;
     /// [`super::Backend::init_keyring`] with a recovery tag, one transaction.

@@ -82,7 +82,7 @@ pub enum KvVersionOp {
 
 /// KV v2 storage; see the module doc for the invariants.
 #[async_trait]
-pub trait KvStore {
+pub trait KvStore: Send + Sync + std::fmt::Debug {
     /// A secret, its current version (with blobs) and the key's custom
     /// metadata JSON (None without metadata), in one query: the KV read path.
     async fn kv_current(

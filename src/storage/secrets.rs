@@ -104,7 +104,7 @@ pub struct CurrentValue {
 
 /// Storage of secrets and their versions; see the module doc.
 #[async_trait]
-pub trait SecretStore {
+pub trait SecretStore: Send + Sync + std::fmt::Debug {
     /// Secrets of an environment (including soft-deleted ones), by key.
     async fn list_secrets(&self, org_id: Uuid, env_id: Uuid) -> Result<Vec<SecretRow>>;
     /// One secret by key.

@@ -97,7 +97,7 @@ pub struct EnvPath {
 
 /// Storage of organizations, projects and environments.
 #[async_trait]
-pub trait TenantStore {
+pub trait TenantStore: Send + Sync + std::fmt::Debug {
     /// Create an organization with its first KEK, in one transaction.
     /// `creator`: the user creating it and how many organizations a user
     /// may create; their count goes up in the same transaction, and

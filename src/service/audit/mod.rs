@@ -33,10 +33,10 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Coffer, Principal, PrincipalKind, Result, ServiceError, Unsealed, now_ms, random_bytes, rfc3339};
+use super::{Principal, PrincipalKind, Result, ServiceError, Unsealed, now_ms, random_bytes, rfc3339};
 use crate::config::AuditConfig;
-use crate::storage::audit::{AuditFilter, AuditRow, CheckpointRow};
-use crate::storage::{Backend, StorageError};
+use crate::storage::StorageError;
+use crate::storage::audit::{AuditFilter, AuditRow, AuditStore, CheckpointRow};
 
 /// Records one batch takes at most.
 const MAX_BATCH: usize = 1_024;
@@ -231,8 +231,9 @@ impl std::fmt::Debug for Auditor {
 }
 
 impl Auditor {
-    /// Start the writer task (and the sink thread) over `store`.
-    pub fn start(store: Arc<dyn Backend>, settings: AuditSettings) -> Arc<Auditor> {
+    /// Start the writer task (and the sink thread) over `store`, whose
+    /// [`Backend::kind`](crate::storage::Backend::kind) is `storage_kind`.
+    pub fn start(store: Arc<dyn AuditStore>, storage_kind: &'static str, settings: AuditSettings) -> Arc<Auditor> {
         if !settings.enabled {
             tracing::warn!("[audit] enabled = false: NOTHING is audited. Use this only to measure what auditing costs");
         }
@@ -241,6 +242,7 @@ impl Auditor {
         let sinks = Arc::new(sinks::Sinks::start(settings.sinks.clone()));
         let writer = Writer {
             store,
+            single_process: storage_kind == "sqlite",
             head: None,
             committed: committed.clone(),
             sinks: sinks.clone(),
@@ -336,7 +338,9 @@ fn row_of(ev: AuditEvent) -> AuditRow {
 
 /// The task that owns the chain head.
 struct Writer {
-    store: Arc<dyn Backend>,
+    store: Arc<dyn AuditStore>,
+    /// SQLite: no other server appends to this log
+    single_process: bool,
     /// (seq, hash) of the newest record; None = read it from the store
     head: Option<(i64, Vec<u8>)>,
     committed: Arc<AtomicI64>,
@@ -411,7 +415,7 @@ impl Writer {
                 Err(StorageError::Conflict(_)) => {
                     // Another server appended meanwhile: re-read the head.
                     // SQLite has no other server: someone wrote to the file.
-                    if self.store.kind() == "sqlite" {
+                    if self.single_process {
                         tracing::error!(
                             "the audit log was appended to behind coffer's back; run `coffer audit verify`"
                         );
@@ -547,11 +551,20 @@ fn broken(seq: i64, reason: impl Into<String>, row: Option<&AuditRow>) -> Option
     })
 }
 
-impl Coffer {
+/// The audit trail: query, verify and export (the [`Auditor`] writes it).
+#[derive(Debug, Clone)]
+pub struct AuditService {
+    pub(in crate::service) shared: Arc<crate::service::Shared>,
+    pub(in crate::service) audit_store: Arc<dyn AuditStore>,
+    pub(in crate::service) access: crate::service::AccessService,
+}
+
+impl AuditService {
     /// Record one request (the HTTP audit layer calls this for every
     /// audited route before the response leaves).
     pub async fn audit(&self, ev: AuditEvent) -> Result<()> {
-        self.auditor
+        self.shared
+            .auditor
             .record(ev)
             .await
             .map_err(|e| ServiceError::AuditUnavailable(e.to_string()))
@@ -559,18 +572,18 @@ impl Coffer {
 
     /// Reopen the audit file sink (SIGHUP).
     pub fn reopen_audit_sinks(&self) {
-        self.auditor.reopen_sinks();
+        self.shared.auditor.reopen_sinks();
     }
 
     /// The audit key in clear (zeroized on drop), made on first use.
     async fn audit_key(&self) -> Result<zeroize::Zeroizing<Vec<u8>>> {
-        let keyring = self.keyring()?;
-        let blob = match self.store.audit_key().await? {
+        let keyring = self.shared.keyring()?;
+        let blob = match self.audit_store.audit_key().await? {
             Some(b) => b,
             None => {
                 let fresh = zeroize::Zeroizing::new(random_bytes::<32>()?);
                 let wrapped = keyring.seal_account_secret(crate::keys::AUDIT_KEY_AAD, fresh.as_slice());
-                self.store.put_audit_key(&wrapped, now_ms()).await?
+                self.audit_store.put_audit_key(&wrapped, now_ms()).await?
             }
         };
         keyring
@@ -581,10 +594,10 @@ impl Coffer {
     /// Sign the chain head if it moved since the last checkpoint. Returns
     /// the seq signed. Sealed: nothing to sign with, `Sealed`.
     pub async fn audit_checkpoint(&self) -> Result<Option<i64>> {
-        let Some((seq, hash)) = self.store.audit_head().await? else {
+        let Some((seq, hash)) = self.audit_store.audit_head().await? else {
             return Ok(None);
         };
-        if seq <= self.auditor.checkpointed.load(Ordering::Relaxed) {
+        if seq <= self.shared.auditor.checkpointed.load(Ordering::Relaxed) {
             return Ok(None);
         }
         let key = self.audit_key().await?;
@@ -596,22 +609,22 @@ impl Coffer {
             mac: Vec::new(),
         };
         c.mac = chain::checkpoint_mac(&key, &c);
-        match self.store.add_audit_checkpoint(&c).await {
+        match self.audit_store.add_audit_checkpoint(&c).await {
             // Another server signed the same head: as good.
             Ok(()) | Err(StorageError::Conflict(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        self.auditor.checkpointed.fetch_max(seq, Ordering::Relaxed);
+        self.shared.auditor.checkpointed.fetch_max(seq, Ordering::Relaxed);
         Ok(Some(seq))
     }
 
     /// Sign the head every `checkpoint_interval` while unsealed.
     pub fn spawn_audit_checkpoints(&self) {
-        if !self.auditor.settings.enabled {
+        if !self.shared.auditor.settings.enabled {
             return;
         }
         let me = self.clone();
-        let every = self.auditor.settings.checkpoint_interval;
+        let every = self.shared.auditor.settings.checkpoint_interval;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -634,7 +647,7 @@ impl Coffer {
                     "org is required: only root may search every organization's records".into(),
                 ));
             };
-            self.org_admin(who, org).await?;
+            self.access.org_admin(who, org).await?;
         }
         // None or not positive: 1 000; at most MAX_SEARCH.
         let limit = match q.limit {
@@ -652,7 +665,7 @@ impl Coffer {
             after_seq: q.after_seq,
             limit,
         };
-        let rows = self.store.search_audit(&f).await?;
+        let rows = self.audit_store.search_audit(&f).await?;
         Ok(rows.iter().map(RecordView::from).collect())
     }
 
@@ -660,7 +673,7 @@ impl Coffer {
     pub async fn audit_verify(&self, who: &Unsealed) -> Result<VerifyReport> {
         who.require_root()?;
         let key = self.audit_key().await?;
-        let checkpoints = self.store.audit_checkpoints().await?;
+        let checkpoints = self.audit_store.audit_checkpoints().await?;
         let mut report = VerifyReport {
             ok: false,
             records: 0,
@@ -690,7 +703,7 @@ impl Coffer {
         report.pruned_through = seq;
         let signed: std::collections::HashMap<i64, &CheckpointRow> = checkpoints.iter().map(|c| (c.seq, c)).collect();
         loop {
-            let page = self.store.audit_range(seq, VERIFY_PAGE).await?;
+            let page = self.audit_store.audit_range(seq, VERIFY_PAGE).await?;
             let Some(last) = page.last() else { break };
             let last_seq = last.seq;
             for r in &page {
@@ -738,7 +751,7 @@ impl Coffer {
         }
         // Records cut off the end: a checkpoint or this server saw more.
         let newest_signed = checkpoints.iter().map(|c| c.seq).max().unwrap_or(0);
-        let committed = self.auditor.committed.load(Ordering::Relaxed);
+        let committed = self.shared.auditor.committed.load(Ordering::Relaxed);
         let known = newest_signed.max(committed);
         if known > seq {
             report.broken = broken(
@@ -760,15 +773,15 @@ impl Coffer {
     /// retention period.
     pub async fn audit_prune(&self, who: &Unsealed, through_seq: i64) -> Result<PruneResult> {
         who.require_root()?;
-        let rows = self.store.audit_range(through_seq - 1, 1).await?;
+        let rows = self.audit_store.audit_range(through_seq - 1, 1).await?;
         let Some(last) = rows.first().filter(|r| r.seq == through_seq) else {
             return Err(ServiceError::NotFound(format!("audit record {through_seq}")));
         };
-        let retention = i64::try_from(self.auditor.settings.retention.as_millis()).unwrap_or(i64::MAX);
+        let retention = i64::try_from(self.shared.auditor.settings.retention.as_millis()).unwrap_or(i64::MAX);
         if last.time > now_ms().saturating_sub(retention) {
             return Err(ServiceError::Invalid(format!(
                 "record {through_seq} is younger than the retention period ({} days); only older records can be pruned",
-                self.auditor.settings.retention.as_secs() / 86_400
+                self.shared.auditor.settings.retention.as_secs() / 86_400
             )));
         }
         let key = self.audit_key().await?;
@@ -780,7 +793,7 @@ impl Coffer {
             mac: Vec::new(),
         };
         c.mac = chain::checkpoint_mac(&key, &c);
-        let deleted = self.store.prune_audit(&c).await?;
+        let deleted = self.audit_store.prune_audit(&c).await?;
         tracing::info!(through_seq, deleted, "audit log pruned under a signed checkpoint");
         Ok(PruneResult { through_seq, deleted })
     }
