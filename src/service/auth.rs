@@ -1,6 +1,7 @@
 //! Authentication: tokens (and the certificates they may be bound to),
 //! client-certificate identities, users with passwords and TOTP, login
-//! sessions with rotating refresh tokens, the RFC 8628 device flow.
+//! sessions with rotating refresh tokens (the RFC 8628 device flow is in
+//! `device.rs`).
 //!
 //! Invariants: a token or password never reaches storage or a log, only
 //! its SHA-256 or argon2id hash; a revoked token is refused by every server
@@ -23,7 +24,7 @@ use super::hash_gate;
 use super::limits::Kind;
 use super::{Principal, PrincipalKind, Result, ServiceError, Unsealed, now_ms, random_bytes, rfc3339, token_hash};
 use crate::keys;
-use crate::storage::{DeviceRow, RefreshRow, RefreshUse, ServiceAccountRow, TokenRow, UserRow};
+use crate::storage::{RefreshRow, RefreshUse, ServiceAccountRow, TokenRow, UserRow};
 
 /// Lifetime of a login's access token.
 const ACCESS_TTL_MS: i64 = 3_600_000;
@@ -33,17 +34,12 @@ const REFRESH_TTL_MS: i64 = 30 * 24 * 3_600_000;
 /// certificate alone (no token whose expiry could bound it).
 const CERT_CHILD_TTL_MS: i64 = 3_600_000;
 /// A login this recent may approve a device login without the password.
-const RECENT_LOGIN_MS: i64 = 5 * 60_000;
+pub(super) const RECENT_LOGIN_MS: i64 = 5 * 60_000;
 /// Consecutive failures that lock an account.
 const LOCK_AFTER: i64 = 5;
 /// First lock; doubles per further failure up to [`LOCK_MAX_MS`].
 const LOCK_BASE_MS: i64 = 60_000;
 const LOCK_MAX_MS: i64 = 15 * 60_000;
-/// Device-flow lifetime and poll interval.
-const DEVICE_TTL_MS: i64 = 600_000;
-const DEVICE_INTERVAL_S: i64 = 5;
-/// Unambiguous letters for user codes (no vowels: no words, no 0/O, 1/I).
-const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
 
 /// A client certificate presented on the connection, as the TLS layer saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,31 +192,8 @@ impl std::fmt::Debug for TotpEnrollment {
     }
 }
 
-/// RFC 8628 device authorization response.
-#[derive(Serialize)]
-pub struct DeviceCode {
-    /// the CLI's secret handle
-    pub device_code: Zeroizing<String>,
-    /// what the user approves
-    pub user_code: String,
-    /// where to approve
-    pub verification_uri: String,
-    /// seconds
-    pub expires_in: i64,
-    /// seconds between polls
-    pub interval: i64,
-}
-
-impl std::fmt::Debug for DeviceCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceCode")
-            .field("user_code", &self.user_code)
-            .finish_non_exhaustive()
-    }
-}
-
 /// A fresh random token string: `cfr_` + 32 random bytes base64url.
-fn new_secret() -> Result<Zeroizing<String>> {
+pub(super) fn new_secret() -> Result<Zeroizing<String>> {
     let bytes = Zeroizing::new(random_bytes::<32>()?);
     Ok(Zeroizing::new(format!(
         "cfr_{}",
@@ -845,7 +818,7 @@ impl IdentityService {
 
     /// A new access token and refresh token in login session `family_id`,
     /// whose password login was at `auth_at` (unix ms).
-    async fn new_session(&self, user: &UserRow, family_id: &str, auth_at: i64) -> Result<Session> {
+    pub(super) async fn new_session(&self, user: &UserRow, family_id: &str, auth_at: i64) -> Result<Session> {
         if user.disabled {
             return Err(ServiceError::AccountDisabled);
         }
@@ -1002,38 +975,6 @@ impl IdentityService {
         Ok(codes)
     }
 
-    /// `POST /auth/device/code`.
-    pub async fn device_code(&self, verification_uri: String) -> Result<DeviceCode> {
-        self.shared.require_unsealed()?;
-        let device_code = new_secret()?;
-        let raw = random_bytes::<8>()?;
-        let letters: String = raw
-            .iter()
-            .map(|b| USER_CODE_ALPHABET[usize::from(*b) % USER_CODE_ALPHABET.len()] as char)
-            .collect();
-        let user_code = format!("{}-{}", &letters[..4], &letters[4..]);
-        self.identity_store
-            .create_device(&DeviceRow {
-                device_hash: token_hash(&device_code),
-                user_code: user_code.clone(),
-                user_id: None,
-                status: "pending".into(),
-                interval_s: DEVICE_INTERVAL_S,
-                last_poll: 0,
-                expires_at: now_ms() + DEVICE_TTL_MS,
-                family_id: None,
-                auth_at: None,
-            })
-            .await?;
-        Ok(DeviceCode {
-            device_code,
-            user_code,
-            verification_uri,
-            expires_in: DEVICE_TTL_MS / 1000,
-            interval: DEVICE_INTERVAL_S,
-        })
-    }
-
     /// Make a user prove themself again (password, plus TOTP when enrolled
     /// and `with_totp`), counted like a login: failures lock the account.
     pub(super) async fn prove_person(
@@ -1073,97 +1014,6 @@ impl IdentityService {
             }
         }
         Ok(user)
-    }
-
-    /// `POST /auth/device/approve` (a user): the approver proves the person
-    /// — the password (plus TOTP when enrolled) in the request, or a login
-    /// younger than [`RECENT_LOGIN_MS`] — so a leaked token alone cannot
-    /// turn into a new month-long session. The device's session joins the
-    /// approver's: ending that one ends both.
-    pub async fn device_approve(
-        &self,
-        who: &Unsealed,
-        source: Option<IpAddr>,
-        user_code: &str,
-        password: Option<Zeroizing<String>>,
-        totp_code: Option<&str>,
-    ) -> Result<()> {
-        let PrincipalKind::User(id) = who.kind else {
-            return Err(ServiceError::Invalid("only a user can approve a device login".into()));
-        };
-        let code: String = user_code
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .map(|c| c.to_ascii_uppercase())
-            .collect();
-        if code.len() != 8 {
-            return Err(ServiceError::Invalid("user_code must look like ABCD-EFGH".into()));
-        }
-        let code = format!("{}-{}", &code[..4], &code[4..]);
-        let now = now_ms();
-        let auth_at = match (password, who.authenticated_at) {
-            (Some(password), _) => {
-                self.prove_person(id, source, password, totp_code, true).await?;
-                now
-            }
-            (None, Some(at)) if who.family_id.is_some() && now - at < RECENT_LOGIN_MS => at,
-            (None, _) => {
-                return Err(ServiceError::PasswordRequired(
-                    "approving a device login needs your password (and your TOTP code when two-factor login \
-                     is on), or a login within the last 5 minutes",
-                ));
-            }
-        };
-        // The device's session joins the approver's, so ending the
-        // approver's session (or all of the user's) ends it too.
-        let family = who
-            .family_id
-            .clone()
-            .unwrap_or_else(|| Uuid::new_v4().simple().to_string());
-        if self
-            .identity_store
-            .approve_device(&code, id, &family, auth_at, now)
-            .await?
-        {
-            Ok(())
-        } else {
-            Err(ServiceError::NotFound(format!("pending device login {code}")))
-        }
-    }
-
-    /// `POST /auth/device/token`: the CLI's poll.
-    pub async fn device_token(&self, source: Option<IpAddr>, device_code: &str) -> Result<Session> {
-        self.shared.require_unsealed()?;
-        let hash = token_hash(device_code);
-        let now = now_ms();
-        let Some(row) = self.identity_store.poll_device(&hash, now).await? else {
-            return Err(self
-                .shared
-                .limits
-                .failure(Kind::Token, source, ServiceError::DeviceFlow("expired_token")));
-        };
-        if row.expires_at <= now {
-            return Err(ServiceError::DeviceFlow("expired_token"));
-        }
-        match row.status.as_str() {
-            "pending" if now - row.last_poll < row.interval_s * 1000 => Err(ServiceError::DeviceFlow("slow_down")),
-            "pending" => Err(ServiceError::DeviceFlow("authorization_pending")),
-            "approved" => {
-                let user_id = row.user_id.ok_or(ServiceError::DeviceFlow("access_denied"))?;
-                if !self.identity_store.finish_device(&hash).await? {
-                    return Err(ServiceError::DeviceFlow("expired_token"));
-                }
-                let user = self
-                    .identity_store
-                    .user(user_id)
-                    .await?
-                    .ok_or(ServiceError::DeviceFlow("access_denied"))?;
-                let family = row.family_id.unwrap_or_else(|| Uuid::new_v4().simple().to_string());
-                self.new_session(&user, &family, row.auth_at.unwrap_or(0)).await
-            }
-            "denied" => Err(ServiceError::DeviceFlow("access_denied")),
-            _ => Err(ServiceError::DeviceFlow("expired_token")),
-        }
     }
 }
 

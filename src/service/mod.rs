@@ -15,6 +15,7 @@ mod auth;
 pub mod backup;
 mod cache;
 mod cluster;
+mod device;
 pub mod generate_root;
 mod hash_gate;
 pub mod jobs;
@@ -45,7 +46,8 @@ pub use access::{GrantInput, GrantView, GroupView, MemberView, ServiceAccountInp
 pub use allowed_vars::AllowedVarView;
 pub use audit::AuditService;
 pub use auth::IdentityService;
-pub use auth::{Caller, ClientCert, DeviceCode, IssuedToken, Session, TokenView, TotpEnrollment, WhoAmI};
+pub use auth::{Caller, ClientCert, IssuedToken, Session, TokenView, TotpEnrollment, WhoAmI};
+pub use device::DeviceCode;
 pub use keys::KeyService;
 pub use kv::KvService;
 pub use operator::OperatorService;
