@@ -121,6 +121,12 @@ impl TenantService {
                     self.shared.max_orgs_per_user
                 )));
             }
+            Err(StorageError::Conflict(_)) => {
+                keyring.forget_kek(org.id, 1);
+                return Err(ServiceError::Conflict(format!(
+                    "an organization with the slug '{slug}' exists already"
+                )));
+            }
             Err(e) => return Err(e.into()),
         }
         if let PrincipalKind::User(user_id) = who.kind {
@@ -168,7 +174,10 @@ impl TenantService {
             name: name.to_owned(),
             created_at: now_ms(),
         };
-        self.tenant_store.create_project(&row).await?;
+        self.tenant_store
+            .create_project(&row)
+            .await
+            .map_err(|e| taken(e, format!("project '{slug}' exists already in {}", org.slug)))?;
         Ok(project_view(row))
     }
 
@@ -244,7 +253,10 @@ impl TenantService {
             protected,
             created_at: now_ms(),
         };
-        self.tenant_store.create_env(&row).await?;
+        self.tenant_store
+            .create_env(&row)
+            .await
+            .map_err(|e| taken(e, format!("environment '{slug}' exists already in {org}/{project}")))?;
         Ok(env_view(row))
     }
 
@@ -267,6 +279,14 @@ impl TenantService {
             .find(|e| e.id == path.env_id)
             .map(env_view)
             .ok_or_else(|| ServiceError::NotFound(format!("environment {org}/{project}/{env}")))
+    }
+}
+
+/// A unique-slug violation as a conflict that names the slug.
+fn taken(e: StorageError, what: String) -> ServiceError {
+    match e {
+        StorageError::Conflict(_) => ServiceError::Conflict(what),
+        e => e.into(),
     }
 }
 

@@ -1,0 +1,260 @@
+//! `coffer org create|list|show`, `coffer project create|list|show`,
+//! `coffer env create|list|show`: the tenant tree (organizations, projects,
+//! environments) over the native API (issue 23). Human text by default,
+//! `--json` for the raw data.
+
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::access::{OrgArgs, print_json, rows, seg, table, text, yes_no};
+use super::client::Client;
+use super::context::Target;
+
+/// `coffer org create|list|show` (flattened into `coffer org`).
+#[derive(Debug, Subcommand)]
+pub(crate) enum OrgLifecycleCmd {
+    /// Create an organization (root, or a user, who becomes its owner) with its first KEK.
+    Create {
+        /// Its slug: 1-63 characters of a-z, 0-9 and '-'.
+        slug: String,
+        /// Display name (default: none).
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the organizations you belong to (root: all).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one organization (default: --org).
+    Show {
+        /// Its slug.
+        slug: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `coffer project …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum ProjectCmd {
+    /// Create a project in the organization (org owners and admins).
+    Create {
+        /// Its slug: 1-63 characters of a-z, 0-9 and '-'.
+        slug: String,
+        /// Display name (default: none).
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the organization's projects.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one project (default: --project).
+    Show {
+        /// Its slug.
+        slug: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `coffer env …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum EnvCmd {
+    /// Create an environment in the project (org owners and admins).
+    Create {
+        /// Its slug: 1-63 characters of a-z, 0-9 and '-'.
+        slug: String,
+        /// Display name (default: none).
+        #[arg(long, default_value = "")]
+        name: String,
+        /// A protected environment.
+        #[arg(long)]
+        protected: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the project's environments.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one environment (default: --env).
+    Show {
+        /// Its slug.
+        slug: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Run `coffer org create|list|show`.
+pub(crate) async fn org(client: &Client, org: &OrgArgs, cmd: OrgLifecycleCmd) -> anyhow::Result<u8> {
+    match cmd {
+        OrgLifecycleCmd::Create { slug, name, json } => {
+            let data = client
+                .api(Method::POST, "/orgs", Some(&json!({ "slug": slug, "name": name })))
+                .await?;
+            created(&data, json, || format!("Created organization {}.", text(&data["slug"])))
+        }
+        OrgLifecycleCmd::List { json } => {
+            let data = client.api(Method::GET, "/orgs", None).await?;
+            listing(&data, json, &["SLUG", "NAME", "CREATED"], |o| {
+                vec![text(&o["slug"]), text(&o["name"]), text(&o["created_at"])]
+            })
+        }
+        OrgLifecycleCmd::Show { slug, json } => {
+            let slug = slug.unwrap_or_else(|| org.org.clone());
+            let data = client.api(Method::GET, &format!("/orgs/{}", seg(&slug)), None).await?;
+            shown(
+                &data,
+                json,
+                &[("slug", "Slug"), ("name", "Name"), ("created_at", "Created")],
+            )
+        }
+    }
+}
+
+/// Run `coffer project …` in `target`'s organization.
+pub(crate) async fn project(client: &Client, target: &Target, cmd: ProjectCmd) -> anyhow::Result<u8> {
+    let base = format!("/orgs/{}/projects", seg(&target.org));
+    match cmd {
+        ProjectCmd::Create { slug, name, json } => {
+            let data = client
+                .api(Method::POST, &base, Some(&json!({ "slug": slug, "name": name })))
+                .await?;
+            created(&data, json, || {
+                format!("Created project {}/{}.", target.org, text(&data["slug"]))
+            })
+        }
+        ProjectCmd::List { json } => {
+            let data = client.api(Method::GET, &base, None).await?;
+            listing(&data, json, &["SLUG", "NAME", "CREATED"], |p| {
+                vec![text(&p["slug"]), text(&p["name"]), text(&p["created_at"])]
+            })
+        }
+        ProjectCmd::Show { slug, json } => {
+            let slug = slug.unwrap_or_else(|| target.project.clone());
+            let data = client.api(Method::GET, &format!("{base}/{}", seg(&slug)), None).await?;
+            shown(
+                &data,
+                json,
+                &[("slug", "Slug"), ("name", "Name"), ("created_at", "Created")],
+            )
+        }
+    }
+}
+
+/// Run `coffer env …` in `target`'s project.
+pub(crate) async fn env(client: &Client, target: &Target, cmd: EnvCmd) -> anyhow::Result<u8> {
+    let base = format!(
+        "/orgs/{}/projects/{}/environments",
+        seg(&target.org),
+        seg(&target.project)
+    );
+    match cmd {
+        EnvCmd::Create {
+            slug,
+            name,
+            protected,
+            json,
+        } => {
+            let data = client
+                .api(
+                    Method::POST,
+                    &base,
+                    Some(&json!({ "slug": slug, "name": name, "protected": protected })),
+                )
+                .await?;
+            created(&data, json, || {
+                format!(
+                    "Created environment {}/{}/{}{}.",
+                    target.org,
+                    target.project,
+                    text(&data["slug"]),
+                    if data["protected"].as_bool() == Some(true) {
+                        " (protected)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+        }
+        EnvCmd::List { json } => {
+            let data = client.api(Method::GET, &base, None).await?;
+            listing(&data, json, &["SLUG", "NAME", "PROTECTED", "CREATED"], |e| {
+                vec![
+                    text(&e["slug"]),
+                    text(&e["name"]),
+                    yes_no(&e["protected"]),
+                    text(&e["created_at"]),
+                ]
+            })
+        }
+        EnvCmd::Show { slug, json } => {
+            let slug = slug.unwrap_or_else(|| target.env.clone());
+            let data = client.api(Method::GET, &format!("{base}/{}", seg(&slug)), None).await?;
+            shown(
+                &data,
+                json,
+                &[
+                    ("slug", "Slug"),
+                    ("name", "Name"),
+                    ("protected", "Protected"),
+                    ("created_at", "Created"),
+                ],
+            )
+        }
+    }
+}
+
+fn created(data: &Value, json: bool, line: impl FnOnce() -> String) -> anyhow::Result<u8> {
+    if json {
+        print_json(data)?;
+    } else {
+        println!("{}", line());
+    }
+    Ok(0)
+}
+
+fn listing(data: &Value, json: bool, headers: &[&str], row: impl Fn(&Value) -> Vec<String>) -> anyhow::Result<u8> {
+    if json {
+        print_json(data)?;
+    } else {
+        table(headers, rows(data, row));
+    }
+    Ok(0)
+}
+
+/// One object as `Label   value` lines.
+fn shown(data: &Value, json: bool, fields: &[(&str, &str)]) -> anyhow::Result<u8> {
+    if json {
+        print_json(data)?;
+        return Ok(0);
+    }
+    let width = fields.iter().map(|(_, l)| l.len()).max().unwrap_or(0);
+    for (key, label) in fields {
+        let value = match &data[*key] {
+            Value::Bool(_) => yes_no(&data[*key]),
+            v => text(v),
+        };
+        println!("{label:<width$}  {value}");
+    }
+    Ok(0)
+}

@@ -1,0 +1,227 @@
+//! The tenant tree through the CLI alone (issue 23): a fresh server is
+//! initialized, unsealed and set up end to end with `coffer` commands only
+//! (organization, project, environments, a user, a grant, a secret, `run`),
+//! on the real binary and whichever store `COFFER_TEST_STORAGE` names.
+//! Every command runs with its own `XDG_CONFIG_HOME`/`HOME` and working
+//! directory, so no stored login, context or `.coffer.toml` of the person
+//! running the tests is read.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+use crate::util::{self, Server};
+
+const ALICE: &str = "alice@example.com";
+const PASSWORD: &str = "correct horse battery staple";
+
+/// How one `coffer` run authenticates.
+enum As<'a> {
+    /// Nobody (operator init and unseal).
+    Anonymous(&'a Path),
+    /// `COFFER_TOKEN`.
+    Token(&'a Path, &'a str),
+    /// The login stored under this config directory.
+    Login(&'a Path),
+}
+
+fn coffer(server: &Server, who: &As<'_>, args: &[&str], stdin: &str) -> Output {
+    let (home, token) = match who {
+        As::Anonymous(h) | As::Login(h) => (*h, None),
+        As::Token(h, t) => (*h, Some(*t)),
+    };
+    std::fs::create_dir_all(home).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffer"));
+    cmd.args(args)
+        .current_dir(home)
+        .env("COFFER_ADDR", &server.base)
+        .env("COFFER_ORG", "acme")
+        .env("COFFER_PROJECT", "api")
+        .env("COFFER_ENV", "staging")
+        .env("XDG_CONFIG_HOME", home)
+        .env("HOME", home)
+        .env_remove("COFFER_TOKEN")
+        .env_remove("COFFER_CONTEXT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(t) = token {
+        cmd.env("COFFER_TOKEN", t);
+    }
+    let mut child = cmd.spawn().expect("run coffer");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Run and require success; returns stdout.
+#[track_caller]
+fn ok(server: &Server, who: &As<'_>, args: &[&str], stdin: &str) -> String {
+    let out = coffer(server, who, args, stdin);
+    assert!(
+        out.status.success(),
+        "coffer {args:?} failed: {}\n{}",
+        stderr(&out),
+        stdout(&out)
+    );
+    stdout(&out)
+}
+
+/// Run and require failure (exit 1); returns stderr.
+#[track_caller]
+fn fails(server: &Server, who: &As<'_>, args: &[&str], stdin: &str) -> String {
+    let out = coffer(server, who, args, stdin);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "coffer {args:?} must fail: {}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stderr(&out)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// The slugs of a JSON list answer.
+fn slugs(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|o| o["slug"].as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_fresh_server_is_set_up_end_to_end_with_the_cli_only() {
+    let dir = util::tempdir();
+    let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
+    let anon_home = dir.path().join("anon");
+    let anon = As::Anonymous(&anon_home);
+
+    // Operator: init and unseal.
+    let init = json(&ok(
+        &server,
+        &anon,
+        &["operator", "init", "--shares", "3", "--threshold", "2", "--json"],
+        "",
+    ));
+    let share = |i: usize| format!("{}\n", init["keys"][i].as_str().unwrap());
+    let root_token = init["root_token"].as_str().unwrap().to_owned();
+    util::remember_secret(&root_token);
+    ok(&server, &anon, &["operator", "unseal"], &share(0));
+    let out = ok(&server, &anon, &["operator", "unseal"], &share(2));
+    assert!(out.contains("Sealed        false"), "{out}");
+
+    let root_home = dir.path().join("root");
+    let root = As::Token(&root_home, &root_token);
+
+    // Organization: create, a duplicate slug named in the refusal, list, show.
+    let out = ok(&server, &root, &["org", "create", "acme", "--name", "Acme Inc"], "");
+    assert!(out.contains("Created organization acme"), "{out}");
+    let err = fails(&server, &root, &["org", "create", "acme"], "");
+    assert!(err.contains("409") && err.contains("'acme'"), "{err}");
+    let err = fails(&server, &root, &["org", "create", "Not_A_Slug"], "");
+    assert!(err.contains("400") && err.contains("slug"), "{err}");
+    let orgs = json(&ok(&server, &root, &["org", "list", "--json"], ""));
+    assert_eq!(slugs(&orgs), ["acme"], "{orgs}");
+    let table = ok(&server, &root, &["org", "list"], "");
+    assert!(table.starts_with("SLUG") && table.contains("Acme Inc"), "{table}");
+    let show = ok(&server, &root, &["org", "show"], "");
+    assert!(show.contains("acme") && show.contains("Acme Inc"), "{show}");
+
+    // Project in acme (COFFER_ORG), then two environments, one protected.
+    ok(&server, &root, &["project", "create", "api", "--name", "API"], "");
+    let err = fails(&server, &root, &["project", "create", "api"], "");
+    assert!(err.contains("409") && err.contains("'api'"), "{err}");
+    let projects = json(&ok(&server, &root, &["project", "list", "--json"], ""));
+    assert_eq!(slugs(&projects), ["api"], "{projects}");
+    let show = json(&ok(&server, &root, &["project", "show", "api", "--json"], ""));
+    assert_eq!(show["name"], "API", "{show}");
+
+    ok(&server, &root, &["env", "create", "staging"], "");
+    let out = ok(&server, &root, &["env", "create", "production", "--protected"], "");
+    assert!(out.contains("acme/api/production (protected)"), "{out}");
+    let err = fails(&server, &root, &["env", "create", "production"], "");
+    assert!(err.contains("409") && err.contains("'production'"), "{err}");
+    let envs = json(&ok(&server, &root, &["env", "list", "--json"], ""));
+    let mut got: Vec<(&str, bool)> = envs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["slug"].as_str().unwrap(), e["protected"].as_bool().unwrap()))
+        .collect();
+    got.sort();
+    assert_eq!(got, [("production", true), ("staging", false)], "{envs}");
+    let show = ok(&server, &root, &["env", "show", "production"], "");
+    assert!(show.contains("Protected  yes"), "{show}");
+    // --org/--project flags override the environment's defaults.
+    let err = fails(&server, &root, &["env", "list", "--project", "nope"], "");
+    assert!(err.contains("404"), "{err}");
+
+    // A user, a membership and a grant on staging only.
+    ok(&server, &root, &["user", "create", ALICE], &format!("{PASSWORD}\n"));
+    ok(
+        &server,
+        &root,
+        &["org", "members", "add", ALICE, "--role", "member"],
+        "",
+    );
+    ok(
+        &server,
+        &root,
+        &[
+            "grant",
+            "--user",
+            ALICE,
+            "--project",
+            "api",
+            "--env",
+            "staging",
+            "--perms",
+            "read,reveal,create,update,export",
+        ],
+        "",
+    );
+
+    // Alice logs in and works in staging with her stored login.
+    let alice_home = dir.path().join("alice");
+    let alice = As::Login(&alice_home);
+    ok(&server, &alice, &["login", "--email", ALICE], &format!("{PASSWORD}\n"));
+    assert_eq!(
+        slugs(&json(&ok(&server, &alice, &["org", "list", "--json"], ""))),
+        ["acme"]
+    );
+    // A member is not an admin: no new projects or environments.
+    let err = fails(&server, &alice, &["project", "create", "web"], "");
+    assert!(err.contains("403"), "{err}");
+    let err = fails(&server, &alice, &["env", "create", "qa"], "");
+    assert!(err.contains("403"), "{err}");
+    ok(
+        &server,
+        &alice,
+        &["secrets", "set", "DB_URL"],
+        "postgres://db/staging\n",
+    );
+    let out = coffer(&server, &alice, &["run", "--", "env"], "");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).lines().any(|l| l == "DB_URL=postgres://db/staging"),
+        "{}",
+        stdout(&out)
+    );
+    // No grant on production: neither its settings nor its secrets.
+    fails(&server, &alice, &["env", "show", "production"], "");
+    fails(&server, &alice, &["secrets", "list", "--env", "production"], "");
+}
