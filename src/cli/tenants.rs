@@ -1,4 +1,4 @@
-//! `coffer org create|list|show`, `coffer project create|list|show`,
+//! `coffer org create|list|show|rename`, `coffer project create|list|show|rename`,
 //! `coffer env create|list|show`: the tenant tree (organizations, projects,
 //! environments) over the native API (issue 23). Human text by default,
 //! `--json` for the raw data.
@@ -11,7 +11,7 @@ use super::access::{OrgArgs, print_json, rows, seg, table, text, yes_no};
 use super::client::Client;
 use super::context::Target;
 
-/// `coffer org create|list|show` (flattened into `coffer org`).
+/// `coffer org create|list|show|rename` (flattened into `coffer org`).
 #[derive(Debug, Subcommand)]
 pub(crate) enum OrgLifecycleCmd {
     /// Create an organization (root, or a user, who becomes its owner) with its first KEK.
@@ -27,6 +27,20 @@ pub(crate) enum OrgLifecycleCmd {
     },
     /// List the organizations you belong to (root: all).
     List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rename: a new slug and/or display name. The id stays, so members,
+    /// grants, secrets with their history, keys and audit records stay with it.
+    Rename {
+        /// The current slug.
+        slug: String,
+        /// The new slug.
+        new_slug: Option<String>,
+        /// A new display name.
+        #[arg(long)]
+        name: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -57,6 +71,20 @@ pub(crate) enum ProjectCmd {
     },
     /// List the organization's projects.
     List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rename: a new slug and/or display name. The id stays, so members,
+    /// grants, secrets with their history, keys and audit records stay with it.
+    Rename {
+        /// The current slug.
+        slug: String,
+        /// The new slug.
+        new_slug: Option<String>,
+        /// A new display name.
+        #[arg(long)]
+        name: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -104,7 +132,7 @@ pub(crate) enum EnvCmd {
     },
 }
 
-/// Run `coffer org create|list|show`.
+/// Run `coffer org create|list|show|rename`.
 pub(crate) async fn org(client: &Client, org: &OrgArgs, cmd: OrgLifecycleCmd) -> anyhow::Result<u8> {
     match cmd {
         OrgLifecycleCmd::Create { slug, name, json } => {
@@ -117,6 +145,23 @@ pub(crate) async fn org(client: &Client, org: &OrgArgs, cmd: OrgLifecycleCmd) ->
             let data = client.api(Method::GET, "/orgs", None).await?;
             listing(&data, json, &["SLUG", "NAME", "CREATED"], |o| {
                 vec![text(&o["slug"]), text(&o["name"]), text(&o["created_at"])]
+            })
+        }
+        OrgLifecycleCmd::Rename {
+            slug,
+            new_slug,
+            name,
+            json,
+        } => {
+            let data = client
+                .api(
+                    Method::PATCH,
+                    &format!("/orgs/{}", seg(&slug)),
+                    Some(&rename_body(new_slug, name)?),
+                )
+                .await?;
+            created(&data, json, || {
+                format!("Renamed organization {slug} to {}.", text(&data["slug"]))
             })
         }
         OrgLifecycleCmd::Show { slug, json } => {
@@ -147,6 +192,28 @@ pub(crate) async fn project(client: &Client, target: &Target, cmd: ProjectCmd) -
             let data = client.api(Method::GET, &base, None).await?;
             listing(&data, json, &["SLUG", "NAME", "CREATED"], |p| {
                 vec![text(&p["slug"]), text(&p["name"]), text(&p["created_at"])]
+            })
+        }
+        ProjectCmd::Rename {
+            slug,
+            new_slug,
+            name,
+            json,
+        } => {
+            let data = client
+                .api(
+                    Method::PATCH,
+                    &format!("{base}/{}", seg(&slug)),
+                    Some(&rename_body(new_slug, name)?),
+                )
+                .await?;
+            created(&data, json, || {
+                format!(
+                    "Renamed project {}/{slug} to {}/{}.",
+                    target.org,
+                    target.org,
+                    text(&data["slug"])
+                )
             })
         }
         ProjectCmd::Show { slug, json } => {
@@ -222,6 +289,21 @@ pub(crate) async fn env(client: &Client, target: &Target, cmd: EnvCmd) -> anyhow
             )
         }
     }
+}
+
+/// The body of a rename: what is given of the new slug and name.
+fn rename_body(slug: Option<String>, name: Option<String>) -> anyhow::Result<Value> {
+    if slug.is_none() && name.is_none() {
+        anyhow::bail!("give the new slug, --name, or both");
+    }
+    let mut body = json!({});
+    if let Some(s) = slug {
+        body["slug"] = Value::String(s);
+    }
+    if let Some(n) = name {
+        body["name"] = Value::String(n);
+    }
+    Ok(body)
 }
 
 fn created(data: &Value, json: bool, line: impl FnOnce() -> String) -> anyhow::Result<u8> {

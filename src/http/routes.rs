@@ -44,6 +44,9 @@ macro_rules! method_name {
     (DELETE) => {
         "DELETE"
     };
+    (PATCH) => {
+        "PATCH"
+    };
     (ANY) => {
         "*"
     };
@@ -62,6 +65,9 @@ macro_rules! method_router {
     };
     (DELETE, $h:path) => {
         axum::routing::delete($h)
+    };
+    (PATCH, $h:path) => {
+        axum::routing::patch($h)
     };
     (ANY, $h:path) => {
         axum::routing::any($h)
@@ -184,7 +190,10 @@ routes! {
         GET => api::list_orgs, Action("org.list");
         POST => api::create_org, Action("org.create");
     }
-    "/api/v1/orgs/{org}" { GET => api::get_org, Action("org.read"); }
+    "/api/v1/orgs/{org}" {
+        GET => api::get_org, Action("org.read");
+        PATCH => api::rename_org, Action("org.rename");
+    }
     "/api/v1/orgs/{org}/keks" { GET => keys::list, Action("key.kek_list"); }
     "/api/v1/orgs/{org}/keks/rotate" { POST => keys::rotate, Action("key.kek_rotate"); }
     "/api/v1/orgs/{org}/keks/rewrap" { POST => keys::rewrap, Action("key.kek_rewrap"); }
@@ -193,7 +202,10 @@ routes! {
         GET => api::list_projects, Action("project.list");
         POST => api::create_project, Action("project.create");
     }
-    "/api/v1/orgs/{org}/projects/{project}" { GET => api::get_project, Action("project.read"); }
+    "/api/v1/orgs/{org}/projects/{project}" {
+        GET => api::get_project, Action("project.read");
+        PATCH => api::rename_project, Action("project.rename");
+    }
     "/api/v1/orgs/{org}/projects/{project}/environments" {
         GET => api::list_envs, Action("env.list");
         POST => api::create_env, Action("env.create");
@@ -353,7 +365,7 @@ pub fn allow_header(path: &str) -> String {
             .collect(),
     };
     let has = |m: &str| methods.contains(&m);
-    let allow: Vec<&str> = ["GET", "HEAD", "POST", "PUT", "DELETE"]
+    let allow: Vec<&str> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
         .into_iter()
         .filter(|m| has(m) || (*m == "HEAD" && has("GET")))
         .chain(["OPTIONS"])
@@ -381,6 +393,11 @@ mod tests {
         );
         assert_eq!(route_audit(&Method::HEAD, "/v1/sys/health"), Some(Public));
         assert_eq!(route_audit(&Method::PATCH, "/api/v1/orgs"), None);
+        assert_eq!(
+            route_audit(&Method::PATCH, "/api/v1/orgs/{org}"),
+            Some(Action("org.rename"))
+        );
+        assert_eq!(allow_header("/api/v1/orgs/{org}"), "GET, HEAD, PATCH, OPTIONS");
         assert_eq!(allow_header("/api/v1/orgs"), "GET, HEAD, POST, OPTIONS");
     }
 

@@ -162,6 +162,79 @@ impl TenantService {
         Ok(org_view(self.access.org_access(who, slug).await?.0))
     }
 
+    /// Rename an organization (its owners and admins, root): a new slug,
+    /// a new display name, or both. The id stays, so its members, grants,
+    /// secrets with their history, KEKs and audit records stay with it;
+    /// the old slug answers "not found" at once on every server.
+    pub async fn rename_org(
+        &self,
+        who: &Unsealed,
+        org: &str,
+        slug: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<OrgView> {
+        let (mut row, _) = self.access.org_admin(who, org).await?;
+        if let Some(slug) = slug {
+            check_slug("slug", slug)?;
+            row.slug = slug.to_owned();
+        }
+        if let Some(name) = name {
+            check_name(name)?;
+            row.name = name.to_owned();
+        }
+        let renamed = self
+            .tenant_store
+            .rename_org(row.id, &row.slug, &row.name)
+            .await
+            .map_err(|e| {
+                taken(
+                    e,
+                    format!("an organization with the slug '{}' exists already", row.slug),
+                )
+            })?;
+        if !renamed {
+            return Err(ServiceError::NotFound(format!("organization {org:?}")));
+        }
+        self.shared.principals_changed();
+        Ok(org_view(row))
+    }
+
+    /// Rename a project (owners and admins of its organization); as
+    /// [`Self::rename_org`], the id and everything under it stay.
+    pub async fn rename_project(
+        &self,
+        who: &Unsealed,
+        org: &str,
+        project: &str,
+        slug: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<ProjectView> {
+        let (org_row, _) = self.access.org_admin(who, org).await?;
+        let mut row = self
+            .tenant_store
+            .project(org_row.id, project)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("project {org}/{project}")))?;
+        if let Some(slug) = slug {
+            check_slug("slug", slug)?;
+            row.slug = slug.to_owned();
+        }
+        if let Some(name) = name {
+            check_name(name)?;
+            row.name = name.to_owned();
+        }
+        let renamed = self
+            .tenant_store
+            .rename_project(org_row.id, row.id, &row.slug, &row.name)
+            .await
+            .map_err(|e| taken(e, format!("project '{}' exists already in {org}", row.slug)))?;
+        if !renamed {
+            return Err(ServiceError::NotFound(format!("project {org}/{project}")));
+        }
+        self.shared.principals_changed();
+        Ok(project_view(row))
+    }
+
     /// Create a project in an organization (admins).
     pub async fn create_project(&self, who: &Unsealed, org: &str, slug: &str, name: &str) -> Result<ProjectView> {
         let (org, _) = self.access.org_admin(who, org).await?;

@@ -109,12 +109,19 @@ pub trait TenantStore: Send + Sync + std::fmt::Debug {
     async fn org(&self, slug: &str) -> Result<Option<OrgRow>>;
     /// One wrapped KEK version.
     async fn kek(&self, org_id: Uuid, version: i64) -> Result<Option<KekRow>>;
+    /// Change an organization's slug and name, keeping its id (and so its
+    /// grants, secrets, keys and audit records); false if there is none.
+    /// [`StorageError::Conflict`] if another organization has the slug.
+    async fn rename_org(&self, org_id: Uuid, slug: &str, name: &str) -> Result<bool>;
     /// Create a project.
     async fn create_project(&self, project: &ProjectRow) -> Result<()>;
     /// Projects of an org, by slug.
     async fn list_projects(&self, org_id: Uuid) -> Result<Vec<ProjectRow>>;
     /// One project by slug.
     async fn project(&self, org_id: Uuid, slug: &str) -> Result<Option<ProjectRow>>;
+    /// Change a project's slug and name, keeping its id; false if there is
+    /// none. [`StorageError::Conflict`] if the organization has the slug.
+    async fn rename_project(&self, org_id: Uuid, project_id: Uuid, slug: &str, name: &str) -> Result<bool>;
     /// Create an environment.
     async fn create_env(&self, env: &EnvRow) -> Result<()>;
     /// Environments of an org (every project), by project and slug.
@@ -189,6 +196,17 @@ impl TenantStore for SqlBackend {
         Ok(())
     }
 
+    async fn rename_org(&self, org_id: Uuid, slug: &str, name: &str) -> Result<bool> {
+        let done = query("UPDATE orgs SET slug = $1, name = $2 WHERE id = $3")
+            .bind(slug.to_owned())
+            .bind(name.to_owned())
+            .bind(org_id.to_string())
+            .execute(&mut *self.tenant(org_id).await?)
+            .await
+            .map_err(conflict("an organization with this slug exists"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn list_orgs(&self) -> Result<Vec<OrgRow>> {
         let rows = query("SELECT id, slug, name, created_at FROM orgs ORDER BY slug")
             .fetch_all(self.pool())
@@ -232,6 +250,18 @@ impl TenantStore for SqlBackend {
             .await
             .map_err(conflict("a project with this slug exists in the organization"))?;
         Ok(())
+    }
+
+    async fn rename_project(&self, org_id: Uuid, project_id: Uuid, slug: &str, name: &str) -> Result<bool> {
+        let done = query("UPDATE projects SET slug = $1, name = $2 WHERE org_id = $3 AND id = $4")
+            .bind(slug.to_owned())
+            .bind(name.to_owned())
+            .bind(org_id.to_string())
+            .bind(project_id.to_string())
+            .execute(&mut *self.tenant(org_id).await?)
+            .await
+            .map_err(conflict("a project with this slug exists in the organization"))?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn list_projects(&self, org_id: Uuid) -> Result<Vec<ProjectRow>> {

@@ -225,3 +225,124 @@ async fn a_fresh_server_is_set_up_end_to_end_with_the_cli_only() {
     fails(&server, &alice, &["env", "show", "production"], "");
     fails(&server, &alice, &["secrets", "list", "--env", "production"], "");
 }
+
+/// `org rename` and `project rename` keep ids: the grant made on the old
+/// slugs still admits Alice, her secret keeps its history, the old slugs
+/// are gone at once, a taken slug is refused by name, a member may not
+/// rename, and each rename is audited.
+#[tokio::test]
+async fn rename_keeps_grants_and_history() {
+    let dir = util::tempdir();
+    let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
+    let anon_http = server.client(None);
+    let (keys, _, root_token) = util::init(&anon_http, 3, 2).await;
+    util::unseal(&anon_http, &[&keys[0], &keys[1]]).await;
+    let http = anon_http.with_token(&root_token);
+    util::org_tree(&http, "acme", &[("api", &["staging"])]).await;
+    util::org_tree(&http, "other", &[("web", &["dev"])]).await;
+    util::create_user(&http, ALICE, PASSWORD).await;
+    util::add_member(&http, "acme", ALICE, "member").await;
+    util::grant(
+        &http,
+        "acme",
+        serde_json::json!({"user": ALICE, "project": "api", "environment": "staging",
+               "permissions": ["read", "reveal", "create", "update"]}),
+    )
+    .await;
+
+    let root_home = dir.path().join("root");
+    let root = As::Token(&root_home, &root_token);
+    let alice_home = dir.path().join("alice");
+    let alice = As::Login(&alice_home);
+    ok(&server, &alice, &["login", "--email", ALICE], &format!("{PASSWORD}\n"));
+    ok(&server, &alice, &["secrets", "set", "DB_URL"], "postgres://db/v1\n");
+    ok(&server, &alice, &["secrets", "set", "DB_URL"], "postgres://db/v2\n");
+
+    // A member may not rename; nothing given is refused before any request.
+    let err = fails(&server, &alice, &["org", "rename", "acme", "acme-corp"], "");
+    assert!(err.contains("403"), "{err}");
+    let err = fails(&server, &root, &["org", "rename", "acme"], "");
+    assert!(err.contains("new slug"), "{err}");
+    // A taken slug is named in the refusal; an invalid one is a 400.
+    let err = fails(&server, &root, &["org", "rename", "acme", "other"], "");
+    assert!(err.contains("409") && err.contains("'other'"), "{err}");
+    let err = fails(&server, &root, &["org", "rename", "acme", "Bad_Slug"], "");
+    assert!(err.contains("400"), "{err}");
+
+    let out = ok(
+        &server,
+        &root,
+        &["org", "rename", "acme", "acme-corp", "--name", "Acme Corp"],
+        "",
+    );
+    assert!(out.contains("Renamed organization acme to acme-corp"), "{out}");
+    let out = ok(
+        &server,
+        &root,
+        &["project", "rename", "api", "backend", "--org", "acme-corp"],
+        "",
+    );
+    assert!(out.contains("acme-corp/backend"), "{out}");
+    // Project slugs are unique per organization: other's "web" is no conflict.
+    ok(
+        &server,
+        &root,
+        &["project", "rename", "backend", "web", "--org", "acme-corp"],
+        "",
+    );
+    ok(
+        &server,
+        &root,
+        &["project", "rename", "web", "backend", "--org", "acme-corp"],
+        "",
+    );
+    let show = json(&ok(&server, &root, &["org", "show", "acme-corp", "--json"], ""));
+    assert_eq!(show["name"], "Acme Corp", "{show}");
+
+    // Alice's grant followed the ids: her secret and its two versions are
+    // there under the new slugs; the old ones are gone at once.
+    let moved = ["--org", "acme-corp", "--project", "backend"];
+    let get: Vec<&str> = [&["secrets", "get", "DB_URL"][..], &moved].concat();
+    assert_eq!(ok(&server, &alice, &get, ""), "postgres://db/v2\n");
+    let hist: Vec<&str> = [&["secrets", "history", "DB_URL", "-o", "json"][..], &moved].concat();
+    let hist = json(&ok(&server, &alice, &hist, ""));
+    assert_eq!(hist.as_array().map(Vec::len), Some(2), "{hist}");
+    let err = fails(&server, &alice, &["secrets", "get", "DB_URL"], "");
+    assert!(err.contains("404"), "old slugs: {err}");
+    let grants = json(&ok(
+        &server,
+        &root,
+        &["grant", "list", "--json", "--org", "acme-corp"],
+        "",
+    ));
+    assert!(
+        grants
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["project"] == "backend" && g["environment"] == "staging"),
+        "{grants}"
+    );
+    // The old slug is free again for a new organization.
+    ok(&server, &root, &["org", "create", "acme"], "");
+    let err = fails(
+        &server,
+        &root,
+        &["secrets", "list", "--org", "acme", "--project", "api"],
+        "",
+    );
+    assert!(err.contains("404"), "the new acme has no project api: {err}");
+
+    // Each rename is audited, allowed, under its action.
+    for (action, n) in [("org.rename", 1), ("project.rename", 3)] {
+        let (st, found) = http.get(&format!("/api/v1/audit/records?action={action}")).await;
+        assert_eq!(st, 200, "{found}");
+        let allowed = found["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["outcome"] == "allowed")
+            .count();
+        assert_eq!(allowed, n, "{action}: {found}");
+    }
+}
