@@ -1,5 +1,5 @@
 //! `coffer org create|list|show|rename`, `coffer project create|list|show|rename`,
-//! `coffer env create|list|show`: the tenant tree (organizations, projects,
+//! `coffer env create|list|show`, `coffer user list|show`: the tenant tree (organizations, projects,
 //! environments) over the native API (issue 23). Human text by default,
 //! `--json` for the raw data.
 
@@ -288,6 +288,56 @@ pub(crate) async fn env(client: &Client, target: &Target, cmd: EnvCmd) -> anyhow
                 ],
             )
         }
+    }
+}
+
+/// Run `coffer user list`.
+pub(crate) async fn list_users(client: &Client, json: bool) -> anyhow::Result<()> {
+    let data = client.api(Method::GET, "/users", None).await?;
+    listing(&data, json, &["EMAIL", "DISABLED", "TOTP", "ORGS"], |u| {
+        vec![
+            text(&u["email"]),
+            yes_no(&u["disabled"]),
+            yes_no(&u["totp_enabled"]),
+            orgs(&u["orgs"]),
+        ]
+    })?;
+    Ok(())
+}
+
+/// Run `coffer user show EMAIL`.
+pub(crate) async fn show_user(client: &Client, email: &str, json: bool) -> anyhow::Result<()> {
+    let data = client.api(Method::GET, &format!("/users/{}", seg(email)), None).await?;
+    if json {
+        print_json(&data)?;
+        return Ok(());
+    }
+    shown(
+        &data,
+        false,
+        &[
+            ("email", "Email"),
+            ("disabled", "Disabled"),
+            ("totp_enabled", "TOTP"),
+            ("created_at", "Created"),
+        ],
+    )?;
+    println!("Orgs      {}", orgs(&data["orgs"]));
+    Ok(())
+}
+
+/// `{"acme": "owner"}` → `acme:owner`, or `-`.
+fn orgs(v: &Value) -> String {
+    let items: Vec<String> = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(slug, role)| format!("{slug}:{}", text(role)))
+        .collect();
+    if items.is_empty() {
+        "-".to_owned()
+    } else {
+        items.join(",")
     }
 }
 

@@ -244,8 +244,14 @@ routes! {
     }
     "/api/v1/orgs/{org}/grants/{id}" { DELETE => identity::delete_grant, Action("grant.delete"); }
     // native: users, sessions, tokens
-    "/api/v1/users" { POST => identity::create_user, Action("user.create"); }
-    "/api/v1/users/{email}" { DELETE => identity::delete_user, Action("user.delete"); }
+    "/api/v1/users" {
+        GET => identity::list_users, Action("user.list");
+        POST => identity::create_user, Action("user.create");
+    }
+    "/api/v1/users/{email}" {
+        GET => identity::get_user, Action("user.read");
+        DELETE => identity::delete_user, Action("user.delete");
+    }
     "/api/v1/users/{email}/revoke-sessions" {
         POST => identity::revoke_user_sessions, Action("user.revoke_sessions");
     }

@@ -346,3 +346,95 @@ async fn rename_keeps_grants_and_history() {
         assert_eq!(allowed, n, "{action}: {found}");
     }
 }
+
+/// `coffer user list|show`: root sees every user with every membership;
+/// an org admin sees the members of their organizations with their roles
+/// there only, and any other user is "not found"; a plain member is
+/// refused; anyone sees themself.
+#[tokio::test]
+async fn users_are_listed_to_root_and_to_org_admins_within_their_orgs() {
+    const CAROL: &str = "carol@example.com";
+    const BOB: &str = "bob@example.com";
+    let dir = util::tempdir();
+    let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
+    let anon_http = server.client(None);
+    let (keys, _, root_token) = util::init(&anon_http, 3, 2).await;
+    util::unseal(&anon_http, &[&keys[0], &keys[1]]).await;
+    let http = anon_http.with_token(&root_token);
+    util::org_tree(&http, "acme", &[("api", &["staging"])]).await;
+    util::org_tree(&http, "other", &[("web", &["dev"])]).await;
+    for email in [ALICE, BOB, CAROL] {
+        util::create_user(&http, email, PASSWORD).await;
+    }
+    util::add_member(&http, "acme", CAROL, "admin").await;
+    util::add_member(&http, "acme", ALICE, "member").await;
+    util::add_member(&http, "other", ALICE, "owner").await;
+    util::add_member(&http, "other", BOB, "member").await;
+
+    let root_home = dir.path().join("root");
+    let root = As::Token(&root_home, &root_token);
+    let all = json(&ok(&server, &root, &["user", "list", "--json"], ""));
+    let emails: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u["email"].as_str())
+        .collect();
+    assert_eq!(emails, [ALICE, BOB, CAROL], "{all}");
+    assert_eq!(
+        all[0]["orgs"],
+        serde_json::json!({"acme": "member", "other": "owner"}),
+        "{all}"
+    );
+    assert!(
+        all[0].get("password_hash").is_none() && !all.to_string().contains("argon2"),
+        "{all}"
+    );
+    let table = ok(&server, &root, &["user", "list"], "");
+    assert!(
+        table.starts_with("EMAIL") && table.contains("acme:member,other:owner"),
+        "{table}"
+    );
+
+    // Carol administers acme: she sees acme's members, roles in acme only.
+    let carol_home = dir.path().join("carol");
+    let carol = As::Login(&carol_home);
+    ok(&server, &carol, &["login", "--email", CAROL], &format!("{PASSWORD}\n"));
+    let seen = json(&ok(&server, &carol, &["user", "list", "--json"], ""));
+    let emails: Vec<&str> = seen
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u["email"].as_str())
+        .collect();
+    assert_eq!(emails, [ALICE, CAROL], "not bob, who is only in other: {seen}");
+    assert_eq!(seen[0]["orgs"], serde_json::json!({"acme": "member"}), "{seen}");
+    let show = ok(&server, &carol, &["user", "show", ALICE], "");
+    assert!(
+        show.contains("Orgs      acme:member") && !show.contains("other"),
+        "{show}"
+    );
+    let err = fails(&server, &carol, &["user", "show", BOB], "");
+    assert!(err.contains("404"), "{err}");
+
+    // Bob administers nothing: refused a listing, yet sees himself.
+    let bob_home = dir.path().join("bob");
+    let bob = As::Login(&bob_home);
+    ok(&server, &bob, &["login", "--email", BOB], &format!("{PASSWORD}\n"));
+    let err = fails(&server, &bob, &["user", "list"], "");
+    assert!(err.contains("403"), "{err}");
+    let me = json(&ok(&server, &bob, &["user", "show", BOB, "--json"], ""));
+    assert_eq!(me["orgs"], serde_json::json!({"other": "member"}), "{me}");
+    let err = fails(&server, &bob, &["user", "show", CAROL], "");
+    assert!(err.contains("404"), "{err}");
+
+    let (st, found) = http.get("/api/v1/audit/records?action=user.list").await;
+    assert_eq!(st, 200, "{found}");
+    let outcomes: Vec<&str> = found["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["outcome"].as_str())
+        .collect();
+    assert!(outcomes.contains(&"allowed") && outcomes.contains(&"denied"), "{found}");
+}
