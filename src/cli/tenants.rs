@@ -1,5 +1,5 @@
 //! `coffer org create|list|show|rename`, `coffer project create|list|show|rename`,
-//! `coffer env create|list|show`, `coffer user list|show`: the tenant tree (organizations, projects,
+//! `coffer env create|list|show|update`, `coffer user list|show`: the tenant tree (organizations, projects,
 //! environments) over the native API (issue 23). Human text by default,
 //! `--json` for the raw data.
 
@@ -118,6 +118,25 @@ pub(crate) enum EnvCmd {
     },
     /// List the project's environments.
     List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change an environment (its admins: org owners and admins, or a grant
+    /// of every permission on it): its slug, display
+    /// name or protection. The id stays, so grants and history stay.
+    Update {
+        /// Its current slug.
+        slug: String,
+        /// A new slug.
+        #[arg(long = "slug", value_name = "NEW_SLUG")]
+        new_slug: Option<String>,
+        /// A new display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Protected or not.
+        #[arg(long, value_name = "true|false")]
+        protected: Option<bool>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -274,6 +293,35 @@ pub(crate) async fn env(client: &Client, target: &Target, cmd: EnvCmd) -> anyhow
                 ]
             })
         }
+        EnvCmd::Update {
+            slug,
+            new_slug,
+            name,
+            protected,
+            json,
+        } => {
+            let mut body = json!({});
+            if let Some(p) = protected {
+                body["protected"] = Value::Bool(p);
+            }
+            if new_slug.is_some() || name.is_some() {
+                body = merge(body, rename_body(new_slug, name)?);
+            } else if protected.is_none() {
+                anyhow::bail!("give --slug, --name, --protected, or several");
+            }
+            let data = client
+                .api(Method::PATCH, &format!("{base}/{}", seg(&slug)), Some(&body))
+                .await?;
+            created(&data, json, || {
+                format!(
+                    "Updated environment {}/{}/{} (protected: {}).",
+                    target.org,
+                    target.project,
+                    text(&data["slug"]),
+                    yes_no(&data["protected"])
+                )
+            })
+        }
         EnvCmd::Show { slug, json } => {
             let slug = slug.unwrap_or_else(|| target.env.clone());
             let data = client.api(Method::GET, &format!("{base}/{}", seg(&slug)), None).await?;
@@ -354,6 +402,14 @@ fn rename_body(slug: Option<String>, name: Option<String>) -> anyhow::Result<Val
         body["name"] = Value::String(n);
     }
     Ok(body)
+}
+
+/// `a` with the fields of `b` added.
+fn merge(mut a: Value, b: Value) -> Value {
+    if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
+        a.extend(b);
+    }
+    a
 }
 
 fn created(data: &Value, json: bool, line: impl FnOnce() -> String) -> anyhow::Result<u8> {

@@ -136,6 +136,31 @@ pub(super) async fn rename_project(
         .await?)
 }
 
+/// An environment change: slug, name, protection, each optional.
+#[derive(Debug, Deserialize)]
+pub(super) struct EnvUpdate {
+    #[serde(default)]
+    slug: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    protected: Option<bool>,
+}
+
+pub(super) async fn update_env(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p, e)): EnvP,
+    Body(b): Body<EnvUpdate>,
+) -> Reply<impl Serialize> {
+    let change = crate::service::EnvChange {
+        slug: b.slug.as_deref(),
+        name: b.name.as_deref(),
+        protected: b.protected,
+    };
+    ok(s.coffer.tenants.update_env(&who, (&org, &p, &e), change).await?)
+}
+
 pub(super) async fn get_org(State(s): State<AppState>, Auth(who): Auth, Path(org): OrgP) -> Reply<impl Serialize> {
     ok(s.coffer.tenants.get_org(&who, &org).await?)
 }

@@ -11,7 +11,7 @@
 
 use axum::Router;
 use axum::http::Method;
-use axum::routing::{MethodRouter, delete, get, post, put};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 
 use super::{AppState, api, audit, generate_root, identity, keys, metrics, rekey, sys, vault_auth, vault_kv};
 use crate::access::{ENV_ROUTES, EnvRoute};
@@ -293,6 +293,7 @@ const VAULT: &str = "/v1";
 fn env_handler(r: &EnvRoute) -> Option<MethodRouter<AppState>> {
     Some(match (r.method, r.path) {
         ("GET", "") => get(api::get_env),
+        ("PATCH", "") => patch(api::update_env),
         ("GET", "/secrets") => get(api::list_secrets),
         ("POST", "/inject") => post(api::inject),
         ("GET", "/secrets/{key}") => get(api::get_secret),

@@ -44,6 +44,17 @@ pub struct EnvView {
     pub created_at: String,
 }
 
+/// What `PATCH …/environments/{env}` changes; `None` keeps the value.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EnvChange<'a> {
+    /// new slug
+    pub slug: Option<&'a str>,
+    /// new display name
+    pub name: Option<&'a str>,
+    /// protected or not
+    pub protected: Option<bool>,
+}
+
 /// Check a slug: `[a-z0-9][a-z0-9-]*`, at most 63 characters.
 pub(crate) fn check_slug(field: &str, slug: &str) -> Result<()> {
     let ok = !slug.is_empty()
@@ -330,6 +341,49 @@ impl TenantService {
             .create_env(&row)
             .await
             .map_err(|e| taken(e, format!("environment '{slug}' exists already in {org}/{project}")))?;
+        Ok(env_view(row))
+    }
+
+    /// Change an environment (its admins: every permission on it, which
+    /// the organization's owners and admins hold): a new slug, display name
+    /// or protection. The id stays, so grants,
+    /// secrets with their history and audit continuity stay with it.
+    pub async fn update_env(
+        &self,
+        who: &Unsealed,
+        (org, project, env): (&str, &str, &str),
+        change: EnvChange<'_>,
+    ) -> Result<EnvView> {
+        let path = self.access.env_admin(who, (org, project, env)).await?;
+        let missing = || ServiceError::NotFound(format!("environment {org}/{project}/{env}"));
+        let mut row = self
+            .tenant_store
+            .list_envs(path.org_id)
+            .await?
+            .into_iter()
+            .find(|e| e.id == path.env_id)
+            .ok_or_else(missing)?;
+        if let Some(slug) = change.slug {
+            check_slug("slug", slug)?;
+            row.slug = slug.to_owned();
+        }
+        if let Some(name) = change.name {
+            check_name(name)?;
+            row.name = name.to_owned();
+        }
+        if let Some(protected) = change.protected {
+            row.protected = protected;
+        }
+        let updated = self.tenant_store.update_env(&row).await.map_err(|e| {
+            taken(
+                e,
+                format!("environment '{}' exists already in {org}/{project}", row.slug),
+            )
+        })?;
+        if !updated {
+            return Err(missing());
+        }
+        self.shared.principals_changed();
         Ok(env_view(row))
     }
 

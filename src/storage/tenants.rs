@@ -124,6 +124,10 @@ pub trait TenantStore: Send + Sync + std::fmt::Debug {
     async fn rename_project(&self, org_id: Uuid, project_id: Uuid, slug: &str, name: &str) -> Result<bool>;
     /// Create an environment.
     async fn create_env(&self, env: &EnvRow) -> Result<()>;
+    /// Change an environment's slug, name and protection, keeping its id;
+    /// false if there is none. [`StorageError::Conflict`] if the project
+    /// has the slug.
+    async fn update_env(&self, env: &EnvRow) -> Result<bool>;
     /// Environments of an org (every project), by project and slug.
     async fn list_envs(&self, org_id: Uuid) -> Result<Vec<EnvRow>>;
     /// Resolve `org/project/env` slugs.
@@ -297,6 +301,23 @@ impl TenantStore for SqlBackend {
         .await
         .map_err(conflict("an environment with this slug exists in the project"))?;
         Ok(())
+    }
+
+    async fn update_env(&self, e: &EnvRow) -> Result<bool> {
+        let done = query(
+            "UPDATE environments SET slug = $1, name = $2, protected = $3 \
+             WHERE org_id = $4 AND project_id = $5 AND id = $6",
+        )
+        .bind(&e.slug)
+        .bind(&e.name)
+        .bind(i64::from(e.protected))
+        .bind(e.org_id.to_string())
+        .bind(e.project_id.to_string())
+        .bind(e.id.to_string())
+        .execute(&mut *self.tenant(e.org_id).await?)
+        .await
+        .map_err(conflict("an environment with this slug exists in the project"))?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn list_envs(&self, org_id: Uuid) -> Result<Vec<EnvRow>> {

@@ -226,12 +226,13 @@ async fn a_fresh_server_is_set_up_end_to_end_with_the_cli_only() {
     fails(&server, &alice, &["secrets", "list", "--env", "production"], "");
 }
 
-/// `org rename` and `project rename` keep ids: the grant made on the old
+/// `org rename`, `project rename` and `env update` keep ids: the grant made on the old
 /// slugs still admits Alice, her secret keeps its history, the old slugs
 /// are gone at once, a taken slug is refused by name, a member may not
 /// rename, and each rename is audited.
 #[tokio::test]
 async fn rename_keeps_grants_and_history() {
+    // (env update also makes the environment protected)
     let dir = util::tempdir();
     let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
     let anon_http = server.client(None);
@@ -296,12 +297,94 @@ async fn rename_keeps_grants_and_history() {
         &["project", "rename", "web", "backend", "--org", "acme-corp"],
         "",
     );
+    // The environment: slug, name and protection (a member may not).
+    let err = fails(
+        &server,
+        &alice,
+        &[
+            "env",
+            "update",
+            "staging",
+            "--protected",
+            "true",
+            "--org",
+            "acme-corp",
+            "--project",
+            "backend",
+        ],
+        "",
+    );
+    assert!(err.contains("403"), "{err}");
+    let out = ok(
+        &server,
+        &root,
+        &[
+            "env",
+            "update",
+            "staging",
+            "--slug",
+            "qa",
+            "--name",
+            "QA",
+            "--protected",
+            "true",
+            "--org",
+            "acme-corp",
+            "--project",
+            "backend",
+        ],
+        "",
+    );
+    assert!(out.contains("acme-corp/backend/qa (protected: yes)"), "{out}");
+    ok(
+        &server,
+        &root,
+        &["env", "create", "dev", "--org", "acme-corp", "--project", "backend"],
+        "",
+    );
+    let err = fails(
+        &server,
+        &root,
+        &[
+            "env",
+            "update",
+            "qa",
+            "--slug",
+            "dev",
+            "--org",
+            "acme-corp",
+            "--project",
+            "backend",
+        ],
+        "",
+    );
+    assert!(err.contains("409") && err.contains("'dev'"), "{err}");
+    let env = json(&ok(
+        &server,
+        &root,
+        &[
+            "env",
+            "show",
+            "qa",
+            "--json",
+            "--org",
+            "acme-corp",
+            "--project",
+            "backend",
+        ],
+        "",
+    ));
+    assert_eq!(
+        (&env["name"], &env["protected"]),
+        (&serde_json::json!("QA"), &serde_json::json!(true)),
+        "{env}"
+    );
     let show = json(&ok(&server, &root, &["org", "show", "acme-corp", "--json"], ""));
     assert_eq!(show["name"], "Acme Corp", "{show}");
 
     // Alice's grant followed the ids: her secret and its two versions are
     // there under the new slugs; the old ones are gone at once.
-    let moved = ["--org", "acme-corp", "--project", "backend"];
+    let moved = ["--org", "acme-corp", "--project", "backend", "--env", "qa"];
     let get: Vec<&str> = [&["secrets", "get", "DB_URL"][..], &moved].concat();
     assert_eq!(ok(&server, &alice, &get, ""), "postgres://db/v2\n");
     let hist: Vec<&str> = [&["secrets", "history", "DB_URL", "-o", "json"][..], &moved].concat();
@@ -320,7 +403,7 @@ async fn rename_keeps_grants_and_history() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|g| g["project"] == "backend" && g["environment"] == "staging"),
+            .any(|g| g["project"] == "backend" && g["environment"] == "qa"),
         "{grants}"
     );
     // The old slug is free again for a new organization.
@@ -334,7 +417,7 @@ async fn rename_keeps_grants_and_history() {
     assert!(err.contains("404"), "the new acme has no project api: {err}");
 
     // Each rename is audited, allowed, under its action.
-    for (action, n) in [("org.rename", 1), ("project.rename", 3)] {
+    for (action, n) in [("org.rename", 1), ("project.rename", 3), ("env.update", 1)] {
         let (st, found) = http.get(&format!("/api/v1/audit/records?action={action}")).await;
         assert_eq!(st, 200, "{found}");
         let allowed = found["data"]

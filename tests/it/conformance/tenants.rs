@@ -226,3 +226,44 @@ async fn a_rename_keeps_the_id_and_moves_the_slug() {
     assert!(!b.rename_project(org_b, api.id, "stolen", "x").await.unwrap());
     assert_eq!(b.project(org_a, "backend").await.unwrap().expect("kept").id, api.id);
 }
+
+#[tokio::test]
+async fn an_environment_update_keeps_the_id() {
+    let (b, org, env_id, _dir) = with_tenant().await;
+    let api = b.project(org, "api").await.unwrap().expect("project");
+    let staging = env(&api, "staging");
+    b.create_env(&staging).await.unwrap();
+    let mut row = b
+        .list_envs(org)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.id == env_id)
+        .expect("prod");
+    row.slug = "staging".into();
+    assert!(matches!(b.update_env(&row).await, Err(StorageError::Conflict(_))));
+    row.slug = "production".into();
+    row.name = "Production".into();
+    row.protected = false;
+    assert!(b.update_env(&row).await.unwrap());
+    let got = b.list_envs(org).await.unwrap();
+    let got = got.iter().find(|e| e.id == env_id).expect("kept");
+    assert_eq!(
+        (got.slug.as_str(), got.name.as_str(), got.protected),
+        ("production", "Production", false)
+    );
+    let path = b
+        .resolve_env("acme", "api", "production")
+        .await
+        .unwrap()
+        .expect("resolves");
+    assert_eq!(path.env_id, env_id);
+    assert!(b.resolve_env("acme", "api", "prod").await.unwrap().is_none());
+    // The row's project must match: another project's id updates nothing.
+    let web = project(org, "web");
+    b.create_project(&web).await.unwrap();
+    row.project_id = web.id;
+    row.slug = "moved".into();
+    assert!(!b.update_env(&row).await.unwrap());
+    assert!(b.resolve_env("acme", "web", "moved").await.unwrap().is_none());
+}
