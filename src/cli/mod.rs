@@ -139,14 +139,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Users: create, sessions, password, two-factor login, disable, delete.
+    /// Users: create, list, show, sessions, password, two-factor login, disable, delete.
     User {
         #[command(flatten)]
         server: client::ServerArgs,
         #[command(subcommand)]
         cmd: auth::UserCmd,
     },
-    /// Organizations: create, list, show; membership.
+    /// Organizations: create, list, show, rename; membership.
     Org {
         #[command(flatten)]
         server: client::ServerArgs,
@@ -155,7 +155,7 @@ enum Command {
         #[command(subcommand)]
         cmd: access::OrgCmd,
     },
-    /// Projects of an organization: create, list, show.
+    /// Projects of an organization: create, list, show, rename.
     Project {
         #[command(flatten)]
         server: client::ServerArgs,
@@ -164,7 +164,7 @@ enum Command {
         #[command(subcommand)]
         cmd: tenants::ProjectCmd,
     },
-    /// Environments of a project: create, list, show.
+    /// Environments of a project: create, list, show, update.
     Env {
         #[command(flatten)]
         server: client::ServerArgs,
