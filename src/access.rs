@@ -164,6 +164,7 @@ impl EnvRoute {
     /// a secret with `reveal=true` is recorded as `secret.reveal`).
     pub const fn action(&self) -> &'static str {
         match (self.path.as_bytes(), self.method.as_bytes()) {
+            (b"", b"PATCH") => "env.update",
             (b"", _) => "env.read",
             (b"/secrets", _) => "secret.list",
             (b"/inject", _) => "secret.inject",
@@ -219,6 +220,12 @@ const fn admin_route(method: &'static str, path: &'static str, target: Target) -
 /// (see `http::routes`), and the service checks `permission` for each.
 pub const ENV_ROUTES: &[EnvRoute] = &[
     route("GET", "", "", "", Target::Env, Permission::Read),
+    // slug, name, protection: an environment admin (org owners and admins
+    // are admins of every environment)
+    EnvRoute {
+        body: r#"{"name":"renamed"}"#,
+        ..admin_route("PATCH", "", Target::Env)
+    },
     route("GET", "/secrets", "", "", Target::Env, Permission::Read),
     route("POST", "/inject", "", "", Target::Env, Permission::Export),
     route("GET", "/secrets/{key}", "", "", Target::Existing, Permission::Read),

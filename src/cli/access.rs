@@ -29,6 +29,8 @@ pub(crate) enum OrgCmd {
         #[command(subcommand)]
         cmd: MembersCmd,
     },
+    #[command(flatten)]
+    Lifecycle(super::tenants::OrgLifecycleCmd),
 }
 
 /// `coffer org members …`
@@ -207,7 +209,10 @@ pub(crate) enum TokenCmd {
 
 /// Run `coffer org …`.
 pub(crate) async fn org(client: &Client, org: &OrgArgs, cmd: OrgCmd) -> anyhow::Result<u8> {
-    let OrgCmd::Members { cmd } = cmd;
+    let cmd = match cmd {
+        OrgCmd::Members { cmd } => cmd,
+        OrgCmd::Lifecycle(cmd) => return super::tenants::org(client, org, cmd).await,
+    };
     let base = format!("/orgs/{}/members", seg(&org.org));
     match cmd {
         MembersCmd::List { json } => {
@@ -618,18 +623,18 @@ pub(super) fn seg(s: &str) -> String {
     out
 }
 
-fn print_json(data: &Value) -> anyhow::Result<()> {
+pub(super) fn print_json(data: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(data)?);
     Ok(())
 }
 
 /// Rows of a list answer.
-fn rows(data: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
+pub(super) fn rows(data: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
     data.as_array().into_iter().flatten().map(row).collect()
 }
 
 /// Print a table with columns as wide as their widest cell.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+pub(super) fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for r in &rows {
         for (w, cell) in widths.iter_mut().zip(r) {
@@ -655,7 +660,7 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
 }
 
 /// A string field, or `-`.
-fn text(v: &Value) -> String {
+pub(super) fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".to_owned(),
@@ -673,7 +678,7 @@ fn join(v: &Value) -> String {
     }
 }
 
-fn yes_no(v: &Value) -> String {
+pub(super) fn yes_no(v: &Value) -> String {
     if v.as_bool() == Some(true) { "yes" } else { "no" }.to_owned()
 }
 

@@ -53,6 +53,21 @@ pub(crate) enum UserCmd {
         /// The user's email, their login name.
         email: String,
     },
+    /// List users (root: all, with every membership; an org owner or
+    /// admin: the members of their organizations).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one user: status, two-factor login, organizations and roles.
+    Show {
+        /// The user's email.
+        email: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Two-factor login with TOTP (RFC 6238) for the logged-in user.
     Totp {
         #[command(subcommand)]
@@ -412,6 +427,8 @@ pub(crate) async fn user(client: &Client, cmd: UserCmd) -> anyhow::Result<u8> {
                 data["email"].as_str().unwrap_or(&email),
             );
         }
+        UserCmd::List { json } => super::tenants::list_users(client, json).await?,
+        UserCmd::Show { email, json } => super::tenants::show_user(client, &email, json).await?,
         UserCmd::Totp { cmd: TotpCmd::Enroll } => {
             client.require_token()?;
             let mut body = json!({});

@@ -16,6 +16,7 @@ mod operator;
 mod pin;
 mod run;
 mod secrets;
+mod tenants;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -138,14 +139,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Users: create, sessions, password, two-factor login, disable, delete.
+    /// Users: create, list, show, sessions, password, two-factor login, disable, delete.
     User {
         #[command(flatten)]
         server: client::ServerArgs,
         #[command(subcommand)]
         cmd: auth::UserCmd,
     },
-    /// Organization membership.
+    /// Organizations: create, list, show, rename; membership.
     Org {
         #[command(flatten)]
         server: client::ServerArgs,
@@ -153,6 +154,24 @@ enum Command {
         org: access::OrgArgs,
         #[command(subcommand)]
         cmd: access::OrgCmd,
+    },
+    /// Projects of an organization: create, list, show, rename.
+    Project {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        env: secrets::EnvArgs,
+        #[command(subcommand)]
+        cmd: tenants::ProjectCmd,
+    },
+    /// Environments of a project: create, list, show, update.
+    Env {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        env: secrets::EnvArgs,
+        #[command(subcommand)]
+        cmd: tenants::EnvCmd,
     },
     /// Groups of org members, to grant to many users at once.
     Group {
@@ -280,6 +299,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Whoami { server, json } => auth::whoami(&client::Client::new(&server)?, json).await,
         Command::User { server, cmd } => auth::user(&client::Client::new(&server)?, cmd).await,
         Command::Org { server, org, cmd } => access::org(&client::Client::new(&server)?, &org, cmd).await,
+        Command::Project { server, env, cmd } => {
+            tenants::project(&client::Client::new(&server)?, &context::resolve(&env)?, cmd).await
+        }
+        Command::Env { server, env, cmd } => {
+            tenants::env(&client::Client::new(&server)?, &context::resolve(&env)?, cmd).await
+        }
         Command::Group { server, org, cmd } => access::group(&client::Client::new(&server)?, &org, cmd).await,
         Command::Grant { server, org, args, cmd } => {
             access::grant(&client::Client::new(&server)?, &org, args, cmd).await

@@ -103,6 +103,64 @@ pub(super) async fn create_org(
     ok(s.coffer.tenants.create_org(&who, &b.slug, &b.name).await?)
 }
 
+/// A rename: a new slug, a new display name, or both.
+#[derive(Debug, Deserialize)]
+pub(super) struct Rename {
+    #[serde(default)]
+    slug: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+pub(super) async fn rename_org(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(org): OrgP,
+    Body(b): Body<Rename>,
+) -> Reply<impl Serialize> {
+    ok(s.coffer
+        .tenants
+        .rename_org(&who, &org, b.slug.as_deref(), b.name.as_deref())
+        .await?)
+}
+
+pub(super) async fn rename_project(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p)): ProjectP,
+    Body(b): Body<Rename>,
+) -> Reply<impl Serialize> {
+    ok(s.coffer
+        .tenants
+        .rename_project(&who, &org, &p, b.slug.as_deref(), b.name.as_deref())
+        .await?)
+}
+
+/// An environment change: slug, name, protection, each optional.
+#[derive(Debug, Deserialize)]
+pub(super) struct EnvUpdate {
+    #[serde(default)]
+    slug: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    protected: Option<bool>,
+}
+
+pub(super) async fn update_env(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p, e)): EnvP,
+    Body(b): Body<EnvUpdate>,
+) -> Reply<impl Serialize> {
+    let change = crate::service::EnvChange {
+        slug: b.slug.as_deref(),
+        name: b.name.as_deref(),
+        protected: b.protected,
+    };
+    ok(s.coffer.tenants.update_env(&who, (&org, &p, &e), change).await?)
+}
+
 pub(super) async fn get_org(State(s): State<AppState>, Auth(who): Auth, Path(org): OrgP) -> Reply<impl Serialize> {
     ok(s.coffer.tenants.get_org(&who, &org).await?)
 }

@@ -237,6 +237,18 @@ pub(super) async fn reset_totp(
     ok(json!({ "totp_enabled": false }))
 }
 
+pub(super) async fn list_users(State(s): State<AppState>, Auth(who): Auth) -> Reply<impl Serialize> {
+    ok(s.coffer.identity.list_users(&who).await?)
+}
+
+pub(super) async fn get_user(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(email): Path<String>,
+) -> Reply<impl Serialize> {
+    ok(s.coffer.identity.get_user(&who, &email).await?)
+}
+
 pub(super) async fn disable_user(
     State(s): State<AppState>,
     Auth(who): Auth,

@@ -11,7 +11,7 @@
 
 use axum::Router;
 use axum::http::Method;
-use axum::routing::{MethodRouter, delete, get, post, put};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 
 use super::{AppState, api, audit, generate_root, identity, keys, metrics, rekey, sys, vault_auth, vault_kv};
 use crate::access::{ENV_ROUTES, EnvRoute};
@@ -44,6 +44,9 @@ macro_rules! method_name {
     (DELETE) => {
         "DELETE"
     };
+    (PATCH) => {
+        "PATCH"
+    };
     (ANY) => {
         "*"
     };
@@ -62,6 +65,9 @@ macro_rules! method_router {
     };
     (DELETE, $h:path) => {
         axum::routing::delete($h)
+    };
+    (PATCH, $h:path) => {
+        axum::routing::patch($h)
     };
     (ANY, $h:path) => {
         axum::routing::any($h)
@@ -184,7 +190,10 @@ routes! {
         GET => api::list_orgs, Action("org.list");
         POST => api::create_org, Action("org.create");
     }
-    "/api/v1/orgs/{org}" { GET => api::get_org, Action("org.read"); }
+    "/api/v1/orgs/{org}" {
+        GET => api::get_org, Action("org.read");
+        PATCH => api::rename_org, Action("org.rename");
+    }
     "/api/v1/orgs/{org}/keks" { GET => keys::list, Action("key.kek_list"); }
     "/api/v1/orgs/{org}/keks/rotate" { POST => keys::rotate, Action("key.kek_rotate"); }
     "/api/v1/orgs/{org}/keks/rewrap" { POST => keys::rewrap, Action("key.kek_rewrap"); }
@@ -193,7 +202,10 @@ routes! {
         GET => api::list_projects, Action("project.list");
         POST => api::create_project, Action("project.create");
     }
-    "/api/v1/orgs/{org}/projects/{project}" { GET => api::get_project, Action("project.read"); }
+    "/api/v1/orgs/{org}/projects/{project}" {
+        GET => api::get_project, Action("project.read");
+        PATCH => api::rename_project, Action("project.rename");
+    }
     "/api/v1/orgs/{org}/projects/{project}/environments" {
         GET => api::list_envs, Action("env.list");
         POST => api::create_env, Action("env.create");
@@ -232,8 +244,14 @@ routes! {
     }
     "/api/v1/orgs/{org}/grants/{id}" { DELETE => identity::delete_grant, Action("grant.delete"); }
     // native: users, sessions, tokens
-    "/api/v1/users" { POST => identity::create_user, Action("user.create"); }
-    "/api/v1/users/{email}" { DELETE => identity::delete_user, Action("user.delete"); }
+    "/api/v1/users" {
+        GET => identity::list_users, Action("user.list");
+        POST => identity::create_user, Action("user.create");
+    }
+    "/api/v1/users/{email}" {
+        GET => identity::get_user, Action("user.read");
+        DELETE => identity::delete_user, Action("user.delete");
+    }
     "/api/v1/users/{email}/revoke-sessions" {
         POST => identity::revoke_user_sessions, Action("user.revoke_sessions");
     }
@@ -275,6 +293,7 @@ const VAULT: &str = "/v1";
 fn env_handler(r: &EnvRoute) -> Option<MethodRouter<AppState>> {
     Some(match (r.method, r.path) {
         ("GET", "") => get(api::get_env),
+        ("PATCH", "") => patch(api::update_env),
         ("GET", "/secrets") => get(api::list_secrets),
         ("POST", "/inject") => post(api::inject),
         ("GET", "/secrets/{key}") => get(api::get_secret),
@@ -353,7 +372,7 @@ pub fn allow_header(path: &str) -> String {
             .collect(),
     };
     let has = |m: &str| methods.contains(&m);
-    let allow: Vec<&str> = ["GET", "HEAD", "POST", "PUT", "DELETE"]
+    let allow: Vec<&str> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
         .into_iter()
         .filter(|m| has(m) || (*m == "HEAD" && has("GET")))
         .chain(["OPTIONS"])
@@ -381,6 +400,11 @@ mod tests {
         );
         assert_eq!(route_audit(&Method::HEAD, "/v1/sys/health"), Some(Public));
         assert_eq!(route_audit(&Method::PATCH, "/api/v1/orgs"), None);
+        assert_eq!(
+            route_audit(&Method::PATCH, "/api/v1/orgs/{org}"),
+            Some(Action("org.rename"))
+        );
+        assert_eq!(allow_header("/api/v1/orgs/{org}"), "GET, HEAD, PATCH, OPTIONS");
         assert_eq!(allow_header("/api/v1/orgs"), "GET, HEAD, POST, OPTIONS");
     }
 

@@ -34,7 +34,7 @@ fn view(r: AllowedVarRow) -> AllowedVarView {
 
 impl AccessService {
     /// The environment, if `who` is its admin (every permission on it).
-    async fn env_admin(&self, who: &Unsealed, env: (&str, &str, &str)) -> Result<EnvPath> {
+    pub(crate) async fn env_admin(&self, who: &Unsealed, env: (&str, &str, &str)) -> Result<EnvPath> {
         let (path, access) = self.env_access(who, env).await?;
         if access.perms(path.project_id, path.env_id) == PermSet::ALL {
             Ok(path)

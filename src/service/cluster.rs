@@ -285,10 +285,13 @@ impl Shared {
         self.cache.tokens.clear();
         self.cache.certs.clear();
         self.cache.access.clear();
+        // slug paths → ids: a renamed organization or project changes them
+        self.cache.envs.clear();
     }
 
     /// After a change to who may do what (revocation, grants, memberships,
-    /// groups, service accounts): forget it here and on every other server.
+    /// groups, service accounts) or to the slugs that name a tenant (a
+    /// rename): forget it here and on every other server.
     pub(crate) fn principals_changed(&self) {
         self.forget_principals();
         self.broadcast(Event::Principals);

@@ -52,7 +52,7 @@ pub use keys::KeyService;
 pub use kv::KvService;
 pub use operator::OperatorService;
 pub use orgs::TenantService;
-pub use orgs::{DEFAULT_MAX_ORGS_PER_USER, EnvView, OrgView, ProjectView};
+pub use orgs::{DEFAULT_MAX_ORGS_PER_USER, EnvChange, EnvView, OrgView, ProjectView};
 pub use secrets::SecretService;
 pub use secrets::{SecretInput, SecretView, VersionView};
 pub use vault::VaultService;

@@ -44,6 +44,17 @@ pub struct EnvView {
     pub created_at: String,
 }
 
+/// What `PATCH …/environments/{env}` changes; `None` keeps the value.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EnvChange<'a> {
+    /// new slug
+    pub slug: Option<&'a str>,
+    /// new display name
+    pub name: Option<&'a str>,
+    /// protected or not
+    pub protected: Option<bool>,
+}
+
 /// Check a slug: `[a-z0-9][a-z0-9-]*`, at most 63 characters.
 pub(crate) fn check_slug(field: &str, slug: &str) -> Result<()> {
     let ok = !slug.is_empty()
@@ -121,6 +132,12 @@ impl TenantService {
                     self.shared.max_orgs_per_user
                 )));
             }
+            Err(StorageError::Conflict(_)) => {
+                keyring.forget_kek(org.id, 1);
+                return Err(ServiceError::Conflict(format!(
+                    "an organization with the slug '{slug}' exists already"
+                )));
+            }
             Err(e) => return Err(e.into()),
         }
         if let PrincipalKind::User(user_id) = who.kind {
@@ -156,6 +173,79 @@ impl TenantService {
         Ok(org_view(self.access.org_access(who, slug).await?.0))
     }
 
+    /// Rename an organization (its owners and admins, root): a new slug,
+    /// a new display name, or both. The id stays, so its members, grants,
+    /// secrets with their history, KEKs and audit records stay with it;
+    /// the old slug answers "not found" at once on every server.
+    pub async fn rename_org(
+        &self,
+        who: &Unsealed,
+        org: &str,
+        slug: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<OrgView> {
+        let (mut row, _) = self.access.org_admin(who, org).await?;
+        if let Some(slug) = slug {
+            check_slug("slug", slug)?;
+            row.slug = slug.to_owned();
+        }
+        if let Some(name) = name {
+            check_name(name)?;
+            row.name = name.to_owned();
+        }
+        let renamed = self
+            .tenant_store
+            .rename_org(row.id, &row.slug, &row.name)
+            .await
+            .map_err(|e| {
+                taken(
+                    e,
+                    format!("an organization with the slug '{}' exists already", row.slug),
+                )
+            })?;
+        if !renamed {
+            return Err(ServiceError::NotFound(format!("organization {org:?}")));
+        }
+        self.shared.principals_changed();
+        Ok(org_view(row))
+    }
+
+    /// Rename a project (owners and admins of its organization); as
+    /// [`Self::rename_org`], the id and everything under it stay.
+    pub async fn rename_project(
+        &self,
+        who: &Unsealed,
+        org: &str,
+        project: &str,
+        slug: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<ProjectView> {
+        let (org_row, _) = self.access.org_admin(who, org).await?;
+        let mut row = self
+            .tenant_store
+            .project(org_row.id, project)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("project {org}/{project}")))?;
+        if let Some(slug) = slug {
+            check_slug("slug", slug)?;
+            row.slug = slug.to_owned();
+        }
+        if let Some(name) = name {
+            check_name(name)?;
+            row.name = name.to_owned();
+        }
+        let renamed = self
+            .tenant_store
+            .rename_project(org_row.id, row.id, &row.slug, &row.name)
+            .await
+            .map_err(|e| taken(e, format!("project '{}' exists already in {org}", row.slug)))?;
+        if !renamed {
+            return Err(ServiceError::NotFound(format!("project {org}/{project}")));
+        }
+        self.shared.principals_changed();
+        Ok(project_view(row))
+    }
+
     /// Create a project in an organization (admins).
     pub async fn create_project(&self, who: &Unsealed, org: &str, slug: &str, name: &str) -> Result<ProjectView> {
         let (org, _) = self.access.org_admin(who, org).await?;
@@ -168,7 +258,10 @@ impl TenantService {
             name: name.to_owned(),
             created_at: now_ms(),
         };
-        self.tenant_store.create_project(&row).await?;
+        self.tenant_store
+            .create_project(&row)
+            .await
+            .map_err(|e| taken(e, format!("project '{slug}' exists already in {}", org.slug)))?;
         Ok(project_view(row))
     }
 
@@ -244,7 +337,53 @@ impl TenantService {
             protected,
             created_at: now_ms(),
         };
-        self.tenant_store.create_env(&row).await?;
+        self.tenant_store
+            .create_env(&row)
+            .await
+            .map_err(|e| taken(e, format!("environment '{slug}' exists already in {org}/{project}")))?;
+        Ok(env_view(row))
+    }
+
+    /// Change an environment (its admins: every permission on it, which
+    /// the organization's owners and admins hold): a new slug, display name
+    /// or protection. The id stays, so grants,
+    /// secrets with their history and audit continuity stay with it.
+    pub async fn update_env(
+        &self,
+        who: &Unsealed,
+        (org, project, env): (&str, &str, &str),
+        change: EnvChange<'_>,
+    ) -> Result<EnvView> {
+        let path = self.access.env_admin(who, (org, project, env)).await?;
+        let missing = || ServiceError::NotFound(format!("environment {org}/{project}/{env}"));
+        let mut row = self
+            .tenant_store
+            .list_envs(path.org_id)
+            .await?
+            .into_iter()
+            .find(|e| e.id == path.env_id)
+            .ok_or_else(missing)?;
+        if let Some(slug) = change.slug {
+            check_slug("slug", slug)?;
+            row.slug = slug.to_owned();
+        }
+        if let Some(name) = change.name {
+            check_name(name)?;
+            row.name = name.to_owned();
+        }
+        if let Some(protected) = change.protected {
+            row.protected = protected;
+        }
+        let updated = self.tenant_store.update_env(&row).await.map_err(|e| {
+            taken(
+                e,
+                format!("environment '{}' exists already in {org}/{project}", row.slug),
+            )
+        })?;
+        if !updated {
+            return Err(missing());
+        }
+        self.shared.principals_changed();
         Ok(env_view(row))
     }
 
@@ -267,6 +406,14 @@ impl TenantService {
             .find(|e| e.id == path.env_id)
             .map(env_view)
             .ok_or_else(|| ServiceError::NotFound(format!("environment {org}/{project}/{env}")))
+    }
+}
+
+/// A unique-slug violation as a conflict that names the slug.
+fn taken(e: StorageError, what: String) -> ServiceError {
+    match e {
+        StorageError::Conflict(_) => ServiceError::Conflict(what),
+        e => e.into(),
     }
 }
 

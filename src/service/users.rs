@@ -1,12 +1,15 @@
-//! Administration of user accounts: ending every session of a user,
-//! password change, TOTP reset, disable, enable, delete.
+//! Administration of user accounts: listing them, ending every session of
+//! a user, password change, TOTP reset, disable, enable, delete.
 //!
 //! Who may act on a user: root; the user on themself where the operation
 //! allows it; an owner of an organization for a user who belongs to that
 //! owner's organizations only (never a user another tenant also has).
 //! Anyone else is told the user does not exist.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+
+use serde::Serialize;
 
 use uuid::Uuid;
 use zeroize::Zeroizing;
@@ -26,7 +29,89 @@ enum Scope {
     Root,
 }
 
+/// A user account as `GET /users` shows it (never a hash or a secret).
+#[derive(Debug, Serialize)]
+pub struct UserView {
+    /// login name
+    pub email: String,
+    /// disabled by an administrator
+    pub disabled: bool,
+    /// TOTP required at login
+    pub totp_enabled: bool,
+    /// RFC 3339
+    pub created_at: String,
+    /// organization slug → role, of the organizations the caller may see
+    pub orgs: BTreeMap<String, String>,
+}
+
 impl IdentityService {
+    /// `GET /users`: root sees every user and all their memberships; an
+    /// owner or admin of organizations sees the members of those, with
+    /// their roles there only; anyone else is refused.
+    pub async fn list_users(&self, who: &Unsealed) -> Result<Vec<UserView>> {
+        let mut users: BTreeMap<String, UserView> = BTreeMap::new();
+        match who.kind {
+            PrincipalKind::Root => {
+                for u in self.identity_store.list_users().await? {
+                    let orgs = self.access_store.orgs_of(u.id).await?;
+                    let mut view = user_view(&u);
+                    view.orgs = orgs.into_iter().map(|(o, role)| (o.slug, role)).collect();
+                    users.insert(u.email.clone(), view);
+                }
+            }
+            PrincipalKind::User(me) => {
+                let admin_of: Vec<_> = self
+                    .access_store
+                    .orgs_of(me)
+                    .await?
+                    .into_iter()
+                    .filter(|(_, role)| role == "owner" || role == "admin")
+                    .collect();
+                if admin_of.is_empty() {
+                    return Err(ServiceError::PermissionDenied);
+                }
+                for (org, _) in admin_of {
+                    for (u, role) in self.access_store.members(org.id).await? {
+                        users
+                            .entry(u.email.clone())
+                            .or_insert_with(|| user_view(&u))
+                            .orgs
+                            .insert(org.slug.clone(), role);
+                    }
+                }
+            }
+            PrincipalKind::ServiceAccount { .. } => return Err(ServiceError::PermissionDenied),
+        }
+        Ok(users.into_values().collect())
+    }
+
+    /// `GET /users/{email}`: one user, as [`Self::list_users`] shows it to
+    /// `who`; a user `who` may not see is "not found".
+    pub async fn get_user(&self, who: &Unsealed, email: &str) -> Result<UserView> {
+        let email = email.trim().to_ascii_lowercase();
+        if let PrincipalKind::User(me) = who.kind
+            && let Some(u) = self.identity_store.user(me).await?
+            && u.email == email
+        {
+            // Oneself: always, with every membership.
+            let mut view = user_view(&u);
+            view.orgs = self
+                .access_store
+                .orgs_of(me)
+                .await?
+                .into_iter()
+                .map(|(o, role)| (o.slug, role))
+                .collect();
+            return Ok(view);
+        }
+        let missing = || ServiceError::NotFound(format!("user {email} (or not one you may see)"));
+        match self.list_users(who).await {
+            Ok(all) => all.into_iter().find(|u| u.email == email).ok_or_else(missing),
+            Err(ServiceError::PermissionDenied) => Err(missing()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The user `email` names, if `who` may act on it under `scope`.
     async fn managed_user(&self, who: &Unsealed, email: &str, scope: Scope) -> Result<UserRow> {
         let email = email.trim().to_ascii_lowercase();
@@ -127,5 +212,15 @@ impl IdentityService {
         self.shared.principals_changed();
         tracing::warn!(user = %user.id, "user deleted");
         Ok(())
+    }
+}
+
+fn user_view(u: &UserRow) -> UserView {
+    UserView {
+        email: u.email.clone(),
+        disabled: u.disabled,
+        totp_enabled: u.totp_enabled,
+        created_at: super::rfc3339(u.created_at),
+        orgs: BTreeMap::new(),
     }
 }

@@ -167,6 +167,8 @@ pub trait IdentityStore: Send + Sync + std::fmt::Debug {
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>>;
     /// A user by id.
     async fn user(&self, id: Uuid) -> Result<Option<UserRow>>;
+    /// Every user, by email.
+    async fn list_users(&self) -> Result<Vec<UserRow>>;
     /// Record the failed-login count and lock of a user.
     async fn set_login_state(&self, user_id: Uuid, failed_logins: i64, locked_until: i64) -> Result<()>;
     /// Replace a user's password hash.
@@ -414,6 +416,13 @@ impl IdentityStore for SqlBackend {
             .fetch_optional(self.pool())
             .await?;
         row.as_ref().map(user_row).transpose()
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRow>> {
+        let rows = sqlx::query::<Any>(sqlx::AssertSqlSafe(format!("{USER_SELECT} ORDER BY email")))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(user_row).collect()
     }
 
     async fn set_login_state(&self, user_id: Uuid, failed_logins: i64, locked_until: i64) -> Result<()> {

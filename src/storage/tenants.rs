@@ -109,14 +109,25 @@ pub trait TenantStore: Send + Sync + std::fmt::Debug {
     async fn org(&self, slug: &str) -> Result<Option<OrgRow>>;
     /// One wrapped KEK version.
     async fn kek(&self, org_id: Uuid, version: i64) -> Result<Option<KekRow>>;
+    /// Change an organization's slug and name, keeping its id (and so its
+    /// grants, secrets, keys and audit records); false if there is none.
+    /// [`StorageError::Conflict`] if another organization has the slug.
+    async fn rename_org(&self, org_id: Uuid, slug: &str, name: &str) -> Result<bool>;
     /// Create a project.
     async fn create_project(&self, project: &ProjectRow) -> Result<()>;
     /// Projects of an org, by slug.
     async fn list_projects(&self, org_id: Uuid) -> Result<Vec<ProjectRow>>;
     /// One project by slug.
     async fn project(&self, org_id: Uuid, slug: &str) -> Result<Option<ProjectRow>>;
+    /// Change a project's slug and name, keeping its id; false if there is
+    /// none. [`StorageError::Conflict`] if the organization has the slug.
+    async fn rename_project(&self, org_id: Uuid, project_id: Uuid, slug: &str, name: &str) -> Result<bool>;
     /// Create an environment.
     async fn create_env(&self, env: &EnvRow) -> Result<()>;
+    /// Change an environment's slug, name and protection, keeping its id;
+    /// false if there is none. [`StorageError::Conflict`] if the project
+    /// has the slug.
+    async fn update_env(&self, env: &EnvRow) -> Result<bool>;
     /// Environments of an org (every project), by project and slug.
     async fn list_envs(&self, org_id: Uuid) -> Result<Vec<EnvRow>>;
     /// Resolve `org/project/env` slugs.
@@ -189,6 +200,17 @@ impl TenantStore for SqlBackend {
         Ok(())
     }
 
+    async fn rename_org(&self, org_id: Uuid, slug: &str, name: &str) -> Result<bool> {
+        let done = query("UPDATE orgs SET slug = $1, name = $2 WHERE id = $3")
+            .bind(slug.to_owned())
+            .bind(name.to_owned())
+            .bind(org_id.to_string())
+            .execute(&mut *self.tenant(org_id).await?)
+            .await
+            .map_err(conflict("an organization with this slug exists"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn list_orgs(&self) -> Result<Vec<OrgRow>> {
         let rows = query("SELECT id, slug, name, created_at FROM orgs ORDER BY slug")
             .fetch_all(self.pool())
@@ -234,6 +256,18 @@ impl TenantStore for SqlBackend {
         Ok(())
     }
 
+    async fn rename_project(&self, org_id: Uuid, project_id: Uuid, slug: &str, name: &str) -> Result<bool> {
+        let done = query("UPDATE projects SET slug = $1, name = $2 WHERE org_id = $3 AND id = $4")
+            .bind(slug.to_owned())
+            .bind(name.to_owned())
+            .bind(org_id.to_string())
+            .bind(project_id.to_string())
+            .execute(&mut *self.tenant(org_id).await?)
+            .await
+            .map_err(conflict("a project with this slug exists in the organization"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn list_projects(&self, org_id: Uuid) -> Result<Vec<ProjectRow>> {
         let rows = query("SELECT id, org_id, slug, name, created_at FROM projects WHERE org_id = $1 ORDER BY slug")
             .bind(org_id.to_string())
@@ -267,6 +301,23 @@ impl TenantStore for SqlBackend {
         .await
         .map_err(conflict("an environment with this slug exists in the project"))?;
         Ok(())
+    }
+
+    async fn update_env(&self, e: &EnvRow) -> Result<bool> {
+        let done = query(
+            "UPDATE environments SET slug = $1, name = $2, protected = $3 \
+             WHERE org_id = $4 AND project_id = $5 AND id = $6",
+        )
+        .bind(&e.slug)
+        .bind(&e.name)
+        .bind(i64::from(e.protected))
+        .bind(e.org_id.to_string())
+        .bind(e.project_id.to_string())
+        .bind(e.id.to_string())
+        .execute(&mut *self.tenant(e.org_id).await?)
+        .await
+        .map_err(conflict("an environment with this slug exists in the project"))?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn list_envs(&self, org_id: Uuid) -> Result<Vec<EnvRow>> {

@@ -501,3 +501,25 @@ async fn purge_expired_removes_only_expired_identity_rows() {
     assert!(b.device_by_user_code("BBBB-BBBB").await.unwrap().is_some());
     assert_eq!(b.purge_expired(100).await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn users_are_listed_by_email() {
+    let (b, _dir) = empty().await;
+    assert!(b.list_users().await.unwrap().is_empty());
+    for email in ["carol@example.com", "alice@example.com", "bob@example.com"] {
+        b.create_user(&user(email)).await.unwrap();
+    }
+    let bob = b.user_by_email("bob@example.com").await.unwrap().expect("bob");
+    assert!(b.set_user_disabled(bob.id, true).await.unwrap());
+    let all = b.list_users().await.unwrap();
+    let got: Vec<(&str, bool)> = all.iter().map(|u| (u.email.as_str(), u.disabled)).collect();
+    assert_eq!(
+        got,
+        [
+            ("alice@example.com", false),
+            ("bob@example.com", true),
+            ("carol@example.com", false)
+        ]
+    );
+    assert_eq!(all[1].id, bob.id);
+}

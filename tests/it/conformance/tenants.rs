@@ -179,3 +179,91 @@ async fn project_and_environment_slugs_are_unique_per_parent_and_listed_in_order
         "beta's web has no staging"
     );
 }
+
+#[tokio::test]
+async fn a_rename_keeps_the_id_and_moves_the_slug() {
+    let (b, org_a, env_id, _dir) = with_tenant().await;
+    let (org_b, _) = add_tenant(b.as_ref(), "beta").await;
+    // Organization: slug and name change, id and KEK stay.
+    assert!(b.rename_org(org_a, "acme-corp", "Acme Corp").await.unwrap());
+    assert!(b.org("acme").await.unwrap().is_none());
+    let got = b.org("acme-corp").await.unwrap().expect("renamed");
+    assert_eq!((got.id, got.name.as_str()), (org_a, "Acme Corp"));
+    assert!(b.kek(org_a, 1).await.unwrap().is_some());
+    let path = b
+        .resolve_env("acme-corp", "api", "prod")
+        .await
+        .unwrap()
+        .expect("resolves");
+    assert_eq!((path.org_id, path.env_id), (org_a, env_id));
+    assert!(b.resolve_env("acme", "api", "prod").await.unwrap().is_none());
+    assert!(matches!(
+        b.rename_org(org_a, "beta", "x").await,
+        Err(StorageError::Conflict(_))
+    ));
+    assert_eq!(b.org("beta").await.unwrap().expect("untouched").id, org_b);
+    assert!(!b.rename_org(Uuid::new_v4(), "ghost", "x").await.unwrap());
+
+    // Project: unique per organization, renamed within its own only.
+    let api = b.project(org_a, "api").await.unwrap().expect("project");
+    b.create_project(&project(org_a, "web")).await.unwrap();
+    b.create_project(&project(org_b, "backend")).await.unwrap();
+    assert!(matches!(
+        b.rename_project(org_a, api.id, "web", "x").await,
+        Err(StorageError::Conflict(_))
+    ));
+    assert!(b.rename_project(org_a, api.id, "backend", "Backend").await.unwrap());
+    let got = b.project(org_a, "backend").await.unwrap().expect("renamed");
+    assert_eq!((got.id, got.name.as_str()), (api.id, "Backend"));
+    assert!(b.project(org_a, "api").await.unwrap().is_none());
+    let path = b
+        .resolve_env("acme-corp", "backend", "prod")
+        .await
+        .unwrap()
+        .expect("resolves");
+    assert_eq!((path.project_id, path.env_id), (api.id, env_id));
+    // Another organization's id does not reach this project.
+    assert!(!b.rename_project(org_b, api.id, "stolen", "x").await.unwrap());
+    assert_eq!(b.project(org_a, "backend").await.unwrap().expect("kept").id, api.id);
+}
+
+#[tokio::test]
+async fn an_environment_update_keeps_the_id() {
+    let (b, org, env_id, _dir) = with_tenant().await;
+    let api = b.project(org, "api").await.unwrap().expect("project");
+    let staging = env(&api, "staging");
+    b.create_env(&staging).await.unwrap();
+    let mut row = b
+        .list_envs(org)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.id == env_id)
+        .expect("prod");
+    row.slug = "staging".into();
+    assert!(matches!(b.update_env(&row).await, Err(StorageError::Conflict(_))));
+    row.slug = "production".into();
+    row.name = "Production".into();
+    row.protected = false;
+    assert!(b.update_env(&row).await.unwrap());
+    let got = b.list_envs(org).await.unwrap();
+    let got = got.iter().find(|e| e.id == env_id).expect("kept");
+    assert_eq!(
+        (got.slug.as_str(), got.name.as_str(), got.protected),
+        ("production", "Production", false)
+    );
+    let path = b
+        .resolve_env("acme", "api", "production")
+        .await
+        .unwrap()
+        .expect("resolves");
+    assert_eq!(path.env_id, env_id);
+    assert!(b.resolve_env("acme", "api", "prod").await.unwrap().is_none());
+    // The row's project must match: another project's id updates nothing.
+    let web = project(org, "web");
+    b.create_project(&web).await.unwrap();
+    row.project_id = web.id;
+    row.slug = "moved".into();
+    assert!(!b.update_env(&row).await.unwrap());
+    assert!(b.resolve_env("acme", "web", "moved").await.unwrap().is_none());
+}

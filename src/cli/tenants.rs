@@ -1,0 +1,448 @@
+//! `coffer org create|list|show|rename`, `coffer project create|list|show|rename`,
+//! `coffer env create|list|show|update`, `coffer user list|show`: the tenant tree (organizations, projects,
+//! environments) over the native API (issue 23). Human text by default,
+//! `--json` for the raw data.
+
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::access::{OrgArgs, print_json, rows, seg, table, text, yes_no};
+use super::client::Client;
+use super::context::Target;
+
+/// `coffer org create|list|show|rename` (flattened into `coffer org`).
+#[derive(Debug, Subcommand)]
+pub(crate) enum OrgLifecycleCmd {
+    /// Create an organization (root, or a user, who becomes its owner) with its first KEK.
+    Create {
+        /// Its slug: 1-63 characters of a-z, 0-9 and '-'.
+        slug: String,
+        /// Display name (default: none).
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the organizations you belong to (root: all).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rename: a new slug and/or display name. The id stays, so members,
+    /// grants, secrets with their history, keys and audit records stay with it.
+    Rename {
+        /// The current slug.
+        slug: String,
+        /// The new slug.
+        new_slug: Option<String>,
+        /// A new display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one organization (default: --org).
+    Show {
+        /// Its slug.
+        slug: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `coffer project …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum ProjectCmd {
+    /// Create a project in the organization (org owners and admins).
+    Create {
+        /// Its slug: 1-63 characters of a-z, 0-9 and '-'.
+        slug: String,
+        /// Display name (default: none).
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the organization's projects.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rename: a new slug and/or display name. The id stays, so members,
+    /// grants, secrets with their history, keys and audit records stay with it.
+    Rename {
+        /// The current slug.
+        slug: String,
+        /// The new slug.
+        new_slug: Option<String>,
+        /// A new display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one project (default: --project).
+    Show {
+        /// Its slug.
+        slug: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `coffer env …`
+#[derive(Debug, Subcommand)]
+pub(crate) enum EnvCmd {
+    /// Create an environment in the project (org owners and admins).
+    Create {
+        /// Its slug: 1-63 characters of a-z, 0-9 and '-'.
+        slug: String,
+        /// Display name (default: none).
+        #[arg(long, default_value = "")]
+        name: String,
+        /// A protected environment.
+        #[arg(long)]
+        protected: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the project's environments.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change an environment (its admins: org owners and admins, or a grant
+    /// of every permission on it): its slug, display
+    /// name or protection. The id stays, so grants and history stay.
+    Update {
+        /// Its current slug.
+        slug: String,
+        /// A new slug.
+        #[arg(long = "slug", value_name = "NEW_SLUG")]
+        new_slug: Option<String>,
+        /// A new display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Protected or not.
+        #[arg(long, value_name = "true|false")]
+        protected: Option<bool>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one environment (default: --env).
+    Show {
+        /// Its slug.
+        slug: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Run `coffer org create|list|show|rename`.
+pub(crate) async fn org(client: &Client, org: &OrgArgs, cmd: OrgLifecycleCmd) -> anyhow::Result<u8> {
+    match cmd {
+        OrgLifecycleCmd::Create { slug, name, json } => {
+            let data = client
+                .api(Method::POST, "/orgs", Some(&json!({ "slug": slug, "name": name })))
+                .await?;
+            created(&data, json, || format!("Created organization {}.", text(&data["slug"])))
+        }
+        OrgLifecycleCmd::List { json } => {
+            let data = client.api(Method::GET, "/orgs", None).await?;
+            listing(&data, json, &["SLUG", "NAME", "CREATED"], |o| {
+                vec![text(&o["slug"]), text(&o["name"]), text(&o["created_at"])]
+            })
+        }
+        OrgLifecycleCmd::Rename {
+            slug,
+            new_slug,
+            name,
+            json,
+        } => {
+            let data = client
+                .api(
+                    Method::PATCH,
+                    &format!("/orgs/{}", seg(&slug)),
+                    Some(&rename_body(new_slug, name)?),
+                )
+                .await?;
+            created(&data, json, || {
+                format!("Renamed organization {slug} to {}.", text(&data["slug"]))
+            })
+        }
+        OrgLifecycleCmd::Show { slug, json } => {
+            let slug = slug.unwrap_or_else(|| org.org.clone());
+            let data = client.api(Method::GET, &format!("/orgs/{}", seg(&slug)), None).await?;
+            shown(
+                &data,
+                json,
+                &[("slug", "Slug"), ("name", "Name"), ("created_at", "Created")],
+            )
+        }
+    }
+}
+
+/// Run `coffer project …` in `target`'s organization.
+pub(crate) async fn project(client: &Client, target: &Target, cmd: ProjectCmd) -> anyhow::Result<u8> {
+    let base = format!("/orgs/{}/projects", seg(&target.org));
+    match cmd {
+        ProjectCmd::Create { slug, name, json } => {
+            let data = client
+                .api(Method::POST, &base, Some(&json!({ "slug": slug, "name": name })))
+                .await?;
+            created(&data, json, || {
+                format!("Created project {}/{}.", target.org, text(&data["slug"]))
+            })
+        }
+        ProjectCmd::List { json } => {
+            let data = client.api(Method::GET, &base, None).await?;
+            listing(&data, json, &["SLUG", "NAME", "CREATED"], |p| {
+                vec![text(&p["slug"]), text(&p["name"]), text(&p["created_at"])]
+            })
+        }
+        ProjectCmd::Rename {
+            slug,
+            new_slug,
+            name,
+            json,
+        } => {
+            let data = client
+                .api(
+                    Method::PATCH,
+                    &format!("{base}/{}", seg(&slug)),
+                    Some(&rename_body(new_slug, name)?),
+                )
+                .await?;
+            created(&data, json, || {
+                format!(
+                    "Renamed project {}/{slug} to {}/{}.",
+                    target.org,
+                    target.org,
+                    text(&data["slug"])
+                )
+            })
+        }
+        ProjectCmd::Show { slug, json } => {
+            let slug = slug.unwrap_or_else(|| target.project.clone());
+            let data = client.api(Method::GET, &format!("{base}/{}", seg(&slug)), None).await?;
+            shown(
+                &data,
+                json,
+                &[("slug", "Slug"), ("name", "Name"), ("created_at", "Created")],
+            )
+        }
+    }
+}
+
+/// Run `coffer env …` in `target`'s project.
+pub(crate) async fn env(client: &Client, target: &Target, cmd: EnvCmd) -> anyhow::Result<u8> {
+    let base = format!(
+        "/orgs/{}/projects/{}/environments",
+        seg(&target.org),
+        seg(&target.project)
+    );
+    match cmd {
+        EnvCmd::Create {
+            slug,
+            name,
+            protected,
+            json,
+        } => {
+            let data = client
+                .api(
+                    Method::POST,
+                    &base,
+                    Some(&json!({ "slug": slug, "name": name, "protected": protected })),
+                )
+                .await?;
+            created(&data, json, || {
+                format!(
+                    "Created environment {}/{}/{}{}.",
+                    target.org,
+                    target.project,
+                    text(&data["slug"]),
+                    if data["protected"].as_bool() == Some(true) {
+                        " (protected)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+        }
+        EnvCmd::List { json } => {
+            let data = client.api(Method::GET, &base, None).await?;
+            listing(&data, json, &["SLUG", "NAME", "PROTECTED", "CREATED"], |e| {
+                vec![
+                    text(&e["slug"]),
+                    text(&e["name"]),
+                    yes_no(&e["protected"]),
+                    text(&e["created_at"]),
+                ]
+            })
+        }
+        EnvCmd::Update {
+            slug,
+            new_slug,
+            name,
+            protected,
+            json,
+        } => {
+            let mut body = json!({});
+            if let Some(p) = protected {
+                body["protected"] = Value::Bool(p);
+            }
+            if new_slug.is_some() || name.is_some() {
+                body = merge(body, rename_body(new_slug, name)?);
+            } else if protected.is_none() {
+                anyhow::bail!("give --slug, --name, --protected, or several");
+            }
+            let data = client
+                .api(Method::PATCH, &format!("{base}/{}", seg(&slug)), Some(&body))
+                .await?;
+            created(&data, json, || {
+                format!(
+                    "Updated environment {}/{}/{} (protected: {}).",
+                    target.org,
+                    target.project,
+                    text(&data["slug"]),
+                    yes_no(&data["protected"])
+                )
+            })
+        }
+        EnvCmd::Show { slug, json } => {
+            let slug = slug.unwrap_or_else(|| target.env.clone());
+            let data = client.api(Method::GET, &format!("{base}/{}", seg(&slug)), None).await?;
+            shown(
+                &data,
+                json,
+                &[
+                    ("slug", "Slug"),
+                    ("name", "Name"),
+                    ("protected", "Protected"),
+                    ("created_at", "Created"),
+                ],
+            )
+        }
+    }
+}
+
+/// Run `coffer user list`.
+pub(crate) async fn list_users(client: &Client, json: bool) -> anyhow::Result<()> {
+    let data = client.api(Method::GET, "/users", None).await?;
+    listing(&data, json, &["EMAIL", "DISABLED", "TOTP", "ORGS"], |u| {
+        vec![
+            text(&u["email"]),
+            yes_no(&u["disabled"]),
+            yes_no(&u["totp_enabled"]),
+            orgs(&u["orgs"]),
+        ]
+    })?;
+    Ok(())
+}
+
+/// Run `coffer user show EMAIL`.
+pub(crate) async fn show_user(client: &Client, email: &str, json: bool) -> anyhow::Result<()> {
+    let data = client.api(Method::GET, &format!("/users/{}", seg(email)), None).await?;
+    if json {
+        print_json(&data)?;
+        return Ok(());
+    }
+    shown(
+        &data,
+        false,
+        &[
+            ("email", "Email"),
+            ("disabled", "Disabled"),
+            ("totp_enabled", "TOTP"),
+            ("created_at", "Created"),
+        ],
+    )?;
+    println!("Orgs      {}", orgs(&data["orgs"]));
+    Ok(())
+}
+
+/// `{"acme": "owner"}` → `acme:owner`, or `-`.
+fn orgs(v: &Value) -> String {
+    let items: Vec<String> = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(slug, role)| format!("{slug}:{}", text(role)))
+        .collect();
+    if items.is_empty() {
+        "-".to_owned()
+    } else {
+        items.join(",")
+    }
+}
+
+/// The body of a rename: what is given of the new slug and name.
+fn rename_body(slug: Option<String>, name: Option<String>) -> anyhow::Result<Value> {
+    if slug.is_none() && name.is_none() {
+        anyhow::bail!("give the new slug, --name, or both");
+    }
+    let mut body = json!({});
+    if let Some(s) = slug {
+        body["slug"] = Value::String(s);
+    }
+    if let Some(n) = name {
+        body["name"] = Value::String(n);
+    }
+    Ok(body)
+}
+
+/// `a` with the fields of `b` added.
+fn merge(mut a: Value, b: Value) -> Value {
+    if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
+        a.extend(b);
+    }
+    a
+}
+
+fn created(data: &Value, json: bool, line: impl FnOnce() -> String) -> anyhow::Result<u8> {
+    if json {
+        print_json(data)?;
+    } else {
+        println!("{}", line());
+    }
+    Ok(0)
+}
+
+fn listing(data: &Value, json: bool, headers: &[&str], row: impl Fn(&Value) -> Vec<String>) -> anyhow::Result<u8> {
+    if json {
+        print_json(data)?;
+    } else {
+        table(headers, rows(data, row));
+    }
+    Ok(0)
+}
+
+/// One object as `Label   value` lines.
+fn shown(data: &Value, json: bool, fields: &[(&str, &str)]) -> anyhow::Result<u8> {
+    if json {
+        print_json(data)?;
+        return Ok(0);
+    }
+    let width = fields.iter().map(|(_, l)| l.len()).max().unwrap_or(0);
+    for (key, label) in fields {
+        let value = match &data[*key] {
+            Value::Bool(_) => yes_no(&data[*key]),
+            v => text(v),
+        };
+        println!("{label:<width$}  {value}");
+    }
+    Ok(0)
+}
