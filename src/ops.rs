@@ -189,7 +189,7 @@ pub(crate) fn status_line(coffer: &Coffer) -> String {
 
 /// Tell systemd we listen (sealed counts as ready), then keep STATUS= in
 /// step with the seal state. A no-op without `NOTIFY_SOCKET`.
-pub(crate) fn spawn_notify(coffer: Coffer) {
+pub(crate) fn spawn_notify(coffer: std::sync::Arc<Coffer>) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;
     }

@@ -244,6 +244,8 @@ async fn serve(
     let limits = settings.as_ref().map(|s| s.conn_limits).unwrap_or_default();
     crate::ops::install_metrics()?;
     coffer.audit.spawn_audit_checkpoints();
+    // Every request clones the state: one reference count, not the services'.
+    let coffer = Arc::new(coffer);
     let state = AppState {
         coffer: coffer.clone(),
         tls: matches!(listener, Listener::Tls { .. }),

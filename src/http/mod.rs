@@ -27,8 +27,8 @@ use crate::service::Coffer;
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// the service facade
-    pub coffer: Coffer,
+    /// the services (behind one `Arc`: axum clones the state per request)
+    pub coffer: std::sync::Arc<Coffer>,
     /// served over TLS (for URLs the server hands out)
     pub tls: bool,
     /// the `/metrics` scrape token (reloaded on SIGHUP)
