@@ -185,14 +185,7 @@ impl TenantService {
         name: Option<&str>,
     ) -> Result<OrgView> {
         let (mut row, _) = self.access.org_admin(who, org).await?;
-        if let Some(slug) = slug {
-            check_slug("slug", slug)?;
-            row.slug = slug.to_owned();
-        }
-        if let Some(name) = name {
-            check_name(name)?;
-            row.name = name.to_owned();
-        }
+        rename(&mut row.slug, &mut row.name, slug, name)?;
         let renamed = self
             .tenant_store
             .rename_org(row.id, &row.slug, &row.name)
@@ -226,14 +219,7 @@ impl TenantService {
             .project(org_row.id, project)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("project {org}/{project}")))?;
-        if let Some(slug) = slug {
-            check_slug("slug", slug)?;
-            row.slug = slug.to_owned();
-        }
-        if let Some(name) = name {
-            check_name(name)?;
-            row.name = name.to_owned();
-        }
+        rename(&mut row.slug, &mut row.name, slug, name)?;
         let renamed = self
             .tenant_store
             .rename_project(org_row.id, row.id, &row.slug, &row.name)
@@ -363,14 +349,7 @@ impl TenantService {
             .into_iter()
             .find(|e| e.id == path.env_id)
             .ok_or_else(missing)?;
-        if let Some(slug) = change.slug {
-            check_slug("slug", slug)?;
-            row.slug = slug.to_owned();
-        }
-        if let Some(name) = change.name {
-            check_name(name)?;
-            row.name = name.to_owned();
-        }
+        rename(&mut row.slug, &mut row.name, change.slug, change.name)?;
         if let Some(protected) = change.protected {
             row.protected = protected;
         }
@@ -415,6 +394,19 @@ fn taken(e: StorageError, what: String) -> ServiceError {
         StorageError::Conflict(_) => ServiceError::Conflict(what),
         e => e.into(),
     }
+}
+
+/// Check and apply a rename's new slug and display name, each if given.
+fn rename(slug: &mut String, name: &mut String, new_slug: Option<&str>, new_name: Option<&str>) -> Result<()> {
+    if let Some(new) = new_slug {
+        check_slug("slug", new)?;
+        new.clone_into(slug);
+    }
+    if let Some(new) = new_name {
+        check_name(new)?;
+        new.clone_into(name);
+    }
+    Ok(())
 }
 
 fn org_view(o: OrgRow) -> OrgView {
