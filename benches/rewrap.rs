@@ -33,9 +33,15 @@ fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-async fn storage_url(dir: &std::path::Path) -> String {
+/// The store to seed: `REWRAP_URL` as given (bench/rewrap.sh makes and drops
+/// a schema), else a fresh SQLite file, or with `BACKEND=postgres` a fresh
+/// schema of `PG_URL` that is dropped after a successful run (returned).
+async fn storage_url(dir: &std::path::Path) -> (String, Option<(String, String)>) {
+    if let Ok(url) = std::env::var("REWRAP_URL") {
+        return (url, None);
+    }
     if std::env::var("BACKEND").as_deref() != Ok("postgres") {
-        return format!("sqlite://{}", dir.join("rewrap.db").display());
+        return (format!("sqlite://{}", dir.join("rewrap.db").display()), None);
     }
     let base = std::env::var("PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     sqlx::any::install_default_drivers();
@@ -45,8 +51,9 @@ async fn storage_url(dir: &std::path::Path) -> String {
         .execute(&mut conn)
         .await
         .expect("create schema");
-    eprintln!("PostgreSQL schema {schema} (drop it when done)");
-    format!("{base}?options=-c%20search_path%3D{schema}")
+    eprintln!("PostgreSQL schema {schema} (dropped after a successful run)");
+    let url = format!("{base}?options=-c%20search_path%3D{schema}");
+    (url, Some((base, schema)))
 }
 
 #[allow(clippy::expect_used, clippy::unwrap_used)]
@@ -60,7 +67,7 @@ fn main() {
     let _ = coffer::secure_mem::harden_process(true);
     let dir = tempfile::tempdir().expect("tempdir");
     rt.block_on(async move {
-        let url = storage_url(dir.path()).await;
+        let (url, schema) = storage_url(dir.path()).await;
         let store = coffer::storage::open(&url).await.expect("open storage");
         let backend = store.kind();
 
@@ -130,7 +137,22 @@ fn main() {
         let seed_start = Instant::now();
         let pool = store.pool().clone();
         let secrets = rows.div_ceil(VERSIONS_PER_SECRET);
-        let mut tx = pool.begin().await.unwrap();
+        // PostgreSQL: the pool's sessions run as coffer_app, under row-level
+        // security; a transaction sees and writes the org's rows only while
+        // it acts for it.
+        let postgres = backend == "postgres";
+        let begin = || async {
+            let mut tx = pool.begin().await.unwrap();
+            if postgres {
+                sqlx::query("SELECT set_config('coffer.org_id', $1, true)")
+                    .bind(org.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+            }
+            tx
+        };
+        let mut tx = begin().await;
         for s in 0..secrets {
             let sid = Uuid::new_v4();
             let n = VERSIONS_PER_SECRET.min(rows - s * VERSIONS_PER_SECRET);
@@ -171,7 +193,7 @@ fn main() {
             }
             if s % 20 == 19 {
                 tx.commit().await.unwrap();
-                tx = pool.begin().await.unwrap();
+                tx = begin().await;
                 eprint!("\rseeded {}/{rows}", (s + 1) * VERSIONS_PER_SECRET);
             }
         }
@@ -219,5 +241,13 @@ fn main() {
             "RESULT {{\"figure\":\"rewrap_deks_per_s\",\"backend\":\"{backend}\",\"rows\":{rows},\"batch\":{batch},\"seconds\":{secs:.3},\"deks_per_s\":{rate:.0},\"target\":20000,\"pass\":{}}}",
             rate >= 20_000.0
         );
+        drop(coffer);
+        if let Some((base, schema)) = schema {
+            let mut conn = sqlx::AnyConnection::connect(&base).await.expect("connect to PG_URL");
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                .execute(&mut conn)
+                .await
+                .expect("drop schema");
+        }
     });
 }

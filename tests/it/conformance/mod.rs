@@ -5,6 +5,7 @@
 
 mod access;
 mod identity;
+mod keystore;
 mod secrets;
 mod tenants;
 
