@@ -234,6 +234,7 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let limits = settings.as_ref().map(|s| s.conn_limits).unwrap_or_default();
     crate::ops::install_metrics()?;
+    spawn_metrics_upkeep(coffer.clone());
     coffer.spawn_audit_checkpoints();
     let state = AppState {
         coffer: coffer.clone(),
@@ -302,6 +303,26 @@ async fn serve(
     coffer.seal_on_shutdown();
     tracing::info!("stopped; keys dropped");
     Ok(())
+}
+
+/// How often the Prometheus recorder's histogram samples are drained.
+const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The Prometheus recorder keeps every histogram sample (one per request for
+/// the request-duration histogram) until the histograms are next rendered,
+/// and `/metrics` is off unless an operator sets a token file: a server that
+/// nobody scraped grew by about 30 bytes per request, without bound
+/// (`bench/memory.sh`). Rendering every few seconds folds the samples into
+/// the histograms' buckets and frees them; the text is dropped.
+fn spawn_metrics_upkeep(coffer: Coffer) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(METRICS_UPKEEP);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            drop(crate::ops::render(&coffer));
+        }
+    });
 }
 
 async fn shutdown_signal() {
