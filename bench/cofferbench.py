@@ -4,6 +4,7 @@
     python3 bench/cofferbench.py run        # coffer alone: load + lifecycle
     python3 bench/cofferbench.py compare    # coffer and OpenBao alternated
     python3 bench/cofferbench.py profile    # strace -c + perf profile per workload
+    python3 bench/cofferbench.py memory     # RSS idle and after load, by kind
     python3 bench/cofferbench.py summarize DIR   # re-render DIR/runs.jsonl
 
 Only the Python standard library, wrk and (for BACKEND=postgres) psql. Every
@@ -46,6 +47,8 @@ CONNS = [int(c) for c in env("CONNS", "8 32").split()]
 THREADS = int(env("THREADS", "2"))
 SERVER_CPUS = env("SERVER_CPUS", "0")
 WRK_CPUS = env("WRK_CPUS", "1")
+# "none": not pinned (an empty value means the default)
+SERVER_CPUS, WRK_CPUS = ("" if v == "none" else v for v in (SERVER_CPUS, WRK_CPUS))
 LIFECYCLE_CPUS = os.environ.get("LIFECYCLE_CPUS", "")  # empty: lifecycle starts unpinned
 N_SECRETS = int(env("N_SECRETS", "30"))
 STARTS = int(env("STARTS", "10"))
@@ -823,6 +826,133 @@ def mode_compare():
     summarize(OUT, f"coffer ({BACKEND}) vs OpenBao 2.7.2 (raft), alternated, {time.strftime('%Y-%m-%d %H:%M')}")
 
 
+def mem_breakdown(pid):
+    """VmRSS & co. from /proc/PID/status, and the resident anonymous memory
+    by kind from /proc/PID/smaps: glibc's main heap ([heap]), its other
+    arenas (each a 64 MiB-aligned reservation of 64 MiB, made for threads
+    that contended for malloc; every mapping inside one counts), thread
+    stacks (a read-write mapping of 256 kB or more right above a 4 kB guard
+    page — smaller ones are guarded key pages —: tokio workers
+    and blocking threads, sqlx's SQLite connection threads), everything else
+    anonymous (malloc blocks of 1 MiB and more, which get their own mmap;
+    locked key pages), and the file-backed pages (the binary, libraries)."""
+    st = status_kb(pid)
+    maps = []
+    cur = None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                lo, hi = (int(x, 16) for x in head[0].split("-"))
+                cur = {"lo": lo, "hi": hi, "perms": head[1], "name": head[5] if len(head) > 5 else "", "rss": 0}
+                maps.append(cur)
+            elif head and head[0] == "Rss:" and cur is not None:
+                cur["rss"] = int(head[1])
+    arena_size = 64 << 20
+    anon = [m for m in maps if m["name"] == "" or m["name"].startswith("[anon")]
+    bases = {m["lo"] for m in anon if m["lo"] % arena_size == 0 and m["hi"] - m["lo"] <= arena_size}
+    kinds = {"heap": 0, "arenas": 0, "stacks": 0, "other_anon": 0, "file": 0}
+    n_stacks = 0
+    prev = None
+    for m in maps:
+        name = m["name"]
+        if name == "[heap]":
+            kinds["heap"] += m["rss"]
+        elif name == "[stack]":
+            kinds["stacks"] += m["rss"]
+        elif name and not name.startswith("["):
+            kinds["file"] += m["rss"]
+        elif m in anon and (m["lo"] - m["lo"] % arena_size) in bases:
+            kinds["arenas"] += m["rss"]
+        elif m in anon and m["perms"].startswith("rw") and m["hi"] - m["lo"] >= 256 << 10 and prev is not None \
+                and prev["hi"] == m["lo"] and prev["perms"].startswith("---") and prev["hi"] - prev["lo"] == 4096:
+            kinds["stacks"] += m["rss"]
+            n_stacks += 1
+        elif m in anon:
+            kinds["other_anon"] += m["rss"]
+        prev = m
+    return {"VmRSS_kb": st.get("VmRSS"), "VmHWM_kb": st.get("VmHWM"), "RssAnon_kb": st.get("RssAnon"),
+            "RssFile_kb": st.get("RssFile"), "VmLck_kb": st.get("VmLck"), "Threads": st.get("Threads"),
+            **{k + "_kb": v for k, v in kinds.items()}, "arena_count": len(bases), "stack_count": n_stacks}
+
+
+MEM_TARGETS = {"unsealed_idle": 30, "after_load": 40}  # MiB (performance issue)
+
+
+def mode_memory():
+    """RSS of a coffer server: sealed idle, unsealed idle (init, unseal, 30
+    secrets seeded), right after a load run of every workload in
+    MEM_WORKLOADS at every CONNS (reveal, inject, KV v2 writes to one key and
+    to 64 keys), and MEM_SETTLE_S later. Prints a table and one JSON line per
+    sample; exits 1 if a target of the issue is missed."""
+    os.makedirs(OUT, exist_ok=True)
+    snapshot_binary()
+    workloads = env("MEM_WORKLOADS", "reveal inject write_spread write_one").split()
+    settle_after = float(env("MEM_SETTLE_S", "15"))
+    store = Store(OUT)
+    c = Coffer(OUT, store)
+    samples = []
+
+    def sample(what):
+        m = mem_breakdown(c.pid)
+        m.update(sample=what, backend=BACKEND)
+        samples.append(m)
+        append(OUT, "memory.jsonl", m)
+        log(f"{what}: VmRSS {m['VmRSS_kb'] / 1024:.1f} MiB (anon {m['RssAnon_kb'] / 1024:.1f}: heap "
+            f"{m['heap_kb'] / 1024:.1f}, {m['arena_count']} arenas {m['arenas_kb'] / 1024:.1f}, "
+            f"{m['stack_count']} stacks {m['stacks_kb'] / 1024:.1f}, other {m['other_anon_kb'] / 1024:.1f}; "
+            f"file {m['RssFile_kb'] / 1024:.1f}), {m['Threads']} threads, VmHWM {m['VmHWM_kb'] / 1024:.1f} MiB")
+    try:
+        c.start(SERVER_CPUS)
+        time.sleep(SETTLE_S)
+        sample("sealed_idle")
+        init = coffer_setup(c)
+        time.sleep(SETTLE_S)
+        sample("unsealed_idle")
+        if LOAD:
+            base, wl = coffer_workloads(c, init["root_token"])
+            for w in workloads:
+                for n in CONNS:
+                    run_wrk("coffer", w, n, THREADS, wl[w][0], base, c.pid, wl[w][1], OUT, 1,
+                            db_cpu=BACKEND == "postgres")
+            sample("after_load")
+            time.sleep(settle_after)
+            sample(f"after_load_{settle_after:.0f}s")
+    finally:
+        c.stop()
+        store.drop()
+    lines = [f"### coffer ({BACKEND}) memory, {time.strftime('%Y-%m-%d %H:%M')}", "",
+             "| sample | VmRSS MiB | anon MiB | [heap] | arenas (n) | stacks (n) | other anon | file MiB | threads | target |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    fails = []
+    for m in samples:
+        t = MEM_TARGETS.get(m["sample"])
+        verdict = ""
+        if t is not None:
+            ok = m["VmRSS_kb"] / 1024 < t
+            verdict = f"< {t} MiB: {'yes' if ok else '**no**'}"
+            if not ok:
+                fails.append(f"{m['sample']} {m['VmRSS_kb'] / 1024:.1f} MiB >= {t} MiB")
+        mib = lambda k: f"{m[k] / 1024:.1f}"
+        lines.append(f"| {m['sample']} | {mib('VmRSS_kb')} | {mib('RssAnon_kb')} | {mib('heap_kb')} | "
+                     f"{mib('arenas_kb')} ({m['arena_count']}) | {mib('stacks_kb')} ({m['stack_count']}) | "
+                     f"{mib('other_anon_kb')} | {mib('RssFile_kb')} | {m['Threads']} | {verdict} |")
+    rows = [json.loads(l) for l in open(os.path.join(OUT, "runs.jsonl"))] if os.path.exists(
+        os.path.join(OUT, "runs.jsonl")) else []
+    if rows:
+        lines += ["", "Load: " + "; ".join(f"{r['figure']} {r['rps']:.0f} req/s" for r in rows)
+                  + f" ({DURATION} each, server CPUs {SERVER_CPUS or 'all'})."]
+    md = "\n".join(lines) + "\n"
+    with open(os.path.join(OUT, "memory.md"), "w") as f:
+        f.write(md)
+    print(md)
+    for m in samples:
+        print(json.dumps(m))
+    if fails:
+        print("MISSED: " + "; ".join(fails))
+        sys.exit(1)
+
+
 def mode_profile():
     """Where a request's server CPU goes: syscalls per request (strace -c over
     PROFILE_REQS sequential requests) and a perf cpu-clock profile (dwarf call
@@ -903,5 +1033,7 @@ if __name__ == "__main__":
         mode_compare()
     elif len(sys.argv) == 2 and sys.argv[1] == "profile":
         mode_profile()
+    elif len(sys.argv) == 2 and sys.argv[1] == "memory":
+        mode_memory()
     else:
         sys.exit(__doc__)
