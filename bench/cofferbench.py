@@ -5,6 +5,7 @@
     python3 bench/cofferbench.py compare    # coffer and OpenBao alternated
     python3 bench/cofferbench.py profile    # strace -c + perf profile per workload
     python3 bench/cofferbench.py memory     # RSS idle and after load, by kind
+    python3 bench/cofferbench.py vault [--check]   # the performance issue's table vs OpenBao
     python3 bench/cofferbench.py summarize DIR   # re-render DIR/runs.jsonl
 
 Only the Python standard library, wrk and (for BACKEND=postgres) psql. Every
@@ -371,7 +372,8 @@ def coffer_setup(c):
 
 # --- wrk ---------------------------------------------------------------------
 
-def run_wrk(system, workload, conns, threads, script, url, server_pid, extra_env, out, run, db_cpu=False):
+def run_wrk(system, workload, conns, threads, script, url, server_pid, extra_env, out, run, db_cpu=False,
+            allow_errors=False):
     q = QUIET.wait(f"{system} {workload} c{conns} run {run}")
     raw = os.path.join(out, f"{system}_{workload}_c{conns}_run{run}.txt")
     e = dict(os.environ, LUA_DIR=LUA_DIR, **extra_env)
@@ -411,7 +413,9 @@ def run_wrk(system, workload, conns, threads, script, url, server_pid, extra_env
         f"p99 {r['p99_ms']:.2f} ms, {r.get('server_cpu_us_per_req', 0):.0f} µs server CPU/req{extra}"
         f" | non-2xx {r['err_status']}, socket errors "
         f"{r['err_connect'] + r['err_read'] + r['err_write'] + r['err_timeout']}, load1 {q['load1']:.2f}")
-    if r["err_status"] or r.get("inject_failed"):
+    r["failed"] = (r["err_status"] + r["err_connect"] + r["err_read"] + r["err_write"] + r["err_timeout"]
+                   + r.get("inject_failed", 0))
+    if (r["err_status"] or r.get("inject_failed")) and not allow_errors:
         raise RuntimeError(f"{raw}: {r['err_status']} non-2xx answers / failed injects")
     append(out, "runs.jsonl", r)
     time.sleep(1)
@@ -953,6 +957,223 @@ def mode_memory():
         sys.exit(1)
 
 
+# --- the performance issue's table: coffer vs OpenBao --------------------------
+
+# (key, label, conns, threads, coffer workload, OpenBao workload, unit)
+VAULT_ROWS = [
+    ("read_c8", "read, 8 conns (OpenBao KV GET, coffer native reveal)", 8, 2, "reveal", "kv_get", "req"),
+    ("kv_get_c64", "KV v2 GET, 64 conns", 64, 2, "kv_get", "kv_get", "req"),
+    ("inject_c1", "inject 30 secrets, 1 conn (OpenBao LIST + 30 GETs)", 1, 1, "inject", "kv_inject_list", "inject"),
+    ("write_spread_c8", "write, 8 conns, spread over 64 keys", 8, 2, "write_spread", "write_spread", "req"),
+    ("write_one_c8", "write, 8 conns, all on one key", 8, 2, "write_one", "write_one", "req"),
+]
+
+
+def vault_goals(key):
+    """The issue's goals for a row: (name, test(coffer, openbao) -> (ok, text))."""
+    if key in ("read_c8", "kv_get_c64"):
+        return [("throughput ≥ 3× OpenBao's",
+                 lambda c, o: (c["ops"] >= 3 * o["ops"], f"{c['ops'] / o['ops']:.2f}×")),
+                ("server CPU per request ≤ ⅓ of OpenBao's",
+                 lambda c, o: (c["cpu"] <= o["cpu"] / 3, f"{c['cpu'] / o['cpu']:.2f}×"))]
+    if key.startswith("write_"):
+        return [("p99 ≤ OpenBao's", lambda c, o: (c["p99"] <= o["p99"], f"{c['p99'] / o['p99']:.2f}×")),
+                ("0 failed requests", lambda c, o: (c["failed"] == 0, f"{c['failed']} failed"))]
+    return []
+
+
+def mode_vault(check):
+    """coffer (BACKEND, default SQLite, auditing every request) and OpenBao
+    2.7.2 (raft, no audit device) on the issue's five workloads, same wrk
+    scripts, servers on SERVER_CPUS, wrk on WRK_CPUS. ROUNDS rounds; each
+    round starts both servers on fresh stores, seeds them, warms them up, then
+    runs every workload on both, in alternating order (coffer first on odd
+    rounds)."""
+    kit = env("KIT", "/work/shared/anchors/openbao")
+    bao_bin = os.environ["BAO_BIN"]
+    rounds = int(env("ROUNDS", "2"))
+    os.makedirs(OUT, exist_ok=True)
+    snapshot_binary()
+    log(f"results in {OUT}; coffer backend {BACKEND}; bao {bao_bin}; {rounds} rounds of {DURATION}")
+    body5 = {"data": {"db_username": rnd40(), "db_password": rnd40(), "api_key": rnd40(),
+                      "jwt_signing_secret": rnd40(), "smtp_password": rnd40()}}
+    results = []  # one dict per (round, row, system)
+    mem = []
+    for rnd in range(1, rounds + 1):
+        out = os.path.join(OUT, f"round{rnd}")
+        os.makedirs(out, exist_ok=True)
+        store = Store(out)
+        c = Coffer(out, store)
+        bao_work = os.path.join(out, "openbao")
+        os.makedirs(bao_work, exist_ok=True)
+        bao_up = False
+        try:
+            # coffer: 30 secrets in o/p/e (reveal, inject); KV v2 reads and writes in o/p/kv
+            c.start(SERVER_CPUS)
+            init = coffer_setup(c)
+            tok = init["root_token"]
+            expect({200, 201}, c.addr, "POST", f"/api/v1/orgs/{ORG}/projects/{PROJECT}/environments",
+                   {"slug": "kv", "name": "KV", "protected": False}, tok)
+            expect({200, 204}, c.addr, "POST", f"/v1/secret/data/{ORG}/{PROJECT}/kv/APP", body5, tok)
+            time.sleep(SETTLE_S)
+            mem.append({"round": rnd, "sample": "idle", **status_kb(c.pid)})
+            cbase = f"http://{c.addr}"
+            kv = {"TOKEN": tok, "KV_MOUNT": "secret"}
+            cwl = {
+                "reveal": ("coffer_reveal.lua", {"TOKEN": tok,
+                                                 "REVEAL_PATH": f"{c.env_path()}/secrets/{REVEAL_KEY}?reveal=true"}),
+                "kv_get": ("kv_get.lua", dict(kv, KV_PATH=f"{ORG}/{PROJECT}/kv/APP")),
+                "inject": ("coffer_inject.lua", {"TOKEN": tok, "INJECT_PATH": f"{c.env_path()}/inject"}),
+                "write_spread": ("coffer_kv_post.lua", {"TOKEN": tok, "SPREAD": "64",
+                                                        "WRITE_PATH": f"/v1/secret/data/{ORG}/{PROJECT}/kv/W"}),
+                "write_one": ("coffer_kv_post.lua", {"TOKEN": tok, "SPREAD": "1",
+                                                     "WRITE_PATH": f"/v1/secret/data/{ORG}/{PROJECT}/kv/W"}),
+            }
+            # OpenBao: the kit's start.sh (raft, TLS off, 5/3, unsealed, pinned), KV v2 at secret/
+            bao_listen, bao_cluster = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+            r = subprocess.run([os.path.join(kit, "start.sh")], capture_output=True, text=True,
+                               env=dict(os.environ, WORK=bao_work, BAO_BIN=bao_bin, FRESH="1",
+                                        BAO_CPUS=SERVER_CPUS, BAO_LISTEN=bao_listen, BAO_CLUSTER=bao_cluster))
+            with open(os.path.join(bao_work, "start.stderr"), "w") as f:
+                f.write(r.stderr)
+            if r.returncode != 0:
+                raise RuntimeError(f"openbao start.sh failed:\n{r.stderr}")
+            bao_up = True
+            bao_env = parse_exports(r.stdout)
+            baddr, btok, bpid = bao_listen, bao_env["TOKEN"], int(bao_env["BAO_PID"])
+            s_, b_ = req(baddr, "POST", "/v1/sys/mounts/secret", {"type": "kv", "options": {"version": "2"}}, btok)
+            assert s_ in (200, 204) or b"already in use" in b_, (s_, b_)
+
+            def kvw():
+                s2, _ = req(baddr, "POST", "/v1/secret/data/bench/app", body5, btok)
+                return s2 if s2 == 200 else None
+            poll(kvw, timeout=30, interval=0.05)
+            for i in range(1, N_SECRETS + 1):
+                expect({200, 204}, baddr, "POST", f"/v1/secret/data/inject/s{i:02d}", {"data": {"value": rnd40()}},
+                       btok)
+            bbase = f"http://{baddr}"
+            bkv = {"TOKEN": btok, "KV_MOUNT": "secret"}
+            bwl = {
+                "kv_get": ("kv_get.lua", dict(bkv, KV_PATH="bench/app")),
+                "kv_inject_list": ("kv_inject.lua", dict(bkv, INJECT_PREFIX="inject")),
+                "write_spread": ("coffer_kv_post.lua", {"TOKEN": btok, "SPREAD": "64",
+                                                        "WRITE_PATH": "/v1/secret/data/bench/W"}),
+                "write_one": ("coffer_kv_post.lua", {"TOKEN": btok, "SPREAD": "1",
+                                                     "WRITE_PATH": "/v1/secret/data/bench/W"}),
+            }
+            warmup(cwl["reveal"][0], cbase, cwl["reveal"][1])
+            warmup(cwl["kv_get"][0], cbase, cwl["kv_get"][1])
+            warmup(bwl["kv_get"][0], bbase, bwl["kv_get"][1])
+            order = ["coffer", "openbao"] if rnd % 2 == 1 else ["openbao", "coffer"]
+            for key, _label, conns, threads, cw, bw, unit in VAULT_ROWS:
+                for sysname in order:
+                    if sysname == "coffer":
+                        w, (script, e), base, pid = cw, cwl[cw], cbase, c.pid
+                    else:
+                        w, (script, e), base, pid = bw, bwl[bw], bbase, bpid
+                    rr = run_wrk(sysname, w, conns, threads, script, base, pid, e, out, rnd,
+                                 db_cpu=(sysname == "coffer" and BACKEND == "postgres"), allow_errors=True)
+                    if unit == "inject" and "injects_per_s" in rr:
+                        ops, p99, cpu = rr["injects_per_s"], rr["inject_p99_ms"], rr.get("server_cpu_us_per_inject")
+                    else:
+                        ops, p99, cpu = rr["rps"], rr["p99_ms"], rr.get("server_cpu_us_per_req")
+                    res = {"round": rnd, "row": key, "system": sysname, "ops": ops, "p99": p99, "cpu": cpu,
+                           "failed": rr["failed"], "quiet": rr["quiet"], "load1": rr["load1"],
+                           "rustc": rr["rustc"]}
+                    results.append(res)
+                    append(OUT, "vault.jsonl", res)
+            mem.append({"round": rnd, "sample": "after_load", **status_kb(c.pid)})
+        finally:
+            c.stop()
+            if bao_up:
+                subprocess.run([os.path.join(kit, "stop.sh")], env=dict(os.environ, WORK=bao_work), check=False,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            store.drop()
+    sys.exit(vault_table(results, mem, check))
+
+
+def vault_table(results, mem, check):
+    """Print the issue's table (ranges over rounds) and the goals; return the
+    exit code (1 with --check when a goal is missed)."""
+    def rng(vals, f):
+        lo, hi = min(vals), max(vals)
+        return f(lo) if f(lo) == f(hi) else f"{f(lo)}–{f(hi)}"
+    n0 = lambda v: f"{v:,.0f}"
+    ms = lambda v: f"{v:.1f}" if v >= 10 else f"{v:.2f}"
+    lines = [f"### coffer ({BACKEND}, audit on) vs OpenBao 2.7.2 (raft, no audit device), "
+             f"{time.strftime('%Y-%m-%d %H:%M')}", "",
+             "| workload | OpenBao | coffer | ratio coffer/OpenBao | goal |", "|---|---|---|---|---|"]
+    verdicts = []
+    for key, label, _conns, _threads, _cw, _bw, unit in VAULT_ROWS:
+        cell = {}
+        for sysname in ("openbao", "coffer"):
+            rs = [r for r in results if r["row"] == key and r["system"] == sysname]
+            if not rs:
+                cell[sysname] = "-"
+                continue
+            u = "/s" if unit == "inject" else " req/s"
+            txt = f"{rng([r['ops'] for r in rs], n0)}{u}, p99 {rng([r['p99'] for r in rs], ms)} ms"
+            cpus_ = [r["cpu"] for r in rs if r["cpu"] is not None]
+            if cpus_:
+                txt += f", {rng(cpus_, n0)} µs CPU/{'inject' if unit == 'inject' else 'req'}"
+            failed = sum(r["failed"] for r in rs)
+            if failed:
+                txt += f", **{failed} failed**"
+            cell[sysname] = txt
+        # paired per-round ratios
+        pairs = []
+        for rnd in sorted({r["round"] for r in results}):
+            c = next((r for r in results if r["row"] == key and r["system"] == "coffer" and r["round"] == rnd), None)
+            o = next((r for r in results if r["row"] == key and r["system"] == "openbao" and r["round"] == rnd), None)
+            if c and o:
+                pairs.append((c, o))
+        ratio = "-"
+        if pairs:
+            ratio = f"{rng([c['ops'] / o['ops'] for c, o in pairs], lambda v: f'{v:.2f}')}× throughput"
+            if all(c["cpu"] and o["cpu"] for c, o in pairs):
+                ratio += f", CPU {rng([c['cpu'] / o['cpu'] for c, o in pairs], lambda v: f'{v:.2f}')}×"
+            ratio += f", p99 {rng([c['p99'] / o['p99'] for c, o in pairs], lambda v: f'{v:.2f}')}×"
+        goal_txt = []
+        for name, test in vault_goals(key):
+            if not pairs:
+                continue
+            # the goal on the median over rounds of the paired figures
+            med = lambda rs, k: statistics.median([r[k] for r in rs])
+            cm = {k: med([c for c, _ in pairs], k) for k in ("ops", "p99", "cpu")}
+            om = {k: med([o for _, o in pairs], k) for k in ("ops", "p99", "cpu")}
+            cm["failed"] = sum(c["failed"] for c, _ in pairs)
+            ok, val = test(cm, om)
+            goal_txt.append(f"{name}: {val} {'met' if ok else '**missed**'}")
+            verdicts.append((label, name, ok, val))
+        lines.append(f"| {label} | {cell['openbao']} | {cell['coffer']} | {ratio} | "
+                     f"{'; '.join(goal_txt) or 'no goal'} |")
+    loaded = [r for r in results if not r["quiet"]]
+    rounds = len({r["round"] for r in results})
+    lines += ["", f"{rounds} round(s) × {DURATION} per workload and server, alternated (coffer first on odd rounds); "
+              f"servers pinned to cpu {SERVER_CPUS}, wrk to cpu {WRK_CPUS}; ranges are min–max over rounds, goals "
+              "judged on the medians. Quiet-machine rule (1-min load < " + f"{QUIET_LOAD}, no rustc) "
+              + ("held before every run." if not loaded else
+                 f"**not met before {len(loaded)} of {len(results)} runs** (max load1 "
+                 f"{max(r['load1'] for r in loaded):.2f}, which includes this benchmark's own previous run; "
+                 f"rustc processes running before {sum(1 for r in results if r['rustc'])} run(s)).")]
+    if mem:
+        idle = [m["VmRSS"] / 1024 for m in mem if m["sample"] == "idle"]
+        post = [m["VmRSS"] / 1024 for m in mem if m["sample"] == "after_load"]
+        lines.append(f"coffer VmRSS: idle (unsealed, seeded) {rng(idle, lambda v: f'{v:.1f}')} MiB, "
+                     f"after the load {rng(post, lambda v: f'{v:.1f}') if post else '-'} MiB.")
+    md = "\n".join(lines) + "\n"
+    with open(os.path.join(OUT, "summary.md"), "w") as f:
+        f.write(md)
+    print(md)
+    missed = [v for v in verdicts if not v[2]]
+    for label, name, ok, val in verdicts:
+        print(f"{'ok    ' if ok else 'MISSED'} {label}: {name} ({val})")
+    if check and missed:
+        print(f"--check: {len(missed)} goal(s) missed")
+        return 1
+    return 0
+
+
 def mode_profile():
     """Where a request's server CPU goes: syscalls per request (strace -c over
     PROFILE_REQS sequential requests) and a perf cpu-clock profile (dwarf call
@@ -1035,5 +1256,7 @@ if __name__ == "__main__":
         mode_profile()
     elif len(sys.argv) == 2 and sys.argv[1] == "memory":
         mode_memory()
+    elif len(sys.argv) in (2, 3) and sys.argv[1] == "vault" and sys.argv[2:] in ([], ["--check"]):
+        mode_vault(check=sys.argv[2:] == ["--check"])
     else:
         sys.exit(__doc__)
