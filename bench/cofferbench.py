@@ -4,6 +4,8 @@
     python3 bench/cofferbench.py run        # coffer alone: load + lifecycle
     python3 bench/cofferbench.py compare    # coffer and OpenBao alternated
     python3 bench/cofferbench.py profile    # strace -c + perf profile per workload
+    python3 bench/cofferbench.py memory     # RSS idle and after load, by kind
+    python3 bench/cofferbench.py vault [--check]   # the performance issue's table vs OpenBao
     python3 bench/cofferbench.py summarize DIR   # re-render DIR/runs.jsonl
 
 Only the Python standard library, wrk and (for BACKEND=postgres) psql. Every
@@ -46,6 +48,8 @@ CONNS = [int(c) for c in env("CONNS", "8 32").split()]
 THREADS = int(env("THREADS", "2"))
 SERVER_CPUS = env("SERVER_CPUS", "0")
 WRK_CPUS = env("WRK_CPUS", "1")
+# "none": not pinned (an empty value means the default)
+SERVER_CPUS, WRK_CPUS = ("" if v == "none" else v for v in (SERVER_CPUS, WRK_CPUS))
 LIFECYCLE_CPUS = os.environ.get("LIFECYCLE_CPUS", "")  # empty: lifecycle starts unpinned
 N_SECRETS = int(env("N_SECRETS", "30"))
 STARTS = int(env("STARTS", "10"))
@@ -368,7 +372,8 @@ def coffer_setup(c):
 
 # --- wrk ---------------------------------------------------------------------
 
-def run_wrk(system, workload, conns, threads, script, url, server_pid, extra_env, out, run, db_cpu=False):
+def run_wrk(system, workload, conns, threads, script, url, server_pid, extra_env, out, run, db_cpu=False,
+            allow_errors=False):
     q = QUIET.wait(f"{system} {workload} c{conns} run {run}")
     raw = os.path.join(out, f"{system}_{workload}_c{conns}_run{run}.txt")
     e = dict(os.environ, LUA_DIR=LUA_DIR, **extra_env)
@@ -408,7 +413,9 @@ def run_wrk(system, workload, conns, threads, script, url, server_pid, extra_env
         f"p99 {r['p99_ms']:.2f} ms, {r.get('server_cpu_us_per_req', 0):.0f} µs server CPU/req{extra}"
         f" | non-2xx {r['err_status']}, socket errors "
         f"{r['err_connect'] + r['err_read'] + r['err_write'] + r['err_timeout']}, load1 {q['load1']:.2f}")
-    if r["err_status"] or r.get("inject_failed"):
+    r["failed"] = (r["err_status"] + r["err_connect"] + r["err_read"] + r["err_write"] + r["err_timeout"]
+                   + r.get("inject_failed", 0))
+    if (r["err_status"] or r.get("inject_failed")) and not allow_errors:
         raise RuntimeError(f"{raw}: {r['err_status']} non-2xx answers / failed injects")
     append(out, "runs.jsonl", r)
     time.sleep(1)
@@ -823,6 +830,350 @@ def mode_compare():
     summarize(OUT, f"coffer ({BACKEND}) vs OpenBao 2.7.2 (raft), alternated, {time.strftime('%Y-%m-%d %H:%M')}")
 
 
+def mem_breakdown(pid):
+    """VmRSS & co. from /proc/PID/status, and the resident anonymous memory
+    by kind from /proc/PID/smaps: glibc's main heap ([heap]), its other
+    arenas (each a 64 MiB-aligned reservation of 64 MiB, made for threads
+    that contended for malloc; every mapping inside one counts), thread
+    stacks (a read-write mapping of 256 kB or more right above a 4 kB guard
+    page — smaller ones are guarded key pages —: tokio workers
+    and blocking threads, sqlx's SQLite connection threads), everything else
+    anonymous (malloc blocks of 1 MiB and more, which get their own mmap;
+    locked key pages), and the file-backed pages (the binary, libraries)."""
+    st = status_kb(pid)
+    maps = []
+    cur = None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                lo, hi = (int(x, 16) for x in head[0].split("-"))
+                cur = {"lo": lo, "hi": hi, "perms": head[1], "name": head[5] if len(head) > 5 else "", "rss": 0}
+                maps.append(cur)
+            elif head and head[0] == "Rss:" and cur is not None:
+                cur["rss"] = int(head[1])
+    arena_size = 64 << 20
+    anon = [m for m in maps if m["name"] == "" or m["name"].startswith("[anon")]
+    bases = {m["lo"] for m in anon if m["lo"] % arena_size == 0 and m["hi"] - m["lo"] <= arena_size}
+    kinds = {"heap": 0, "arenas": 0, "stacks": 0, "other_anon": 0, "file": 0}
+    n_stacks = 0
+    prev = None
+    for m in maps:
+        name = m["name"]
+        if name == "[heap]":
+            kinds["heap"] += m["rss"]
+        elif name == "[stack]":
+            kinds["stacks"] += m["rss"]
+        elif name and not name.startswith("["):
+            kinds["file"] += m["rss"]
+        elif m in anon and (m["lo"] - m["lo"] % arena_size) in bases:
+            kinds["arenas"] += m["rss"]
+        elif m in anon and m["perms"].startswith("rw") and m["hi"] - m["lo"] >= 256 << 10 and prev is not None \
+                and prev["hi"] == m["lo"] and prev["perms"].startswith("---") and prev["hi"] - prev["lo"] == 4096:
+            kinds["stacks"] += m["rss"]
+            n_stacks += 1
+        elif m in anon:
+            kinds["other_anon"] += m["rss"]
+        prev = m
+    return {"VmRSS_kb": st.get("VmRSS"), "VmHWM_kb": st.get("VmHWM"), "RssAnon_kb": st.get("RssAnon"),
+            "RssFile_kb": st.get("RssFile"), "VmLck_kb": st.get("VmLck"), "Threads": st.get("Threads"),
+            **{k + "_kb": v for k, v in kinds.items()}, "arena_count": len(bases), "stack_count": n_stacks}
+
+
+MEM_TARGETS = {"unsealed_idle": 30, "after_load": 40}  # MiB (performance issue)
+
+
+def mode_memory():
+    """RSS of a coffer server: sealed idle, unsealed idle (init, unseal, 30
+    secrets seeded), right after a load run of every workload in
+    MEM_WORKLOADS at every CONNS (reveal, inject, KV v2 writes to one key and
+    to 64 keys), and MEM_SETTLE_S later. Prints a table and one JSON line per
+    sample; exits 1 if a target of the issue is missed."""
+    os.makedirs(OUT, exist_ok=True)
+    snapshot_binary()
+    workloads = env("MEM_WORKLOADS", "reveal inject write_spread write_one").split()
+    settle_after = float(env("MEM_SETTLE_S", "15"))
+    store = Store(OUT)
+    c = Coffer(OUT, store)
+    samples = []
+
+    def sample(what):
+        m = mem_breakdown(c.pid)
+        m.update(sample=what, backend=BACKEND)
+        samples.append(m)
+        append(OUT, "memory.jsonl", m)
+        log(f"{what}: VmRSS {m['VmRSS_kb'] / 1024:.1f} MiB (anon {m['RssAnon_kb'] / 1024:.1f}: heap "
+            f"{m['heap_kb'] / 1024:.1f}, {m['arena_count']} arenas {m['arenas_kb'] / 1024:.1f}, "
+            f"{m['stack_count']} stacks {m['stacks_kb'] / 1024:.1f}, other {m['other_anon_kb'] / 1024:.1f}; "
+            f"file {m['RssFile_kb'] / 1024:.1f}), {m['Threads']} threads, VmHWM {m['VmHWM_kb'] / 1024:.1f} MiB")
+    try:
+        c.start(SERVER_CPUS)
+        time.sleep(SETTLE_S)
+        sample("sealed_idle")
+        init = coffer_setup(c)
+        time.sleep(SETTLE_S)
+        sample("unsealed_idle")
+        if LOAD:
+            base, wl = coffer_workloads(c, init["root_token"])
+            for w in workloads:
+                for n in CONNS:
+                    run_wrk("coffer", w, n, THREADS, wl[w][0], base, c.pid, wl[w][1], OUT, 1,
+                            db_cpu=BACKEND == "postgres")
+            sample("after_load")
+            time.sleep(settle_after)
+            sample(f"after_load_{settle_after:.0f}s")
+    finally:
+        c.stop()
+        store.drop()
+    lines = [f"### coffer ({BACKEND}) memory, {time.strftime('%Y-%m-%d %H:%M')}", "",
+             "| sample | VmRSS MiB | anon MiB | [heap] | arenas (n) | stacks (n) | other anon | file MiB | threads | target |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    fails = []
+    for m in samples:
+        t = MEM_TARGETS.get(m["sample"])
+        verdict = ""
+        if t is not None:
+            ok = m["VmRSS_kb"] / 1024 < t
+            verdict = f"< {t} MiB: {'yes' if ok else '**no**'}"
+            if not ok:
+                fails.append(f"{m['sample']} {m['VmRSS_kb'] / 1024:.1f} MiB >= {t} MiB")
+        mib = lambda k: f"{m[k] / 1024:.1f}"
+        lines.append(f"| {m['sample']} | {mib('VmRSS_kb')} | {mib('RssAnon_kb')} | {mib('heap_kb')} | "
+                     f"{mib('arenas_kb')} ({m['arena_count']}) | {mib('stacks_kb')} ({m['stack_count']}) | "
+                     f"{mib('other_anon_kb')} | {mib('RssFile_kb')} | {m['Threads']} | {verdict} |")
+    rows = [json.loads(l) for l in open(os.path.join(OUT, "runs.jsonl"))] if os.path.exists(
+        os.path.join(OUT, "runs.jsonl")) else []
+    if rows:
+        lines += ["", "Load: " + "; ".join(f"{r['figure']} {r['rps']:.0f} req/s" for r in rows)
+                  + f" ({DURATION} each, server CPUs {SERVER_CPUS or 'all'})."]
+    md = "\n".join(lines) + "\n"
+    with open(os.path.join(OUT, "memory.md"), "w") as f:
+        f.write(md)
+    print(md)
+    for m in samples:
+        print(json.dumps(m))
+    if fails:
+        print("MISSED: " + "; ".join(fails))
+        sys.exit(1)
+
+
+# --- the performance issue's table: coffer vs OpenBao --------------------------
+
+# (key, label, conns, threads, coffer workload, OpenBao workload, unit)
+VAULT_ROWS = [
+    ("read_c8", "read, 8 conns (OpenBao KV GET, coffer native reveal)", 8, 2, "reveal", "kv_get", "req"),
+    ("kv_get_c64", "KV v2 GET, 64 conns", 64, 2, "kv_get", "kv_get", "req"),
+    ("inject_c1", "inject 30 secrets, 1 conn (OpenBao LIST + 30 GETs)", 1, 1, "inject", "kv_inject_list", "inject"),
+    ("write_spread_c8", "write, 8 conns, spread over 64 keys", 8, 2, "write_spread", "write_spread", "req"),
+    ("write_one_c8", "write, 8 conns, all on one key", 8, 2, "write_one", "write_one", "req"),
+]
+
+
+def vault_goals(key):
+    """The issue's goals for a row: (name, test(coffer, openbao) -> (ok, text))."""
+    if key in ("read_c8", "kv_get_c64"):
+        return [("throughput ≥ 3× OpenBao's",
+                 lambda c, o: (c["ops"] >= 3 * o["ops"], f"{c['ops'] / o['ops']:.2f}×")),
+                ("server CPU per request ≤ ⅓ of OpenBao's",
+                 lambda c, o: (c["cpu"] <= o["cpu"] / 3, f"{c['cpu'] / o['cpu']:.2f}×"))]
+    if key.startswith("write_"):
+        return [("p99 ≤ OpenBao's", lambda c, o: (c["p99"] <= o["p99"], f"{c['p99'] / o['p99']:.2f}×")),
+                ("0 failed requests", lambda c, o: (c["failed"] == 0, f"{c['failed']} failed"))]
+    return []
+
+
+def mode_vault(check):
+    """coffer (BACKEND, default SQLite, auditing every request) and OpenBao
+    2.7.2 (raft, no audit device) on the issue's five workloads, same wrk
+    scripts, servers on SERVER_CPUS, wrk on WRK_CPUS. ROUNDS rounds; each
+    round starts both servers on fresh stores, seeds them, warms them up, then
+    runs every workload on both, in alternating order (coffer first on odd
+    rounds)."""
+    kit = env("KIT", "/work/shared/anchors/openbao")
+    bao_bin = os.environ["BAO_BIN"]
+    rounds = int(env("ROUNDS", "2"))
+    os.makedirs(OUT, exist_ok=True)
+    snapshot_binary()
+    log(f"results in {OUT}; coffer backend {BACKEND}; bao {bao_bin}; {rounds} rounds of {DURATION}")
+    body5 = {"data": {"db_username": rnd40(), "db_password": rnd40(), "api_key": rnd40(),
+                      "jwt_signing_secret": rnd40(), "smtp_password": rnd40()}}
+    results = []  # one dict per (round, row, system)
+    mem = []
+    for rnd in range(1, rounds + 1):
+        out = os.path.join(OUT, f"round{rnd}")
+        os.makedirs(out, exist_ok=True)
+        store = Store(out)
+        c = Coffer(out, store)
+        bao_work = os.path.join(out, "openbao")
+        os.makedirs(bao_work, exist_ok=True)
+        bao_up = False
+        try:
+            # coffer: 30 secrets in o/p/e (reveal, inject); KV v2 reads and writes in o/p/kv
+            c.start(SERVER_CPUS)
+            init = coffer_setup(c)
+            tok = init["root_token"]
+            expect({200, 201}, c.addr, "POST", f"/api/v1/orgs/{ORG}/projects/{PROJECT}/environments",
+                   {"slug": "kv", "name": "KV", "protected": False}, tok)
+            expect({200, 204}, c.addr, "POST", f"/v1/secret/data/{ORG}/{PROJECT}/kv/APP", body5, tok)
+            time.sleep(SETTLE_S)
+            mem.append({"round": rnd, "sample": "idle", **status_kb(c.pid)})
+            cbase = f"http://{c.addr}"
+            kv = {"TOKEN": tok, "KV_MOUNT": "secret"}
+            cwl = {
+                "reveal": ("coffer_reveal.lua", {"TOKEN": tok,
+                                                 "REVEAL_PATH": f"{c.env_path()}/secrets/{REVEAL_KEY}?reveal=true"}),
+                "kv_get": ("kv_get.lua", dict(kv, KV_PATH=f"{ORG}/{PROJECT}/kv/APP")),
+                "inject": ("coffer_inject.lua", {"TOKEN": tok, "INJECT_PATH": f"{c.env_path()}/inject"}),
+                "write_spread": ("coffer_kv_post.lua", {"TOKEN": tok, "SPREAD": "64",
+                                                        "WRITE_PATH": f"/v1/secret/data/{ORG}/{PROJECT}/kv/W"}),
+                "write_one": ("coffer_kv_post.lua", {"TOKEN": tok, "SPREAD": "1",
+                                                     "WRITE_PATH": f"/v1/secret/data/{ORG}/{PROJECT}/kv/W"}),
+            }
+            # OpenBao: the kit's start.sh (raft, TLS off, 5/3, unsealed, pinned), KV v2 at secret/
+            bao_listen, bao_cluster = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+            r = subprocess.run([os.path.join(kit, "start.sh")], capture_output=True, text=True,
+                               env=dict(os.environ, WORK=bao_work, BAO_BIN=bao_bin, FRESH="1",
+                                        BAO_CPUS=SERVER_CPUS, BAO_LISTEN=bao_listen, BAO_CLUSTER=bao_cluster))
+            with open(os.path.join(bao_work, "start.stderr"), "w") as f:
+                f.write(r.stderr)
+            if r.returncode != 0:
+                raise RuntimeError(f"openbao start.sh failed:\n{r.stderr}")
+            bao_up = True
+            bao_env = parse_exports(r.stdout)
+            baddr, btok, bpid = bao_listen, bao_env["TOKEN"], int(bao_env["BAO_PID"])
+            s_, b_ = req(baddr, "POST", "/v1/sys/mounts/secret", {"type": "kv", "options": {"version": "2"}}, btok)
+            assert s_ in (200, 204) or b"already in use" in b_, (s_, b_)
+
+            def kvw():
+                s2, _ = req(baddr, "POST", "/v1/secret/data/bench/app", body5, btok)
+                return s2 if s2 == 200 else None
+            poll(kvw, timeout=30, interval=0.05)
+            for i in range(1, N_SECRETS + 1):
+                expect({200, 204}, baddr, "POST", f"/v1/secret/data/inject/s{i:02d}", {"data": {"value": rnd40()}},
+                       btok)
+            bbase = f"http://{baddr}"
+            bkv = {"TOKEN": btok, "KV_MOUNT": "secret"}
+            bwl = {
+                "kv_get": ("kv_get.lua", dict(bkv, KV_PATH="bench/app")),
+                "kv_inject_list": ("kv_inject.lua", dict(bkv, INJECT_PREFIX="inject")),
+                "write_spread": ("coffer_kv_post.lua", {"TOKEN": btok, "SPREAD": "64",
+                                                        "WRITE_PATH": "/v1/secret/data/bench/W"}),
+                "write_one": ("coffer_kv_post.lua", {"TOKEN": btok, "SPREAD": "1",
+                                                     "WRITE_PATH": "/v1/secret/data/bench/W"}),
+            }
+            warmup(cwl["reveal"][0], cbase, cwl["reveal"][1])
+            warmup(cwl["kv_get"][0], cbase, cwl["kv_get"][1])
+            warmup(bwl["kv_get"][0], bbase, bwl["kv_get"][1])
+            order = ["coffer", "openbao"] if rnd % 2 == 1 else ["openbao", "coffer"]
+            for key, _label, conns, threads, cw, bw, unit in VAULT_ROWS:
+                for sysname in order:
+                    if sysname == "coffer":
+                        w, (script, e), base, pid = cw, cwl[cw], cbase, c.pid
+                    else:
+                        w, (script, e), base, pid = bw, bwl[bw], bbase, bpid
+                    rr = run_wrk(sysname, w, conns, threads, script, base, pid, e, out, rnd,
+                                 db_cpu=(sysname == "coffer" and BACKEND == "postgres"), allow_errors=True)
+                    if unit == "inject" and "injects_per_s" in rr:
+                        ops, p99, cpu = rr["injects_per_s"], rr["inject_p99_ms"], rr.get("server_cpu_us_per_inject")
+                    else:
+                        ops, p99, cpu = rr["rps"], rr["p99_ms"], rr.get("server_cpu_us_per_req")
+                    res = {"round": rnd, "row": key, "system": sysname, "ops": ops, "p99": p99, "cpu": cpu,
+                           "failed": rr["failed"], "quiet": rr["quiet"], "load1": rr["load1"],
+                           "rustc": rr["rustc"]}
+                    results.append(res)
+                    append(OUT, "vault.jsonl", res)
+            mem.append({"round": rnd, "sample": "after_load", **status_kb(c.pid)})
+        finally:
+            c.stop()
+            if bao_up:
+                subprocess.run([os.path.join(kit, "stop.sh")], env=dict(os.environ, WORK=bao_work), check=False,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            store.drop()
+    sys.exit(vault_table(results, mem, check))
+
+
+def vault_table(results, mem, check):
+    """Print the issue's table (ranges over rounds) and the goals; return the
+    exit code (1 with --check when a goal is missed)."""
+    def rng(vals, f):
+        lo, hi = min(vals), max(vals)
+        return f(lo) if f(lo) == f(hi) else f"{f(lo)}–{f(hi)}"
+    n0 = lambda v: f"{v:,.0f}"
+    ms = lambda v: f"{v:.1f}" if v >= 10 else f"{v:.2f}"
+    lines = [f"### coffer ({BACKEND}, audit on) vs OpenBao 2.7.2 (raft, no audit device), "
+             f"{time.strftime('%Y-%m-%d %H:%M')}", "",
+             "| workload | OpenBao | coffer | ratio coffer/OpenBao | goal |", "|---|---|---|---|---|"]
+    verdicts = []
+    for key, label, _conns, _threads, _cw, _bw, unit in VAULT_ROWS:
+        cell = {}
+        for sysname in ("openbao", "coffer"):
+            rs = [r for r in results if r["row"] == key and r["system"] == sysname]
+            if not rs:
+                cell[sysname] = "-"
+                continue
+            u = "/s" if unit == "inject" else " req/s"
+            txt = f"{rng([r['ops'] for r in rs], n0)}{u}, p99 {rng([r['p99'] for r in rs], ms)} ms"
+            cpus_ = [r["cpu"] for r in rs if r["cpu"] is not None]
+            if cpus_:
+                txt += f", {rng(cpus_, n0)} µs CPU/{'inject' if unit == 'inject' else 'req'}"
+            failed = sum(r["failed"] for r in rs)
+            if failed:
+                txt += f", **{failed} failed**"
+            cell[sysname] = txt
+        # paired per-round ratios
+        pairs = []
+        for rnd in sorted({r["round"] for r in results}):
+            c = next((r for r in results if r["row"] == key and r["system"] == "coffer" and r["round"] == rnd), None)
+            o = next((r for r in results if r["row"] == key and r["system"] == "openbao" and r["round"] == rnd), None)
+            if c and o:
+                pairs.append((c, o))
+        ratio = "-"
+        if pairs:
+            ratio = f"{rng([c['ops'] / o['ops'] for c, o in pairs], lambda v: f'{v:.2f}')}× throughput"
+            if all(c["cpu"] and o["cpu"] for c, o in pairs):
+                ratio += f", CPU {rng([c['cpu'] / o['cpu'] for c, o in pairs], lambda v: f'{v:.2f}')}×"
+            ratio += f", p99 {rng([c['p99'] / o['p99'] for c, o in pairs], lambda v: f'{v:.2f}')}×"
+        goal_txt = []
+        for name, test in vault_goals(key):
+            if not pairs:
+                continue
+            # the goal on the median over rounds of the paired figures
+            med = lambda rs, k: statistics.median([r[k] for r in rs])
+            cm = {k: med([c for c, _ in pairs], k) for k in ("ops", "p99", "cpu")}
+            om = {k: med([o for _, o in pairs], k) for k in ("ops", "p99", "cpu")}
+            cm["failed"] = sum(c["failed"] for c, _ in pairs)
+            ok, val = test(cm, om)
+            goal_txt.append(f"{name}: {val} {'met' if ok else '**missed**'}")
+            verdicts.append((label, name, ok, val))
+        lines.append(f"| {label} | {cell['openbao']} | {cell['coffer']} | {ratio} | "
+                     f"{'; '.join(goal_txt) or 'no goal'} |")
+    loaded = [r for r in results if not r["quiet"]]
+    rounds = len({r["round"] for r in results})
+    lines += ["", f"{rounds} round(s) × {DURATION} per workload and server, alternated (coffer first on odd rounds); "
+              f"servers pinned to cpu {SERVER_CPUS}, wrk to cpu {WRK_CPUS}; ranges are min–max over rounds, goals "
+              "judged on the medians. Quiet-machine rule (1-min load < " + f"{QUIET_LOAD}, no rustc) "
+              + ("held before every run." if not loaded else
+                 f"**not met before {len(loaded)} of {len(results)} runs** (max load1 "
+                 f"{max(r['load1'] for r in loaded):.2f}, which includes this benchmark's own previous run; "
+                 f"rustc processes running before {sum(1 for r in results if r['rustc'])} run(s)).")]
+    if mem:
+        idle = [m["VmRSS"] / 1024 for m in mem if m["sample"] == "idle"]
+        post = [m["VmRSS"] / 1024 for m in mem if m["sample"] == "after_load"]
+        lines.append(f"coffer VmRSS: idle (unsealed, seeded) {rng(idle, lambda v: f'{v:.1f}')} MiB, "
+                     f"after the load {rng(post, lambda v: f'{v:.1f}') if post else '-'} MiB.")
+    md = "\n".join(lines) + "\n"
+    with open(os.path.join(OUT, "summary.md"), "w") as f:
+        f.write(md)
+    print(md)
+    missed = [v for v in verdicts if not v[2]]
+    for label, name, ok, val in verdicts:
+        print(f"{'ok    ' if ok else 'MISSED'} {label}: {name} ({val})")
+    if check and missed:
+        print(f"--check: {len(missed)} goal(s) missed")
+        return 1
+    return 0
+
+
 def mode_profile():
     """Where a request's server CPU goes: syscalls per request (strace -c over
     PROFILE_REQS sequential requests) and a perf cpu-clock profile (dwarf call
@@ -903,5 +1254,9 @@ if __name__ == "__main__":
         mode_compare()
     elif len(sys.argv) == 2 and sys.argv[1] == "profile":
         mode_profile()
+    elif len(sys.argv) == 2 and sys.argv[1] == "memory":
+        mode_memory()
+    elif len(sys.argv) in (2, 3) and sys.argv[1] == "vault" and sys.argv[2:] in ([], ["--check"]):
+        mode_vault(check=sys.argv[2:] == ["--check"])
     else:
         sys.exit(__doc__)

@@ -37,7 +37,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 /// a schema), else a fresh SQLite file, or with `BACKEND=postgres` a fresh
 /// schema of `PG_URL` that is dropped after a successful run (returned).
 async fn storage_url(dir: &std::path::Path) -> (String, Option<(String, String)>) {
-    if let Ok(url) = std::env::var("REWRAP_URL") {
+    if let Some(url) = std::env::var("REWRAP_URL").ok().filter(|u| !u.is_empty()) {
         return (url, None);
     }
     if std::env::var("BACKEND").as_deref() != Ok("postgres") {
