@@ -246,7 +246,6 @@ async fn serve(
     coffer.audit.spawn_audit_checkpoints();
     // Every request clones the state: one reference count, not the services'.
     let coffer = Arc::new(coffer);
-    spawn_metrics_upkeep(coffer.clone());
     let state = AppState {
         coffer: coffer.clone(),
         tls: matches!(listener, Listener::Tls { .. }),
@@ -314,26 +313,6 @@ async fn serve(
     coffer.operator.seal_on_shutdown();
     tracing::info!("stopped; keys dropped");
     Ok(())
-}
-
-/// How often the Prometheus recorder's histogram samples are drained.
-const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The Prometheus recorder keeps every histogram sample (one per request for
-/// the request-duration histogram) until the histograms are next rendered,
-/// and `/metrics` is off unless an operator sets a token file: a server that
-/// nobody scraped grew by about 30 bytes per request, without bound
-/// (`bench/memory.sh`). Rendering every few seconds folds the samples into
-/// the histograms' buckets and frees them; the text is dropped.
-fn spawn_metrics_upkeep(coffer: Arc<Coffer>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(METRICS_UPKEEP);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            drop(crate::ops::render(&coffer));
-        }
-    });
 }
 
 async fn shutdown_signal() {
