@@ -50,7 +50,10 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::new(store),
         wrapper,
         (&settings.audit).into(),
-        settings.max_orgs_per_user,
+        crate::service::OrgSettings {
+            max_per_user: settings.max_orgs_per_user,
+            deletion_window: settings.deletion_window,
+        },
     )
     .await?;
     if auto_unseal {

@@ -146,7 +146,7 @@ enum Command {
         #[command(subcommand)]
         cmd: auth::UserCmd,
     },
-    /// Organizations: create, list, show, rename; membership.
+    /// Organizations: create, list, show, rename, delete, restore, purge; membership.
     Org {
         #[command(flatten)]
         server: client::ServerArgs,
@@ -155,7 +155,7 @@ enum Command {
         #[command(subcommand)]
         cmd: access::OrgCmd,
     },
-    /// Projects of an organization: create, list, show, rename.
+    /// Projects of an organization: create, list, show, rename, delete, restore, purge.
     Project {
         #[command(flatten)]
         server: client::ServerArgs,
@@ -164,7 +164,7 @@ enum Command {
         #[command(subcommand)]
         cmd: tenants::ProjectCmd,
     },
-    /// Environments of a project: create, list, show, update.
+    /// Environments of a project: create, list, show, update, delete, restore, purge.
     Env {
         #[command(flatten)]
         server: client::ServerArgs,

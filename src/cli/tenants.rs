@@ -1,5 +1,5 @@
-//! `coffer org create|list|show|rename`, `coffer project create|list|show|rename`,
-//! `coffer env create|list|show|update`, `coffer user list|show`: the tenant tree (organizations, projects,
+//! `coffer org create|list|show|rename|delete|restore|purge`, `coffer project …` (the same),
+//! `coffer env create|list|show|update|delete|restore|purge`, `coffer user list|show`: the tenant tree (organizations, projects,
 //! environments) over the native API (issue 23). Human text by default,
 //! `--json` for the raw data.
 
@@ -27,6 +27,9 @@ pub(crate) enum OrgLifecycleCmd {
     },
     /// List the organizations you belong to (root: all).
     List {
+        /// List the deleted ones (restorable until PURGE AFTER) instead.
+        #[arg(long)]
+        deleted: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -53,6 +56,44 @@ pub(crate) enum OrgLifecycleCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Delete an organization and everything in it (owners and admins, root): hidden at once, restorable during the
+    /// server's deletion window (7 days by default), then purged. Asks you
+    /// to type the slug unless --yes is given.
+    Delete {
+        /// Its slug.
+        slug: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a deleted organization inside the deletion window.
+    Restore {
+        /// Its slug.
+        slug: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Erase a deleted organization for good: every secret version's
+    /// ciphertext and wrapped DEK, and its KEK versions
+    /// (owners, root). Refused before the deletion window ends unless --now
+    /// is given. Asks you to type the slug unless --yes is given.
+    Purge {
+        /// Its slug.
+        slug: String,
+        /// Purge before the deletion window ends.
+        #[arg(long)]
+        now: bool,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `coffer project …`
@@ -71,6 +112,9 @@ pub(crate) enum ProjectCmd {
     },
     /// List the organization's projects.
     List {
+        /// List the deleted ones (restorable until PURGE AFTER) instead.
+        #[arg(long)]
+        deleted: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -97,6 +141,44 @@ pub(crate) enum ProjectCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Delete a project and its environments (org owners and admins): hidden at once, restorable during the
+    /// server's deletion window (7 days by default), then purged. Asks you
+    /// to type the slug unless --yes is given.
+    Delete {
+        /// Its slug.
+        slug: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a deleted project inside the deletion window.
+    Restore {
+        /// Its slug.
+        slug: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Erase a deleted project for good: every secret version's
+    /// ciphertext and wrapped DEK
+    /// (owners, root). Refused before the deletion window ends unless --now
+    /// is given. Asks you to type the slug unless --yes is given.
+    Purge {
+        /// Its slug.
+        slug: String,
+        /// Purge before the deletion window ends.
+        #[arg(long)]
+        now: bool,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `coffer env …`
@@ -118,6 +200,9 @@ pub(crate) enum EnvCmd {
     },
     /// List the project's environments.
     List {
+        /// List the deleted ones (restorable until PURGE AFTER) instead.
+        #[arg(long)]
+        deleted: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -149,6 +234,44 @@ pub(crate) enum EnvCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Delete an environment (org owners and admins): hidden at once, restorable during the
+    /// server's deletion window (7 days by default), then purged. Asks you
+    /// to type the slug unless --yes is given.
+    Delete {
+        /// Its slug.
+        slug: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a deleted environment inside the deletion window.
+    Restore {
+        /// Its slug.
+        slug: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Erase a deleted environment for good: every secret version's
+    /// ciphertext and wrapped DEK
+    /// (owners, root). Refused before the deletion window ends unless --now
+    /// is given. Asks you to type the slug unless --yes is given.
+    Purge {
+        /// Its slug.
+        slug: String,
+        /// Purge before the deletion window ends.
+        #[arg(long)]
+        now: bool,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Run `coffer org create|list|show|rename`.
@@ -160,7 +283,44 @@ pub(crate) async fn org(client: &Client, org: &OrgArgs, cmd: OrgLifecycleCmd) ->
                 .await?;
             created(&data, json, || format!("Created organization {}.", text(&data["slug"])))
         }
-        OrgLifecycleCmd::List { json } => {
+        OrgLifecycleCmd::List { deleted: true, json } => deleted_listing(client, "/orgs", json).await,
+        OrgLifecycleCmd::Delete { slug, yes, json } => {
+            lifecycle(
+                client,
+                Step::Delete,
+                "organization",
+                &format!("/orgs/{}", seg(&slug)),
+                &slug,
+                yes,
+                json,
+            )
+            .await
+        }
+        OrgLifecycleCmd::Restore { slug, json } => {
+            lifecycle(
+                client,
+                Step::Restore,
+                "organization",
+                &format!("/orgs/{}", seg(&slug)),
+                &slug,
+                true,
+                json,
+            )
+            .await
+        }
+        OrgLifecycleCmd::Purge { slug, now, yes, json } => {
+            lifecycle(
+                client,
+                Step::Purge(now),
+                "organization",
+                &format!("/orgs/{}", seg(&slug)),
+                &slug,
+                yes,
+                json,
+            )
+            .await
+        }
+        OrgLifecycleCmd::List { deleted: false, json } => {
             let data = client.api(Method::GET, "/orgs", None).await?;
             listing(&data, json, &["SLUG", "NAME", "CREATED"], |o| {
                 vec![text(&o["slug"]), text(&o["name"]), text(&o["created_at"])]
@@ -207,7 +367,44 @@ pub(crate) async fn project(client: &Client, target: &Target, cmd: ProjectCmd) -
                 format!("Created project {}/{}.", target.org, text(&data["slug"]))
             })
         }
-        ProjectCmd::List { json } => {
+        ProjectCmd::List { deleted: true, json } => deleted_listing(client, &base, json).await,
+        ProjectCmd::Delete { slug, yes, json } => {
+            lifecycle(
+                client,
+                Step::Delete,
+                "project",
+                &format!("{base}/{}", seg(&slug)),
+                &slug,
+                yes,
+                json,
+            )
+            .await
+        }
+        ProjectCmd::Restore { slug, json } => {
+            lifecycle(
+                client,
+                Step::Restore,
+                "project",
+                &format!("{base}/{}", seg(&slug)),
+                &slug,
+                true,
+                json,
+            )
+            .await
+        }
+        ProjectCmd::Purge { slug, now, yes, json } => {
+            lifecycle(
+                client,
+                Step::Purge(now),
+                "project",
+                &format!("{base}/{}", seg(&slug)),
+                &slug,
+                yes,
+                json,
+            )
+            .await
+        }
+        ProjectCmd::List { deleted: false, json } => {
             let data = client.api(Method::GET, &base, None).await?;
             listing(&data, json, &["SLUG", "NAME", "CREATED"], |p| {
                 vec![text(&p["slug"]), text(&p["name"]), text(&p["created_at"])]
@@ -282,7 +479,44 @@ pub(crate) async fn env(client: &Client, target: &Target, cmd: EnvCmd) -> anyhow
                 )
             })
         }
-        EnvCmd::List { json } => {
+        EnvCmd::List { deleted: true, json } => deleted_listing(client, &base, json).await,
+        EnvCmd::Delete { slug, yes, json } => {
+            lifecycle(
+                client,
+                Step::Delete,
+                "environment",
+                &format!("{base}/{}", seg(&slug)),
+                &slug,
+                yes,
+                json,
+            )
+            .await
+        }
+        EnvCmd::Restore { slug, json } => {
+            lifecycle(
+                client,
+                Step::Restore,
+                "environment",
+                &format!("{base}/{}", seg(&slug)),
+                &slug,
+                true,
+                json,
+            )
+            .await
+        }
+        EnvCmd::Purge { slug, now, yes, json } => {
+            lifecycle(
+                client,
+                Step::Purge(now),
+                "environment",
+                &format!("{base}/{}", seg(&slug)),
+                &slug,
+                yes,
+                json,
+            )
+            .await
+        }
+        EnvCmd::List { deleted: false, json } => {
             let data = client.api(Method::GET, &base, None).await?;
             listing(&data, json, &["SLUG", "NAME", "PROTECTED", "CREATED"], |e| {
                 vec![
@@ -337,6 +571,90 @@ pub(crate) async fn env(client: &Client, target: &Target, cmd: EnvCmd) -> anyhow
             )
         }
     }
+}
+
+/// A step of a deletion.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Delete,
+    Restore,
+    /// with `--now`
+    Purge(bool),
+}
+
+/// Delete, restore or purge the node at `path` (its API path), asking for
+/// its slug first unless `yes`.
+async fn lifecycle(
+    client: &Client,
+    step: Step,
+    kind: &str,
+    path: &str,
+    slug: &str,
+    yes: bool,
+    json: bool,
+) -> anyhow::Result<u8> {
+    if !yes {
+        let what = match step {
+            Step::Delete => format!("delete {kind} {slug} (restorable during the deletion window)"),
+            Step::Purge(_) => format!("erase {kind} {slug} and every secret version in it for good"),
+            Step::Restore => String::new(),
+        };
+        confirm_slug(&what, slug)?;
+    }
+    let data = match step {
+        Step::Delete => client.api(Method::DELETE, path, None).await?,
+        Step::Restore => client.api(Method::POST, &format!("{path}/restore"), None).await?,
+        Step::Purge(now) => {
+            let query = if now { "?now=true" } else { "" };
+            client
+                .api(Method::DELETE, &format!("{path}/permanent{query}"), None)
+                .await?
+        }
+    };
+    created(&data, json, || match step {
+        Step::Delete => format!(
+            "Deleted {kind} {}; restorable until {} (coffer … restore {slug}), purged after.",
+            text(&data["path"]),
+            text(&data["purge_after"])
+        ),
+        Step::Restore => format!("Restored {kind} {}.", text(&data["path"])),
+        Step::Purge(_) => format!(
+            "Purged {kind} {}: {} secret versions, {} secrets, {} environments erased{}.",
+            text(&data["path"]),
+            data["versions"],
+            data["secrets"],
+            data["environments"],
+            match data["kek_versions_destroyed"].as_array() {
+                Some(v) if !v.is_empty() => format!("; {} KEK versions destroyed", v.len()),
+                _ => String::new(),
+            }
+        ),
+    })
+}
+
+/// Ask for the slug on the terminal (or the first line of stdin); anything
+/// else cancels.
+fn confirm_slug(what: &str, slug: &str) -> anyhow::Result<()> {
+    eprint!("This will {what}.\nType {slug} to confirm: ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if answer.trim() != slug {
+        anyhow::bail!("cancelled: the slug typed does not match {slug:?} (or pass --yes)");
+    }
+    Ok(())
+}
+
+/// The deleted nodes below `base` (`?deleted=true`).
+async fn deleted_listing(client: &Client, base: &str, json: bool) -> anyhow::Result<u8> {
+    let data = client.api(Method::GET, &format!("{base}?deleted=true"), None).await?;
+    listing(&data, json, &["PATH", "NAME", "DELETED", "PURGE AFTER"], |n| {
+        vec![
+            text(&n["path"]),
+            text(&n["name"]),
+            text(&n["deleted_at"]),
+            text(&n["purge_after"]),
+        ]
+    })
 }
 
 /// Run `coffer user list`.

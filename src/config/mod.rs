@@ -31,6 +31,7 @@
 //! # token_file = "/etc/coffer/metrics-token"            # turns on GET /metrics (bearer token)
 //! [orgs]
 //! # max_per_user = 10           # organizations one user may create (root: no limit; 0: only root)
+//! # deletion_window_s = 604800  # a deleted org/project/environment is restorable this long (7 days), then purged
 //! ```
 //!
 //! Every key can be overridden by `COFFER_<SECTION>_<KEY>` (top-level keys:
@@ -112,6 +113,7 @@ pub(crate) const ENV_KEYS: &[(&str, &str, &str)] = &[
     ("audit", "failed_login_threshold", "COFFER_AUDIT_FAILED_LOGIN_THRESHOLD"),
     ("jobs", "interval_ms", "COFFER_JOBS_INTERVAL_MS"),
     ("orgs", "max_per_user", "COFFER_ORGS_MAX_PER_USER"),
+    ("orgs", "deletion_window_s", "COFFER_ORGS_DELETION_WINDOW_S"),
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -197,6 +199,7 @@ struct RawJobs {
 #[serde(deny_unknown_fields)]
 struct RawOrgs {
     max_per_user: Option<u64>,
+    deletion_window_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -350,6 +353,10 @@ pub(crate) struct Settings {
     /// `[orgs] max_per_user`: organizations one user may create (root is
     /// not limited; 0: only root creates organizations)
     pub max_orgs_per_user: u64,
+    /// `[orgs] deletion_window_s`: how long a deleted organization,
+    /// project or environment stays restorable before the purge job
+    /// erases it
+    pub deletion_window: Duration,
     /// `listener.header_timeout_ms`, `body_timeout_ms`, `max_connections`
     /// (a restart applies changes)
     pub conn_limits: ConnLimits,
@@ -369,6 +376,10 @@ pub enum LogFormat {
 /// Organizations one user may create unless `[orgs] max_per_user` says
 /// otherwise (root is not limited).
 pub const DEFAULT_MAX_ORGS_PER_USER: u64 = 10;
+
+/// How long a deleted organization, project or environment stays
+/// restorable unless `[orgs] deletion_window_s` says otherwise: 7 days.
+pub(crate) const DEFAULT_DELETION_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Default period of the background jobs.
 pub(crate) const DEFAULT_JOBS_INTERVAL_MS: u64 = 60_000;
@@ -529,6 +540,10 @@ impl Settings {
             metrics_token_file: raw.metrics.token_file,
             trusted_proxies,
             max_orgs_per_user: raw.orgs.max_per_user.unwrap_or(DEFAULT_MAX_ORGS_PER_USER),
+            deletion_window: raw
+                .orgs
+                .deletion_window_s
+                .map_or(DEFAULT_DELETION_WINDOW, Duration::from_secs),
             conn_limits,
             source: None,
         })
@@ -669,6 +684,7 @@ impl RawFile {
             ("audit", "failed_login_threshold") => self.audit.failed_login_threshold = Some(env_u64(&v)?),
             ("jobs", "interval_ms") => self.jobs.interval_ms = Some(env_u64(&v)?),
             ("orgs", "max_per_user") => self.orgs.max_per_user = Some(env_u64(&v)?),
+            ("orgs", "deletion_window_s") => self.orgs.deletion_window_s = Some(env_u64(&v)?),
             _ => return Err("not overridable from the environment".into()),
         }
         Ok(())

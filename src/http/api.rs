@@ -91,8 +91,104 @@ type ProjectP = Path<(String, String)>;
 type EnvP = Path<(String, String, String)>;
 type SecretP = Path<(String, String, String, String)>;
 
-pub(super) async fn list_orgs(State(s): State<AppState>, Auth(who): Auth) -> Reply<impl Serialize> {
-    ok(s.coffer.tenants.list_orgs(&who).await?)
+/// `?deleted=true`: list what was deleted (and is restorable) instead.
+#[derive(Debug, Deserialize)]
+pub(super) struct DeletedQuery {
+    #[serde(default)]
+    deleted: bool,
+}
+
+/// `?now=true`: purge before the deletion window ends.
+#[derive(Debug, Deserialize)]
+pub(super) struct PurgeQuery {
+    #[serde(default)]
+    now: bool,
+}
+
+/// A list of live nodes, or of deleted ones.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(super) enum Listing<T> {
+    Live(Vec<T>),
+    Deleted(Vec<crate::service::DeletedView>),
+}
+
+pub(super) async fn list_orgs(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Query(q): Query<DeletedQuery>,
+) -> Reply<impl Serialize> {
+    if q.deleted {
+        return ok(Listing::Deleted(s.coffer.tenants.deleted_orgs(&who).await?));
+    }
+    ok(Listing::Live(s.coffer.tenants.list_orgs(&who).await?))
+}
+
+pub(super) async fn delete_org(State(s): State<AppState>, Auth(who): Auth, Path(org): OrgP) -> Reply<impl Serialize> {
+    ok(s.coffer.tenants.delete_org(&who, &org).await?)
+}
+
+pub(super) async fn restore_org(State(s): State<AppState>, Auth(who): Auth, Path(org): OrgP) -> Reply<impl Serialize> {
+    ok(s.coffer.tenants.restore_org(&who, &org).await?)
+}
+
+pub(super) async fn purge_org(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(org): OrgP,
+    Query(q): Query<PurgeQuery>,
+) -> Reply<impl Serialize> {
+    ok(s.coffer.tenants.purge_org(&who, &org, q.now).await?)
+}
+
+pub(super) async fn delete_project(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p)): ProjectP,
+) -> Reply<impl Serialize> {
+    ok(s.coffer.tenants.delete_project(&who, &org, &p).await?)
+}
+
+pub(super) async fn restore_project(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p)): ProjectP,
+) -> Reply<impl Serialize> {
+    ok(s.coffer.tenants.restore_project(&who, &org, &p).await?)
+}
+
+pub(super) async fn purge_project(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p)): ProjectP,
+    Query(q): Query<PurgeQuery>,
+) -> Reply<impl Serialize> {
+    ok(s.coffer.tenants.purge_project(&who, &org, &p, q.now).await?)
+}
+
+pub(super) async fn delete_env(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p, e)): EnvP,
+) -> Reply<impl Serialize> {
+    ok(s.coffer.tenants.delete_env(&who, (&org, &p, &e)).await?)
+}
+
+pub(super) async fn restore_env(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p, e)): EnvP,
+) -> Reply<impl Serialize> {
+    ok(s.coffer.tenants.restore_env(&who, (&org, &p, &e)).await?)
+}
+
+pub(super) async fn purge_env(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p, e)): EnvP,
+    Query(q): Query<PurgeQuery>,
+) -> Reply<impl Serialize> {
+    ok(s.coffer.tenants.purge_env(&who, (&org, &p, &e), q.now).await?)
 }
 
 pub(super) async fn create_org(
@@ -169,8 +265,12 @@ pub(super) async fn list_projects(
     State(s): State<AppState>,
     Auth(who): Auth,
     Path(org): OrgP,
+    Query(q): Query<DeletedQuery>,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.tenants.list_projects(&who, &org).await?)
+    if q.deleted {
+        return ok(Listing::Deleted(s.coffer.tenants.deleted_projects(&who, &org).await?));
+    }
+    ok(Listing::Live(s.coffer.tenants.list_projects(&who, &org).await?))
 }
 
 pub(super) async fn create_project(
@@ -194,8 +294,12 @@ pub(super) async fn list_envs(
     State(s): State<AppState>,
     Auth(who): Auth,
     Path((org, p)): ProjectP,
+    Query(q): Query<DeletedQuery>,
 ) -> Reply<impl Serialize> {
-    ok(s.coffer.tenants.list_envs(&who, &org, &p).await?)
+    if q.deleted {
+        return ok(Listing::Deleted(s.coffer.tenants.deleted_envs(&who, &org, &p).await?));
+    }
+    ok(Listing::Live(s.coffer.tenants.list_envs(&who, &org, &p).await?))
 }
 
 pub(super) async fn create_env(

@@ -193,7 +193,12 @@ routes! {
     "/api/v1/orgs/{org}" {
         GET => api::get_org, Action("org.read");
         PATCH => api::rename_org, Action("org.rename");
+        DELETE => api::delete_org, Action("org.delete");
     }
+    // a deleted organization, project or environment: restore inside the
+    // window, purge (owners; before the window ends only with ?now=true)
+    "/api/v1/orgs/{org}/restore" { POST => api::restore_org, Action("org.restore"); }
+    "/api/v1/orgs/{org}/permanent" { DELETE => api::purge_org, Action("org.purge"); }
     "/api/v1/orgs/{org}/keks" { GET => keys::list, Action("key.kek_list"); }
     "/api/v1/orgs/{org}/keks/rotate" { POST => keys::rotate, Action("key.kek_rotate"); }
     "/api/v1/orgs/{org}/keks/rewrap" { POST => keys::rewrap, Action("key.kek_rewrap"); }
@@ -205,10 +210,29 @@ routes! {
     "/api/v1/orgs/{org}/projects/{project}" {
         GET => api::get_project, Action("project.read");
         PATCH => api::rename_project, Action("project.rename");
+        DELETE => api::delete_project, Action("project.delete");
+    }
+    "/api/v1/orgs/{org}/projects/{project}/restore" {
+        POST => api::restore_project, Action("project.restore");
+    }
+    "/api/v1/orgs/{org}/projects/{project}/permanent" {
+        DELETE => api::purge_project, Action("project.purge");
     }
     "/api/v1/orgs/{org}/projects/{project}/environments" {
         GET => api::list_envs, Action("env.list");
         POST => api::create_env, Action("env.create");
+    }
+    // The environment's own lifecycle is the organization admins', not an
+    // environment permission's: these three are the only table routes
+    // under ENV_PREFIX, and share no method and path with ENV_ROUTES.
+    "/api/v1/orgs/{org}/projects/{project}/environments/{env}" {
+        DELETE => api::delete_env, Action("env.delete");
+    }
+    "/api/v1/orgs/{org}/projects/{project}/environments/{env}/restore" {
+        POST => api::restore_env, Action("env.restore");
+    }
+    "/api/v1/orgs/{org}/projects/{project}/environments/{env}/permanent" {
+        DELETE => api::purge_env, Action("env.purge");
     }
     "/api/v1/orgs/{org}/members" {
         GET => identity::list_members, Action("member.list");
@@ -347,11 +371,10 @@ pub(super) fn surface() -> Router<AppState> {
 /// The audit of a matched route; None = a method the route does not serve.
 pub fn route_audit(method: &Method, path: &str) -> Option<RouteAudit> {
     let method = if method == Method::HEAD { "GET" } else { method.as_str() };
-    if let Some(rest) = path.strip_prefix(ENV_PREFIX) {
-        return ENV_ROUTES
-            .iter()
-            .find(|r| r.method == method && r.path == rest)
-            .map(|r| Action(r.action()));
+    if let Some(rest) = path.strip_prefix(ENV_PREFIX)
+        && let Some(r) = ENV_ROUTES.iter().find(|r| r.method == method && r.path == rest)
+    {
+        return Some(Action(r.action()));
     }
     ROUTE_ACTIONS
         .iter()
@@ -363,14 +386,16 @@ pub fn route_audit(method: &Method, path: &str) -> Option<RouteAudit> {
 /// (HEAD with GET, and OPTIONS, answered by the audit layer), in a fixed
 /// order.
 pub fn allow_header(path: &str) -> String {
-    let methods: Vec<&str> = match path.strip_prefix(ENV_PREFIX) {
-        Some(rest) => ENV_ROUTES.iter().filter(|r| r.path == rest).map(|r| r.method).collect(),
-        None => ROUTE_ACTIONS
-            .iter()
-            .filter(|(_, p, _)| *p == path)
-            .map(|(m, _, _)| *m)
-            .collect(),
-    };
+    let env_methods = path
+        .strip_prefix(ENV_PREFIX)
+        .into_iter()
+        .flat_map(|rest| ENV_ROUTES.iter().filter(move |r| r.path == rest).map(|r| r.method));
+    let methods: Vec<&str> = ROUTE_ACTIONS
+        .iter()
+        .filter(|(_, p, _)| *p == path)
+        .map(|(m, _, _)| *m)
+        .chain(env_methods)
+        .collect();
     let has = |m: &str| methods.contains(&m);
     let allow: Vec<&str> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
         .into_iter()
@@ -404,7 +429,11 @@ mod tests {
             route_audit(&Method::PATCH, "/api/v1/orgs/{org}"),
             Some(Action("org.rename"))
         );
-        assert_eq!(allow_header("/api/v1/orgs/{org}"), "GET, HEAD, PATCH, OPTIONS");
+        assert_eq!(allow_header("/api/v1/orgs/{org}"), "GET, HEAD, PATCH, DELETE, OPTIONS");
+        // The environment itself: its ENV_ROUTES methods and its lifecycle.
+        assert_eq!(allow_header(ENV_PREFIX), "GET, HEAD, PATCH, DELETE, OPTIONS");
+        assert_eq!(route_audit(&Method::DELETE, ENV_PREFIX), Some(Action("env.delete")));
+        assert_eq!(route_audit(&Method::GET, ENV_PREFIX), Some(Action("env.read")));
         assert_eq!(allow_header("/api/v1/orgs"), "GET, HEAD, POST, OPTIONS");
     }
 
@@ -433,10 +462,18 @@ mod tests {
                 *m != "*" || ROUTE_ACTIONS.iter().all(|(m2, p2, _)| p2 != p || *m2 == "*"),
                 "{p}: `ANY` must be the path's only method"
             );
-            assert!(
-                !p.starts_with(ENV_PREFIX),
-                "{p}: environment routes come from ENV_ROUTES"
-            );
+            // Under the environment prefix only the environment's own
+            // lifecycle (organization admins), never a route of ENV_ROUTES.
+            if let Some(rest) = p.strip_prefix(ENV_PREFIX) {
+                assert!(
+                    ["", "/restore", "/permanent"].contains(&rest),
+                    "{p}: environment routes come from ENV_ROUTES"
+                );
+                assert!(
+                    !ENV_ROUTES.iter().any(|r| r.method == *m && r.path == rest),
+                    "{m} {p} is in ENV_ROUTES too"
+                );
+            }
             if !paths.contains(p) {
                 paths.push(p);
             }

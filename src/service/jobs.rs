@@ -57,12 +57,18 @@ impl Job {
 }
 
 /// The jobs every server runs: purge of expired tokens, refresh tokens and
-/// device codes.
+/// device codes; purge of organizations, projects and environments whose
+/// deletion window has ended (audited, `service::lifecycle`).
 pub fn builtin(period: Duration) -> Vec<Job> {
-    vec![Job::new("purge_expired", period, |c: Coffer| async move {
-        let n = c.operator.store.purge_expired(now_ms()).await?;
-        Ok(format!("{n} expired rows deleted"))
-    })]
+    vec![
+        Job::new("purge_expired", period, |c: Coffer| async move {
+            let n = c.operator.store.purge_expired(now_ms()).await?;
+            Ok(format!("{n} expired rows deleted"))
+        }),
+        Job::new("purge_deleted", period, |c: Coffer| async move {
+            c.tenants.purge_expired(&c.audit).await
+        }),
+    ]
 }
 
 /// Sleep until the next multiple of `period` since the Unix epoch; returns

@@ -21,6 +21,7 @@ mod hash_gate;
 pub mod jobs;
 pub mod keys;
 pub mod kv;
+mod lifecycle;
 mod limits;
 mod operator;
 mod orgs;
@@ -50,6 +51,7 @@ pub use auth::{Caller, ClientCert, IssuedToken, Session, TokenView, TotpEnrollme
 pub use device::DeviceCode;
 pub use keys::KeyService;
 pub use kv::KvService;
+pub use lifecycle::DeletedView;
 pub use operator::OperatorService;
 pub use orgs::TenantService;
 pub use orgs::{DEFAULT_MAX_ORGS_PER_USER, EnvChange, EnvView, OrgView, ProjectView};
@@ -332,6 +334,25 @@ fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     Ok(b)
 }
 
+/// The `[orgs]` settings the services apply.
+#[derive(Debug, Clone, Copy)]
+pub struct OrgSettings {
+    /// organizations one user may create (root is exempt)
+    pub max_per_user: u64,
+    /// how long a deleted organization, project or environment stays
+    /// restorable before the purge job erases it
+    pub deletion_window: std::time::Duration,
+}
+
+impl Default for OrgSettings {
+    fn default() -> Self {
+        OrgSettings {
+            max_per_user: DEFAULT_MAX_ORGS_PER_USER,
+            deletion_window: crate::config::DEFAULT_DELETION_WINDOW,
+        }
+    }
+}
+
 /// The server's runtime state every service shares: the seal, the hot
 /// caches, the abuse limits, the audit writer, the write turns, and the
 /// store for what is no aggregate's (cluster messages, cache drops).
@@ -345,6 +366,8 @@ pub(crate) struct Shared {
     writes: write_queue::WriteQueue,
     /// organizations one user may create (`[orgs] max_per_user`; root is exempt)
     max_orgs_per_user: u64,
+    /// how long a deleted tenant node stays restorable (`[orgs] deletion_window_s`)
+    deletion_window_ms: i64,
     store: Arc<dyn Backend>,
 }
 
@@ -397,16 +420,16 @@ pub struct Coffer {
 impl Coffer {
     /// Boot: load the seal state from storage.
     pub async fn load(store: Arc<dyn Backend>) -> Result<Coffer> {
-        Self::load_with_seal(store, None, audit::AuditSettings::default(), DEFAULT_MAX_ORGS_PER_USER).await
+        Self::load_with_seal(store, None, audit::AuditSettings::default(), OrgSettings::default()).await
     }
 
     /// Boot with a `seal "pkcs11"` wrapper (the HSM), if configured, and
-    /// start the audit writer; `max_orgs_per_user` is `[orgs] max_per_user`.
+    /// start the audit writer; `orgs` is the `[orgs]` section.
     pub async fn load_with_seal(
         store: Arc<dyn Backend>,
         wrapper: Option<Arc<dyn crate::seal::RootWrapper>>,
         audit_settings: audit::AuditSettings,
-        max_orgs_per_user: u64,
+        orgs: OrgSettings,
     ) -> Result<Coffer> {
         let seal = Arc::new(Seal::load(store.clone(), wrapper).await?);
         let auditor = audit::Auditor::start(store.clone(), store.kind(), audit_settings);
@@ -416,7 +439,8 @@ impl Coffer {
             limits: limits::Limits::default(),
             auditor,
             writes: write_queue::WriteQueue::new(),
-            max_orgs_per_user,
+            max_orgs_per_user: orgs.max_per_user,
+            deletion_window_ms: i64::try_from(orgs.deletion_window.as_millis()).unwrap_or(i64::MAX),
             store: store.clone(),
         });
         let access = AccessService {

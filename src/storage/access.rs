@@ -215,7 +215,7 @@ impl AccessStore for SqlBackend {
     async fn orgs_of(&self, user_id: Uuid) -> Result<Vec<(OrgRow, String)>> {
         let rows = query(
             "SELECT o.id, o.slug, o.name, o.created_at, m.role FROM memberships m JOIN orgs o ON o.id = m.org_id \
-             WHERE m.user_id = $1 ORDER BY o.slug",
+             WHERE m.user_id = $1 AND o.deleted_at IS NULL ORDER BY o.slug",
         )
         .bind(user_id.to_string())
         .fetch_all(self.pool())

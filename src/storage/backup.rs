@@ -149,6 +149,7 @@ pub const BACKUP_TABLES: &[Table] = &[
             ("name", Text),
             ("kek_version", Int),
             ("created_at", Int),
+            ("deleted_at", Int),
         ],
     },
     Table {
@@ -175,6 +176,7 @@ pub const BACKUP_TABLES: &[Table] = &[
             ("slug", Text),
             ("name", Text),
             ("created_at", Int),
+            ("deleted_at", Int),
         ],
     },
     Table {
@@ -189,6 +191,7 @@ pub const BACKUP_TABLES: &[Table] = &[
             ("protected", Int),
             ("created_at", Int),
             ("revision", Int),
+            ("deleted_at", Int),
         ],
     },
     Table {

@@ -58,7 +58,7 @@ pub use access::{AccessStore, GrantRow, GroupRow, ServiceAccountRow};
 pub use identity::{DeviceRow, IdentityStore, RefreshRow, RefreshUse, TokenRow, UserRow};
 pub use secrets::{CurrentValue, SecretRow, SecretStore, VersionRow};
 pub use sql::SqlBackend;
-pub use tenants::{EnvPath, EnvRow, KekRow, OrgRow, ProjectRow, TenantStore};
+pub use tenants::{EnvPath, EnvRow, KekRow, OrgRow, ProjectRow, Purged, TenantNode, TenantStore};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]

@@ -41,6 +41,9 @@ fn pool_options(max: u32) -> PoolOptions<Any> {
                 // Per-connection settings; journal_mode=WAL is persistent in the file.
                 sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
                 sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                // Deleted rows are overwritten with zeros, so a purged
+                // ciphertext leaves no bytes behind in the file (issue 23).
+                sqlx::query("PRAGMA secure_delete = ON").execute(&mut *conn).await?;
                 Ok(())
             })
         })

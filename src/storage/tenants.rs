@@ -95,6 +95,50 @@ pub struct EnvPath {
     pub kek_version: i64,
 }
 
+/// A node of the tenant tree, as deletion sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantNode {
+    /// an organization and everything in it
+    Org(Uuid),
+    /// a project and its environments
+    Project {
+        /// organization
+        org_id: Uuid,
+        /// project
+        id: Uuid,
+    },
+    /// an environment
+    Env {
+        /// organization
+        org_id: Uuid,
+        /// environment
+        id: Uuid,
+    },
+}
+
+impl TenantNode {
+    /// The organization the node is part of.
+    pub fn org_id(self) -> Uuid {
+        match self {
+            TenantNode::Org(id) => id,
+            TenantNode::Project { org_id, .. } | TenantNode::Env { org_id, .. } => org_id,
+        }
+    }
+}
+
+/// What a purge erased.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// secret version rows (each a ciphertext and its wrapped DEK)
+    pub versions: u64,
+    /// secret rows
+    pub secrets: u64,
+    /// environments
+    pub envs: u64,
+    /// the KEK versions destroyed (an organization's purge only)
+    pub kek_versions: Vec<i64>,
+}
+
 /// Storage of organizations, projects and environments.
 #[async_trait]
 pub trait TenantStore: Send + Sync + std::fmt::Debug {
@@ -132,6 +176,26 @@ pub trait TenantStore: Send + Sync + std::fmt::Debug {
     async fn list_envs(&self, org_id: Uuid) -> Result<Vec<EnvRow>>;
     /// Resolve `org/project/env` slugs.
     async fn resolve_env(&self, org: &str, project: &str, env: &str) -> Result<Option<EnvPath>>;
+    /// Soft-delete a node (`at`: unix ms) or restore it (`None`): every
+    /// lookup above hides a deleted node and what is under it, its slug
+    /// stays taken. False if the node is not in the state to change
+    /// (already deleted, or not deleted, or gone).
+    async fn mark_deleted(&self, node: TenantNode, at: Option<i64>) -> Result<bool>;
+    /// Soft-deleted organizations with their deletion time, by slug.
+    async fn deleted_orgs(&self) -> Result<Vec<(OrgRow, i64)>>;
+    /// Soft-deleted projects of an organization with their deletion time.
+    async fn deleted_projects(&self, org_id: Uuid) -> Result<Vec<(ProjectRow, i64)>>;
+    /// Soft-deleted environments of an organization (whatever their
+    /// project's state) with their deletion time.
+    async fn deleted_envs(&self, org_id: Uuid) -> Result<Vec<(EnvRow, i64)>>;
+    /// Nodes deleted at or before `before` (unix ms), organizations first.
+    async fn expired_deletions(&self, before: i64) -> Result<Vec<TenantNode>>;
+    /// Erase a soft-deleted node and everything under it in one
+    /// transaction: secret versions (ciphertexts and wrapped DEKs), secrets,
+    /// KV metadata, allowed variables, grants on it; for an organization
+    /// also its memberships, groups, service accounts with their tokens and
+    /// its KEK versions (crypto-shred). Nothing if the node is not deleted.
+    async fn purge_node(&self, node: TenantNode) -> Result<Option<Purged>>;
 }
 
 pub(super) fn org_row(r: &AnyRow) -> Result<OrgRow> {
@@ -212,14 +276,14 @@ impl TenantStore for SqlBackend {
     }
 
     async fn list_orgs(&self) -> Result<Vec<OrgRow>> {
-        let rows = query("SELECT id, slug, name, created_at FROM orgs ORDER BY slug")
+        let rows = query("SELECT id, slug, name, created_at FROM orgs WHERE deleted_at IS NULL ORDER BY slug")
             .fetch_all(self.pool())
             .await?;
         rows.iter().map(org_row).collect()
     }
 
     async fn org(&self, slug: &str) -> Result<Option<OrgRow>> {
-        let row = query("SELECT id, slug, name, created_at FROM orgs WHERE slug = $1")
+        let row = query("SELECT id, slug, name, created_at FROM orgs WHERE slug = $1 AND deleted_at IS NULL")
             .bind(slug.to_owned())
             .fetch_optional(self.pool())
             .await?;
@@ -269,19 +333,25 @@ impl TenantStore for SqlBackend {
     }
 
     async fn list_projects(&self, org_id: Uuid) -> Result<Vec<ProjectRow>> {
-        let rows = query("SELECT id, org_id, slug, name, created_at FROM projects WHERE org_id = $1 ORDER BY slug")
-            .bind(org_id.to_string())
-            .fetch_all(&mut *self.tenant(org_id).await?)
-            .await?;
+        let rows = query(
+            "SELECT id, org_id, slug, name, created_at FROM projects WHERE org_id = $1 AND deleted_at IS NULL \
+             ORDER BY slug",
+        )
+        .bind(org_id.to_string())
+        .fetch_all(&mut *self.tenant(org_id).await?)
+        .await?;
         rows.iter().map(project_row).collect()
     }
 
     async fn project(&self, org_id: Uuid, slug: &str) -> Result<Option<ProjectRow>> {
-        let row = query("SELECT id, org_id, slug, name, created_at FROM projects WHERE org_id = $1 AND slug = $2")
-            .bind(org_id.to_string())
-            .bind(slug.to_owned())
-            .fetch_optional(&mut *self.tenant(org_id).await?)
-            .await?;
+        let row = query(
+            "SELECT id, org_id, slug, name, created_at FROM projects \
+             WHERE org_id = $1 AND slug = $2 AND deleted_at IS NULL",
+        )
+        .bind(org_id.to_string())
+        .bind(slug.to_owned())
+        .fetch_optional(&mut *self.tenant(org_id).await?)
+        .await?;
         row.as_ref().map(project_row).transpose()
     }
 
@@ -323,7 +393,9 @@ impl TenantStore for SqlBackend {
     async fn list_envs(&self, org_id: Uuid) -> Result<Vec<EnvRow>> {
         let rows = query(
             "SELECT id, org_id, project_id, slug, name, protected, created_at FROM environments \
-             WHERE org_id = $1 ORDER BY project_id, slug",
+             WHERE org_id = $1 AND deleted_at IS NULL \
+             AND project_id IN (SELECT id FROM projects WHERE org_id = $1 AND deleted_at IS NULL) \
+             ORDER BY project_id, slug",
         )
         .bind(org_id.to_string())
         .fetch_all(&mut *self.tenant(org_id).await?)
@@ -332,7 +404,7 @@ impl TenantStore for SqlBackend {
     }
 
     async fn resolve_env(&self, org: &str, project: &str, env: &str) -> Result<Option<EnvPath>> {
-        let row = query("SELECT id, kek_version FROM orgs WHERE slug = $1")
+        let row = query("SELECT id, kek_version FROM orgs WHERE slug = $1 AND deleted_at IS NULL")
             .bind(org.to_owned())
             .fetch_optional(self.pool())
             .await?;
@@ -344,7 +416,8 @@ impl TenantStore for SqlBackend {
         let row = query(
             "SELECT p.id AS project_id, e.id AS env_id \
              FROM projects p JOIN environments e ON e.project_id = p.id \
-             WHERE p.org_id = $1 AND e.org_id = $1 AND p.slug = $2 AND e.slug = $3",
+             WHERE p.org_id = $1 AND e.org_id = $1 AND p.slug = $2 AND e.slug = $3 \
+             AND p.deleted_at IS NULL AND e.deleted_at IS NULL",
         )
         .bind(org_id.to_string())
         .bind(project.to_owned())
@@ -360,5 +433,249 @@ impl TenantStore for SqlBackend {
             })
         })
         .transpose()
+    }
+    async fn mark_deleted(&self, node: TenantNode, at: Option<i64>) -> Result<bool> {
+        let (sql, id): (&'static str, Uuid) = match (node, at) {
+            (TenantNode::Org(id), Some(_)) => (
+                "UPDATE orgs SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL",
+                id,
+            ),
+            (TenantNode::Org(id), None) => (
+                "UPDATE orgs SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NOT NULL",
+                id,
+            ),
+            (TenantNode::Project { id, .. }, Some(_)) => (
+                "UPDATE projects SET deleted_at = $1 WHERE id = $2 AND org_id = $3 AND deleted_at IS NULL",
+                id,
+            ),
+            (TenantNode::Project { id, .. }, None) => (
+                "UPDATE projects SET deleted_at = $1 WHERE id = $2 AND org_id = $3 AND deleted_at IS NOT NULL",
+                id,
+            ),
+            (TenantNode::Env { id, .. }, Some(_)) => (
+                "UPDATE environments SET deleted_at = $1 WHERE id = $2 AND org_id = $3 AND deleted_at IS NULL",
+                id,
+            ),
+            (TenantNode::Env { id, .. }, None) => (
+                "UPDATE environments SET deleted_at = $1 WHERE id = $2 AND org_id = $3 AND deleted_at IS NOT NULL",
+                id,
+            ),
+        };
+        let org_id = node.org_id();
+        let mut q = query(sql).bind(at).bind(id.to_string());
+        if !matches!(node, TenantNode::Org(_)) {
+            q = q.bind(org_id.to_string());
+        }
+        let done = q.execute(&mut *self.tenant(org_id).await?).await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn deleted_orgs(&self) -> Result<Vec<(OrgRow, i64)>> {
+        let rows =
+            query("SELECT id, slug, name, created_at, deleted_at FROM orgs WHERE deleted_at IS NOT NULL ORDER BY slug")
+                .fetch_all(self.pool())
+                .await?;
+        rows.iter()
+            .map(|r| Ok((org_row(r)?, r.try_get("deleted_at")?)))
+            .collect()
+    }
+
+    async fn deleted_projects(&self, org_id: Uuid) -> Result<Vec<(ProjectRow, i64)>> {
+        let rows = query(
+            "SELECT id, org_id, slug, name, created_at, deleted_at FROM projects \
+             WHERE org_id = $1 AND deleted_at IS NOT NULL ORDER BY slug",
+        )
+        .bind(org_id.to_string())
+        .fetch_all(&mut *self.tenant(org_id).await?)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((project_row(r)?, r.try_get("deleted_at")?)))
+            .collect()
+    }
+
+    async fn deleted_envs(&self, org_id: Uuid) -> Result<Vec<(EnvRow, i64)>> {
+        let rows = query(
+            "SELECT id, org_id, project_id, slug, name, protected, created_at, deleted_at FROM environments \
+             WHERE org_id = $1 AND deleted_at IS NOT NULL ORDER BY project_id, slug",
+        )
+        .bind(org_id.to_string())
+        .fetch_all(&mut *self.tenant(org_id).await?)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((env_row(r)?, r.try_get("deleted_at")?)))
+            .collect()
+    }
+
+    async fn expired_deletions(&self, before: i64) -> Result<Vec<TenantNode>> {
+        let mut out = Vec::new();
+        let orgs = query("SELECT id, deleted_at FROM orgs ORDER BY id")
+            .fetch_all(self.pool())
+            .await?;
+        let mut live = Vec::new();
+        for r in &orgs {
+            let id = uuid(r, "id", "orgs")?;
+            match r.try_get::<Option<i64>, _>("deleted_at")? {
+                Some(at) if at <= before => out.push(TenantNode::Org(id)),
+                Some(_) => {}
+                None => live.push(id),
+            }
+        }
+        for org_id in live {
+            let mut conn = self.tenant(org_id).await?;
+            let projects = query(
+                "SELECT id FROM projects WHERE org_id = $1 AND deleted_at IS NOT NULL AND deleted_at <= $2 ORDER BY id",
+            )
+            .bind(org_id.to_string())
+            .bind(before)
+            .fetch_all(&mut *conn)
+            .await?;
+            for r in &projects {
+                out.push(TenantNode::Project {
+                    org_id,
+                    id: uuid(r, "id", "projects")?,
+                });
+            }
+            let envs = query(
+                "SELECT id FROM environments WHERE org_id = $1 AND deleted_at IS NOT NULL AND deleted_at <= $2 \
+                 ORDER BY id",
+            )
+            .bind(org_id.to_string())
+            .bind(before)
+            .fetch_all(&mut *conn)
+            .await?;
+            for r in &envs {
+                out.push(TenantNode::Env {
+                    org_id,
+                    id: uuid(r, "id", "environments")?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn purge_node(&self, node: TenantNode) -> Result<Option<Purged>> {
+        let org_id = node.org_id();
+        let org = org_id.to_string();
+        let mut tx = self.tenant_tx(org_id).await?;
+        let mut purged = Purged::default();
+        // Each step: (SQL with $1 = org and, but for an organization, $2 =
+        // the node), and which count it adds to.
+        let (check, steps): (&'static str, &[(&'static str, u8)]) = match node {
+            TenantNode::Env { .. } => (
+                "SELECT deleted_at FROM environments WHERE org_id = $1 AND id = $2",
+                &[
+                    (
+                        "DELETE FROM secret_versions WHERE org_id = $1 AND secret_id IN \
+                         (SELECT id FROM secrets WHERE org_id = $1 AND env_id = $2)",
+                        1,
+                    ),
+                    ("DELETE FROM secrets WHERE org_id = $1 AND env_id = $2", 2),
+                    ("DELETE FROM kv_metadata WHERE org_id = $1 AND env_id = $2", 0),
+                    ("DELETE FROM env_allowed_vars WHERE org_id = $1 AND env_id = $2", 0),
+                    ("DELETE FROM grants WHERE org_id = $1 AND env_id = $2", 0),
+                    ("DELETE FROM environments WHERE org_id = $1 AND id = $2", 3),
+                ],
+            ),
+            TenantNode::Project { .. } => (
+                "SELECT deleted_at FROM projects WHERE org_id = $1 AND id = $2",
+                &[
+                    (
+                        "DELETE FROM secret_versions WHERE org_id = $1 AND secret_id IN \
+                         (SELECT id FROM secrets WHERE org_id = $1 AND env_id IN \
+                          (SELECT id FROM environments WHERE org_id = $1 AND project_id = $2))",
+                        1,
+                    ),
+                    (
+                        "DELETE FROM secrets WHERE org_id = $1 AND env_id IN \
+                         (SELECT id FROM environments WHERE org_id = $1 AND project_id = $2)",
+                        2,
+                    ),
+                    (
+                        "DELETE FROM kv_metadata WHERE org_id = $1 AND env_id IN \
+                         (SELECT id FROM environments WHERE org_id = $1 AND project_id = $2)",
+                        0,
+                    ),
+                    (
+                        "DELETE FROM env_allowed_vars WHERE org_id = $1 AND env_id IN \
+                         (SELECT id FROM environments WHERE org_id = $1 AND project_id = $2)",
+                        0,
+                    ),
+                    (
+                        "DELETE FROM grants WHERE org_id = $1 AND (project_id = $2 OR env_id IN \
+                         (SELECT id FROM environments WHERE org_id = $1 AND project_id = $2))",
+                        0,
+                    ),
+                    ("DELETE FROM environments WHERE org_id = $1 AND project_id = $2", 3),
+                    ("DELETE FROM projects WHERE org_id = $1 AND id = $2", 0),
+                ],
+            ),
+            TenantNode::Org(_) => (
+                "SELECT deleted_at FROM orgs WHERE id = $1",
+                &[
+                    ("DELETE FROM secret_versions WHERE org_id = $1", 1),
+                    ("DELETE FROM secrets WHERE org_id = $1", 2),
+                    ("DELETE FROM kv_metadata WHERE org_id = $1", 0),
+                    ("DELETE FROM env_allowed_vars WHERE org_id = $1", 0),
+                    ("DELETE FROM grants WHERE org_id = $1", 0),
+                    ("DELETE FROM group_members WHERE org_id = $1", 0),
+                    ("DELETE FROM groups WHERE org_id = $1", 0),
+                    ("DELETE FROM tokens WHERE org_id = $1", 0),
+                    ("DELETE FROM service_accounts WHERE org_id = $1", 0),
+                    ("DELETE FROM memberships WHERE org_id = $1", 0),
+                    ("DELETE FROM environments WHERE org_id = $1", 3),
+                    ("DELETE FROM projects WHERE org_id = $1", 0),
+                    ("DELETE FROM kms_keys WHERE org_id = $1", 0),
+                    ("DELETE FROM orgs WHERE id = $1", 0),
+                ],
+            ),
+        };
+        let node_id = match node {
+            TenantNode::Org(_) => None,
+            TenantNode::Project { id, .. } | TenantNode::Env { id, .. } => Some(id.to_string()),
+        };
+        let mut q = query(check).bind(org.clone());
+        if let Some(id) = &node_id {
+            q = q.bind(id.clone());
+        }
+        let deleted: Option<Option<i64>> = q
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get::<Option<i64>, _>("deleted_at"))
+            .transpose()?;
+        if !matches!(deleted, Some(Some(_))) {
+            return Ok(None);
+        }
+        if matches!(node, TenantNode::Org(_)) {
+            let rows = query("SELECT version FROM kms_keys WHERE org_id = $1 ORDER BY version")
+                .bind(org.clone())
+                .fetch_all(&mut *tx)
+                .await?;
+            for r in &rows {
+                purged.kek_versions.push(r.try_get("version")?);
+            }
+        }
+        for (sql, count) in steps {
+            let mut q = query(sql).bind(org.clone());
+            if let Some(id) = &node_id {
+                q = q.bind(id.clone());
+            }
+            let n = q.execute(&mut *tx).await?.rows_affected();
+            match count {
+                1 => purged.versions += n,
+                2 => purged.secrets += n,
+                3 => purged.envs += n,
+                _ => {}
+            }
+        }
+        tx.commit().await?;
+        if super::Backend::kind(self) == "sqlite" {
+            // secure_delete zeroed the erased cells; move those pages out
+            // of the write-ahead log into the file and empty the log, so no
+            // older page image with a ciphertext stays on disk. Busy (a
+            // reader holds a snapshot) is not an error: the next
+            // checkpoint completes it.
+            query("PRAGMA wal_checkpoint(TRUNCATE)").execute(self.writes()).await?;
+        }
+        Ok(Some(purged))
     }
 }

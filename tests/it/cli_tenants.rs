@@ -14,11 +14,11 @@ use serde_json::Value;
 
 use crate::util::{self, Server};
 
-const ALICE: &str = "alice@example.com";
-const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const ALICE: &str = "alice@example.com";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
 /// How one `coffer` run authenticates.
-enum As<'a> {
+pub(crate) enum As<'a> {
     /// Nobody (operator init and unseal).
     Anonymous(&'a Path),
     /// `COFFER_TOKEN`.
@@ -27,7 +27,7 @@ enum As<'a> {
     Login(&'a Path),
 }
 
-fn coffer(server: &Server, who: &As<'_>, args: &[&str], stdin: &str) -> Output {
+pub(crate) fn coffer(server: &Server, who: &As<'_>, args: &[&str], stdin: &str) -> Output {
     let (home, token) = match who {
         As::Anonymous(h) | As::Login(h) => (*h, None),
         As::Token(h, t) => (*h, Some(*t)),
@@ -57,7 +57,7 @@ fn coffer(server: &Server, who: &As<'_>, args: &[&str], stdin: &str) -> Output {
 
 /// Run and require success; returns stdout.
 #[track_caller]
-fn ok(server: &Server, who: &As<'_>, args: &[&str], stdin: &str) -> String {
+pub(crate) fn ok(server: &Server, who: &As<'_>, args: &[&str], stdin: &str) -> String {
     let out = coffer(server, who, args, stdin);
     assert!(
         out.status.success(),
@@ -70,7 +70,7 @@ fn ok(server: &Server, who: &As<'_>, args: &[&str], stdin: &str) -> String {
 
 /// Run and require failure (exit 1); returns stderr.
 #[track_caller]
-fn fails(server: &Server, who: &As<'_>, args: &[&str], stdin: &str) -> String {
+pub(crate) fn fails(server: &Server, who: &As<'_>, args: &[&str], stdin: &str) -> String {
     let out = coffer(server, who, args, stdin);
     assert_eq!(
         out.status.code(),
@@ -82,20 +82,20 @@ fn fails(server: &Server, who: &As<'_>, args: &[&str], stdin: &str) -> String {
     stderr(&out)
 }
 
-fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn json(s: &str) -> Value {
+pub(crate) fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 
 /// The slugs of a JSON list answer.
-fn slugs(list: &Value) -> Vec<&str> {
+pub(crate) fn slugs(list: &Value) -> Vec<&str> {
     list.as_array()
         .expect("a list")
         .iter()

@@ -30,6 +30,7 @@ mod rekey;
 mod rotate_totp;
 mod sessions;
 mod tamper;
+mod tenant_deletion;
 mod tls;
 mod util;
 mod vault_clients;
