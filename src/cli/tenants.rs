@@ -247,6 +247,22 @@ pub(crate) enum EnvCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Compare two environments of the project: keys only in A, only in B,
+    /// in both with equal or different values (computed by the server;
+    /// needs read on both). Values are shown only with --values, which
+    /// needs reveal on both.
+    Diff {
+        /// The first environment.
+        a: String,
+        /// The second environment.
+        b: String,
+        /// Show the values too (reveal on both environments).
+        #[arg(long)]
+        values: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Restore a deleted environment inside the deletion window.
     Restore {
         /// Its slug.
@@ -480,6 +496,7 @@ pub(crate) async fn env(client: &Client, target: &Target, cmd: EnvCmd) -> anyhow
             })
         }
         EnvCmd::List { deleted: true, json } => deleted_listing(client, &base, json).await,
+        EnvCmd::Diff { a, b, values, json } => diff(client, target, (&a, &b), values, json).await,
         EnvCmd::Delete { slug, yes, json } => {
             lifecycle(
                 client,
@@ -571,6 +588,47 @@ pub(crate) async fn env(client: &Client, target: &Target, cmd: EnvCmd) -> anyhow
             )
         }
     }
+}
+
+/// Run `coffer env diff A B`.
+async fn diff(client: &Client, target: &Target, (a, b): (&str, &str), values: bool, json: bool) -> anyhow::Result<u8> {
+    let mut path = format!(
+        "/orgs/{}/projects/{}/diff?a={}&b={}",
+        seg(&target.org),
+        seg(&target.project),
+        seg(a),
+        seg(b)
+    );
+    if values {
+        path.push_str("&values=true");
+    }
+    let data = client.api(Method::GET, &path, None).await?;
+    if json {
+        print_json(&data)?;
+        return Ok(0);
+    }
+    let status = |e: &Value| match e["status"].as_str() {
+        Some("only_in_a") => format!("only in {a}"),
+        Some("only_in_b") => format!("only in {b}"),
+        Some("equal") => "equal".to_owned(),
+        Some("differs") => "differs".to_owned(),
+        _ => text(&e["status"]),
+    };
+    if values {
+        let (ha, hb) = (a.to_uppercase(), b.to_uppercase());
+        table(
+            &["KEY", "STATUS", &ha, &hb],
+            rows(&data["keys"], |e| {
+                vec![text(&e["key"]), status(e), text(&e["a_value"]), text(&e["b_value"])]
+            }),
+        );
+    } else {
+        table(
+            &["KEY", "STATUS"],
+            rows(&data["keys"], |e| vec![text(&e["key"]), status(e)]),
+        );
+    }
+    Ok(0)
 }
 
 /// A step of a deletion.

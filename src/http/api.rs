@@ -322,6 +322,27 @@ pub(super) async fn get_env(
     ok(s.coffer.tenants.get_env(&who, &org, &p, &e).await?)
 }
 
+/// `GET …/projects/{project}/diff?a=ENV&b=ENV[&values=true]`.
+#[derive(Debug, Deserialize)]
+pub(super) struct DiffQuery {
+    a: String,
+    b: String,
+    #[serde(default)]
+    values: bool,
+}
+
+pub(super) async fn diff_envs(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p)): ProjectP,
+    Query(q): Query<DiffQuery>,
+    note: AuditNote,
+) -> Reply<impl Serialize> {
+    let diff = s.coffer.secrets.diff(&who, (&org, &p), (&q.a, &q.b), q.values).await?;
+    note.values(diff.value_count());
+    ok(diff)
+}
+
 pub(super) async fn list_secrets(
     State(s): State<AppState>,
     Auth(who): Auth,

@@ -218,6 +218,8 @@ routes! {
     "/api/v1/orgs/{org}/projects/{project}/permanent" {
         DELETE => api::purge_project, Action("project.purge");
     }
+    // two environments compared: read on both (values: reveal on both)
+    "/api/v1/orgs/{org}/projects/{project}/diff" { GET => api::diff_envs, Action("env.diff"); }
     "/api/v1/orgs/{org}/projects/{project}/environments" {
         GET => api::list_envs, Action("env.list");
         POST => api::create_env, Action("env.create");

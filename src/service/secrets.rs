@@ -216,6 +216,16 @@ impl SecretService {
         }
     }
 
+    /// Decrypt an environment's current value of one key.
+    pub(super) async fn decrypt_current(
+        &self,
+        keyring: &Keyring,
+        path: &EnvPath,
+        v: &CurrentValue,
+    ) -> Result<Zeroizing<String>> {
+        self.decrypt(keyring, path, &v.key, v.into()).await
+    }
+
     /// Decrypt one stored version (the KV mount reads any version).
     pub(super) async fn decrypt_version(
         &self,

@@ -18,6 +18,7 @@ mod cli_tenants;
 mod cluster;
 mod conformance;
 mod edges;
+mod env_compare;
 mod generate_root;
 mod hardening;
 mod hsm;
