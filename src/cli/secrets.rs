@@ -99,6 +99,30 @@ pub(crate) enum SecretsCmd {
         /// The .env file.
         file: std::path::PathBuf,
     },
+    /// Copy (promote) values from one environment of the project to another:
+    /// the server makes a plan (created / updated / unchanged) and applies it
+    /// in one transaction, all or nothing. Needs reveal on --from, and read
+    /// plus create/update on --to. --dry-run prints the plan only.
+    Copy {
+        /// Source environment.
+        #[arg(long)]
+        from: String,
+        /// Target environment.
+        #[arg(long)]
+        to: String,
+        /// The keys to copy.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        keys: Vec<String>,
+        /// Every key of the source.
+        #[arg(long)]
+        all: bool,
+        /// Print the plan, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Let `coffer run` set one variable it refuses by default (LD_PRELOAD,
     /// EDITOR, GIT_SSH_COMMAND…) in this environment; environment admins
     /// only, audited. `--remove` refuses it again; without NAME, list.
@@ -242,6 +266,39 @@ pub(crate) async fn run(client: &Client, env: &Target, cmd: SecretsCmd) -> anyho
                 .api(Method::POST, &format!("{}/restore", secret(&key)), None)
                 .await?;
             println!("{key}: restored");
+        }
+        SecretsCmd::Copy {
+            from,
+            to,
+            keys,
+            all,
+            dry_run,
+            json,
+        } => {
+            let path = format!("/orgs/{}/projects/{}/copy", seg(&env.org), seg(&env.project));
+            let body = json!({ "from": from, "to": to, "keys": keys, "all": all, "dry_run": dry_run });
+            let data = client.api(Method::POST, &path, Some(&body)).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+                return Ok(0);
+            }
+            let plan = data["plan"].as_array().cloned().unwrap_or_default();
+            for item in &plan {
+                println!(
+                    "{:<10} {}",
+                    item["action"].as_str().unwrap_or("?"),
+                    item["key"].as_str().unwrap_or("?")
+                );
+            }
+            let count = |a: &str| plan.iter().filter(|i| i["action"] == a).count();
+            println!(
+                "{} {from} -> {to}: {} created, {} updated, {} unchanged{}",
+                if dry_run { "Plan" } else { "Copied" },
+                count("created"),
+                count("updated"),
+                count("unchanged"),
+                if dry_run { " (dry run: nothing written)" } else { "" }
+            );
         }
         SecretsCmd::Diff { file } => {
             return super::files::diff(client, env, &file).await;

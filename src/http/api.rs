@@ -343,6 +343,35 @@ pub(super) async fn diff_envs(
     ok(diff)
 }
 
+/// `POST …/projects/{project}/copy`.
+#[derive(Debug, Deserialize)]
+pub(super) struct CopyBody {
+    from: String,
+    to: String,
+    #[serde(default)]
+    keys: Vec<String>,
+    #[serde(default)]
+    all: bool,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+pub(super) async fn copy_secrets(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p)): ProjectP,
+    Body(b): Body<CopyBody>,
+) -> Reply<impl Serialize> {
+    let req = crate::service::CopyRequest {
+        from: &b.from,
+        to: &b.to,
+        keys: &b.keys,
+        all: b.all,
+        dry_run: b.dry_run,
+    };
+    ok(s.coffer.secrets.copy(&who, (&org, &p), req).await?)
+}
+
 pub(super) async fn list_secrets(
     State(s): State<AppState>,
     Auth(who): Auth,

@@ -220,6 +220,9 @@ routes! {
     }
     // two environments compared: read on both (values: reveal on both)
     "/api/v1/orgs/{org}/projects/{project}/diff" { GET => api::diff_envs, Action("env.diff"); }
+    // values copied from one environment to another: reveal on the source,
+    // read and create/update on the target; a plan, then one transaction
+    "/api/v1/orgs/{org}/projects/{project}/copy" { POST => api::copy_secrets, Action("env.copy"); }
     "/api/v1/orgs/{org}/projects/{project}/environments" {
         GET => api::list_envs, Action("env.list");
         POST => api::create_env, Action("env.create");

@@ -49,7 +49,7 @@ pub use allowed_vars::AllowedVarView;
 pub use audit::AuditService;
 pub use auth::IdentityService;
 pub use auth::{Caller, ClientCert, IssuedToken, Session, TokenView, TotpEnrollment, WhoAmI};
-pub use compare::{DiffEntry, DiffStatus, DiffView};
+pub use compare::{CopyAction, CopyItem, CopyRequest, CopyView, DiffEntry, DiffStatus, DiffView};
 pub use device::DeviceCode;
 pub use keys::KeyService;
 pub use kv::KvService;

@@ -22,7 +22,7 @@ use crate::storage::{CurrentValue, EnvPath, SecretRow, StorageError, VersionRow}
 
 /// How often a write retries after losing a race to a write of another
 /// server (writers in this server take turns: `write_queue.rs`).
-const WRITE_RETRIES: usize = 5;
+pub(super) const WRITE_RETRIES: usize = 5;
 
 /// A secret as the API shows it; `value` only when revealed (wiped when
 /// dropped). Its Debug never shows the value.
@@ -351,75 +351,7 @@ impl SecretService {
                     Permission::Create
                 },
             )?;
-            let kek = self.kek(keyring, path.org_id, path.kek_version).await?;
-            let type_name = match (&input.value_type, &existing) {
-                (Some(t), _) => t.clone(),
-                (None, Some(s)) => s.value_type.clone(),
-                (None, None) => ValueType::Text.as_str().to_owned(),
-            };
-            let value_type = ValueType::parse(&type_name).ok_or_else(|| {
-                ServiceError::Invalid(format!(
-                    "type {type_name:?} is unknown; use one of text, json, yaml, boolean, integer, password"
-                ))
-            })?;
-            value_type
-                .validate(&input.value)
-                .map_err(|msg| ServiceError::Invalid(format!("value of {key} is not a valid {type_name}: {msg}")))?;
-            let now = now_ms();
-            let (secret, expected) = match existing {
-                Some(mut s) => {
-                    let expected = s.current_version;
-                    s.current_version += 1;
-                    s.value_type = type_name.clone();
-                    if let Some(d) = &input.description {
-                        s.description = d.clone();
-                    }
-                    s.deleted_at = None;
-                    s.updated_at = now;
-                    (s, expected)
-                }
-                None => (
-                    SecretRow {
-                        id: Uuid::new_v4(),
-                        org_id: path.org_id,
-                        env_id: path.env_id,
-                        key: key.to_owned(),
-                        value_type: type_name.clone(),
-                        description: input.description.clone().unwrap_or_default(),
-                        current_version: 1,
-                        deleted_at: None,
-                        created_at: now,
-                        updated_at: now,
-                        ciphertext_len: 0,
-                    },
-                    0,
-                ),
-            };
-            let row = ValueRow {
-                org_id: path.org_id,
-                env_id: path.env_id,
-                secret_id: secret.id,
-                version_id: Uuid::new_v4(),
-                version: secret.current_version,
-            };
-            let sealed = keys::encrypt_value(&kek, &row, input.value.as_bytes())
-                .map_err(|e| ServiceError::Internal(e.to_string()))?;
-            let version = VersionRow {
-                id: row.version_id,
-                org_id: path.org_id,
-                secret_id: secret.id,
-                version: secret.current_version,
-                value_type: type_name,
-                ciphertext: sealed.ciphertext,
-                wrapped_dek: sealed.wrapped_dek,
-                kek_version: path.kek_version,
-                created_by: who.accessor.clone(),
-                created_at: now,
-            };
-            let secret = SecretRow {
-                ciphertext_len: version.ciphertext.len() as i64,
-                ..secret
-            };
+            let (secret, expected, version) = self.prepare_version(keyring, who, path, existing, key, input).await?;
             match self.secret_store.put_version(&secret, expected, &version).await {
                 Ok(()) => {
                     self.shared.broadcast(super::cluster::Event::Env(path.env_id));
@@ -432,6 +364,90 @@ impl SecretService {
         Err(ServiceError::Conflict(format!(
             "secret {key} is being written by others; try again"
         )))
+    }
+
+    /// The rows of a new version of `key` holding `input` (a fresh DEK,
+    /// under the organization's active KEK): the secret row moved to it,
+    /// the version it was based on (0: a new secret) and the version row.
+    pub(super) async fn prepare_version(
+        &self,
+        keyring: &Keyring,
+        who: &Unsealed,
+        path: &EnvPath,
+        existing: Option<SecretRow>,
+        key: &str,
+        input: &SecretInput,
+    ) -> Result<(SecretRow, i64, VersionRow)> {
+        let kek = self.kek(keyring, path.org_id, path.kek_version).await?;
+        let type_name = match (&input.value_type, &existing) {
+            (Some(t), _) => t.clone(),
+            (None, Some(s)) => s.value_type.clone(),
+            (None, None) => ValueType::Text.as_str().to_owned(),
+        };
+        let value_type = ValueType::parse(&type_name).ok_or_else(|| {
+            ServiceError::Invalid(format!(
+                "type {type_name:?} is unknown; use one of text, json, yaml, boolean, integer, password"
+            ))
+        })?;
+        value_type
+            .validate(&input.value)
+            .map_err(|msg| ServiceError::Invalid(format!("value of {key} is not a valid {type_name}: {msg}")))?;
+        let now = now_ms();
+        let (secret, expected) = match existing {
+            Some(mut s) => {
+                let expected = s.current_version;
+                s.current_version += 1;
+                s.value_type = type_name.clone();
+                if let Some(d) = &input.description {
+                    s.description = d.clone();
+                }
+                s.deleted_at = None;
+                s.updated_at = now;
+                (s, expected)
+            }
+            None => (
+                SecretRow {
+                    id: Uuid::new_v4(),
+                    org_id: path.org_id,
+                    env_id: path.env_id,
+                    key: key.to_owned(),
+                    value_type: type_name.clone(),
+                    description: input.description.clone().unwrap_or_default(),
+                    current_version: 1,
+                    deleted_at: None,
+                    created_at: now,
+                    updated_at: now,
+                    ciphertext_len: 0,
+                },
+                0,
+            ),
+        };
+        let row = ValueRow {
+            org_id: path.org_id,
+            env_id: path.env_id,
+            secret_id: secret.id,
+            version_id: Uuid::new_v4(),
+            version: secret.current_version,
+        };
+        let sealed = keys::encrypt_value(&kek, &row, input.value.as_bytes())
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let version = VersionRow {
+            id: row.version_id,
+            org_id: path.org_id,
+            secret_id: secret.id,
+            version: secret.current_version,
+            value_type: type_name,
+            ciphertext: sealed.ciphertext,
+            wrapped_dek: sealed.wrapped_dek,
+            kek_version: path.kek_version,
+            created_by: who.accessor.clone(),
+            created_at: now,
+        };
+        let secret = SecretRow {
+            ciphertext_len: version.ciphertext.len() as i64,
+            ..secret
+        };
+        Ok((secret, expected, version))
     }
 
     /// Version list, oldest first; never decrypts.

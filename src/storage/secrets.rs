@@ -126,6 +126,10 @@ pub trait SecretStore: Send + Sync + std::fmt::Debug {
     /// (0 = the secret must not exist yet); if another write got there first
     /// this fails with [`StorageError::Conflict`] and writes nothing.
     async fn put_version(&self, secret: &SecretRow, expected_current: i64, version: &VersionRow) -> Result<()>;
+    /// Several [`Self::put_version`]s in one environment, in one
+    /// transaction: all of them or (on any [`StorageError::Conflict`])
+    /// none.
+    async fn put_versions(&self, writes: &[(SecretRow, i64, VersionRow)]) -> Result<()>;
     /// Set or clear the soft-delete mark. False if no such secret.
     async fn set_deleted(&self, org_id: Uuid, secret_id: Uuid, deleted_at: Option<i64>, now: i64) -> Result<bool>;
     /// Remove a secret and all its versions for good. False if no such secret.
@@ -410,59 +414,28 @@ impl SecretStore for SqlBackend {
 
     async fn put_version(&self, s: &SecretRow, expected_current: i64, v: &VersionRow) -> Result<()> {
         let mut tx = self.tenant_tx(s.org_id).await?;
-        if expected_current == 0 {
-            query(
-                "INSERT INTO secrets (id, org_id, env_id, key, type, description, current_version, deleted_at, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9)",
-            )
-            .bind(s.id.to_string())
-            .bind(s.org_id.to_string())
-            .bind(s.env_id.to_string())
-            .bind(&s.key)
-            .bind(&s.value_type)
-            .bind(&s.description)
-            .bind(v.version)
-            .bind(s.created_at)
-            .bind(s.updated_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(conflict("the secret was created concurrently"))?;
-        } else {
-            let done = query(
-                "UPDATE secrets SET type = $1, description = $2, current_version = $3, deleted_at = NULL, updated_at = $4 \
-                 WHERE id = $5 AND org_id = $6 AND current_version = $7",
-            )
-            .bind(&s.value_type)
-            .bind(&s.description)
-            .bind(v.version)
-            .bind(s.updated_at)
-            .bind(s.id.to_string())
-            .bind(s.org_id.to_string())
-            .bind(expected_current)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() != 1 {
-                return Err(StorageError::Conflict("the secret was changed concurrently"));
-            }
-        }
-        query(
-            "INSERT INTO secret_versions (id, org_id, secret_id, version, type, ciphertext, wrapped_dek, kek_version, created_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(v.id.to_string())
-        .bind(s.org_id.to_string())
-        .bind(v.secret_id.to_string())
-        .bind(v.version)
-        .bind(&v.value_type)
-        .bind(&v.ciphertext)
-        .bind(&v.wrapped_dek)
-        .bind(v.kek_version)
-        .bind(&v.created_by)
-        .bind(v.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(conflict("this version exists already"))?;
+        append_version(&mut tx, s, expected_current, v).await?;
         bump_revision(&mut tx, BUMP_ENV, s.org_id, s.env_id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn put_versions(&self, writes: &[(SecretRow, i64, VersionRow)]) -> Result<()> {
+        let Some((first, _, _)) = writes.first() else {
+            return Ok(());
+        };
+        let (org_id, env_id) = (first.org_id, first.env_id);
+        if writes.iter().any(|(s, _, _)| s.org_id != org_id || s.env_id != env_id) {
+            return Err(StorageError::Corrupt {
+                table: "secrets",
+                what: "one batch of versions must be of one environment".into(),
+            });
+        }
+        let mut tx = self.tenant_tx(org_id).await?;
+        for (s, expected, v) in writes {
+            append_version(&mut tx, s, *expected, v).await?;
+        }
+        bump_revision(&mut tx, BUMP_ENV, org_id, env_id).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -497,4 +470,67 @@ impl SecretStore for SqlBackend {
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
+}
+
+/// Append one version in `tx` and move its secret to it (compare-and-set
+/// on the current version; 0 = create).
+async fn append_version(
+    tx: &mut sqlx::Transaction<'static, Any>,
+    s: &SecretRow,
+    expected_current: i64,
+    v: &VersionRow,
+) -> Result<()> {
+    if expected_current == 0 {
+        query(
+                "INSERT INTO secrets (id, org_id, env_id, key, type, description, current_version, deleted_at, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9)",
+            )
+            .bind(s.id.to_string())
+            .bind(s.org_id.to_string())
+            .bind(s.env_id.to_string())
+            .bind(&s.key)
+            .bind(&s.value_type)
+            .bind(&s.description)
+            .bind(v.version)
+            .bind(s.created_at)
+            .bind(s.updated_at)
+            .execute(&mut **tx)
+            .await
+            .map_err(conflict("the secret was created concurrently"))?;
+    } else {
+        let done = query(
+            "UPDATE secrets SET type = $1, description = $2, current_version = $3, deleted_at = NULL, updated_at = $4 \
+                 WHERE id = $5 AND org_id = $6 AND current_version = $7",
+        )
+        .bind(&s.value_type)
+        .bind(&s.description)
+        .bind(v.version)
+        .bind(s.updated_at)
+        .bind(s.id.to_string())
+        .bind(s.org_id.to_string())
+        .bind(expected_current)
+        .execute(&mut **tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StorageError::Conflict("the secret was changed concurrently"));
+        }
+    }
+    query(
+            "INSERT INTO secret_versions (id, org_id, secret_id, version, type, ciphertext, wrapped_dek, kek_version, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(v.id.to_string())
+        .bind(s.org_id.to_string())
+        .bind(v.secret_id.to_string())
+        .bind(v.version)
+        .bind(&v.value_type)
+        .bind(&v.ciphertext)
+        .bind(&v.wrapped_dek)
+        .bind(v.kek_version)
+        .bind(&v.created_by)
+        .bind(v.created_at)
+        .execute(&mut **tx)
+        .await
+        .map_err(conflict("this version exists already"))?;
+    Ok(())
 }
