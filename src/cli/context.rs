@@ -405,6 +405,95 @@ fn save(dir: &Path, file: &ConfigFile) -> anyhow::Result<()> {
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot replace {}", path.display()))
 }
 
+/// `coffer status`: in one screen, the environment commands act on (and
+/// where each part comes from), the server and its seal state, and who the
+/// CLI acts as. A server that cannot be reached, or no login, is shown as
+/// such, not an error: this is the first command to run when something is
+/// off.
+pub(crate) async fn status(server: &super::client::ServerArgs, flags: &EnvArgs, json: bool) -> anyhow::Result<u8> {
+    use reqwest::Method;
+    use serde_json::{Value, json};
+    let t = resolve(flags)?;
+    let (address, s_address) = address(server.address.as_deref())?;
+    let context = current_context()?.map(|(name, _)| name);
+    let client = super::client::Client::new(server)?;
+    let seal = match client.send(Method::GET, "/v1/sys/seal-status", None).await {
+        Ok((st, v)) if st.is_success() => v,
+        Ok((st, v)) => json!({ "error": format!("{st}: {}", super::client::error_message(&v)) }),
+        Err(e) => json!({ "error": format!("{e:#}") }),
+    };
+    let identity = if client.require_token().is_err() {
+        json!({ "error": "not logged in (coffer login, or COFFER_TOKEN)" })
+    } else {
+        let sealed = seal["sealed"].as_bool() == Some(true);
+        match client.api_raw(Method::GET, "/auth/whoami", None).await {
+            Ok((st, _, v)) if st.is_success() => v["data"].clone(),
+            Ok((st, _, v)) if sealed => {
+                json!({ "error": format!("unknown while sealed ({st}: {})", super::client::error_message(&v)) })
+            }
+            Ok((st, _, v)) => json!({ "error": format!("{st}: {}", super::client::error_message(&v)) }),
+            Err(e) => json!({ "error": format!("{e:#}") }),
+        }
+    };
+    if json {
+        let out = json!({
+            "context": context,
+            "org": { "value": t.org, "from": t.sources[0].to_string() },
+            "project": { "value": t.project, "from": t.sources[1].to_string() },
+            "env": { "value": t.env, "from": t.sources[2].to_string() },
+            "server": { "address": address, "from": s_address.to_string(), "seal": seal },
+            "identity": identity,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(0);
+    }
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    };
+    println!("{:<10} {}", "context", context.as_deref().unwrap_or("(none)"));
+    println!("{:<10} {}/{}/{}", "target", t.org, t.project, t.env);
+    println!("{:<10} {:<24} ({})", "  org", t.org, t.sources[0]);
+    println!("{:<10} {:<24} ({})", "  project", t.project, t.sources[1]);
+    println!("{:<10} {:<24} ({})", "  env", t.env, t.sources[2]);
+    println!("{:<10} {:<24} ({})", "server", address, s_address);
+    let state = if let Some(e) = seal.get("error") {
+        format!("unreachable: {}", text(e))
+    } else if seal["initialized"].as_bool() == Some(false) {
+        "not initialized (coffer operator init)".to_owned()
+    } else if seal["sealed"].as_bool() == Some(true) {
+        format!(
+            "sealed ({}/{} unseal shares given; coffer operator unseal)",
+            text(&seal["progress"]),
+            text(&seal["t"])
+        )
+    } else {
+        "unsealed".to_owned()
+    };
+    println!("{:<10} {state}", "seal");
+    if let Some(e) = identity.get("error") {
+        println!("{:<10} {}", "identity", text(e));
+    } else {
+        let org = match &identity["org"] {
+            Value::Null => String::new(),
+            o => format!(" in {}", text(o)),
+        };
+        println!(
+            "{:<10} {} {}{org} (token {}, expires {})",
+            "identity",
+            text(&identity["kind"]),
+            text(&identity["name"]),
+            text(&identity["accessor"]),
+            match &identity["expires_at"] {
+                Value::Null => "never".to_owned(),
+                v => text(v),
+            }
+        );
+    }
+    Ok(0)
+}
+
 #[cfg(test)]
 #[expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {

@@ -131,6 +131,17 @@ enum Command {
         #[command(flatten)]
         server: client::ServerArgs,
     },
+    /// One screen: the org/project/env commands act on (and where each
+    /// comes from), the server and its seal state, and who you are.
+    Status {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        env: secrets::EnvArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show who the CLI acts as: kind, name, org, accessor, expiry.
     Whoami {
         #[command(flatten)]
@@ -296,6 +307,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             println!("man pages written to {}", out.display());
             Ok(0)
         }
+        Command::Status { server, env, json } => context::status(&server, &env, json).await,
         Command::Whoami { server, json } => auth::whoami(&client::Client::new(&server)?, json).await,
         Command::User { server, cmd } => auth::user(&client::Client::new(&server)?, cmd).await,
         Command::Org { server, org, cmd } => access::org(&client::Client::new(&server)?, &org, cmd).await,

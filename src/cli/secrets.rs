@@ -244,7 +244,11 @@ pub(crate) async fn run(client: &Client, env: &Target, cmd: SecretsCmd) -> anyho
                     v["version"],
                     v["type"].as_str().unwrap_or(""),
                     v["created_at"].as_str().unwrap_or(""),
-                    v["created_by"].as_str().unwrap_or("")
+                    match (v["created_by"].as_str(), v["created_by_kind"].as_str()) {
+                        (Some(name), Some("service_account")) => format!("{name} (service account)"),
+                        (Some(accessor), Some("accessor")) => format!("token {accessor}"),
+                        (name, _) => name.unwrap_or("").to_owned(),
+                    }
                 );
             }
         }

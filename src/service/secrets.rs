@@ -71,12 +71,30 @@ pub struct VersionView {
     /// value type of that version
     #[serde(rename = "type")]
     pub value_type: String,
-    /// writer's token accessor
+    /// who wrote it: an email, a service account's name or "root" (the
+    /// token accessor for versions written before names were recorded)
     pub created_by: String,
+    /// "user", "service_account", "root"; "accessor" for those older versions
+    pub created_by_kind: String,
+    /// the writer's token accessor
+    pub accessor: String,
     /// RFC 3339
     pub created_at: String,
     /// KEK version that wraps its DEK
     pub kek_version: i64,
+}
+
+/// How a version names its writer: `kind:name` (see [`VersionView`]).
+pub(super) fn author_of(who: &Unsealed) -> String {
+    format!("{}:{}", who.kind.as_str(), who.name)
+}
+
+/// (name, kind) of a stored author; the accessor when none was recorded.
+fn author_view(author: &str, accessor: &str) -> (String, String) {
+    match author.split_once(':') {
+        Some((kind, name)) if !name.is_empty() => (name.to_owned(), kind.to_owned()),
+        _ => (accessor.to_owned(), "accessor".to_owned()),
+    }
 }
 
 /// One stored version as decryption sees it.
@@ -441,6 +459,7 @@ impl SecretService {
             wrapped_dek: sealed.wrapped_dek,
             kek_version: path.kek_version,
             created_by: who.accessor.clone(),
+            author: author_of(who),
             created_at: now,
         };
         let secret = SecretRow {
@@ -467,12 +486,17 @@ impl SecretService {
             .versions(path.org_id, secret.id)
             .await?
             .into_iter()
-            .map(|v| VersionView {
-                version: v.version,
-                value_type: v.value_type,
-                created_by: v.created_by,
-                created_at: rfc3339(v.created_at),
-                kek_version: v.kek_version,
+            .map(|v| {
+                let (created_by, created_by_kind) = author_view(&v.author, &v.created_by);
+                VersionView {
+                    version: v.version,
+                    value_type: v.value_type,
+                    created_by,
+                    created_by_kind,
+                    accessor: v.created_by,
+                    created_at: rfc3339(v.created_at),
+                    kek_version: v.kek_version,
+                }
             })
             .collect())
     }

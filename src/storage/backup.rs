@@ -226,6 +226,7 @@ pub const BACKUP_TABLES: &[Table] = &[
             ("created_at", Int),
             ("kv_deleted_at", Int),
             ("kv_destroyed", Int),
+            ("author", Text),
         ],
     },
     Table {

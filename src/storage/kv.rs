@@ -128,7 +128,7 @@ impl KvStore for SqlBackend {
                     s.created_at, s.updated_at, CAST(length(v.ciphertext) AS BIGINT) AS ct_len, v.id AS v_id, \
                     v.org_id AS v_org_id, v.secret_id AS v_secret_id, \
                     v.version AS v_version, v.type AS v_type, v.ciphertext AS v_ciphertext, \
-                    v.wrapped_dek AS v_wrapped_dek, v.kek_version AS v_kek_version, v.created_by AS v_created_by, \
+                    v.wrapped_dek AS v_wrapped_dek, v.kek_version AS v_kek_version, v.created_by AS v_created_by, v.author AS v_author, \
                     v.created_at AS v_created_at, m.custom_metadata AS kv_custom \
              FROM secrets s JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version \
              LEFT JOIN kv_metadata m ON m.org_id = s.org_id AND m.env_id = s.env_id AND m.key = s.key \

@@ -78,6 +78,9 @@ pub struct VersionRow {
     pub kek_version: i64,
     /// token accessor of the writer
     pub created_by: String,
+    /// the writer by name: "root", "user:EMAIL", "service_account:NAME"
+    /// ("" for versions written before names were recorded)
+    pub author: String,
     /// unix ms
     pub created_at: i64,
 }
@@ -227,6 +230,7 @@ pub(super) struct VersionCols {
     wrapped_dek: &'static str,
     kek_version: &'static str,
     created_by: &'static str,
+    author: &'static str,
     created_at: &'static str,
 }
 
@@ -240,6 +244,7 @@ const PLAIN: VersionCols = VersionCols {
     wrapped_dek: "wrapped_dek",
     kek_version: "kek_version",
     created_by: "created_by",
+    author: "author",
     created_at: "created_at",
 };
 
@@ -253,6 +258,7 @@ pub(super) const PREFIXED: VersionCols = VersionCols {
     wrapped_dek: "v_wrapped_dek",
     kek_version: "v_kek_version",
     created_by: "v_created_by",
+    author: "v_author",
     created_at: "v_created_at",
 };
 
@@ -274,6 +280,7 @@ pub(super) fn version_row(r: &AnyRow, c: &VersionCols, with_blobs: bool) -> Resu
         wrapped_dek,
         kek_version: r.try_get(c.kek_version)?,
         created_by: r.try_get(c.created_by)?,
+        author: r.try_get(c.author)?,
         created_at: r.try_get(c.created_at)?,
     })
 }
@@ -325,7 +332,7 @@ impl SecretStore for SqlBackend {
                     s.created_at, s.updated_at, CAST(length(v.ciphertext) AS BIGINT) AS ct_len, v.id AS v_id, \
                     v.org_id AS v_org_id, v.secret_id AS v_secret_id, \
                     v.version AS v_version, v.type AS v_type, v.ciphertext AS v_ciphertext, \
-                    v.wrapped_dek AS v_wrapped_dek, v.kek_version AS v_kek_version, v.created_by AS v_created_by, \
+                    v.wrapped_dek AS v_wrapped_dek, v.kek_version AS v_kek_version, v.created_by AS v_created_by, v.author AS v_author, \
                     v.created_at AS v_created_at \
              FROM secrets s JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version \
              WHERE s.org_id = $1 AND v.org_id = $1 AND s.env_id = $2 AND s.key = $3",
@@ -341,7 +348,7 @@ impl SecretStore for SqlBackend {
 
     async fn version(&self, org_id: Uuid, secret_id: Uuid, version: i64) -> Result<Option<VersionRow>> {
         let row = query(
-            "SELECT id, org_id, secret_id, version, type, ciphertext, wrapped_dek, kek_version, created_by, created_at \
+            "SELECT id, org_id, secret_id, version, type, ciphertext, wrapped_dek, kek_version, created_by, author, created_at \
              FROM secret_versions WHERE org_id = $1 AND secret_id = $2 AND version = $3",
         )
         .bind(org_id.to_string())
@@ -354,7 +361,7 @@ impl SecretStore for SqlBackend {
 
     async fn versions(&self, org_id: Uuid, secret_id: Uuid) -> Result<Vec<VersionRow>> {
         let rows = query(
-            "SELECT id, org_id, secret_id, version, type, kek_version, created_by, created_at \
+            "SELECT id, org_id, secret_id, version, type, kek_version, created_by, author, created_at \
              FROM secret_versions WHERE org_id = $1 AND secret_id = $2 ORDER BY version",
         )
         .bind(org_id.to_string())
@@ -516,8 +523,8 @@ async fn append_version(
         }
     }
     query(
-            "INSERT INTO secret_versions (id, org_id, secret_id, version, type, ciphertext, wrapped_dek, kek_version, created_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO secret_versions (id, org_id, secret_id, version, type, ciphertext, wrapped_dek, kek_version, created_by, created_at, author) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(v.id.to_string())
         .bind(s.org_id.to_string())
@@ -529,6 +536,7 @@ async fn append_version(
         .bind(v.kek_version)
         .bind(&v.created_by)
         .bind(v.created_at)
+        .bind(&v.author)
         .execute(&mut **tx)
         .await
         .map_err(conflict("this version exists already"))?;

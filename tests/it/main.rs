@@ -14,6 +14,7 @@ mod cli_access;
 mod cli_integrity;
 mod cli_pin;
 mod cli_run;
+mod cli_status;
 mod cli_tenants;
 mod cluster;
 mod conformance;

@@ -74,6 +74,7 @@ pub(super) fn version(s: &SecretRow, n: i64, byte: u8) -> VersionRow {
         wrapped_dek: vec![byte; 61],
         kek_version: 1,
         created_by: "acc".into(),
+        author: "user:someone@example.com".into(),
         created_at: 10 + n,
     }
 }
