@@ -48,6 +48,10 @@ pub(crate) enum SecretsCmd {
         /// Metadata only; do not reveal the value.
         #[arg(long)]
         meta: bool,
+        /// Resolve the value's `${…}` references (reveal on every
+        /// environment they read).
+        #[arg(long, conflicts_with = "meta")]
+        resolve: bool,
         /// Print JSON (same as `-o json`).
         #[arg(long)]
         json: bool,
@@ -186,12 +190,15 @@ pub(crate) async fn run(client: &Client, env: &Target, cmd: SecretsCmd) -> anyho
         SecretsCmd::Get {
             key,
             meta,
+            resolve,
             json,
             output,
         } => {
             let json = json || output == Output::Json;
             let path = if meta {
                 secret(&key)
+            } else if resolve {
+                format!("{}?reveal=true&resolve=true", secret(&key))
             } else {
                 format!("{}?reveal=true", secret(&key))
             };

@@ -76,6 +76,9 @@ pub(super) struct Rollback {
 pub(super) struct RevealQuery {
     #[serde(default)]
     reveal: bool,
+    /// with `reveal`: resolve the value's `${…}` references
+    #[serde(default)]
+    resolve: bool,
 }
 
 /// Whether a secret read asks for the value: the handler's own parse of
@@ -390,11 +393,14 @@ pub(super) async fn get_secret(
     if q.reveal {
         note.action("secret.reveal");
     }
-    let secret = s
-        .coffer
-        .secrets
-        .get_secret(&who, (&org, &p, &e), &key, q.reveal)
-        .await?;
+    let secret = if q.reveal && q.resolve {
+        s.coffer.secrets.reveal_resolved(&who, (&org, &p, &e), &key).await?
+    } else {
+        s.coffer
+            .secrets
+            .get_secret(&who, (&org, &p, &e), &key, q.reveal)
+            .await?
+    };
     if q.reveal {
         note.values(1);
     }

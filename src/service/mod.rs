@@ -26,6 +26,7 @@ mod lifecycle;
 mod limits;
 mod operator;
 mod orgs;
+mod references;
 pub mod rekey;
 mod secrets;
 mod users;

@@ -298,6 +298,25 @@ impl SecretService {
         Ok(view(&secret, Some(value)))
     }
 
+    /// One secret's value with its references (`${…}`) resolved (reveal
+    /// here, and reveal on every other environment a reference reads).
+    pub async fn reveal_resolved(
+        &self,
+        who: &Unsealed,
+        (org, project, env): (&str, &str, &str),
+        key: &str,
+    ) -> Result<SecretView> {
+        let path = self
+            .access
+            .authorize_env(who, (org, project, env), Permission::Reveal)
+            .await?;
+        let secret = self.live_secret(&path, key).await?;
+        let values = self.plaintexts(who.keyring(), &path).await?;
+        let mut resolver = super::references::Resolver::new(self, who, org, (project, env, values));
+        let value = resolver.resolve_key(project, env, key).await?;
+        Ok(view(&secret, Some(value)))
+    }
+
     /// Create or update: a new version with a fresh DEK.
     pub async fn put_secret(
         &self,
@@ -609,6 +628,20 @@ impl SecretService {
         for v in self.secret_store.current_values(path.org_id, path.env_id).await?.iter() {
             let value = self.decrypt(keyring, &path, &v.key, v.into()).await?;
             values.insert(v.key.clone(), value);
+        }
+        // References (`${…}`) resolve here, each referenced environment
+        // under the caller's own permission there.
+        let referring: Vec<String> = values
+            .iter()
+            .filter(|(_, v)| super::references::has_reference(v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !referring.is_empty() {
+            let mut resolver = super::references::Resolver::new(self, who, org, (project, env, values.clone()));
+            for key in referring {
+                let resolved = resolver.resolve_key(project, env, &key).await?;
+                values.insert(key, resolved);
+            }
         }
         let dangerous = dangerous_names(&values);
         // The allow list is read only when a refused name is present.

@@ -28,6 +28,7 @@ mod lifecycle;
 mod memory;
 mod ops;
 mod org_limits;
+mod references;
 mod rekey;
 mod rotate_totp;
 mod sessions;
