@@ -442,17 +442,13 @@ impl TenantService {
         let due = self.tenant_store.expired_deletions(before).await?;
         let mut done = 0usize;
         for node in due {
-            let (action, org) = match node {
-                TenantNode::Org(_) => ("org.purge", node.org_id()),
-                TenantNode::Project { .. } => ("project.purge", node.org_id()),
-                TenantNode::Env { .. } => ("env.purge", node.org_id()),
+            let action = match node {
+                TenantNode::Org(_) => "org.purge",
+                TenantNode::Project { .. } => "project.purge",
+                TenantNode::Env { .. } => "env.purge",
             };
             let request_id = format!("purge-job-{}", Uuid::new_v4());
-            let resource = match node {
-                TenantNode::Org(id) => format!("org:{id}"),
-                TenantNode::Project { id, .. } => format!("org:{org}/project:{id}"),
-                TenantNode::Env { id, .. } => format!("org:{org}/environment:{id}"),
-            };
+            let (org_slug, resource) = self.node_names(node).await?;
             let event = |outcome: Outcome, status: u16, reason: String| AuditEvent {
                 request_id: request_id.clone(),
                 actor: Actor {
@@ -465,7 +461,7 @@ impl TenantService {
                 method: "JOB".to_owned(),
                 action: action.to_owned(),
                 resource: resource.clone(),
-                org: org.to_string(),
+                org: org_slug.clone(),
                 outcome,
                 status,
                 reason,
@@ -489,6 +485,69 @@ impl TenantService {
             }
         }
         Ok(format!("{done} deleted organizations/projects/environments purged"))
+    }
+}
+
+impl TenantService {
+    /// The organization slug and the API path of a node (as the HTTP
+    /// layer's records name it), for the purge job's records; ids where a
+    /// slug cannot be found.
+    async fn node_names(&self, node: TenantNode) -> Result<(String, String)> {
+        let org_id = node.org_id();
+        let org = self
+            .tenant_store
+            .list_orgs()
+            .await?
+            .into_iter()
+            .chain(self.tenant_store.deleted_orgs().await?.into_iter().map(|(o, _)| o))
+            .find(|o| o.id == org_id)
+            .map_or_else(|| org_id.to_string(), |o| o.slug);
+        let projects = || async {
+            Ok::<_, ServiceError>(
+                self.tenant_store
+                    .list_projects(org_id)
+                    .await?
+                    .into_iter()
+                    .chain(
+                        self.tenant_store
+                            .deleted_projects(org_id)
+                            .await?
+                            .into_iter()
+                            .map(|(p, _)| p),
+                    )
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let resource = match node {
+            TenantNode::Org(_) => format!("/api/v1/orgs/{org}"),
+            TenantNode::Project { id, .. } => {
+                let p = projects().await?.into_iter().find(|p| p.id == id);
+                format!(
+                    "/api/v1/orgs/{org}/projects/{}",
+                    p.map_or_else(|| id.to_string(), |p| p.slug)
+                )
+            }
+            TenantNode::Env { id, .. } => {
+                let e = self
+                    .tenant_store
+                    .deleted_envs(org_id)
+                    .await?
+                    .into_iter()
+                    .find(|(e, _)| e.id == id);
+                match e {
+                    Some((e, _)) => {
+                        let p = projects().await?.into_iter().find(|p| p.id == e.project_id);
+                        format!(
+                            "/api/v1/orgs/{org}/projects/{}/environments/{}",
+                            p.map_or_else(|| e.project_id.to_string(), |p| p.slug),
+                            e.slug
+                        )
+                    }
+                    None => format!("/api/v1/orgs/{org}/environments/{id}"),
+                }
+            }
+        };
+        Ok((org, resource))
     }
 }
 

@@ -135,7 +135,7 @@ impl TenantService {
             Err(StorageError::Conflict(_)) => {
                 keyring.forget_kek(org.id, 1);
                 return Err(ServiceError::Conflict(format!(
-                    "an organization with the slug '{slug}' exists already"
+                    "an organization with the slug '{slug}' exists already (a deleted one keeps its slug until it is purged)"
                 )));
             }
             Err(e) => return Err(e.into()),
@@ -244,10 +244,15 @@ impl TenantService {
             name: name.to_owned(),
             created_at: now_ms(),
         };
-        self.tenant_store
-            .create_project(&row)
-            .await
-            .map_err(|e| taken(e, format!("project '{slug}' exists already in {}", org.slug)))?;
+        self.tenant_store.create_project(&row).await.map_err(|e| {
+            taken(
+                e,
+                format!(
+                    "project '{slug}' exists already in {} (a deleted one keeps its slug until it is purged)",
+                    org.slug
+                ),
+            )
+        })?;
         Ok(project_view(row))
     }
 
@@ -326,7 +331,7 @@ impl TenantService {
         self.tenant_store
             .create_env(&row)
             .await
-            .map_err(|e| taken(e, format!("environment '{slug}' exists already in {org}/{project}")))?;
+            .map_err(|e| taken(e, format!("environment '{slug}' exists already in {org}/{project} (a deleted one keeps its slug until it is purged)")))?;
         Ok(env_view(row))
     }
 

@@ -8,9 +8,9 @@
 //! | store | file | rows |
 //! |---|---|---|
 //! | [`IdentityStore`] | `identity.rs` | users, tokens, refresh tokens (login sessions), device codes, recovery codes; `purge_expired` of those |
-//! | [`TenantStore`] | `tenants.rs` | organizations (with their first KEK), projects, environments, slug resolution |
+//! | [`TenantStore`] | `tenants.rs` | organizations (with their first KEK), projects, environments, slug resolution; soft deletion and the purge of a deleted node with everything under it (an organization's KEKs too) |
 //! | [`AccessStore`] | `access.rs` | memberships, groups, service accounts, grants |
-//! | [`SecretStore`] | `secrets.rs` | secrets, versions, the inject cache (`current_values`, `forget_values`) |
+//! | [`SecretStore`] | `secrets.rs` | secrets, versions (one, or a batch in one transaction), the inject cache (`current_values`, `forget_values`) |
 //! | [`keystore::KeyStore`] | `keystore.rs` | KEK lifecycle, DEK re-wrap, keyring updates |
 //! | [`kv::KvStore`] | `kv.rs` | KV v2 version state, metadata, mount config |
 //! | [`audit::AuditStore`] | `audit.rs` | audit chain, checkpoints, audit key |

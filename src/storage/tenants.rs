@@ -11,7 +11,10 @@
 //! slugs are unique (organization: global; project: per organization;
 //! environment: per project) and a duplicate is [`StorageError::Conflict`].
 //! The KEK lifecycle after creation (rotation, re-wrap, destroy) is
-//! [`super::keystore::KeyStore`]'s.
+//! [`super::keystore::KeyStore`]'s, but for the purge of a deleted
+//! organization, which deletes its KEK versions with everything else.
+//! A deleted node (`deleted_at` set) is hidden from every lookup here and
+//! keeps its slug until it is purged.
 
 use async_trait::async_trait;
 use sqlx::Row;

@@ -406,19 +406,16 @@ async fn the_purge_job_erases_what_the_window_let_go() {
     assert_eq!((st.as_u16(), b["data"]["value"].as_str()), (200, Some("b-1")), "{b}");
     // The job's purge is audited: a write-ahead record and its outcome.
     let mut conn = db(&url).await;
-    let rows = sqlx::query("SELECT actor_kind, outcome FROM audit_log WHERE action = 'project.purge' ORDER BY seq")
-        .fetch_all(&mut conn)
-        .await
-        .expect("audit");
-    let got: Vec<(String, String)> = rows
+    let rows = sqlx::query(
+        "SELECT actor_kind, outcome, org, resource FROM audit_log WHERE action = 'project.purge' ORDER BY seq",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("audit");
+    let got: Vec<[String; 4]> = rows
         .iter()
-        .map(|r| (r.try_get("actor_kind").unwrap(), r.try_get("outcome").unwrap()))
+        .map(|r| ["actor_kind", "outcome", "org", "resource"].map(|c| r.try_get::<String, _>(c).unwrap()))
         .collect();
-    assert_eq!(
-        got,
-        [
-            ("system".to_owned(), "begun".to_owned()),
-            ("system".to_owned(), "allowed".to_owned())
-        ]
-    );
+    let want = |outcome: &str| ["system", outcome, "acme", "/api/v1/orgs/acme/projects/api"].map(str::to_owned);
+    assert_eq!(got, [want("begun"), want("allowed")]);
 }

@@ -264,3 +264,32 @@ async fn inject_rows_are_per_environment_and_survive_forgetting_the_cache() {
     assert_eq!((other.len(), &other[0].ciphertext), (1, &vec![8; 40]));
     assert!(b.current_values(org, Uuid::new_v4()).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_batch_of_versions_is_written_whole_or_not_at_all() {
+    let (b, org, env, _dir) = with_tenant().await;
+    let mut a = secret(org, env, "A", 1);
+    b.put_version(&a, 0, &version(&a, 1, 1)).await.expect("A v1");
+    let c = secret(org, env, "C", 1);
+    a.current_version = 2;
+    // The second write of the batch lost a race (C exists by now): the
+    // first one is rolled back with it.
+    let c_first = secret(org, env, "C", 1);
+    b.put_version(&c_first, 0, &version(&c_first, 1, 5)).await.expect("C");
+    assert!(matches!(
+        b.put_versions(&[(a.clone(), 1, version(&a, 2, 2)), (c.clone(), 0, version(&c, 1, 3))])
+            .await,
+        Err(StorageError::Conflict(_))
+    ));
+    assert_eq!(b.secret(org, env, "A").await.unwrap().expect("A").current_version, 1);
+    assert_eq!(b.versions(org, a.id).await.unwrap().len(), 1);
+    // Without the race both land, with their authors.
+    let d = secret(org, env, "D", 1);
+    b.put_versions(&[(a.clone(), 1, version(&a, 2, 2)), (d.clone(), 0, version(&d, 1, 4))])
+        .await
+        .expect("batch");
+    assert_eq!(b.secret(org, env, "A").await.unwrap().expect("A").current_version, 2);
+    let dv = b.versions(org, d.id).await.unwrap();
+    assert_eq!(dv.len(), 1);
+    assert_eq!(dv[0].author, "user:someone@example.com");
+}

@@ -267,3 +267,57 @@ async fn an_environment_update_keeps_the_id() {
     assert!(!b.update_env(&row).await.unwrap());
     assert!(b.resolve_env("acme", "web", "moved").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_deleted_node_is_hidden_restorable_and_purged_with_everything_under_it() {
+    use coffer::storage::TenantNode;
+    let (b, org_id, env_id, _dir) = with_tenant().await;
+    let s = super::secret(org_id, env_id, "DB_URL", 1);
+    b.put_version(&s, 0, &super::version(&s, 1, 1)).await.expect("v1");
+    let p = b.project(org_id, "api").await.unwrap().expect("api");
+    let node = TenantNode::Env { org_id, id: env_id };
+
+    // Deleted: no lookup finds it, the slug stays taken, it is listed as deleted.
+    assert!(b.mark_deleted(node, Some(100)).await.unwrap());
+    assert!(!b.mark_deleted(node, Some(101)).await.unwrap(), "already deleted");
+    assert!(b.resolve_env("acme", "api", "prod").await.unwrap().is_none());
+    assert!(b.list_envs(org_id).await.unwrap().is_empty());
+    assert!(matches!(
+        b.create_env(&env(&p, "prod")).await,
+        Err(StorageError::Conflict(_))
+    ));
+    let deleted = b.deleted_envs(org_id).await.unwrap();
+    assert_eq!((deleted.len(), deleted[0].1), (1, 100));
+    assert_eq!(b.expired_deletions(99).await.unwrap(), vec![]);
+    assert_eq!(b.expired_deletions(100).await.unwrap(), vec![node]);
+    // Restored: back as it was.
+    assert!(b.mark_deleted(node, None).await.unwrap());
+    assert!(b.resolve_env("acme", "api", "prod").await.unwrap().is_some());
+    // A live node is never purged.
+    assert!(b.purge_node(node).await.unwrap().is_none());
+    assert!(b.version(org_id, s.id, 1).await.unwrap().is_some());
+
+    // A deleted project hides its environments.
+    let pn = TenantNode::Project { org_id, id: p.id };
+    assert!(b.mark_deleted(pn, Some(200)).await.unwrap());
+    assert!(b.project(org_id, "api").await.unwrap().is_none());
+    assert!(b.resolve_env("acme", "api", "prod").await.unwrap().is_none());
+    assert!(b.list_envs(org_id).await.unwrap().is_empty());
+    assert!(b.mark_deleted(pn, None).await.unwrap());
+
+    // The organization: deleted, then purged with its versions and KEKs.
+    let o = TenantNode::Org(org_id);
+    assert!(b.mark_deleted(o, Some(300)).await.unwrap());
+    assert!(b.org("acme").await.unwrap().is_none());
+    assert!(b.list_orgs().await.unwrap().is_empty());
+    assert_eq!(b.deleted_orgs().await.unwrap()[0].0.slug, "acme");
+    let purged = b.purge_node(o).await.unwrap().expect("purged");
+    assert_eq!((purged.versions, purged.secrets, purged.envs), (1, 1, 1));
+    assert_eq!(purged.kek_versions, vec![1]);
+    assert!(b.kek(org_id, 1).await.unwrap().is_none());
+    assert!(b.version(org_id, s.id, 1).await.unwrap().is_none());
+    assert!(b.deleted_orgs().await.unwrap().is_empty());
+    // The slug is free again.
+    let (again, kek) = org("acme");
+    b.create_org(&again, &kek, None).await.expect("slug free");
+}
