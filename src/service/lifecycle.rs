@@ -313,7 +313,7 @@ impl TenantService {
             )));
         }
         let purged = self
-            .erase(f.node)
+            .erase(f.node, i64::MAX)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("deleted {} {}", f.kind, f.path)))?;
         Ok(purged_view(f.kind, f.path, purged))
@@ -321,8 +321,8 @@ impl TenantService {
 
     /// Purge the rows and forget what this server (and every other one)
     /// holds of them: cached rows, slug paths, the org's KEKs.
-    async fn erase(&self, node: TenantNode) -> Result<Option<Purged>> {
-        let purged = self.tenant_store.purge_node(node).await?;
+    async fn erase(&self, node: TenantNode, deleted_by: i64) -> Result<Option<Purged>> {
+        let purged = self.tenant_store.purge_node(node, deleted_by).await?;
         if let Some(p) = &purged {
             if let Ok(keyring) = self.shared.keyring() {
                 for v in &p.kek_versions {
@@ -468,7 +468,7 @@ impl TenantService {
                 values: 0,
             };
             audit.audit(event(Outcome::Begun, 0, String::new())).await?;
-            match self.erase(node).await {
+            match self.erase(node, before).await {
                 Ok(Some(p)) => {
                     done += 1;
                     let summary = format!(

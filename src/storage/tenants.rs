@@ -197,8 +197,10 @@ pub trait TenantStore: Send + Sync + std::fmt::Debug {
     /// transaction: secret versions (ciphertexts and wrapped DEKs), secrets,
     /// KV metadata, allowed variables, grants on it; for an organization
     /// also its memberships, groups, service accounts with their tokens and
-    /// its KEK versions (crypto-shred). Nothing if the node is not deleted.
-    async fn purge_node(&self, node: TenantNode) -> Result<Option<Purged>>;
+    /// its KEK versions (crypto-shred). Nothing (None) if the node is not
+    /// deleted, or was deleted after `deleted_by` (unix ms; the purge job's
+    /// cutoff, so a node restored and deleted again meanwhile is kept).
+    async fn purge_node(&self, node: TenantNode, deleted_by: i64) -> Result<Option<Purged>>;
 }
 
 pub(super) fn org_row(r: &AnyRow) -> Result<OrgRow> {
@@ -556,7 +558,7 @@ impl TenantStore for SqlBackend {
         Ok(out)
     }
 
-    async fn purge_node(&self, node: TenantNode) -> Result<Option<Purged>> {
+    async fn purge_node(&self, node: TenantNode, deleted_by: i64) -> Result<Option<Purged>> {
         let org_id = node.org_id();
         let org = org_id.to_string();
         let mut tx = self.tenant_tx(org_id).await?;
@@ -565,7 +567,8 @@ impl TenantStore for SqlBackend {
         // the node), and which count it adds to.
         let (check, steps): (&'static str, &[(&'static str, u8)]) = match node {
             TenantNode::Env { .. } => (
-                "SELECT deleted_at FROM environments WHERE org_id = $1 AND id = $2",
+                "UPDATE environments SET deleted_at = deleted_at \
+                 WHERE org_id = $1 AND id = $2 AND deleted_at IS NOT NULL AND deleted_at <= $3",
                 &[
                     (
                         "DELETE FROM secret_versions WHERE org_id = $1 AND secret_id IN \
@@ -580,7 +583,8 @@ impl TenantStore for SqlBackend {
                 ],
             ),
             TenantNode::Project { .. } => (
-                "SELECT deleted_at FROM projects WHERE org_id = $1 AND id = $2",
+                "UPDATE projects SET deleted_at = deleted_at \
+                 WHERE org_id = $1 AND id = $2 AND deleted_at IS NOT NULL AND deleted_at <= $3",
                 &[
                     (
                         "DELETE FROM secret_versions WHERE org_id = $1 AND secret_id IN \
@@ -613,7 +617,7 @@ impl TenantStore for SqlBackend {
                 ],
             ),
             TenantNode::Org(_) => (
-                "SELECT deleted_at FROM orgs WHERE id = $1",
+                "UPDATE orgs SET deleted_at = deleted_at WHERE id = $1 AND deleted_at IS NOT NULL AND deleted_at <= $2",
                 &[
                     ("DELETE FROM secret_versions WHERE org_id = $1", 1),
                     ("DELETE FROM secrets WHERE org_id = $1", 2),
@@ -636,16 +640,14 @@ impl TenantStore for SqlBackend {
             TenantNode::Org(_) => None,
             TenantNode::Project { id, .. } | TenantNode::Env { id, .. } => Some(id.to_string()),
         };
+        // Still deleted (and, for the purge job, since before its cutoff)?
+        // The no-op UPDATE also locks the row until the commit, so a
+        // restore racing the purge waits for it and then finds nothing.
         let mut q = query(check).bind(org.clone());
         if let Some(id) = &node_id {
             q = q.bind(id.clone());
         }
-        let deleted: Option<Option<i64>> = q
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| r.try_get::<Option<i64>, _>("deleted_at"))
-            .transpose()?;
-        if !matches!(deleted, Some(Some(_))) {
+        if q.bind(deleted_by).execute(&mut *tx).await?.rows_affected() != 1 {
             return Ok(None);
         }
         if matches!(node, TenantNode::Org(_)) {

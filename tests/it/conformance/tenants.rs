@@ -294,7 +294,7 @@ async fn a_deleted_node_is_hidden_restorable_and_purged_with_everything_under_it
     assert!(b.mark_deleted(node, None).await.unwrap());
     assert!(b.resolve_env("acme", "api", "prod").await.unwrap().is_some());
     // A live node is never purged.
-    assert!(b.purge_node(node).await.unwrap().is_none());
+    assert!(b.purge_node(node, i64::MAX).await.unwrap().is_none());
     assert!(b.version(org_id, s.id, 1).await.unwrap().is_some());
 
     // A deleted project hides its environments.
@@ -311,7 +311,11 @@ async fn a_deleted_node_is_hidden_restorable_and_purged_with_everything_under_it
     assert!(b.org("acme").await.unwrap().is_none());
     assert!(b.list_orgs().await.unwrap().is_empty());
     assert_eq!(b.deleted_orgs().await.unwrap()[0].0.slug, "acme");
-    let purged = b.purge_node(o).await.unwrap().expect("purged");
+    assert!(
+        b.purge_node(o, 299).await.unwrap().is_none(),
+        "deleted after the cutoff"
+    );
+    let purged = b.purge_node(o, 300).await.unwrap().expect("purged");
     assert_eq!((purged.versions, purged.secrets, purged.envs), (1, 1, 1));
     assert_eq!(purged.kek_versions, vec![1]);
     assert!(b.kek(org_id, 1).await.unwrap().is_none());
