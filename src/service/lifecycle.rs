@@ -174,14 +174,23 @@ impl TenantService {
     /// only its owners and root; else its admins too). Anyone else gets
     /// the answer of a nonexistent one.
     async fn find_deleted_org(&self, who: &Unsealed, slug: &str, owner: bool) -> Result<Found> {
-        let missing = || ServiceError::NotFound(format!("deleted organization {slug:?}"));
-        let (org, at) = self
+        // The answer of a nonexistent organization (`AccessService::org_access`).
+        let missing = || ServiceError::NotFound(format!("organization {slug:?}"));
+        let Some((org, at)) = self
             .tenant_store
             .deleted_orgs()
             .await?
             .into_iter()
             .find(|(o, _)| o.slug == slug)
-            .ok_or_else(missing)?;
+        else {
+            // A live one: its admins hear that it is not deleted, its other
+            // members are refused, anyone else gets "not found".
+            if self.tenant_store.org(slug).await?.is_some() {
+                self.access.org_admin(who, slug).await?;
+                return Err(not_deleted("organization", slug));
+            }
+            return Err(missing());
+        };
         let access = self.access.access(who, org.id).await?.ok_or_else(missing)?;
         if !(access.admin && (access.owner || !owner)) {
             return Err(ServiceError::PermissionDenied);
@@ -202,13 +211,17 @@ impl TenantService {
         if owner && !access.owner {
             return Err(ServiceError::PermissionDenied);
         }
-        let (p, at) = self
+        let p = self
             .tenant_store
             .deleted_projects(org_row.id)
             .await?
             .into_iter()
             .find(|(p, _)| p.slug == project)
-            .ok_or_else(|| ServiceError::NotFound(format!("deleted project {org}/{project}")))?;
+            .ok_or_else(|| ServiceError::NotFound(format!("deleted project {org}/{project}")));
+        if p.is_err() && self.tenant_store.project(org_row.id, project).await?.is_some() {
+            return Err(not_deleted("project", &format!("{org}/{project}")));
+        }
+        let (p, at) = p?;
         Ok(Found {
             node: TenantNode::Project {
                 org_id: org_row.id,
@@ -238,13 +251,24 @@ impl TenantService {
             .project(org_row.id, project)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("project {org}/{project}")))?;
-        let (e, at) = self
+        let found = self
             .tenant_store
             .deleted_envs(org_row.id)
             .await?
             .into_iter()
             .find(|(e, _)| e.project_id == p.id && e.slug == env)
-            .ok_or_else(|| ServiceError::NotFound(format!("deleted environment {org}/{project}/{env}")))?;
+            .ok_or_else(|| ServiceError::NotFound(format!("deleted environment {org}/{project}/{env}")));
+        if found.is_err()
+            && self
+                .tenant_store
+                .list_envs(org_row.id)
+                .await?
+                .iter()
+                .any(|e| e.project_id == p.id && e.slug == env)
+        {
+            return Err(not_deleted("environment", &format!("{org}/{project}/{env}")));
+        }
+        let (e, at) = found?;
         Ok(Found {
             node: TenantNode::Env {
                 org_id: org_row.id,
@@ -549,6 +573,11 @@ impl TenantService {
         };
         Ok((org, resource))
     }
+}
+
+/// Restore or purge of a node that is not deleted.
+fn not_deleted(kind: &str, path: &str) -> ServiceError {
+    ServiceError::Conflict(format!("{kind} {path} is not deleted"))
 }
 
 fn purged_view(kind: &'static str, path: String, p: Purged) -> PurgedView {

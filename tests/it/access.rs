@@ -390,6 +390,26 @@ fn org_routes(org: &str, p: &str, email: &str, g: &str, sa: &str) -> Vec<(&'stat
             format!("{o}/grants"),
             Some(json!({"user": email, "project": "*", "environment": "*", "role": "admin"})),
         ),
+        // deletion (docs/tenants.md), comparison and promotion (docs/cli.md)
+        ("DELETE", o.clone(), None),
+        ("POST", format!("{o}/restore"), None),
+        ("DELETE", format!("{o}/permanent?now=true"), None),
+        ("DELETE", format!("{o}/projects/{p}"), None),
+        ("POST", format!("{o}/projects/{p}/restore"), None),
+        ("DELETE", format!("{o}/projects/{p}/permanent?now=true"), None),
+        ("DELETE", format!("{o}/projects/{p}/environments/dev"), None),
+        ("POST", format!("{o}/projects/{p}/environments/dev/restore"), None),
+        (
+            "DELETE",
+            format!("{o}/projects/{p}/environments/dev/permanent?now=true"),
+            None,
+        ),
+        ("GET", format!("{o}/projects/{p}/diff?a=dev&b=prod"), None),
+        (
+            "POST",
+            format!("{o}/projects/{p}/copy"),
+            Some(json!({"from": "dev", "to": "prod", "keys": ["X"]})),
+        ),
     ]
 }
 
@@ -540,7 +560,8 @@ async fn org_roles_decide_who_manages_and_outsiders_see_not_found() {
                 || path.ends_with("/members")
                 || path.ends_with("/groups")
                 || path.ends_with("/alpha")
-                || path.ends_with("/projects/web"));
+                || path.ends_with("/projects/web")
+                || path.contains("/diff?"));
         if reads {
             continue;
         }

@@ -221,6 +221,14 @@ async fn delete_restore_and_purge_environments_and_organizations() {
     let err = fails(&server, &root, &["env", "purge", "staging", "--yes"], "");
     assert!(err.contains("409") && err.contains("--now"), "{err}");
 
+    // A live environment is not restorable nor purgeable.
+    for cmd in [
+        &["env", "restore", "production"][..],
+        &["env", "purge", "production", "--now", "--yes"],
+    ] {
+        let err = fails(&server, &root, cmd, "");
+        assert!(err.contains("409") && err.contains("is not deleted"), "{err}");
+    }
     // Restore: the value, its history and Alice's grant are back.
     let out = ok(&server, &root, &["env", "restore", "staging"], "");
     assert!(out.contains("Restored environment acme/api/staging"), "{out}");
