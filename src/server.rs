@@ -12,8 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{Listener, Settings};
 use crate::http::metrics::MetricsToken;
-use crate::http::proxy::{self, TrustedProxies};
-use crate::http::transport;
+use crate::http::proxy::TrustedProxies;
 use crate::http::{AppState, router, tls};
 use crate::secure_mem;
 use crate::service::{Coffer, Unsealed};
@@ -254,10 +253,7 @@ async fn serve(
         tls: matches!(listener, Listener::Tls { .. }),
         metrics_token: metrics_token.clone(),
     };
-    // Outermost: every layer and handler sees the client behind a trusted proxy.
-    let app = router(state)
-        .layer(axum::middleware::from_fn_with_state(limits, transport::layer))
-        .layer(axum::middleware::from_fn_with_state(trusted_proxies, proxy::layer));
+    let app = router(state, limits, trusted_proxies);
     let (address, tls_config) = match &listener {
         Listener::Plain { address } => (*address, None),
         Listener::Tls {
