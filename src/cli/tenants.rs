@@ -59,41 +59,14 @@ pub(crate) enum OrgLifecycleCmd {
     /// Delete an organization and everything in it (owners and admins, root): hidden at once, restorable during the
     /// server's deletion window (7 days by default), then purged. Asks you
     /// to type the slug unless --yes is given.
-    Delete {
-        /// Its slug.
-        slug: String,
-        /// Do not ask.
-        #[arg(long)]
-        yes: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Delete(DeleteArgs),
     /// Restore a deleted organization inside the deletion window.
-    Restore {
-        /// Its slug.
-        slug: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Restore(RestoreArgs),
     /// Erase a deleted organization for good: every secret version's
     /// ciphertext and wrapped DEK, and its KEK versions
     /// (owners, root). Refused before the deletion window ends unless --now
     /// is given. Asks you to type the slug unless --yes is given.
-    Purge {
-        /// Its slug.
-        slug: String,
-        /// Purge before the deletion window ends.
-        #[arg(long)]
-        now: bool,
-        /// Do not ask.
-        #[arg(long)]
-        yes: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Purge(PurgeArgs),
 }
 
 /// `coffer project …`
@@ -144,41 +117,14 @@ pub(crate) enum ProjectCmd {
     /// Delete a project and its environments (org owners and admins): hidden at once, restorable during the
     /// server's deletion window (7 days by default), then purged. Asks you
     /// to type the slug unless --yes is given.
-    Delete {
-        /// Its slug.
-        slug: String,
-        /// Do not ask.
-        #[arg(long)]
-        yes: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Delete(DeleteArgs),
     /// Restore a deleted project inside the deletion window.
-    Restore {
-        /// Its slug.
-        slug: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Restore(RestoreArgs),
     /// Erase a deleted project for good: every secret version's
     /// ciphertext and wrapped DEK
     /// (owners, root). Refused before the deletion window ends unless --now
     /// is given. Asks you to type the slug unless --yes is given.
-    Purge {
-        /// Its slug.
-        slug: String,
-        /// Purge before the deletion window ends.
-        #[arg(long)]
-        now: bool,
-        /// Do not ask.
-        #[arg(long)]
-        yes: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Purge(PurgeArgs),
 }
 
 /// `coffer env …`
@@ -237,16 +183,7 @@ pub(crate) enum EnvCmd {
     /// Delete an environment (org owners and admins): hidden at once, restorable during the
     /// server's deletion window (7 days by default), then purged. Asks you
     /// to type the slug unless --yes is given.
-    Delete {
-        /// Its slug.
-        slug: String,
-        /// Do not ask.
-        #[arg(long)]
-        yes: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Delete(DeleteArgs),
     /// Compare two environments of the project: keys only in A, only in B,
     /// in both with equal or different values (computed by the server;
     /// needs read on both). Values are shown only with --values, which
@@ -264,30 +201,12 @@ pub(crate) enum EnvCmd {
         json: bool,
     },
     /// Restore a deleted environment inside the deletion window.
-    Restore {
-        /// Its slug.
-        slug: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Restore(RestoreArgs),
     /// Erase a deleted environment for good: every secret version's
     /// ciphertext and wrapped DEK
     /// (owners, root). Refused before the deletion window ends unless --now
     /// is given. Asks you to type the slug unless --yes is given.
-    Purge {
-        /// Its slug.
-        slug: String,
-        /// Purge before the deletion window ends.
-        #[arg(long)]
-        now: bool,
-        /// Do not ask.
-        #[arg(long)]
-        yes: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Purge(PurgeArgs),
 }
 
 /// Run `coffer org create|list|show|rename`.
@@ -300,42 +219,9 @@ pub(crate) async fn org(client: &Client, org: &OrgArgs, cmd: OrgLifecycleCmd) ->
             created(&data, json, || format!("Created organization {}.", text(&data["slug"])))
         }
         OrgLifecycleCmd::List { deleted: true, json } => deleted_listing(client, "/orgs", json).await,
-        OrgLifecycleCmd::Delete { slug, yes, json } => {
-            lifecycle(
-                client,
-                Step::Delete,
-                "organization",
-                &format!("/orgs/{}", seg(&slug)),
-                &slug,
-                yes,
-                json,
-            )
-            .await
-        }
-        OrgLifecycleCmd::Restore { slug, json } => {
-            lifecycle(
-                client,
-                Step::Restore,
-                "organization",
-                &format!("/orgs/{}", seg(&slug)),
-                &slug,
-                true,
-                json,
-            )
-            .await
-        }
-        OrgLifecycleCmd::Purge { slug, now, yes, json } => {
-            lifecycle(
-                client,
-                Step::Purge(now),
-                "organization",
-                &format!("/orgs/{}", seg(&slug)),
-                &slug,
-                yes,
-                json,
-            )
-            .await
-        }
+        OrgLifecycleCmd::Delete(a) => lifecycle(client, "organization", "/orgs", a.into()).await,
+        OrgLifecycleCmd::Restore(a) => lifecycle(client, "organization", "/orgs", a.into()).await,
+        OrgLifecycleCmd::Purge(a) => lifecycle(client, "organization", "/orgs", a.into()).await,
         OrgLifecycleCmd::List { deleted: false, json } => {
             let data = client.api(Method::GET, "/orgs", None).await?;
             listing(&data, json, &["SLUG", "NAME", "CREATED"], |o| {
@@ -384,42 +270,9 @@ pub(crate) async fn project(client: &Client, target: &Target, cmd: ProjectCmd) -
             })
         }
         ProjectCmd::List { deleted: true, json } => deleted_listing(client, &base, json).await,
-        ProjectCmd::Delete { slug, yes, json } => {
-            lifecycle(
-                client,
-                Step::Delete,
-                "project",
-                &format!("{base}/{}", seg(&slug)),
-                &slug,
-                yes,
-                json,
-            )
-            .await
-        }
-        ProjectCmd::Restore { slug, json } => {
-            lifecycle(
-                client,
-                Step::Restore,
-                "project",
-                &format!("{base}/{}", seg(&slug)),
-                &slug,
-                true,
-                json,
-            )
-            .await
-        }
-        ProjectCmd::Purge { slug, now, yes, json } => {
-            lifecycle(
-                client,
-                Step::Purge(now),
-                "project",
-                &format!("{base}/{}", seg(&slug)),
-                &slug,
-                yes,
-                json,
-            )
-            .await
-        }
+        ProjectCmd::Delete(a) => lifecycle(client, "project", &base, a.into()).await,
+        ProjectCmd::Restore(a) => lifecycle(client, "project", &base, a.into()).await,
+        ProjectCmd::Purge(a) => lifecycle(client, "project", &base, a.into()).await,
         ProjectCmd::List { deleted: false, json } => {
             let data = client.api(Method::GET, &base, None).await?;
             listing(&data, json, &["SLUG", "NAME", "CREATED"], |p| {
@@ -497,42 +350,9 @@ pub(crate) async fn env(client: &Client, target: &Target, cmd: EnvCmd) -> anyhow
         }
         EnvCmd::List { deleted: true, json } => deleted_listing(client, &base, json).await,
         EnvCmd::Diff { a, b, values, json } => diff(client, target, (&a, &b), values, json).await,
-        EnvCmd::Delete { slug, yes, json } => {
-            lifecycle(
-                client,
-                Step::Delete,
-                "environment",
-                &format!("{base}/{}", seg(&slug)),
-                &slug,
-                yes,
-                json,
-            )
-            .await
-        }
-        EnvCmd::Restore { slug, json } => {
-            lifecycle(
-                client,
-                Step::Restore,
-                "environment",
-                &format!("{base}/{}", seg(&slug)),
-                &slug,
-                true,
-                json,
-            )
-            .await
-        }
-        EnvCmd::Purge { slug, now, yes, json } => {
-            lifecycle(
-                client,
-                Step::Purge(now),
-                "environment",
-                &format!("{base}/{}", seg(&slug)),
-                &slug,
-                yes,
-                json,
-            )
-            .await
-        }
+        EnvCmd::Delete(a) => lifecycle(client, "environment", &base, a.into()).await,
+        EnvCmd::Restore(a) => lifecycle(client, "environment", &base, a.into()).await,
+        EnvCmd::Purge(a) => lifecycle(client, "environment", &base, a.into()).await,
         EnvCmd::List { deleted: false, json } => {
             let data = client.api(Method::GET, &base, None).await?;
             listing(&data, json, &["SLUG", "NAME", "PROTECTED", "CREATED"], |e| {
@@ -631,6 +451,45 @@ async fn diff(client: &Client, target: &Target, (a, b): (&str, &str), values: bo
     Ok(0)
 }
 
+/// `delete SLUG [--yes]`
+#[derive(Debug, clap::Args)]
+pub(crate) struct DeleteArgs {
+    /// Its slug.
+    slug: String,
+    /// Do not ask.
+    #[arg(long)]
+    yes: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `restore SLUG`
+#[derive(Debug, clap::Args)]
+pub(crate) struct RestoreArgs {
+    /// Its slug.
+    slug: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `purge SLUG [--now] [--yes]`
+#[derive(Debug, clap::Args)]
+pub(crate) struct PurgeArgs {
+    /// Its slug.
+    slug: String,
+    /// Purge before the deletion window ends.
+    #[arg(long)]
+    now: bool,
+    /// Do not ask.
+    #[arg(long)]
+    yes: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 /// A step of a deletion.
 #[derive(Debug, Clone, Copy)]
 enum Step {
@@ -640,17 +499,55 @@ enum Step {
     Purge(bool),
 }
 
-/// Delete, restore or purge the node at `path` (its API path), asking for
-/// its slug first unless `yes`.
-async fn lifecycle(
-    client: &Client,
+/// One step asked for on the command line.
+struct StepCall {
     step: Step,
-    kind: &str,
-    path: &str,
-    slug: &str,
+    slug: String,
+    /// do not ask for the slug
     yes: bool,
     json: bool,
-) -> anyhow::Result<u8> {
+}
+
+impl From<DeleteArgs> for StepCall {
+    fn from(a: DeleteArgs) -> Self {
+        StepCall {
+            step: Step::Delete,
+            slug: a.slug,
+            yes: a.yes,
+            json: a.json,
+        }
+    }
+}
+
+impl From<RestoreArgs> for StepCall {
+    fn from(a: RestoreArgs) -> Self {
+        StepCall {
+            step: Step::Restore,
+            slug: a.slug,
+            yes: true,
+            json: a.json,
+        }
+    }
+}
+
+impl From<PurgeArgs> for StepCall {
+    fn from(a: PurgeArgs) -> Self {
+        StepCall {
+            step: Step::Purge(a.now),
+            slug: a.slug,
+            yes: a.yes,
+            json: a.json,
+        }
+    }
+}
+
+/// Delete, restore or purge the `kind` node `call.slug` under the API path
+/// `parent`, asking for its slug first unless `--yes`.
+async fn lifecycle(client: &Client, kind: &str, parent: &str, call: StepCall) -> anyhow::Result<u8> {
+    let StepCall { step, slug, yes, json } = call;
+    let slug = slug.as_str();
+    let path = format!("{parent}/{}", seg(slug));
+    let path = path.as_str();
     if !yes {
         let what = match step {
             Step::Delete => format!("delete {kind} {slug} (restorable during the deletion window)"),
