@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::audit::{Actor, AuditEvent, Outcome};
 use super::{Result, ServiceError, TenantService, Unsealed, now_ms, rfc3339};
-use crate::storage::{Purged, TenantNode};
+use crate::storage::{EnvRow, OrgRow, ProjectRow, Purged, TenantNode};
 
 /// A deleted node as the API shows it.
 #[derive(Debug, Serialize)]
@@ -72,6 +72,49 @@ struct Found {
     slug: String,
     name: String,
     deleted_at: i64,
+}
+
+impl Found {
+    fn org(o: OrgRow, deleted_at: i64) -> Found {
+        Found {
+            node: TenantNode::Org(o.id),
+            kind: "organization",
+            path: o.slug.clone(),
+            slug: o.slug,
+            name: o.name,
+            deleted_at,
+        }
+    }
+
+    /// Project `p` of organization `org` (slug).
+    fn project(org: &str, p: ProjectRow, deleted_at: i64) -> Found {
+        Found {
+            node: TenantNode::Project {
+                org_id: p.org_id,
+                id: p.id,
+            },
+            kind: "project",
+            path: format!("{org}/{}", p.slug),
+            slug: p.slug,
+            name: p.name,
+            deleted_at,
+        }
+    }
+
+    /// Environment `e` of `org/project` (slugs).
+    fn env(org: &str, project: &str, e: EnvRow, deleted_at: i64) -> Found {
+        Found {
+            node: TenantNode::Env {
+                org_id: e.org_id,
+                id: e.id,
+            },
+            kind: "environment",
+            path: format!("{org}/{project}/{}", e.slug),
+            slug: e.slug,
+            name: e.name,
+            deleted_at,
+        }
+    }
 }
 
 impl TenantService {
@@ -195,14 +238,7 @@ impl TenantService {
         if !(access.admin && (access.owner || !owner)) {
             return Err(ServiceError::PermissionDenied);
         }
-        Ok(Found {
-            node: TenantNode::Org(org.id),
-            kind: "organization",
-            path: org.slug.clone(),
-            slug: org.slug,
-            name: org.name,
-            deleted_at: at,
-        })
+        Ok(Found::org(org, at))
     }
 
     /// The deleted project `org/project` of a live organization.
@@ -222,17 +258,7 @@ impl TenantService {
             return Err(not_deleted("project", &format!("{org}/{project}")));
         }
         let (p, at) = p?;
-        Ok(Found {
-            node: TenantNode::Project {
-                org_id: org_row.id,
-                id: p.id,
-            },
-            kind: "project",
-            path: format!("{org}/{}", p.slug),
-            slug: p.slug,
-            name: p.name,
-            deleted_at: at,
-        })
+        Ok(Found::project(org, p, at))
     }
 
     /// The deleted environment `org/project/env` of a live project.
@@ -269,17 +295,7 @@ impl TenantService {
             return Err(not_deleted("environment", &format!("{org}/{project}/{env}")));
         }
         let (e, at) = found?;
-        Ok(Found {
-            node: TenantNode::Env {
-                org_id: org_row.id,
-                id: e.id,
-            },
-            kind: "environment",
-            path: format!("{org}/{project}/{}", e.slug),
-            slug: e.slug,
-            name: e.name,
-            deleted_at: at,
-        })
+        Ok(Found::env(org, project, e, at))
     }
 
     /// Undo a deletion inside the window; after it the node is the purge
@@ -386,14 +402,7 @@ impl TenantService {
         let mut out = Vec::new();
         for (o, at) in self.tenant_store.deleted_orgs().await? {
             if self.access.access(who, o.id).await?.is_some_and(|a| a.admin) {
-                out.push(self.deleted_view(Found {
-                    node: TenantNode::Org(o.id),
-                    kind: "organization",
-                    path: o.slug.clone(),
-                    slug: o.slug,
-                    name: o.name,
-                    deleted_at: at,
-                }));
+                out.push(self.deleted_view(Found::org(o, at)));
             }
         }
         Ok(out)
@@ -407,19 +416,7 @@ impl TenantService {
             .deleted_projects(org_row.id)
             .await?
             .into_iter()
-            .map(|(p, at)| {
-                self.deleted_view(Found {
-                    node: TenantNode::Project {
-                        org_id: org_row.id,
-                        id: p.id,
-                    },
-                    kind: "project",
-                    path: format!("{org}/{}", p.slug),
-                    slug: p.slug,
-                    name: p.name,
-                    deleted_at: at,
-                })
-            })
+            .map(|(p, at)| self.deleted_view(Found::project(org, p, at)))
             .collect())
     }
 
@@ -438,19 +435,7 @@ impl TenantService {
             .await?
             .into_iter()
             .filter(|(e, _)| e.project_id == p.id)
-            .map(|(e, at)| {
-                self.deleted_view(Found {
-                    node: TenantNode::Env {
-                        org_id: org_row.id,
-                        id: e.id,
-                    },
-                    kind: "environment",
-                    path: format!("{org}/{project}/{}", e.slug),
-                    slug: e.slug,
-                    name: e.name,
-                    deleted_at: at,
-                })
-            })
+            .map(|(e, at)| self.deleted_view(Found::env(org, project, e, at)))
             .collect())
     }
 
