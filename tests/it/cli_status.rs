@@ -13,9 +13,8 @@ async fn history_names_the_writer_of_each_version() {
     let dir = util::tempdir();
     let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
     let anon_http = server.client(None);
-    let (keys, _, root_token) = util::init(&anon_http, 3, 2).await;
-    util::unseal(&anon_http, &[&keys[0], &keys[1]]).await;
-    let http = anon_http.with_token(&root_token);
+    let (http, _) = util::boot(&anon_http).await;
+    let root_token = http.token().to_owned();
     util::org_tree(&http, "acme", &[("api", &["staging"])]).await;
     util::create_user(&http, ALICE, PASSWORD).await;
     util::add_member(&http, "acme", ALICE, "member").await;

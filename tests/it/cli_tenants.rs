@@ -236,9 +236,8 @@ async fn rename_keeps_grants_and_history() {
     let dir = util::tempdir();
     let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
     let anon_http = server.client(None);
-    let (keys, _, root_token) = util::init(&anon_http, 3, 2).await;
-    util::unseal(&anon_http, &[&keys[0], &keys[1]]).await;
-    let http = anon_http.with_token(&root_token);
+    let (http, _) = util::boot(&anon_http).await;
+    let root_token = http.token().to_owned();
     util::org_tree(&http, "acme", &[("api", &["staging"])]).await;
     util::org_tree(&http, "other", &[("web", &["dev"])]).await;
     util::create_user(&http, ALICE, PASSWORD).await;
@@ -441,9 +440,8 @@ async fn users_are_listed_to_root_and_to_org_admins_within_their_orgs() {
     let dir = util::tempdir();
     let server = Server::start(dir.path(), &util::fresh_storage_url(dir.path()).await);
     let anon_http = server.client(None);
-    let (keys, _, root_token) = util::init(&anon_http, 3, 2).await;
-    util::unseal(&anon_http, &[&keys[0], &keys[1]]).await;
-    let http = anon_http.with_token(&root_token);
+    let (http, _) = util::boot(&anon_http).await;
+    let root_token = http.token().to_owned();
     util::org_tree(&http, "acme", &[("api", &["staging"])]).await;
     util::org_tree(&http, "other", &[("web", &["dev"])]).await;
     for email in [ALICE, BOB, CAROL] {

@@ -46,9 +46,8 @@ async fn setup(dir: &std::path::Path) -> (Server, util::Http, String) {
 async fn setup_at(dir: &std::path::Path, url: &str) -> (Server, util::Http, String) {
     let server = Server::start(dir, url);
     let anon_http = server.client(None);
-    let (keys, _, root_token) = util::init(&anon_http, 3, 2).await;
-    util::unseal(&anon_http, &[&keys[0], &keys[1]]).await;
-    let http = anon_http.with_token(&root_token);
+    let (http, _) = util::boot(&anon_http).await;
+    let root_token = http.token().to_owned();
     util::org_tree(&http, "acme", &[("api", &["dev", "production", "staging"])]).await;
     for (env, key, value) in VALUES {
         util::write_secret(&http, &util::env_path("acme", "api", env), key, value).await;

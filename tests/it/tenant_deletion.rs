@@ -135,9 +135,8 @@ async fn delete_restore_and_purge_environments_and_organizations() {
     let url = util::fresh_storage_url(dir.path()).await;
     let server = Server::start(dir.path(), &url);
     let anon_http = server.client(None);
-    let (keys, _, root_token) = util::init(&anon_http, 3, 2).await;
-    util::unseal(&anon_http, &[&keys[0], &keys[1]]).await;
-    let http = anon_http.with_token(&root_token);
+    let (http, _) = util::boot(&anon_http).await;
+    let root_token = http.token().to_owned();
     util::org_tree(&http, "acme", &[("api", &["staging", "production"])]).await;
     util::org_tree(&http, "other", &[("web", &["dev"])]).await;
     util::create_user(&http, ALICE, PASSWORD).await;
@@ -378,9 +377,8 @@ async fn the_purge_job_erases_what_the_window_let_go() {
         &[],
     );
     let anon_http = server.client(None);
-    let (keys, _, root_token) = util::init(&anon_http, 3, 2).await;
-    util::unseal(&anon_http, &[&keys[0], &keys[1]]).await;
-    let http = anon_http.with_token(&root_token);
+    let (http, _) = util::boot(&anon_http).await;
+    let root_token = http.token().to_owned();
     util::org_tree(&http, "acme", &[("api", &["staging"]), ("web", &["dev"])]).await;
     util::write_secret(&http, &util::env_path("acme", "api", "staging"), "A", "a-1").await;
     util::write_secret(&http, &util::env_path("acme", "web", "dev"), "B", "b-1").await;

@@ -204,6 +204,11 @@ impl Http {
         }
     }
 
+    /// The token it sends (empty without one).
+    pub fn token(&self) -> &str {
+        self.token.as_deref().unwrap_or_default()
+    }
+
     /// The same server, another token.
     pub fn with_token(&self, token: &str) -> Http {
         Http {
