@@ -9,7 +9,8 @@
 #   BACKEND=postgres bench/audit.sh
 #
 # Env: ROUNDS (3), DURATION (10s), CONNS ("32"), WORKLOADS ("reveal inject"),
-# BACKEND, OUT, WAIT_QUIET (1), plus everything run.sh takes.
+# BACKEND, OUT, WAIT_QUIET (1), COFFER_BIN (a given binary instead of the
+# release build), plus everything run.sh takes.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(dirname "$HERE")"
@@ -17,7 +18,7 @@ OUT="${OUT:-$ROOT/target/bench/audit-$(date +%Y%m%d-%H%M%S)}"
 ROUNDS="${ROUNDS:-3}"
 mkdir -p "$OUT"
 if [ "${BUILD:-1}" = "1" ]; then (cd "$ROOT" && cargo build --release >&2); fi
-cp "$ROOT/target/release/coffer" "$OUT/coffer-bin"
+cp "${COFFER_BIN:-$ROOT/target/release/coffer}" "$OUT/coffer-bin"
 export COFFER_BIN="$OUT/coffer-bin" BUILD=0 LIFECYCLE=0 RUNS=1
 export CONNS="${CONNS:-32}" WORKLOADS="${WORKLOADS:-reveal inject}"
 for round in $(seq 1 "$ROUNDS"); do

@@ -1177,10 +1177,12 @@ def vault_table(results, mem, check):
 def mode_profile():
     """Where a request's server CPU goes: syscalls per request (strace -c over
     PROFILE_REQS sequential requests) and a perf cpu-clock profile (dwarf call
-    graphs) under wrk c8 for PROFILE_S seconds, per workload."""
+    graphs) under wrk with PROFILE_CONNS (8) connections for PROFILE_S seconds,
+    per workload."""
     os.makedirs(OUT, exist_ok=True)
     snapshot_binary()
     n_req, prof_s = int(env("PROFILE_REQS", "200")), env("PROFILE_S", "4")
+    prof_conns = env("PROFILE_CONNS", "8")
     store = Store(OUT)
     c = Coffer(OUT, store)
     try:
@@ -1217,7 +1219,7 @@ def mode_profile():
             append(OUT, "profile.jsonl", {"workload": w, "syscalls_per_request": per, "requests": n_req})
             data = os.path.join(OUT, f"perf_{w}.data")
             wrk = subprocess.Popen((["taskset", "-c", WRK_CPUS] if WRK_CPUS else []) + [
-                WRK, "-t", "2", "-c", "8", "-d", f"{int(prof_s) + 2}s", "-s", os.path.join(LUA_DIR, wl[w][0]), base],
+                WRK, "-t", "2", "-c", prof_conns, "-d", f"{int(prof_s) + 2}s", "-s", os.path.join(LUA_DIR, wl[w][0]), base],
                 env=dict(os.environ, LUA_DIR=LUA_DIR, **wl[w][1]), stdout=subprocess.DEVNULL)
             time.sleep(1)
             subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "--call-graph", "dwarf,16384",
@@ -1234,7 +1236,8 @@ def mode_profile():
             print(f"== {w}: perf cpu-clock, children %, self % (filtered; full report in {OUT}/perf_{w}.txt)")
             print("\n".join(l[:170] for l in lines[:40]))
             print(f"== {w}: syscalls per request: {json.dumps(per)}")
-            os.remove(data)
+            if env("PROFILE_KEEP", "0") != "1":
+                os.remove(data)
     finally:
         c.stop()
         store.drop()

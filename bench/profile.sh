@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # profile.sh - where coffer's server CPU goes, per workload (reveal, inject):
 # syscalls per request (strace -c -f over PROFILE_REQS=200 sequential requests)
-# and a perf cpu-clock profile with DWARF call graphs under wrk -c 8 for
+# and a perf cpu-clock profile with DWARF call graphs under wrk -c PROFILE_CONNS (8) for
 # PROFILE_S=4 s (full report kept in $OUT/perf_<workload>.txt). Needs perf and
 # strace; run as root (the server makes itself non-dumpable, so only a
 # CAP_SYS_PTRACE tracer may attach). Profiling inflates syscall-heavy paths

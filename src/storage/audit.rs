@@ -18,7 +18,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
 
 use super::db::{conflict, query};
-use super::{Result, SqlBackend};
+use super::{Result, SqlBackend, StorageError};
 
 /// One stored audit record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -127,34 +127,67 @@ pub trait AuditStore: Send + Sync + std::fmt::Debug {
 
 const COLUMNS: &str = "seq, time, request_id, actor_kind, actor, accessor, cert_spki, source, method, action, \
      resource, org, outcome, status, reason, detail, prev_hash, hash";
-const NCOL: usize = 18;
-/// Rows per INSERT at most. Each row count is its own prepared statement
-/// in every connection's statement cache, so the count of distinct sizes
-/// (and the memory they hold) stays small; a larger batch is several
-/// statements in one transaction.
-const INSERT_CHUNK: usize = 64;
-/// Batch sizes whose INSERT stays prepared on a connection.
-const CACHED_SIZES: usize = 8;
 
-/// `INSERT INTO audit_log (…) VALUES ($1, …), …` for `n` rows. Only
-/// placeholders are generated, never data.
-fn insert_sql(n: usize) -> String {
-    let mut sql = String::with_capacity(64 + n * NCOL * 5);
-    sql.push_str("INSERT INTO audit_log (");
-    sql.push_str(COLUMNS);
-    sql.push_str(") VALUES ");
-    for i in 0..n {
-        sql.push_str(if i == 0 { "(" } else { ",(" });
-        for c in 0..NCOL {
-            if c > 0 {
-                sql.push(',');
-            }
-            sql.push('$');
-            sql.push_str(&(i * NCOL + c + 1).to_string());
+/// One INSERT for a whole batch, whatever its size: the rows travel as one
+/// JSON array of arrays (fields in [`COLUMNS`] order, hashes in hex), so
+/// the statement is prepared once per connection and binds one parameter.
+/// A statement per batch size instead (`VALUES (…), (…)`, 18 placeholders
+/// a row) was re-parsed by SQLite for every batch of an uncached size and
+/// bound parameter by parameter: about a tenth of a reveal's server CPU at
+/// 32 connections (docs/benchmarks.md, "Audit log").
+const INSERT_SQLITE: &str = "INSERT INTO audit_log (seq, time, request_id, actor_kind, actor, accessor, cert_spki, \
+     source, method, action, resource, org, outcome, status, reason, detail, prev_hash, hash) \
+     SELECT r ->> 0, r ->> 1, r ->> 2, r ->> 3, r ->> 4, r ->> 5, r ->> 6, r ->> 7, r ->> 8, r ->> 9, \
+     r ->> 10, r ->> 11, r ->> 12, r ->> 13, r ->> 14, r ->> 15, unhex(r ->> 16), unhex(r ->> 17) \
+     FROM (SELECT value AS r FROM json_each($1))";
+const INSERT_POSTGRES: &str = "INSERT INTO audit_log (seq, time, request_id, actor_kind, actor, accessor, cert_spki, \
+     source, method, action, resource, org, outcome, status, reason, detail, prev_hash, hash) \
+     SELECT (r ->> 0)::bigint, (r ->> 1)::bigint, r ->> 2, r ->> 3, r ->> 4, r ->> 5, r ->> 6, r ->> 7, r ->> 8, \
+     r ->> 9, r ->> 10, r ->> 11, r ->> 12, (r ->> 13)::bigint, r ->> 14, r ->> 15, \
+     decode(r ->> 16, 'hex'), decode(r ->> 17, 'hex') \
+     FROM json_array_elements($1::json) AS r";
+
+/// A row as one element of the batch parameter: a JSON array of its fields.
+struct BatchRow<'a>(&'a AuditRow);
+
+impl serde::Serialize for BatchRow<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let r = self.0;
+        let mut t = s.serialize_tuple(18)?;
+        t.serialize_element(&r.seq)?;
+        t.serialize_element(&r.time)?;
+        for f in [
+            &r.request_id,
+            &r.actor_kind,
+            &r.actor,
+            &r.accessor,
+            &r.cert_spki,
+            &r.source,
+            &r.method,
+            &r.action,
+            &r.resource,
+            &r.org,
+            &r.outcome,
+        ] {
+            t.serialize_element(f)?;
         }
-        sql.push(')');
+        t.serialize_element(&r.status)?;
+        t.serialize_element(&r.reason)?;
+        t.serialize_element(&r.detail)?;
+        t.serialize_element(&hex::encode(&r.prev_hash))?;
+        t.serialize_element(&hex::encode(&r.hash))?;
+        t.end()
     }
-    sql
+}
+
+/// The batch as the JSON parameter of [`INSERT_SQLITE`] / [`INSERT_POSTGRES`].
+fn batch_json(rows: &[AuditRow]) -> Result<String> {
+    let rows: Vec<BatchRow<'_>> = rows.iter().map(BatchRow).collect();
+    serde_json::to_string(&rows).map_err(|e| StorageError::Corrupt {
+        table: "audit_log",
+        what: format!("a record cannot be encoded: {e}"),
+    })
 }
 
 fn audit_row(r: &AnyRow) -> Result<AuditRow> {
@@ -203,40 +236,6 @@ async fn insert_checkpoint(conn: &mut sqlx::AnyConnection, c: &CheckpointRow) ->
     Ok(())
 }
 
-/// One multi-row INSERT of at most [`INSERT_CHUNK`] rows.
-async fn insert_rows(conn: &mut sqlx::AnyConnection, rows: &[AuditRow]) -> Result<()> {
-    // Small batches (the common sizes) keep their prepared statement; a
-    // large one is prepared for this use only, so no connection hoards a
-    // statement for every batch size it ever saw.
-    let mut stmt =
-        sqlx::query::<Any>(sqlx::AssertSqlSafe(insert_sql(rows.len()))).persistent(rows.len() <= CACHED_SIZES);
-    for r in rows {
-        stmt = stmt
-            .bind(r.seq)
-            .bind(r.time)
-            .bind(r.request_id.as_str())
-            .bind(r.actor_kind.as_str())
-            .bind(r.actor.as_str())
-            .bind(r.accessor.as_str())
-            .bind(r.cert_spki.as_str())
-            .bind(r.source.as_str())
-            .bind(r.method.as_str())
-            .bind(r.action.as_str())
-            .bind(r.resource.as_str())
-            .bind(r.org.as_str())
-            .bind(r.outcome.as_str())
-            .bind(r.status)
-            .bind(r.reason.as_str())
-            .bind(r.detail.as_str())
-            .bind(r.prev_hash.as_slice())
-            .bind(r.hash.as_slice());
-    }
-    stmt.execute(conn)
-        .await
-        .map_err(conflict("another writer appended to the audit log"))?;
-    Ok(())
-}
-
 #[async_trait]
 impl AuditStore for SqlBackend {
     async fn audit_head(&self) -> Result<Option<(i64, Vec<u8>)>> {
@@ -256,16 +255,17 @@ impl AuditStore for SqlBackend {
     }
 
     async fn append_audit(&self, rows: &[AuditRow]) -> Result<()> {
-        if rows.len() <= INSERT_CHUNK {
-            // One statement is atomic by itself: no BEGIN/COMMIT round trips.
-            let mut conn = self.writes().acquire().await?;
-            return insert_rows(&mut conn, rows).await;
-        }
-        let mut tx = self.writes().begin().await?;
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            insert_rows(&mut tx, chunk).await?;
-        }
-        tx.commit().await?;
+        let sql = if self.kind == "postgres" {
+            INSERT_POSTGRES
+        } else {
+            INSERT_SQLITE
+        };
+        // One statement is atomic by itself: no BEGIN/COMMIT round trips.
+        query(sql)
+            .bind(batch_json(rows)?)
+            .execute(self.writes())
+            .await
+            .map_err(conflict("another writer appended to the audit log"))?;
         Ok(())
     }
 
