@@ -178,6 +178,10 @@ impl EnvRoute {
             (b"/allowed-variables", _) => "env.allowed_variables",
             (b"/allowed-variables/{key}", b"PUT") => "env.variable_allow",
             (b"/allowed-variables/{key}", b"DELETE") => "env.variable_disallow",
+            // a dry run is recorded as `env.push_plan`
+            (b"/sync/push", _) => "env.push",
+            (b"/sync/pull", _) => "env.pull",
+            (b"/sync/diff", _) => "env.file_diff",
             _ => "env.unknown",
         }
     }
@@ -300,6 +304,27 @@ pub const ENV_ROUTES: &[EnvRoute] = &[
     route("GET", "/allowed-variables", "", "", Target::Env, Permission::Read),
     admin_route("PUT", "/allowed-variables/{key}", Target::Blocked),
     admin_route("DELETE", "/allowed-variables/{key}", Target::Blocked),
+    // A file to and from the environment (src/service/sync.rs). A push
+    // plan compares values, so it needs reveal; applying it needs create
+    // for each new key and update for each existing one too (this example
+    // applies an empty file: nothing to write).
+    route(
+        "POST",
+        "/sync/push",
+        "",
+        r#"{"content":"","format":"env","apply":true}"#,
+        Target::Env,
+        Permission::Reveal,
+    ),
+    route("GET", "/sync/pull", "format=env", "", Target::Env, Permission::Export),
+    route(
+        "POST",
+        "/sync/diff",
+        "",
+        r#"{"content":"SYNC_DIFF=x\n","format":"env"}"#,
+        Target::Env,
+        Permission::Reveal,
+    ),
 ];
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ mod backup;
 mod client;
 mod context;
 mod credentials;
-mod dotenv;
 mod fallback;
 mod files;
 mod keys;
@@ -98,8 +97,11 @@ enum Command {
         server: client::ServerArgs,
         #[command(flatten)]
         env: secrets::EnvArgs,
-        /// The .env file.
+        /// The file (`.env` unless --format says otherwise).
         file: PathBuf,
+        /// The file's format.
+        #[arg(long, value_enum, default_value = "env")]
+        format: files::Format,
     },
     /// Default org, project, environment and server: named contexts (offline).
     Context {
@@ -277,9 +279,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Push { server, env, args } => {
             files::push(&client::Client::new(&server)?, &context::resolve(&env)?, args).await
         }
-        Command::Diff { server, env, file } => {
-            files::diff(&client::Client::new(&server)?, &context::resolve(&env)?, &file).await
-        }
+        Command::Diff {
+            server,
+            env,
+            file,
+            format,
+        } => files::diff(&client::Client::new(&server)?, &context::resolve(&env)?, &file, format).await,
         Command::Context { server, cmd } => context::run(cmd, server.address.as_deref()),
         Command::Login { server, args } => auth::login(&server, args).await,
         Command::Logout { server } => auth::logout(&server).await,

@@ -312,7 +312,7 @@ pub(crate) async fn run(client: &Client, env: &Target, cmd: SecretsCmd) -> anyho
             );
         }
         SecretsCmd::Diff { file } => {
-            return super::files::diff(client, env, &file).await;
+            return super::files::diff(client, env, &file, super::files::Format::Env).await;
         }
         SecretsCmd::AllowVar { name: None, .. } => {
             let data = client

@@ -12,7 +12,7 @@ use super::AppState;
 use super::audit::AuditNote;
 use super::error::ApiError;
 use super::extract::{Auth, Body};
-use crate::service::SecretInput;
+use crate::service::{SecretInput, SyncInput};
 
 /// The success envelope, serialized straight from the typed data (no
 /// intermediate `serde_json::Value` tree).
@@ -521,6 +521,88 @@ pub(super) async fn disallow_var(
 ) -> Reply<impl Serialize> {
     let was = s.coffer.access.disallow_var(&who, (&org, &p, &e), &name).await?;
     ok(json!({ "name": name, "removed": was }))
+}
+
+/// `POST …/sync/push` and `…/sync/diff`: the file, as text in a format
+/// (`content`, `format`: env, json, yaml) or as a map of names to strings
+/// (`values`); push's `apply` and `base`. Its Debug never shows a value.
+#[derive(Deserialize)]
+pub(super) struct SyncBody {
+    content: Option<Zeroizing<String>>,
+    #[serde(default)]
+    format: crate::service::formats::Format,
+    values: Option<std::collections::BTreeMap<String, Zeroizing<String>>>,
+    #[serde(default)]
+    apply: bool,
+    base: Option<std::collections::BTreeMap<String, i64>>,
+}
+
+impl std::fmt::Debug for SyncBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncBody")
+            .field("format", &self.format)
+            .field("apply", &self.apply)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncBody {
+    fn input(&mut self) -> Result<SyncInput, ApiError> {
+        match (self.content.take(), self.values.take()) {
+            (Some(text), None) => Ok(SyncInput::Content(self.format, text)),
+            (None, Some(map)) => Ok(SyncInput::Values(map)),
+            _ => Err(ApiError(crate::service::ServiceError::Invalid(
+                "give the file as `content` (with `format`: env, json or yaml) or as `values` (a map), not both".into(),
+            ))),
+        }
+    }
+}
+
+pub(super) async fn sync_push(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p, e)): EnvP,
+    note: AuditNote,
+    Body(mut b): Body<SyncBody>,
+) -> Reply<impl Serialize> {
+    if !b.apply {
+        note.action("env.push_plan");
+    }
+    let req = crate::service::PushRequest {
+        input: b.input()?,
+        apply: b.apply,
+        base: b.base.take(),
+    };
+    ok(s.coffer.secrets.sync_push(&who, (&org, &p, &e), req).await?)
+}
+
+pub(super) async fn sync_diff(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p, e)): EnvP,
+    Body(mut b): Body<SyncBody>,
+) -> Reply<impl Serialize> {
+    let input = b.input()?;
+    ok(s.coffer.secrets.sync_diff(&who, (&org, &p, &e), &input).await?)
+}
+
+/// `GET …/sync/pull?format=env|json|yaml`.
+#[derive(Debug, Deserialize)]
+pub(super) struct PullQuery {
+    #[serde(default)]
+    format: crate::service::formats::Format,
+}
+
+pub(super) async fn sync_pull(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, p, e)): EnvP,
+    Query(q): Query<PullQuery>,
+    note: AuditNote,
+) -> Reply<impl Serialize> {
+    let pulled = s.coffer.secrets.sync_pull(&who, (&org, &p, &e), q.format).await?;
+    note.values(pulled.count);
+    ok(pulled)
 }
 
 /// Unknown native path: 503 while sealed, else 404, in the envelope.

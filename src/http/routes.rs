@@ -336,6 +336,9 @@ fn env_handler(r: &EnvRoute) -> Option<MethodRouter<AppState>> {
         ("GET", "/allowed-variables") => get(api::allowed_vars),
         ("PUT", "/allowed-variables/{key}") => put(api::allow_var),
         ("DELETE", "/allowed-variables/{key}") => delete(api::disallow_var),
+        ("POST", "/sync/push") => post(api::sync_push),
+        ("GET", "/sync/pull") => get(api::sync_pull),
+        ("POST", "/sync/diff") => post(api::sync_diff),
         _ => return None,
     })
 }

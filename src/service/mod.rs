@@ -17,6 +17,7 @@ mod cache;
 mod cluster;
 mod compare;
 mod device;
+pub mod formats;
 pub mod generate_root;
 mod hash_gate;
 pub mod jobs;
@@ -29,6 +30,7 @@ mod orgs;
 mod references;
 pub mod rekey;
 mod secrets;
+mod sync;
 mod users;
 pub mod values;
 pub mod vault;
@@ -60,6 +62,9 @@ pub use orgs::TenantService;
 pub use orgs::{DEFAULT_MAX_ORGS_PER_USER, EnvChange, EnvView, OrgView, ProjectView};
 pub use secrets::SecretService;
 pub use secrets::{SecretInput, SecretView, VersionView};
+pub use sync::{
+    FileDiffItem, FileDiffStatus, FileDiffView, PullView, PushAction, PushItem, PushRequest, PushView, SyncInput,
+};
 pub use vault::VaultService;
 
 /// Errors of the service layer. The HTTP layer maps each variant once.

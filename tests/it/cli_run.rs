@@ -439,6 +439,20 @@ async fn cli_run_push_pull_diff_round_trip() {
     let out = f.run(&["pull", "--format", "json"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["MULTI"], "-----BEGIN KEY-----\nabc=\n-----END KEY-----");
+    // The other formats come back through push (and diff) unchanged too.
+    for format in ["json", "yaml"] {
+        let name = format!("pulled.{format}");
+        let out = f.run(&["pull", "--format", format, "-o", &name]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = f.run(&["push", &name, "--format", format, "--yes"]);
+        assert!(
+            stdout(&out).contains("0 created, 0 updated, 7 unchanged, 0 errors"),
+            "{format}: {}",
+            stdout(&out)
+        );
+        let out = f.run(&["diff", &name, "--format", format]);
+        assert_eq!(out.status.code(), Some(0), "{format}: {}", stdout(&out));
+    }
     let out = f.run(&["pull", "--format", "yaml"]);
     assert!(
         stdout(&out).contains("\"UNICODE\": \"héllo wörld ✓ ключ 鍵\""),

@@ -32,6 +32,7 @@ mod references;
 mod rekey;
 mod rotate_totp;
 mod sessions;
+mod sync_endpoints;
 mod tamper;
 mod tenant_deletion;
 mod tls;

@@ -1,5 +1,9 @@
-//! The `.env` dialect `coffer push`, `diff` and `pull --format env` speak:
-//! the common one (dotenv, docker compose, dotenvy), without interpolation.
+//! The file formats of the sync endpoints (`…/sync/push`, `…/sync/pull`,
+//! `…/sync/diff`, which `coffer push`, `pull` and `diff` call): `.env`,
+//! JSON and YAML, parsed and rendered here only, on the server.
+//!
+//! The `.env` dialect is the common one (dotenv, docker compose, dotenvy),
+//! without interpolation:
 //!
 //! - `KEY=value`, optionally `export KEY=value`; spaces around `=` allowed;
 //!   keys match `[A-Za-z_][A-Za-z0-9_]*` (the server's rule);
@@ -10,12 +14,18 @@
 //!   any other backslash is kept; may span lines (literal newlines kept);
 //! - `=` inside a value and any Unicode are plain characters.
 //!
-//! Parsing is all or nothing: the first bad line is reported with its
-//! (1-based) number, and a key given twice is an error, so a push never
-//! acts on a file it half understood. [`render`] writes the form [`parse`]
-//! reads back to the same bytes.
+//! Parsing a `.env` file is all or nothing: the first bad line is reported
+//! with its (1-based) number, and a key given twice is an error, so a push
+//! never acts on a file it half understood. [`render`] writes the form
+//! [`parse`] reads back to the same bytes.
+//!
+//! JSON and YAML files are one mapping of names to scalars (strings,
+//! numbers, booleans, taken as their text); a name or a value that cannot
+//! be a secret is reported per key by [`parse_file`], so a plan can name it.
 
 use std::collections::BTreeMap;
+
+use zeroize::Zeroizing;
 
 /// A line the parser refuses.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -190,6 +200,132 @@ fn take_word(chars: &[char], i: &mut usize) -> String {
     w
 }
 
+/// A file format of the sync endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// `KEY="value"` lines (the dialect above)
+    #[default]
+    Env,
+    /// one JSON object
+    Json,
+    /// one YAML mapping
+    Yaml,
+}
+
+/// One key of a parsed file: its value, or what is wrong with it, and its
+/// line (`.env` only; 0 otherwise). Its Debug never shows the value.
+pub struct Entry {
+    /// the value, or why the key cannot be written
+    pub value: Result<Zeroizing<String>, String>,
+    /// 1-based line of a `.env` key; 0 for JSON and YAML
+    pub line: usize,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("value", &self.value.as_ref().map(|_| "<redacted>"))
+            .field("line", &self.line)
+            .finish()
+    }
+}
+
+/// A whole file, by key. A `.env` file that does not parse, or a JSON or
+/// YAML document that is not one mapping, is refused as a whole (the
+/// message names the line or the position, never a value); a bad key or
+/// value inside a mapping is an [`Entry`] error.
+pub fn parse_file(format: Format, text: &str) -> Result<BTreeMap<String, Entry>, String> {
+    let map: BTreeMap<String, serde_json::Value> = match format {
+        Format::Env => {
+            let parsed = parse(text).map_err(|e| e.to_string())?;
+            return Ok(parsed
+                .into_iter()
+                .map(|(k, (v, line))| {
+                    let entry = Entry {
+                        value: Ok(Zeroizing::new(v)),
+                        line,
+                    };
+                    (k, entry)
+                })
+                .collect());
+        }
+        Format::Json => serde_json::from_str(text).map_err(|e| {
+            format!(
+                "not one JSON object of names to values ({:?} error at line {} column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            )
+        })?,
+        // The library's default budget bounds depth, size and aliases.
+        Format::Yaml if text.trim().is_empty() => BTreeMap::new(),
+        Format::Yaml => serde_saphyr::from_str(text).map_err(|e| {
+            // The library's message may quote the document: only where.
+            let at = e
+                .location()
+                .map(|l| format!(" at line {} column {}", l.line(), l.column()))
+                .unwrap_or_default();
+            format!("not one YAML mapping of names to values{at}")
+        })?,
+    };
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| {
+            let value = if !valid_key(&k) {
+                Err(format!(
+                    "invalid key: keys must match [A-Za-z_][A-Za-z0-9_]* (at most {MAX_KEY} characters)"
+                ))
+            } else {
+                scalar(v)
+            };
+            (k, Entry { value, line: 0 })
+        })
+        .collect())
+}
+
+/// A JSON or YAML value as a secret's text.
+fn scalar(v: serde_json::Value) -> Result<Zeroizing<String>, String> {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Ok(Zeroizing::new(s)),
+        Value::Bool(b) => Ok(Zeroizing::new(b.to_string())),
+        Value::Number(n) => Ok(Zeroizing::new(n.to_string())),
+        Value::Null => Err("the value is null: only strings, numbers and booleans can be values".into()),
+        Value::Array(_) => Err("the value is a list: only strings, numbers and booleans can be values".into()),
+        Value::Object(_) => Err("the value is a mapping: only strings, numbers and booleans can be values".into()),
+    }
+}
+
+/// Render values in `format`, sorted by key; [`parse_file`] reads the
+/// result back to exactly the same values.
+pub fn render_as(format: Format, values: &BTreeMap<String, Zeroizing<String>>) -> Result<Zeroizing<String>, String> {
+    let plain = |v: &Zeroizing<String>| v.as_str().to_owned();
+    let text = match format {
+        Format::Env => render(&values.iter().map(|(k, v)| (k.clone(), plain(v))).collect()),
+        Format::Json => {
+            let map: BTreeMap<&str, &str> = values.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let mut s = serde_json::to_string_pretty(&map).map_err(|e| e.to_string())?;
+            s.push('\n');
+            s
+        }
+        Format::Yaml if values.is_empty() => "{}\n".to_owned(),
+        // A JSON string is a valid YAML double-quoted scalar.
+        Format::Yaml => values
+            .iter()
+            .map(|(k, v)| {
+                Ok(format!(
+                    "{}: {}\n",
+                    serde_json::to_string(k)?,
+                    serde_json::to_string(v.as_str())?
+                ))
+            })
+            .collect::<serde_json::Result<String>>()
+            .map_err(|e| e.to_string())?,
+    };
+    Ok(Zeroizing::new(text))
+}
+
 /// Render values as `KEY="value"` lines, sorted by key, that [`parse`]
 /// reads back to exactly the same values.
 pub(crate) fn render(values: &BTreeMap<String, String>) -> String {
@@ -296,5 +432,51 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         assert_eq!(values(&render(&v)), v);
+    }
+
+    #[test]
+    fn every_format_round_trips_and_names_bad_keys() {
+        let v: BTreeMap<String, Zeroizing<String>> = [
+            ("A", "plain"),
+            ("B", "quotes ' \" and \\ backslash: # x"),
+            ("C", "multi\nline\r\n\ttab"),
+            ("D", "true"),
+            ("E", "ünïcødé ✓"),
+            ("F", ""),
+            ("G", "${X} 0012"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), Zeroizing::new(v.to_owned())))
+        .collect();
+        for f in [Format::Env, Format::Json, Format::Yaml] {
+            let text = render_as(f, &v).unwrap();
+            let back = parse_file(f, &text).unwrap();
+            let back: BTreeMap<String, Zeroizing<String>> =
+                back.into_iter().map(|(k, e)| (k, e.value.unwrap())).collect();
+            assert_eq!(back, v, "{f:?}: {}", text.as_str());
+            let empty = render_as(f, &BTreeMap::new()).unwrap();
+            assert!(parse_file(f, &empty).unwrap().is_empty(), "{f:?}");
+        }
+        let json = parse_file(
+            Format::Json,
+            r#"{"PORT": 8080, "ON": true, "1X": "a", "L": [1], "N": null}"#,
+        )
+        .unwrap();
+        assert_eq!(json["PORT"].value.as_deref().map(String::as_str), Ok("8080"));
+        assert_eq!(json["ON"].value.as_deref().map(String::as_str), Ok("true"));
+        assert!(json["1X"].value.as_ref().is_err_and(|e| e.contains("invalid key")));
+        assert!(json["L"].value.as_ref().is_err_and(|e| e.contains("list")));
+        assert!(json["N"].value.as_ref().is_err_and(|e| e.contains("null")));
+        let yaml = parse_file(Format::Yaml, "PORT: 8080\nNAME: app\nNESTED:\n  a: 1\n").unwrap();
+        assert_eq!(yaml["NAME"].value.as_deref().map(String::as_str), Ok("app"));
+        assert!(yaml["NESTED"].value.as_ref().is_err_and(|e| e.contains("mapping")));
+        for (f, text) in [
+            (Format::Json, "[1,2]"),
+            (Format::Yaml, "- s3cret\n"),
+            (Format::Json, "{\"A\": \"s3cret"),
+        ] {
+            let e = parse_file(f, text).unwrap_err();
+            assert!(!e.contains("s3cret"), "{e}");
+        }
     }
 }
