@@ -399,11 +399,32 @@ impl AuditStore for SqlBackend {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn insert_sql_numbers_every_placeholder_once() {
-        let sql = super::insert_sql(2);
-        assert!(sql.contains("($1,$2,"), "{sql}");
-        assert!(sql.contains(",$36)"), "{sql}");
-        assert!(!sql.contains("$37"), "{sql}");
+    fn a_batch_is_an_array_of_rows_with_fields_in_column_order() {
+        let row = AuditRow {
+            seq: 7,
+            time: 9,
+            request_id: "r\"1".into(),
+            status: 403,
+            detail: "{}".into(),
+            prev_hash: vec![0xab; 2],
+            hash: vec![0x01, 0xff],
+            ..AuditRow::default()
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(&batch_json(&[row.clone(), row]).expect("encodes")).expect("JSON");
+        let rows = json.as_array().expect("an array");
+        assert_eq!(rows.len(), 2);
+        let fields = rows[0].as_array().expect("a row is an array");
+        assert_eq!(fields.len(), COLUMNS.split(',').count());
+        assert_eq!(fields[0], 7);
+        assert_eq!(fields[1], 9);
+        assert_eq!(fields[2], "r\"1");
+        assert_eq!(fields[13], 403);
+        assert_eq!(fields[15], "{}");
+        assert_eq!(fields[16], "abab");
+        assert_eq!(fields[17], "01ff");
     }
 }

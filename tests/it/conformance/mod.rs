@@ -4,6 +4,7 @@
 //! cross-cutting `Backend` methods (keyring).
 
 mod access;
+mod audit;
 mod identity;
 mod keystore;
 mod secrets;
