@@ -29,6 +29,7 @@ mod orgs;
 mod references;
 pub mod rekey;
 mod secrets;
+pub mod ui_session;
 mod users;
 pub mod values;
 pub mod vault;
@@ -417,6 +418,8 @@ pub struct Coffer {
     pub audit: AuditService,
     /// Vault's token and auth wire
     pub vault: VaultService,
+    /// the dashboard's browser sessions (in this process)
+    pub ui_sessions: ui_session::UiSessions,
     shared: Arc<Shared>,
 }
 
@@ -510,6 +513,7 @@ impl Coffer {
             keys,
             audit,
             vault,
+            ui_sessions: ui_session::UiSessions::default(),
             shared,
         })
     }
