@@ -474,3 +474,71 @@ async fn dashboard_login_browse_reveal_and_a_viewer() {
     assert!(!body.contains(VALUE));
     b.close().await;
 }
+
+/// Issue 16: the `/device` page completes a `coffer login` (device flow)
+/// running in the same test, after a login that comes back to it.
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_device_page_completes_a_coffer_login() {
+    use std::io::{BufRead, BufReader};
+
+    let dir = util::tempdir();
+    let server = fresh_server(dir.path()).await;
+    let anon = server.client(None);
+    let (root, _) = util::boot(&anon).await;
+    util::create_user(&root, "ann@acme.test", PASSWORD).await;
+
+    let home = dir.path().join("cli-home");
+    std::fs::create_dir_all(&home).expect("home");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .arg("login")
+        .env("COFFER_ADDR", &server.base)
+        .env_remove("COFFER_TOKEN")
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", &home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("coffer login");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("coffer login approve ").nth(1) {
+                let _ = tx.send(rest.chars().take(9).collect::<String>());
+            }
+        }
+    });
+    let code = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("coffer login prints its code");
+
+    let b = Browser::start().await;
+    b.client.goto(&format!("{}/device", server.base)).await.expect("goto");
+    b.wait_path("/ui/login").await;
+    b.fill("#email", "ann@acme.test").await;
+    b.fill("#password", PASSWORD).await;
+    b.click("form[action='/ui/login'] button[type=submit]").await;
+    b.wait_path("/device").await;
+    assert_no_inline_code("device", &b.source().await);
+    let cookie = format!("coffer_session={}", b.cookie("coffer_session").await);
+    assert_page_headers(&server.base, "/device", &cookie).await;
+    b.fill("#user_code", &code.to_lowercase()).await;
+    b.fill("#device-password", PASSWORD).await;
+    b.click("#device-form button[type=submit]").await;
+    assert!(b.text("#device-approved").await.contains(&code), "approved");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "coffer login did not finish");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out).expect("read");
+    assert!(status.success(), "coffer login: {out}");
+    assert!(out.contains("ann@acme.test"), "{out}");
+    b.close().await;
+}

@@ -486,14 +486,32 @@ pub(super) async fn unseal_reset(
 #[serde(default)]
 pub(super) struct LoginForm {
     csrf: String,
+    /// where to go after login: `device` (the device-flow page) or the
+    /// organizations; nothing else, so no open redirect
+    next: String,
     email: String,
     password: Zeroizing<String>,
     totp: String,
     recovery_code: String,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct NextQuery {
+    next: String,
+}
+
+/// Where a login goes next: only the device page or the organizations.
+fn after_login(next: &str) -> &'static str {
+    if next == "device" { "/device" } else { "/ui/orgs" }
+}
+
 /// `GET /ui/login`.
-pub(super) async fn login_page(State(s): State<AppState>, headers: HeaderMap) -> Response {
+pub(super) async fn login_page(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<NextQuery>,
+) -> Response {
     if let Err(e) = s.coffer.operator.require_unsealed() {
         return match e {
             ServiceError::Sealed | ServiceError::NotInitialized => see_other("/ui"),
@@ -502,7 +520,7 @@ pub(super) async fn login_page(State(s): State<AppState>, headers: HeaderMap) ->
     }
     match PreCsrf::of(&s, &headers) {
         Ok(pre) => {
-            let page = pages::login(&pre.token, "", None);
+            let page = pages::login(&pre.token, "", after_login(&q.next) == "/device", None);
             pre.respond(html(StatusCode::OK, page))
         }
         Err(e) => error_page(None, &e),
@@ -535,7 +553,7 @@ pub(super) async fn login_submit(
     });
     match created {
         Ok(cookie) => {
-            let mut res = see_other("/ui/orgs");
+            let mut res = see_other(after_login(&f.next));
             if let Some(v) = set_cookie(&s, SESSION_COOKIE, &cookie, None) {
                 res.headers_mut().append(header::SET_COOKIE, v);
             }
@@ -543,7 +561,8 @@ pub(super) async fn login_submit(
         }
         Err(e) => {
             let (status, code, message) = describe(&e);
-            let mut res = html(status, pages::login(&f.csrf, &f.email, Some(&message)));
+            let device = after_login(&f.next) == "/device";
+            let mut res = html(status, pages::login(&f.csrf, &f.email, device, Some(&message)));
             if let ServiceError::RateLimited { retry_after_s } = e
                 && let Ok(v) = HeaderValue::from_str(&retry_after_s.to_string())
             {
@@ -663,6 +682,59 @@ pub(super) async fn reveal(
                 axum::Json(json!({ "error": true, "code": code, "message": message })),
             )
                 .into_response();
+            res.extensions_mut().insert(ErrorCode(code));
+            res
+        }
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+pub(super) struct DeviceForm {
+    csrf: String,
+    user_code: String,
+    password: Zeroizing<String>,
+    totp: String,
+}
+
+/// `GET /device`: the device-flow approval form (`coffer login` points
+/// here); without a session, the login page first (and back here).
+pub(super) async fn device_page(user: Result<UiUser, Response>) -> Response {
+    match user {
+        Ok(user) => html(StatusCode::OK, pages::device(&user.viewer(), "", None, None)),
+        Err(_) => see_other("/ui/login?next=device"),
+    }
+}
+
+/// `POST /device`: approve a device login, proving the person again (the
+/// password, plus TOTP when enrolled) as the API requires.
+pub(super) async fn device_approve(
+    State(s): State<AppState>,
+    user: UiUser,
+    peer: Peer,
+    UiForm(f): UiForm<DeviceForm>,
+) -> Response {
+    if !user.csrf_ok(&f.csrf) {
+        return csrf_refused(false);
+    }
+    let password = Some(f.password).filter(|p| !p.is_empty());
+    let totp = Some(f.totp.trim()).filter(|t| !t.is_empty());
+    match s
+        .coffer
+        .identity
+        .device_approve(&user.who, peer.source, &f.user_code, password, totp)
+        .await
+    {
+        Ok(()) => {
+            let code = f.user_code.trim().to_ascii_uppercase();
+            html(StatusCode::OK, pages::device(&user.viewer(), &code, Some(&code), None))
+        }
+        Err(e) => {
+            let (status, code, message) = describe(&e);
+            let mut res = html(
+                status,
+                pages::device(&user.viewer(), &f.user_code, None, Some(&message)),
+            );
             res.extensions_mut().insert(ErrorCode(code));
             res
         }

@@ -182,8 +182,9 @@ pub(super) fn unseal(status: &SealStatus, hsm: bool, csrf: &str, error: Option<&
     )
 }
 
-/// Password plus TOTP or a recovery code.
-pub(super) fn login(csrf: &str, email: &str, error: Option<&str>) -> Markup {
+/// Password plus TOTP or a recovery code; `device`: back to the
+/// device-flow page afterwards.
+pub(super) fn login(csrf: &str, email: &str, device: bool, error: Option<&str>) -> Markup {
     layout(
         "Log in",
         None,
@@ -192,6 +193,9 @@ pub(super) fn login(csrf: &str, email: &str, error: Option<&str>) -> Markup {
             (error_line(error))
             form.card method="post" action="/ui/login" {
                 (csrf_field(csrf))
+                @if device {
+                    input type="hidden" name="next" value="device";
+                }
                 label for="email" { "Email" }
                 input #email type="email" name="email" value=(email) autocomplete="username" required autofocus;
                 (masked_input("password", "password", "Password", true))
@@ -200,6 +204,38 @@ pub(super) fn login(csrf: &str, email: &str, error: Option<&str>) -> Markup {
                 label for="recovery" { "…or a recovery code" }
                 input #recovery type="text" name="recovery_code" autocomplete="off" spellcheck="false";
                 button type="submit" { "Log in" }
+            }
+        },
+    )
+}
+
+/// The device-flow approval: the code `coffer login` printed, and the
+/// password again (plus TOTP when enrolled).
+pub(super) fn device(viewer: &Viewer<'_>, code: &str, approved: Option<&str>, error: Option<&str>) -> Markup {
+    layout(
+        "Approve a device login",
+        Some(viewer),
+        html! {
+            h1 { "Approve a device login" }
+            @if let Some(c) = approved {
+                p.notice #device-approved role="status" {
+                    "Approved " code { (c) } ": that device is now logged in as " (viewer.name) "."
+                }
+                p { a href="/ui/orgs" { "Continue to your organizations" } }
+            } @else {
+                p { "Approve only a code you started yourself, with " code { "coffer login" } ", just now. "
+                    "The device gets a session as you, ended when this session ends." }
+                (error_line(error))
+                form.card #device-form method="post" action="/device" {
+                    (csrf_field(viewer.csrf))
+                    label for="user_code" { "Code shown by the device (ABCD-EFGH)" }
+                    input #user_code type="text" name="user_code" value=(code) autocomplete="off"
+                        spellcheck="false" autocapitalize="characters" required autofocus;
+                    (masked_input("device-password", "password", "Your password", true))
+                    label for="device-totp" { "Authenticator code (if enrolled)" }
+                    input #device-totp type="text" name="totp" inputmode="numeric" autocomplete="one-time-code" maxlength="10";
+                    button type="submit" { "Approve" }
+                }
             }
         },
     )
