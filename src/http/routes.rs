@@ -323,7 +323,8 @@ routes! {
     "/ui/orgs/{org}/projects/{project}/envs/{env}/secrets/{key}/reveal" {
         POST => ui::reveal, Action("secret.reveal");
     }
-    // GET: an empty form (nothing of the server's); `coffer login` points here
+    // GET: an empty form (nothing of the server's; without a session the
+    // login form); `coffer login` points here
     "/device" { GET => ui::device_page, Public; POST => ui::device_approve, Action("auth.device_approve"); }
 }
 

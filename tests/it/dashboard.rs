@@ -364,9 +364,11 @@ async fn dashboard_login_browse_reveal_and_a_viewer() {
     let seed = enroll_totp(&anon, "ann@acme.test").await;
 
     let b = Browser::start().await;
-    // Without a session: to the login page.
+    // Without a session: the login form in place (401, recorded as denied).
     b.client.goto(&format!("{}/ui/orgs", server.base)).await.expect("goto");
-    b.wait_path("/ui/login").await;
+    assert_eq!(b.text("p.error").await, "Log in to continue.");
+    let res = raw().get(format!("{}/ui/orgs", server.base)).send().await.expect("GET");
+    assert_eq!(res.status().as_u16(), 401, "no session");
     // The wrong code: the API's message, no session.
     b.fill("#email", "ann@acme.test").await;
     b.fill("#password", PASSWORD).await;
@@ -447,7 +449,7 @@ async fn dashboard_login_browse_reveal_and_a_viewer() {
         .send()
         .await
         .expect("GET");
-    assert_eq!(res.status().as_u16(), 303, "the old cookie is dead");
+    assert_eq!(res.status().as_u16(), 401, "the old cookie is dead");
 
     // A viewer (read, no reveal): masked values, no reveal control, and a
     // forged reveal from its own session is refused.
@@ -515,11 +517,12 @@ async fn dashboard_device_page_completes_a_coffer_login() {
 
     let b = Browser::start().await;
     b.client.goto(&format!("{}/device", server.base)).await.expect("goto");
-    b.wait_path("/ui/login").await;
+    assert_eq!(b.text("p.error").await, "Log in to continue.", "the login form first");
     b.fill("#email", "ann@acme.test").await;
     b.fill("#password", PASSWORD).await;
     b.click("form[action='/ui/login'] button[type=submit]").await;
     b.wait_path("/device").await;
+    b.text("#device-form").await;
     assert_no_inline_code("device", &b.source().await);
     let cookie = format!("coffer_session={}", b.cookie("coffer_session").await);
     assert_page_headers(&server.base, "/device", &cookie).await;

@@ -234,8 +234,8 @@ impl PreCsrf {
     }
 }
 
-/// A caller with a live dashboard session; a page without one goes to the
-/// login page (sealed: to the ceremony).
+/// A caller with a live dashboard session; without one the answer is 401
+/// with the login form (sealed: 503 and a link to the ceremony).
 pub(crate) struct UiUser {
     who: Unsealed,
     csrf: String,
@@ -264,14 +264,14 @@ impl UiUser {
 impl FromRequestParts<AppState> for UiUser {
     type Rejection = Response;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let to_login = || see_other("/ui/login");
+        let device = parts.uri.path() == "/device";
         let Some(cookie) = cookie(&parts.headers, SESSION_COOKIE).map(str::to_owned) else {
-            return Err(to_login());
+            return Err(login_required(state, &parts.headers, device));
         };
         let cookie = Zeroizing::new(cookie);
         let session = match state.coffer.ui_sessions.get(&cookie) {
             Ok(Some(s)) => s,
-            Ok(None) => return Err(to_login()),
+            Ok(None) => return Err(login_required(state, &parts.headers, device)),
             Err(e) => return Err(error_page(None, &e)),
         };
         let peer = match Peer::from_request_parts(parts, state).await {
@@ -294,14 +294,29 @@ impl FromRequestParts<AppState> for UiUser {
                     csrf: session.csrf.clone(),
                 })
             }
-            Err(ServiceError::Sealed | ServiceError::NotInitialized) => Err(see_other("/ui")),
             // Revoked or expired behind the session: the session is over.
             Err(ServiceError::Unauthenticated) => {
                 let _ = state.coffer.ui_sessions.end(&cookie);
-                Err(to_login())
+                Err(login_required(state, &parts.headers, device))
             }
+            // Sealed (503) and the rest: the error page, linking to /ui.
             Err(e) => Err(error_page(None, &e)),
         }
+    }
+}
+
+/// A page that needs a session, without one: 401 with the login form in
+/// place (not a redirect, so the audit record says `denied`); the login
+/// then goes to the organizations, or back to `/device`.
+fn login_required(state: &AppState, headers: &HeaderMap, device: bool) -> Response {
+    match PreCsrf::of(state, headers) {
+        Ok(pre) => {
+            let page = pages::login(&pre.token, "", device, Some("Log in to continue."));
+            let mut res = html(StatusCode::UNAUTHORIZED, page);
+            res.extensions_mut().insert(ErrorCode("unauthenticated"));
+            pre.respond(res)
+        }
+        Err(e) => error_page(None, &e),
     }
 }
 
@@ -698,12 +713,9 @@ pub(super) struct DeviceForm {
 }
 
 /// `GET /device`: the device-flow approval form (`coffer login` points
-/// here); without a session, the login page first (and back here).
-pub(super) async fn device_page(user: Result<UiUser, Response>) -> Response {
-    match user {
-        Ok(user) => html(StatusCode::OK, pages::device(&user.viewer(), "", None, None)),
-        Err(_) => see_other("/ui/login?next=device"),
-    }
+/// here); without a session, the login form first (and back here).
+pub(super) async fn device_page(user: UiUser) -> Response {
+    html(StatusCode::OK, pages::device(&user.viewer(), "", None, None))
 }
 
 /// `POST /device`: approve a device login, proving the person again (the
@@ -753,6 +765,14 @@ mod tests {
         assert_eq!(cookie(&h, "coffer"), None);
         h.append(header::COOKIE, HeaderValue::from_static("coffer_session=evil"));
         assert_eq!(cookie(&h, SESSION_COOKIE), None, "two cookies of one name");
+    }
+
+    #[test]
+    fn a_login_goes_only_to_the_device_page_or_the_organizations() {
+        assert_eq!(after_login("device"), "/device");
+        for next in ["", "//evil.example", "https://evil.example/", "/ui/orgs/x", "/device"] {
+            assert_eq!(after_login(next), "/ui/orgs", "{next}");
+        }
     }
 
     #[test]

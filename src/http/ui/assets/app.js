@@ -53,6 +53,10 @@
         cache: 'no-store',
         headers: { 'X-CSRF-Token': csrf(), 'Accept': 'application/json' }
       }).then(function (r) {
+        var json = (r.headers.get('Content-Type') || '').indexOf('application/json') === 0;
+        if (!json) {
+          return { ok: false, body: { message: 'your session has ended: reload the page to log in again' } };
+        }
         return r.json().then(function (b) { return { ok: r.ok, body: b }; });
       }).then(function (res) {
         btn.disabled = false;
