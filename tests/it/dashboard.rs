@@ -129,6 +129,31 @@ impl Browser {
             .unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
 
+    /// Wait (10 s at most) until `css` matches `n` elements: the page after
+    /// a submit, and its script, may still be on the way.
+    async fn wait_count(&self, css: &str, n: usize) {
+        for _ in 0..200 {
+            if self.count(css).await == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(self.count(css).await, n, "{css}");
+    }
+
+    /// Wait (10 s at most) until the text of `css` is `want`.
+    async fn wait_text(&self, css: &str, want: &str) {
+        for _ in 0..200 {
+            if let Ok(el) = self.client.find(Locator::Css(css)).await
+                && el.text().await.is_ok_and(|t| t == want)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(self.text(css).await, want, "{css}");
+    }
+
     async fn count(&self, css: &str) -> usize {
         self.client.find_all(Locator::Css(css)).await.expect("find").len()
     }
@@ -217,8 +242,9 @@ async fn dashboard_ceremony_from_uninitialized_to_serving() {
 
     // One step at a time: the share shown, "I stored it", the next.
     let mut shares = Vec::new();
-    for i in 0..5 {
-        assert_eq!(b.count(".step:not([hidden])").await, 1, "one step visible at share {i}");
+    b.wait_count(".ceremony .step", 6).await;
+    for _ in 0..5 {
+        b.wait_count(".step:not([hidden])", 1).await;
         let share = b.text(".step:not([hidden]) .share-value").await;
         util::remember_secret(&share);
         shares.push(share);
@@ -263,8 +289,7 @@ async fn dashboard_ceremony_from_uninitialized_to_serving() {
         b.fill("#share", share).await;
         b.click("#unseal-form button[type=submit]").await;
         if i < 2 {
-            b.wait_path("/ui/unseal").await;
-            assert_eq!(b.text("#progress-count").await, (i + 1).to_string());
+            b.wait_text("#progress-count", &(i + 1).to_string()).await;
             let bar = b.client.find(Locator::Css("#unseal-progress")).await.expect("bar");
             assert_eq!(bar.attr("value").await.expect("value"), Some((i + 1).to_string()));
         }
@@ -373,7 +398,8 @@ async fn dashboard_login_browse_reveal_and_a_viewer() {
     b.fill("#email", "ann@acme.test").await;
     b.fill("#password", PASSWORD).await;
     b.click("form[action='/ui/login'] button[type=submit]").await;
-    assert!(b.text("p.error").await.contains("TOTP"), "the API asks for the code");
+    // The API's message (the page before showed another one).
+    b.wait_text("p.error", "a TOTP code is required for this account").await;
     let code = util::totp_at(&seed, util::unix_now() / 30 + 1);
     login(&b, &server.base, "ann@acme.test", Some(&code)).await;
     let cookie = format!("coffer_session={}", b.cookie("coffer_session").await);
@@ -387,6 +413,7 @@ async fn dashboard_login_browse_reveal_and_a_viewer() {
     b.click("#envs a[href$='/envs/production']").await;
     let env_page = "/ui/orgs/acme/projects/api/envs/production";
     b.wait_path(env_page).await;
+    b.wait_count("#secrets tbody tr", 2).await;
     let html = b.source().await;
     assert!(!html.contains(VALUE), "no value in the page before its reveal");
     assert_no_inline_code("secrets", &html);
