@@ -154,6 +154,25 @@ impl Browser {
         assert_eq!(self.text(css).await, want, "{css}");
     }
 
+    /// With `COFFER_SCREENSHOTS=DIR`: the page as `DIR/NAME.png` (how
+    /// `docs/screenshots/` is made; the window is 1280×800).
+    async fn shot(&self, name: &str) {
+        if let Some(dir) = std::env::var_os("COFFER_SCREENSHOTS") {
+            let png = self.client.screenshot().await.expect("screenshot");
+            std::fs::write(std::path::Path::new(&dir).join(format!("{name}.png")), png).expect("write screenshot");
+        }
+    }
+
+    /// The page's width in CSS pixels (wider than the window: it scrolls sideways).
+    async fn page_width(&self) -> u64 {
+        self.client
+            .execute("return document.documentElement.scrollWidth;", vec![])
+            .await
+            .expect("script")
+            .as_u64()
+            .expect("a width")
+    }
+
     async fn count(&self, css: &str) -> usize {
         self.client.find_all(Locator::Css(css)).await.expect("find").len()
     }
@@ -236,6 +255,7 @@ async fn dashboard_ceremony_from_uninitialized_to_serving() {
     b.wait_path("/ui/init").await;
     assert_no_inline_code("init", &b.source().await);
     assert_page_headers(&server.base, "/ui/init", "").await;
+    b.shot("init").await;
     b.fill("#shares", "5").await;
     b.fill("#threshold", "3").await;
     b.click("form[action='/ui/init'] button[type=submit]").await;
@@ -284,6 +304,7 @@ async fn dashboard_ceremony_from_uninitialized_to_serving() {
         "the API's message"
     );
     assert_eq!(b.text("#progress-count").await, "0", "progress unchanged");
+    b.shot("unseal").await;
 
     for (i, share) in shares.iter().take(3).enumerate() {
         b.fill("#share", share).await;
@@ -400,16 +421,19 @@ async fn dashboard_login_browse_reveal_and_a_viewer() {
     b.click("form[action='/ui/login'] button[type=submit]").await;
     // The API's message (the page before showed another one).
     b.wait_text("p.error", "a TOTP code is required for this account").await;
+    b.shot("login").await;
     let code = util::totp_at(&seed, util::unix_now() / 30 + 1);
     login(&b, &server.base, "ann@acme.test", Some(&code)).await;
     let cookie = format!("coffer_session={}", b.cookie("coffer_session").await);
 
     // Browse: org → project → environments (protected marked) → secrets.
+    b.shot("orgs").await;
     b.click("#orgs a").await;
     b.wait_path("/ui/orgs/acme").await;
     b.click("#projects a").await;
     b.wait_path("/ui/orgs/acme/projects/api").await;
     assert_eq!(b.count("#envs .protected").await, 1, "production is marked protected");
+    b.shot("environments").await;
     b.click("#envs a[href$='/envs/production']").await;
     let env_page = "/ui/orgs/acme/projects/api/envs/production";
     b.wait_path(env_page).await;
@@ -438,6 +462,7 @@ async fn dashboard_login_browse_reveal_and_a_viewer() {
         1,
         "copy offered"
     );
+    b.shot("secrets-revealed").await;
     b.click(&format!("{row} button.reveal")).await;
     assert!(!b.text(&format!("{row} .value")).await.contains(VALUE), "hidden again");
     let (st, found) = root.get("/api/v1/audit/records?org=acme&action=secret.reveal").await;
@@ -490,6 +515,14 @@ async fn dashboard_login_browse_reveal_and_a_viewer() {
     assert_eq!(b.count("#secrets tbody tr").await, 2, "the viewer sees the keys");
     assert_eq!(b.count("button.reveal").await, 0, "no reveal control");
     assert_eq!(b.count("#no-reveal").await, 1);
+    b.shot("secrets-viewer").await;
+    // Usable at 375 px: nothing wider than the window but the table's own scroller.
+    b.client.set_window_size(375, 800).await.expect("resize");
+    b.client.refresh().await.expect("reload");
+    b.wait_count("#secrets tbody tr", 2).await;
+    assert!(b.page_width().await <= 375, "the page scrolls sideways at 375 px");
+    b.shot("secrets-375px").await;
+    b.client.set_window_size(1280, 800).await.expect("resize");
     assert!(!html.contains(VALUE) && !html.contains("/reveal"));
     let viewer_cookie = format!("coffer_session={}", b.cookie("coffer_session").await);
     let (st, body) = post(
@@ -555,6 +588,7 @@ async fn dashboard_device_page_completes_a_coffer_login() {
     assert_page_headers(&server.base, "/device", &cookie).await;
     b.fill("#user_code", &code.to_lowercase()).await;
     b.fill("#device-password", PASSWORD).await;
+    b.shot("device").await;
     b.click("#device-form button[type=submit]").await;
     assert!(b.text("#device-approved").await.contains(&code), "approved");
 
