@@ -8,6 +8,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -161,6 +162,22 @@ impl Browser {
             let png = self.client.screenshot().await.expect("screenshot");
             std::fs::write(std::path::Path::new(&dir).join(format!("{name}.png")), png).expect("write screenshot");
         }
+    }
+
+    /// Keyboard only: Tab until the focused element's text (a link or
+    /// button) or id is `want`, then press `key` (Enter) — or type `key`.
+    async fn tab_to(&self, want: &str, key: &str) {
+        for _ in 0..40 {
+            let el = self.client.active_element().await.expect("focus");
+            let text = el.text().await.unwrap_or_default();
+            let id = el.attr("id").await.ok().flatten().unwrap_or_default();
+            if text.trim() == want || id == want {
+                el.send_keys(key).await.expect("keys");
+                return;
+            }
+            el.send_keys(&Key::Tab.to_string()).await.expect("tab");
+        }
+        panic!("{want} is not reachable with Tab");
     }
 
     /// The page's width in CSS pixels (wider than the window: it scrolls sideways).
@@ -399,6 +416,8 @@ async fn dashboard_login_browse_reveal_and_a_viewer() {
     util::write_secret(&root, &env, "API_KEY", "another-secret-value-123").await;
     util::create_user(&root, "ann@acme.test", PASSWORD).await;
     util::add_member(&root, "acme", "ann@acme.test", "admin").await;
+    util::create_user(&root, "kim@acme.test", PASSWORD).await;
+    util::add_member(&root, "acme", "kim@acme.test", "admin").await;
     util::create_user(&root, "vic@acme.test", PASSWORD).await;
     util::add_member(&root, "acme", "vic@acme.test", "member").await;
     util::grant(
@@ -523,6 +542,25 @@ async fn dashboard_login_browse_reveal_and_a_viewer() {
     assert!(b.page_width().await <= 375, "the page scrolls sideways at 375 px");
     b.shot("secrets-375px").await;
     b.client.set_window_size(1280, 800).await.expect("resize");
+
+    // Keyboard only, from logout to a reveal.
+    b.tab_to("Log out", &Key::Enter.to_string()).await;
+    b.wait_path("/ui/login").await;
+    b.wait_count("#email", 1).await;
+    b.tab_to("email", "kim@acme.test").await;
+    b.tab_to("password", &format!("{PASSWORD}{}", Key::Enter)).await;
+    b.wait_path("/ui/orgs").await;
+    let enter = Key::Enter.to_string();
+    b.tab_to("acme", &enter).await;
+    b.wait_path("/ui/orgs/acme").await;
+    b.tab_to("api", &enter).await;
+    b.wait_path("/ui/orgs/acme/projects/api").await;
+    b.tab_to("production", &enter).await;
+    b.wait_path(env_page).await;
+    b.wait_count("#secrets tbody tr", 2).await;
+    b.tab_to("Reveal", &enter).await;
+    b.wait_text("#secrets tr[data-key='API_KEY'] .value", "another-secret-value-123")
+        .await;
     assert!(!html.contains(VALUE) && !html.contains("/reveal"));
     let viewer_cookie = format!("coffer_session={}", b.cookie("coffer_session").await);
     let (st, body) = post(
