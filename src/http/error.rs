@@ -102,6 +102,14 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A [`ServiceError`] for a dashboard page: its status, code and the
+/// native API's message (counted for `/metrics` like an API answer).
+pub(crate) fn describe(e: &ServiceError) -> (StatusCode, &'static str, String) {
+    count(e);
+    let (status, code) = classify(e);
+    (status, code, message(e))
+}
+
 /// A [`ServiceError`] answered as Vault does: `{"errors":[…]}` with Vault's
 /// texts where clients match on them ("Vault is sealed").
 #[derive(Debug)]

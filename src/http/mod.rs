@@ -17,6 +17,7 @@ pub mod routes;
 mod sys;
 pub mod tls;
 pub mod transport;
+mod ui;
 mod vault_auth;
 pub(crate) mod vault_kv;
 
@@ -66,8 +67,13 @@ pub fn router(state: AppState, limits: crate::config::ConnLimits, trusted_proxie
         .with_state(state)
 }
 
-/// Secrets and shares must not be cached by anything between us and the client.
+/// Secrets and shares must not be cached by anything between us and the
+/// client. Only the dashboard's fingerprinted script and stylesheet
+/// (marked [`ui::Cacheable`]) keep their own long cache.
 async fn no_store(mut res: axum::response::Response) -> axum::response::Response {
+    if res.extensions().get::<ui::Cacheable>().is_some() {
+        return res;
+    }
     res.headers_mut().insert(
         axum::http::header::CACHE_CONTROL,
         axum::http::HeaderValue::from_static("no-store"),

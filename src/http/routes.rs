@@ -13,7 +13,7 @@ use axum::Router;
 use axum::http::Method;
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
 
-use super::{AppState, api, audit, generate_root, identity, keys, metrics, rekey, sys, vault_auth, vault_kv};
+use super::{AppState, api, audit, generate_root, identity, keys, metrics, rekey, sys, ui, vault_auth, vault_kv};
 use crate::access::{ENV_ROUTES, EnvRoute};
 
 /// What a route is, for the audit layer.
@@ -306,6 +306,26 @@ routes! {
     "/api/v1/audit/records" { GET => audit::search, Action("audit.search"); }
     "/api/v1/audit/verify" { GET => audit::verify, Action("audit.verify"); }
     "/api/v1/audit/prune" { POST => audit::prune, Action("audit.prune"); }
+    // the web dashboard (docs/dashboard.md): pages record what they show
+    // under the API's action for it; every POST needs its CSRF token
+    "/" { GET => ui::root, Public; }
+    "/ui" { GET => ui::home, Public; }
+    "/ui/assets/{name}" { GET => ui::asset, Public; }
+    "/ui/init" { GET => ui::init_page, Public; POST => ui::init_submit, Action("seal.init"); }
+    "/ui/unseal" { GET => ui::unseal_page, Public; POST => ui::unseal_submit, Action("seal.unseal_share"); }
+    "/ui/unseal/reset" { POST => ui::unseal_reset, Action("seal.unseal_share"); }
+    "/ui/login" { GET => ui::login_page, Public; POST => ui::login_submit, Action("auth.login"); }
+    "/ui/logout" { POST => ui::logout, Action("auth.logout"); }
+    "/ui/orgs" { GET => ui::orgs, Action("org.list"); }
+    "/ui/orgs/{org}" { GET => ui::org, Action("project.list"); }
+    "/ui/orgs/{org}/projects/{project}" { GET => ui::project, Action("env.list"); }
+    "/ui/orgs/{org}/projects/{project}/envs/{env}" { GET => ui::env, Action("secret.list"); }
+    "/ui/orgs/{org}/projects/{project}/envs/{env}/secrets/{key}/reveal" {
+        POST => ui::reveal, Action("secret.reveal");
+    }
+    // GET: an empty form (nothing of the server's; without a session the
+    // login form); `coffer login` points here
+    "/device" { GET => ui::device_page, Public; POST => ui::device_approve, Action("auth.device_approve"); }
 }
 
 /// Prefix of the environment routes of [`ENV_ROUTES`].
@@ -363,8 +383,11 @@ fn env_routes(mut router: Router<AppState>) -> Router<AppState> {
 /// layers are added by `http::router`.
 pub(super) fn surface() -> Router<AppState> {
     let (mut vault, mut native, mut root) = (Router::new(), Router::new(), Router::new());
+    let mut dashboard = Router::new();
     for (path, handler) in table_routes() {
-        if let Some(p) = path.strip_prefix(NATIVE) {
+        if is_dashboard(path) {
+            dashboard = dashboard.route(path, handler);
+        } else if let Some(p) = path.strip_prefix(NATIVE) {
             native = native.route(p, handler);
         } else if let Some(p) = path.strip_prefix(VAULT) {
             vault = vault.route(p, handler);
@@ -372,8 +395,14 @@ pub(super) fn surface() -> Router<AppState> {
             root = root.route(path, handler);
         }
     }
-    root.nest(VAULT, vault.fallback(sys::fallback))
+    root.merge(dashboard.layer(axum::middleware::map_response(ui::security_headers)))
+        .nest(VAULT, vault.fallback(sys::fallback))
         .nest(NATIVE, env_routes(native).fallback(api::fallback))
+}
+
+/// A dashboard route: its answers carry the dashboard's CSP and headers.
+fn is_dashboard(path: &str) -> bool {
+    path == "/" || path == "/ui" || path.starts_with("/ui/") || path == "/device"
 }
 
 /// The audit of a matched route; None = a method the route does not serve.

@@ -31,6 +31,7 @@ mod references;
 pub mod rekey;
 mod secrets;
 mod sync;
+pub mod ui_session;
 mod users;
 pub mod values;
 pub mod vault;
@@ -422,6 +423,8 @@ pub struct Coffer {
     pub audit: AuditService,
     /// Vault's token and auth wire
     pub vault: VaultService,
+    /// the dashboard's browser sessions (in this process)
+    pub ui_sessions: ui_session::UiSessions,
     shared: Arc<Shared>,
 }
 
@@ -515,6 +518,7 @@ impl Coffer {
             keys,
             audit,
             vault,
+            ui_sessions: ui_session::UiSessions::default(),
             shared,
         })
     }

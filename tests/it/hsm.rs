@@ -219,6 +219,15 @@ async fn pkcs11_wrong_pin_or_missing_token_stays_sealed_with_reason_then_recover
         "{health}"
     );
     assert_eq!(anon.with_token(&root).get("/api/v1/orgs").await.0, 503);
+    // The dashboard's unseal page gives the reason, and no share field.
+    let (code, page) = anon.get("/ui/unseal").await;
+    let page = page.as_str().unwrap_or_default();
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("refused the PIN"), "{page}");
+    assert!(
+        !page.contains("action=\"/ui/unseal\""),
+        "no share form in HSM mode: {page}"
+    );
     assert!(server.log_text().contains("HSM auto-unseal failed"));
     assert!(
         !server.log_text().contains("0000-wrong"),

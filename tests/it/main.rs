@@ -18,6 +18,7 @@ mod cli_status;
 mod cli_tenants;
 mod cluster;
 mod conformance;
+mod dashboard;
 mod edges;
 mod env_compare;
 mod generate_root;
