@@ -61,6 +61,26 @@ pub struct AuditRow {
     pub hash: Vec<u8>,
 }
 
+impl AuditRow {
+    /// The text fields from `request_id` to `outcome`, in column order
+    /// (the chain hash and the batch encoding both walk them).
+    pub fn texts(&self) -> [&str; 11] {
+        [
+            &self.request_id,
+            &self.actor_kind,
+            &self.actor,
+            &self.accessor,
+            &self.cert_spki,
+            &self.source,
+            &self.method,
+            &self.action,
+            &self.resource,
+            &self.org,
+            &self.outcome,
+        ]
+    }
+}
+
 /// A signed chain head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckpointRow {
@@ -157,19 +177,7 @@ impl serde::Serialize for BatchRow<'_> {
         let mut t = s.serialize_tuple(18)?;
         t.serialize_element(&r.seq)?;
         t.serialize_element(&r.time)?;
-        for f in [
-            &r.request_id,
-            &r.actor_kind,
-            &r.actor,
-            &r.accessor,
-            &r.cert_spki,
-            &r.source,
-            &r.method,
-            &r.action,
-            &r.resource,
-            &r.org,
-            &r.outcome,
-        ] {
+        for f in r.texts() {
             t.serialize_element(f)?;
         }
         t.serialize_element(&r.status)?;

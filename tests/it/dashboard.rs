@@ -100,16 +100,18 @@ impl Browser {
         panic!("the browser is at {}, not {want}", self.path().await);
     }
 
-    async fn text(&self, css: &str) -> String {
+    /// The element `css` selects, waiting up to 10 s for it.
+    async fn element(&self, css: &str) -> fantoccini::elements::Element {
         self.client
             .wait()
             .at_most(Duration::from_secs(10))
             .for_element(Locator::Css(css))
             .await
             .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .text()
-            .await
-            .expect("text")
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.element(css).await.text().await.expect("text")
     }
 
     async fn fill(&self, css: &str, value: &str) {
@@ -119,12 +121,8 @@ impl Browser {
     }
 
     async fn click(&self, css: &str) {
-        self.client
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Css(css))
+        self.element(css)
             .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
             .click()
             .await
             .unwrap_or_else(|e| panic!("click {css}: {e}"));

@@ -50,6 +50,16 @@ fn actions(plan: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A plan's `base`: every key's version, as the plan read it.
+fn base_of(plan: &Value) -> serde_json::Map<String, Value> {
+    plan["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| (k["key"].as_str().expect("key").to_owned(), k["version"].clone()))
+        .collect()
+}
+
 fn pair(k: &str, a: &str) -> (String, String) {
     (k.to_owned(), a.to_owned())
 }
@@ -205,12 +215,7 @@ async fn sync_push_apply_refuses_a_plan_a_concurrent_write_overtook() {
     let push = format!("{env}/sync/push");
     let file = format!("A=a-from-file-sy7\nB={B_NEW}\n");
     let plan = util::ok_data("plan", root.post(&push, json!({"content": file})).await);
-    let base: serde_json::Map<String, Value> = plan["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| (k["key"].as_str().unwrap().to_owned(), k["version"].clone()))
-        .collect();
+    let base = base_of(&plan);
     assert_eq!(Value::Object(base.clone()), json!({"A": 1, "B": 0}));
 
     // Someone writes A between the plan and its apply.
@@ -258,12 +263,7 @@ async fn sync_push_apply_refuses_a_plan_a_concurrent_write_overtook() {
 
     // With the current base, it applies.
     let plan = util::ok_data("plan", root.post(&push, json!({"content": file})).await);
-    let base: serde_json::Map<String, Value> = plan["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| (k["key"].as_str().unwrap().to_owned(), k["version"].clone()))
-        .collect();
+    let base = base_of(&plan);
     util::ok_data(
         "apply",
         root.post(&push, json!({"content": file, "apply": true, "base": base}))

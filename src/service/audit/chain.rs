@@ -29,21 +29,7 @@ pub fn record_hash(r: &AuditRow) -> [u8; 32] {
     h.update(r.seq.to_be_bytes());
     h.update(r.time.to_be_bytes());
     h.update(r.status.to_be_bytes());
-    for f in [
-        &r.request_id,
-        &r.actor_kind,
-        &r.actor,
-        &r.accessor,
-        &r.cert_spki,
-        &r.source,
-        &r.method,
-        &r.action,
-        &r.resource,
-        &r.org,
-        &r.outcome,
-        &r.reason,
-        &r.detail,
-    ] {
+    for f in r.texts().into_iter().chain([r.reason.as_str(), r.detail.as_str()]) {
         text(&mut h, f);
     }
     h.update((r.prev_hash.len() as u32).to_be_bytes());
