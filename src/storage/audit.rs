@@ -18,7 +18,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
 
 use super::db::{conflict, query};
-use super::{Result, SqlBackend, StorageError};
+use super::{Backend, Result, SqlBackend, StorageError};
 
 /// One stored audit record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -263,7 +263,7 @@ impl AuditStore for SqlBackend {
     }
 
     async fn append_audit(&self, rows: &[AuditRow]) -> Result<()> {
-        let sql = if self.kind == "postgres" {
+        let sql = if self.kind() == "postgres" {
             INSERT_POSTGRES
         } else {
             INSERT_SQLITE
@@ -364,7 +364,7 @@ impl AuditStore for SqlBackend {
     async fn prune_audit(&self, c: &CheckpointRow) -> Result<u64> {
         let mut tx = self.pool().begin().await?;
         insert_checkpoint(&mut tx, c).await?;
-        let deleted = if super::Backend::kind(self) == "postgres" {
+        let deleted = if self.kind() == "postgres" {
             let n: i64 = query("SELECT coffer_audit_prune() AS n")
                 .fetch_one(&mut *tx)
                 .await?

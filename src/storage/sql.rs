@@ -34,7 +34,7 @@ pub struct SqlBackend {
     /// take, so writers queue here (fairly) instead of meeting at SQLite's
     /// write lock and sleeping in its busy handler
     writer: Option<AnyPool>,
-    pub(super) kind: &'static str,
+    kind: &'static str,
     /// the inject cache (see [`ValuesCache`])
     pub(super) values: Arc<ValuesCache>,
     tenants: Option<Arc<Tenants>>,
