@@ -39,6 +39,10 @@ pub(super) fn layout(title: &str, viewer: Option<&Viewer<'_>>, body: Markup) -> 
                 header {
                     a href="/ui" { "coffer" }
                     @if let Some(v) = viewer {
+                        // One link per area; each area adds its own line.
+                        nav.main-nav aria-label="Main" {
+                            a href="/ui/orgs" { "Organizations" }
+                        }
                         div.row {
                             span.who { (v.name) }
                             form method="post" action="/ui/logout" {
@@ -54,7 +58,7 @@ pub(super) fn layout(title: &str, viewer: Option<&Viewer<'_>>, body: Markup) -> 
     }
 }
 
-fn error_line(error: Option<&str>) -> Markup {
+pub(super) fn error_line(error: Option<&str>) -> Markup {
     html! {
         @if let Some(e) = error {
             p.error role="alert" { (e) }
@@ -62,12 +66,12 @@ fn error_line(error: Option<&str>) -> Markup {
     }
 }
 
-fn csrf_field(csrf: &str) -> Markup {
+pub(super) fn csrf_field(csrf: &str) -> Markup {
     html! { input type="hidden" name="csrf" value=(csrf); }
 }
 
 /// A masked secret input with a show/hide toggle (shown with script only).
-fn masked_input(id: &str, name: &str, label: &str, required: bool) -> Markup {
+pub(super) fn masked_input(id: &str, name: &str, label: &str, required: bool) -> Markup {
     html! {
         label for=(id) { (label) }
         div.row {
@@ -254,7 +258,7 @@ pub(super) fn error(viewer: Option<&Viewer<'_>>, message: &str) -> Markup {
     )
 }
 
-fn crumbs(org: Option<&str>, project: Option<&str>) -> Markup {
+pub(super) fn crumbs(org: Option<&str>, project: Option<&str>) -> Markup {
     html! {
         nav.crumbs aria-label="breadcrumb" {
             a href="/ui/orgs" { "Organizations" }

@@ -14,19 +14,22 @@ use serde_json::{Value, json};
 
 use crate::util::{self, Http, Server};
 
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+// Later slices of the dashboard add their browser tests as submodules
+// here (one file per area), sharing the harness above.
+
+pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
-const PASSWORD: &str = "correct horse battery staple";
-const VALUE: &str = "postgres://app:s3cr3t-dashboard-value@db/app";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const VALUE: &str = "postgres://app:s3cr3t-dashboard-value@db/app";
 
 /// A headless Chromium behind its own chromedriver.
-struct Browser {
-    client: Client,
+pub(crate) struct Browser {
+    pub(crate) client: Client,
     driver: Child,
     _profile: tempfile::TempDir,
 }
 
-fn tool(name: &str) -> String {
+pub(crate) fn tool(name: &str) -> String {
     let path = format!("/usr/bin/{name}");
     assert!(
         std::path::Path::new(&path).exists(),
@@ -36,7 +39,7 @@ fn tool(name: &str) -> String {
 }
 
 impl Browser {
-    async fn start() -> Browser {
+    pub(crate) async fn start() -> Browser {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -80,17 +83,17 @@ impl Browser {
         panic!("chromedriver on {url} did not start a session: {last:?}");
     }
 
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = self.client.clone().close().await;
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
 
-    async fn path(&self) -> String {
+    pub(crate) async fn path(&self) -> String {
         self.client.current_url().await.expect("url").path().to_owned()
     }
 
-    async fn wait_path(&self, want: &str) {
+    pub(crate) async fn wait_path(&self, want: &str) {
         for _ in 0..100 {
             if self.path().await == want {
                 return;
@@ -101,7 +104,7 @@ impl Browser {
     }
 
     /// The element `css` selects, waiting up to 10 s for it.
-    async fn element(&self, css: &str) -> fantoccini::elements::Element {
+    pub(crate) async fn element(&self, css: &str) -> fantoccini::elements::Element {
         self.client
             .wait()
             .at_most(Duration::from_secs(10))
@@ -110,17 +113,17 @@ impl Browser {
             .unwrap_or_else(|e| panic!("{css}: {e}"))
     }
 
-    async fn text(&self, css: &str) -> String {
+    pub(crate) async fn text(&self, css: &str) -> String {
         self.element(css).await.text().await.expect("text")
     }
 
-    async fn fill(&self, css: &str, value: &str) {
+    pub(crate) async fn fill(&self, css: &str, value: &str) {
         let el = self.client.find(Locator::Css(css)).await.expect(css);
         el.clear().await.expect("clear");
         el.send_keys(value).await.expect("type");
     }
 
-    async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         self.element(css)
             .await
             .click()
@@ -130,7 +133,7 @@ impl Browser {
 
     /// Wait (10 s at most) until `css` matches `n` elements: the page after
     /// a submit, and its script, may still be on the way.
-    async fn wait_count(&self, css: &str, n: usize) {
+    pub(crate) async fn wait_count(&self, css: &str, n: usize) {
         for _ in 0..200 {
             if self.count(css).await == n {
                 return;
@@ -141,7 +144,7 @@ impl Browser {
     }
 
     /// Wait (10 s at most) until the text of `css` is `want`.
-    async fn wait_text(&self, css: &str, want: &str) {
+    pub(crate) async fn wait_text(&self, css: &str, want: &str) {
         for _ in 0..200 {
             if let Ok(el) = self.client.find(Locator::Css(css)).await
                 && el.text().await.is_ok_and(|t| t == want)
@@ -155,7 +158,7 @@ impl Browser {
 
     /// With `COFFER_SCREENSHOTS=DIR`: the page as `DIR/NAME.png` (how
     /// `docs/screenshots/` is made; the window is 1280×800).
-    async fn shot(&self, name: &str) {
+    pub(crate) async fn shot(&self, name: &str) {
         if let Some(dir) = std::env::var_os("COFFER_SCREENSHOTS") {
             let png = self.client.screenshot().await.expect("screenshot");
             std::fs::write(std::path::Path::new(&dir).join(format!("{name}.png")), png).expect("write screenshot");
@@ -164,7 +167,7 @@ impl Browser {
 
     /// Keyboard only: Tab until the focused element's text (a link or
     /// button) or id is `want`, then press `key` (Enter) — or type `key`.
-    async fn tab_to(&self, want: &str, key: &str) {
+    pub(crate) async fn tab_to(&self, want: &str, key: &str) {
         for _ in 0..40 {
             let el = self.client.active_element().await.expect("focus");
             let text = el.text().await.unwrap_or_default();
@@ -179,7 +182,7 @@ impl Browser {
     }
 
     /// The page's width in CSS pixels (wider than the window: it scrolls sideways).
-    async fn page_width(&self) -> u64 {
+    pub(crate) async fn page_width(&self) -> u64 {
         self.client
             .execute("return document.documentElement.scrollWidth;", vec![])
             .await
@@ -188,15 +191,15 @@ impl Browser {
             .expect("a width")
     }
 
-    async fn count(&self, css: &str) -> usize {
+    pub(crate) async fn count(&self, css: &str) -> usize {
         self.client.find_all(Locator::Css(css)).await.expect("find").len()
     }
 
-    async fn source(&self) -> String {
+    pub(crate) async fn source(&self) -> String {
         self.client.source().await.expect("page source")
     }
 
-    async fn cookie(&self, name: &str) -> String {
+    pub(crate) async fn cookie(&self, name: &str) -> String {
         self.client
             .get_named_cookie(name)
             .await
@@ -207,7 +210,7 @@ impl Browser {
 }
 
 /// The page the browser shows has no inline script or style.
-fn assert_no_inline_code(what: &str, html: &str) {
+pub(crate) fn assert_no_inline_code(what: &str, html: &str) {
     let lower = html.to_ascii_lowercase();
     for (i, _) in lower.match_indices("<script") {
         let tag_end = lower[i..].find('>').map_or(lower.len(), |e| i + e);
@@ -225,7 +228,7 @@ fn assert_no_inline_code(what: &str, html: &str) {
 }
 
 /// A plain client for headers and forged requests (no redirects followed).
-fn raw() -> reqwest::Client {
+pub(crate) fn raw() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -235,7 +238,7 @@ fn raw() -> reqwest::Client {
 
 /// GET `path` with `cookie`: the dashboard's headers on it, and its HTML
 /// free of inline code.
-async fn assert_page_headers(base: &str, path: &str, cookie: &str) {
+pub(crate) async fn assert_page_headers(base: &str, path: &str, cookie: &str) {
     let res = raw()
         .get(format!("{base}{path}"))
         .header("Cookie", cookie)
@@ -252,7 +255,7 @@ async fn assert_page_headers(base: &str, path: &str, cookie: &str) {
     assert_no_inline_code(path, &body);
 }
 
-async fn fresh_server(dir: &std::path::Path) -> Server {
+pub(crate) async fn fresh_server(dir: &std::path::Path) -> Server {
     Server::start(dir, &util::fresh_storage_url(dir).await)
 }
 
@@ -340,7 +343,7 @@ async fn dashboard_ceremony_from_uninitialized_to_serving() {
 }
 
 /// Enrol TOTP for a user (by its own token); returns the seed.
-async fn enroll_totp(anon: &Http, email: &str) -> Vec<u8> {
+pub(crate) async fn enroll_totp(anon: &Http, email: &str) -> Vec<u8> {
     let user = util::user_client(anon, email, PASSWORD).await;
     let e = util::ok_data(
         "TOTP enrolment",
@@ -356,7 +359,7 @@ async fn enroll_totp(anon: &Http, email: &str) -> Vec<u8> {
     seed
 }
 
-async fn login(b: &Browser, base: &str, email: &str, totp: Option<&str>) {
+pub(crate) async fn login(b: &Browser, base: &str, email: &str, totp: Option<&str>) {
     b.client.goto(&format!("{base}/ui/login")).await.expect("goto login");
     b.fill("#email", email).await;
     b.fill("#password", PASSWORD).await;
@@ -368,7 +371,7 @@ async fn login(b: &Browser, base: &str, email: &str, totp: Option<&str>) {
 }
 
 /// A POST to `path` with the session cookie and a CSRF token (or none).
-async fn post(base: &str, path: &str, cookie: &str, csrf: Option<&str>) -> (u16, String) {
+pub(crate) async fn post(base: &str, path: &str, cookie: &str, csrf: Option<&str>) -> (u16, String) {
     let mut r = raw().post(format!("{base}{path}")).header("Cookie", cookie);
     if let Some(t) = csrf {
         r = r.header("X-CSRF-Token", t);
@@ -383,7 +386,7 @@ async fn post(base: &str, path: &str, cookie: &str, csrf: Option<&str>) -> (u16,
 }
 
 /// The session's CSRF token, as the page carries it.
-fn csrf_of(html: &str) -> String {
+pub(crate) fn csrf_of(html: &str) -> String {
     let pattern = "name=\"csrf-token\" content=\"";
     let at = html.find(pattern).expect("csrf meta") + pattern.len();
     html[at..].split('"').next().expect("token").to_owned()
