@@ -46,6 +46,7 @@ pub mod env_vars;
 pub mod identity;
 pub mod keystore;
 pub mod kv;
+mod lease;
 mod postgres;
 pub mod secrets;
 pub mod sql;

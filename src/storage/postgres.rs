@@ -11,7 +11,8 @@ use sqlx::pool::PoolOptions;
 use sqlx::{Any, Connection};
 
 use super::cluster::ClusterLink;
-use super::sql::Tenants;
+use super::lease::LeasePool;
+use super::sql::{TENANT_READS_MAX, Tenants};
 use super::{Result, SqlBackend, StorageError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -43,5 +44,6 @@ pub(super) async fn open(url: &str) -> Result<SqlBackend> {
     let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
         .fetch_one(&pool)
         .await?;
-    Ok(SqlBackend::new(pool, "postgres", Some(Tenants::new(opts))).with_cluster(ClusterLink::new(url, schema)))
+    let reads = LeasePool::new(opts.clone(), TENANT_READS_MAX, &[SET_ROLE]);
+    Ok(SqlBackend::new(pool, "postgres", reads, Some(Tenants::new(opts))).with_cluster(ClusterLink::new(url, schema)))
 }

@@ -20,6 +20,7 @@ use sqlx::{Any, Row};
 use uuid::Uuid;
 
 use super::db::{conflict, insert_token, query};
+use super::lease::{Lease, LeasePool};
 use super::secrets::ValuesCache;
 use super::{Backend, KeyringRow, Result, StorageError, TokenRow};
 
@@ -37,18 +38,21 @@ pub struct SqlBackend {
     kind: &'static str,
     /// the inject cache (see [`ValuesCache`])
     pub(super) values: Arc<ValuesCache>,
+    /// connections for one organization's statements outside transactions
+    /// (on PostgreSQL acting for it), without sqlx's ping on release
+    reads: LeasePool,
     tenants: Option<Arc<Tenants>>,
     cluster: Option<super::cluster::ClusterLink>,
 }
 
-/// PostgreSQL only: one bounded pool for every organization's rows. A
-/// connection is handed out only after its session's `coffer.org_id` (the
-/// setting the row-level security policies compare with) is set to the
-/// organization asked for, so even a query that forgot its `org_id` filter
-/// sees that organization's rows only; the shared pool sees no tenant row at
-/// all. However many organizations exist, this pool holds at most
-/// [`TENANT_POOL_MAX`] connections (one pool per organization used to mean
-/// up to 8 connections each, never released).
+/// PostgreSQL only: the bounded pool of transactions on one organization's
+/// rows. A transaction acts for the organization asked for
+/// (`set_config('coffer.org_id', …, true)`, the setting the row-level
+/// security policies compare with, until the transaction ends), so even a
+/// query that forgot its `org_id` filter sees that organization's rows
+/// only; the shared pool sees no tenant row at all. Statements outside
+/// transactions go through the lease pool ([`SqlBackend::tenant`]), whose
+/// connections remember the organization they act for.
 pub(super) struct Tenants {
     pool: AnyPool,
 }
@@ -61,12 +65,14 @@ impl std::fmt::Debug for Tenants {
     }
 }
 
-/// Connections of the tenant pool (idle ones close after a minute).
-pub(super) const TENANT_POOL_MAX: u32 = 16;
+/// Connections of the tenant transaction pool (idle ones close after a
+/// minute); the tenant lease pool holds up to [`TENANT_READS_MAX`] more.
+pub(super) const TENANT_POOL_MAX: u32 = 6;
+/// Connections of the lease pool of tenant statements (both backends).
+pub(super) const TENANT_READS_MAX: usize = 12;
 
-/// A connection of the tenant pool acting for one organization (on SQLite a
-/// connection of the shared pool).
-pub(super) type TenantConn = sqlx::pool::PoolConnection<Any>;
+/// A connection for one organization's statements (see [`Lease`]).
+pub(super) type TenantConn = Lease;
 
 impl Tenants {
     pub(super) fn new(opts: sqlx::any::AnyConnectOptions) -> Tenants {
@@ -85,22 +91,6 @@ impl Tenants {
         Tenants { pool }
     }
 
-    /// A connection whose session acts for `org_id` until the next acquire
-    /// sets it again (every acquire does).
-    async fn acquire(&self, org_id: Uuid) -> Result<TenantConn> {
-        let mut conn = self.pool.acquire().await?;
-        if let Err(e) = query("SELECT set_config('coffer.org_id', $1, false)")
-            .bind(org_id.to_string())
-            .execute(&mut *conn)
-            .await
-        {
-            // Its session state is unknown: never reuse it.
-            conn.close_on_drop();
-            return Err(e.into());
-        }
-        Ok(conn)
-    }
-
     /// A transaction acting for `org_id` (`set_config(…, true)`: until it ends).
     async fn begin(&self, org_id: Uuid) -> Result<sqlx::Transaction<'static, Any>> {
         let mut tx = self.pool.begin().await?;
@@ -113,12 +103,13 @@ impl Tenants {
 }
 
 impl SqlBackend {
-    pub(super) fn new(pool: AnyPool, kind: &'static str, tenants: Option<Tenants>) -> Self {
+    pub(super) fn new(pool: AnyPool, kind: &'static str, reads: LeasePool, tenants: Option<Tenants>) -> Self {
         SqlBackend {
             pool,
             writer: None,
             kind,
             values: Arc::new(ValuesCache::default()),
+            reads,
             tenants: tenants.map(Arc::new),
             cluster: None,
         }
@@ -160,12 +151,11 @@ impl SqlBackend {
         Ok(())
     }
 
-    /// A connection for one organization's rows (of the shared pool on SQLite).
+    /// A connection for one organization's statements outside a
+    /// transaction: on PostgreSQL acting for it (row-level security).
     pub(super) async fn tenant(&self, org_id: Uuid) -> Result<TenantConn> {
-        match &self.tenants {
-            Some(t) => t.acquire(org_id).await,
-            None => Ok(self.pool.acquire().await?),
-        }
+        let acting = self.tenants.as_ref().map(|_| org_id);
+        self.reads.acquire(acting).await
     }
 
     /// A transaction on one organization's rows (of the shared pool on SQLite).

@@ -198,7 +198,14 @@ impl Http {
     pub fn new(base: &str, token: Option<&str>) -> Http {
         let _ = rustls::crypto::ring::default_provider().install_default();
         Http {
-            client: reqwest::Client::builder().build().expect("client"),
+            // A keep-alive connection idle for the server's header timeout
+            // (10 s) is closed by the server; reusing one at that moment
+            // fails with IncompleteMessage (seen on a loaded host after a
+            // slow CLI step). Idle connections are dropped well before.
+            client: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(4))
+                .build()
+                .expect("client"),
             base: base.to_owned(),
             token: token.map(str::to_owned),
         }
