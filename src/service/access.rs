@@ -852,3 +852,35 @@ impl AccessService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(user: Option<&str>, sa: Option<&str>, group: Option<&str>) -> GrantInput {
+        GrantInput {
+            user: user.map(str::to_owned),
+            service_account: sa.map(str::to_owned),
+            group: group.map(str::to_owned),
+            project: "api".into(),
+            environment: "dev".into(),
+            permissions: None,
+            role: None,
+        }
+    }
+
+    #[test]
+    fn a_grant_subject_is_named_as_grant_listings_name_it() {
+        let user = grant_subject(&input(Some(" Ann@Acme.TEST "), None, None)).expect("user");
+        assert_eq!(user, serde_json::json!({ "user": "ann@acme.test" }));
+        let sa = grant_subject(&input(None, Some("ci"), None)).expect("account");
+        assert_eq!(sa, serde_json::json!({ "service_account": "ci" }));
+        let group = grant_subject(&input(None, None, Some("ops"))).expect("group");
+        assert_eq!(group, serde_json::json!({ "group": "ops" }));
+        assert!(grant_subject(&input(None, None, None)).is_err(), "nobody");
+        assert!(
+            grant_subject(&input(Some("a@b"), Some("ci"), None)).is_err(),
+            "two subjects"
+        );
+    }
+}
