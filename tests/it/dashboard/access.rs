@@ -203,6 +203,56 @@ async fn dashboard_access_members_groups_service_accounts_and_grants() {
         200,
         "the account lives on"
     );
+    let (_, groups) = root.get("/api/v1/orgs/acme/groups").await;
+    assert_eq!(
+        groups["data"][0]["members"],
+        json!(["bob@acme.test"]),
+        "nothing changed: {groups}"
+    );
+
+    // Change a role, take bob out of the group and the organization.
+    let bob = "#member-table tr[data-email='bob@acme.test']";
+    b.client.goto(&format!("{base}{access}")).await.expect("goto");
+    b.element(&format!("{bob} select"))
+        .await
+        .select_by_value("admin")
+        .await
+        .expect("select admin");
+    b.click(&format!("{bob} button.change-role")).await;
+    let role_of = |members: &serde_json::Value, email: &str| {
+        members["data"]
+            .as_array()
+            .and_then(|l| l.iter().find(|m| m["email"] == email))
+            .map(|m| m["role"].as_str().unwrap_or("").to_owned())
+    };
+    let mut members = json!(null);
+    for _ in 0..100 {
+        members = root.get("/api/v1/orgs/acme/members").await.1;
+        if role_of(&members, "bob@acme.test").as_deref() == Some("admin") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        role_of(&members, "bob@acme.test").as_deref(),
+        Some("admin"),
+        "{members}"
+    );
+    b.wait_count(".group[data-group='ops'] .group-member", 1).await;
+    b.click(".group[data-group='ops'] li form button").await;
+    b.wait_count(".group[data-group='ops'] .group-member", 0).await;
+    b.click(&format!("{bob} button.remove-member")).await;
+    b.wait_count(bob, 0).await;
+    let (_, members) = root.get("/api/v1/orgs/acme/members").await;
+    assert_eq!(role_of(&members, "bob@acme.test"), None, "removed: {members}");
+    // Delete the service account: its token stops working.
+    b.click("#sa-table tr[data-account='ci'] button.delete-account").await;
+    b.wait_count("#sa-table tr[data-account='ci']", 0).await;
+    assert_eq!(
+        sa.get("/api/v1/auth/whoami").await.0.as_u16(),
+        401,
+        "deleted with its tokens"
+    );
 
     // A member without admin rights: no admin control; forged POSTs 403.
     b.click("header form[action='/ui/logout'] button").await;
@@ -215,7 +265,7 @@ async fn dashboard_access_members_groups_service_accounts_and_grants() {
     assert_eq!(b.count("main form").await, 0, "no admin control on the access page");
     assert_eq!(b.count("#service-accounts").await, 0, "no service accounts");
     assert_eq!(
-        b.count("#member-table tr[data-email='bob@acme.test']").await,
+        b.count("#member-table tr[data-email='ann@acme.test']").await,
         1,
         "members are visible"
     );
