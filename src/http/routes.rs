@@ -323,6 +323,41 @@ routes! {
     "/ui/orgs/{org}/projects/{project}/envs/{env}/secrets/{key}/reveal" {
         POST => ui::reveal, Action("secret.reveal");
     }
+    // access (src/http/ui/access.rs): members, groups, service accounts,
+    // the grants matrix; a new account token is in the POST's answer only
+    "/ui/orgs/{org}/access" { GET => ui::access::access, Action("member.list"); }
+    "/ui/orgs/{org}/access/members" { POST => ui::access::set_member, Action("member.set"); }
+    "/ui/orgs/{org}/access/members/remove" { POST => ui::access::remove_member, Action("member.remove"); }
+    "/ui/orgs/{org}/access/groups" { POST => ui::access::create_group, Action("group.create"); }
+    "/ui/orgs/{org}/access/groups/{group}/members" {
+        POST => ui::access::add_group_member, Action("group.member_add");
+    }
+    "/ui/orgs/{org}/access/groups/{group}/members/remove" {
+        POST => ui::access::remove_group_member, Action("group.member_remove");
+    }
+    "/ui/orgs/{org}/access/service-accounts" {
+        POST => ui::access::create_service_account, Action("service_account.create");
+    }
+    "/ui/orgs/{org}/access/service-accounts/{name}/tokens" {
+        POST => ui::access::service_account_token, Action("token.create");
+    }
+    "/ui/orgs/{org}/access/service-accounts/{name}/delete" {
+        POST => ui::access::delete_service_account, Action("service_account.delete");
+    }
+    "/ui/orgs/{org}/projects/{project}/envs/{env}/grants" {
+        GET => ui::access::grants, Action("grant.list");
+        POST => ui::access::set_grant, Action("grant.create");
+    }
+    "/ui/orgs/{org}/projects/{project}/envs/{env}/grants/revoke" {
+        POST => ui::access::revoke_grant, Action("grant.delete");
+    }
+    // my account (src/http/ui/account.rs): tokens, TOTP enrolment; a new
+    // token, TOTP secret and recovery codes are in a POST's answer only
+    "/ui/account" { GET => ui::account::account, Action("token.list"); }
+    "/ui/account/tokens" { POST => ui::account::create_token, Action("token.create"); }
+    "/ui/account/tokens/{accessor}/revoke" { POST => ui::account::revoke_token, Action("token.revoke"); }
+    "/ui/account/totp/enroll" { POST => ui::account::totp_enroll, Action("auth.totp_enroll"); }
+    "/ui/account/totp/verify" { POST => ui::account::totp_verify, Action("auth.totp_verify"); }
     // GET: an empty form (nothing of the server's; without a session the
     // login form); `coffer login` points here
     "/device" { GET => ui::device_page, Public; POST => ui::device_approve, Action("auth.device_approve"); }

@@ -148,6 +148,29 @@ pub struct GrantView {
     pub permissions: Vec<&'static str>,
 }
 
+/// What the caller is in an organization (see [`AccessService::standing`]).
+#[derive(Debug, Clone, Copy)]
+pub struct OrgStanding {
+    /// owner or admin (or root): manages members, groups, accounts, grants
+    pub admin: bool,
+    /// owner (or root): may manage owners
+    pub owner: bool,
+    /// a user member (sees members and groups)
+    pub member: bool,
+}
+
+/// The subject of a grant input as grant listings name it.
+pub(crate) fn grant_subject(input: &GrantInput) -> Result<serde_json::Value> {
+    match (&input.user, &input.service_account, &input.group) {
+        (Some(u), None, None) => Ok(serde_json::json!({ "user": u.trim().to_ascii_lowercase() })),
+        (None, Some(n), None) => Ok(serde_json::json!({ "service_account": n })),
+        (None, None, Some(n)) => Ok(serde_json::json!({ "group": n })),
+        _ => Err(ServiceError::Invalid(
+            "give exactly one of user, service_account or group".into(),
+        )),
+    }
+}
+
 fn sa_view(sa: ServiceAccountRow) -> ServiceAccountView {
     let certificate = (sa.cert_spki_sha256.is_some() || sa.cert_subject_cn.is_some() || sa.cert_dns_san.is_some())
         .then_some(CertMatch {
@@ -740,6 +763,82 @@ impl AccessService {
             .collect())
     }
 
+    /// What `who` is in `org` (owner, admin, member), for pages that
+    /// show only the controls their caller may use; outsiders get the
+    /// nonexistent organization's answer.
+    pub async fn standing(&self, who: &Unsealed, org: &str) -> Result<OrgStanding> {
+        let (_, access) = self.org_access(who, org).await?;
+        Ok(OrgStanding {
+            admin: access.admin,
+            owner: access.owner,
+            member: access.member,
+        })
+    }
+
+    /// The permission names `who` holds on one environment.
+    pub async fn env_permissions(&self, who: &Unsealed, env: (&str, &str, &str)) -> Result<Vec<&'static str>> {
+        let (path, access) = self.env_access(who, env).await?;
+        Ok(access.perms(path.project_id, path.env_id).names())
+    }
+
+    /// The grants naming exactly one environment for one subject
+    /// (`{"user": email}` and so on), as listed.
+    async fn exact_env_grants(
+        &self,
+        who: &Unsealed,
+        org: &str,
+        subject: &serde_json::Value,
+        (project, env): (&str, &str),
+    ) -> Result<Vec<GrantView>> {
+        Ok(self
+            .list_grants(who, org)
+            .await?
+            .into_iter()
+            .filter(|g| &g.subject == subject && g.project == project && g.environment == env)
+            .collect())
+    }
+
+    /// Set what one subject holds on one environment (the dashboard's
+    /// grants matrix): the new grant is made first, then the subject's
+    /// earlier grants naming exactly this environment are revoked, so the
+    /// result is the one grant. Wildcard grants are left alone.
+    pub async fn set_env_grant(&self, who: &Unsealed, org: &str, input: GrantInput) -> Result<GrantView> {
+        if input.project == "*" || input.environment == "*" {
+            return Err(ServiceError::Invalid(
+                "the matrix sets grants on one environment; use the API for wildcards".into(),
+            ));
+        }
+        let subject = grant_subject(&input)?;
+        let scope = (input.project.clone(), input.environment.clone());
+        let before = self.exact_env_grants(who, org, &subject, (&scope.0, &scope.1)).await?;
+        let made = self.create_grant(who, org, input).await?;
+        for g in before {
+            self.delete_grant(who, org, &g.id).await?;
+        }
+        Ok(made)
+    }
+
+    /// Revoke every grant of one subject naming exactly one environment;
+    /// how many there were.
+    pub async fn revoke_env_grants(
+        &self,
+        who: &Unsealed,
+        org: &str,
+        subject: &serde_json::Value,
+        scope: (&str, &str),
+    ) -> Result<usize> {
+        let grants = self.exact_env_grants(who, org, subject, scope).await?;
+        if grants.is_empty() {
+            return Err(ServiceError::NotFound(
+                "no grant of that subject on this environment".into(),
+            ));
+        }
+        for g in &grants {
+            self.delete_grant(who, org, &g.id).await?;
+        }
+        Ok(grants.len())
+    }
+
     /// Revoke a grant.
     pub async fn delete_grant(&self, who: &Unsealed, org: &str, id: &str) -> Result<()> {
         let (org, _) = self.org_admin(who, org).await?;
@@ -751,5 +850,37 @@ impl AccessService {
         } else {
             Err(missing())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(user: Option<&str>, sa: Option<&str>, group: Option<&str>) -> GrantInput {
+        GrantInput {
+            user: user.map(str::to_owned),
+            service_account: sa.map(str::to_owned),
+            group: group.map(str::to_owned),
+            project: "api".into(),
+            environment: "dev".into(),
+            permissions: None,
+            role: None,
+        }
+    }
+
+    #[test]
+    fn a_grant_subject_is_named_as_grant_listings_name_it() {
+        let user = grant_subject(&input(Some(" Ann@Acme.TEST "), None, None)).expect("user");
+        assert_eq!(user, serde_json::json!({ "user": "ann@acme.test" }));
+        let sa = grant_subject(&input(None, Some("ci"), None)).expect("account");
+        assert_eq!(sa, serde_json::json!({ "service_account": "ci" }));
+        let group = grant_subject(&input(None, None, Some("ops"))).expect("group");
+        assert_eq!(group, serde_json::json!({ "group": "ops" }));
+        assert!(grant_subject(&input(None, None, None)).is_err(), "nobody");
+        assert!(
+            grant_subject(&input(Some("a@b"), Some("ci"), None)).is_err(),
+            "two subjects"
+        );
     }
 }

@@ -940,6 +940,20 @@ impl IdentityService {
         Ok(TotpEnrollment { secret, otpauth_uri })
     }
 
+    /// Whether the caller (a user) has TOTP on; None for root and service
+    /// accounts, which have no second factor.
+    pub async fn totp_enabled(&self, who: &Unsealed) -> Result<Option<bool>> {
+        let PrincipalKind::User(id) = who.kind else {
+            return Ok(None);
+        };
+        let user = self
+            .identity_store
+            .user(id)
+            .await?
+            .ok_or(ServiceError::Unauthenticated)?;
+        Ok(Some(user.totp_enabled))
+    }
+
     /// `POST /auth/totp/verify`: turn TOTP on; returns ten one-time recovery codes.
     pub async fn totp_verify(&self, who: &Unsealed, code: &str) -> Result<Vec<Zeroizing<String>>> {
         let keyring = who.keyring();

@@ -48,7 +48,10 @@ use crate::seal::{Seal, SealError};
 use crate::storage::{Backend, StorageError};
 
 pub use access::AccessService;
-pub use access::{GrantInput, GrantView, GroupView, MemberView, ServiceAccountInput, ServiceAccountView};
+pub(crate) use access::grant_subject;
+pub use access::{
+    CertMatch, GrantInput, GrantView, GroupView, MemberView, OrgStanding, ServiceAccountInput, ServiceAccountView,
+};
 pub use allowed_vars::AllowedVarView;
 pub use audit::AuditService;
 pub use auth::IdentityService;

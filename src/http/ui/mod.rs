@@ -23,6 +23,8 @@
 //! value outside the reveal answer (the init page's shares and root token
 //! are shown once by design), or act on a POST whose CSRF token is wrong.
 
+pub(super) mod access;
+pub(super) mod account;
 mod pages;
 
 use std::sync::OnceLock;

@@ -42,6 +42,7 @@ pub(super) fn layout(title: &str, viewer: Option<&Viewer<'_>>, body: Markup) -> 
                         // One link per area; each area adds its own line.
                         nav.main-nav aria-label="Main" {
                             a href="/ui/orgs" { "Organizations" }
+                            a href="/ui/account" { "Account" }
                         }
                         div.row {
                             span.who { (v.name) }
@@ -299,6 +300,7 @@ pub(super) fn projects(viewer: &Viewer<'_>, org: &str, projects: &[ProjectView])
         html! {
             (crumbs(Some(org), None))
             h1 { "Projects of " (org) }
+            p { a #access-link href={ "/ui/orgs/" (seg(org)) "/access" } { "Access: members, groups, service accounts" } }
             @if projects.is_empty() {
                 p.muted { "No project you can see." }
             } @else {
@@ -331,6 +333,7 @@ pub(super) fn envs(viewer: &Viewer<'_>, org: &str, project: &str, envs: &[EnvVie
                             a href={ "/ui/orgs/" (seg(org)) "/projects/" (seg(project)) "/envs/" (seg(&e.slug)) } { (e.slug) }
                             @if e.protected { span.badge.protected title="protected environment" { "protected" } }
                             " " span.muted { (e.name) }
+                            " " a.grants-link href={ "/ui/orgs/" (seg(org)) "/projects/" (seg(project)) "/envs/" (seg(&e.slug)) "/grants" } { "Grants" }
                         }
                     }
                 }

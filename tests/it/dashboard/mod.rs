@@ -16,6 +16,7 @@ use crate::util::{self, Http, Server};
 
 // Later slices of the dashboard add their browser tests as submodules
 // here (one file per area), sharing the harness above.
+mod access;
 
 pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";

@@ -130,3 +130,21 @@
     }, 3000);
   }
 }());
+
+// --- access ---
+// "Copy" next to a value shown once (a new token): copies the text of the
+// element named by data-copy.
+(function () {
+  'use strict';
+  document.querySelectorAll('button.copy-once[data-copy]').forEach(function (btn) {
+    var src = document.getElementById(btn.getAttribute('data-copy'));
+    if (!src) { return; }
+    btn.addEventListener('click', function () {
+      if (!navigator.clipboard) { return; }
+      navigator.clipboard.writeText(src.textContent).then(function () {
+        btn.textContent = 'Copied';
+        setTimeout(function () { btn.textContent = 'Copy'; }, 2000);
+      });
+    });
+  });
+}());
