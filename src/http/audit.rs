@@ -143,6 +143,7 @@ fn reads_only(action: &str) -> bool {
             "secret.reveal"
                 | "secret.inject"
                 | "secret.history"
+                | "secret.validate"
                 | "env.diff"
                 | "env.pull"
                 | "env.file_diff"
