@@ -74,6 +74,17 @@ fn with_code(status: StatusCode, code: &'static str, page: Markup) -> Response {
     res
 }
 
+/// A text area's text as the person saw it: browsers submit its line
+/// breaks as CRLF whatever was typed or revealed into it (HTML's form
+/// encoding), so they become LF again. The submitted copy is wiped.
+fn textarea_text(submitted: Zeroizing<String>) -> Zeroizing<String> {
+    if submitted.contains('\r') {
+        Zeroizing::new(submitted.replace("\r\n", "\n"))
+    } else {
+        submitted
+    }
+}
+
 fn header_csrf(headers: &HeaderMap) -> &str {
     headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
@@ -189,7 +200,7 @@ async fn save(
 ) -> Response {
     let value_type = f.value_type.trim().to_owned();
     let input = SecretInput {
-        value: f.value,
+        value: textarea_text(f.value),
         value_type: Some(value_type.clone()).filter(|t| !t.is_empty()),
         description: Some(f.description.clone()),
     };
@@ -788,9 +799,10 @@ async fn push(s: &AppState, user: &UiUser, path: (&str, &str, &str), f: ImportFo
     } else {
         None
     };
-    let content = f.content.clone();
+    let text = textarea_text(f.content);
+    let content = text.clone();
     let req = PushRequest {
-        input: SyncInput::Content(format, f.content),
+        input: SyncInput::Content(format, text),
         apply,
         base,
     };
@@ -943,6 +955,13 @@ mod tests {
         let d = line_diff(&big, &big);
         assert_eq!(d.len(), 4200);
         assert!(d[..2100].iter().all(|(op, _)| *op == '-'));
+    }
+
+    #[test]
+    fn text_areas_send_crlf_which_becomes_lf() {
+        let t = textarea_text(Zeroizing::new("a\r\nb\r\n".into()));
+        assert_eq!(t.as_str(), "a\nb\n");
+        assert_eq!(textarea_text(Zeroizing::new("lone\rcr".into())).as_str(), "lone\rcr");
     }
 
     #[test]
