@@ -191,6 +191,10 @@ async fn dashboard_edit_history_rollback_and_delete() {
     let diff = b.text("#value-diff pre.diff").await;
     assert!(diff.contains("6543") && diff.contains("5432"), "{diff}");
     assert!(b.count("#value-diff .add").await >= 1 && b.count("#value-diff .del").await >= 1);
+    b.client
+        .execute("document.getElementById('value-diff').scrollIntoView();", vec![])
+        .await
+        .expect("scroll");
     b.shot("history-diff").await;
     let (_, found) = root.get("/api/v1/audit/records?org=acme&action=secret.reveal").await;
     let diffs = found["data"]
