@@ -298,7 +298,11 @@ impl SecretService {
 
     /// The soft-deleted secrets of an environment (restorable), metadata
     /// only (*read*).
-    pub async fn deleted_secrets(&self, who: &Unsealed, (org, project, env): (&str, &str, &str)) -> Result<Vec<SecretView>> {
+    pub async fn deleted_secrets(
+        &self,
+        who: &Unsealed,
+        (org, project, env): (&str, &str, &str),
+    ) -> Result<Vec<SecretView>> {
         let path = self
             .access
             .authorize_env(who, (org, project, env), Permission::Read)

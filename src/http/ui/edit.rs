@@ -272,11 +272,20 @@ fn value_control(id: &str, types: &str, active: bool, label: &str, control: Mark
     }
 }
 
-fn edit_form(viewer: &Viewer<'_>, path: (&str, &str, &str), st: &EditState<'_>, typed_key: &str, error: Option<&str>) -> Markup {
+fn edit_form(
+    viewer: &Viewer<'_>,
+    path: (&str, &str, &str),
+    st: &EditState<'_>,
+    typed_key: &str,
+    error: Option<&str>,
+) -> Markup {
     let (org, project, env) = path;
     let base = env_url(org, project, env);
     let (title, action) = match st.key {
-        Some(k) => (format!("Edit {k}"), format!("{}/edit", secret_url(org, project, env, k))),
+        Some(k) => (
+            format!("Edit {k}"),
+            format!("{}/edit", secret_url(org, project, env, k)),
+        ),
         None => ("New secret".to_owned(), format!("{base}/secrets/new")),
     };
     let t = st.value_type;
@@ -383,7 +392,12 @@ pub(crate) async fn delete(
     if f.confirm != "yes" {
         return error_page(Some(&user.viewer()), &unconfirmed());
     }
-    match s.coffer.secrets.delete_secret(&user.who, (&org, &project, &env), &key).await {
+    match s
+        .coffer
+        .secrets
+        .delete_secret(&user.who, (&org, &project, &env), &key)
+        .await
+    {
         Ok(()) => see_other(&format!("{}#deleted", env_url(&org, &project, &env))),
         Err(e) => error_page(Some(&user.viewer()), &e),
     }
@@ -399,7 +413,12 @@ pub(crate) async fn restore(
     if !user.csrf_ok(&f.csrf) {
         return csrf_refused(false);
     }
-    match s.coffer.secrets.restore_secret(&user.who, (&org, &project, &env), &key).await {
+    match s
+        .coffer
+        .secrets
+        .restore_secret(&user.who, (&org, &project, &env), &key)
+        .await
+    {
         Ok(_) => see_other(&env_url(&org, &project, &env)),
         Err(e) => error_page(Some(&user.viewer()), &e),
     }
@@ -418,7 +437,12 @@ pub(crate) async fn purge(
     if f.confirm != "yes" {
         return error_page(Some(&user.viewer()), &unconfirmed());
     }
-    match s.coffer.secrets.purge_secret(&user.who, (&org, &project, &env), &key).await {
+    match s
+        .coffer
+        .secrets
+        .purge_secret(&user.who, (&org, &project, &env), &key)
+        .await
+    {
         Ok(()) => see_other(&env_url(&org, &project, &env)),
         Err(e) => error_page(Some(&user.viewer()), &e),
     }
@@ -452,7 +476,8 @@ pub(crate) async fn history(
         Ok((perms, versions)) => {
             let last = versions.last().map_or(0, |v| v.version);
             let b = q.b.unwrap_or(last);
-            let a = q.a.unwrap_or_else(|| versions.iter().rev().nth(1).map_or(last, |v| v.version));
+            let a =
+                q.a.unwrap_or_else(|| versions.iter().rev().nth(1).map_or(last, |v| v.version));
             html(
                 StatusCode::OK,
                 history_page(&user.viewer(), (path, &key), &versions, (a, b), perms),
@@ -663,7 +688,12 @@ pub(crate) async fn rollback(
             &ServiceError::Invalid("version must be a whole number".into()),
         );
     };
-    match s.coffer.secrets.rollback(&user.who, (&org, &project, &env), &key, version).await {
+    match s
+        .coffer
+        .secrets
+        .rollback(&user.who, (&org, &project, &env), &key, version)
+        .await
+    {
         Ok(_) => see_other(&format!("{}/history", secret_url(&org, &project, &env, &key))),
         Err(e) => error_page(Some(&user.viewer()), &e),
     }
@@ -717,7 +747,13 @@ fn may_import(p: PermSet) -> bool {
     p.has(Permission::Reveal) && (p.has(Permission::Create) || p.has(Permission::Update))
 }
 
-fn import_form(viewer: &Viewer<'_>, (org, project, env): (&str, &str, &str), format: &str, content: &str, error: Option<&str>) -> Markup {
+fn import_form(
+    viewer: &Viewer<'_>,
+    (org, project, env): (&str, &str, &str),
+    format: &str,
+    content: &str,
+    error: Option<&str>,
+) -> Markup {
     let base = env_url(org, project, env);
     layout(
         "Import",
@@ -828,7 +864,13 @@ fn action_name(a: PushAction) -> &'static str {
     }
 }
 
-fn plan_page(viewer: &Viewer<'_>, (org, project, env): (&str, &str, &str), format: Format, content: &str, plan: &PushView) -> Markup {
+fn plan_page(
+    viewer: &Viewer<'_>,
+    (org, project, env): (&str, &str, &str),
+    format: Format,
+    content: &str,
+    plan: &PushView,
+) -> Markup {
     let base = env_url(org, project, env);
     let versions: Vec<String> = plan.keys.iter().map(|k| format!("{}={}", k.key, k.version)).collect();
     let writes = plan.created + plan.updated;
@@ -914,7 +956,12 @@ pub(crate) async fn export(
         Ok(fm) => fm,
         Err(e) => return error_page(Some(&user.viewer()), &e),
     };
-    match s.coffer.secrets.sync_pull(&user.who, (&org, &project, &env), format).await {
+    match s
+        .coffer
+        .secrets
+        .sync_pull(&user.who, (&org, &project, &env), format)
+        .await
+    {
         Ok(pulled) => {
             note.values(pulled.count);
             let (kind, ext) = match format {

@@ -106,7 +106,10 @@ async fn dashboard_edit_history_rollback_and_delete() {
     login(&b, &server.base, "ann@acme.test", None).await;
     let cookie = format!("coffer_session={}", b.cookie("coffer_session").await);
     let env_page = "/ui/orgs/acme/projects/api/envs/dev";
-    b.client.goto(&format!("{}{env_page}", server.base)).await.expect("goto");
+    b.client
+        .goto(&format!("{}{env_page}", server.base))
+        .await
+        .expect("goto");
     let csrf = csrf_of(&b.source().await);
 
     // New secret: JSON checked as you type; the browser will not submit it.
@@ -119,14 +122,23 @@ async fn dashboard_edit_history_rollback_and_delete() {
     wait_contains(&b, "#value-check", "not valid JSON").await;
     b.click("#secret-form button[type=submit]").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(b.path().await, format!("{env_page}/secrets/new"), "invalid JSON not submitted");
+    assert_eq!(
+        b.path().await,
+        format!("{env_page}/secrets/new"),
+        "invalid JSON not submitted"
+    );
     assert_eq!(api_value(&root, &env, "DB_CONFIG").await.0, 404);
     // …and by the server, for a client without the script.
     let (st, _, body) = post_form(
         &server.base,
         &format!("{env_page}/secrets/new"),
         &cookie,
-        &[("csrf", &csrf), ("key", "DB_CONFIG"), ("value_type", "json"), ("value", "{\"a\":")],
+        &[
+            ("csrf", &csrf),
+            ("key", "DB_CONFIG"),
+            ("value_type", "json"),
+            ("value", "{\"a\":"),
+        ],
     )
     .await;
     assert_eq!(st, 400, "{body}");
@@ -146,7 +158,11 @@ async fn dashboard_edit_history_rollback_and_delete() {
     assert_eq!(got["data"]["value"], v1);
     assert_eq!(got["data"]["type"], "json");
     assert_eq!(got["data"]["description"], "primary database");
-    assert_eq!(b.text("tr[data-key='DB_CONFIG'] td.by").await, "ann@acme.test", "updated by");
+    assert_eq!(
+        b.text("tr[data-key='DB_CONFIG'] td.by").await,
+        "ann@acme.test",
+        "updated by"
+    );
 
     // Edit: the value field is empty until revealed into it.
     b.click("tr[data-key='DB_CONFIG'] a.edit").await;
@@ -205,7 +221,10 @@ async fn dashboard_edit_history_rollback_and_delete() {
         .count();
     assert_eq!(diffs, 1, "the diff is recorded as a reveal: {found}");
     b.client.set_window_size(375, 800).await.expect("resize");
-    assert!(b.page_width().await <= 375, "the history page scrolls sideways at 375 px");
+    assert!(
+        b.page_width().await <= 375,
+        "the history page scrolls sideways at 375 px"
+    );
     b.client.set_window_size(1280, 800).await.expect("resize");
 
     // Rollback: refused unconfirmed; confirmed, a new version with v1's value.
@@ -225,13 +244,17 @@ async fn dashboard_edit_history_rollback_and_delete() {
     let (st, _, _) = post_form(&server.base, &delete, &cookie, &[("csrf", &csrf)]).await;
     assert_eq!(st, 400, "a delete without confirmation");
     assert_eq!(api_value(&root, &env, "DB_CONFIG").await.0, 200);
-    b.client.goto(&format!("{}{edit_page}", server.base)).await.expect("goto");
+    b.client
+        .goto(&format!("{}{edit_page}", server.base))
+        .await
+        .expect("goto");
     b.click("#delete-confirm").await;
     b.click("#delete-form button[type=submit]").await;
     b.wait_path(env_page).await;
     assert_eq!(api_value(&root, &env, "DB_CONFIG").await.0, 404, "deleted");
     b.wait_count("#deleted-secrets li[data-key='DB_CONFIG']", 1).await;
-    b.click("#deleted-secrets li[data-key='DB_CONFIG'] form.restore button").await;
+    b.click("#deleted-secrets li[data-key='DB_CONFIG'] form.restore button")
+        .await;
     b.wait_count("#deleted-secrets", 0).await;
     assert_eq!(api_value(&root, &env, "DB_CONFIG").await.0, 200, "restored");
     util::ok_data("delete", root.delete(&format!("{env}/secrets/DB_CONFIG")).await);
@@ -239,8 +262,10 @@ async fn dashboard_edit_history_rollback_and_delete() {
     let purge = format!("{env_page}/secrets/DB_CONFIG/purge");
     let (st, _, _) = post_form(&server.base, &purge, &cookie, &[("csrf", &csrf)]).await;
     assert_eq!(st, 400, "a purge without confirmation");
-    b.click("#deleted-secrets li[data-key='DB_CONFIG'] form.purge input[name=confirm]").await;
-    b.click("#deleted-secrets li[data-key='DB_CONFIG'] form.purge button").await;
+    b.click("#deleted-secrets li[data-key='DB_CONFIG'] form.purge input[name=confirm]")
+        .await;
+    b.click("#deleted-secrets li[data-key='DB_CONFIG'] form.purge button")
+        .await;
     b.wait_count("#deleted-secrets", 0).await;
     let (st, _) = root.post(&format!("{env}/secrets/DB_CONFIG/restore"), json!({})).await;
     assert_eq!(st, 404, "purged: nothing to restore");
@@ -261,7 +286,11 @@ async fn dashboard_edit_history_rollback_and_delete() {
         "/export",
     ] {
         let path = format!("{env_page}{p}");
-        assert_eq!(post(&server.base, &path, &cookie, None).await.0, 403, "{p} without a token");
+        assert_eq!(
+            post(&server.base, &path, &cookie, None).await.0,
+            403,
+            "{p} without a token"
+        );
         assert_eq!(
             post(&server.base, &path, &cookie, Some("forged")).await.0,
             403,
@@ -288,8 +317,11 @@ async fn dashboard_import_export_and_a_viewer() {
     util::write_secret(&root, &env, "SAME", "same-value-123456").await;
     util::ok_data(
         "an integer",
-        root.post(&format!("{env}/secrets/PORT"), json!({"value": "8080", "type": "integer"}))
-            .await,
+        root.post(
+            &format!("{env}/secrets/PORT"),
+            json!({"value": "8080", "type": "integer"}),
+        )
+        .await,
     );
     util::write_secret(&root, &env, "GONE", "deleted-value-12345").await;
     util::ok_data("delete", root.delete(&format!("{env}/secrets/GONE")).await);
@@ -310,7 +342,10 @@ async fn dashboard_import_export_and_a_viewer() {
     login(&b, &server.base, "ann@acme.test", None).await;
     let cookie = format!("coffer_session={}", b.cookie("coffer_session").await);
     let env_page = "/ui/orgs/acme/projects/api/envs/dev";
-    b.client.goto(&format!("{}{env_page}", server.base)).await.expect("goto");
+    b.client
+        .goto(&format!("{}{env_page}", server.base))
+        .await
+        .expect("goto");
     let csrf = csrf_of(&b.source().await);
     b.click("#import").await;
     let import = format!("{env_page}/import");
@@ -318,7 +353,8 @@ async fn dashboard_import_export_and_a_viewer() {
     assert_page_headers(&server.base, &import, &cookie).await;
 
     // A line that does not parse: the whole file refused, naming the line.
-    b.fill("#import-content", "NEW_KEY=new-value-abcdef\nthis is not a line\n").await;
+    b.fill("#import-content", "NEW_KEY=new-value-abcdef\nthis is not a line\n")
+        .await;
     b.click("#import-form button[type=submit]").await;
     wait_contains(&b, "p.error", "line 2").await;
 
@@ -333,14 +369,18 @@ async fn dashboard_import_export_and_a_viewer() {
     assert_eq!(b.text("#plan-unchanged").await, "1");
     assert_eq!(b.text("#plan-errors").await, "1");
     let port = b.text("#plan tr[data-key='PORT']").await;
-    assert!(port.contains("error") && port.contains("integer") && port.contains('4'), "{port}");
+    assert!(
+        port.contains("error") && port.contains("integer") && port.contains('4'),
+        "{port}"
+    );
     assert_eq!(b.count("#apply-form").await, 0, "no Apply with errors");
     assert_eq!(b.count("#plan-blocked").await, 1);
 
     // Fixed: the plan, then Apply.
     b.click("a[href$='/import']").await;
     b.wait_path(&import).await;
-    b.fill("#import-content", &file.replace("PORT=eighty\n", "PORT=8080\n")).await;
+    b.fill("#import-content", &file.replace("PORT=eighty\n", "PORT=8080\n"))
+        .await;
     b.click("#import-form button[type=submit]").await;
     b.wait_count("#plan tbody tr", 4).await;
     assert_eq!(b.text("#plan-unchanged").await, "2");
@@ -349,14 +389,24 @@ async fn dashboard_import_export_and_a_viewer() {
     assert_eq!(api_value(&root, &env, "NEW_KEY").await.0, 404, "a plan writes nothing");
     b.click("#apply-form button[type=submit]").await;
     b.wait_count("#plan-applied", 1).await;
-    assert_eq!(api_value(&root, &env, "NEW_KEY").await.1["data"]["value"], "new-value-abcdef");
+    assert_eq!(
+        api_value(&root, &env, "NEW_KEY").await.1["data"]["value"],
+        "new-value-abcdef"
+    );
     let (_, existing) = api_value(&root, &env, "EXISTING").await;
     assert_eq!(existing["data"]["value"], "changed-value-7890");
     assert_eq!(existing["data"]["version"], 2);
-    assert_eq!(api_value(&root, &env, "SAME").await.1["data"]["version"], 1, "unchanged");
+    assert_eq!(
+        api_value(&root, &env, "SAME").await.1["data"]["version"],
+        1,
+        "unchanged"
+    );
 
     // Export: an attachment, no-store, the env file.
-    b.client.goto(&format!("{}{env_page}", server.base)).await.expect("goto");
+    b.client
+        .goto(&format!("{}{env_page}", server.base))
+        .await
+        .expect("goto");
     assert_eq!(b.count("#export-form").await, 1);
     let (st, h, body) = post_form(
         &server.base,
@@ -378,7 +428,10 @@ async fn dashboard_import_export_and_a_viewer() {
     b.click("header form[action='/ui/logout'] button").await;
     b.wait_path("/ui/login").await;
     login(&b, &server.base, "vic@acme.test", None).await;
-    b.client.goto(&format!("{}{env_page}", server.base)).await.expect("goto");
+    b.client
+        .goto(&format!("{}{env_page}", server.base))
+        .await
+        .expect("goto");
     b.wait_count("#secrets tbody tr", 4).await;
     for control in [
         "#new-secret",
