@@ -457,6 +457,7 @@ mod tests {
             "secret.reveal",
             "secret.inject",
             "secret.read",
+            "secret.validate",
             "org.list",
             "key.kek_list",
             "seal.rekey_status",

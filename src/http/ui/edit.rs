@@ -575,7 +575,7 @@ fn history_page(
                             "Reveal both values and show their difference"
                         }
                     }
-                    p.muted { "Values are fetched only when you press it, and recorded as two reveals." }
+                    p.muted { "Values are fetched only when you press it; that is recorded as a reveal (of two values)." }
                     div #value-diff aria-live="polite" {}
                 } @else {
                     p.muted #no-value-diff { "You may compare metadata, not the values." }
