@@ -175,6 +175,18 @@ pub(crate) async fn new_submit(
     save(&s, &user, &note, (&org, &project, &env), &key, true, f).await
 }
 
+/// A new secret must not exist yet: "New secret" never overwrites one
+/// (a soft-deleted key may be created again, which restores it).
+async fn must_be_new(s: &AppState, user: &UiUser, path: (&str, &str, &str), key: &str) -> Result<(), ServiceError> {
+    match s.coffer.secrets.get_secret(&user.who, path, key, false).await {
+        Ok(_) => Err(ServiceError::Conflict(format!(
+            "a secret named {key} exists already: edit it instead"
+        ))),
+        Err(ServiceError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// `POST …/secrets/{key}/edit`: a new version.
 pub(crate) async fn edit_submit(
     State(s): State<AppState>,
@@ -204,7 +216,15 @@ async fn save(
         value_type: Some(value_type.clone()).filter(|t| !t.is_empty()),
         description: Some(f.description.clone()),
     };
-    match s.coffer.secrets.put_secret(&user.who, path, key, input).await {
+    let written = match if new {
+        must_be_new(s, user, path, key).await
+    } else {
+        Ok(())
+    } {
+        Ok(()) => s.coffer.secrets.put_secret(&user.who, path, key, input).await,
+        Err(e) => Err(e),
+    };
+    match written {
         Ok(written) => {
             note.action(if written.version == 1 {
                 "secret.create"

@@ -143,6 +143,16 @@ async fn dashboard_edit_history_rollback_and_delete() {
     .await;
     assert_eq!(st, 400, "{body}");
     assert!(body.contains("not a valid json") && !body.contains("{\"a\":"), "{body}");
+    // A control per type: a true/false menu, a whole-number field.
+    select(&b, "#value_type", "boolean").await;
+    assert!(b.element("#value-boolean").await.is_displayed().await.expect("shown"));
+    assert!(
+        !b.element("#value-text").await.is_enabled().await.expect("enabled"),
+        "one value control at a time"
+    );
+    select(&b, "#value_type", "integer").await;
+    assert!(b.element("#value-integer").await.is_enabled().await.expect("enabled"));
+    assert!(!b.element("#value-boolean").await.is_enabled().await.expect("enabled"));
     // YAML: checked by the server as you type.
     select(&b, "#value_type", "yaml").await;
     b.fill("#value-text", "a: [unclosed").await;
@@ -163,6 +173,22 @@ async fn dashboard_edit_history_rollback_and_delete() {
         "ann@acme.test",
         "updated by"
     );
+    // "New secret" never overwrites one.
+    let (st, _, body) = post_form(
+        &server.base,
+        &format!("{env_page}/secrets/new"),
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("key", "DB_CONFIG"),
+            ("value_type", "text"),
+            ("value", "x"),
+        ],
+    )
+    .await;
+    assert_eq!(st, 409, "{body}");
+    assert!(body.contains("exists already"), "{body}");
+    assert_eq!(api_value(&root, &env, "DB_CONFIG").await.1["data"]["version"], 1);
 
     // Edit: the value field is empty until revealed into it.
     b.click("tr[data-key='DB_CONFIG'] a.edit").await;
@@ -352,9 +378,25 @@ async fn dashboard_import_export_and_a_viewer() {
     b.wait_path(&import).await;
     assert_page_headers(&server.base, &import, &cookie).await;
 
-    // A line that does not parse: the whole file refused, naming the line.
-    b.fill("#import-content", "NEW_KEY=new-value-abcdef\nthis is not a line\n")
-        .await;
+    // A file read into the text area; a line that does not parse: the
+    // whole file refused, naming the line.
+    let bad = dir.path().join("bad.env");
+    std::fs::write(&bad, "NEW_KEY=new-value-abcdef\nthis is not a line\n").expect("write file");
+    b.element("#import-file")
+        .await
+        .send_keys(&bad.display().to_string())
+        .await
+        .expect("choose the file");
+    for _ in 0..100 {
+        if prop(&b, "#import-content").await.contains("this is not a line") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        prop(&b, "#import-content").await.contains("this is not a line"),
+        "the file was read"
+    );
     b.click("#import-form button[type=submit]").await;
     wait_contains(&b, "p.error", "line 2").await;
 
