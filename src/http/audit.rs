@@ -143,6 +143,7 @@ fn reads_only(action: &str) -> bool {
             "secret.reveal"
                 | "secret.inject"
                 | "secret.history"
+                | "secret.validate"
                 | "env.diff"
                 | "env.pull"
                 | "env.file_diff"
@@ -456,6 +457,7 @@ mod tests {
             "secret.reveal",
             "secret.inject",
             "secret.read",
+            "secret.validate",
             "org.list",
             "key.kek_list",
             "seal.rekey_status",

@@ -358,6 +358,48 @@ routes! {
     "/ui/account/tokens/{accessor}/revoke" { POST => ui::account::revoke_token, Action("token.revoke"); }
     "/ui/account/totp/enroll" { POST => ui::account::totp_enroll, Action("auth.totp_enroll"); }
     "/ui/account/totp/verify" { POST => ui::account::totp_verify, Action("auth.totp_verify"); }
+    // the Edit area (ui/edit.rs): the API's actions for the same changes;
+    // a page that shows an empty form is recorded as a read of the
+    // environment, a value check as `secret.validate` (a read)
+    "/ui/orgs/{org}/projects/{project}/envs/{env}/secrets/new" {
+        GET => ui::edit::new_page, Action("env.read");
+        POST => ui::edit::new_submit, Action("secret.write");
+    }
+    "/ui/orgs/{org}/projects/{project}/envs/{env}/secrets/{key}/edit" {
+        GET => ui::edit::edit_page, Action("secret.read");
+        POST => ui::edit::edit_submit, Action("secret.write");
+    }
+    "/ui/orgs/{org}/projects/{project}/envs/{env}/validate" {
+        POST => ui::edit::validate, Action("secret.validate");
+    }
+    "/ui/orgs/{org}/projects/{project}/envs/{env}/secrets/{key}/delete" {
+        POST => ui::edit::delete, Action("secret.delete");
+    }
+    "/ui/orgs/{org}/projects/{project}/envs/{env}/secrets/{key}/restore" {
+        POST => ui::edit::restore, Action("secret.restore");
+    }
+    "/ui/orgs/{org}/projects/{project}/envs/{env}/secrets/{key}/purge" {
+        POST => ui::edit::purge, Action("secret.purge");
+    }
+    "/ui/orgs/{org}/projects/{project}/envs/{env}/secrets/{key}/history" {
+        GET => ui::edit::history, Action("secret.history");
+    }
+    "/ui/orgs/{org}/projects/{project}/envs/{env}/secrets/{key}/history/diff" {
+        POST => ui::edit::diff, Action("secret.reveal");
+    }
+    "/ui/orgs/{org}/projects/{project}/envs/{env}/secrets/{key}/rollback" {
+        POST => ui::edit::rollback, Action("secret.rollback");
+    }
+    "/ui/orgs/{org}/projects/{project}/envs/{env}/import" {
+        GET => ui::edit::import_page, Action("env.read");
+        POST => ui::edit::import_plan, Action("env.push_plan");
+    }
+    "/ui/orgs/{org}/projects/{project}/envs/{env}/import/apply" {
+        POST => ui::edit::import_apply, Action("env.push");
+    }
+    "/ui/orgs/{org}/projects/{project}/envs/{env}/export" {
+        POST => ui::edit::export, Action("env.pull");
+    }
     // GET: an empty form (nothing of the server's; without a session the
     // login form); `coffer login` points here
     "/device" { GET => ui::device_page, Public; POST => ui::device_approve, Action("auth.device_approve"); }

@@ -48,6 +48,9 @@ pub struct SecretView {
     pub created_at: String,
     /// RFC 3339
     pub updated_at: String,
+    /// who wrote the current version (an email, a service account's name,
+    /// "root"; "" for versions written before names were recorded)
+    pub updated_by: String,
 }
 
 impl std::fmt::Debug for SecretView {
@@ -181,6 +184,7 @@ fn view(s: &SecretRow, value: Option<Zeroizing<String>>) -> SecretView {
         deleted: s.deleted_at.is_some(),
         created_at: rfc3339(s.created_at),
         updated_at: rfc3339(s.updated_at),
+        updated_by: author_view(&s.author, "").0,
     }
 }
 
@@ -282,6 +286,61 @@ impl SecretService {
     pub async fn may_reveal(&self, who: &Unsealed, env: (&str, &str, &str)) -> Result<bool> {
         let (path, access) = self.access.env_access(who, env).await?;
         Ok(access.perms(path.project_id, path.env_id).has(Permission::Reveal))
+    }
+
+    /// What `who` may do in an environment it may read (the dashboard
+    /// shows each control only then; every action is authorized again).
+    pub async fn env_perms(&self, who: &Unsealed, env: (&str, &str, &str)) -> Result<crate::access::PermSet> {
+        let (path, access) = self.access.env_access(who, env).await?;
+        access.require(&path, Permission::Read)?;
+        Ok(access.perms(path.project_id, path.env_id))
+    }
+
+    /// The soft-deleted secrets of an environment (restorable), metadata
+    /// only (*read*).
+    pub async fn deleted_secrets(
+        &self,
+        who: &Unsealed,
+        (org, project, env): (&str, &str, &str),
+    ) -> Result<Vec<SecretView>> {
+        let path = self
+            .access
+            .authorize_env(who, (org, project, env), Permission::Read)
+            .await?;
+        let rows = self.secret_store.list_secrets(path.org_id, path.env_id).await?;
+        Ok(rows
+            .iter()
+            .filter(|s| s.deleted_at.is_some())
+            .map(|s| view(s, None))
+            .collect())
+    }
+
+    /// The values of two versions of a live secret (*reveal*; the
+    /// dashboard's history diff): each a reveal.
+    pub async fn reveal_versions(
+        &self,
+        who: &Unsealed,
+        (org, project, env): (&str, &str, &str),
+        key: &str,
+        versions: [i64; 2],
+    ) -> Result<[Zeroizing<String>; 2]> {
+        let keyring = who.keyring();
+        let path = self
+            .access
+            .authorize_env(who, (org, project, env), Permission::Reveal)
+            .await?;
+        let secret = self.live_secret(&path, key).await?;
+        let mut out: [Zeroizing<String>; 2] = Default::default();
+        for (slot, version) in out.iter_mut().zip(versions) {
+            let row = self
+                .secret_store
+                .version(path.org_id, secret.id, version)
+                .await?
+                .filter(|v| !v.ciphertext.is_empty())
+                .ok_or_else(|| ServiceError::NotFound(format!("version {version} of secret {key}")))?;
+            *slot = self.decrypt(keyring, &path, key, (&row).into()).await?;
+        }
+        Ok(out)
     }
 
     /// One secret; decrypted only when `reveal`.
@@ -463,6 +522,7 @@ impl SecretService {
                     created_at: now,
                     updated_at: now,
                     ciphertext_len: 0,
+                    author: String::new(),
                 },
                 0,
             ),
@@ -491,6 +551,7 @@ impl SecretService {
         };
         let secret = SecretRow {
             ciphertext_len: version.ciphertext.len() as i64,
+            author: version.author.clone(),
             ..secret
         };
         Ok((secret, expected, version))
@@ -717,6 +778,7 @@ mod tests {
             deleted: false,
             created_at: String::new(),
             updated_at: String::new(),
+            updated_by: String::new(),
         };
         let input = super::SecretInput {
             value: Zeroizing::new("s3cret-input-value".into()),

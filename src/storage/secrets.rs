@@ -55,6 +55,9 @@ pub struct SecretRow {
     /// ciphertext bytes of the current version (gives the value's length
     /// without decrypting); 0 when not loaded
     pub ciphertext_len: i64,
+    /// the writer of the current version, as [`VersionRow::author`]; ""
+    /// when not loaded (or written before names were recorded)
+    pub author: String,
 }
 
 /// One immutable version of a secret (ciphertext + wrapped DEK).
@@ -199,8 +202,8 @@ impl ValuesCache {
 
 /// A secret row with the ciphertext length of its current version.
 const SECRET_SELECT: &str = "SELECT s.id, s.org_id, s.env_id, s.key, s.type, s.description, s.current_version, \
-     s.deleted_at, s.created_at, s.updated_at, CAST(length(v.ciphertext) AS BIGINT) AS ct_len \
-     FROM secrets s LEFT JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version";
+     s.deleted_at, s.created_at, s.updated_at, CAST(length(v.ciphertext) AS BIGINT) AS ct_len, \
+     v.author AS cur_author FROM secrets s LEFT JOIN secret_versions v ON v.secret_id = s.id AND v.version = s.current_version";
 
 pub(super) fn secret_row(r: &AnyRow) -> Result<SecretRow> {
     Ok(SecretRow {
@@ -215,6 +218,13 @@ pub(super) fn secret_row(r: &AnyRow) -> Result<SecretRow> {
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
         ciphertext_len: r.try_get::<Option<i64>, _>("ct_len")?.unwrap_or(0),
+        // Only the listing selects it (the reveal and KV joins carry the
+        // version's own author).
+        author: r
+            .try_get::<Option<String>, _>("cur_author")
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
     })
 }
 

@@ -25,6 +25,7 @@
 
 pub(super) mod access;
 pub(super) mod account;
+pub(super) mod edit;
 mod pages;
 
 use std::sync::OnceLock;
@@ -654,14 +655,15 @@ pub(super) async fn env(
     let loaded = async {
         let list = s.coffer.secrets.list_secrets(&user.who, &org, &project, &env).await?;
         let meta = s.coffer.tenants.get_env(&user.who, &org, &project, &env).await?;
-        let may_reveal = s.coffer.secrets.may_reveal(&user.who, path).await?;
-        Ok::<_, ServiceError>((list, meta.protected, may_reveal))
+        let perms = s.coffer.secrets.env_perms(&user.who, path).await?;
+        let deleted = s.coffer.secrets.deleted_secrets(&user.who, path).await?;
+        Ok::<_, ServiceError>((list, meta.protected, perms, deleted))
     }
     .await;
     match loaded {
-        Ok((list, protected, may_reveal)) => html(
+        Ok((list, protected, perms, deleted)) => html(
             StatusCode::OK,
-            pages::secrets(&user.viewer(), path, protected, &list, may_reveal),
+            pages::secrets(&user.viewer(), path, protected, (&list, &deleted), perms),
         ),
         Err(e) => error_page(Some(&user.viewer()), &e),
     }

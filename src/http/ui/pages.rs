@@ -9,6 +9,7 @@
 use maud::{DOCTYPE, Markup, html};
 
 use super::{Assets, seg};
+use crate::access::{PermSet, Permission};
 use crate::seal::SealStatus;
 use crate::service::{EnvView, OrgView, ProjectView, SecretView};
 
@@ -343,15 +344,21 @@ pub(super) fn envs(viewer: &Viewer<'_>, org: &str, project: &str, envs: &[EnvVie
 }
 
 /// The secrets of one environment: metadata only; values masked, each
-/// fetched on "reveal" when the viewer may reveal (else no control).
+/// fetched on "reveal" when the viewer may reveal (else no control). Edit,
+/// History, New secret, Import, Export and the deleted secrets' Restore and
+/// Purge (`edit.rs`) show only with their permission.
 pub(super) fn secrets(
     viewer: &Viewer<'_>,
     (org, project, env): (&str, &str, &str),
     protected: bool,
-    secrets: &[SecretView],
-    may_reveal: bool,
+    (secrets, deleted): (&[SecretView], &[SecretView]),
+    perms: PermSet,
 ) -> Markup {
     let base = format!("/ui/orgs/{}/projects/{}/envs/{}", seg(org), seg(project), seg(env));
+    let may_reveal = perms.has(Permission::Reveal);
+    let may_update = perms.has(Permission::Update);
+    let may_delete = perms.has(Permission::Delete);
+    let may_import = may_reveal && (perms.has(Permission::Create) || may_update);
     layout(
         env,
         Some(viewer),
@@ -360,6 +367,26 @@ pub(super) fn secrets(
             h1 {
                 "Secrets in " (env)
                 @if protected { span.badge.protected title="protected environment" { "protected" } }
+            }
+            div.row.env-actions {
+                @if perms.has(Permission::Create) {
+                    a.button #new-secret href={ (base) "/secrets/new" } { "New secret" }
+                }
+                @if may_import {
+                    a.button.secondary #import href={ (base) "/import" } { "Import" }
+                }
+                @if perms.has(Permission::Export) {
+                    form.row #export-form method="post" action={ (base) "/export" } {
+                        (csrf_field(viewer.csrf))
+                        label.inline for="export-format" { "Export as" }
+                        select #export-format name="format" {
+                            option value="env" { ".env" }
+                            option value="json" { "JSON" }
+                            option value="yaml" { "YAML" }
+                        }
+                        button.secondary type="submit" { "Export" }
+                    }
+                }
             }
             @if !may_reveal {
                 p.muted #no-reveal { "You may see the keys here, not the values." }
@@ -375,22 +402,30 @@ pub(super) fn secrets(
                             th scope="col" { "Type" }
                             th scope="col" { "Version" }
                             th scope="col" { "Updated" }
+                            th scope="col" { "By" }
                             th scope="col" { span.muted { "Actions" } }
                         } }
                         tbody {
                             @for s in secrets {
-                                @let reveal_url = format!("{base}/secrets/{}/reveal", seg(&s.key));
+                                @let url = format!("{base}/secrets/{}", seg(&s.key));
+                                @let reveal_url = format!("{url}/reveal");
                                 tr data-key=(s.key) data-reveal=[may_reveal.then_some(&reveal_url)] {
                                     th scope="row" { code { (s.key) } }
                                     td.value.masked aria-live="polite" { "•••••••• (" (s.length) " bytes)" }
                                     td { (s.value_type) }
                                     td { (s.version) }
                                     td { time datetime=(s.updated_at) { (s.updated_at) } }
+                                    td.by { (s.updated_by) }
                                     td.actions {
                                         @if may_reveal {
                                             button.reveal type="button" aria-pressed="false" hidden data-js { "Reveal" }
                                             button.secondary.copy type="button" hidden { "Copy" }
                                         }
+                                        @if may_update {
+                                            a.edit href={ (url) "/edit" } { "Edit" }
+                                            " "
+                                        }
+                                        a.history href={ (url) "/history" } { "History" }
                                     }
                                 }
                             }
@@ -399,6 +434,33 @@ pub(super) fn secrets(
                 }
                 @if may_reveal {
                     p.muted { "A revealed value is recorded in the audit log and masked again after 30 seconds." }
+                }
+            }
+            @if !deleted.is_empty() {
+                h2 #deleted { "Deleted secrets" }
+                ul.list #deleted-secrets {
+                    @for s in deleted {
+                        @let url = format!("{base}/secrets/{}", seg(&s.key));
+                        li data-key=(s.key) {
+                            code { (s.key) } " " span.muted { "v" (s.version) ", deleted" }
+                            @if may_delete {
+                                div.row {
+                                    form.restore method="post" action={ (url) "/restore" } {
+                                        (csrf_field(viewer.csrf))
+                                        button.secondary type="submit" { "Restore" }
+                                    }
+                                    form.purge.row method="post" action={ (url) "/purge" } {
+                                        (csrf_field(viewer.csrf))
+                                        label.check {
+                                            input type="checkbox" name="confirm" value="yes" required;
+                                            " I understand it is gone for good"
+                                        }
+                                        button.danger type="submit" { "Purge" }
+                                    }
+                                }
+                            }
+                        }
+                    }
                 }
             }
         },

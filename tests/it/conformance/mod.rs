@@ -61,6 +61,7 @@ pub(super) fn secret(org: Uuid, env: Uuid, key: &str, version: i64) -> SecretRow
         created_at: 10,
         updated_at: 10,
         ciphertext_len: 0,
+        author: String::new(),
     }
 }
 

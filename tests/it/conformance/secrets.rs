@@ -100,6 +100,11 @@ async fn inject_sees_current_live_versions_only() {
         listed.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(),
         vec!["A", "B"]
     );
+    // The listing names the writer of each current version ("updated by").
+    assert!(
+        listed.iter().all(|s| s.author == "user:someone@example.com"),
+        "{listed:?}"
+    );
 }
 
 #[tokio::test]

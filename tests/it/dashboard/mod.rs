@@ -646,3 +646,4 @@ async fn dashboard_device_page_completes_a_coffer_login() {
     assert!(out.contains("ann@acme.test"), "{out}");
     b.close().await;
 }
+mod edit;

@@ -147,4 +147,153 @@
       });
     });
   });
+// --- edit ---
+// The Edit area (ui/edit.rs): type-aware value controls, validation as you
+// type (JSON here, YAML by a debounced check on the server), revealing the
+// current value into the field on demand, a file read into the import text
+// area, and the history page's value diff (a reveal of both versions).
+(function () {
+  'use strict';
+  function csrf() {
+    var m = document.querySelector('meta[name="csrf-token"]');
+    return m ? m.getAttribute('content') : '';
+  }
+  function postJson(url, body) {
+    return fetch(url, {
+      method: 'POST',
+      credentials: 'same-origin',
+      cache: 'no-store',
+      headers: { 'X-CSRF-Token': csrf(), 'Accept': 'application/json', 'Content-Type': 'application/json' },
+      body: body === undefined ? '' : JSON.stringify(body)
+    }).then(function (r) {
+      var json = (r.headers.get('Content-Type') || '').indexOf('application/json') === 0;
+      if (!json) {
+        return { ok: false, body: { message: 'your session has ended: reload the page to log in again' } };
+      }
+      return r.json().then(function (b) { return { ok: r.ok, body: b }; });
+    });
+  }
+
+  var form = document.getElementById('secret-form');
+  if (form) {
+    var typeSel = document.getElementById('value_type');
+    var check = document.getElementById('value-check');
+    var controls = Array.prototype.slice.call(form.querySelectorAll('.value-control'));
+    var timer = null;
+    var seq = 0;
+    function active() {
+      var t = typeSel.value;
+      var found = null;
+      controls.forEach(function (c) {
+        var on = (' ' + c.getAttribute('data-types') + ' ').indexOf(' ' + t + ' ') >= 0;
+        c.hidden = !on;
+        var input = c.querySelector('input, textarea, select');
+        input.disabled = !on;
+        if (on) { found = input; }
+      });
+      return found;
+    }
+    function report(input, message) {
+      input.setCustomValidity(message);
+      check.textContent = message;
+      check.classList.toggle('error', message !== '');
+    }
+    function validate() {
+      var input = active();
+      if (!input) { return; }
+      var t = typeSel.value;
+      var v = input.value;
+      if (timer) { clearTimeout(timer); timer = null; }
+      if (v === '' || (t !== 'json' && t !== 'yaml')) { report(input, ''); return; }
+      if (t === 'json') {
+        try { JSON.parse(v); report(input, ''); } catch (e) {
+          report(input, 'not valid JSON: ' + e.message.replace(/"[^"]*"/g, '…'));
+        }
+        return;
+      }
+      var mine = ++seq;
+      check.textContent = 'checking…';
+      timer = setTimeout(function () {
+        postJson(form.getAttribute('data-validate'), { type: t, value: v }).then(function (res) {
+          if (mine !== seq) { return; }
+          if (!res.ok) { report(input, ''); check.textContent = res.body.message || ''; return; }
+          report(input, res.body.valid ? '' : res.body.message);
+        }).catch(function () { if (mine === seq) { check.textContent = ''; } });
+      }, 300);
+    }
+    typeSel.addEventListener('change', function () { active(); validate(); });
+    controls.forEach(function (c) {
+      var input = c.querySelector('input, textarea, select');
+      input.addEventListener('input', validate);
+      input.addEventListener('change', validate);
+    });
+    active();
+
+    var revealBtn = document.getElementById('reveal-into');
+    if (revealBtn) {
+      revealBtn.addEventListener('click', function () {
+        revealBtn.disabled = true;
+        postJson(revealBtn.getAttribute('data-reveal')).then(function (res) {
+          revealBtn.disabled = false;
+          if (!res.ok) { check.textContent = res.body.message || 'refused'; return; }
+          var input = active();
+          input.value = res.body.value;
+          validate();
+        }).catch(function () {
+          revealBtn.disabled = false;
+          check.textContent = 'the server did not answer';
+        });
+      });
+    }
+  }
+
+  var file = document.getElementById('import-file');
+  if (file) {
+    file.addEventListener('change', function () {
+      var f = file.files && file.files[0];
+      if (!f) { return; }
+      var name = f.name.toLowerCase();
+      var fmt = document.getElementById('import-format');
+      if (/\.json$/.test(name)) { fmt.value = 'json'; }
+      else if (/\.ya?ml$/.test(name)) { fmt.value = 'yaml'; }
+      else { fmt.value = 'env'; }
+      var reader = new FileReader();
+      reader.onload = function () { document.getElementById('import-content').value = reader.result; };
+      reader.readAsText(f);
+    });
+  }
+
+  var diffBtn = document.getElementById('diff-values');
+  if (diffBtn) {
+    var out = document.getElementById('value-diff');
+    diffBtn.addEventListener('click', function () {
+      diffBtn.disabled = true;
+      postJson(diffBtn.getAttribute('data-url'), {
+        a: Number(diffBtn.getAttribute('data-a')),
+        b: Number(diffBtn.getAttribute('data-b'))
+      }).then(function (res) {
+        diffBtn.disabled = false;
+        out.textContent = '';
+        if (!res.ok) {
+          var p = document.createElement('p');
+          p.className = 'error';
+          p.textContent = res.body.message || 'refused';
+          out.appendChild(p);
+          return;
+        }
+        var pre = document.createElement('pre');
+        pre.className = 'diff';
+        res.body.lines.forEach(function (l) {
+          var line = document.createElement('span');
+          line.className = l.op === '+' ? 'add' : (l.op === '-' ? 'del' : 'same');
+          line.textContent = l.op + ' ' + l.text + '\n';
+          pre.appendChild(line);
+        });
+        out.appendChild(pre);
+      }).catch(function () {
+        diffBtn.disabled = false;
+        out.textContent = 'the server did not answer';
+      });
+    });
+  }
 }());
