@@ -151,11 +151,7 @@ pub(super) async fn totp_verify(
     })
 }
 
-pub(super) async fn device_code(
-    State(s): State<AppState>,
-    peer: Peer,
-    headers: HeaderMap,
-) -> Reply<impl Serialize> {
+pub(super) async fn device_code(State(s): State<AppState>, peer: Peer, headers: HeaderMap) -> Reply<impl Serialize> {
     // Where the approval page lives: this server, as the client addressed it.
     let host = headers
         .get(axum::http::header::HOST)

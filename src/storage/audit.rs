@@ -344,7 +344,11 @@ impl AuditStore for SqlBackend {
             cond(&mut sql, " AND seq < ?");
             ints.push(v);
         }
-        let order = if f.newest_first { " ORDER BY seq DESC LIMIT ?" } else { " ORDER BY seq LIMIT ?" };
+        let order = if f.newest_first {
+            " ORDER BY seq DESC LIMIT ?"
+        } else {
+            " ORDER BY seq LIMIT ?"
+        };
         cond(&mut sql, order);
         ints.push(f.limit);
         let mut stmt = sqlx::query::<Any>(sqlx::AssertSqlSafe(sql));

@@ -80,7 +80,9 @@ impl AuditFilters {
         if let Some(o) = opt(&self.outcome)
             && !matches!(o.as_str(), "allowed" | "denied" | "error" | "begun")
         {
-            return Err(ServiceError::Invalid("outcome must be allowed, denied, error or begun".into()));
+            return Err(ServiceError::Invalid(
+                "outcome must be allowed, denied, error or begun".into(),
+            ));
         }
         Ok(AuditQuery {
             actor: opt(&self.actor),
@@ -235,7 +237,11 @@ fn outcome_badge(outcome: &str) -> Markup {
 
 fn audit_page(viewer: &Viewer<'_>, v: &AuditView<'_>, error: Option<&str>) -> Markup {
     let f = v.filters;
-    let org_q = v.org.filter(|_| !v.root).map(|o| format!("?org={}", seg(o))).unwrap_or_default();
+    let org_q = v
+        .org
+        .filter(|_| !v.root)
+        .map(|o| format!("?org={}", seg(o)))
+        .unwrap_or_default();
     layout(
         "Audit",
         Some(viewer),
@@ -338,7 +344,11 @@ fn audit_page(viewer: &Viewer<'_>, v: &AuditView<'_>, error: Option<&str>) -> Ma
 }
 
 fn record_page(viewer: &Viewer<'_>, r: &RecordView, org: &str) -> Markup {
-    let back = if org.is_empty() { "/ui/audit".to_owned() } else { format!("/ui/audit?org={}", seg(org)) };
+    let back = if org.is_empty() {
+        "/ui/audit".to_owned()
+    } else {
+        format!("/ui/audit?org={}", seg(org))
+    };
     let detail = serde_json::to_string_pretty(&r.detail).unwrap_or_default();
     let fields: [(&str, String); 17] = [
         ("Sequence", r.seq.to_string()),
@@ -515,8 +525,8 @@ fn server_page(viewer: &Viewer<'_>, st: &SealStatus, keys: &[OrgKeys]) -> Markup
             h1 { "Keys and server" }
             section.card #health {
                 h2 { "Health" }
-                dl.record { (status_rows(st)) }
-                p { a.button-link.danger #seal-link href="/ui/server/seal" { "Seal now…" } }
+                dl.record.compact { (status_rows(st)) }
+                a.button-link.danger #seal-link href="/ui/server/seal" { "Seal now…" }
             }
             section.card #keks {
                 h2 { "Key-encryption keys" }
@@ -699,7 +709,10 @@ mod tests {
     fn time_filters_take_local_rfc3339_or_ms() {
         assert_eq!(time_field("since", "").ok(), Some(None));
         assert_eq!(time_field("since", "1700000000000").ok(), Some(Some(1_700_000_000_000)));
-        assert_eq!(time_field("since", "2023-11-14T22:13").ok(), Some(Some(1_699_999_980_000)));
+        assert_eq!(
+            time_field("since", "2023-11-14T22:13").ok(),
+            Some(Some(1_699_999_980_000))
+        );
         assert_eq!(
             time_field("since", "2023-11-14T22:13:20Z").ok(),
             Some(Some(1_700_000_000_000))
@@ -717,7 +730,10 @@ mod tests {
         };
         assert_eq!(f.query(Some(40)), "action=secret.reveal&org=a+c&before=40");
         assert_eq!(f.query(None), "action=secret.reveal&org=a+c");
-        assert!(f.to_query(None).is_ok_and(|q| q.newest_first && q.before_seq == Some(9)));
+        assert!(
+            f.to_query(None)
+                .is_ok_and(|q| q.newest_first && q.before_seq == Some(9))
+        );
         let bad = AuditFilters {
             outcome: "maybe".into(),
             ..AuditFilters::default()

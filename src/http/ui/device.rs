@@ -44,11 +44,7 @@ pub(crate) async fn device_page(user: UiUser) -> Response {
 
 /// `POST /device/confirm`: the pending login of that code — which client
 /// asked, from where, when — with Approve and Deny.
-pub(crate) async fn device_confirm(
-    State(s): State<AppState>,
-    user: UiUser,
-    UiForm(f): UiForm<DeviceForm>,
-) -> Response {
+pub(crate) async fn device_confirm(State(s): State<AppState>, user: UiUser, UiForm(f): UiForm<DeviceForm>) -> Response {
     if !user.csrf_ok(&f.csrf) {
         return csrf_refused(false);
     }
@@ -95,11 +91,7 @@ pub(crate) async fn device_approve(
 }
 
 /// `POST /device/deny`: refuse the pending login; its CLI stops.
-pub(crate) async fn device_deny(
-    State(s): State<AppState>,
-    user: UiUser,
-    UiForm(f): UiForm<DeviceForm>,
-) -> Response {
+pub(crate) async fn device_deny(State(s): State<AppState>, user: UiUser, UiForm(f): UiForm<DeviceForm>) -> Response {
     if !user.csrf_ok(&f.csrf) {
         return csrf_refused(false);
     }
@@ -167,7 +159,11 @@ fn confirm_page(viewer: &Viewer<'_>, req: &DeviceRequest, error: Option<&str>) -
 
 fn done_page(viewer: &Viewer<'_>, code: &str, approved: bool) -> Markup {
     layout(
-        if approved { "Device login approved" } else { "Device login denied" },
+        if approved {
+            "Device login approved"
+        } else {
+            "Device login denied"
+        },
         Some(viewer),
         html! {
             @if approved {

@@ -93,14 +93,25 @@ async fn searches_page_newest_first_by_keyset() {
     };
     let seqs = |v: Vec<AuditRow>| v.iter().map(|r| r.seq).collect::<Vec<_>>();
     assert_eq!(seqs(b.search_audit(&page(None, None, None)).await.unwrap()), [10, 9, 8]);
-    assert_eq!(seqs(b.search_audit(&page(Some(8), None, None)).await.unwrap()), [7, 6, 5]);
+    assert_eq!(
+        seqs(b.search_audit(&page(Some(8), None, None)).await.unwrap()),
+        [7, 6, 5]
+    );
     assert_eq!(seqs(b.search_audit(&page(Some(2), None, None)).await.unwrap()), [1]);
     assert_eq!(
-        seqs(b.search_audit(&page(None, Some("even"), Some("secret.reveal"))).await.unwrap()),
+        seqs(
+            b.search_audit(&page(None, Some("even"), Some("secret.reveal")))
+                .await
+                .unwrap()
+        ),
         [10, 8, 4]
     );
     assert_eq!(
-        seqs(b.search_audit(&page(Some(4), Some("even"), Some("secret.reveal"))).await.unwrap()),
+        seqs(
+            b.search_audit(&page(Some(4), Some("even"), Some("secret.reveal")))
+                .await
+                .unwrap()
+        ),
         [2]
     );
     // The API's order is unchanged: oldest first.

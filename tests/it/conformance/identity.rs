@@ -483,12 +483,18 @@ async fn device_logins_are_denied_once_and_keep_their_client() {
     b.create_user(&alice).await.unwrap();
     b.create_device(&device(1, "DENY-1234", 1_000)).await.unwrap();
     let row = b.device_by_user_code("DENY-1234").await.unwrap().expect("device");
-    assert_eq!((row.client_agent.as_str(), row.client_ip.as_str()), ("coffer-cli/1.0", "192.0.2.7"));
+    assert_eq!(
+        (row.client_agent.as_str(), row.client_ip.as_str()),
+        ("coffer-cli/1.0", "192.0.2.7")
+    );
     assert!(!b.deny_device("DENY-1234", 1_000).await.unwrap(), "expired");
     assert!(!b.deny_device("NOPE-NOPE", 10).await.unwrap());
     assert!(b.deny_device("DENY-1234", 10).await.unwrap());
     assert!(!b.deny_device("DENY-1234", 10).await.unwrap(), "denied once");
-    assert!(!b.approve_device("DENY-1234", alice.id, "fam", 5, 10).await.unwrap(), "no approval after a denial");
+    assert!(
+        !b.approve_device("DENY-1234", alice.id, "fam", 5, 10).await.unwrap(),
+        "no approval after a denial"
+    );
     assert_eq!(b.poll_device(&[1; 32], 20).await.unwrap().unwrap().status, "denied");
     assert!(!b.finish_device(&[1; 32]).await.unwrap());
 }

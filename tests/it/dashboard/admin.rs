@@ -94,7 +94,10 @@ async fn dashboard_audit_page_finds_a_reveal_and_verifies_the_chain() {
 
     // The reveal, in the dashboard.
     let env_page = "/ui/orgs/acme/projects/api/envs/dev";
-    b.client.goto(&format!("{}{env_page}", server.base)).await.expect("goto");
+    b.client
+        .goto(&format!("{}{env_page}", server.base))
+        .await
+        .expect("goto");
     let row = "#secrets tr[data-key='DB_URL']";
     b.click(&format!("{row} button.reveal")).await;
     b.wait_text(&format!("{row} .value"), VALUE).await;
@@ -111,13 +114,19 @@ async fn dashboard_audit_page_finds_a_reveal_and_verifies_the_chain() {
             .collect()
     };
     let first_page = seqs(&b.source().await);
-    assert!(first_page.windows(2).all(|w| w[0] > w[1]), "newest first: {first_page:?}");
+    assert!(
+        first_page.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {first_page:?}"
+    );
     // The next page continues below the last seq shown.
     b.click("#older").await;
     b.wait_count("#newest", 1).await;
     let second_page = seqs(&b.source().await);
     assert_eq!(second_page.len(), 50);
-    assert!(second_page[0] < *first_page.last().expect("rows"), "keyset: older records");
+    assert!(
+        second_page[0] < *first_page.last().expect("rows"),
+        "keyset: older records"
+    );
 
     // Filter by action: only the reveal.
     b.click("#newest").await;
@@ -125,9 +134,17 @@ async fn dashboard_audit_page_finds_a_reveal_and_verifies_the_chain() {
     b.fill("#f-action", "secret.reveal").await;
     b.click("#audit-filters button[type=submit]").await;
     b.wait_count("#audit tbody tr", 1).await;
-    assert_eq!(b.count("#audit tbody tr[data-action='secret.reveal']").await, 1, "narrowed");
+    assert_eq!(
+        b.count("#audit tbody tr[data-action='secret.reveal']").await,
+        1,
+        "narrowed"
+    );
     assert_eq!(b.text("#audit tbody td.actor").await, "ann@acme.test");
-    assert!(b.text("#audit tbody td.resource").await.ends_with("/secrets/DB_URL/reveal"));
+    assert!(
+        b.text("#audit tbody td.resource")
+            .await
+            .ends_with("/secrets/DB_URL/reveal")
+    );
     assert_eq!(b.count("#older").await, 0, "one page");
     b.shot("audit").await;
     let audit_url = b.client.current_url().await.expect("url");
@@ -177,7 +194,9 @@ async fn dashboard_audit_page_finds_a_reveal_and_verifies_the_chain() {
     assert_eq!(res.status().as_u16(), 403, "/ui/server for a user");
     let csrf = csrf_of(&b.source().await);
     assert_eq!(
-        post_form(&server.base, "/ui/audit/verify", &cookie, &[("csrf", &csrf)]).await.0,
+        post_form(&server.base, "/ui/audit/verify", &cookie, &[("csrf", &csrf)])
+            .await
+            .0,
         403,
         "verify is root's"
     );
@@ -207,7 +226,9 @@ async fn dashboard_audit_page_finds_a_reveal_and_verifies_the_chain() {
     // CSRF: none or forged → 403, nothing verified.
     assert_eq!(post(&server.base, "/ui/audit/verify", &root_cookie, None).await.0, 403);
     assert_eq!(
-        post_form(&server.base, "/ui/audit/verify", &root_cookie, &[("csrf", "forged")]).await.0,
+        post_form(&server.base, "/ui/audit/verify", &root_cookie, &[("csrf", "forged")])
+            .await
+            .0,
         403
     );
     assert_page_headers(&server.base, "/ui/login/token", "").await;
@@ -253,7 +274,10 @@ async fn dashboard_server_page_shows_keks_and_seals_with_confirmation() {
     assert_eq!(b.text("#seal-state").await, "unsealed, serving");
     let org = ".org-keys[data-org='acme']";
     b.wait_count(&format!("{org} tbody tr"), 2).await;
-    assert_eq!(b.text(&format!("{org} tr[data-version='2'] .badge.active")).await, "active");
+    assert_eq!(
+        b.text(&format!("{org} tr[data-version='2'] .badge.active")).await,
+        "active"
+    );
     assert_eq!(b.text(&format!("{org} tr[data-version='1'] td.references")).await, "3");
     assert_eq!(b.text(&format!("{org} .rewrap-count")).await, "0 of 3");
     b.shot("server").await;
@@ -271,7 +295,10 @@ async fn dashboard_server_page_shows_keks_and_seals_with_confirmation() {
     // CSRF: without it (or forged, or unconfirmed) nothing is sealed.
     assert_eq!(post(&server.base, "/ui/server/seal", &cookie, None).await.0, 403);
     let forged = [("csrf", "forged"), ("confirm", "seal")];
-    assert_eq!(post_form(&server.base, "/ui/server/seal", &cookie, &forged).await.0, 403);
+    assert_eq!(
+        post_form(&server.base, "/ui/server/seal", &cookie, &forged).await.0,
+        403
+    );
     let csrf = csrf_of(&b.source().await);
     let (st, _) = post_form(&server.base, "/ui/server/seal", &cookie, &[("csrf", &csrf)]).await;
     assert_eq!(st, 303, "unconfirmed: back to the confirmation");

@@ -630,6 +630,8 @@ async fn dashboard_device_page_completes_a_coffer_login() {
     b.shot("device").await;
     // The confirmation (which client asked: see admin.rs), then Approve.
     b.click("#device-code-form button[type=submit]").await;
+    b.wait_path("/device/confirm").await;
+    b.text("#device-form").await;
     b.fill("#device-password", PASSWORD).await;
     b.click("#device-form button[type=submit]").await;
     assert!(b.text("#device-approved").await.contains(&code), "approved");
