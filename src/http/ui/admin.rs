@@ -531,7 +531,7 @@ fn server_page(viewer: &Viewer<'_>, st: &SealStatus, keys: &[OrgKeys]) -> Markup
             section.card #keks {
                 h2 { "Key-encryption keys" }
                 p.muted { "Each organization's secrets are wrapped by its KEK. After a rotation, older versions keep "
-                    "their secret versions until re-wrapped (" code { "coffer keys rewrap" } "); a version is destroyed "
+                    "their secret versions until re-wrapped (" code { "coffer operator rewrap --org ORG" } "); a version is destroyed "
                     "only when nothing references it." }
                 @if keys.is_empty() {
                     p.muted { "No organization yet." }
