@@ -232,6 +232,19 @@ async fn dashboard_audit_page_finds_a_reveal_and_verifies_the_chain() {
         403
     );
     assert_page_headers(&server.base, "/ui/login/token", "").await;
+    // The root-token login needs its double-submit CSRF token too.
+    assert_eq!(post(&server.base, "/ui/login/token", "", None).await.0, 403);
+    let (st, _) = post_form(
+        &server.base,
+        "/ui/login/token",
+        "coffer_csrf=abcdefghijabcdefghijabcdefghijabcdefghijabc",
+        &[
+            ("csrf", "abcdefghijabcdefghijabcdefghijabcdefghijxyz"),
+            ("token", root.token()),
+        ],
+    )
+    .await;
+    assert_eq!(st, 403, "a token that does not match the cookie");
     b.close().await;
 }
 
