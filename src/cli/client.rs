@@ -157,6 +157,7 @@ impl Client {
     fn with_state(args: &ServerArgs, token: TokenState) -> anyhow::Result<Client> {
         let (address, _) = super::context::address(args.address.as_deref())?;
         let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("coffer-cli/", env!("CARGO_PKG_VERSION")))
             .timeout(Duration::from_secs(30))
             .redirect(redirect_policy());
         let pin = match (&args.pin, &args.ca_cert) {

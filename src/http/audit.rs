@@ -382,6 +382,7 @@ pub(super) async fn search(
         outcome: q.outcome,
         after_seq: q.after_seq,
         limit: q.limit,
+        ..AuditQuery::default()
     };
     ok(s.coffer.audit.audit_search(&who, f).await?)
 }

@@ -47,6 +47,11 @@ pub(super) struct Approve {
 }
 
 #[derive(Deserialize)]
+pub(super) struct Deny {
+    user_code: String,
+}
+
+#[derive(Deserialize)]
 pub(super) struct DeviceToken {
     device_code: Zeroizing<String>,
 }
@@ -146,7 +151,7 @@ pub(super) async fn totp_verify(
     })
 }
 
-pub(super) async fn device_code(State(s): State<AppState>, headers: HeaderMap) -> Reply<impl Serialize> {
+pub(super) async fn device_code(State(s): State<AppState>, peer: Peer, headers: HeaderMap) -> Reply<impl Serialize> {
     // Where the approval page lives: this server, as the client addressed it.
     let host = headers
         .get(axum::http::header::HOST)
@@ -154,9 +159,14 @@ pub(super) async fn device_code(State(s): State<AppState>, headers: HeaderMap) -
         .filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
         .unwrap_or("localhost");
     let scheme = if s.tls { "https" } else { "http" };
+    // Which client asked, for the approval page.
+    let agent = headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
     ok(s.coffer
         .identity
-        .device_code(format!("{scheme}://{host}/device"))
+        .device_code(format!("{scheme}://{host}/device"), agent, peer.source)
         .await?)
 }
 
@@ -170,6 +180,17 @@ pub(super) async fn device_approve(
         .device_approve(&who, peer.source, &b.user_code, b.password, b.totp.as_deref())
         .await?;
     ok(json!({ "approved": true }))
+}
+
+/// `POST /api/v1/auth/device/deny {"user_code"}`: refuse a pending
+/// device login; the CLI polling it stops with "denied".
+pub(super) async fn device_deny(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Body(b): Body<Deny>,
+) -> Reply<impl Serialize> {
+    s.coffer.identity.device_deny(&who, &b.user_code).await?;
+    ok(json!({ "denied": true }))
 }
 
 pub(super) async fn device_token(

@@ -296,6 +296,7 @@ routes! {
     "/api/v1/auth/totp/verify" { POST => identity::totp_verify, Action("auth.totp_verify"); }
     "/api/v1/auth/device/code" { POST => identity::device_code, Action("auth.device_code"); }
     "/api/v1/auth/device/approve" { POST => identity::device_approve, Action("auth.device_approve"); }
+    "/api/v1/auth/device/deny" { POST => identity::device_deny, Action("auth.device_deny"); }
     "/api/v1/auth/device/token" { POST => identity::device_token, Action("auth.device_token"); }
     "/api/v1/tokens" {
         GET => identity::list_tokens, Action("token.list");
@@ -403,6 +404,18 @@ routes! {
     // GET: an empty form (nothing of the server's; without a session the
     // login form); `coffer login` points here
     "/device" { GET => ui::device_page, Public; POST => ui::device_approve, Action("auth.device_approve"); }
+    // the code entered: which client asked and when (reads the pending code)
+    "/device/confirm" { POST => ui::device_confirm, Action("auth.device_read"); }
+    "/device/deny" { POST => ui::device_deny, Action("auth.device_deny"); }
+    // a root token's dashboard session (a child token of it)
+    "/ui/login/token" { GET => ui::token_login, Public; POST => ui::token_login_submit, Action("auth.login"); }
+    // the audit log: search (root, or an organization's admin), verify (root)
+    "/ui/audit" { GET => ui::audit, Action("audit.search"); }
+    "/ui/audit/verify" { POST => ui::audit_verify, Action("audit.verify"); }
+    "/ui/audit/{seq}" { GET => ui::audit_record, Action("audit.search"); }
+    // keys and server (root): the confirmation page reads the seal status
+    "/ui/server" { GET => ui::server, Action("key.kek_list"); }
+    "/ui/server/seal" { GET => ui::seal_confirm, Action("seal.key_status"); POST => ui::seal, Action("seal.seal"); }
 }
 
 /// Prefix of the environment routes of [`ENV_ROUTES`].
@@ -479,7 +492,7 @@ pub(super) fn surface() -> Router<AppState> {
 
 /// A dashboard route: its answers carry the dashboard's CSP and headers.
 fn is_dashboard(path: &str) -> bool {
-    path == "/" || path == "/ui" || path.starts_with("/ui/") || path == "/device"
+    path == "/" || path == "/ui" || path.starts_with("/ui/") || path == "/device" || path.starts_with("/device/")
 }
 
 /// The audit of a matched route; None = a method the route does not serve.

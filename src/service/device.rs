@@ -43,9 +43,59 @@ impl std::fmt::Debug for DeviceCode {
     }
 }
 
+/// A pending device login as the approval page shows it: which client
+/// asked, from where, and when (never the device code).
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceRequest {
+    /// ABCD-EFGH
+    pub user_code: String,
+    /// the client's User-Agent, cleaned ('' when it sent none)
+    pub client: String,
+    /// its address ('' when unknown)
+    pub address: String,
+    /// unix ms: when it asked
+    pub created_at: i64,
+    /// unix ms: when the code expires
+    pub expires_at: i64,
+}
+
+/// Longest User-Agent kept for a device login.
+const AGENT_MAX: usize = 120;
+
+/// A User-Agent as a device login keeps it: printable ASCII only (no
+/// control characters reach a page or a log), at most [`AGENT_MAX`].
+fn clean_agent(agent: &str) -> String {
+    agent
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(AGENT_MAX)
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+/// A typed user code in its stored form (`abcd efgh` → `ABCD-EFGH`).
+fn normalize_code(user_code: &str) -> Result<String> {
+    let code: String = user_code
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    if code.len() != 8 {
+        return Err(ServiceError::Invalid("user_code must look like ABCD-EFGH".into()));
+    }
+    Ok(format!("{}-{}", &code[..4], &code[4..]))
+}
+
 impl IdentityService {
-    /// `POST /auth/device/code`.
-    pub async fn device_code(&self, verification_uri: String) -> Result<DeviceCode> {
+    /// `POST /auth/device/code`, recording which client asked (its
+    /// User-Agent and address) for the approval page.
+    pub async fn device_code(
+        &self,
+        verification_uri: String,
+        agent: &str,
+        source: Option<IpAddr>,
+    ) -> Result<DeviceCode> {
         self.shared.require_unsealed()?;
         let device_code = new_secret()?;
         let raw = random_bytes::<8>()?;
@@ -65,6 +115,8 @@ impl IdentityService {
                 expires_at: now_ms() + DEVICE_TTL_MS,
                 family_id: None,
                 auth_at: None,
+                client_agent: clean_agent(agent),
+                client_ip: source.map(|ip| ip.to_string()).unwrap_or_default(),
             })
             .await?;
         Ok(DeviceCode {
@@ -92,15 +144,7 @@ impl IdentityService {
         let PrincipalKind::User(id) = who.kind else {
             return Err(ServiceError::Invalid("only a user can approve a device login".into()));
         };
-        let code: String = user_code
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .map(|c| c.to_ascii_uppercase())
-            .collect();
-        if code.len() != 8 {
-            return Err(ServiceError::Invalid("user_code must look like ABCD-EFGH".into()));
-        }
-        let code = format!("{}-{}", &code[..4], &code[4..]);
+        let code = normalize_code(user_code)?;
         let now = now_ms();
         let auth_at = match (password, who.authenticated_at) {
             (Some(password), _) => {
@@ -126,6 +170,40 @@ impl IdentityService {
             .approve_device(&code, id, &family, auth_at, now)
             .await?
         {
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound(format!("pending device login {code}")))
+        }
+    }
+
+    /// The pending device login of `user_code` (a user asks, before
+    /// approving or denying it): which client asked, from where and when.
+    pub async fn device_request(&self, who: &Unsealed, user_code: &str) -> Result<DeviceRequest> {
+        let PrincipalKind::User(_) = who.kind else {
+            return Err(ServiceError::Invalid("only a user can approve a device login".into()));
+        };
+        let code = normalize_code(user_code)?;
+        match self.identity_store.device_by_user_code(&code).await? {
+            Some(row) if row.status == "pending" && row.expires_at > now_ms() => Ok(DeviceRequest {
+                user_code: row.user_code,
+                client: row.client_agent,
+                address: row.client_ip,
+                created_at: row.expires_at - DEVICE_TTL_MS,
+                expires_at: row.expires_at,
+            }),
+            _ => Err(ServiceError::NotFound(format!("pending device login {code}"))),
+        }
+    }
+
+    /// `POST /auth/device/deny` (a user): refuse a pending device login;
+    /// the device's next poll answers `access_denied` and the CLI stops.
+    /// Refusing needs no password: it grants nothing.
+    pub async fn device_deny(&self, who: &Unsealed, user_code: &str) -> Result<()> {
+        let PrincipalKind::User(_) = who.kind else {
+            return Err(ServiceError::Invalid("only a user can deny a device login".into()));
+        };
+        let code = normalize_code(user_code)?;
+        if self.identity_store.deny_device(&code, now_ms()).await? {
             Ok(())
         } else {
             Err(ServiceError::NotFound(format!("pending device login {code}")))
@@ -165,5 +243,25 @@ impl IdentityService {
             "denied" => Err(ServiceError::DeviceFlow("access_denied")),
             _ => Err(ServiceError::DeviceFlow("expired_token")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_codes_are_normalized_or_refused() {
+        assert_eq!(normalize_code("bcdf-ghjk").ok().as_deref(), Some("BCDF-GHJK"));
+        assert_eq!(normalize_code(" BCDF GHJK ").ok().as_deref(), Some("BCDF-GHJK"));
+        assert!(normalize_code("BCDF-GHJ").is_err());
+        assert!(normalize_code("").is_err());
+    }
+
+    #[test]
+    fn agents_are_cleaned_and_bounded() {
+        assert_eq!(clean_agent("coffer-cli/1.2.0"), "coffer-cli/1.2.0");
+        assert_eq!(clean_agent("evil\u{1b}[31m\nagent\u{e9}"), "evil[31magent");
+        assert_eq!(clean_agent(&"a".repeat(500)).len(), AGENT_MAX);
     }
 }

@@ -57,7 +57,7 @@ pub use audit::AuditService;
 pub use auth::IdentityService;
 pub use auth::{Caller, ClientCert, IssuedToken, Session, TokenView, TotpEnrollment, WhoAmI};
 pub use compare::{CopyAction, CopyItem, CopyRequest, CopyView, DiffEntry, DiffStatus, DiffView};
-pub use device::DeviceCode;
+pub use device::{DeviceCode, DeviceRequest};
 pub use keys::KeyService;
 pub use kv::KvService;
 pub use lifecycle::DeletedView;

@@ -115,7 +115,11 @@ pub struct AuditFilter {
     pub until: Option<i64>,
     /// only records after this sequence number (paging)
     pub after_seq: Option<i64>,
-    /// at most this many, oldest first
+    /// only records before this sequence number (paging newest first)
+    pub before_seq: Option<i64>,
+    /// newest first (the dashboard's order) instead of oldest first
+    pub newest_first: bool,
+    /// at most this many
     pub limit: i64,
 }
 
@@ -130,7 +134,7 @@ pub trait AuditStore: Send + Sync + std::fmt::Debug {
     async fn append_audit(&self, rows: &[AuditRow]) -> Result<()>;
     /// Up to `limit` records after `after_seq`, in order.
     async fn audit_range(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditRow>>;
-    /// Records matching `f`, oldest first.
+    /// Records matching `f`, oldest first (newest first when asked).
     async fn search_audit(&self, f: &AuditFilter) -> Result<Vec<AuditRow>>;
     /// Every checkpoint, oldest first.
     async fn audit_checkpoints(&self) -> Result<Vec<CheckpointRow>>;
@@ -336,7 +340,16 @@ impl AuditStore for SqlBackend {
             cond(&mut sql, " AND seq > ?");
             ints.push(v);
         }
-        cond(&mut sql, " ORDER BY seq LIMIT ?");
+        if let Some(v) = f.before_seq {
+            cond(&mut sql, " AND seq < ?");
+            ints.push(v);
+        }
+        let order = if f.newest_first {
+            " ORDER BY seq DESC LIMIT ?"
+        } else {
+            " ORDER BY seq LIMIT ?"
+        };
+        cond(&mut sql, order);
         ints.push(f.limit);
         let mut stmt = sqlx::query::<Any>(sqlx::AssertSqlSafe(sql));
         for t in texts {

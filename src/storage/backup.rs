@@ -138,6 +138,8 @@ pub const BACKUP_TABLES: &[Table] = &[
             ("expires_at", Int),
             ("family_id", Text),
             ("auth_at", Int),
+            ("client_agent", Text),
+            ("client_ip", Text),
         ],
     },
     Table {

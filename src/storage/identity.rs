@@ -137,6 +137,10 @@ pub struct DeviceRow {
     pub family_id: Option<String>,
     /// unix ms of the approver's last proof of password
     pub auth_at: Option<i64>,
+    /// the asking client's User-Agent ('' when it sent none)
+    pub client_agent: String,
+    /// the asking client's address ('' when unknown)
+    pub client_ip: String,
 }
 
 /// Storage of users, tokens, login sessions and device codes.
@@ -214,6 +218,9 @@ pub trait IdentityStore: Send + Sync + std::fmt::Debug {
         auth_at: i64,
         now: i64,
     ) -> Result<bool>;
+    /// Deny a pending, unexpired device authorization: its poll then
+    /// answers `access_denied`.
+    async fn deny_device(&self, user_code: &str, now: i64) -> Result<bool>;
     /// Move an approved device authorization to done (once).
     async fn finish_device(&self, device_hash: &[u8]) -> Result<bool>;
     /// Delete expired tokens, refresh tokens and device codes; returns how
@@ -265,8 +272,8 @@ pub(super) fn user_row(r: &AnyRow) -> Result<UserRow> {
     })
 }
 
-const DEVICE_SELECT: &str = "SELECT device_hash, user_code, user_id, status, interval_s, last_poll, expires_at, family_id, auth_at \
-     FROM device_codes";
+const DEVICE_SELECT: &str = "SELECT device_hash, user_code, user_id, status, interval_s, last_poll, expires_at, family_id, auth_at, \
+     client_agent, client_ip FROM device_codes";
 
 fn device_row(r: &AnyRow) -> Result<DeviceRow> {
     Ok(DeviceRow {
@@ -279,6 +286,8 @@ fn device_row(r: &AnyRow) -> Result<DeviceRow> {
         expires_at: r.try_get("expires_at")?,
         family_id: r.try_get("family_id")?,
         auth_at: r.try_get("auth_at")?,
+        client_agent: r.try_get("client_agent")?,
+        client_ip: r.try_get("client_ip")?,
     })
 }
 
@@ -612,8 +621,8 @@ impl IdentityStore for SqlBackend {
 
     async fn create_device(&self, d: &DeviceRow) -> Result<()> {
         query(
-            "INSERT INTO device_codes (device_hash, user_code, user_id, status, interval_s, last_poll, expires_at) \
-             VALUES ($1, $2, NULL, $3, $4, $5, $6)",
+            "INSERT INTO device_codes (device_hash, user_code, user_id, status, interval_s, last_poll, expires_at, \
+             client_agent, client_ip) VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, $8)",
         )
         .bind(d.device_hash.clone())
         .bind(&d.user_code)
@@ -621,6 +630,8 @@ impl IdentityStore for SqlBackend {
         .bind(d.interval_s)
         .bind(d.last_poll)
         .bind(d.expires_at)
+        .bind(&d.client_agent)
+        .bind(&d.client_ip)
         .execute(self.pool())
         .await
         .map_err(conflict("device code exists"))?;
@@ -668,6 +679,17 @@ impl IdentityStore for SqlBackend {
         .bind(now)
         .bind(family_id.to_owned())
         .bind(auth_at)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn deny_device(&self, user_code: &str, now: i64) -> Result<bool> {
+        let done = query(
+            "UPDATE device_codes SET status = 'denied' WHERE user_code = $1 AND status = 'pending' AND expires_at > $2",
+        )
+        .bind(user_code.to_owned())
+        .bind(now)
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)

@@ -672,3 +672,53 @@ async fn account_hygiene_password_change_totp_reset_disable_and_delete() {
     );
     util::create_user(&root, "ann@acme.test", PASSWORD).await;
 }
+
+/// Issue 16: a user denies a pending device login through the API; the
+/// device's poll answers `access_denied` at once (the CLI stops), and the
+/// code can be neither denied again nor approved. Anonymous callers and
+/// root (no person to deny as) are refused.
+#[tokio::test]
+async fn a_denied_device_login_stops_its_poll() {
+    let dir = util::tempdir();
+    let url = util::fresh_storage_url(dir.path()).await;
+    let server = Server::start(dir.path(), &url);
+    let anon = server.client(None);
+    let (root, _) = util::boot(&anon).await;
+    util::create_user(&root, "dev@acme.test", PASSWORD).await;
+    let dev = util::user_client(&anon, "dev@acme.test", PASSWORD).await;
+    let (device, user_code) = device_code(&anon).await;
+    util::remember_secret(&device);
+    let deny = json!({"user_code": user_code.to_lowercase()});
+    assert_eq!(anon.post("/api/v1/auth/device/deny", deny.clone()).await.0, 401);
+    util::expect_error(
+        "root denies",
+        root.post("/api/v1/auth/device/deny", deny.clone()).await,
+        400,
+        "invalid",
+    );
+    let denied = util::ok_data("deny", dev.post("/api/v1/auth/device/deny", deny.clone()).await);
+    assert_eq!(denied["denied"], Value::Bool(true), "{denied}");
+    util::expect_error(
+        "the poll after a denial",
+        anon.post("/api/v1/auth/device/token", json!({"device_code": device}))
+            .await,
+        400,
+        "access_denied",
+    );
+    util::expect_error(
+        "denied twice",
+        dev.post("/api/v1/auth/device/deny", deny).await,
+        404,
+        "not_found",
+    );
+    util::expect_error(
+        "approved after a denial",
+        dev.post(
+            "/api/v1/auth/device/approve",
+            json!({"user_code": user_code, "password": PASSWORD}),
+        )
+        .await,
+        404,
+        "not_found",
+    );
+}

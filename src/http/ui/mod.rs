@@ -25,6 +25,8 @@
 
 pub(super) mod access;
 pub(super) mod account;
+mod admin;
+mod device;
 pub(super) mod edit;
 mod pages;
 
@@ -255,6 +257,7 @@ impl UiUser {
         Viewer {
             name: &self.who.name,
             csrf: &self.csrf,
+            root: self.who.kind == crate::service::PrincipalKind::Root,
         }
     }
 
@@ -267,7 +270,7 @@ impl UiUser {
 impl FromRequestParts<AppState> for UiUser {
     type Rejection = Response;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let device = parts.uri.path() == "/device";
+        let device = parts.uri.path() == "/device" || parts.uri.path().starts_with("/device/");
         let Some(cookie) = cookie(&parts.headers, SESSION_COOKIE).map(str::to_owned) else {
             return Err(login_required(state, &parts.headers, device));
         };
@@ -707,55 +710,10 @@ pub(super) async fn reveal(
     }
 }
 
-#[derive(Default, Deserialize)]
-#[serde(default)]
-pub(super) struct DeviceForm {
-    csrf: String,
-    user_code: String,
-    password: Zeroizing<String>,
-    totp: String,
-}
-
-/// `GET /device`: the device-flow approval form (`coffer login` points
-/// here); without a session, the login form first (and back here).
-pub(super) async fn device_page(user: UiUser) -> Response {
-    html(StatusCode::OK, pages::device(&user.viewer(), "", None, None))
-}
-
-/// `POST /device`: approve a device login, proving the person again (the
-/// password, plus TOTP when enrolled) as the API requires.
-pub(super) async fn device_approve(
-    State(s): State<AppState>,
-    user: UiUser,
-    peer: Peer,
-    UiForm(f): UiForm<DeviceForm>,
-) -> Response {
-    if !user.csrf_ok(&f.csrf) {
-        return csrf_refused(false);
-    }
-    let password = Some(f.password).filter(|p| !p.is_empty());
-    let totp = Some(f.totp.trim()).filter(|t| !t.is_empty());
-    match s
-        .coffer
-        .identity
-        .device_approve(&user.who, peer.source, &f.user_code, password, totp)
-        .await
-    {
-        Ok(()) => {
-            let code = f.user_code.trim().to_ascii_uppercase();
-            html(StatusCode::OK, pages::device(&user.viewer(), &code, Some(&code), None))
-        }
-        Err(e) => {
-            let (status, code, message) = describe(&e);
-            let mut res = html(
-                status,
-                pages::device(&user.viewer(), &f.user_code, None, Some(&message)),
-            );
-            res.extensions_mut().insert(ErrorCode(code));
-            res
-        }
-    }
-}
+pub(super) use admin::{
+    audit, audit_record, audit_verify, seal, seal_confirm, server, token_login, token_login_submit,
+};
+pub(super) use device::{device_approve, device_confirm, device_deny, device_page};
 
 #[cfg(test)]
 mod tests {

@@ -17,6 +17,8 @@ use crate::service::{EnvView, OrgView, ProjectView, SecretView};
 pub(super) struct Viewer<'a> {
     pub(super) name: &'a str,
     pub(super) csrf: &'a str,
+    /// root: the header links the server page
+    pub(super) root: bool,
 }
 
 /// The frame of every page.
@@ -44,6 +46,7 @@ pub(super) fn layout(title: &str, viewer: Option<&Viewer<'_>>, body: Markup) -> 
                         nav.main-nav aria-label="Main" {
                             a href="/ui/orgs" { "Organizations" }
                             a href="/ui/account" { "Account" }
+                            (super::admin::nav_links(v.root))
                         }
                         div.row {
                             span.who { (v.name) }
@@ -211,38 +214,7 @@ pub(super) fn login(csrf: &str, email: &str, device: bool, error: Option<&str>) 
                 input #recovery type="text" name="recovery_code" autocomplete="off" spellcheck="false";
                 button type="submit" { "Log in" }
             }
-        },
-    )
-}
-
-/// The device-flow approval: the code `coffer login` printed, and the
-/// password again (plus TOTP when enrolled).
-pub(super) fn device(viewer: &Viewer<'_>, code: &str, approved: Option<&str>, error: Option<&str>) -> Markup {
-    layout(
-        "Approve a device login",
-        Some(viewer),
-        html! {
-            h1 { "Approve a device login" }
-            @if let Some(c) = approved {
-                p.notice #device-approved role="status" {
-                    "Approved " code { (c) } ": that device is now logged in as " (viewer.name) "."
-                }
-                p { a href="/ui/orgs" { "Continue to your organizations" } }
-            } @else {
-                p { "Approve only a code you started yourself, with " code { "coffer login" } ", just now. "
-                    "The device gets a session as you, ended when this session ends." }
-                (error_line(error))
-                form.card #device-form method="post" action="/device" {
-                    (csrf_field(viewer.csrf))
-                    label for="user_code" { "Code shown by the device (ABCD-EFGH)" }
-                    input #user_code type="text" name="user_code" value=(code) autocomplete="off"
-                        spellcheck="false" autocapitalize="characters" required autofocus;
-                    (masked_input("device-password", "password", "Your password", true))
-                    label for="device-totp" { "Authenticator code (if enrolled)" }
-                    input #device-totp type="text" name="totp" inputmode="numeric" autocomplete="one-time-code" maxlength="10";
-                    button type="submit" { "Approve" }
-                }
-            }
+            p.muted { "Operating the server? " a #root-login href="/ui/login/token" { "Log in with a root token" } }
         },
     )
 }

@@ -67,7 +67,11 @@ pub struct AuditQuery {
     pub until: Option<i64>,
     /// only records after this sequence number (paging)
     pub after_seq: Option<i64>,
-    /// at most this many, oldest first (default 1 000, at most [`MAX_SEARCH`])
+    /// only records before this sequence number (paging newest first)
+    pub before_seq: Option<i64>,
+    /// newest first (the dashboard) instead of oldest first (the API)
+    pub newest_first: bool,
+    /// at most this many (default 1 000, at most [`MAX_SEARCH`])
     pub limit: Option<i64>,
 }
 
@@ -663,6 +667,8 @@ impl AuditService {
             since: q.since,
             until: q.until,
             after_seq: q.after_seq,
+            before_seq: q.before_seq,
+            newest_first: q.newest_first,
             limit,
         };
         let rows = self.audit_store.search_audit(&f).await?;

@@ -4,7 +4,7 @@
 //! taken sequence number lands not at all (`Conflict`).
 
 use coffer::storage::StorageError;
-use coffer::storage::audit::AuditRow;
+use coffer::storage::audit::{AuditFilter, AuditRow};
 
 use super::empty;
 
@@ -66,4 +66,58 @@ async fn a_batch_with_a_taken_position_lands_not_at_all() {
     let read = b.audit_range(0, 100).await.expect("range");
     assert_eq!(read.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2]);
     assert_eq!(read[1].org, "b");
+}
+
+/// Issue 16 (the dashboard's audit page): newest first, paged by keyset
+/// (`before_seq`), with the filters applied before the limit.
+#[tokio::test]
+async fn searches_page_newest_first_by_keyset() {
+    let (b, _dir) = empty().await;
+    let rows: Vec<AuditRow> = (1..=10)
+        .map(|seq| {
+            let mut r = row(seq, if seq % 2 == 0 { "even" } else { "odd" });
+            if seq % 3 == 0 {
+                r.action = "secret.list".into();
+            }
+            r
+        })
+        .collect();
+    b.append_audit(&rows).await.expect("append");
+    let page = |before: Option<i64>, org: Option<&str>, action: Option<&str>| AuditFilter {
+        org: org.map(str::to_owned),
+        action: action.map(str::to_owned),
+        before_seq: before,
+        newest_first: true,
+        limit: 3,
+        ..AuditFilter::default()
+    };
+    let seqs = |v: Vec<AuditRow>| v.iter().map(|r| r.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(b.search_audit(&page(None, None, None)).await.unwrap()), [10, 9, 8]);
+    assert_eq!(
+        seqs(b.search_audit(&page(Some(8), None, None)).await.unwrap()),
+        [7, 6, 5]
+    );
+    assert_eq!(seqs(b.search_audit(&page(Some(2), None, None)).await.unwrap()), [1]);
+    assert_eq!(
+        seqs(
+            b.search_audit(&page(None, Some("even"), Some("secret.reveal")))
+                .await
+                .unwrap()
+        ),
+        [10, 8, 4]
+    );
+    assert_eq!(
+        seqs(
+            b.search_audit(&page(Some(4), Some("even"), Some("secret.reveal")))
+                .await
+                .unwrap()
+        ),
+        [2]
+    );
+    // The API's order is unchanged: oldest first.
+    let oldest = AuditFilter {
+        limit: 2,
+        ..AuditFilter::default()
+    };
+    assert_eq!(seqs(b.search_audit(&oldest).await.unwrap()), [1, 2]);
 }

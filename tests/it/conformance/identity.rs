@@ -30,6 +30,8 @@ fn device(hash: u8, user_code: &str, expires_at: i64) -> DeviceRow {
         expires_at,
         family_id: None,
         auth_at: None,
+        client_agent: "coffer-cli/1.0".into(),
+        client_ip: "192.0.2.7".into(),
     }
 }
 
@@ -469,6 +471,32 @@ async fn device_logins_are_approved_polled_and_finished_once() {
         b.device_by_user_code("WXYZ-1234").await.unwrap().unwrap().status,
         "done"
     );
+}
+
+/// Issue 16: a pending device login can be denied (once, unexpired); its
+/// poll then sees `denied`, and it can no longer be approved. The asking
+/// client's agent and address are kept.
+#[tokio::test]
+async fn device_logins_are_denied_once_and_keep_their_client() {
+    let (b, _dir) = empty().await;
+    let alice = user("alice@example.com");
+    b.create_user(&alice).await.unwrap();
+    b.create_device(&device(1, "DENY-1234", 1_000)).await.unwrap();
+    let row = b.device_by_user_code("DENY-1234").await.unwrap().expect("device");
+    assert_eq!(
+        (row.client_agent.as_str(), row.client_ip.as_str()),
+        ("coffer-cli/1.0", "192.0.2.7")
+    );
+    assert!(!b.deny_device("DENY-1234", 1_000).await.unwrap(), "expired");
+    assert!(!b.deny_device("NOPE-NOPE", 10).await.unwrap());
+    assert!(b.deny_device("DENY-1234", 10).await.unwrap());
+    assert!(!b.deny_device("DENY-1234", 10).await.unwrap(), "denied once");
+    assert!(
+        !b.approve_device("DENY-1234", alice.id, "fam", 5, 10).await.unwrap(),
+        "no approval after a denial"
+    );
+    assert_eq!(b.poll_device(&[1; 32], 20).await.unwrap().unwrap().status, "denied");
+    assert!(!b.finish_device(&[1; 32]).await.unwrap());
 }
 
 #[tokio::test]

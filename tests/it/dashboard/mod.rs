@@ -17,6 +17,7 @@ use crate::util::{self, Http, Server};
 // Later slices of the dashboard add their browser tests as submodules
 // here (one file per area), sharing the harness above.
 mod access;
+mod admin;
 
 pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -622,13 +623,17 @@ async fn dashboard_device_page_completes_a_coffer_login() {
     b.fill("#password", PASSWORD).await;
     b.click("form[action='/ui/login'] button[type=submit]").await;
     b.wait_path("/device").await;
-    b.text("#device-form").await;
+    b.text("#device-code-form").await;
     assert_no_inline_code("device", &b.source().await);
     let cookie = format!("coffer_session={}", b.cookie("coffer_session").await);
     assert_page_headers(&server.base, "/device", &cookie).await;
     b.fill("#user_code", &code.to_lowercase()).await;
-    b.fill("#device-password", PASSWORD).await;
     b.shot("device").await;
+    // The confirmation (which client asked: see admin.rs), then Approve.
+    b.click("#device-code-form button[type=submit]").await;
+    b.wait_path("/device/confirm").await;
+    b.text("#device-form").await;
+    b.fill("#device-password", PASSWORD).await;
     b.click("#device-form button[type=submit]").await;
     assert!(b.text("#device-approved").await.contains(&code), "approved");
 
