@@ -392,18 +392,7 @@ impl SecretService {
         key: &str,
         input: SecretInput,
     ) -> Result<SecretView> {
-        let keyring = who.keyring();
-        check_key(key)?;
-        if let Some(d) = &input.description
-            && d.len() > 1000
-        {
-            return Err(ServiceError::Invalid(
-                "description must be at most 1000 characters".into(),
-            ));
-        }
-        let (path, access) = self.access.env_access(who, (org, project, env)).await?;
-        self.write_version(keyring, who, (&path, &access), key, &input, None)
-            .await
+        self.put_secret_cas(who, (org, project, env), key, input, None).await
     }
 
     /// Create or update with Vault's check-and-set: `cas` is the version the
@@ -419,6 +408,13 @@ impl SecretService {
     ) -> Result<SecretView> {
         let keyring = who.keyring();
         check_key(key)?;
+        if let Some(d) = &input.description
+            && d.len() > 1000
+        {
+            return Err(ServiceError::Invalid(
+                "description must be at most 1000 characters".into(),
+            ));
+        }
         let (path, access) = self.access.env_access(who, (org, project, env)).await?;
         self.write_version(keyring, who, (&path, &access), key, &input, cas)
             .await

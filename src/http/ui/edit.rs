@@ -99,6 +99,9 @@ pub(crate) struct SecretForm {
     value_type: String,
     value: Zeroizing<String>,
     description: String,
+    /// the version the edit form was opened at: the save is refused if
+    /// another one became current meanwhile (compare-and-set)
+    base: String,
 }
 
 /// What the edit form shows of a secret (never its value).
@@ -216,12 +219,21 @@ async fn save(
         value_type: Some(value_type.clone()).filter(|t| !t.is_empty()),
         description: Some(f.description.clone()),
     };
+    let base = f.base.trim().parse::<i64>().ok().filter(|_| !new);
     let written = match if new {
         must_be_new(s, user, path, key).await
     } else {
         Ok(())
     } {
-        Ok(()) => s.coffer.secrets.put_secret(&user.who, path, key, input).await,
+        Ok(()) => match base {
+            Some(base) => s
+                .coffer
+                .secrets
+                .put_secret_cas(&user.who, path, key, input, Some(base))
+                .await
+                .map_err(|e| lost_update(e, base)),
+            None => s.coffer.secrets.put_secret(&user.who, path, key, input).await,
+        },
         Err(e) => Err(e),
     };
     match written {
@@ -251,6 +263,18 @@ async fn save(
                 edit_form(&user.viewer(), path, &st, typed_key, Some(&message)),
             )
         }
+    }
+}
+
+/// A compare-and-set refusal as the edit form's message: someone saved
+/// another version since the form was opened; nothing was written.
+fn lost_update(e: ServiceError, base: i64) -> ServiceError {
+    match e {
+        ServiceError::Invalid(m) if m.starts_with("check-and-set") => ServiceError::Conflict(format!(
+            "this secret changed since you opened it at version {base}: nothing was saved; \
+             open it again to edit the current version"
+        )),
+        e => e,
     }
 }
 
@@ -326,6 +350,9 @@ fn edit_form(
             (error_line(error))
             form.card #secret-form method="post" action=(action) data-validate={ (base) "/validate" } {
                 (csrf_field(viewer.csrf))
+                @if st.key.is_some() {
+                    input type="hidden" name="base" value=(st.version);
+                }
                 @if st.key.is_none() {
                     label for="key" { "Key" }
                     input #key type="text" name="key" value=(typed_key) required maxlength="256"

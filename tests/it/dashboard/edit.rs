@@ -218,6 +218,28 @@ async fn dashboard_edit_history_rollback_and_delete() {
     let (_, got) = api_value(&root, &env, "DB_CONFIG").await;
     assert_eq!(got["data"]["value"], v2);
     assert_eq!(got["data"]["version"], 2);
+    // A form opened at version 1 by someone else, saved now: refused, no
+    // lost update.
+    let (st, _, body) = post_form(
+        &server.base,
+        &edit_page,
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("value_type", "json"),
+            ("value", "{\"stale\": true}"),
+            ("description", "primary database"),
+            ("base", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(st, 409, "{body}");
+    assert!(body.contains("changed since you opened it at version 1"), "{body}");
+    let (_, got) = api_value(&root, &env, "DB_CONFIG").await;
+    assert_eq!(
+        (got["data"]["version"].as_i64(), got["data"]["value"].as_str()),
+        (Some(2), Some(v2))
+    );
 
     // History: two versions, metadata compared, values only after reveal.
     b.click("tr[data-key='DB_CONFIG'] a.history").await;

@@ -147,6 +147,8 @@
       });
     });
   });
+}());
+
 // --- edit ---
 // The Edit area (ui/edit.rs): type-aware value controls, validation as you
 // type (JSON here, YAML by a debounced check on the server), revealing the
