@@ -5,13 +5,11 @@
 //! confirmation), the root-token login, and `/device` showing which client
 //! asked before a Deny that stops a real `coffer login`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{Browser, PASSWORD, VALUE, assert_page_headers, csrf_of, fresh_server, login, post, raw};
+use super::{Browser, CliLogin, PASSWORD, VALUE, assert_page_headers, csrf_of, fresh_server, login, post, raw};
 use crate::util;
 
 /// A form POST (`application/x-www-form-urlencoded`) with the session cookie.
@@ -341,36 +339,8 @@ async fn dashboard_device_page_shows_the_client_and_denies() {
     let (root, _) = util::boot(&anon).await;
     util::create_user(&root, "ann@acme.test", PASSWORD).await;
 
-    let home = dir.path().join("cli-home");
-    std::fs::create_dir_all(&home).expect("home");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .arg("login")
-        .env("COFFER_ADDR", &server.base)
-        .env_remove("COFFER_TOKEN")
-        .env("HOME", &home)
-        .env("XDG_CONFIG_HOME", &home)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("coffer login");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let seen = lines.clone();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("coffer login approve ").nth(1) {
-                let _ = tx.send(rest.chars().take(9).collect::<String>());
-            }
-            if let Ok(mut v) = seen.lock() {
-                v.push(line);
-            }
-        }
-    });
-    let code = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("coffer login prints its code");
+    let cli = CliLogin::start(&server.base, &dir.path().join("cli-home"));
+    let code = cli.code.clone();
 
     let b = Browser::start().await;
     b.client.goto(&format!("{}/device", server.base)).await.expect("goto");
@@ -415,16 +385,7 @@ async fn dashboard_device_page_shows_the_client_and_denies() {
     assert!(b.text("#device-denied").await.contains(&code), "denied");
 
     // The CLI stops at its next poll, non-zero, saying so.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "coffer login did not stop after the denial");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let _ = reader.join();
-    let err = lines.lock().map(|v| v.join("\n")).unwrap_or_default();
+    let (status, _, err) = cli.finish(Duration::from_secs(30)).await;
     assert!(!status.success(), "coffer login must fail: {err}");
     assert!(err.contains("denied"), "a denied message: {err}");
     // Denied once: the code can no longer be approved.

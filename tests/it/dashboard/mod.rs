@@ -578,43 +578,85 @@ async fn dashboard_login_browse_reveal_and_a_viewer() {
     b.close().await;
 }
 
+/// A real `coffer login` (device flow) against `base`, with its own HOME:
+/// the child, the user code it printed, and every stderr line so far.
+pub(crate) struct CliLogin {
+    pub(crate) child: Child,
+    pub(crate) code: String,
+    pub(crate) stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl CliLogin {
+    pub(crate) fn start(base: &str, home: &std::path::Path) -> CliLogin {
+        use std::io::{BufRead, BufReader};
+        std::fs::create_dir_all(home).expect("home");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_coffer"))
+            .arg("login")
+            .env("COFFER_ADDR", base)
+            .env_remove("COFFER_TOKEN")
+            .env("HOME", home)
+            .env("XDG_CONFIG_HOME", home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("coffer login");
+        let err = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen = stderr.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("coffer login approve ").nth(1) {
+                    let _ = tx.send(rest.chars().take(9).collect::<String>());
+                }
+                if let Ok(mut v) = seen.lock() {
+                    v.push(line);
+                }
+            }
+        });
+        let code = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("coffer login prints its code");
+        CliLogin {
+            child,
+            code,
+            stderr,
+            reader,
+        }
+    }
+
+    /// Wait (up to `within`) for the CLI to exit: its status, stdout and stderr.
+    pub(crate) async fn finish(mut self, within: Duration) -> (std::process::ExitStatus, String, String) {
+        let deadline = std::time::Instant::now() + within;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(std::time::Instant::now() < deadline, "coffer login did not finish");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut self.child.stdout.take().expect("stdout"), &mut out).expect("read");
+        let _ = self.reader.join();
+        let err = self.stderr.lock().map(|v| v.join("\n")).unwrap_or_default();
+        (status, out, err)
+    }
+}
+
 /// Issue 16: the `/device` page completes a `coffer login` (device flow)
 /// running in the same test, after a login that comes back to it.
 #[tokio::test(flavor = "multi_thread")]
 async fn dashboard_device_page_completes_a_coffer_login() {
-    use std::io::{BufRead, BufReader};
-
     let dir = util::tempdir();
     let server = fresh_server(dir.path()).await;
     let anon = server.client(None);
     let (root, _) = util::boot(&anon).await;
     util::create_user(&root, "ann@acme.test", PASSWORD).await;
 
-    let home = dir.path().join("cli-home");
-    std::fs::create_dir_all(&home).expect("home");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .arg("login")
-        .env("COFFER_ADDR", &server.base)
-        .env_remove("COFFER_TOKEN")
-        .env("HOME", &home)
-        .env("XDG_CONFIG_HOME", &home)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("coffer login");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("coffer login approve ").nth(1) {
-                let _ = tx.send(rest.chars().take(9).collect::<String>());
-            }
-        }
-    });
-    let code = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("coffer login prints its code");
+    let cli = CliLogin::start(&server.base, &dir.path().join("cli-home"));
+    let code = cli.code.clone();
 
     let b = Browser::start().await;
     b.client.goto(&format!("{}/device", server.base)).await.expect("goto");
@@ -637,16 +679,7 @@ async fn dashboard_device_page_completes_a_coffer_login() {
     b.click("#device-form button[type=submit]").await;
     assert!(b.text("#device-approved").await.contains(&code), "approved");
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(40);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(std::time::Instant::now() < deadline, "coffer login did not finish");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out).expect("read");
+    let (status, out, _) = cli.finish(Duration::from_secs(40)).await;
     assert!(status.success(), "coffer login: {out}");
     assert!(out.contains("ann@acme.test"), "{out}");
     b.close().await;
