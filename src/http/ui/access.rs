@@ -14,7 +14,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::pages::{crumbs, csrf_field, error_line, layout};
-use super::{UiForm, UiUser, error_page, see_other, seg};
+use super::{SessionForm, UiUser, error_page, see_other, seg};
 use crate::access::Permission;
 use crate::http::AppState;
 use crate::http::error::{ErrorCode, describe};
@@ -101,7 +101,6 @@ pub(in crate::http) async fn access(State(s): State<AppState>, user: UiUser, Pat
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(in crate::http) struct MemberForm {
-    csrf: String,
     email: String,
     role: String,
 }
@@ -109,13 +108,9 @@ pub(in crate::http) struct MemberForm {
 /// `POST /ui/orgs/{org}/access/members`: add a member or change a role.
 pub(in crate::http) async fn set_member(
     State(s): State<AppState>,
-    user: UiUser,
     Path(org): Path<String>,
-    UiForm(f): UiForm<MemberForm>,
+    SessionForm(user, f): SessionForm<MemberForm>,
 ) -> Response {
-    if !user.csrf_ok(&f.csrf) {
-        return super::csrf_refused(false);
-    }
     match s.coffer.access.set_member(&user.who, &org, &f.email, &f.role).await {
         Ok(_) => see_other(&access_url(&org)),
         Err(e) => access_view(&s, &user, &org, Flash::of(&e)).await,
@@ -125,13 +120,9 @@ pub(in crate::http) async fn set_member(
 /// `POST /ui/orgs/{org}/access/members/remove`.
 pub(in crate::http) async fn remove_member(
     State(s): State<AppState>,
-    user: UiUser,
     Path(org): Path<String>,
-    UiForm(f): UiForm<MemberForm>,
+    SessionForm(user, f): SessionForm<MemberForm>,
 ) -> Response {
-    if !user.csrf_ok(&f.csrf) {
-        return super::csrf_refused(false);
-    }
     match s.coffer.access.remove_member(&user.who, &org, &f.email).await {
         Ok(()) => see_other(&access_url(&org)),
         Err(e) => access_view(&s, &user, &org, Flash::of(&e)).await,
@@ -141,20 +132,15 @@ pub(in crate::http) async fn remove_member(
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(in crate::http) struct NameForm {
-    csrf: String,
     name: String,
 }
 
 /// `POST /ui/orgs/{org}/access/groups`: create a group.
 pub(in crate::http) async fn create_group(
     State(s): State<AppState>,
-    user: UiUser,
     Path(org): Path<String>,
-    UiForm(f): UiForm<NameForm>,
+    SessionForm(user, f): SessionForm<NameForm>,
 ) -> Response {
-    if !user.csrf_ok(&f.csrf) {
-        return super::csrf_refused(false);
-    }
     match s.coffer.access.create_group(&user.who, &org, f.name.trim()).await {
         Ok(_) => see_other(&access_url(&org)),
         Err(e) => access_view(&s, &user, &org, Flash::of(&e)).await,
@@ -164,13 +150,9 @@ pub(in crate::http) async fn create_group(
 /// `POST /ui/orgs/{org}/access/groups/{group}/members`.
 pub(in crate::http) async fn add_group_member(
     State(s): State<AppState>,
-    user: UiUser,
     Path((org, group)): Path<(String, String)>,
-    UiForm(f): UiForm<MemberForm>,
+    SessionForm(user, f): SessionForm<MemberForm>,
 ) -> Response {
-    if !user.csrf_ok(&f.csrf) {
-        return super::csrf_refused(false);
-    }
     match s
         .coffer
         .access
@@ -185,13 +167,9 @@ pub(in crate::http) async fn add_group_member(
 /// `POST /ui/orgs/{org}/access/groups/{group}/members/remove`.
 pub(in crate::http) async fn remove_group_member(
     State(s): State<AppState>,
-    user: UiUser,
     Path((org, group)): Path<(String, String)>,
-    UiForm(f): UiForm<MemberForm>,
+    SessionForm(user, f): SessionForm<MemberForm>,
 ) -> Response {
-    if !user.csrf_ok(&f.csrf) {
-        return super::csrf_refused(false);
-    }
     match s
         .coffer
         .access
@@ -206,7 +184,6 @@ pub(in crate::http) async fn remove_group_member(
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(in crate::http) struct AccountForm {
-    csrf: String,
     name: String,
     /// comma- or space-separated networks
     cidrs: String,
@@ -238,13 +215,9 @@ fn opt(v: &str) -> Option<String> {
 /// its first token, shown in this answer only.
 pub(in crate::http) async fn create_service_account(
     State(s): State<AppState>,
-    user: UiUser,
     Path(org): Path<String>,
-    UiForm(f): UiForm<AccountForm>,
+    SessionForm(user, f): SessionForm<AccountForm>,
 ) -> Response {
-    if !user.csrf_ok(&f.csrf) {
-        return super::csrf_refused(false);
-    }
     let made = async {
         let ttl = ttl_seconds(&f.ttl_hours)?;
         let spki = opt(&f.spki_sha256);
@@ -293,13 +266,9 @@ pub(in crate::http) async fn create_service_account(
 /// token for an account, shown in this answer only.
 pub(in crate::http) async fn service_account_token(
     State(s): State<AppState>,
-    user: UiUser,
     Path((org, name)): Path<(String, String)>,
-    UiForm(f): UiForm<AccountForm>,
+    SessionForm(user, f): SessionForm<AccountForm>,
 ) -> Response {
-    if !user.csrf_ok(&f.csrf) {
-        return super::csrf_refused(false);
-    }
     let issued = match ttl_seconds(&f.ttl_hours) {
         Ok(ttl) => {
             s.coffer
@@ -330,13 +299,9 @@ pub(in crate::http) async fn service_account_token(
 /// account with its grants and tokens.
 pub(in crate::http) async fn delete_service_account(
     State(s): State<AppState>,
-    user: UiUser,
     Path((org, name)): Path<(String, String)>,
-    UiForm(f): UiForm<super::CsrfForm>,
+    SessionForm(user, _): SessionForm<super::CsrfForm>,
 ) -> Response {
-    if !user.csrf_ok(&f.csrf) {
-        return super::csrf_refused(false);
-    }
     match s.coffer.access.delete_service_account(&user.who, &org, &name).await {
         Ok(()) => see_other(&access_url(&org)),
         Err(e) => access_view(&s, &user, &org, Flash::of(&e)).await,
@@ -679,7 +644,6 @@ pub(in crate::http) async fn grants(
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(in crate::http) struct GrantForm {
-    csrf: String,
     /// `user:EMAIL`, `group:NAME` or `service_account:NAME`
     subject: String,
     read: String,
@@ -736,13 +700,9 @@ impl GrantForm {
 /// environment (its row of the matrix).
 pub(in crate::http) async fn set_grant(
     State(s): State<AppState>,
-    user: UiUser,
     Path((org, project, env)): Path<(String, String, String)>,
-    UiForm(f): UiForm<GrantForm>,
+    SessionForm(user, f): SessionForm<GrantForm>,
 ) -> Response {
-    if !user.csrf_ok(&f.csrf) {
-        return super::csrf_refused(false);
-    }
     let done = match f.input(&project, &env) {
         Ok(input) => s.coffer.access.set_env_grant(&user.who, &org, input).await.map(|_| ()),
         Err(e) => Err(e),
@@ -757,13 +717,9 @@ pub(in crate::http) async fn set_grant(
 /// exactly this environment.
 pub(in crate::http) async fn revoke_grant(
     State(s): State<AppState>,
-    user: UiUser,
     Path((org, project, env)): Path<(String, String, String)>,
-    UiForm(f): UiForm<GrantForm>,
+    SessionForm(user, f): SessionForm<GrantForm>,
 ) -> Response {
-    if !user.csrf_ok(&f.csrf) {
-        return super::csrf_refused(false);
-    }
     let done = match f.input(&project, &env) {
         Ok(input) => match crate::service::grant_subject(&input) {
             Ok(subject) => s

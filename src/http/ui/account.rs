@@ -15,7 +15,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::pages::{csrf_field, error_line, layout, masked_input};
-use super::{UiForm, UiUser, error_page, see_other};
+use super::{SessionForm, UiUser, error_page, see_other};
 use crate::http::AppState;
 use crate::http::error::{ErrorCode, describe};
 use crate::http::extract::Peer;
@@ -56,7 +56,6 @@ pub(in crate::http) async fn account(State(s): State<AppState>, user: UiUser) ->
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(in crate::http) struct TokenForm {
-    csrf: String,
     name: String,
     /// hours; empty: as long as this session's token
     ttl_hours: String,
@@ -66,12 +65,8 @@ pub(in crate::http) struct TokenForm {
 /// ends with it), shown in this answer only.
 pub(in crate::http) async fn create_token(
     State(s): State<AppState>,
-    user: UiUser,
-    UiForm(f): UiForm<TokenForm>,
+    SessionForm(user, f): SessionForm<TokenForm>,
 ) -> Response {
-    if !user.csrf_ok(&f.csrf) {
-        return super::csrf_refused(false);
-    }
     let issued = match super::access::ttl_seconds(&f.ttl_hours) {
         Ok(ttl) => {
             s.coffer
@@ -95,13 +90,9 @@ pub(in crate::http) async fn create_token(
 /// own token ends the session: the next page is the login form.
 pub(in crate::http) async fn revoke_token(
     State(s): State<AppState>,
-    user: UiUser,
     Path(accessor): Path<String>,
-    UiForm(f): UiForm<super::CsrfForm>,
+    SessionForm(user, _): SessionForm<super::CsrfForm>,
 ) -> Response {
-    if !user.csrf_ok(&f.csrf) {
-        return super::csrf_refused(false);
-    }
     match s.coffer.identity.revoke_token(&user.who, &accessor).await {
         Ok(()) => see_other("/ui/account"),
         Err(e) => {
@@ -114,7 +105,6 @@ pub(in crate::http) async fn revoke_token(
 #[derive(Default, Deserialize)]
 #[serde(default)]
 pub(in crate::http) struct EnrollForm {
-    csrf: String,
     password: Zeroizing<String>,
 }
 
@@ -136,13 +126,9 @@ fn qr_data_uri(uri: &str) -> Result<Zeroizing<String>, ServiceError> {
 /// confirms it.
 pub(in crate::http) async fn totp_enroll(
     State(s): State<AppState>,
-    user: UiUser,
     peer: Peer,
-    UiForm(f): UiForm<EnrollForm>,
+    SessionForm(user, f): SessionForm<EnrollForm>,
 ) -> Response {
-    if !user.csrf_ok(&f.csrf) {
-        return super::csrf_refused(false);
-    }
     let password = Some(f.password).filter(|p| !p.is_empty());
     let enrolled = s.coffer.identity.totp_enroll(&user.who, peer.source, password).await;
     match enrolled.and_then(|e| qr_data_uri(&e.otpauth_uri).map(|qr| (e, qr))) {
@@ -157,7 +143,6 @@ pub(in crate::http) async fn totp_enroll(
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(in crate::http) struct CodeForm {
-    csrf: String,
     code: String,
 }
 
@@ -165,12 +150,8 @@ pub(in crate::http) struct CodeForm {
 /// recovery codes are in this answer only.
 pub(in crate::http) async fn totp_verify(
     State(s): State<AppState>,
-    user: UiUser,
-    UiForm(f): UiForm<CodeForm>,
+    SessionForm(user, f): SessionForm<CodeForm>,
 ) -> Response {
-    if !user.csrf_ok(&f.csrf) {
-        return super::csrf_refused(false);
-    }
     match s.coffer.identity.totp_verify(&user.who, f.code.trim()).await {
         Ok(codes) => (StatusCode::OK, recovery_page(&user, &codes)).into_response(),
         Err(e) => {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::pages::{Viewer, csrf_field, error_line, layout, masked_input};
-use super::{UiForm, UiUser, csrf_refused, html as page};
+use super::{SessionForm, UiUser, html as page};
 use crate::http::AppState;
 use crate::http::error::{ErrorCode, describe};
 use crate::http::extract::Peer;
@@ -21,7 +21,6 @@ use crate::service::{DeviceRequest, ServiceError, rfc3339};
 #[derive(Default, Deserialize)]
 #[serde(default)]
 pub(crate) struct DeviceForm {
-    csrf: String,
     user_code: String,
     password: Zeroizing<String>,
     totp: String,
@@ -44,10 +43,10 @@ pub(crate) async fn device_page(user: UiUser) -> Response {
 
 /// `POST /device/confirm`: the pending login of that code — which client
 /// asked, from where, when — with Approve and Deny.
-pub(crate) async fn device_confirm(State(s): State<AppState>, user: UiUser, UiForm(f): UiForm<DeviceForm>) -> Response {
-    if !user.csrf_ok(&f.csrf) {
-        return csrf_refused(false);
-    }
+pub(crate) async fn device_confirm(
+    State(s): State<AppState>,
+    SessionForm(user, f): SessionForm<DeviceForm>,
+) -> Response {
     match s.coffer.identity.device_request(&user.who, &f.user_code).await {
         Ok(req) => page(StatusCode::OK, confirm_page(&user.viewer(), &req, None)),
         Err(e) => refused(&user, &f.user_code, &e),
@@ -58,13 +57,9 @@ pub(crate) async fn device_confirm(State(s): State<AppState>, user: UiUser, UiFo
 /// when enrolled) as the API requires.
 pub(crate) async fn device_approve(
     State(s): State<AppState>,
-    user: UiUser,
     peer: Peer,
-    UiForm(f): UiForm<DeviceForm>,
+    SessionForm(user, f): SessionForm<DeviceForm>,
 ) -> Response {
-    if !user.csrf_ok(&f.csrf) {
-        return csrf_refused(false);
-    }
     let password = Some(f.password).filter(|p| !p.is_empty());
     let totp = Some(f.totp.trim()).filter(|t| !t.is_empty());
     match s
@@ -91,10 +86,7 @@ pub(crate) async fn device_approve(
 }
 
 /// `POST /device/deny`: refuse the pending login; its CLI stops.
-pub(crate) async fn device_deny(State(s): State<AppState>, user: UiUser, UiForm(f): UiForm<DeviceForm>) -> Response {
-    if !user.csrf_ok(&f.csrf) {
-        return csrf_refused(false);
-    }
+pub(crate) async fn device_deny(State(s): State<AppState>, SessionForm(user, f): SessionForm<DeviceForm>) -> Response {
     match s.coffer.identity.device_deny(&user.who, &f.user_code).await {
         Ok(()) => {
             let code = f.user_code.trim().to_ascii_uppercase();

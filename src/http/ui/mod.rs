@@ -12,7 +12,9 @@
 //! - every state change carries a CSRF token, compared in constant time,
 //!   before anything runs: the session's (form field `csrf` or header
 //!   `X-CSRF-Token`), or before login the double-submit token of the
-//!   `coffer_csrf` cookie; without it the answer is 403;
+//!   `coffer_csrf` cookie; without it the answer is 403. A form after
+//!   login can only be taken through [`SessionForm`], which checks the
+//!   token before the handler runs (the fetches check the header);
 //! - every `/ui` answer carries the strict CSP of [`CSP`], `nosniff`,
 //!   `no-referrer`, `frame-ancestors 'none'`; `Cache-Control: no-store`
 //!   comes from the router for everything but the two fingerprinted assets;
@@ -203,6 +205,39 @@ impl<T: serde::de::DeserializeOwned + Default> axum::extract::FromRequest<AppSta
             .await
             .map_err(IntoResponse::into_response)?;
         Ok(UiForm(serde_urlencoded::from_bytes(&bytes).unwrap_or_default()))
+    }
+}
+
+/// A state change by a session: the caller (no session: the login form,
+/// 401) and its form, whose `csrf` field matched the session's token
+/// (constant time) before the handler runs; without it the answer is 403
+/// and nothing runs. Every dashboard POST after login takes its form this
+/// way, so none can skip the check.
+pub(super) struct SessionForm<T>(UiUser, T);
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct CsrfField {
+    csrf: String,
+}
+
+impl<T: serde::de::DeserializeOwned + Default> axum::extract::FromRequest<AppState> for SessionForm<T> {
+    type Rejection = Response;
+    async fn from_request(req: Request<axum::body::Body>, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let user = UiUser::from_request_parts(&mut parts, state).await?;
+        let req = Request::from_parts(parts, body);
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let presented: CsrfField = serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
+        if !user.csrf_ok(&presented.csrf) {
+            return Err(csrf_refused(false));
+        }
+        Ok(SessionForm(
+            user,
+            serde_urlencoded::from_bytes(&bytes).unwrap_or_default(),
+        ))
     }
 }
 
@@ -600,12 +635,8 @@ pub(super) async fn login_submit(
 pub(super) async fn logout(
     State(s): State<AppState>,
     headers: HeaderMap,
-    user: UiUser,
-    UiForm(f): UiForm<CsrfForm>,
+    SessionForm(user, _): SessionForm<CsrfForm>,
 ) -> Response {
-    if !user.csrf_ok(&f.csrf) {
-        return csrf_refused(false);
-    }
     if let Some(c) = cookie(&headers, SESSION_COOKIE) {
         let _ = s.coffer.ui_sessions.end(c);
     }
@@ -752,8 +783,38 @@ mod tests {
 
     #[test]
     fn no_page_template_has_inline_style_or_script() {
-        let pages = include_str!("pages.rs");
-        assert!(!pages.contains("style="), "a style attribute");
-        assert!(!pages.contains("onclick") && !pages.contains("javascript:"));
+        for (file, text) in [
+            ("mod.rs", include_str!("mod.rs")),
+            ("pages.rs", include_str!("pages.rs")),
+            ("access.rs", include_str!("access.rs")),
+            ("account.rs", include_str!("account.rs")),
+            ("admin.rs", include_str!("admin.rs")),
+            ("device.rs", include_str!("device.rs")),
+            ("edit.rs", include_str!("edit.rs")),
+        ] {
+            let (code, _) = text.split_once("#[cfg(test)]").unwrap_or((text, ""));
+            assert!(!code.contains("style="), "{file}: a style attribute");
+            assert!(
+                !code.contains("onclick") && !code.contains("javascript:"),
+                "{file}: an inline handler"
+            );
+        }
+    }
+
+    #[test]
+    fn every_form_after_login_is_taken_through_session_form() {
+        // A handler taking a plain UiForm next to a session would have to
+        // remember the CSRF check; only the pre-login forms may.
+        for (file, text) in [
+            ("access.rs", include_str!("access.rs")),
+            ("account.rs", include_str!("account.rs")),
+            ("admin.rs", include_str!("admin.rs")),
+            ("device.rs", include_str!("device.rs")),
+            ("edit.rs", include_str!("edit.rs")),
+        ] {
+            let plain = text.matches(concat!("UiForm", "(f)")).count();
+            let allowed = usize::from(file == "admin.rs"); // the root-token login (pre-login, double submit)
+            assert_eq!(plain, allowed, "{file}: a form taken without SessionForm");
+        }
     }
 }
