@@ -280,14 +280,6 @@ impl SecretService {
             .collect())
     }
 
-    /// Whether `who` may reveal values of an environment it may read (the
-    /// dashboard shows a reveal control only then; the reveal itself is
-    /// authorized again).
-    pub async fn may_reveal(&self, who: &Unsealed, env: (&str, &str, &str)) -> Result<bool> {
-        let (path, access) = self.access.env_access(who, env).await?;
-        Ok(access.perms(path.project_id, path.env_id).has(Permission::Reveal))
-    }
-
     /// What `who` may do in an environment it may read (the dashboard
     /// shows each control only then; every action is authorized again).
     pub async fn env_perms(&self, who: &Unsealed, env: (&str, &str, &str)) -> Result<crate::access::PermSet> {

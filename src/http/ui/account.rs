@@ -140,7 +140,7 @@ pub(in crate::http) async fn totp_enroll(
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(default)]
 pub(in crate::http) struct CodeForm {
     code: String,

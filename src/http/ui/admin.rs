@@ -11,17 +11,14 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::http::header::{self, HeaderMap};
+use axum::http::header::HeaderMap;
 use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::pages::{Viewer, csrf_field, error_line, layout, masked_input};
-use super::{
-    PreCsrf, SESSION_COOKIE, SessionForm, UiForm, UiUser, csrf_refused, error_page, html as page, see_other, seg,
-    set_cookie,
-};
+use super::{PreCsrf, SessionForm, UiForm, UiUser, csrf_refused, error_page, html as page, see_other, seg};
 use crate::http::AppState;
 use crate::http::audit::AuditNote;
 use crate::http::error::{ErrorCode, describe};
@@ -667,13 +664,7 @@ pub(crate) async fn token_login_submit(
     }
     .await;
     match made {
-        Ok(cookie) => {
-            let mut res = see_other("/ui/server");
-            if let Some(v) = set_cookie(&s, SESSION_COOKIE, &cookie, None) {
-                res.headers_mut().append(header::SET_COOKIE, v);
-            }
-            res
-        }
+        Ok(cookie) => super::session_started(&s, &cookie, "/ui/server"),
         Err(e) => {
             let (status, code, message) = describe(&e);
             let mut res = page(status, token_login_page(&f.csrf, Some(&message)));

@@ -608,13 +608,7 @@ pub(super) async fn login_submit(
         s.coffer.ui_sessions.create(sess.access_token, expires_at)
     });
     match created {
-        Ok(cookie) => {
-            let mut res = see_other(after_login(&f.next));
-            if let Some(v) = set_cookie(&s, SESSION_COOKIE, &cookie, None) {
-                res.headers_mut().append(header::SET_COOKIE, v);
-            }
-            res
-        }
+        Ok(cookie) => session_started(&s, &cookie, after_login(&f.next)),
         Err(e) => {
             let (status, code, message) = describe(&e);
             let device = after_login(&f.next) == "/device";
@@ -628,6 +622,15 @@ pub(super) async fn login_submit(
             res
         }
     }
+}
+
+/// A new dashboard session: its cookie set on a redirect to `to`.
+fn session_started(state: &AppState, cookie: &str, to: &str) -> Response {
+    let mut res = see_other(to);
+    if let Some(v) = set_cookie(state, SESSION_COOKIE, cookie, None) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    res
 }
 
 /// `POST /ui/logout`: the session ends server-side and its token (and
