@@ -15,6 +15,7 @@ mod operator;
 mod pin;
 mod run;
 mod secrets;
+mod share;
 mod tenants;
 
 use std::net::SocketAddr;
@@ -241,6 +242,16 @@ enum Command {
         #[arg(long)]
         expect: Option<String>,
     },
+    /// One-time share links: create (encrypted here, key only in the URL's
+    /// `#…`), open, list, revoke; the organization's share policy.
+    Share {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        env: secrets::EnvArgs,
+        #[command(subcommand)]
+        cmd: share::ShareCmd,
+    },
     /// The audit log: verify the hash chain, search records, prune old ones.
     Audit {
         #[command(flatten)]
@@ -338,5 +349,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             pin::trust(&address, expect.as_deref()).await
         }
         Command::Audit { server, cmd } => audit::run(&client::Client::new(&server)?, cmd).await,
+        Command::Share { server, env, cmd } => {
+            // `open` needs no context: the link names its server.
+            let target = match cmd {
+                share::ShareCmd::Open { .. } => None,
+                _ => Some(context::resolve(&env)?),
+            };
+            share::run(&server, target.as_ref(), cmd).await
+        }
     }
 }

@@ -4,3 +4,4 @@
 //! fallback files (`cli/credentials.rs`, `cli/fallback.rs`).
 
 pub mod aead;
+pub mod share;

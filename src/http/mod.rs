@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod proxy;
 mod rekey;
 pub mod routes;
+mod shares;
 mod sys;
 pub mod tls;
 pub mod transport;

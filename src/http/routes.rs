@@ -13,7 +13,9 @@ use axum::Router;
 use axum::http::Method;
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
 
-use super::{AppState, api, audit, generate_root, identity, keys, metrics, rekey, sys, ui, vault_auth, vault_kv};
+use super::{
+    AppState, api, audit, generate_root, identity, keys, metrics, rekey, shares, sys, ui, vault_auth, vault_kv,
+};
 use crate::access::{ENV_ROUTES, EnvRoute};
 
 /// What a route is, for the audit layer.
@@ -303,6 +305,22 @@ routes! {
         POST => identity::create_token, Action("token.create");
     }
     "/api/v1/tokens/{accessor}" { DELETE => identity::revoke_token, Action("token.revoke"); }
+    // === share links (docs/share-links.md) ===
+    // the link id travels in the open body, never in a path a record keeps
+    "/api/v1/orgs/{org}/shares" {
+        GET => shares::list_org, Action("share.list");
+        POST => shares::create, Action("share.create");
+    }
+    "/api/v1/orgs/{org}/share-policy" {
+        GET => shares::policy, Action("share.policy_read");
+        PUT => shares::set_policy, Action("share.policy_set");
+    }
+    "/api/v1/shares" { GET => shares::list_mine, Action("share.list"); }
+    "/api/v1/shares/open" { POST => shares::open, Action("share.open"); }
+    "/api/v1/shares/{handle}" { DELETE => shares::revoke, Action("share.revoke"); }
+    "/s/{id}" { GET => ui::shares::page, Public; }
+    "/ui/account/shares/{handle}/revoke" { POST => ui::shares::revoke, Action("share.revoke"); }
+    // === end share links ===
     // native: the audit log itself
     "/api/v1/audit/records" { GET => audit::search, Action("audit.search"); }
     "/api/v1/audit/verify" { GET => audit::verify, Action("audit.verify"); }
@@ -492,7 +510,12 @@ pub(super) fn surface() -> Router<AppState> {
 
 /// A dashboard route: its answers carry the dashboard's CSP and headers.
 fn is_dashboard(path: &str) -> bool {
-    path == "/" || path == "/ui" || path.starts_with("/ui/") || path == "/device" || path.starts_with("/device/")
+    path == "/"
+        || path == "/ui"
+        || path.starts_with("/ui/")
+        || path == "/device"
+        || path.starts_with("/device/")
+        || path.starts_with("/s/")
 }
 
 /// The audit of a matched route; None = a method the route does not serve.

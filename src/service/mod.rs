@@ -30,6 +30,7 @@ mod orgs;
 mod references;
 pub mod rekey;
 mod secrets;
+pub mod shares;
 mod sync;
 pub mod ui_session;
 mod users;
@@ -66,6 +67,7 @@ pub use orgs::TenantService;
 pub use orgs::{DEFAULT_MAX_ORGS_PER_USER, EnvChange, EnvView, OrgView, ProjectView};
 pub use secrets::SecretService;
 pub use secrets::{SecretInput, SecretView, VersionView};
+pub use shares::ShareService;
 pub use sync::{
     FileDiffItem, FileDiffStatus, FileDiffView, PullView, PushAction, PushItem, PushRequest, PushView, SyncInput,
 };
@@ -428,6 +430,8 @@ pub struct Coffer {
     pub vault: VaultService,
     /// the dashboard's browser sessions (in this process)
     pub ui_sessions: ui_session::UiSessions,
+    /// one-time share links (client-side encrypted)
+    pub shares: ShareService,
     shared: Arc<Shared>,
 }
 
@@ -507,6 +511,12 @@ impl Coffer {
             identity: identity.clone(),
             access: access.clone(),
         };
+        let shares = ShareService {
+            shared: shared.clone(),
+            share_store: store.clone(),
+            tenant_store: store.clone(),
+            access: access.clone(),
+        };
         let operator = OperatorService {
             shared: shared.clone(),
             store,
@@ -522,6 +532,7 @@ impl Coffer {
             audit,
             vault,
             ui_sessions: ui_session::UiSessions::default(),
+            shares,
             shared,
         })
     }

@@ -257,6 +257,38 @@ pub const BACKUP_TABLES: &[Table] = &[
             ("created_at", Int),
         ],
     },
+    // one-time share links (0014): client-side ciphertext only; not under
+    // row-level security (opened before any organization is known)
+    Table {
+        name: "share_links",
+        tenant: false,
+        columns: &[
+            ("id", Text),
+            ("lookup", Bytes),
+            ("org_id", Text),
+            ("created_by", Text),
+            ("creator_name", Text),
+            ("env_id", Text),
+            ("source", Text),
+            ("ciphertext", Bytes),
+            ("kdf", Text),
+            ("max_views", Int),
+            ("views_left", Int),
+            ("created_at", Int),
+            ("expires_at", Int),
+        ],
+    },
+    Table {
+        name: "share_policies",
+        tenant: true,
+        columns: &[
+            ("org_id", Text),
+            ("max_expiry_s", Int),
+            ("min_role", Text),
+            ("allow_protected", Int),
+            ("updated_at", Int),
+        ],
+    },
     Table {
         name: "kv_config",
         tenant: false,

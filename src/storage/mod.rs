@@ -15,6 +15,7 @@
 //! | [`kv::KvStore`] | `kv.rs` | KV v2 version state, metadata, mount config |
 //! | [`audit::AuditStore`] | `audit.rs` | audit chain, checkpoints, audit key |
 //! | [`env_vars::EnvVarStore`] | `env_vars.rs` | `coffer run` variable allow list |
+//! | [`shares::ShareStore`] | `shares.rs` | one-time share links (client-side ciphertext), per-org share policy |
 //!
 //! [`Backend`] is the supertrait of all of them, which the services hold as
 //! `Arc<dyn Backend>`; of its own it has only what belongs to no aggregate:
@@ -49,6 +50,7 @@ pub mod kv;
 mod lease;
 mod postgres;
 pub mod secrets;
+pub mod shares;
 pub mod sql;
 mod sqlite;
 pub mod tenants;
@@ -131,6 +133,7 @@ pub trait Backend:
     + audit::AuditStore
     + kv::KvStore
     + env_vars::EnvVarStore
+    + shares::ShareStore
     + Send
     + Sync
     + std::fmt::Debug

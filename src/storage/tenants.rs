@@ -627,6 +627,8 @@ impl TenantStore for SqlBackend {
                     ("DELETE FROM group_members WHERE org_id = $1", 0),
                     ("DELETE FROM groups WHERE org_id = $1", 0),
                     ("DELETE FROM tokens WHERE org_id = $1", 0),
+                    ("DELETE FROM share_links WHERE org_id = $1", 0),
+                    ("DELETE FROM share_policies WHERE org_id = $1", 0),
                     ("DELETE FROM service_accounts WHERE org_id = $1", 0),
                     ("DELETE FROM memberships WHERE org_id = $1", 0),
                     ("DELETE FROM environments WHERE org_id = $1", 3),

@@ -33,6 +33,7 @@ mod references;
 mod rekey;
 mod rotate_totp;
 mod sessions;
+mod shares;
 mod sync_endpoints;
 mod tamper;
 mod tenant_deletion;

@@ -39,11 +39,14 @@ async fn account_view(s: &AppState, user: &UiUser, shown: Shown<'_>) -> Response
     let loaded = async {
         let tokens = s.coffer.identity.list_tokens(&user.who).await?;
         let totp = s.coffer.identity.totp_enabled(&user.who).await?;
-        Ok::<_, ServiceError>((tokens, totp))
+        let links = s.coffer.shares.list_mine(&user.who).await?;
+        Ok::<_, ServiceError>((tokens, totp, links))
     }
     .await;
     match loaded {
-        Ok((tokens, totp)) => (StatusCode::OK, account_page(user, &tokens, totp, &shown)).into_response(),
+        Ok((tokens, totp, links)) => {
+            (StatusCode::OK, account_page(user, &tokens, totp, &links, &shown)).into_response()
+        }
         Err(e) => error_page(Some(&user.viewer()), &e),
     }
 }
@@ -164,7 +167,13 @@ pub(in crate::http) async fn totp_verify(
     }
 }
 
-fn account_page(user: &UiUser, tokens: &[TokenView], totp: Option<bool>, shown: &Shown<'_>) -> Markup {
+fn account_page(
+    user: &UiUser,
+    tokens: &[TokenView],
+    totp: Option<bool>,
+    links: &[crate::service::shares::ShareInfo],
+    shown: &Shown<'_>,
+) -> Markup {
     let viewer = user.viewer();
     let csrf = viewer.csrf;
     let error = match shown {
@@ -237,6 +246,7 @@ fn account_page(user: &UiUser, tokens: &[TokenView], totp: Option<bool>, shown: 
                     button type="submit" { "Create token" }
                 }
             }
+            (super::shares::my_links(csrf, links))
             section #totp {
                 h2 { "Two-factor authentication" }
                 @match totp {

@@ -31,6 +31,7 @@ mod admin;
 mod device;
 pub(super) mod edit;
 mod pages;
+pub(super) mod shares;
 
 use std::sync::OnceLock;
 
@@ -67,6 +68,10 @@ const CSRF_HEADER: &str = "x-csrf-token";
 
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
+/// argon2id for share links opened with a passphrase (`/s/…` only): the
+/// `hash-wasm` npm package's build, vendored unchanged (MIT, its licence
+/// next to it).
+const ARGON2_JS: &str = include_str!("assets/vendor/hash-wasm-argon2.umd.min.js");
 
 /// Marks an answer the router may let caches keep (the fingerprinted
 /// assets only); everything else is `no-store`.
@@ -79,6 +84,8 @@ pub(super) struct Assets {
     js_integrity: String,
     css_url: String,
     css_integrity: String,
+    argon2_url: String,
+    argon2_integrity: String,
 }
 
 impl Assets {
@@ -94,11 +101,14 @@ impl Assets {
             };
             let (js_url, js_integrity) = of(APP_JS, "app.js");
             let (css_url, css_integrity) = of(APP_CSS, "app.css");
+            let (argon2_url, argon2_integrity) = of(ARGON2_JS, "argon2.js");
             Assets {
                 js_url,
                 js_integrity,
                 css_url,
                 css_integrity,
+                argon2_url,
+                argon2_integrity,
             }
         })
     }
@@ -120,8 +130,13 @@ pub(super) fn seg(s: &str) -> String {
 /// The security headers of every `/ui` answer (and `/`), added by the
 /// router around the dashboard's routes.
 pub(super) async fn security_headers(mut res: Response) -> Response {
+    let csp = if res.extensions().get::<shares::ShareCsp>().is_some() {
+        shares::SHARE_CSP
+    } else {
+        CSP
+    };
     let h = res.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
@@ -389,6 +404,7 @@ pub(super) async fn asset(Path(name): Path<String>) -> Response {
     let (body, kind) = match name.as_str() {
         "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
         "app.css" => (APP_CSS, "text/css; charset=utf-8"),
+        "argon2.js" => (ARGON2_JS, "text/javascript; charset=utf-8"),
         _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
     };
     let mut res = (

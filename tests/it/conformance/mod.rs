@@ -8,6 +8,7 @@ mod audit;
 mod identity;
 mod keystore;
 mod secrets;
+mod shares;
 mod tenants;
 
 use std::sync::Arc;

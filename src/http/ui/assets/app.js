@@ -299,3 +299,145 @@
     });
   }
 }());
+
+/* === share links === */
+// The /s/<id> page (ui/shares.rs, docs/share-links.md): nothing is fetched
+// until "Reveal" is clicked (link unfurlers burn no view). The key is the
+// URL fragment (#k=<key>[&p=1]), which the browser never sends; it is
+// dropped from the address bar at once. The server answers the ciphertext
+// and the key derivation; decryption happens here with WebCrypto
+// (AES-256-GCM). With a passphrase the content key is HMAC-SHA256(key,
+// "coffer-share-v1 passphrase\0" || argon2id(passphrase)), argon2id from the
+// vendored hash-wasm build, loaded (with its integrity) only then. Must
+// match src/crypto/share.rs byte for byte.
+(function () {
+  'use strict';
+  var box = document.getElementById('share-open');
+  if (!box || !window.crypto || !window.crypto.subtle) { return; }
+  var btn = document.getElementById('share-reveal');
+  var errEl = document.getElementById('share-error');
+  var passRow = document.getElementById('share-pass-row');
+  var passIn = document.getElementById('share-passphrase');
+  var result = document.getElementById('share-result');
+  var out = document.getElementById('share-value');
+  var id = decodeURIComponent(location.pathname.replace(/^\/s\//, ''));
+  var frag = {};
+  location.hash.replace(/^#/, '').split('&').forEach(function (kv) {
+    var i = kv.indexOf('=');
+    if (i > 0) { frag[kv.slice(0, i)] = kv.slice(i + 1); }
+  });
+  if (location.hash) { history.replaceState(null, '', location.pathname); }
+  function fail(msg) {
+    errEl.textContent = msg;
+    errEl.hidden = false;
+  }
+  function b64url(s) {
+    s = s.replace(/-/g, '+').replace(/_/g, '/');
+    while (s.length % 4) { s += '='; }
+    return b64(s);
+  }
+  function b64(s) {
+    var bin = atob(s);
+    var a = new Uint8Array(bin.length);
+    for (var i = 0; i < bin.length; i++) { a[i] = bin.charCodeAt(i); }
+    return a;
+  }
+  var key;
+  try { key = frag.k ? b64url(frag.k) : null; } catch (e) { key = null; }
+  if (!key || key.length !== 32) {
+    btn.hidden = true;
+    fail('This link is incomplete: the key after # is missing or damaged. Ask for the whole link.');
+    return;
+  }
+  var needsPass = frag.p === '1';
+  if (needsPass) { passRow.hidden = false; }
+  var enc = new TextEncoder();
+
+  function loadArgon2() {
+    if (window.hashwasm && window.hashwasm.argon2id) { return Promise.resolve(window.hashwasm); }
+    return new Promise(function (resolve, reject) {
+      var s = document.createElement('script');
+      s.src = box.getAttribute('data-argon2');
+      s.integrity = box.getAttribute('data-argon2-integrity');
+      s.onload = function () { resolve(window.hashwasm); };
+      s.onerror = function () { reject(new Error('argon2')); };
+      document.head.appendChild(s);
+    });
+  }
+
+  function contentKey(kdf, passphrase, argon2) {
+    if (kdf === 'none') { return Promise.resolve(key); }
+    var m = /^argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)\$([A-Za-z0-9_-]+)$/.exec(kdf);
+    if (!m || !argon2) { return Promise.reject(new Error('kdf')); }
+    return argon2.argon2id({
+      password: passphrase,
+      salt: b64url(m[4]),
+      memorySize: Number(m[1]),
+      iterations: Number(m[2]),
+      parallelism: Number(m[3]),
+      hashLength: 32,
+      outputType: 'binary'
+    }).then(function (stretched) {
+      var info = enc.encode('coffer-share-v1 passphrase\u0000');
+      var msg = new Uint8Array(info.length + stretched.length);
+      msg.set(info, 0);
+      msg.set(stretched, info.length);
+      return crypto.subtle.importKey('raw', key, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign'])
+        .then(function (k) { return crypto.subtle.sign('HMAC', k, msg); })
+        .then(function (sig) { return new Uint8Array(sig); });
+    });
+  }
+
+  btn.addEventListener('click', function () {
+    errEl.hidden = true;
+    var passphrase = passIn ? passIn.value : '';
+    if (needsPass && !passphrase) {
+      fail('Type the passphrase first (the person who shared the link tells you it).');
+      return;
+    }
+    btn.disabled = true;
+    var argon2 = needsPass ? loadArgon2() : Promise.resolve(null);
+    argon2.then(function (a2) {
+      return fetch('/api/v1/shares/open', {
+        method: 'POST',
+        credentials: 'omit',
+        cache: 'no-store',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ id: id })
+      }).then(function (r) {
+        return r.json().then(function (body) { return { status: r.status, body: body }; });
+      }).then(function (res) {
+        if (res.status !== 200) {
+          btn.hidden = true;
+          throw new Error(res.status === 404
+            ? 'This link was already opened, has expired, or never existed.'
+            : (res.body && res.body.message) || 'The server refused the link.');
+        }
+        var kdf = res.body.data.kdf;
+        var blob = b64(res.body.data.ciphertext);
+        btn.hidden = true;
+        return contentKey(kdf, passphrase, a2).then(function (raw) {
+          return crypto.subtle.importKey('raw', raw, 'AES-GCM', false, ['decrypt']);
+        }).then(function (k) {
+          if (blob.length < 29 || blob[0] !== 1) { throw new Error('format'); }
+          return crypto.subtle.decrypt({
+            name: 'AES-GCM',
+            iv: blob.slice(1, 13),
+            additionalData: enc.encode('coffer-share-v1|' + kdf),
+            tagLength: 128
+          }, k, blob.slice(13));
+        }).catch(function () {
+          throw new Error('The value could not be decrypted: wrong passphrase, or the link was altered. This view is used.');
+        });
+      });
+    }).then(function (plain) {
+      out.textContent = new TextDecoder().decode(plain);
+      result.hidden = false;
+      if (passRow) { passRow.hidden = true; }
+    }).catch(function (e) {
+      btn.disabled = false;
+      fail(e && e.message && e.message.length > 12 ? e.message : 'Opening the link failed.');
+    });
+  });
+}());
+/* === end share links === */
