@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use coffer::storage::Backend;
-use coffer::storage::shares::ShareStore;
 use coffer::storage::shares::{SharePolicyRow, ShareRow};
 use uuid::Uuid;
 
