@@ -15,10 +15,17 @@ use sqlx::{Connection, Row};
 
 use crate::util::{self, Http, Server};
 
-const VALUE: &str = "s3cr3t-shared-value-7f1e";
+pub(crate) const VALUE: &str = "s3cr3t-shared-value-7f1e";
 
 /// Run `coffer` with `token`, acme/api/production, optional passphrase.
-fn coffer(server: &Server, home: &Path, token: Option<&str>, pass: Option<&str>, args: &[&str], stdin: &str) -> Output {
+pub(crate) fn coffer(
+    server: &Server,
+    home: &Path,
+    token: Option<&str>,
+    pass: Option<&str>,
+    args: &[&str],
+    stdin: &str,
+) -> Output {
     std::fs::create_dir_all(home).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffer"));
     cmd.args(args)
@@ -46,12 +53,12 @@ fn coffer(server: &Server, home: &Path, token: Option<&str>, pass: Option<&str>,
     child.wait_with_output().unwrap()
 }
 
-fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
 /// A server, booted, with acme/api/production; returns it, root, its token.
-async fn setup(dir: &Path, extra: &str) -> (Server, Http, String) {
+pub(crate) async fn setup(dir: &Path, extra: &str) -> (Server, Http, String) {
     let url = util::fresh_storage_url(dir).await;
     let server = Server::start_full(dir, &url, "tls_disable = true", extra, &[]);
     let (root, _) = util::boot(&server.client(None)).await;
@@ -61,7 +68,14 @@ async fn setup(dir: &Path, extra: &str) -> (Server, Http, String) {
 }
 
 /// `coffer share create` with `args`; returns the URL.
-fn create(server: &Server, home: &Path, token: &str, pass: Option<&str>, args: &[&str], stdin: &str) -> String {
+pub(crate) fn create(
+    server: &Server,
+    home: &Path,
+    token: &str,
+    pass: Option<&str>,
+    args: &[&str],
+    stdin: &str,
+) -> String {
     let mut all = vec!["share", "create"];
     all.extend_from_slice(args);
     let out = coffer(server, home, Some(token), pass, &all, stdin);
@@ -82,11 +96,11 @@ fn remember_url(url: &str) {
 }
 
 /// The link id of a URL.
-fn link_id(url: &str) -> String {
+pub(crate) fn link_id(url: &str) -> String {
     url.split("/s/").nth(1).unwrap().split('#').next().unwrap().to_owned()
 }
 
-async fn open_api(anon: &Http, id: &str) -> (u16, Value) {
+pub(crate) async fn open_api(anon: &Http, id: &str) -> (u16, Value) {
     let (st, b) = anon.post("/api/v1/shares/open", json!({ "id": id })).await;
     (st.as_u16(), b)
 }

@@ -685,3 +685,4 @@ async fn dashboard_device_page_completes_a_coffer_login() {
     b.close().await;
 }
 mod edit;
+mod shares;

@@ -327,6 +327,9 @@
     if (i > 0) { frag[kv.slice(0, i)] = kv.slice(i + 1); }
   });
   if (location.hash) { history.replaceState(null, '', location.pathname); }
+  // Another link pasted into this tab differs in the fragment only: no
+  // new page load would read its key, so load it afresh.
+  window.addEventListener('hashchange', function () { location.reload(); });
   function fail(msg) {
     errEl.textContent = msg;
     errEl.hidden = false;
