@@ -161,15 +161,13 @@ pub(crate) async fn run(server: &ServerArgs, target: Option<&Target>, cmd: Share
                         t.org, t.project, t.env, key
                     );
                     let mut data = client.api(Method::GET, &path, None).await?;
-                    let v = data
-                        .get_mut("value")
+                    data.get_mut("value")
                         .map(Value::take)
                         .and_then(|v| match v {
                             Value::String(s) => Some(Zeroizing::new(s)),
                             _ => None,
                         })
-                        .with_context(|| format!("secret {key} has no value to share"))?;
-                    v
+                        .with_context(|| format!("secret {key} has no value to share"))?
                 }
                 None => {
                     client.require_token()?;

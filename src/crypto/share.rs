@@ -258,6 +258,7 @@ pub fn open(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn cheap(p: &str) -> Result<Sealed, ShareCryptoError> {
