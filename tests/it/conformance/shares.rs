@@ -122,3 +122,32 @@ async fn the_policy_reads_back_per_organization() {
     let (other, _) = super::add_tenant(b.as_ref(), "other").await;
     assert!(b.share_policy(other).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn purging_an_organization_takes_its_links_and_policy() {
+    use coffer::storage::TenantNode;
+    let (b, org, _env, _dir) = with_tenant().await;
+    let (other, _) = super::add_tenant(b.as_ref(), "other").await;
+    let mine = link(org, Uuid::new_v4(), 6, 1, FUTURE);
+    let theirs = link(other, Uuid::new_v4(), 7, 1, FUTURE);
+    b.create_share(&mine).await.unwrap();
+    b.create_share(&theirs).await.unwrap();
+    b.set_share_policy(&SharePolicyRow {
+        org_id: org,
+        max_expiry_s: 60,
+        min_role: "owner".into(),
+        allow_protected: false,
+        updated_at: 1,
+    })
+    .await
+    .unwrap();
+    assert!(b.mark_deleted(TenantNode::Org(org), Some(10)).await.unwrap());
+    b.purge_node(TenantNode::Org(org), 10).await.unwrap().expect("purged");
+    assert!(b.share(mine.id).await.unwrap().is_none());
+    assert!(b.take_view(&[6; 32], 100).await.unwrap().is_none());
+    assert!(b.share_policy(org).await.unwrap().is_none());
+    assert!(
+        b.share(theirs.id).await.unwrap().is_some(),
+        "another organization's link stays"
+    );
+}
