@@ -312,7 +312,7 @@ routes! {
         POST => shares::create, Action("share.create");
     }
     "/api/v1/orgs/{org}/share-policy" {
-        GET => shares::policy, Action("share.policy_read");
+        GET => shares::policy, Action("share.policy_status");
         PUT => shares::set_policy, Action("share.policy_set");
     }
     "/api/v1/shares" { GET => shares::list_mine, Action("share.list"); }
