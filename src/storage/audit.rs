@@ -158,12 +158,16 @@ const COLUMNS: &str = "seq, time, request_id, actor_kind, actor, accessor, cert_
 /// A statement per batch size instead (`VALUES (…), (…)`, 18 placeholders
 /// a row) was re-parsed by SQLite for every batch of an uncached size and
 /// bound parameter by parameter: about a tenth of a reveal's server CPU at
-/// 32 connections (docs/benchmarks.md, "Audit log").
+/// 32 connections (docs/benchmarks.md, "Audit log"). SQLite walks the array
+/// with `jsonb_each`, whose `value` for an inner array is binary JSON, so the
+/// 18 `->>` of a row read fields from it directly; `json_each` handed each
+/// row back as text, converted from binary and parsed again (4 % of a
+/// reveal's CPU at 8 connections).
 const INSERT_SQLITE: &str = "INSERT INTO audit_log (seq, time, request_id, actor_kind, actor, accessor, cert_spki, \
      source, method, action, resource, org, outcome, status, reason, detail, prev_hash, hash) \
      SELECT r ->> 0, r ->> 1, r ->> 2, r ->> 3, r ->> 4, r ->> 5, r ->> 6, r ->> 7, r ->> 8, r ->> 9, \
      r ->> 10, r ->> 11, r ->> 12, r ->> 13, r ->> 14, r ->> 15, unhex(r ->> 16), unhex(r ->> 17) \
-     FROM (SELECT value AS r FROM json_each($1))";
+     FROM (SELECT value AS r FROM jsonb_each($1))";
 const INSERT_POSTGRES: &str = "INSERT INTO audit_log (seq, time, request_id, actor_kind, actor, accessor, cert_spki, \
      source, method, action, resource, org, outcome, status, reason, detail, prev_hash, hash) \
      SELECT (r ->> 0)::bigint, (r ->> 1)::bigint, r ->> 2, r ->> 3, r ->> 4, r ->> 5, r ->> 6, r ->> 7, r ->> 8, \
