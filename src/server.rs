@@ -55,6 +55,7 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         },
     )
     .await?;
+    coffer.configure_breach_check(settings.breach_check.clone());
     if auto_unseal {
         coffer.operator.spawn_auto_unseal();
     }
