@@ -1,6 +1,5 @@
 //! `BreachPolicyStore`: the per-organization leaked-password policy.
 
-use coffer::storage::breach::BreachPolicyStore;
 use uuid::Uuid;
 
 use super::{add_tenant, with_tenant};
