@@ -12,7 +12,7 @@
 //!   refused with 422 `idempotency_key_reused`.
 //! - Exactly one request claims a key (the INSERT of its row); another
 //!   request with that key waits up to [`WAIT`] for the first one's answer,
-//!   then gets 409 `idempotency_key_in_use`. A claim whose server died
+//!   then gets 409 `conflict`. A claim whose server died
 //!   mid-request is taken over after [`STALE_CLAIM`].
 //! - The stored body is always encrypted (AES-256-GCM under a key derived
 //!   from the root key, AAD binding it to principal and key), since answers
@@ -137,26 +137,34 @@ impl IdempotencyService {
         let principal = principal_key(who);
         let key_hash = Sha256::digest(key.as_bytes()).to_vec();
         let started = tokio::time::Instant::now();
+        let ticket = || Ticket {
+            principal: principal.clone(),
+            key_hash: key_hash.clone(),
+            who: who.clone(),
+        };
+        // While another request runs, its row is polled with reads (no
+        // write per poll); gone (released or expired): claim again.
+        let mut seen: Option<IdempotencyRow> = None;
         loop {
             let now = now_ms();
-            let row = IdempotencyRow {
-                principal: principal.clone(),
-                key_hash: key_hash.clone(),
-                fingerprint: fp.clone(),
-                status: 0,
-                content_type: String::new(),
-                body: None,
-                claimed_at: now,
-                expires_at: now.saturating_add(ms(TTL)),
-            };
-            let ticket = || Ticket {
-                principal: principal.clone(),
-                key_hash: key_hash.clone(),
-                who: who.clone(),
-            };
-            let existing = match self.store.claim_idempotency(&row, now).await? {
-                IdempotencyClaim::Claimed => return Ok(Begin::Run(ticket())),
-                IdempotencyClaim::Exists(existing) => existing,
+            let existing = match seen.take() {
+                Some(r) => r,
+                None => {
+                    let row = IdempotencyRow {
+                        principal: principal.clone(),
+                        key_hash: key_hash.clone(),
+                        fingerprint: fp.clone(),
+                        status: 0,
+                        content_type: String::new(),
+                        body: None,
+                        claimed_at: now,
+                        expires_at: now.saturating_add(ms(TTL)),
+                    };
+                    match self.store.claim_idempotency(&row, now).await? {
+                        IdempotencyClaim::Claimed => return Ok(Begin::Run(ticket())),
+                        IdempotencyClaim::Exists(existing) => existing,
+                    }
+                }
             };
             // Constant time: the fingerprint is a hash of the request.
             if !bool::from(subtle::ConstantTimeEq::ct_eq(
@@ -189,6 +197,11 @@ impl IdempotencyService {
                 )));
             }
             tokio::time::sleep(POLL).await;
+            seen = self
+                .store
+                .idempotency(&principal, &key_hash)
+                .await?
+                .filter(|r| r.expires_at > now_ms());
         }
     }
 

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::db::query;
-use super::{Result, SqlBackend};
+use super::{Result, SqlBackend, StorageError};
 
 /// One idempotency key of one principal.
 #[derive(Clone, PartialEq, Eq)]
@@ -104,39 +104,45 @@ fn row(r: &sqlx::any::AnyRow) -> Result<IdempotencyRow> {
 #[async_trait]
 impl IdempotencyStore for SqlBackend {
     async fn claim_idempotency(&self, r: &IdempotencyRow, now: i64) -> Result<IdempotencyClaim> {
-        let mut tx = self.writes().begin().await?;
-        query("DELETE FROM idempotency_keys WHERE principal = $1 AND key_hash = $2 AND expires_at <= $3")
+        // A row released between our INSERT and SELECT: try again.
+        for _ in 0..3 {
+            let mut tx = self.writes().begin().await?;
+            query("DELETE FROM idempotency_keys WHERE principal = $1 AND key_hash = $2 AND expires_at <= $3")
+                .bind(r.principal.clone())
+                .bind(r.key_hash.clone())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let done = query(
+                "INSERT INTO idempotency_keys (principal, key_hash, fingerprint, status, content_type, body, \
+                 claimed_at, expires_at) VALUES ($1, $2, $3, 0, '', NULL, $4, $5) \
+                 ON CONFLICT (principal, key_hash) DO NOTHING",
+            )
             .bind(r.principal.clone())
             .bind(r.key_hash.clone())
-            .bind(now)
+            .bind(r.fingerprint.clone())
+            .bind(r.claimed_at)
+            .bind(r.expires_at)
             .execute(&mut *tx)
             .await?;
-        let done = query(
-            "INSERT INTO idempotency_keys (principal, key_hash, fingerprint, status, content_type, body, \
-             claimed_at, expires_at) VALUES ($1, $2, $3, 0, '', NULL, $4, $5) \
-             ON CONFLICT (principal, key_hash) DO NOTHING",
-        )
-        .bind(r.principal.clone())
-        .bind(r.key_hash.clone())
-        .bind(r.fingerprint.clone())
-        .bind(r.claimed_at)
-        .bind(r.expires_at)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 1 {
+            if done.rows_affected() == 1 {
+                tx.commit().await?;
+                return Ok(IdempotencyClaim::Claimed);
+            }
+            let existing = query(
+                "SELECT principal, key_hash, fingerprint, status, content_type, body, claimed_at, expires_at \
+                 FROM idempotency_keys WHERE principal = $1 AND key_hash = $2",
+            )
+            .bind(r.principal.clone())
+            .bind(r.key_hash.clone())
+            .fetch_optional(&mut *tx)
+            .await?;
             tx.commit().await?;
-            return Ok(IdempotencyClaim::Claimed);
+            if let Some(existing) = existing {
+                return Ok(IdempotencyClaim::Exists(row(&existing)?));
+            }
         }
-        let existing = query(
-            "SELECT principal, key_hash, fingerprint, status, content_type, body, claimed_at, expires_at \
-             FROM idempotency_keys WHERE principal = $1 AND key_hash = $2",
-        )
-        .bind(r.principal.clone())
-        .bind(r.key_hash.clone())
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(IdempotencyClaim::Exists(row(&existing)?))
+        Err(StorageError::Conflict("idempotency key"))
     }
 
     async fn idempotency(&self, principal: &str, key_hash: &[u8]) -> Result<Option<IdempotencyRow>> {
