@@ -378,7 +378,7 @@ pub(crate) struct Settings {
     /// (a restart applies changes)
     pub conn_limits: ConnLimits,
     /// `[breach_check]`: the leaked-password check (off by default)
-    pub breach_check: crate::service::breach::BreachSettings,
+    pub breach_check: BreachCheck,
     /// the file the settings were read from (SIGHUP re-reads it)
     pub source: Option<PathBuf>,
 }
@@ -570,9 +570,24 @@ impl Settings {
     }
 }
 
-fn breach_check(raw: RawBreachCheck) -> Result<crate::service::breach::BreachSettings, ConfigError> {
-    use crate::service::breach::{BreachSettings, DEFAULT_URL, TIMEOUT};
-    let url = raw.url.unwrap_or_else(|| DEFAULT_URL.to_owned());
+/// `[breach_check]`, validated (the service's `breach::BreachSettings`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BreachCheck {
+    /// ask the range API at all (default false; the packaged file: true)
+    pub enabled: bool,
+    /// base URL of the range API
+    pub url: String,
+    /// per-query deadline, then the check fails open
+    pub timeout: Duration,
+}
+
+/// Default `breach_check.url`: Have I Been Pwned's range API.
+pub(crate) const DEFAULT_BREACH_URL: &str = "https://api.pwnedpasswords.com";
+/// Default `breach_check.timeout_ms`.
+pub(crate) const DEFAULT_BREACH_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn breach_check(raw: RawBreachCheck) -> Result<BreachCheck, ConfigError> {
+    let url = raw.url.unwrap_or_else(|| DEFAULT_BREACH_URL.to_owned());
     if !(url.starts_with("https://") || url.starts_with("http://")) || reqwest::Url::parse(&url).is_err() {
         return Err(value_error(
             "breach_check.url",
@@ -580,11 +595,11 @@ fn breach_check(raw: RawBreachCheck) -> Result<crate::service::breach::BreachSet
         ));
     }
     let timeout = match raw.timeout_ms {
-        None => TIMEOUT,
+        None => DEFAULT_BREACH_TIMEOUT,
         Some(0) => return Err(value_error("breach_check.timeout_ms", "must be at least 1".into())),
         Some(ms) => Duration::from_millis(ms),
     };
-    Ok(BreachSettings {
+    Ok(BreachCheck {
         enabled: raw.enabled.unwrap_or(false),
         url,
         timeout,
