@@ -55,6 +55,11 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         },
     )
     .await?;
+    coffer.configure_breach_check(crate::service::breach::BreachSettings {
+        enabled: settings.breach_check.enabled,
+        url: settings.breach_check.url.clone(),
+        timeout: settings.breach_check.timeout,
+    });
     if auto_unseal {
         coffer.operator.spawn_auto_unseal();
     }

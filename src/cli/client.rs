@@ -257,12 +257,20 @@ impl Client {
     /// Send a request; returns the status and the JSON body (Null if empty).
     /// A stored login is refreshed first when it has expired, and once more
     /// (then the request is retried) when the server answers 401.
+    ///
+    /// A native POST/PUT/PATCH/DELETE is one logical operation: it carries
+    /// one random `Idempotency-Key` on every attempt, and is sent again
+    /// (up to [`TRANSPORT_RETRIES`] times) when the connection fails before
+    /// an answer arrives — the server answers a retry with the first
+    /// answer, so a `secrets set` never makes two versions.
     pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<(StatusCode, Value)> {
+        let idem = idempotency_key(&method, path)?;
+        let idem = idem.as_deref();
         let mut refreshed = false;
         if let (_, Some(entry)) = self.current()
             && entry.expires_within(EXPIRY_MARGIN_SECS)
@@ -273,7 +281,7 @@ impl Client {
         }
         let (token, stored) = self.current();
         let (status, json) = self
-            .send_with(method.clone(), path, body, token.as_deref().map(String::as_str))
+            .send_retrying(method.clone(), path, body, token.as_deref().map(String::as_str), idem)
             .await?;
         match stored {
             Some(entry)
@@ -284,10 +292,39 @@ impl Client {
             {
                 self.refresh(&entry).await?;
                 let (token, _) = self.current();
-                self.send_with(method, path, body, token.as_deref().map(String::as_str))
+                self.send_retrying(method, path, body, token.as_deref().map(String::as_str), idem)
                     .await
             }
             _ => Ok((status, json)),
+        }
+    }
+
+    /// [`Client::send_with`], sent again after a failed connection when
+    /// the request carries an idempotency key (without one a retry could
+    /// act twice).
+    async fn send_retrying(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        token: Option<&str>,
+        idem: Option<&str>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let mut attempt = 0;
+        loop {
+            match self.send_with_key(method.clone(), path, body, token, idem).await {
+                Err(e) if idem.is_some() && token.is_some() && attempt < TRANSPORT_RETRIES && transient(&e) => {
+                    attempt += 1;
+                    eprintln!(
+                        "coffer: the connection to {} failed ({}); retrying ({attempt}/{TRANSPORT_RETRIES}) with the same \
+                         idempotency key",
+                        self.base,
+                        e.root_cause()
+                    );
+                    tokio::time::sleep(Duration::from_millis(250 * (1 << attempt))).await;
+                }
+                other => return other,
+            }
         }
     }
 
@@ -299,10 +336,25 @@ impl Client {
         body: Option<&Value>,
         token: Option<&str>,
     ) -> anyhow::Result<(StatusCode, Value)> {
+        self.send_with_key(method, path, body, token, None).await
+    }
+
+    /// One request with exactly this token (or none) and idempotency key (or none).
+    async fn send_with_key(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        token: Option<&str>,
+        idem: Option<&str>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method.clone(), &url);
         if let Some(t) = token {
             req = req.header("X-Vault-Token", t);
+        }
+        if let Some(k) = idem {
+            req = req.header(crate::http::IDEMPOTENCY_KEY_HEADER, k);
         }
         let bytes = match body {
             Some(b) => {
@@ -450,6 +502,32 @@ impl Client {
         let code = json.get("code").and_then(Value::as_str).map(str::to_owned);
         Ok((status, code, json))
     }
+}
+
+/// How often a native write is sent again after a failed connection.
+const TRANSPORT_RETRIES: u32 = 2;
+
+/// A fresh random key for a native POST/PUT/PATCH/DELETE (None otherwise).
+fn idempotency_key(method: &Method, path: &str) -> anyhow::Result<Option<String>> {
+    if !path.starts_with("/api/v1/") || !matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
+    {
+        return Ok(None);
+    }
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|_| anyhow::anyhow!("the OS random number generator failed"))?;
+    Ok(Some(hex::encode(b)))
+}
+
+/// A failed connection (no answer arrived), not a refused certificate or
+/// an unreadable answer.
+fn transient(e: &anyhow::Error) -> bool {
+    let chain = format!("{e:?}");
+    if chain.contains("UnknownIssuer") || chain.contains("NotValidForName") || chain.contains("certificate") {
+        return false;
+    }
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<reqwest::Error>())
+        .any(|r| r.is_connect() || r.is_timeout() || r.is_request() || r.is_body())
 }
 
 /// `COFFER_TOKEN`, when set and not empty.

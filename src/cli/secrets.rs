@@ -224,6 +224,15 @@ pub(crate) async fn run(client: &Client, env: &Target, cmd: SecretsCmd) -> anyho
             }
             let data = client.api(Method::POST, &secret(&key), Some(&body)).await?;
             println!("{key}: version {}", data["version"]);
+            // The server's warnings (a password found in a breach corpus).
+            for w in data["warnings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                eprintln!("coffer: warning: {w}");
+            }
         }
         SecretsCmd::Delete { key, permanent } => {
             if permanent {

@@ -32,6 +32,10 @@
 //! [orgs]
 //! # max_per_user = 10           # organizations one user may create (root: no limit; 0: only root)
 //! # deletion_window_s = 604800  # a deleted org/project/environment is restorable this long (7 days), then purged
+//! [breach_check]                                        # leaked-password check, see service/breach.rs
+//! # enabled = false             # off unless set (the packaged config turns it on)
+//! # url = "https://api.pwnedpasswords.com"  # or a self-hosted mirror of the range files
+//! # timeout_ms = 2000           # then the check fails open (warning + metric)
 //! ```
 //!
 //! Every key can be overridden by `COFFER_<SECTION>_<KEY>` (top-level keys:
@@ -114,6 +118,9 @@ pub(crate) const ENV_KEYS: &[(&str, &str, &str)] = &[
     ("jobs", "interval_ms", "COFFER_JOBS_INTERVAL_MS"),
     ("orgs", "max_per_user", "COFFER_ORGS_MAX_PER_USER"),
     ("orgs", "deletion_window_s", "COFFER_ORGS_DELETION_WINDOW_S"),
+    ("breach_check", "enabled", "COFFER_BREACH_CHECK_ENABLED"),
+    ("breach_check", "url", "COFFER_BREACH_CHECK_URL"),
+    ("breach_check", "timeout_ms", "COFFER_BREACH_CHECK_TIMEOUT_MS"),
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -137,6 +144,16 @@ struct RawFile {
     metrics: RawMetrics,
     #[serde(default)]
     orgs: RawOrgs,
+    #[serde(default)]
+    breach_check: RawBreachCheck,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBreachCheck {
+    enabled: Option<bool>,
+    url: Option<String>,
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -360,6 +377,8 @@ pub(crate) struct Settings {
     /// `listener.header_timeout_ms`, `body_timeout_ms`, `max_connections`
     /// (a restart applies changes)
     pub conn_limits: ConnLimits,
+    /// `[breach_check]`: the leaked-password check (off by default)
+    pub breach_check: BreachCheck,
     /// the file the settings were read from (SIGHUP re-reads it)
     pub source: Option<PathBuf>,
 }
@@ -545,9 +564,46 @@ impl Settings {
                 .deletion_window_s
                 .map_or(DEFAULT_DELETION_WINDOW, Duration::from_secs),
             conn_limits,
+            breach_check: breach_check(raw.breach_check)?,
             source: None,
         })
     }
+}
+
+/// `[breach_check]`, validated (the service's `breach::BreachSettings`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BreachCheck {
+    /// ask the range API at all (default false; the packaged file: true)
+    pub enabled: bool,
+    /// base URL of the range API
+    pub url: String,
+    /// per-query deadline, then the check fails open
+    pub timeout: Duration,
+}
+
+/// Default `breach_check.url`: Have I Been Pwned's range API.
+pub(crate) const DEFAULT_BREACH_URL: &str = "https://api.pwnedpasswords.com";
+/// Default `breach_check.timeout_ms`.
+pub(crate) const DEFAULT_BREACH_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn breach_check(raw: RawBreachCheck) -> Result<BreachCheck, ConfigError> {
+    let url = raw.url.unwrap_or_else(|| DEFAULT_BREACH_URL.to_owned());
+    if !(url.starts_with("https://") || url.starts_with("http://")) || reqwest::Url::parse(&url).is_err() {
+        return Err(value_error(
+            "breach_check.url",
+            format!("{url:?} is not an http(s) URL like https://api.pwnedpasswords.com"),
+        ));
+    }
+    let timeout = match raw.timeout_ms {
+        None => DEFAULT_BREACH_TIMEOUT,
+        Some(0) => return Err(value_error("breach_check.timeout_ms", "must be at least 1".into())),
+        Some(ms) => Duration::from_millis(ms),
+    };
+    Ok(BreachCheck {
+        enabled: raw.enabled.unwrap_or(false),
+        url,
+        timeout,
+    })
 }
 
 fn value_error(key: &str, message: String) -> ConfigError {
@@ -685,6 +741,9 @@ impl RawFile {
             ("jobs", "interval_ms") => self.jobs.interval_ms = Some(env_u64(&v)?),
             ("orgs", "max_per_user") => self.orgs.max_per_user = Some(env_u64(&v)?),
             ("orgs", "deletion_window_s") => self.orgs.deletion_window_s = Some(env_u64(&v)?),
+            ("breach_check", "enabled") => self.breach_check.enabled = Some(env_bool(&v)?),
+            ("breach_check", "url") => self.breach_check.url = Some(v),
+            ("breach_check", "timeout_ms") => self.breach_check.timeout_ms = Some(env_u64(&v)?),
             _ => return Err("not overridable from the environment".into()),
         }
         Ok(())

@@ -223,6 +223,34 @@ pub(super) async fn rename_org(
         .await?)
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BreachPolicy {
+    block_breached_passwords: bool,
+}
+
+/// `GET /orgs/{org}/breach-policy`
+pub(super) async fn breach_policy(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(org): OrgP,
+) -> Reply<impl Serialize> {
+    ok(s.coffer.tenants.breach_policy(&who, &org).await?)
+}
+
+/// `PUT /orgs/{org}/breach-policy`
+pub(super) async fn set_breach_policy(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path(org): OrgP,
+    Body(b): Body<BreachPolicy>,
+) -> Reply<impl Serialize> {
+    ok(s.coffer
+        .tenants
+        .set_breach_policy(&who, &org, b.block_breached_passwords)
+        .await?)
+}
+
 pub(super) async fn rename_project(
     State(s): State<AppState>,
     Auth(who): Auth,

@@ -133,7 +133,7 @@ fn outcome_of(status: StatusCode) -> Outcome {
 /// Actions that change nothing: they are recorded once, after the handler,
 /// at no extra cost. Every other action is a mutation and gets a
 /// write-ahead record first (see [`layer`]).
-fn reads_only(action: &str) -> bool {
+pub(crate) fn reads_only(action: &str) -> bool {
     action.ends_with(".list")
         || action.ends_with(".read")
         || action.ends_with("_list")

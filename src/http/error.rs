@@ -33,6 +33,7 @@ fn classify(e: &ServiceError) -> (StatusCode, &'static str) {
         ServiceError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
         ServiceError::LimitExceeded(_) => (StatusCode::FORBIDDEN, "limit_exceeded"),
         ServiceError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        ServiceError::Unprocessable(code, _) => (StatusCode::UNPROCESSABLE_ENTITY, code),
         ServiceError::Unseal(_) => (StatusCode::BAD_REQUEST, "unseal_failed"),
         ServiceError::Decryption { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "decryption_failed"),
         ServiceError::AuditUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable"),

@@ -92,6 +92,12 @@ async fn principal(parts: &mut Parts, state: &AppState, self_only_ok: bool) -> R
     Ok(who)
 }
 
+/// The caller of a native route, for layers that run before the handler
+/// (`idempotency.rs`); the handler's own extractor authenticates again.
+pub(crate) async fn authenticated(parts: &mut Parts, state: &AppState) -> Result<Unsealed, ServiceError> {
+    principal(parts, state, false).await
+}
+
 /// An authenticated caller with its transport facts.
 #[derive(Debug)]
 pub(crate) struct AuthPeer(pub(crate) Unsealed, pub(crate) Peer);

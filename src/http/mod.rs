@@ -7,6 +7,7 @@ pub mod audit;
 mod error;
 mod extract;
 mod generate_root;
+mod idempotency;
 mod identity;
 pub mod integrity;
 mod keys;
@@ -25,6 +26,9 @@ pub(crate) mod vault_kv;
 use axum::Router;
 
 use crate::service::Coffer;
+
+/// The request header of idempotency keys (`idempotency.rs`), which the CLI sends.
+pub const IDEMPOTENCY_KEY_HEADER: &str = idempotency::KEY_HEADER;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -60,6 +64,11 @@ pub fn router(state: AppState, limits: crate::config::ConnLimits, trusted_proxie
         // and, being inside the audit layer, recorded.
         .layer(axum::middleware::from_fn(integrity::verify))
         .layer(axum::extract::DefaultBodyLimit::max(error::BODY_LIMIT))
+        // Native API only (it checks the matched route): a retry with the
+        // same `Idempotency-Key` gets the first answer, inside the audit
+        // layer (a replay is recorded too) and outside the JSON rejections
+        // (the stored answer is the one the client got).
+        .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
         // Inside the audit layer, so records see the final status.
         .layer(axum::middleware::from_fn(error::json_rejections));
     routes::surface()

@@ -201,6 +201,11 @@ routes! {
     // window, purge (owners; before the window ends only with ?now=true)
     "/api/v1/orgs/{org}/restore" { POST => api::restore_org, Action("org.restore"); }
     "/api/v1/orgs/{org}/permanent" { DELETE => api::purge_org, Action("org.purge"); }
+    // the leaked-password policy (service/breach.rs): refuse or warn
+    "/api/v1/orgs/{org}/breach-policy" {
+        GET => api::breach_policy, Action("org.breach_policy_status");
+        PUT => api::set_breach_policy, Action("org.breach_policy_set");
+    }
     "/api/v1/orgs/{org}/keks" { GET => keys::list, Action("key.kek_list"); }
     "/api/v1/orgs/{org}/keks/rotate" { POST => keys::rotate, Action("key.kek_rotate"); }
     "/api/v1/orgs/{org}/keks/rewrap" { POST => keys::rewrap, Action("key.kek_rewrap"); }

@@ -42,6 +42,12 @@ const BACKUP_LABEL: &[u8] = b"coffer backup signing key v1";
 /// the notifications they exchange over PostgreSQL.
 const CLUSTER_LABEL: &[u8] = b"coffer cluster message key v1";
 
+/// Derivation label of the key that encrypts the stored answers of
+/// idempotency keys (`service/idempotency.rs`): HMAC-SHA256(root, label).
+/// A root rotation makes older stored answers unreadable; they are then
+/// refused, never replayed as garbage, and expire within a day.
+pub const IDEMPOTENCY_LABEL: &[u8] = b"coffer idempotency answer key v1";
+
 /// AAD of the root-key blob, encrypted by the unseal key.
 pub const ROOT_AAD: &[u8] = b"root\x00\x01";
 
@@ -433,6 +439,31 @@ impl Keyring {
     /// Whether `expected` is the backup tag of `body` (constant time).
     pub fn check_backup_tag(&self, body: &[u8], expected: &[u8]) -> bool {
         self.check_derived_tag(BACKUP_LABEL, body, expected)
+    }
+
+    /// Encrypt `plaintext` (AES-256-GCM, AAD `aad`) under the key
+    /// HMAC-SHA256(root, `label`); for data that must not outlive the root
+    /// key and needs no re-encryption on rotation (idempotency answers).
+    pub fn seal_derived(&self, label: &[u8], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, MemError> {
+        let derived = Zeroizing::new(tag(&self.root, label));
+        let blob = with_scratch_key(|k| {
+            k.expose_mut().copy_from_slice(&derived[..crate::secure_mem::KEY_LEN]);
+            aead::seal(k, aad, plaintext)
+        });
+        scrub_stack();
+        blob
+    }
+
+    /// Decrypt what [`Keyring::seal_derived`] sealed with the same label and AAD.
+    pub fn open_derived(&self, label: &[u8], aad: &[u8], blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, AeadError> {
+        let derived = Zeroizing::new(tag(&self.root, label));
+        let plain = with_scratch_key(|k| {
+            k.expose_mut().copy_from_slice(&derived[..crate::secure_mem::KEY_LEN]);
+            aead::open(k, aad, blob)
+        })
+        .map_err(|_| AeadError)?;
+        scrub_stack();
+        plain
     }
 
     /// HMAC-SHA256 of a cluster message under the cluster message key

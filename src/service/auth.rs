@@ -718,6 +718,7 @@ impl IdentityService {
         who.require_root()?;
         let email = check_email(email)?;
         check_password(&password)?;
+        self.shared.refuse_breached_password(&password).await?;
         let user = UserRow {
             id: Uuid::new_v4(),
             email,

@@ -60,6 +60,7 @@ impl Job {
 /// device codes; purge of organizations, projects and environments whose
 /// deletion window has ended (audited, `service::lifecycle`); purge of
 /// expired share links (audited, `service::shares`).
+/// idempotency keys older than 24 h (`service::idempotency`).
 pub fn builtin(period: Duration) -> Vec<Job> {
     vec![
         Job::new("purge_expired", period, |c: Coffer| async move {
@@ -72,6 +73,10 @@ pub fn builtin(period: Duration) -> Vec<Job> {
         // expired share links (service::shares), each audited
         Job::new("purge_shares", period, |c: Coffer| async move {
             c.shares.purge_expired(&c.audit).await
+        }),
+        Job::new("purge_idempotency", period, |c: Coffer| async move {
+            let n = c.idempotency.purge_expired().await?;
+            Ok(format!("{n} expired idempotency keys deleted"))
         }),
     ]
 }

@@ -13,6 +13,7 @@ mod allowed_vars;
 pub mod audit;
 mod auth;
 pub mod backup;
+pub mod breach;
 mod cache;
 mod cluster;
 mod compare;
@@ -20,6 +21,7 @@ mod device;
 pub mod formats;
 pub mod generate_root;
 mod hash_gate;
+pub mod idempotency;
 pub mod jobs;
 pub mod keys;
 pub mod kv;
@@ -142,6 +144,11 @@ pub enum ServiceError {
     /// The request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
+    /// Well-formed, but refused for what it asks (422): an idempotency key
+    /// reused for another request, a password found in a breach corpus.
+    /// The code is machine-readable, the message names the reason.
+    #[error("{1}")]
+    Unprocessable(&'static str, String),
     /// An unseal share was rejected (malformed, duplicate, or the set was wrong).
     #[error("{0}")]
     Unseal(String),
@@ -382,6 +389,8 @@ pub(crate) struct Shared {
     max_orgs_per_user: u64,
     /// how long a deleted tenant node stays restorable (`[orgs] deletion_window_s`)
     deletion_window_ms: i64,
+    /// the leaked-password check (`[breach_check]`; off until configured)
+    breach: std::sync::RwLock<Arc<breach::BreachChecker>>,
     store: Arc<dyn Backend>,
 }
 
@@ -400,6 +409,29 @@ impl Shared {
     fn drop_caches(&self) {
         self.cache.clear();
         self.store.drop_caches();
+    }
+
+    /// Refuse a new user password found in the breach corpus (fails open:
+    /// an unanswered check accepts it, see `breach.rs`).
+    async fn refuse_breached_password(&self, password: &str) -> Result<()> {
+        match self.breach().check(password).await {
+            breach::Verdict::Breached(n) => Err(ServiceError::Unprocessable(
+                "breached_password",
+                format!(
+                    "this password appears in a public breach corpus (Have I Been Pwned: seen {n} times); \
+                     choose another one"
+                ),
+            )),
+            breach::Verdict::Clean | breach::Verdict::Unchecked => Ok(()),
+        }
+    }
+
+    /// The leaked-password checker in force.
+    fn breach(&self) -> Arc<breach::BreachChecker> {
+        self.breach
+            .read()
+            .map(|b| b.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 }
 
@@ -432,6 +464,8 @@ pub struct Coffer {
     pub ui_sessions: ui_session::UiSessions,
     /// one-time share links (client-side encrypted)
     pub shares: ShareService,
+    /// `Idempotency-Key` claims and first answers of the native API
+    pub idempotency: idempotency::IdempotencyService,
     shared: Arc<Shared>,
 }
 
@@ -459,6 +493,7 @@ impl Coffer {
             writes: write_queue::WriteQueue::new(),
             max_orgs_per_user: orgs.max_per_user,
             deletion_window_ms: i64::try_from(orgs.deletion_window.as_millis()).unwrap_or(i64::MAX),
+            breach: std::sync::RwLock::new(Arc::new(breach::BreachChecker::default())),
             store: store.clone(),
         });
         let access = AccessService {
@@ -472,6 +507,7 @@ impl Coffer {
             shared: shared.clone(),
             tenant_store: store.clone(),
             access_store: store.clone(),
+            breach_store: store.clone(),
             access: access.clone(),
         };
         let identity = IdentityService {
@@ -490,6 +526,7 @@ impl Coffer {
             shared: shared.clone(),
             secret_store: store.clone(),
             tenant_store: store.clone(),
+            breach_store: store.clone(),
             access: access.clone(),
         };
         let kv = KvService {
@@ -517,6 +554,7 @@ impl Coffer {
             tenant_store: store.clone(),
             access: access.clone(),
         };
+        let idempotency = idempotency::IdempotencyService { store: store.clone() };
         let operator = OperatorService {
             shared: shared.clone(),
             store,
@@ -533,8 +571,18 @@ impl Coffer {
             vault,
             ui_sessions: ui_session::UiSessions::default(),
             shares,
+            idempotency,
             shared,
         })
+    }
+
+    /// Turn on (or change) the leaked-password check (`[breach_check]`).
+    pub fn configure_breach_check(&self, settings: breach::BreachSettings) {
+        let checker = Arc::new(breach::BreachChecker::new(settings));
+        match self.shared.breach.write() {
+            Ok(mut b) => *b = checker,
+            Err(p) => *p.into_inner() = checker,
+        }
     }
 
     /// PostgreSQL: listen for other servers' cluster messages (nothing on SQLite).

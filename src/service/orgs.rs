@@ -20,6 +20,16 @@ pub struct OrgView {
     pub created_at: String,
 }
 
+/// An organization's leaked-password policy as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct BreachPolicyView {
+    /// a `password` secret found in the breach corpus is refused (422),
+    /// else written with a warning
+    pub block_breached_passwords: bool,
+    /// whether this server checks at all (`[breach_check] enabled`)
+    pub check_enabled: bool,
+}
+
 /// A project as the API shows it.
 #[derive(Debug, Serialize)]
 pub struct ProjectView {
@@ -89,6 +99,7 @@ pub struct TenantService {
     pub(super) shared: Arc<super::Shared>,
     pub(super) tenant_store: Arc<dyn crate::storage::TenantStore>,
     pub(super) access_store: Arc<dyn crate::storage::AccessStore>,
+    pub(super) breach_store: Arc<dyn crate::storage::breach::BreachPolicyStore>,
     pub(super) access: crate::service::AccessService,
 }
 
@@ -171,6 +182,28 @@ impl TenantService {
     /// One organization.
     pub async fn get_org(&self, who: &Unsealed, slug: &str) -> Result<OrgView> {
         Ok(org_view(self.access.org_access(who, slug).await?.0))
+    }
+
+    /// The leaked-password policy of an organization (its members).
+    pub async fn breach_policy(&self, who: &Unsealed, slug: &str) -> Result<BreachPolicyView> {
+        let (row, _) = self.access.org_access(who, slug).await?;
+        Ok(BreachPolicyView {
+            block_breached_passwords: self.breach_store.block_breached_passwords(row.id).await?,
+            check_enabled: self.shared.breach().enabled(),
+        })
+    }
+
+    /// Set whether `password` secrets found in the breach corpus are
+    /// refused (true) or written with a warning (false); owners and admins.
+    pub async fn set_breach_policy(&self, who: &Unsealed, slug: &str, block: bool) -> Result<BreachPolicyView> {
+        let (row, _) = self.access.org_admin(who, slug).await?;
+        if !self.breach_store.set_block_breached_passwords(row.id, block).await? {
+            return Err(ServiceError::NotFound(format!("organization {slug:?}")));
+        }
+        Ok(BreachPolicyView {
+            block_breached_passwords: block,
+            check_enabled: self.shared.breach().enabled(),
+        })
     }
 
     /// Rename an organization (its owners and admins, root): a new slug,

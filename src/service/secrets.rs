@@ -51,6 +51,10 @@ pub struct SecretView {
     /// who wrote the current version (an email, a service account's name,
     /// "root"; "" for versions written before names were recorded)
     pub updated_by: String,
+    /// what the writer should know (a `password` value found in a breach
+    /// corpus); only on a write's answer, never with a value in it
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl std::fmt::Debug for SecretView {
@@ -185,6 +189,7 @@ fn view(s: &SecretRow, value: Option<Zeroizing<String>>) -> SecretView {
         created_at: rfc3339(s.created_at),
         updated_at: rfc3339(s.updated_at),
         updated_by: author_view(&s.author, "").0,
+        warnings: Vec::new(),
     }
 }
 
@@ -195,6 +200,7 @@ pub struct SecretService {
     pub(super) shared: Arc<super::Shared>,
     pub(super) secret_store: Arc<dyn crate::storage::SecretStore>,
     pub(super) tenant_store: Arc<dyn crate::storage::TenantStore>,
+    pub(super) breach_store: Arc<dyn crate::storage::breach::BreachPolicyStore>,
     pub(super) access: crate::service::AccessService,
 }
 
@@ -408,8 +414,50 @@ impl SecretService {
             ));
         }
         let (path, access) = self.access.env_access(who, (org, project, env)).await?;
-        self.write_version(keyring, who, (&path, &access), key, &input, cas)
-            .await
+        let warnings = self.breach_warnings(&path, key, &input).await?;
+        let mut written = self
+            .write_version(keyring, who, (&path, &access), key, &input, cas)
+            .await?;
+        written.warnings = warnings;
+        Ok(written)
+    }
+
+    /// The leaked-password check of a write (`breach.rs`): for a `password`
+    /// value found in the breach corpus, a warning, or 422 when the
+    /// organization's policy refuses breached passwords. Nothing when the
+    /// check is off, the type is another, or the check failed open.
+    async fn breach_warnings(&self, path: &EnvPath, key: &str, input: &SecretInput) -> Result<Vec<String>> {
+        let checker = self.shared.breach();
+        if !checker.enabled() {
+            return Ok(Vec::new());
+        }
+        let password = match input.value_type.as_deref() {
+            Some(t) => t == ValueType::Password.as_str(),
+            None => self
+                .secret_store
+                .secret(path.org_id, path.env_id, key)
+                .await?
+                .is_some_and(|s| s.value_type == ValueType::Password.as_str()),
+        };
+        if !password {
+            return Ok(Vec::new());
+        }
+        let super::breach::Verdict::Breached(n) = checker.check(&input.value).await else {
+            return Ok(Vec::new());
+        };
+        if self.breach_store.block_breached_passwords(path.org_id).await? {
+            return Err(ServiceError::Unprocessable(
+                "breached_password",
+                format!(
+                    "the value of {key} appears in a public breach corpus (Have I Been Pwned: seen {n} times) \
+                     and this organization refuses breached passwords; choose another value"
+                ),
+            ));
+        }
+        Ok(vec![format!(
+            "the value of {key} appears in a public breach corpus (Have I Been Pwned: seen {n} times); \
+             choose another value"
+        )])
     }
 
     async fn write_version(
@@ -767,6 +815,7 @@ mod tests {
             created_at: String::new(),
             updated_at: String::new(),
             updated_by: String::new(),
+            warnings: Vec::new(),
         };
         let input = super::SecretInput {
             value: Zeroizing::new("s3cret-input-value".into()),

@@ -168,6 +168,7 @@ impl IdentityService {
         };
         check_password(&new_password)?;
         let user = self.prove_person(id, source, old_password, None, false).await?;
+        self.shared.refuse_breached_password(&new_password).await?;
         let hash = hash_password(new_password).await?;
         self.identity_store.set_password(user.id, &hash).await?;
         let n = self

@@ -152,6 +152,7 @@ pub const BACKUP_TABLES: &[Table] = &[
             ("kek_version", Int),
             ("created_at", Int),
             ("deleted_at", Int),
+            ("block_breached_passwords", Int),
         ],
     },
     Table {
@@ -376,6 +377,20 @@ pub const BACKUP_TABLES: &[Table] = &[
         name: "audit_keys",
         tenant: false,
         columns: &[("id", Int), ("wrapped", Bytes), ("created_at", Int)],
+    },
+    Table {
+        name: "idempotency_keys",
+        tenant: false,
+        columns: &[
+            ("principal", Text),
+            ("key_hash", Bytes),
+            ("fingerprint", Bytes),
+            ("status", Int),
+            ("content_type", Text),
+            ("body", Bytes),
+            ("claimed_at", Int),
+            ("expires_at", Int),
+        ],
     },
 ];
 

@@ -16,6 +16,8 @@
 //! | [`audit::AuditStore`] | `audit.rs` | audit chain, checkpoints, audit key |
 //! | [`env_vars::EnvVarStore`] | `env_vars.rs` | `coffer run` variable allow list |
 //! | [`shares::ShareStore`] | `shares.rs` | one-time share links (client-side ciphertext), per-org share policy |
+//! | [`breach::BreachPolicyStore`] | `breach.rs` | the organization policy of the leaked-password check |
+//! | [`idempotency::IdempotencyStore`] | `idempotency.rs` | `Idempotency-Key` claims and first answers, per principal; their purge |
 //!
 //! [`Backend`] is the supertrait of all of them, which the services hold as
 //! `Arc<dyn Backend>`; of its own it has only what belongs to no aggregate:
@@ -41,9 +43,11 @@
 pub mod access;
 pub mod audit;
 pub mod backup;
+pub mod breach;
 pub mod cluster;
 mod db;
 pub mod env_vars;
+pub mod idempotency;
 pub mod identity;
 pub mod keystore;
 pub mod kv;
@@ -134,6 +138,8 @@ pub trait Backend:
     + kv::KvStore
     + env_vars::EnvVarStore
     + shares::ShareStore
+    + idempotency::IdempotencyStore
+    + breach::BreachPolicyStore
     + Send
     + Sync
     + std::fmt::Debug

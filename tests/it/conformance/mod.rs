@@ -5,6 +5,8 @@
 
 mod access;
 mod audit;
+mod breach;
+mod idempotency;
 mod identity;
 mod keystore;
 mod secrets;
