@@ -58,7 +58,8 @@ impl Job {
 
 /// The jobs every server runs: purge of expired tokens, refresh tokens and
 /// device codes; purge of organizations, projects and environments whose
-/// deletion window has ended (audited, `service::lifecycle`).
+/// deletion window has ended (audited, `service::lifecycle`); expiry of
+/// pending approval requests (audited, `service::approvals`).
 pub fn builtin(period: Duration) -> Vec<Job> {
     vec![
         Job::new("purge_expired", period, |c: Coffer| async move {
@@ -67,6 +68,10 @@ pub fn builtin(period: Duration) -> Vec<Job> {
         }),
         Job::new("purge_deleted", period, |c: Coffer| async move {
             c.tenants.purge_expired(&c.audit).await
+        }),
+        // protected environments: pending requests past their expiry
+        Job::new("expire_approvals", period, |c: Coffer| async move {
+            c.approvals.expire().await
         }),
     ]
 }

@@ -15,6 +15,7 @@
 //! | [`kv::KvStore`] | `kv.rs` | KV v2 version state, metadata, mount config |
 //! | [`audit::AuditStore`] | `audit.rs` | audit chain, checkpoints, audit key |
 //! | [`env_vars::EnvVarStore`] | `env_vars.rs` | `coffer run` variable allow list |
+//! | [`approvals::ApprovalStore`] | `approvals.rs` | approval policies, change/access requests, votes, break-glass windows |
 //!
 //! [`Backend`] is the supertrait of all of them, which the services hold as
 //! `Arc<dyn Backend>`; of its own it has only what belongs to no aggregate:
@@ -38,6 +39,7 @@
 //! dialects.
 
 pub mod access;
+pub mod approvals; // protected environments (issue 17)
 pub mod audit;
 pub mod backup;
 pub mod cluster;
@@ -131,6 +133,7 @@ pub trait Backend:
     + audit::AuditStore
     + kv::KvStore
     + env_vars::EnvVarStore
+    + approvals::ApprovalStore
     + Send
     + Sync
     + std::fmt::Debug
