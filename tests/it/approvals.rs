@@ -524,3 +524,69 @@ async fn break_glass_needs_a_reason_acts_at_once_and_is_reviewed() {
     assert!(text.contains("incident 42"), "{text}");
     assert!(!text.contains("token-value"), "{text}");
 }
+
+#[tokio::test]
+async fn the_cli_prints_the_request_and_approves_it() {
+    use crate::cli_tenants::{As, fails, ok};
+    let dir = util::tempdir();
+    let w = world(dir.path()).await;
+    set_policy(&w.root, json!({"actions": ["write"], "required": 1})).await;
+    let home = dir.path().join("cli");
+    let dev = As::Token(&home, w.user(DEV).token());
+    let alice = As::Token(&home, w.user(ALICE).token());
+    let ops = As::Token(&home, w.user(OPS).token());
+    util::remember_secret("cli-value-w1-long");
+
+    let out = ok(
+        &w._server,
+        &dev,
+        &["secrets", "set", "CLI_KEY", "--env", "production"],
+        "cli-value-w1-long",
+    );
+    assert!(
+        out.contains("change request") && out.contains("coffer approvals show"),
+        "{out}"
+    );
+    let id = out
+        .split_whitespace()
+        .find(|t| uuid::Uuid::parse_str(t).is_ok())
+        .unwrap_or_else(|| panic!("a request id in {out}"))
+        .to_owned();
+    let listed = ok(&w._server, &alice, &["approvals", "list"], "");
+    assert!(listed.contains(&id) && listed.contains("CLI_KEY"), "{listed}");
+    let err = fails(&w._server, &dev, &["approvals", "approve", &id], "");
+    assert!(err.contains("permission denied"), "{err}");
+    let done = ok(
+        &w._server,
+        &alice,
+        &["approvals", "approve", &id, "--comment", "fine"],
+        "",
+    );
+    assert!(done.contains("applied"), "{done}");
+    assert_eq!(revealed(&w.root, &w.env, "CLI_KEY").await["value"], "cli-value-w1-long");
+
+    // Break-glass from the CLI: a reason is required, then it acts at once.
+    let err = fails(
+        &w._server,
+        &ops,
+        &["break-glass", "--env", "production", "--reason", " "],
+        "",
+    );
+    assert!(err.contains("reason"), "{err}");
+    let out = ok(
+        &w._server,
+        &ops,
+        &["break-glass", "--env", "production", "--reason", "incident 7"],
+        "",
+    );
+    assert!(out.contains("break-glass") && out.contains("reviews"), "{out}");
+    let out = ok(
+        &w._server,
+        &ops,
+        &["secrets", "set", "CLI_KEY", "--env", "production"],
+        "cli-value-w2-long",
+    );
+    assert!(out.contains("version 2"), "{out}");
+    let queue = ok(&w._server, &alice, &["approvals", "queue"], "");
+    assert!(queue.contains("incident 7"), "{queue}");
+}
