@@ -290,6 +290,10 @@ routes! {
     }
     "/api/v1/orgs/{org}/break-glass" { GET => approvals::break_glass_queue, Action("approval.break_glass_list"); }
     "/api/v1/orgs/{org}/break-glass/{id}/review" { POST => approvals::review, Action("approval.review"); }
+    "/ui/orgs/{org}/approvals" { GET => ui::approvals::page_get, Action("approval.list"); }
+    "/ui/orgs/{org}/approvals/{id}/approve" { POST => ui::approvals::approve, Action("approval.approve"); }
+    "/ui/orgs/{org}/approvals/{id}/reject" { POST => ui::approvals::reject, Action("approval.reject"); }
+    "/ui/orgs/{org}/break-glass/{id}/review" { POST => ui::approvals::review, Action("approval.review"); }
     // === end protected environments ===
     // native: users, sessions, tokens
     "/api/v1/users" {
