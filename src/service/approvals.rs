@@ -1015,7 +1015,8 @@ impl ApprovalService {
                 "a break-glass window is reviewed, not approved: use the review queue".into(),
             ));
         }
-        if r.author_id == who.id() && r.author == author_of(who) {
+        // By id (names can change): the author never decides their own.
+        if r.author_id == who.id() {
             return Err(ServiceError::PermissionDenied);
         }
         if !self.may_approve(who, &access, org_row.id, r.env_id).await? {
@@ -1335,7 +1336,8 @@ impl ApprovalService {
                 )));
             }
         };
-        if r.author_id == who.id() && r.author == author_of(who) {
+        // By id (names can change): the author never decides their own.
+        if r.author_id == who.id() {
             return Err(ServiceError::PermissionDenied);
         }
         if !self.may_approve(who, &access, org_row.id, r.env_id).await? {
