@@ -22,17 +22,21 @@ pub enum Permission {
     Delete,
     /// every value of the environment at once (inject)
     Export,
+    /// act at once on a protected environment, with a reason, audited and
+    /// reviewed afterwards (break-glass, `service::approvals`)
+    BreakGlass,
 }
 
 impl Permission {
-    /// All six, in bit order.
-    pub const ALL: [Permission; 6] = [
+    /// All seven, in bit order.
+    pub const ALL: [Permission; 7] = [
         Permission::Read,
         Permission::Reveal,
         Permission::Create,
         Permission::Update,
         Permission::Delete,
         Permission::Export,
+        Permission::BreakGlass,
     ];
 
     /// The permission's bit in a [`PermSet`].
@@ -44,6 +48,7 @@ impl Permission {
             Permission::Update => 8,
             Permission::Delete => 16,
             Permission::Export => 32,
+            Permission::BreakGlass => 64,
         }
     }
 
@@ -56,6 +61,7 @@ impl Permission {
             Permission::Update => "update",
             Permission::Delete => "delete",
             Permission::Export => "export",
+            Permission::BreakGlass => "break_glass",
         }
     }
 
@@ -71,7 +77,16 @@ pub struct PermSet(pub u8);
 
 impl PermSet {
     /// Every permission.
-    pub const ALL: PermSet = PermSet(63);
+    pub const ALL: PermSet = PermSet(127);
+
+    /// The six permissions on secrets (all but break-glass): holding them
+    /// makes an environment admin.
+    pub const ENV_ADMIN: PermSet = PermSet(63);
+
+    /// Does the set hold every permission of `other`?
+    pub const fn covers(self, other: PermSet) -> bool {
+        self.0 & other.0 == other.0
+    }
 
     /// Does the set hold `p`?
     pub const fn has(self, p: Permission) -> bool {
@@ -83,9 +98,14 @@ impl PermSet {
         PermSet(self.0 | other.0)
     }
 
+    /// Difference: the permissions of `self` not in `other`.
+    pub const fn without(self, other: PermSet) -> PermSet {
+        PermSet(self.0 & !other.0)
+    }
+
     /// Only the defined bits.
     pub const fn from_bits(bits: i64) -> PermSet {
-        PermSet((bits & 63) as u8)
+        PermSet((bits & 127) as u8)
     }
 
     /// Wire names, in bit order.
@@ -182,6 +202,7 @@ impl EnvRoute {
             (b"/sync/push", _) => "env.push",
             (b"/sync/pull", _) => "env.pull",
             (b"/sync/diff", _) => "env.file_diff",
+            (b"/break-glass", _) => "approval.break_glass",
             _ => "env.unknown",
         }
     }
@@ -224,6 +245,16 @@ const fn admin_route(method: &'static str, path: &'static str, target: Target) -
 /// (see `http::routes`), and the service checks `permission` for each.
 pub const ENV_ROUTES: &[EnvRoute] = &[
     route("GET", "", "", "", Target::Env, Permission::Read),
+    // protected environments (service/approvals.rs): open a time-boxed
+    // break-glass window with a reason (audited, reviewed afterwards)
+    route(
+        "POST",
+        "/break-glass",
+        "",
+        r#"{"reason":"access matrix"}"#,
+        Target::Env,
+        Permission::BreakGlass,
+    ),
     // slug, name, protection: an environment admin (org owners and admins
     // are admins of every environment)
     EnvRoute {

@@ -2,6 +2,7 @@
 //! group; the server command hands over to `crate::server`.
 
 mod access;
+mod approvals; // protected environments (issue 17)
 mod audit;
 mod auth;
 mod backup;
@@ -62,6 +63,27 @@ enum Command {
         env: secrets::EnvArgs,
         #[command(subcommand)]
         cmd: secrets::SecretsCmd,
+    },
+    /// Protected environments: change and access requests, approve/reject,
+    /// the break-glass review queue, the approval policy.
+    Approvals {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        env: secrets::EnvArgs,
+        #[command(subcommand)]
+        cmd: approvals::ApprovalsCmd,
+    },
+    /// Break glass on a protected environment: act at once for a while,
+    /// with a mandatory reason (audited, reviewed by an approver).
+    BreakGlass {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        env: secrets::EnvArgs,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
     },
     /// Run a program with the secrets of an environment in its environment:
     /// `coffer run -- CMD ARGS…` (no shell; exit status is the program's).
@@ -280,6 +302,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Operator { server, cmd } => operator::run(&client::Client::new(&server)?, cmd).await,
         Command::Secrets { server, env, cmd } => {
             secrets::run(&client::Client::new(&server)?, &context::resolve(&env)?, cmd).await
+        }
+        Command::Approvals { server, env, cmd } => {
+            approvals::run(&client::Client::new(&server)?, &context::resolve(&env)?, cmd).await
+        }
+        Command::BreakGlass { server, env, reason } => {
+            approvals::break_glass(&client::Client::new(&server)?, &context::resolve(&env)?, &reason).await
         }
         Command::Run { server, env, args } => {
             run::run(&client::Client::new(&server)?, &context::resolve(&env)?, args).await

@@ -223,7 +223,9 @@ pub(crate) async fn run(client: &Client, env: &Target, cmd: SecretsCmd) -> anyho
                 body["description"] = Value::String(d);
             }
             let data = client.api(Method::POST, &secret(&key), Some(&body)).await?;
-            println!("{key}: version {}", data["version"]);
+            if !super::approvals::pending_note(&data, &env.org, &key) {
+                println!("{key}: version {}", data["version"]);
+            }
             // The server's warnings (a password found in a breach corpus).
             for w in data["warnings"]
                 .as_array()
@@ -241,8 +243,10 @@ pub(crate) async fn run(client: &Client, env: &Target, cmd: SecretsCmd) -> anyho
                     .await?;
                 println!("{key}: purged (every version removed)");
             } else {
-                client.api(Method::DELETE, &secret(&key), None).await?;
-                println!("{key}: deleted (restore with `coffer secrets restore {key}`)");
+                let data = client.api(Method::DELETE, &secret(&key), None).await?;
+                if !super::approvals::pending_note(&data, &env.org, &key) {
+                    println!("{key}: deleted (restore with `coffer secrets restore {key}`)");
+                }
             }
         }
         SecretsCmd::History { key, output } => {
@@ -276,10 +280,12 @@ pub(crate) async fn run(client: &Client, env: &Target, cmd: SecretsCmd) -> anyho
                     Some(&json!({ "version": version })),
                 )
                 .await?;
-            println!(
-                "{key}: version {} now holds the value of version {version}",
-                data["version"]
-            );
+            if !super::approvals::pending_note(&data, &env.org, &key) {
+                println!(
+                    "{key}: version {} now holds the value of version {version}",
+                    data["version"]
+                );
+            }
         }
         SecretsCmd::Restore { key } => {
             client

@@ -29,6 +29,8 @@ fn classify(e: &ServiceError) -> (StatusCode, &'static str) {
         ServiceError::SourceNotAllowed => (StatusCode::FORBIDDEN, "source_not_allowed"),
         ServiceError::DeviceFlow(code) => (StatusCode::BAD_REQUEST, code),
         ServiceError::PermissionDenied => (StatusCode::FORBIDDEN, "permission_denied"),
+        ServiceError::ApprovalRequired(_) => (StatusCode::FORBIDDEN, "approval_required"),
+        ServiceError::ApprovalPending(_) => (StatusCode::ACCEPTED, "approval_pending"),
         ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
         ServiceError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
         ServiceError::LimitExceeded(_) => (StatusCode::FORBIDDEN, "limit_exceeded"),
@@ -95,7 +97,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         count(&self.0);
         let (status, code) = classify(&self.0);
-        let body = json!({ "error": true, "code": code, "message": message(&self.0), "data": null });
+        let body = match &self.0 {
+            // Not a failure: the change waits for approval (HTTP 202).
+            ServiceError::ApprovalPending(id) => json!({ "error": false, "code": code, "message": message(&self.0),
+                "data": { "request_id": id, "status": "pending" } }),
+            _ => json!({ "error": true, "code": code, "message": message(&self.0), "data": null }),
+        };
         let mut res = (status, Json(body)).into_response();
         retry_after(&self.0, &mut res);
         res.extensions_mut().insert(ErrorCode(code));

@@ -3,6 +3,7 @@
 //! `/api/v1/*` is the native API. TLS termination lives in `tls.rs`.
 
 mod api;
+mod approvals; // protected environments (issue 17)
 pub mod audit;
 mod error;
 mod extract;

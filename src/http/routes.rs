@@ -14,7 +14,8 @@ use axum::http::Method;
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
 
 use super::{
-    AppState, api, audit, generate_root, identity, keys, metrics, rekey, shares, sys, ui, vault_auth, vault_kv,
+    AppState, api, approvals, audit, generate_root, identity, keys, metrics, rekey, shares, sys, ui, vault_auth,
+    vault_kv,
 };
 use crate::access::{ENV_ROUTES, EnvRoute};
 
@@ -279,6 +280,27 @@ routes! {
         POST => identity::create_grant, Action("grant.create");
     }
     "/api/v1/orgs/{org}/grants/{id}" { DELETE => identity::delete_grant, Action("grant.delete"); }
+    // === protected environments (issue 17, service/approvals.rs) ===
+    "/api/v1/orgs/{org}/approvals" {
+        GET => approvals::list, Action("approval.list");
+        POST => approvals::request_access, Action("approval.request");
+    }
+    "/api/v1/orgs/{org}/approvals/{id}" { GET => approvals::show, Action("approval.read"); }
+    "/api/v1/orgs/{org}/approvals/{id}/approve" { POST => approvals::approve, Action("approval.approve"); }
+    "/api/v1/orgs/{org}/approvals/{id}/reject" { POST => approvals::reject, Action("approval.reject"); }
+    "/api/v1/orgs/{org}/approval-policies" { GET => approvals::policies, Action("approval.policy_list"); }
+    "/api/v1/orgs/{org}/approval-policies/{project}/{env}" {
+        GET => approvals::get_policy, Action("approval.policy_read");
+        PUT => approvals::set_policy, Action("approval.policy_set");
+        DELETE => approvals::delete_policy, Action("approval.policy_delete");
+    }
+    "/api/v1/orgs/{org}/break-glass" { GET => approvals::break_glass_queue, Action("approval.break_glass_list"); }
+    "/api/v1/orgs/{org}/break-glass/{id}/review" { POST => approvals::review, Action("approval.review"); }
+    "/ui/orgs/{org}/approvals" { GET => ui::approvals::page_get, Action("approval.list"); }
+    "/ui/orgs/{org}/approvals/{id}/approve" { POST => ui::approvals::approve, Action("approval.approve"); }
+    "/ui/orgs/{org}/approvals/{id}/reject" { POST => ui::approvals::reject, Action("approval.reject"); }
+    "/ui/orgs/{org}/break-glass/{id}/review" { POST => ui::approvals::review, Action("approval.review"); }
+    // === end protected environments ===
     // native: users, sessions, tokens
     "/api/v1/users" {
         GET => identity::list_users, Action("user.list");
@@ -472,6 +494,7 @@ fn env_handler(r: &EnvRoute) -> Option<MethodRouter<AppState>> {
         ("POST", "/sync/push") => post(api::sync_push),
         ("GET", "/sync/pull") => get(api::sync_pull),
         ("POST", "/sync/diff") => post(api::sync_diff),
+        ("POST", "/break-glass") => post(approvals::break_glass),
         _ => return None,
     })
 }

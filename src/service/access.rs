@@ -32,11 +32,25 @@ pub(crate) struct Access {
     pub(crate) member: bool,
     /// (project or every, env or every, permissions)
     grants: Vec<(Option<Uuid>, Option<Uuid>, PermSet)>,
+    /// protected environments (`approvals.rs`): per environment, the
+    /// permissions withheld until a second person approves (what its
+    /// approval policy gates, less what this principal's approved grants
+    /// and open break-glass windows give back)
+    gated: Vec<(Uuid, i64)>,
+    /// environments where this principal has an open break-glass window
+    glass: Vec<Uuid>,
 }
 
 impl Access {
-    /// Permissions on one environment.
+    /// Permissions on one environment, less what its approval policy
+    /// withholds until approved.
     pub(crate) fn perms(&self, project_id: Uuid, env_id: Uuid) -> PermSet {
+        self.held(project_id, env_id).without(self.gated(env_id))
+    }
+
+    /// Permissions granted on one environment, before its approval policy:
+    /// what a request for approval may ask for.
+    pub(crate) fn held(&self, project_id: Uuid, env_id: Uuid) -> PermSet {
         if self.admin {
             return PermSet::ALL;
         }
@@ -46,10 +60,32 @@ impl Access {
             .fold(PermSet::default(), |acc, (_, _, set)| acc.with(*set))
     }
 
+    /// The permissions an approval policy withholds on one environment.
+    pub(crate) fn gated(&self, env_id: Uuid) -> PermSet {
+        super::approvals::gated_perms(self.gated_actions(env_id))
+    }
+
+    /// The policy actions (`approvals::ACT_*` bits) that still need
+    /// approval on one environment.
+    pub(crate) fn gated_actions(&self, env_id: Uuid) -> i64 {
+        self.gated
+            .iter()
+            .filter(|(e, _)| *e == env_id)
+            .fold(0, |acc, (_, bits)| acc | bits)
+    }
+
+    /// Whether this principal has an open break-glass window on `env_id`.
+    pub(crate) fn glass(&self, env_id: Uuid) -> bool {
+        self.glass.contains(&env_id)
+    }
+
     /// `PermissionDenied` unless `p` is held on the environment.
     pub(crate) fn require(&self, path: &EnvPath, p: Permission) -> Result<()> {
         if self.perms(path.project_id, path.env_id).has(p) {
             Ok(())
+        } else if self.held(path.project_id, path.env_id).has(p) {
+            // Held, but the environment's approval policy withholds it.
+            Err(ServiceError::ApprovalRequired(p.as_str()))
         } else {
             Err(ServiceError::PermissionDenied)
         }
@@ -212,6 +248,7 @@ pub struct AccessService {
     pub(super) tenant_store: Arc<dyn crate::storage::TenantStore>,
     pub(super) identity_store: Arc<dyn crate::storage::IdentityStore>,
     pub(super) env_var_store: Arc<dyn crate::storage::env_vars::EnvVarStore>,
+    pub(super) approval_store: Arc<dyn crate::storage::approvals::ApprovalStore>,
 }
 
 impl AccessService {
@@ -242,6 +279,8 @@ impl AccessService {
                 owner: true,
                 member: true,
                 grants: Vec::new(),
+                gated: Vec::new(),
+                glass: Vec::new(),
             }),
             PrincipalKind::User(user_id) => match self.access_store.membership(org_id, user_id).await? {
                 None => None,
@@ -261,22 +300,30 @@ impl AccessService {
                         })
                         .await?
                     };
+                    let (gated, glass) = self.approval_gates(org_id, user_id, false).await?;
                     Some(Access {
                         admin,
                         owner: role == "owner",
                         member: true,
                         grants,
+                        gated,
+                        glass,
                     })
                 }
             },
-            PrincipalKind::ServiceAccount { id, org_id: own } if own == org_id => Some(Access {
-                admin: false,
-                owner: false,
-                member: false,
-                grants: self
-                    .grants_of(org_id, |g| g.subject_kind == "service_account" && g.subject_id == id)
-                    .await?,
-            }),
+            PrincipalKind::ServiceAccount { id, org_id: own } if own == org_id => {
+                let (gated, glass) = self.approval_gates(org_id, id, true).await?;
+                Some(Access {
+                    admin: false,
+                    owner: false,
+                    member: false,
+                    grants: self
+                        .grants_of(org_id, |g| g.subject_kind == "service_account" && g.subject_id == id)
+                        .await?,
+                    gated,
+                    glass,
+                })
+            }
             PrincipalKind::ServiceAccount { .. } => None,
         };
         let access = access.map(Arc::new);

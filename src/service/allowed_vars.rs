@@ -36,7 +36,7 @@ impl AccessService {
     /// The environment, if `who` is its admin (every permission on it).
     pub(crate) async fn env_admin(&self, who: &Unsealed, env: (&str, &str, &str)) -> Result<EnvPath> {
         let (path, access) = self.env_access(who, env).await?;
-        if access.perms(path.project_id, path.env_id) == PermSet::ALL {
+        if access.held(path.project_id, path.env_id).covers(PermSet::ENV_ADMIN) {
             Ok(path)
         } else {
             Err(ServiceError::PermissionDenied)

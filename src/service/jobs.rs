@@ -59,8 +59,9 @@ impl Job {
 /// The jobs every server runs: purge of expired tokens, refresh tokens and
 /// device codes; purge of organizations, projects and environments whose
 /// deletion window has ended (audited, `service::lifecycle`); purge of
-/// expired share links (audited, `service::shares`).
-/// idempotency keys older than 24 h (`service::idempotency`).
+/// expired share links (audited, `service::shares`); purge of idempotency
+/// keys older than 24 h (`service::idempotency`); expiry of pending
+/// approval requests (audited, `service::approvals`).
 pub fn builtin(period: Duration) -> Vec<Job> {
     vec![
         Job::new("purge_expired", period, |c: Coffer| async move {
@@ -77,6 +78,10 @@ pub fn builtin(period: Duration) -> Vec<Job> {
         Job::new("purge_idempotency", period, |c: Coffer| async move {
             let n = c.idempotency.purge_expired().await?;
             Ok(format!("{n} expired idempotency keys deleted"))
+        }),
+        // protected environments: pending requests past their expiry
+        Job::new("expire_approvals", period, |c: Coffer| async move {
+            c.approvals.expire().await
         }),
     ]
 }

@@ -10,6 +10,7 @@
 
 mod access;
 mod allowed_vars;
+pub mod approvals;
 pub mod audit;
 mod auth;
 pub mod backup;
@@ -56,6 +57,7 @@ pub use access::{
     CertMatch, GrantInput, GrantView, GroupView, MemberView, OrgStanding, ServiceAccountInput, ServiceAccountView,
 };
 pub use allowed_vars::AllowedVarView;
+pub use approvals::ApprovalService;
 pub use audit::AuditService;
 pub use auth::IdentityService;
 pub use auth::{Caller, ClientCert, IssuedToken, Session, TokenView, TotpEnrollment, WhoAmI};
@@ -132,6 +134,15 @@ pub enum ServiceError {
     /// The token may not do this.
     #[error("permission denied")]
     PermissionDenied,
+    /// A protected environment's approval policy withholds this
+    /// permission until a second person approves (`approvals.rs`).
+    #[error(
+        "{0} on this protected environment needs approval: ask with `coffer approvals request`, or break glass with a reason"
+    )]
+    ApprovalRequired(&'static str),
+    /// The change was not made: a request for approval was created instead.
+    #[error("approval required: change request {0} is pending; follow it with `coffer approvals show {0}`")]
+    ApprovalPending(String),
     /// The named thing does not exist.
     #[error("{0} not found")]
     NotFound(String),
@@ -452,6 +463,8 @@ pub struct Coffer {
     pub access: AccessService,
     /// secrets, versions, inject
     pub secrets: SecretService,
+    /// protected environments: approval policies, requests, break-glass
+    pub approvals: ApprovalService,
     /// Vault's KV v2 engine
     pub kv: KvService,
     /// organization KEKs: rotate, rewrap, destroy
@@ -502,6 +515,7 @@ impl Coffer {
             tenant_store: store.clone(),
             identity_store: store.clone(),
             env_var_store: store.clone(),
+            approval_store: store.clone(),
         };
         let tenants = TenantService {
             shared: shared.clone(),
@@ -528,6 +542,16 @@ impl Coffer {
             tenant_store: store.clone(),
             breach_store: store.clone(),
             access: access.clone(),
+            approval_store: store.clone(),
+        };
+        let approvals = ApprovalService {
+            shared: shared.clone(),
+            store: store.clone(),
+            tenant_store: store.clone(),
+            access_store: store.clone(),
+            secret_store: store.clone(),
+            access: access.clone(),
+            secrets: secrets.clone(),
         };
         let kv = KvService {
             shared: shared.clone(),
@@ -565,6 +589,7 @@ impl Coffer {
             tenants,
             access,
             secrets,
+            approvals,
             kv,
             keys,
             audit,

@@ -106,13 +106,13 @@ fn author_view(author: &str, accessor: &str) -> (String, String) {
 
 /// One stored version as decryption sees it.
 #[derive(Debug, Clone, Copy)]
-struct Sealed<'a> {
-    secret_id: Uuid,
-    version_id: Uuid,
-    version: i64,
-    kek_version: i64,
-    ciphertext: &'a [u8],
-    wrapped_dek: &'a [u8],
+pub(super) struct Sealed<'a> {
+    pub(super) secret_id: Uuid,
+    pub(super) version_id: Uuid,
+    pub(super) version: i64,
+    pub(super) kek_version: i64,
+    pub(super) ciphertext: &'a [u8],
+    pub(super) wrapped_dek: &'a [u8],
 }
 
 impl<'a> From<&'a VersionRow> for Sealed<'a> {
@@ -202,11 +202,12 @@ pub struct SecretService {
     pub(super) tenant_store: Arc<dyn crate::storage::TenantStore>,
     pub(super) breach_store: Arc<dyn crate::storage::breach::BreachPolicyStore>,
     pub(super) access: crate::service::AccessService,
+    pub(super) approval_store: Arc<dyn crate::storage::approvals::ApprovalStore>,
 }
 
 impl SecretService {
     /// The KEK version `version` of an org, from the cache or unwrapped now.
-    async fn kek(&self, keyring: &Keyring, org_id: Uuid, version: i64) -> Result<Arc<KeyBytes>> {
+    pub(super) async fn kek(&self, keyring: &Keyring, org_id: Uuid, version: i64) -> Result<Arc<KeyBytes>> {
         if let Some(k) = keyring.cached_kek(org_id, version) {
             return Ok(k);
         }
@@ -221,7 +222,13 @@ impl SecretService {
 
     /// The plaintext of one stored version, wiped when dropped: the
     /// decrypted bytes move into the string (no copy is left behind).
-    async fn decrypt(&self, keyring: &Keyring, path: &EnvPath, key: &str, v: Sealed<'_>) -> Result<Zeroizing<String>> {
+    pub(super) async fn decrypt(
+        &self,
+        keyring: &Keyring,
+        path: &EnvPath,
+        key: &str,
+        v: Sealed<'_>,
+    ) -> Result<Zeroizing<String>> {
         let kek = self.kek(keyring, path.org_id, v.kek_version).await?;
         let row = ValueRow {
             org_id: path.org_id,
@@ -265,7 +272,7 @@ impl SecretService {
         self.decrypt(keyring, path, key, v.into()).await
     }
 
-    async fn live_secret(&self, path: &EnvPath, key: &str) -> Result<SecretRow> {
+    pub(super) async fn live_secret(&self, path: &EnvPath, key: &str) -> Result<SecretRow> {
         match self.secret_store.secret(path.org_id, path.env_id, key).await? {
             Some(s) if s.deleted_at.is_none() => Ok(s),
             _ => Err(ServiceError::NotFound(format!("secret {key}"))),
@@ -359,6 +366,8 @@ impl SecretService {
             Some((s, v)) if s.deleted_at.is_none() => (s, v),
             _ => return Err(ServiceError::NotFound(format!("secret {key}"))),
         };
+        self.approval_for_read(who, org, &path, super::approvals::ACT_REVEAL)
+            .await?;
         let value = self.decrypt(keyring, &path, key, (&v).into()).await?;
         Ok(view(&secret, Some(value)))
     }
@@ -415,6 +424,13 @@ impl SecretService {
         }
         let (path, access) = self.access.env_access(who, (org, project, env)).await?;
         let warnings = self.breach_warnings(&path, key, &input).await?;
+        // protected environments: a request instead of a version
+        if let Some(id) = self
+            .approval_for_write(who, (org, &path, &access), key, &input, (cas, None))
+            .await?
+        {
+            return Err(ServiceError::ApprovalPending(id));
+        }
         let mut written = self
             .write_version(keyring, who, (&path, &access), key, &input, cas)
             .await?;
@@ -635,7 +651,9 @@ impl SecretService {
     ) -> Result<SecretView> {
         let keyring = who.keyring();
         let (path, access) = self.access.env_access(who, (org, project, env)).await?;
-        access.require(&path, Permission::Update)?;
+        if !access.held(path.project_id, path.env_id).has(Permission::Update) {
+            return Err(ServiceError::PermissionDenied);
+        }
         let secret = self.live_secret(&path, key).await?;
         let old = self
             .secret_store
@@ -654,6 +672,13 @@ impl SecretService {
             value_type: Some(old.value_type),
             description: None,
         };
+        // protected environments: a request instead of a version
+        if let Some(id) = self
+            .approval_for_write(who, (org, &path, &access), key, &input, (None, Some(version)))
+            .await?
+        {
+            return Err(ServiceError::ApprovalPending(id));
+        }
         self.write_version(keyring, who, (&path, &access), key, &input, None)
             .await
     }
@@ -665,11 +690,15 @@ impl SecretService {
         (org, project, env): (&str, &str, &str),
         key: &str,
     ) -> Result<()> {
-        let path = self
-            .access
-            .authorize_env(who, (org, project, env), Permission::Delete)
-            .await?;
+        let (path, access) = self.access.env_access(who, (org, project, env)).await?;
+        if !access.held(path.project_id, path.env_id).has(Permission::Delete) {
+            return Err(ServiceError::PermissionDenied);
+        }
         let secret = self.live_secret(&path, key).await?;
+        // protected environments: a request instead of the delete
+        if let Some(id) = self.approval_for_delete(who, (org, &path, &access), &secret).await? {
+            return Err(ServiceError::ApprovalPending(id));
+        }
         self.secret_store
             .set_deleted(path.org_id, secret.id, Some(now_ms()), now_ms())
             .await?;
@@ -728,6 +757,8 @@ impl SecretService {
         let path = self
             .access
             .authorize_env(who, (org, project, env), Permission::Export)
+            .await?;
+        self.approval_for_read(who, org, &path, super::approvals::ACT_EXPORT)
             .await?;
         let mut values = BTreeMap::new();
         for v in self.secret_store.current_values(path.org_id, path.env_id).await?.iter() {

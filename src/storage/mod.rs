@@ -18,6 +18,7 @@
 //! | [`shares::ShareStore`] | `shares.rs` | one-time share links (client-side ciphertext), per-org share policy |
 //! | [`breach::BreachPolicyStore`] | `breach.rs` | the organization policy of the leaked-password check |
 //! | [`idempotency::IdempotencyStore`] | `idempotency.rs` | `Idempotency-Key` claims and first answers, per principal; their purge |
+//! | [`approvals::ApprovalStore`] | `approvals.rs` | approval policies, change/access requests, votes, break-glass windows |
 //!
 //! [`Backend`] is the supertrait of all of them, which the services hold as
 //! `Arc<dyn Backend>`; of its own it has only what belongs to no aggregate:
@@ -41,6 +42,7 @@
 //! dialects.
 
 pub mod access;
+pub mod approvals; // protected environments (issue 17)
 pub mod audit;
 pub mod backup;
 pub mod breach;
@@ -140,6 +142,7 @@ pub trait Backend:
     + shares::ShareStore
     + idempotency::IdempotencyStore
     + breach::BreachPolicyStore
+    + approvals::ApprovalStore
     + Send
     + Sync
     + std::fmt::Debug

@@ -578,6 +578,14 @@ impl TenantStore for SqlBackend {
                     ("DELETE FROM secrets WHERE org_id = $1 AND env_id = $2", 2),
                     ("DELETE FROM kv_metadata WHERE org_id = $1 AND env_id = $2", 0),
                     ("DELETE FROM env_allowed_vars WHERE org_id = $1 AND env_id = $2", 0),
+                    // protected environments (issue 17)
+                    (
+                        "DELETE FROM approval_votes WHERE org_id = $1 AND request_id IN \
+                         (SELECT id FROM approval_requests WHERE org_id = $1 AND env_id = $2)",
+                        0,
+                    ),
+                    ("DELETE FROM approval_requests WHERE org_id = $1 AND env_id = $2", 0),
+                    ("DELETE FROM approval_policies WHERE org_id = $1 AND env_id = $2", 0),
                     ("DELETE FROM grants WHERE org_id = $1 AND env_id = $2", 0),
                     ("DELETE FROM environments WHERE org_id = $1 AND id = $2", 3),
                 ],
@@ -607,6 +615,23 @@ impl TenantStore for SqlBackend {
                          (SELECT id FROM environments WHERE org_id = $1 AND project_id = $2)",
                         0,
                     ),
+                    // protected environments (issue 17)
+                    (
+                        "DELETE FROM approval_votes WHERE org_id = $1 AND request_id IN \
+                         (SELECT id FROM approval_requests WHERE org_id = $1 AND env_id IN \
+                          (SELECT id FROM environments WHERE org_id = $1 AND project_id = $2))",
+                        0,
+                    ),
+                    (
+                        "DELETE FROM approval_requests WHERE org_id = $1 AND env_id IN \
+                         (SELECT id FROM environments WHERE org_id = $1 AND project_id = $2)",
+                        0,
+                    ),
+                    (
+                        "DELETE FROM approval_policies WHERE org_id = $1 AND env_id IN \
+                         (SELECT id FROM environments WHERE org_id = $1 AND project_id = $2)",
+                        0,
+                    ),
                     (
                         "DELETE FROM grants WHERE org_id = $1 AND (project_id = $2 OR env_id IN \
                          (SELECT id FROM environments WHERE org_id = $1 AND project_id = $2))",
@@ -623,6 +648,9 @@ impl TenantStore for SqlBackend {
                     ("DELETE FROM secrets WHERE org_id = $1", 2),
                     ("DELETE FROM kv_metadata WHERE org_id = $1", 0),
                     ("DELETE FROM env_allowed_vars WHERE org_id = $1", 0),
+                    ("DELETE FROM approval_votes WHERE org_id = $1", 0),
+                    ("DELETE FROM approval_requests WHERE org_id = $1", 0),
+                    ("DELETE FROM approval_policies WHERE org_id = $1", 0),
                     ("DELETE FROM grants WHERE org_id = $1", 0),
                     ("DELETE FROM group_members WHERE org_id = $1", 0),
                     ("DELETE FROM groups WHERE org_id = $1", 0),

@@ -148,7 +148,7 @@ async fn permission_matrix_follows_env_routes_for_every_permission() {
 
     let mut failures = Vec::new();
     for p in Permission::ALL {
-        let name = format!("sa-{}", p.as_str());
+        let name = format!("sa-{}", p.as_str().replace('_', "-"));
         util::service_account(&root, "acme", &name, json!({})).await;
         util::grant(
             &root,

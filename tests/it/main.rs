@@ -7,6 +7,7 @@ mod access;
 mod access_auth;
 mod access_mtls;
 mod age_shares;
+mod approvals;
 mod audit;
 mod backup;
 mod breach_check;

@@ -28,6 +28,7 @@
 pub(super) mod access;
 pub(super) mod account;
 mod admin;
+pub(super) mod approvals; // protected environments (issue 17)
 mod device;
 pub(super) mod edit;
 mod pages;
@@ -810,6 +811,7 @@ mod tests {
             ("admin.rs", include_str!("admin.rs")),
             ("device.rs", include_str!("device.rs")),
             ("edit.rs", include_str!("edit.rs")),
+            ("approvals.rs", include_str!("approvals.rs")),
         ] {
             let (code, _) = text.split_once("#[cfg(test)]").unwrap_or((text, ""));
             assert!(!code.contains("style="), "{file}: a style attribute");
@@ -830,6 +832,7 @@ mod tests {
             ("admin.rs", include_str!("admin.rs")),
             ("device.rs", include_str!("device.rs")),
             ("edit.rs", include_str!("edit.rs")),
+            ("approvals.rs", include_str!("approvals.rs")),
         ] {
             let plain = text.matches(concat!("UiForm", "(f)")).count();
             let allowed = usize::from(file == "admin.rs"); // the root-token login (pre-login, double submit)

@@ -274,6 +274,7 @@ pub(super) fn projects(viewer: &Viewer<'_>, org: &str, projects: &[ProjectView])
             (crumbs(Some(org), None))
             h1 { "Projects of " (org) }
             p { a #access-link href={ "/ui/orgs/" (seg(org)) "/access" } { "Access: members, groups, service accounts" } }
+            p { a #approvals-link href={ "/ui/orgs/" (seg(org)) "/approvals" } { "Approvals: pending changes, break-glass review" } }
             @if projects.is_empty() {
                 p.muted { "No project you can see." }
             } @else {

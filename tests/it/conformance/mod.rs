@@ -4,6 +4,7 @@
 //! cross-cutting `Backend` methods (keyring).
 
 mod access;
+mod approvals;
 mod audit;
 mod breach;
 mod idempotency;

@@ -18,6 +18,7 @@ use crate::util::{self, Http, Server};
 // here (one file per area), sharing the harness above.
 mod access;
 mod admin;
+mod approvals;
 
 pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
