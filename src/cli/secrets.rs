@@ -366,9 +366,18 @@ pub(crate) async fn run(client: &Client, env: &Target, cmd: SecretsCmd) -> anyho
 /// The value to store: a hidden prompt on a terminal, else all of stdin
 /// (one trailing newline removed, as `echo` adds it).
 fn read_value(key: &str) -> anyhow::Result<Zeroizing<String>> {
+    read_hidden(
+        &format!("Value of {key} (input hidden): "),
+        &format!("coffer secrets set {key}"),
+    )
+}
+
+/// A value from a hidden prompt on a terminal, else all of stdin (one
+/// trailing newline dropped); `example` is the command the error suggests
+/// piping into.
+pub(super) fn read_hidden(prompt: &str, example: &str) -> anyhow::Result<Zeroizing<String>> {
     if std::io::stdin().is_terminal() {
-        let v =
-            rpassword::prompt_password(format!("Value of {key} (input hidden): ")).context("cannot read the value")?;
+        let v = rpassword::prompt_password(prompt).context("cannot read the value")?;
         return Ok(Zeroizing::new(v));
     }
     let mut v = Zeroizing::new(String::new());
@@ -382,7 +391,7 @@ fn read_value(key: &str) -> anyhow::Result<Zeroizing<String>> {
         }
     }
     if v.is_empty() {
-        bail!("empty value on stdin; pipe the value in, e.g. `printf %s \"$VALUE\" | coffer secrets set {key}`");
+        bail!("empty value on stdin; pipe the value in, e.g. `printf %s \"$VALUE\" | {example}`");
     }
     Ok(v)
 }

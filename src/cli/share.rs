@@ -5,7 +5,7 @@
 //! a hidden prompt on a terminal, else from `COFFER_SHARE_PASSPHRASE`
 //! (scripts, tests) — never from argv.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
@@ -94,24 +94,7 @@ fn parse_duration(text: &str) -> anyhow::Result<i64> {
 }
 
 fn read_value() -> anyhow::Result<Zeroizing<String>> {
-    if std::io::stdin().is_terminal() {
-        let v = rpassword::prompt_password("Value to share (input hidden): ").context("cannot read the value")?;
-        return Ok(Zeroizing::new(v));
-    }
-    let mut v = Zeroizing::new(String::new());
-    std::io::stdin()
-        .read_to_string(&mut v)
-        .context("cannot read the value from stdin (is it UTF-8?)")?;
-    if v.ends_with('\n') {
-        v.pop();
-        if v.ends_with('\r') {
-            v.pop();
-        }
-    }
-    if v.is_empty() {
-        bail!("empty value on stdin; pipe the value in, e.g. `printf %s \"$VALUE\" | coffer share create`");
-    }
-    Ok(v)
+    super::secrets::read_hidden("Value to share (input hidden): ", "coffer share create")
 }
 
 /// The passphrase: a hidden prompt on a terminal (twice when `confirm`),

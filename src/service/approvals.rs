@@ -391,33 +391,8 @@ impl super::SecretService {
                     && p.actions & act != 0
                 {
                     let now = now_ms();
-                    let row = RequestRow {
-                        id: Uuid::new_v4(),
-                        org_id: path.org_id,
-                        env_id: path.env_id,
-                        kind: "break_glass".to_owned(),
-                        key: String::new(),
-                        value_type: String::new(),
-                        description: None,
-                        base_version: 0,
-                        rollback_to: None,
-                        secret_id: None,
-                        version_id: None,
-                        ciphertext: None,
-                        wrapped_dek: None,
-                        kek_version: None,
-                        author_id: Uuid::nil(),
-                        author: author_of(who),
-                        reason: format!("root token used for {}", action_names(act).join("/")),
-                        status: "unreviewed".to_owned(),
-                        required: 0,
-                        created_at: now,
-                        expires_at: now,
-                        decided_at: None,
-                        grant_until: Some(now),
-                        reviewed_by: None,
-                        review_comment: None,
-                    };
+                    let reason = format!("root token used for {}", action_names(act).join("/"));
+                    let row = break_glass_row(path, Uuid::nil(), author_of(who), reason, (now, now));
                     self.approval_store.insert_request(&row).await?;
                     self.shared
                         .audit_step(step(
@@ -1241,33 +1216,7 @@ impl ApprovalService {
                 .as_ref()
                 .map_or(DEFAULT_GRANT_TTL_S * 1000, |p| p.break_glass_ttl_ms),
         );
-        let row = RequestRow {
-            id: Uuid::new_v4(),
-            org_id: path.org_id,
-            env_id: path.env_id,
-            kind: "break_glass".to_owned(),
-            key: String::new(),
-            value_type: String::new(),
-            description: None,
-            base_version: 0,
-            rollback_to: None,
-            secret_id: None,
-            version_id: None,
-            ciphertext: None,
-            wrapped_dek: None,
-            kek_version: None,
-            author_id: who.id(),
-            author: author_of(who),
-            reason: reason.clone(),
-            status: "unreviewed".to_owned(),
-            required: 0,
-            created_at: now,
-            expires_at: until,
-            decided_at: None,
-            grant_until: Some(until),
-            reviewed_by: None,
-            review_comment: None,
-        };
+        let row = break_glass_row(&path, who.id(), author_of(who), reason.clone(), (now, until));
         self.store.insert_request(&row).await?;
         self.shared.access_changed();
         self.shared
@@ -1410,6 +1359,44 @@ impl ApprovalService {
             });
         }
         Ok(format!("{} requests expired", expired.len()))
+    }
+}
+
+/// A break-glass entry: `author_id` acted at `now` (root: the nil id) and
+/// the window lasts until `until`; unreviewed until an approver looks.
+fn break_glass_row(
+    path: &EnvPath,
+    author_id: Uuid,
+    author: String,
+    reason: String,
+    (now, until): (i64, i64),
+) -> RequestRow {
+    RequestRow {
+        id: Uuid::new_v4(),
+        org_id: path.org_id,
+        env_id: path.env_id,
+        kind: "break_glass".to_owned(),
+        key: String::new(),
+        value_type: String::new(),
+        description: None,
+        base_version: 0,
+        rollback_to: None,
+        secret_id: None,
+        version_id: None,
+        ciphertext: None,
+        wrapped_dek: None,
+        kek_version: None,
+        author_id,
+        author,
+        reason,
+        status: "unreviewed".to_owned(),
+        required: 0,
+        created_at: now,
+        expires_at: until,
+        decided_at: None,
+        grant_until: Some(until),
+        reviewed_by: None,
+        review_comment: None,
     }
 }
 
