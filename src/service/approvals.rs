@@ -890,11 +890,25 @@ impl ApprovalService {
     /// The requests of an organization the caller may read (their
     /// environment's metadata), newest first; `status` filters.
     pub async fn list(&self, who: &Unsealed, org: &str, status: Option<&str>) -> Result<Vec<RequestView>> {
+        self.readable(who, org, |r| {
+            status.is_none_or(|s| s == r.status) && r.kind != "break_glass"
+        })
+        .await
+    }
+
+    /// The requests of an organization that `keep` selects and whose
+    /// environment's metadata the caller may read, newest first.
+    async fn readable(
+        &self,
+        who: &Unsealed,
+        org: &str,
+        keep: impl Fn(&RequestRow) -> bool,
+    ) -> Result<Vec<RequestView>> {
         let (org_row, access) = self.access.org_access(who, org).await?;
         let names = self.env_names(org_row.id).await?;
         let mut out = Vec::new();
         for r in self.store.requests(org_row.id, LIST_LIMIT).await? {
-            if status.is_some_and(|s| s != r.status) || r.kind == "break_glass" {
+            if !keep(&r) {
                 continue;
             }
             let Some((_, _, project_id)) = names.get(&r.env_id) else {
@@ -1244,22 +1258,10 @@ impl ApprovalService {
     /// The break-glass review queue of an organization (`all`: reviewed
     /// ones too), newest first: what the caller may read.
     pub async fn break_glass_queue(&self, who: &Unsealed, org: &str, all: bool) -> Result<Vec<RequestView>> {
-        let (org_row, access) = self.access.org_access(who, org).await?;
-        let names = self.env_names(org_row.id).await?;
-        let mut out = Vec::new();
-        for r in self.store.requests(org_row.id, LIST_LIMIT).await? {
-            if r.kind != "break_glass" || (!all && r.status != "unreviewed") {
-                continue;
-            }
-            let Some((_, _, project_id)) = names.get(&r.env_id) else {
-                continue;
-            };
-            if !access.held(*project_id, r.env_id).has(Permission::Read) {
-                continue;
-            }
-            out.push(self.view(who, &access, &names, r, false).await?);
-        }
-        Ok(out)
+        self.readable(who, org, |r| {
+            r.kind == "break_glass" && (all || r.status == "unreviewed")
+        })
+        .await
     }
 
     /// Review a break-glass window: `accept` or `flag`, with a comment.
