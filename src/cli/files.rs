@@ -9,7 +9,9 @@
 //!   and coffer warns that it holds plaintext.
 //! - `push` sends the whole file for a plan: a bad line fails with its
 //!   number and nothing is written. The plan is shown key by key: created,
-//!   updated, unchanged, errors. Any error refuses the whole push. On a
+//!   updated, unchanged, errors. Any error refuses the whole push; a
+//!   breached `password` value is a warning, or, when the organization
+//!   refuses breached passwords, that key alone is refused. On a
 //!   terminal it asks before writing; `--yes` is for scripts; `--dry-run`
 //!   stops after the plan. Applying writes exactly the plan shown, in one
 //!   transaction: if a key changed meanwhile, nothing is written.
@@ -163,6 +165,8 @@ struct PlanItem {
     line: Option<usize>,
     #[serde(default)]
     error: Option<String>,
+    #[serde(default)]
+    warning: Option<String>,
 }
 
 /// The server's push plan.
@@ -173,6 +177,8 @@ struct Plan {
     updated: usize,
     unchanged: usize,
     errors: usize,
+    #[serde(default)]
+    refused: usize,
 }
 
 /// `coffer push FILE`
@@ -193,6 +199,10 @@ pub(crate) async fn push(client: &Client, target: &Target, args: PushArgs) -> an
             ("create", _) => println!("  + {key}  (create)"),
             ("update", _) => println!("  ~ {key}  (update)"),
             ("unchanged", _) => println!("  = {key}  (unchanged)"),
+            ("refused", e) => println!(
+                "  x {key}  (refused, not written: {})",
+                e.as_deref().unwrap_or("a breached password")
+            ),
             (_, e) => {
                 let e = e.as_deref().unwrap_or("cannot be written");
                 match k.line {
@@ -201,17 +211,26 @@ pub(crate) async fn push(client: &Client, target: &Target, args: PushArgs) -> an
                 }
             }
         }
+        if let Some(w) = &k.warning {
+            eprintln!("warning: {w}");
+        }
     }
     let (created, updated) = (plan.created, plan.updated);
     println!(
-        "{created} created, {updated} updated, {} unchanged, {} errors",
-        plan.unchanged, plan.errors
+        "{created} created, {updated} updated, {} unchanged, {} errors{}",
+        plan.unchanged,
+        plan.errors,
+        if plan.refused > 0 {
+            format!(", {} refused (breached passwords, not written)", plan.refused)
+        } else {
+            String::new()
+        }
     );
     if plan.errors > 0 {
         bail!("{} error(s) in the plan: nothing was written", plan.errors);
     }
     if args.dry_run || created + updated == 0 {
-        return Ok(0);
+        return Ok(u8::from(plan.refused > 0 && !args.dry_run));
     }
     if !args.yes {
         if !std::io::stdin().is_terminal() {
@@ -235,6 +254,13 @@ pub(crate) async fn push(client: &Client, target: &Target, args: PushArgs) -> an
         .await
         .context("applying the plan")?;
     println!("applied: {created} created, {updated} updated");
+    if plan.refused > 0 {
+        eprintln!(
+            "{} key(s) refused by the organization's breach policy were not written",
+            plan.refused
+        );
+        return Ok(1);
+    }
     Ok(0)
 }
 

@@ -1,4 +1,4 @@
-//! `coffer org create|list|show|rename|delete|restore|purge`, `coffer project …` (the same),
+//! `coffer org create|list|show|rename|delete|restore|purge|breach-policy`, `coffer project …` (the same),
 //! `coffer env create|list|show|update|delete|restore|purge`, `coffer user list|show`: the tenant tree (organizations, projects,
 //! environments) over the native API (issue 23). Human text by default,
 //! `--json` for the raw data.
@@ -67,6 +67,21 @@ pub(crate) enum OrgLifecycleCmd {
     /// (owners, root). Refused before the deletion window ends unless --now
     /// is given. Asks you to type the slug unless --yes is given.
     Purge(PurgeArgs),
+    /// The leaked-password policy of --org: whether a `password` secret found
+    /// in a public breach corpus is refused (--block) or written with a
+    /// warning (--warn, the default). Without a flag, prints the current
+    /// setting; setting it needs an owner or admin.
+    BreachPolicy {
+        /// Refuse breached passwords.
+        #[arg(long, conflicts_with = "warn")]
+        block: bool,
+        /// Write breached passwords with a warning.
+        #[arg(long)]
+        warn: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `coffer project …`
@@ -244,6 +259,29 @@ pub(crate) async fn org(client: &Client, org: &OrgArgs, cmd: OrgLifecycleCmd) ->
             created(&data, json, || {
                 format!("Renamed organization {slug} to {}.", text(&data["slug"]))
             })
+        }
+        OrgLifecycleCmd::BreachPolicy { block, warn, json } => {
+            let path = format!("/orgs/{}/breach-policy", seg(&org.org));
+            let data = if block || warn {
+                let body = json!({ "block_breached_passwords": block });
+                client.api(Method::PUT, &path, Some(&body)).await?
+            } else {
+                client.api(Method::GET, &path, None).await?
+            };
+            if json {
+                print_json(&data)?;
+                return Ok(0);
+            }
+            let mode = if data["block_breached_passwords"].as_bool() == Some(true) {
+                "block (breached passwords are refused)"
+            } else {
+                "warn (breached passwords are written with a warning)"
+            };
+            println!("Breach policy of {}: {mode}", org.org);
+            if data["check_enabled"].as_bool() == Some(false) {
+                println!("Note: the leaked-password check is off on this server ([breach_check] enabled = false).");
+            }
+            Ok(0)
         }
         OrgLifecycleCmd::Show { slug, json } => {
             let slug = slug.unwrap_or_else(|| org.org.clone());

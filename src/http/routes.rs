@@ -374,6 +374,7 @@ routes! {
     "/ui/orgs/{org}/access" { GET => ui::access::access, Action("member.list"); }
     "/ui/orgs/{org}/access/members" { POST => ui::access::set_member, Action("member.set"); }
     "/ui/orgs/{org}/access/members/remove" { POST => ui::access::remove_member, Action("member.remove"); }
+    "/ui/orgs/{org}/access/breach-policy" { POST => ui::access::set_breach_policy, Action("org.breach_policy_set"); }
     "/ui/orgs/{org}/access/groups" { POST => ui::access::create_group, Action("group.create"); }
     "/ui/orgs/{org}/access/groups/{group}/members" {
         POST => ui::access::add_group_member, Action("group.member_add");

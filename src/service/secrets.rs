@@ -57,6 +57,16 @@ pub struct SecretView {
     pub warnings: Vec<String>,
 }
 
+/// A `password` value found in the breach corpus, by the organization's
+/// policy (the message names the key, never the value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Breached {
+    /// the write goes on, with this warning
+    Warning(String),
+    /// the write is refused (`block_breached_passwords`)
+    Refused(String),
+}
+
 impl std::fmt::Debug for SecretView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecretView")
@@ -458,22 +468,31 @@ impl SecretService {
         if !password {
             return Ok(Vec::new());
         }
-        let super::breach::Verdict::Breached(n) = checker.check(&input.value).await else {
-            return Ok(Vec::new());
-        };
-        if self.breach_store.block_breached_passwords(path.org_id).await? {
-            return Err(ServiceError::Unprocessable(
-                "breached_password",
-                format!(
-                    "the value of {key} appears in a public breach corpus (Have I Been Pwned: seen {n} times) \
-                     and this organization refuses breached passwords; choose another value"
-                ),
-            ));
+        match self.breach_verdict(path.org_id, key, &input.value).await? {
+            Some(Breached::Refused(msg)) => Err(ServiceError::Unprocessable("breached_password", msg)),
+            Some(Breached::Warning(msg)) => Ok(vec![msg]),
+            None => Ok(Vec::new()),
         }
-        Ok(vec![format!(
+    }
+
+    /// Ask the breach corpus about the `password` value of `key` (the
+    /// caller knows the type): `None` when clean, unchecked (check off or
+    /// failed open); else the organization's policy decides whether it is
+    /// a warning or a refusal. The messages name the key, never the value.
+    pub(super) async fn breach_verdict(&self, org_id: Uuid, key: &str, value: &str) -> Result<Option<Breached>> {
+        let super::breach::Verdict::Breached(n) = self.shared.breach().check(value).await else {
+            return Ok(None);
+        };
+        if self.breach_store.block_breached_passwords(org_id).await? {
+            return Ok(Some(Breached::Refused(format!(
+                "the value of {key} appears in a public breach corpus (Have I Been Pwned: seen {n} times) \
+                 and this organization refuses breached passwords; choose another value"
+            ))));
+        }
+        Ok(Some(Breached::Warning(format!(
             "the value of {key} appears in a public breach corpus (Have I Been Pwned: seen {n} times); \
              choose another value"
-        )])
+        ))))
     }
 
     async fn write_version(

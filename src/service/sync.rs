@@ -9,6 +9,12 @@
 //!   whose version moved since the plan the caller saw, writes nothing) and
 //!   needs *create* for new keys and *update* for existing ones. Keys the
 //!   environment has but the file lacks are left alone.
+//!   A `password`-typed key's new value goes through the leaked-password
+//!   check (`breach.rs`; a new key is `text`, so it is not checked): a
+//!   breached one carries a `warning` and is written, or, when the
+//!   organization refuses breached passwords, is `refused`: that key is
+//!   not written and the others are (a refusal is the policy working, not
+//!   an error in the file).
 //! - **pull** renders what `inject` returns (references resolved,
 //!   program-loading variables only where allowed): *export*.
 //! - **diff** names keys only (only in the file, only in coffer, different,
@@ -42,6 +48,10 @@ pub enum PushAction {
     Unchanged,
     /// the key cannot be written; see `error`
     Error,
+    /// a `password` value found in a public breach corpus, in an
+    /// organization that refuses breached passwords: this key is not
+    /// written (see `error`), the others are
+    Refused,
 }
 
 /// One key of a push plan (never a value).
@@ -57,9 +67,13 @@ pub struct PushItem {
     /// 1-based line in a `.env` file
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,
-    /// what is wrong (with `action: error`)
+    /// what is wrong (with `action: error` or `refused`)
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// what the writer should know (a `password` value found in a breach
+    /// corpus); the key is written all the same
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// A push plan, and whether it was applied.
@@ -77,6 +91,9 @@ pub struct PushView {
     pub unchanged: usize,
     /// …
     pub errors: usize,
+    /// breached passwords refused by the organization's policy (not
+    /// written; the other keys are)
+    pub refused: usize,
 }
 
 /// The file a push or diff reads. Its Debug never shows the content.
@@ -263,10 +280,22 @@ impl SecretService {
                     }
                 }
             };
-            let (action, error) = match checked {
+            let (mut action, mut error) = match checked {
                 Ok(a) => (a, None),
                 Err(e) => (PushAction::Error, Some(e)),
             };
+            // The leaked-password check (breach.rs) of a `password`-typed
+            // key's new value: a warning, or this key refused by the policy.
+            let mut warning = None;
+            if let (PushAction::Create | PushAction::Update, Ok(v), Some(r)) = (action, &entry.value, row)
+                && r.value_type == ValueType::Password.as_str()
+                && let Some(b) = self.breach_verdict(path.org_id, key, v).await?
+            {
+                match b {
+                    super::secrets::Breached::Warning(w) => warning = Some(w),
+                    super::secrets::Breached::Refused(e) => (action, error) = (PushAction::Refused, Some(e)),
+                }
+            }
             if req.apply && matches!(action, PushAction::Create | PushAction::Update) {
                 writes.push((key, row, entry));
             }
@@ -276,6 +305,7 @@ impl SecretService {
                 version,
                 line: (entry.line > 0).then_some(entry.line),
                 error,
+                warning,
             });
         }
         drop(resolver);
@@ -286,6 +316,7 @@ impl SecretService {
             updated: count(PushAction::Update),
             unchanged: count(PushAction::Unchanged),
             errors: count(PushAction::Error),
+            refused: count(PushAction::Refused),
             keys,
         };
         if !req.apply {

@@ -311,3 +311,133 @@ async fn the_check_fails_open_when_the_range_server_is_down_or_slow() {
         "{m}"
     );
 }
+
+/// `coffer …` against `server` as root in acme/api/production.
+fn cli(server: &Server, root: &Http, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(args)
+        .env("COFFER_ADDR", &server.base)
+        .env("COFFER_ORG", "acme")
+        .env("COFFER_PROJECT", "api")
+        .env("COFFER_ENV", "production")
+        .env("COFFER_TOKEN", root.token())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// Multi-threaded: the range server answers while this thread waits for the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_check_password_keys_and_the_cli_sets_the_policy() {
+    let range = RangeServer::start(Duration::ZERO).await;
+    let (dir, server, root) = coffer_with(&range.url, "").await;
+    let version = |key: &'static str| {
+        let root = root.clone();
+        async move { util::ok_data(key, root.get(&format!("{ENV}/secrets/{key}")).await)["version"].clone() }
+    };
+    util::ok_data(
+        "password",
+        root.post(
+            &format!("{ENV}/secrets/DB_PASSWORD"),
+            json!({"value": CLEAN, "type": "password"}),
+        )
+        .await,
+    );
+    util::ok_data(
+        "text",
+        root.post(&format!("{ENV}/secrets/OTHER"), json!({"value": "one"}))
+            .await,
+    );
+
+    // Warn (the default): the password-typed key carries a warning and is
+    // written with the rest; a new key is text and not looked up.
+    let asked = range.prefixes().len();
+    let data = util::ok_data(
+        "push",
+        root.post(
+            &format!("{ENV}/sync/push"),
+            json!({"values": {"DB_PASSWORD": BREACHED, "OTHER": "two", "NEW_ONE": BREACHED}, "apply": true}),
+        )
+        .await,
+    );
+    assert_eq!(data["applied"], true, "{data}");
+    assert_eq!(
+        (
+            data["updated"].clone(),
+            data["created"].clone(),
+            data["refused"].clone()
+        ),
+        (json!(2), json!(1), json!(0))
+    );
+    let item = |data: &serde_json::Value, key: &str| {
+        data["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["key"] == key)
+            .cloned()
+            .unwrap()
+    };
+    let db = item(&data, "DB_PASSWORD");
+    let w = db["warning"].as_str().expect("a warning");
+    assert!(
+        w.contains("DB_PASSWORD") && w.contains("breach") && !w.contains(BREACHED),
+        "{w}"
+    );
+    assert!(item(&data, "NEW_ONE").get("warning").is_none(), "{data}");
+    assert!(item(&data, "OTHER").get("warning").is_none(), "{data}");
+    assert_eq!(range.prefixes().len(), asked + 1, "only the password key is looked up");
+    assert_eq!(version("DB_PASSWORD").await, 2);
+
+    // The CLI sets and shows the policy.
+    let (code, out, err) = cli(&server, &root, &["org", "breach-policy"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("warn"), "{out}");
+    let (code, out, err) = cli(&server, &root, &["org", "breach-policy", "--block"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("block") && out.contains("acme"), "{out}");
+    let policy = util::ok_data("policy", root.get("/api/v1/orgs/acme/breach-policy").await);
+    assert_eq!(policy["block_breached_passwords"], true);
+    let (code, out, _) = cli(&server, &root, &["org", "breach-policy", "--json"]);
+    assert_eq!(code, Some(0));
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["block_breached_passwords"], true, "{out}");
+    let (code, _, err) = cli(&server, &root, &["org", "breach-policy", "--block", "--warn"]);
+    assert_ne!(code, Some(0), "both flags at once: {err}");
+
+    // Block: the breached password key alone is refused, the others are written.
+    util::ok_data(
+        "clean",
+        root.put(&format!("{ENV}/secrets/DB_PASSWORD"), json!({"value": CLEAN}))
+            .await,
+    );
+    let file = dir.path().join("push.env");
+    std::fs::write(&file, format!("DB_PASSWORD={BREACHED}\nOTHER=three\n")).unwrap();
+    let (code, out, err) = cli(&server, &root, &["push", file.to_str().unwrap(), "--yes"]);
+    assert_eq!(code, Some(1), "a refused key is reported in the exit code: {out}{err}");
+    assert!(
+        out.contains("x DB_PASSWORD") && out.contains("refuses breached passwords"),
+        "{out}"
+    );
+    assert!(out.contains("1 refused"), "{out}");
+    assert!(!out.contains(BREACHED) && !err.contains(BREACHED));
+    assert_eq!(version("DB_PASSWORD").await, 3, "the refused key is not written");
+    assert_eq!(version("OTHER").await, 3, "the other key is written");
+    let other = util::ok_data("reveal", root.get(&format!("{ENV}/secrets/OTHER?reveal=true")).await);
+    assert_eq!(other["value"], "three");
+
+    // And back to warn.
+    let (code, out, err) = cli(&server, &root, &["org", "breach-policy", "--warn"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("warn"), "{out}");
+    let policy = util::ok_data("policy", root.get("/api/v1/orgs/acme/breach-policy").await);
+    assert_eq!(policy["block_breached_passwords"], false);
+
+    let log = server.log_text();
+    assert!(!log.contains(BREACHED), "log leaks the value");
+}

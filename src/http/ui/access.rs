@@ -70,19 +70,21 @@ async fn access_view(s: &AppState, user: &UiUser, org: &str, flash: Flash) -> Re
         let standing = s.coffer.access.standing(&user.who, org).await?;
         let members = s.coffer.access.list_members(&user.who, org).await?;
         let groups = s.coffer.access.list_groups(&user.who, org).await?;
+        let breach = s.coffer.tenants.breach_policy(&user.who, org).await?;
         let accounts = if standing.admin {
             s.coffer.access.list_service_accounts(&user.who, org).await?
         } else {
             Vec::new()
         };
-        Ok::<_, ServiceError>((standing, members, groups, accounts))
+        Ok::<_, ServiceError>((standing, members, groups, accounts, breach))
     }
     .await;
     match loaded {
-        Ok((standing, members, groups, accounts)) => {
+        Ok((standing, members, groups, accounts, breach)) => {
             let data = AccessData {
                 org,
                 standing,
+                breach: (breach.block_breached_passwords, breach.check_enabled),
                 members: &members,
                 groups: &groups,
                 accounts: &accounts,
@@ -113,6 +115,35 @@ pub(in crate::http) async fn set_member(
 ) -> Response {
     match s.coffer.access.set_member(&user.who, &org, &f.email, &f.role).await {
         Ok(_) => see_other(&access_url(&org)),
+        Err(e) => access_view(&s, &user, &org, Flash::of(&e)).await,
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(in crate::http) struct BreachForm {
+    /// "block" or "warn"
+    mode: String,
+}
+
+/// `POST /ui/orgs/{org}/access/breach-policy`: refuse breached passwords
+/// (`block`) or write them with a warning (`warn`); audited as
+/// `org.breach_policy_set` like the API's PUT.
+pub(in crate::http) async fn set_breach_policy(
+    State(s): State<AppState>,
+    Path(org): Path<String>,
+    SessionForm(user, f): SessionForm<BreachForm>,
+) -> Response {
+    let block = match f.mode.as_str() {
+        "block" => true,
+        "warn" => false,
+        other => {
+            let e = ServiceError::Invalid(format!("breach policy mode must be block or warn, got {other:?}"));
+            return access_view(&s, &user, &org, Flash::of(&e)).await;
+        }
+    };
+    match s.coffer.tenants.set_breach_policy(&user.who, &org, block).await {
+        Ok(_) => see_other(&format!("{}#breach-policy", access_url(&org))),
         Err(e) => access_view(&s, &user, &org, Flash::of(&e)).await,
     }
 }
@@ -311,6 +342,8 @@ pub(in crate::http) async fn delete_service_account(
 struct AccessData<'a> {
     org: &'a str,
     standing: OrgStanding,
+    /// the leaked-password policy: (block, whether this server checks)
+    breach: (bool, bool),
     members: &'a [MemberView],
     groups: &'a [GroupView],
     accounts: &'a [ServiceAccountView],
@@ -514,6 +547,37 @@ fn access_page(user: &UiUser, d: &AccessData<'_>, flash: &Flash) -> Markup {
                         input #sa-ttl type="number" name="ttl_hours" min="1";
                         p.muted { "Its first token is shown once, on the next page." }
                         button type="submit" { "Create service account" }
+                    }
+                }
+            }
+            @let (block, checking) = d.breach;
+            section #breach-policy {
+                h2 { "Leaked passwords" }
+                p #breach-mode data-mode=(if block { "block" } else { "warn" }) {
+                    @if block {
+                        "A password secret found in a public breach corpus is refused."
+                    } @else {
+                        "A password secret found in a public breach corpus is written with a warning."
+                    }
+                }
+                @if !checking {
+                    p.muted #breach-off { "This server does not check passwords ([breach_check] enabled = false)." }
+                }
+                @if admin {
+                    form.card #breach-form method="post" action={ (base) "/breach-policy" } {
+                        (csrf_field(csrf))
+                        fieldset {
+                            legend { "Policy" }
+                            label {
+                                input type="radio" name="mode" value="warn" checked[!block];
+                                " Warn: write it and say so"
+                            }
+                            label {
+                                input type="radio" name="mode" value="block" checked[block];
+                                " Block: refuse it"
+                            }
+                        }
+                        button #breach-save type="submit" { "Save policy" }
                     }
                 }
             }

@@ -873,6 +873,7 @@ fn action_name(a: PushAction) -> &'static str {
         PushAction::Update => "update",
         PushAction::Unchanged => "unchanged",
         PushAction::Error => "error",
+        PushAction::Refused => "refused",
     }
 }
 
@@ -918,7 +919,7 @@ fn plan_page(
                                 td { (action_name(k.action)) }
                                 td { (k.version) }
                                 td { @if let Some(l) = k.line { (l) } }
-                                td.error-text { @if let Some(e) = &k.error { (e) } }
+                                td.error-text { @if let Some(e) = &k.error { (e) } @else if let Some(w) = &k.warning { (w) } }
                             }
                         }
                     }

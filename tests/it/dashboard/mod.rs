@@ -19,6 +19,7 @@ use crate::util::{self, Http, Server};
 mod access;
 mod admin;
 mod approvals;
+mod breach;
 
 pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
