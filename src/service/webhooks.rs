@@ -385,8 +385,8 @@ impl WebhookService {
         let (mut sent, mut failed) = (0, 0);
         let mut failed_hooks: Vec<Uuid> = Vec::new();
         for (mut d, hook) in due {
-            // Keep a hook's events in order: after one fails, its later
-            // deliveries wait for the next run.
+            // After a failure a hook's later deliveries wait for the next
+            // run (a dead receiver costs one timeout per run, not many).
             if failed_hooks.contains(&hook.id) {
                 continue;
             }
