@@ -50,7 +50,7 @@ async fn hooks_and_deliveries_are_per_organization_and_queued_until_done() {
     let d2 = delivery(&h, 20);
     let d3 = delivery(&h2, 15);
     b.insert_deliveries(org, &[d1.clone(), d2.clone()]).await.unwrap();
-    b.insert_deliveries(other, &[d3.clone()]).await.unwrap();
+    b.insert_deliveries(other, std::slice::from_ref(&d3)).await.unwrap();
     // due: by next_at, across organizations, oldest first, with the hook
     let due = b.due_deliveries(16, 10).await.unwrap();
     let ids: Vec<Uuid> = due.iter().map(|(d, _)| d.id).collect();
