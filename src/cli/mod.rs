@@ -18,6 +18,7 @@ mod run;
 mod secrets;
 mod share;
 mod tenants;
+mod webhooks; // signed webhooks (issue 17)
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -73,6 +74,16 @@ enum Command {
         env: secrets::EnvArgs,
         #[command(subcommand)]
         cmd: approvals::ApprovalsCmd,
+    },
+    /// Signed webhooks of the organization: add (shows the secret once),
+    /// list, remove, and a hook's delivery log.
+    Webhooks {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        org: access::OrgArgs,
+        #[command(subcommand)]
+        cmd: webhooks::WebhooksCmd,
     },
     /// Break glass on a protected environment: act at once for a while,
     /// with a mandatory reason (audited, reviewed by an approver).
@@ -306,6 +317,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Approvals { server, env, cmd } => {
             approvals::run(&client::Client::new(&server)?, &context::resolve(&env)?, cmd).await
         }
+        Command::Webhooks { server, org, cmd } => webhooks::run(&client::Client::new(&server)?, &org, cmd).await,
         Command::BreakGlass { server, env, reason } => {
             approvals::break_glass(&client::Client::new(&server)?, &context::resolve(&env)?, &reason).await
         }

@@ -23,6 +23,7 @@ pub mod transport;
 mod ui;
 mod vault_auth;
 pub(crate) mod vault_kv;
+mod webhooks; // signed webhooks (issue 17)
 
 use axum::Router;
 

@@ -15,7 +15,7 @@ use axum::routing::{MethodRouter, delete, get, patch, post, put};
 
 use super::{
     AppState, api, approvals, audit, generate_root, identity, keys, metrics, rekey, shares, sys, ui, vault_auth,
-    vault_kv,
+    vault_kv, webhooks,
 };
 use crate::access::{ENV_ROUTES, EnvRoute};
 
@@ -300,6 +300,12 @@ routes! {
     "/ui/orgs/{org}/approvals/{id}/approve" { POST => ui::approvals::approve, Action("approval.approve"); }
     "/ui/orgs/{org}/approvals/{id}/reject" { POST => ui::approvals::reject, Action("approval.reject"); }
     "/ui/orgs/{org}/break-glass/{id}/review" { POST => ui::approvals::review, Action("approval.review"); }
+    "/api/v1/orgs/{org}/webhooks" {
+        GET => webhooks::list, Action("webhook.list");
+        POST => webhooks::create, Action("webhook.create");
+    }
+    "/api/v1/orgs/{org}/webhooks/{id}" { DELETE => webhooks::delete, Action("webhook.delete"); }
+    "/api/v1/orgs/{org}/webhooks/{id}/deliveries" { GET => webhooks::deliveries, Action("webhook.deliveries"); }
     // === end protected environments ===
     // native: users, sessions, tokens
     "/api/v1/users" {

@@ -98,7 +98,8 @@ fn action_names(bits: i64) -> Vec<&'static str> {
 }
 
 /// A step of a request's life, for notifications. Webhooks attach here
-/// (`ApprovalService::emit`); today it is logged (names only, no value).
+/// (`ApprovalService::emit`): logged and queued for the org's webhooks
+/// (`service::webhooks`); names only, no value.
 #[derive(Debug, Clone, Serialize)]
 pub struct ApprovalEvent {
     /// requested | approved | rejected | applied | stale | expired |
@@ -382,6 +383,40 @@ enum Gate {
 }
 
 impl super::SecretService {
+    /// The notification hook of every step: logged, and queued for the
+    /// organization's webhooks (`service::webhooks`) with the environment's
+    /// path. Names only. A failure to queue is logged, never fails the step.
+    pub(super) async fn emit(&self, mut ev: ApprovalEvent) {
+        tracing::info!(
+            event = ev.event,
+            org = %ev.org,
+            request = %ev.request_id,
+            kind = %ev.kind,
+            key = %ev.key,
+            actor = %ev.actor,
+            "approval event"
+        );
+        let org_row = match self.tenant_store.org(&ev.org).await {
+            Ok(Some(o)) => o,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "approval event: webhooks not queued");
+                return;
+            }
+        };
+        if let Ok(env_id) = Uuid::parse_str(&ev.environment)
+            && let Ok(envs) = self.tenant_store.list_envs(org_row.id).await
+            && let Some(env) = envs.iter().find(|e| e.id == env_id)
+            && let Ok(projects) = self.tenant_store.list_projects(org_row.id).await
+            && let Some(project) = projects.iter().find(|p| p.id == env.project_id)
+        {
+            ev.environment = format!("{}/{}", project.slug, env.slug);
+        }
+        if let Err(e) = self.webhooks.enqueue(org_row.id, &ev).await {
+            tracing::warn!(error = %e, event = ev.event, "approval event: webhooks not queued");
+        }
+    }
+
     async fn gate(&self, who: &Unsealed, org: &str, path: &EnvPath, access: &Access, act: i64) -> Result<Gate> {
         match who.kind {
             PrincipalKind::Root => {
@@ -571,7 +606,7 @@ impl super::SecretService {
                 format!("{} {}", row.kind, row.key).trim().to_owned(),
             ))
             .await?;
-        emit(ApprovalEvent {
+        self.emit(ApprovalEvent {
             event: "requested",
             org: org.to_owned(),
             request_id: row.id.to_string(),
@@ -579,22 +614,10 @@ impl super::SecretService {
             environment: row.env_id.to_string(),
             key: row.key.clone(),
             actor: row.author.clone(),
-        });
+        })
+        .await;
         Ok(row.id.to_string())
     }
-}
-
-/// The notification hook of every step: webhooks attach here. Names only.
-fn emit(ev: ApprovalEvent) {
-    tracing::info!(
-        event = ev.event,
-        org = %ev.org,
-        request = %ev.request_id,
-        kind = %ev.kind,
-        key = %ev.key,
-        actor = %ev.actor,
-        "approval event"
-    );
 }
 
 /// Policies, requests, decisions, break-glass and its review.
@@ -631,6 +654,11 @@ pub struct AccessRequestInput {
 }
 
 impl ApprovalService {
+    /// The notification hook of every step (see `SecretService::emit`).
+    async fn emit(&self, ev: ApprovalEvent) {
+        self.secrets.emit(ev).await;
+    }
+
     async fn env_names(&self, org_id: Uuid) -> Result<EnvNames> {
         let projects: HashMap<Uuid, String> = self
             .tenant_store
@@ -1046,7 +1074,7 @@ impl ApprovalService {
             self.shared
                 .audit_step(step(Actor::of(who), "approval.approve", resource.clone(), org, comment))
                 .await?;
-            emit(event("approved", &actor));
+            self.emit(event("approved", &actor)).await;
             let approvals = self
                 .store
                 .votes(org_row.id, r.id)
@@ -1066,7 +1094,7 @@ impl ApprovalService {
                 self.shared
                     .audit_step(step(Actor::of(who), "approval.reject", resource, org, comment))
                     .await?;
-                emit(event("rejected", &actor));
+                self.emit(event("rejected", &actor)).await;
             }
         }
         self.show(who, org, id).await
@@ -1135,7 +1163,7 @@ impl ApprovalService {
                 format!("{} {} (base version {})", r.kind, r.key, r.base_version),
             ))
             .await?;
-        emit(ApprovalEvent {
+        self.emit(ApprovalEvent {
             event,
             org: org.to_owned(),
             request_id: r.id.to_string(),
@@ -1143,7 +1171,8 @@ impl ApprovalService {
             environment: r.env_id.to_string(),
             key: r.key.clone(),
             actor: author_of(who),
-        });
+        })
+        .await;
         Ok(())
     }
 
@@ -1242,7 +1271,7 @@ impl ApprovalService {
                 reason,
             ))
             .await?;
-        emit(ApprovalEvent {
+        self.emit(ApprovalEvent {
             event: "break_glass",
             org: env.0.to_owned(),
             request_id: row.id.to_string(),
@@ -1250,7 +1279,8 @@ impl ApprovalService {
             environment: format!("{}/{}", env.1, env.2),
             key: String::new(),
             actor: row.author.clone(),
-        });
+        })
+        .await;
         let names = self.env_names(path.org_id).await?;
         self.view(who, &access, &names, row, false).await
     }
@@ -1313,7 +1343,7 @@ impl ApprovalService {
                 format!("{status}: {comment}"),
             ))
             .await?;
-        emit(ApprovalEvent {
+        self.emit(ApprovalEvent {
             event: "reviewed",
             org: org.to_owned(),
             request_id: r.id.to_string(),
@@ -1321,7 +1351,8 @@ impl ApprovalService {
             environment: r.env_id.to_string(),
             key: String::new(),
             actor: author_of(who),
-        });
+        })
+        .await;
         self.show(who, org, id).await
     }
 
@@ -1350,7 +1381,7 @@ impl ApprovalService {
                     format!("{} {}", r.kind, r.key).trim().to_owned(),
                 ))
                 .await?;
-            emit(ApprovalEvent {
+            self.emit(ApprovalEvent {
                 event: "expired",
                 org,
                 request_id: r.id.to_string(),
@@ -1358,7 +1389,8 @@ impl ApprovalService {
                 environment: r.env_id.to_string(),
                 key: r.key.clone(),
                 actor: "system:approval expiry job".to_owned(),
-            });
+            })
+            .await;
         }
         Ok(format!("{} requests expired", expired.len()))
     }

@@ -61,7 +61,8 @@ impl Job {
 /// deletion window has ended (audited, `service::lifecycle`); purge of
 /// expired share links (audited, `service::shares`); purge of idempotency
 /// keys older than 24 h (`service::idempotency`); expiry of pending
-/// approval requests (audited, `service::approvals`).
+/// approval requests (audited, `service::approvals`); delivery of queued
+/// webhooks (`service::webhooks`, every `min(period, 5 s)`).
 pub fn builtin(period: Duration) -> Vec<Job> {
     vec![
         Job::new("purge_expired", period, |c: Coffer| async move {
@@ -83,8 +84,20 @@ pub fn builtin(period: Duration) -> Vec<Job> {
         Job::new("expire_approvals", period, |c: Coffer| async move {
             c.approvals.expire().await
         }),
+        // signed webhooks (service::webhooks): due deliveries, at least
+        // every 5 s; a failed attempt waits min(period, 30 s) × 2^n
+        Job::new(
+            "deliver_webhooks",
+            period.min(WEBHOOK_PERIOD),
+            move |c: Coffer| async move { c.webhooks.deliver_due(period.min(WEBHOOK_RETRY_BASE)).await },
+        ),
     ]
 }
+
+/// The longest period of the webhook delivery job.
+const WEBHOOK_PERIOD: Duration = Duration::from_secs(5);
+/// The longest first retry wait of a webhook delivery.
+const WEBHOOK_RETRY_BASE: Duration = Duration::from_secs(30);
 
 /// Sleep until the next multiple of `period` since the Unix epoch; returns
 /// that period's number.

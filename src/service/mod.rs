@@ -39,6 +39,7 @@ pub mod ui_session;
 mod users;
 pub mod values;
 pub mod vault;
+pub mod webhooks;
 mod write_queue;
 
 use std::sync::Arc;
@@ -465,6 +466,8 @@ pub struct Coffer {
     pub secrets: SecretService,
     /// protected environments: approval policies, requests, break-glass
     pub approvals: ApprovalService,
+    /// signed webhooks of approval steps and their delivery queue
+    pub webhooks: webhooks::WebhookService,
     /// Vault's KV v2 engine
     pub kv: KvService,
     /// organization KEKs: rotate, rewrap, destroy
@@ -536,8 +539,10 @@ impl Coffer {
             key_store: store.clone(),
             tenant_store: store.clone(),
         };
+        let webhooks = webhooks::WebhookService::new(store.clone(), access.clone());
         let secrets = SecretService {
             shared: shared.clone(),
+            webhooks: webhooks.clone(),
             secret_store: store.clone(),
             tenant_store: store.clone(),
             breach_store: store.clone(),
@@ -590,6 +595,7 @@ impl Coffer {
             access,
             secrets,
             approvals,
+            webhooks,
             kv,
             keys,
             audit,

@@ -213,6 +213,8 @@ pub struct SecretService {
     pub(super) breach_store: Arc<dyn crate::storage::breach::BreachPolicyStore>,
     pub(super) access: crate::service::AccessService,
     pub(super) approval_store: Arc<dyn crate::storage::approvals::ApprovalStore>,
+    /// approval steps are queued for webhooks (`approvals.rs`)
+    pub(super) webhooks: super::webhooks::WebhookService,
 }
 
 impl SecretService {

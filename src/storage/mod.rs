@@ -19,6 +19,7 @@
 //! | [`breach::BreachPolicyStore`] | `breach.rs` | the organization policy of the leaked-password check |
 //! | [`idempotency::IdempotencyStore`] | `idempotency.rs` | `Idempotency-Key` claims and first answers, per principal; their purge |
 //! | [`approvals::ApprovalStore`] | `approvals.rs` | approval policies, change/access requests, votes, break-glass windows |
+//! | [`webhooks::WebhookStore`] | `webhooks.rs` | an organization's webhooks, their durable delivery queue and log |
 //!
 //! [`Backend`] is the supertrait of all of them, which the services hold as
 //! `Arc<dyn Backend>`; of its own it has only what belongs to no aggregate:
@@ -60,6 +61,7 @@ pub mod shares;
 pub mod sql;
 mod sqlite;
 pub mod tenants;
+pub mod webhooks; // signed webhooks and their delivery queue (issue 17)
 
 use async_trait::async_trait;
 
@@ -143,6 +145,7 @@ pub trait Backend:
     + idempotency::IdempotencyStore
     + breach::BreachPolicyStore
     + approvals::ApprovalStore
+    + webhooks::WebhookStore
     + Send
     + Sync
     + std::fmt::Debug

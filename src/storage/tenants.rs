@@ -648,6 +648,8 @@ impl TenantStore for SqlBackend {
                     ("DELETE FROM secrets WHERE org_id = $1", 2),
                     ("DELETE FROM kv_metadata WHERE org_id = $1", 0),
                     ("DELETE FROM env_allowed_vars WHERE org_id = $1", 0),
+                    ("DELETE FROM webhook_deliveries WHERE org_id = $1", 0),
+                    ("DELETE FROM webhooks WHERE org_id = $1", 0),
                     ("DELETE FROM approval_votes WHERE org_id = $1", 0),
                     ("DELETE FROM approval_requests WHERE org_id = $1", 0),
                     ("DELETE FROM approval_policies WHERE org_id = $1", 0),

@@ -44,3 +44,4 @@ mod tls;
 mod util;
 mod vault_clients;
 mod vault_kv;
+mod webhooks;

@@ -13,6 +13,7 @@ mod keystore;
 mod secrets;
 mod shares;
 mod tenants;
+mod webhooks;
 
 use std::sync::Arc;
 
