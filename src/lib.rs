@@ -12,6 +12,8 @@ pub mod cli;
 pub(crate) mod config;
 pub mod crypto;
 pub(crate) mod env_policy;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod keys;
 #[cfg(test)]

@@ -423,10 +423,22 @@ impl Settings {
         let shown = path
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "(no file)".into());
-        let mut raw = parse_file(&text, &shown)?;
+        let mut settings = Self::from_text(&text, &shown, |var| std::env::var(var).ok())?;
+        settings.source = path.map(Path::to_path_buf);
+        Ok(settings)
+    }
+
+    /// [`Settings::load`] of a file's `text` (named `shown` in errors) with
+    /// the environment `env` (a variable's value by name).
+    pub(crate) fn from_text(
+        text: &str,
+        shown: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        let mut raw = parse_file(text, shown)?;
         let mut from_env: Vec<(&str, &str)> = Vec::new();
         for &(section, key, var) in ENV_KEYS {
-            if let Ok(v) = std::env::var(var) {
+            if let Some(v) = env(var) {
                 raw.set(section, key, v).map_err(|message| ConfigError::Value {
                     at: format!("environment variable {var}"),
                     key: dotted(section, key),
@@ -436,13 +448,13 @@ impl Settings {
             }
         }
         // The name before COFFER_LISTENER_ADDRESS existed; kept for old setups.
-        if std::env::var_os("COFFER_LISTENER_ADDRESS").is_none()
-            && let Ok(v) = std::env::var("COFFER_LISTEN_ADDRESS")
+        if env("COFFER_LISTENER_ADDRESS").is_none()
+            && let Some(v) = env("COFFER_LISTEN_ADDRESS")
         {
             raw.listener.address = Some(v);
             from_env.push(("listener", "address"));
         }
-        let mut settings = Self::validate(raw).map_err(|e| match e {
+        Self::validate(raw).map_err(|e| match e {
             ConfigError::Value { key, message, .. } => {
                 let at = match from_env.iter().find(|(s, k)| dotted(s, k) == key) {
                     Some((s, k)) => ENV_KEYS
@@ -450,7 +462,7 @@ impl Settings {
                         .find(|(es, ek, _)| es == s && ek == k)
                         .map(|(_, _, var)| format!("environment variable {var}"))
                         .unwrap_or_else(|| "environment variable COFFER_LISTEN_ADDRESS".into()),
-                    None => match key_line(&text, &key) {
+                    None => match key_line(text, &key) {
                         Some(line) => format!("config file {shown}, line {line}"),
                         None => format!("config file {shown} (default value)"),
                     },
@@ -458,9 +470,7 @@ impl Settings {
                 ConfigError::Value { at, key, message }
             }
             other => other,
-        })?;
-        settings.source = path.map(Path::to_path_buf);
-        Ok(settings)
+        })
     }
 
     fn validate(raw: RawFile) -> Result<Settings, ConfigError> {

@@ -81,47 +81,57 @@ fn token_of(req: &Request) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// Why signature headers were refused: the error code and its message.
+pub type HeaderRefusal = (&'static str, &'static str);
+
+/// Check the two signature headers of a request at Unix time `now`: the
+/// signature must be hex, the timestamp Unix seconds within
+/// [`MAX_SKEW_SECS`] of `now`. Returns the signature bytes; the HMAC itself
+/// is checked by [`verify`] once the body is read.
+pub fn check_headers(signature: &str, timestamp: Option<&str>, now: i64) -> Result<Vec<u8>, HeaderRefusal> {
+    let sig = hex::decode(signature.trim())
+        .map_err(|_| ("request_signature_invalid", "X-Coffer-Signature is not a hex HMAC"))?;
+    let ts = timestamp.ok_or((
+        "request_timestamp_stale",
+        "a signed request needs X-Coffer-Timestamp (Unix seconds)",
+    ))?;
+    let ts_secs = ts
+        .parse::<i64>()
+        .map_err(|_| ("request_timestamp_stale", "X-Coffer-Timestamp is not Unix seconds"))?;
+    if (now.saturating_sub(ts_secs)).unsigned_abs() > MAX_SKEW_SECS.unsigned_abs() {
+        return Err((
+            "request_timestamp_stale",
+            "the request's timestamp is more than 60 seconds from the server's clock (replayed, or a wrong clock)",
+        ));
+    }
+    Ok(sig)
+}
+
 /// Middleware: verify a signed request before anything else sees it.
 pub async fn verify(req: Request, next: Next) -> Response {
     let Some(sig) = req.headers().get(SIGNATURE_HEADER) else {
         return next.run(req).await;
     };
-    let Some(sig) = sig.to_str().ok().and_then(|s| hex::decode(s.trim()).ok()) else {
+    let Ok(sig) = sig.to_str() else {
         return refuse(
             StatusCode::UNAUTHORIZED,
             "request_signature_invalid",
             "X-Coffer-Signature is not a hex HMAC",
         );
     };
-    let Some(ts) = req
+    let ts = req
         .headers()
         .get(TIMESTAMP_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-    else {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "request_timestamp_stale",
-            "a signed request needs X-Coffer-Timestamp (Unix seconds)",
-        );
-    };
-    let Ok(ts_secs) = ts.parse::<i64>() else {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "request_timestamp_stale",
-            "X-Coffer-Timestamp is not Unix seconds",
-        );
-    };
+        .map(|v| v.to_str().unwrap_or("not text"))
+        .map(str::to_owned);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    if (now.saturating_sub(ts_secs)).abs() > MAX_SKEW_SECS {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "request_timestamp_stale",
-            "the request's timestamp is more than 60 seconds from the server's clock (replayed, or a wrong clock)",
-        );
-    }
+    let sig = match check_headers(sig, ts.as_deref(), now) {
+        Ok(sig) => sig,
+        Err((code, message)) => return refuse(StatusCode::UNAUTHORIZED, code, message),
+    };
+    let ts = ts.unwrap_or_default();
     let Some(token) = token_of(&req).map(|t| zeroize::Zeroizing::new(t.to_owned())) else {
         return refuse(
             StatusCode::UNAUTHORIZED,
@@ -158,6 +168,7 @@ pub async fn verify(req: Request, next: Next) -> Response {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -170,5 +181,28 @@ mod tests {
         assert_ne!(base, sign("t", "POST", "/a?b=1", "101", b"{}"));
         assert_ne!(base, sign("t", "POST", "/a?b=1", "100", b"{ }"));
         assert_eq!(base, sign("t", "POST", "/a?b=1", "100", b"{}"));
+    }
+
+    #[test]
+    fn headers_are_checked_before_the_body() {
+        assert_eq!(check_headers(" 0aff ", Some("1000"), 1000), Ok(vec![0x0a, 0xff]));
+        assert_eq!(
+            check_headers("zz", Some("1000"), 1000).unwrap_err().0,
+            "request_signature_invalid"
+        );
+        assert_eq!(
+            check_headers("00", None, 1000).unwrap_err().0,
+            "request_timestamp_stale"
+        );
+        assert_eq!(
+            check_headers("00", Some("x"), 1000).unwrap_err().0,
+            "request_timestamp_stale"
+        );
+        assert!(check_headers("00", Some("940"), 1000).is_ok());
+        assert!(check_headers("00", Some("939"), 1000).is_err());
+        assert!(check_headers("00", Some("1061"), 1000).is_err());
+        // The far ends of i64 neither overflow nor pass.
+        assert!(check_headers("00", Some(&i64::MIN.to_string()), i64::MAX).is_err());
+        assert!(check_headers("00", Some(&i64::MAX.to_string()), i64::MIN).is_err());
     }
 }

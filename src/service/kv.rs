@@ -268,7 +268,7 @@ fn from_kv(data: &Map<String, Value>, existing: Option<&str>) -> Result<(Zeroizi
 }
 
 /// RFC 7396 JSON merge patch.
-fn merge_patch(target: &mut Value, patch: &Value) {
+pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
     match patch {
         Value::Object(p) => {
             if !target.is_object() {
