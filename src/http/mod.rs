@@ -24,6 +24,7 @@ mod ui;
 mod vault_auth;
 pub(crate) mod vault_kv;
 mod webhooks; // signed webhooks (issue 17)
+mod jwt_auth; // JWT/OIDC workload-identity login (issue 19)
 
 use axum::Router;
 
