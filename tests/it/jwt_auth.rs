@@ -65,7 +65,7 @@ fn check_request(state: &IssuerState, method: &Method, headers: &HeaderMap) {
 }
 
 impl Issuer {
-    async fn start(kids: &[&'static str]) -> Issuer {
+    fn start(kids: &[&'static str]) -> Issuer {
         let state = Arc::new(IssuerState::default());
         *state.kids.lock().unwrap() = kids.to_vec();
         let app = axum::Router::new()
@@ -101,12 +101,22 @@ impl Issuer {
                 ),
             )
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        *state.base.lock().unwrap() = base.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+        // On a thread of its own: the test blocks its runtime while the
+        // CLI runs, and the server fetches keys meanwhile.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("issuer runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                let _ = axum::serve(listener, app).await;
+            });
         });
+        let base = format!("http://{}", rx.recv().expect("issuer address"));
+        *state.base.lock().unwrap() = base.clone();
         Issuer { base, state }
     }
 
@@ -210,7 +220,7 @@ impl World {
                    "permissions": ["read", "reveal", "export"]}),
         )
         .await;
-        let issuer = Issuer::start(&["rsa1", "ec1"]).await;
+        let issuer = Issuer::start(&["rsa1", "ec1"]);
         let w = World {
             server,
             root,
