@@ -134,7 +134,9 @@ pub(crate) async fn run(client: &Client, org: &OrgArgs, cmd: JwtCmd) -> anyhow::
                 };
                 let body = json!({ "name": name, "preset": preset, "issuer": issuer,
                     "discovery_url": discovery_url, "jwks_url": jwks_url, "jwks": jwks });
-                let d = client.api(Method::POST, &format!("{base}/issuers"), Some(&body)).await?;
+                let d = client
+                    .api(Method::POST, &format!("{base}/issuers"), Some(&body))
+                    .await?;
                 println!(
                     "JWT issuer {} added: {} (keys from {})",
                     d["name"].as_str().unwrap_or(""),

@@ -11,6 +11,7 @@ mod context;
 mod credentials;
 mod fallback;
 mod files;
+mod jwt; // JWT/OIDC workload-identity login (issue 19)
 mod keys;
 mod operator;
 mod pin;
@@ -19,7 +20,6 @@ mod secrets;
 mod share;
 mod tenants;
 mod webhooks; // signed webhooks (issue 17)
-mod jwt; // JWT/OIDC workload-identity login (issue 19)
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -11,6 +11,7 @@ mod generate_root;
 mod idempotency;
 mod identity;
 pub mod integrity;
+mod jwt_auth; // JWT/OIDC workload-identity login (issue 19)
 mod keys;
 pub mod metrics;
 pub mod proxy;
@@ -24,7 +25,6 @@ mod ui;
 mod vault_auth;
 pub(crate) mod vault_kv;
 mod webhooks; // signed webhooks (issue 17)
-mod jwt_auth; // JWT/OIDC workload-identity login (issue 19)
 
 use axum::Router;
 

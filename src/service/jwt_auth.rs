@@ -580,9 +580,7 @@ fn check_bound(claims: &Value, bound: &BTreeMap<String, Vec<String>>) -> Result<
             )));
         };
         let Some(text) = claim_text(v) else {
-            return Err(refused(format!(
-                "claim `{name}` must be a string, number or boolean"
-            )));
+            return Err(refused(format!("claim `{name}` must be a string, number or boolean")));
         };
         if !patterns.iter().any(|p| glob(p, &text)) {
             return Err(refused(format!(
@@ -734,7 +732,11 @@ impl JwtAuthService {
             }
             None => None,
         };
-        let jwks_url = input.jwks_url.as_deref().map(|u| check_url("jwks_url", u)).transpose()?;
+        let jwks_url = input
+            .jwks_url
+            .as_deref()
+            .map(|u| check_url("jwks_url", u))
+            .transpose()?;
         let discovery_url = match (&jwks, &jwks_url, input.discovery_url.as_deref()) {
             (None, None, Some(u)) => Some(check_url("discovery_url", u)?),
             (None, None, None) => Some(check_url(
@@ -781,7 +783,13 @@ impl JwtAuthService {
     /// An organization's issuers (org admins).
     pub async fn list_issuers(&self, who: &Unsealed, org: &str) -> Result<Vec<IssuerView>> {
         let (org_row, _) = self.access.org_admin(who, org).await?;
-        Ok(self.store.jwt_issuers(org_row.id).await?.iter().map(issuer_view).collect())
+        Ok(self
+            .store
+            .jwt_issuers(org_row.id)
+            .await?
+            .iter()
+            .map(issuer_view)
+            .collect())
     }
 
     /// Remove an issuer no role uses (org admins).
@@ -829,9 +837,13 @@ impl JwtAuthService {
                 Patterns::Many(v) => v,
             };
             if claim.is_empty() || claim.len() > 100 {
-                return Err(ServiceError::Invalid("a bound claim name must be 1-100 characters".into()));
+                return Err(ServiceError::Invalid(
+                    "a bound claim name must be 1-100 characters".into(),
+                ));
             }
-            if patterns.is_empty() || patterns.len() > MAX_BOUND || patterns.iter().any(|p| p.is_empty() || p.len() > 500)
+            if patterns.is_empty()
+                || patterns.len() > MAX_BOUND
+                || patterns.iter().any(|p| p.is_empty() || p.len() > 500)
             {
                 return Err(ServiceError::Invalid(format!(
                     "bound claim `{claim}` needs 1-{MAX_BOUND} non-empty patterns of at most 500 characters"
@@ -1106,7 +1118,9 @@ impl JwtAuthService {
             return Err(refused(format!("the JWT is larger than {} KiB", MAX_JWT_BYTES / 1024)));
         }
         if jwt.split('.').count() != 3 {
-            return Err(refused("malformed JWT: expected three base64url parts (header.payload.signature)"));
+            return Err(refused(
+                "malformed JWT: expected three base64url parts (header.payload.signature)",
+            ));
         }
         let header = segment(jwt, 0, "header")?;
         let alg = match header.get("alg") {
@@ -1307,9 +1321,7 @@ mod tests {
         let with = |k: &str, v: Value| {
             let mut c = ok.clone();
             c[k] = v;
-            check_claims(&c, "https://i", "coffer", now)
-                .expect_err(k)
-                .to_string()
+            check_claims(&c, "https://i", "coffer", now).expect_err(k).to_string()
         };
         assert!(with("aud", json!("other")).contains("wrong audience"));
         assert!(with("aud", json!(7)).contains("`aud`"));

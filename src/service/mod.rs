@@ -24,6 +24,7 @@ pub mod generate_root;
 mod hash_gate;
 pub mod idempotency;
 pub mod jobs;
+pub mod jwt_auth; // JWT/OIDC workload-identity login (issue 19)
 pub mod keys;
 pub mod kv;
 mod lifecycle;
@@ -40,7 +41,6 @@ mod users;
 pub mod values;
 pub mod vault;
 pub mod webhooks;
-pub mod jwt_auth; // JWT/OIDC workload-identity login (issue 19)
 mod write_queue;
 
 use std::sync::Arc;

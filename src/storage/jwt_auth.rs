@@ -169,9 +169,7 @@ impl JwtAuthStore for SqlBackend {
             .await?;
         let n: i64 = used.try_get("n")?;
         if n > 0 {
-            return Err(StorageError::Conflict(
-                "roles use this JWT issuer; remove them first",
-            ));
+            return Err(StorageError::Conflict("roles use this JWT issuer; remove them first"));
         }
         let done = query("DELETE FROM jwt_issuers WHERE org_id = $1 AND id = $2")
             .bind(org_id.to_string())

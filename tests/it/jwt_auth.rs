@@ -155,10 +155,7 @@ impl Issuer {
 /// Sign `claims` with test key `kid` (rsa1, rsa2: RS256; ec1: ES256).
 fn sign(kid: &str, claims: &Value) -> String {
     let (alg, key) = match kid {
-        "ec1" => (
-            Algorithm::ES256,
-            EncodingKey::from_ec_der(&fixture("ec1.p8.der")),
-        ),
+        "ec1" => (Algorithm::ES256, EncodingKey::from_ec_der(&fixture("ec1.p8.der"))),
         "rsa1" | "rsa2" => (
             Algorithm::RS256,
             EncodingKey::from_rsa_der(&fixture(&format!("{kid}.pk1.der"))),
@@ -211,7 +208,13 @@ impl World {
             .await,
         );
         util::write_secret(&root, ENV, "DB_URL", DB_URL).await;
-        util::write_secret(&root, &util::env_path("acme", "api", "staging"), "ONLY_STAGING", STAGING_KEY).await;
+        util::write_secret(
+            &root,
+            &util::env_path("acme", "api", "staging"),
+            "ONLY_STAGING",
+            STAGING_KEY,
+        )
+        .await;
         util::service_account(&root, "acme", "deployer", json!({})).await;
         util::grant(
             &root,
@@ -230,7 +233,19 @@ impl World {
             _dir: dir,
         };
         // Issuer and role through the CLI, as an admin would.
-        let out = w.cli(&["jwt", "issuer", "add", "ci", "--preset", "github", "--issuer", &w.issuer.base], true);
+        let out = w.cli(
+            &[
+                "jwt",
+                "issuer",
+                "add",
+                "ci",
+                "--preset",
+                "github",
+                "--issuer",
+                &w.issuer.base,
+            ],
+            true,
+        );
         assert!(out.status.success(), "issuer add: {}", text(&out));
         assert!(stdout(&out).contains("keys from discovery"), "{}", text(&out));
         let out = w.cli(
@@ -295,7 +310,10 @@ impl World {
         assert!(msg.contains(want), "{what}: {msg:?} should say {want:?}");
         assert!(!b.to_string().contains(jwt), "{what}: the answer echoes the token");
         for part in jwt.split('.').filter(|p| p.len() > 8) {
-            assert!(!b.to_string().contains(part), "{what}: the answer echoes a part of the token");
+            assert!(
+                !b.to_string().contains(part),
+                "{what}: the answer echoes a part of the token"
+            );
         }
     }
 }
@@ -328,7 +346,10 @@ async fn jwt_login_gives_a_scoped_token_that_coffer_run_injects() {
     util::remember_secret(&token);
     let sa = w.anon.with_token(&token);
     let me = util::ok_data("whoami", sa.get("/api/v1/auth/whoami").await);
-    assert_eq!((me["kind"].as_str(), me["name"].as_str()), (Some("service_account"), Some("deployer")));
+    assert_eq!(
+        (me["kind"].as_str(), me["name"].as_str()),
+        (Some("service_account"), Some("deployer"))
+    );
     // It reads its grants, and nothing else.
     let v = util::ok_data("reveal", sa.get(&format!("{ENV}/secrets/DB_URL?reveal=true")).await);
     assert_eq!(v["value"], DB_URL, "{v}");
@@ -346,9 +367,7 @@ async fn jwt_login_gives_a_scoped_token_that_coffer_run_injects() {
     // ES256 works too; a tag ref matches the `refs/tags/v*` glob.
     let mut c = w.issuer.claims();
     c["ref"] = json!("refs/tags/v1.4.2");
-    let (st, b) = w
-        .login(json!({"role": "deploy", "jwt": sign("ec1", &c)}))
-        .await;
+    let (st, b) = w.login(json!({"role": "deploy", "jwt": sign("ec1", &c)})).await;
     assert_eq!(st, 200, "ES256 with no org (the role name is unique): {b}");
 
     // The CI path: `coffer login --jwt … --role deploy` then `coffer run`.
@@ -361,7 +380,15 @@ async fn jwt_login_gives_a_scoped_token_that_coffer_run_injects() {
     assert!(out.status.success(), "coffer run: {}", text(&out));
     assert_eq!(stdout(&out), DB_URL);
     let out = w.cli(
-        &["run", "--env", "staging", "--", "sh", "-c", "printf '%s' \"$ONLY_STAGING\""],
+        &[
+            "run",
+            "--env",
+            "staging",
+            "--",
+            "sh",
+            "-c",
+            "printf '%s' \"$ONLY_STAGING\"",
+        ],
         false,
     );
     assert!(!out.status.success(), "staging must be refused: {}", text(&out));
@@ -369,7 +396,11 @@ async fn jwt_login_gives_a_scoped_token_that_coffer_run_injects() {
 
     // Listings show what was configured (no secret exists to hide).
     let roles = util::ok_data("roles", w.root.get("/api/v1/orgs/acme/jwt/roles").await);
-    assert_eq!(roles[0]["bound_claims"]["ref"], json!(["refs/heads/main", "refs/tags/v*"]), "{roles}");
+    assert_eq!(
+        roles[0]["bound_claims"]["ref"],
+        json!(["refs/heads/main", "refs/tags/v*"]),
+        "{roles}"
+    );
     let out = w.cli(&["jwt", "issuer", "list"], true);
     assert!(stdout(&out).contains(&w.issuer.base), "{}", text(&out));
     // An issuer in use cannot go; the role first, then the issuer.
@@ -399,7 +430,8 @@ async fn jwt_login_refuses_bad_tokens_and_audits_without_the_token() {
 
     let mut c = w.issuer.claims();
     c["ref"] = json!("refs/heads/feature-x");
-    w.refused("mismatched claim", &sign("ec1", &c), "claim `ref` mismatched").await;
+    w.refused("mismatched claim", &sign("ec1", &c), "claim `ref` mismatched")
+        .await;
 
     w.refused(
         "unknown kid",
@@ -418,14 +450,26 @@ async fn jwt_login_refuses_bad_tokens_and_audits_without_the_token() {
     // The classic key confusion: HMAC keyed with the RSA public key.
     let mut h = Header::new(Algorithm::HS256);
     h.kid = Some("rsa1".to_owned());
-    let hs = jsonwebtoken::encode(&h, &w.issuer.claims(), &EncodingKey::from_secret(&fixture("rsa1.pub.pem")))
-        .expect("hs256");
-    w.refused("HS256 with the public key", &hs, "\"HS256\" (a shared-secret MAC) is never accepted")
-        .await;
+    let hs = jsonwebtoken::encode(
+        &h,
+        &w.issuer.claims(),
+        &EncodingKey::from_secret(&fixture("rsa1.pub.pem")),
+    )
+    .expect("hs256");
+    w.refused(
+        "HS256 with the public key",
+        &hs,
+        "\"HS256\" (a shared-secret MAC) is never accepted",
+    )
+    .await;
 
     // An RS256 header naming the EC key: the key type decides.
-    w.refused("alg/kty mismatch", &sign_as("ec1", &w.issuer.claims()), "does not match key \"ec1\"")
-        .await;
+    w.refused(
+        "alg/kty mismatch",
+        &sign_as("ec1", &w.issuer.claims()),
+        "does not match key \"ec1\"",
+    )
+    .await;
 
     // A valid token signed by the right key but for another key id fails
     // the signature (rsa1 signed, rsa1 named: fine; tampered payload: not).
@@ -436,7 +480,8 @@ async fn jwt_login_refuses_bad_tokens_and_audits_without_the_token() {
     c["environment"] = json!("production");
     c["sub"] = json!("repo:evil/fork:environment:production");
     parts[1] = b64(&c);
-    w.refused("tampered payload", &parts.join("."), "signature does not verify").await;
+    w.refused("tampered payload", &parts.join("."), "signature does not verify")
+        .await;
 
     // The audit log names role, issuer and (verified) sub, never the token.
     let data = util::ok_data(
@@ -445,22 +490,32 @@ async fn jwt_login_refuses_bad_tokens_and_audits_without_the_token() {
             .get("/api/v1/audit/records?org=acme&action=auth.jwt_login&limit=100")
             .await,
     );
-    let records = data["records"].as_array().or_else(|| data.as_array()).cloned().unwrap_or_default();
+    let records = data["records"]
+        .as_array()
+        .or_else(|| data.as_array())
+        .cloned()
+        .unwrap_or_default();
     let denied: Vec<&Value> = records.iter().filter(|r| r["outcome"] == "denied").collect();
     assert!(denied.len() >= 8, "every refusal is recorded: {records:?}");
     assert!(
-        denied.iter().all(|r| r["actor"].as_str().unwrap_or("").starts_with("jwt role=deploy")),
+        denied
+            .iter()
+            .all(|r| r["actor"].as_str().unwrap_or("").starts_with("jwt role=deploy")),
         "{denied:?}"
     );
     assert!(
-        denied.iter().any(|r| r["actor"]
-            .as_str()
-            .unwrap_or("")
-            .contains(&format!("iss={} sub=repo:acme/api:environment:production", w.issuer.base))),
+        denied
+            .iter()
+            .any(|r| r["actor"].as_str().unwrap_or("").contains(&format!(
+                "iss={} sub=repo:acme/api:environment:production",
+                w.issuer.base
+            ))),
         "a refusal after the signature verified names the sub: {denied:?}"
     );
     assert!(
-        !denied.iter().any(|r| r["actor"].as_str().unwrap_or("").contains("evil/fork")),
+        !denied
+            .iter()
+            .any(|r| r["actor"].as_str().unwrap_or("").contains("evil/fork")),
         "an unverified sub is never recorded"
     );
     let all = serde_json::to_string(&records).unwrap();
@@ -479,7 +534,10 @@ async fn jwt_login_refuses_bad_tokens_and_audits_without_the_token() {
             .await;
         statuses.push(st);
     }
-    assert!(statuses.contains(&429), "rate-limited after repeated failures: {statuses:?}");
+    assert!(
+        statuses.contains(&429),
+        "rate-limited after repeated failures: {statuses:?}"
+    );
     let (st, _) = w
         .login(json!({"org": "acme", "role": "deploy", "jwt": sign("rsa1", &w.issuer.claims())}))
         .await;
@@ -512,7 +570,8 @@ async fn jwt_key_rotation_is_followed_and_refetches_are_rate_limited() {
     let (st, b) = ok("rsa1").await;
     assert_eq!(st, 401, "{b}");
     assert!(b["message"].as_str().unwrap_or("").contains("fetched less than"), "{b}");
-    w.refused("junk kid", &sign_as("junk-1", &w.issuer.claims()), "unknown key id").await;
+    w.refused("junk kid", &sign_as("junk-1", &w.issuer.claims()), "unknown key id")
+        .await;
     assert_eq!(w.issuer.hits(), (2, 2), "unknown kids do not hammer the issuer");
     assert_eq!(ok("rsa2").await.0, 200);
     assert_eq!(w.issuer.state.bad_requests.load(Ordering::SeqCst), 0);
@@ -527,7 +586,16 @@ async fn jwt_vault_wire_login_answers_vaults_auth_shape() {
         .post("/v1/auth/jwt/login", json!({"role": "deploy", "jwt": jwt}))
         .await;
     assert_eq!(st, 200, "{b}");
-    for k in ["request_id", "lease_id", "renewable", "lease_duration", "data", "wrap_info", "warnings", "auth"] {
+    for k in [
+        "request_id",
+        "lease_id",
+        "renewable",
+        "lease_duration",
+        "data",
+        "wrap_info",
+        "warnings",
+        "auth",
+    ] {
         assert!(b.get(k).is_some(), "envelope field {k} in {b}");
     }
     let auth = &b["auth"];
@@ -598,11 +666,31 @@ async fn jwt_roles_must_pin_the_repository_and_issuers_must_be_reachable() {
     };
     for (what, extra, want) in [
         ("no bound claim", json!({}), "bound claims"),
-        ("only ref", json!({"bound_claims": {"ref": "refs/heads/main"}}), "must bind one of"),
-        ("wildcard repo", json!({"bound_claims": {"repository": "*"}}), "must bind one of"),
-        ("typo", json!({"bound_claims": {"repo": "acme/api"}}), "claim `repo` is not a github claim"),
-        ("no audience", json!({"audience": " ", "bound_claims": {"repository": "acme/api"}}), "audience is required"),
-        ("ttl", json!({"max_ttl": "13h", "bound_claims": {"repository": "acme/api"}}), "max_ttl"),
+        (
+            "only ref",
+            json!({"bound_claims": {"ref": "refs/heads/main"}}),
+            "must bind one of",
+        ),
+        (
+            "wildcard repo",
+            json!({"bound_claims": {"repository": "*"}}),
+            "must bind one of",
+        ),
+        (
+            "typo",
+            json!({"bound_claims": {"repo": "acme/api"}}),
+            "claim `repo` is not a github claim",
+        ),
+        (
+            "no audience",
+            json!({"audience": " ", "bound_claims": {"repository": "acme/api"}}),
+            "audience is required",
+        ),
+        (
+            "ttl",
+            json!({"max_ttl": "13h", "bound_claims": {"repository": "acme/api"}}),
+            "max_ttl",
+        ),
     ] {
         let (st, b) = w.root.post("/api/v1/orgs/acme/jwt/roles", role(extra)).await;
         assert_eq!(st.as_u16(), 400, "{what}: {b}");
@@ -625,12 +713,24 @@ async fn jwt_roles_must_pin_the_repository_and_issuers_must_be_reachable() {
 
     // Issuers: plain http only on loopback; a dead URL fails at creation.
     for (what, body, status) in [
-        ("http remote", json!({"name": "x", "issuer": "http://issuer.example"}), 400),
-        ("two sources", json!({"name": "x", "issuer": w.issuer.base, "jwks_url": format!("{}/jwks", w.issuer.base),
-                               "discovery_url": format!("{}/.well-known/openid-configuration", w.issuer.base)}), 400),
+        (
+            "http remote",
+            json!({"name": "x", "issuer": "http://issuer.example"}),
+            400,
+        ),
+        (
+            "two sources",
+            json!({"name": "x", "issuer": w.issuer.base, "jwks_url": format!("{}/jwks", w.issuer.base),
+                               "discovery_url": format!("{}/.well-known/openid-configuration", w.issuer.base)}),
+            400,
+        ),
         ("unreachable", json!({"name": "x", "issuer": "http://127.0.0.1:9"}), 422),
-        ("wrong issuer in discovery", json!({"name": "x", "issuer": format!("{}/other", w.issuer.base),
-                               "discovery_url": format!("{}/.well-known/openid-configuration", w.issuer.base)}), 422),
+        (
+            "wrong issuer in discovery",
+            json!({"name": "x", "issuer": format!("{}/other", w.issuer.base),
+                               "discovery_url": format!("{}/.well-known/openid-configuration", w.issuer.base)}),
+            422,
+        ),
     ] {
         let (st, b) = w.root.post("/api/v1/orgs/acme/jwt/issuers", body).await;
         assert_eq!(st.as_u16(), status, "{what}: {b}");
@@ -647,7 +747,10 @@ async fn jwt_roles_must_pin_the_repository_and_issuers_must_be_reachable() {
             )
             .await,
     );
-    assert_eq!((i["source"].as_str(), i["static_kids"].clone()), (Some("static"), json!(["ec1"])));
+    assert_eq!(
+        (i["source"].as_str(), i["static_kids"].clone()),
+        (Some("static"), json!(["ec1"]))
+    );
     util::ok_data(
         "static role",
         w.root
@@ -661,9 +764,13 @@ async fn jwt_roles_must_pin_the_repository_and_issuers_must_be_reachable() {
     let mut c = w.issuer.claims();
     c["iss"] = json!("https://static.issuer.test");
     c["sub"] = json!("job-17");
-    let (st, b) = w.login(json!({"org": "acme", "role": "s", "jwt": sign("ec1", &c)})).await;
+    let (st, b) = w
+        .login(json!({"org": "acme", "role": "s", "jwt": sign("ec1", &c)}))
+        .await;
     assert_eq!(st, 200, "{b}");
-    let (st, b) = w.login(json!({"org": "acme", "role": "s", "jwt": sign("rsa1", &c)})).await;
+    let (st, b) = w
+        .login(json!({"org": "acme", "role": "s", "jwt": sign("rsa1", &c)}))
+        .await;
     assert_eq!(st, 401, "{b}");
     assert!(b["message"].as_str().unwrap_or("").contains("static key set"), "{b}");
     assert_eq!(w.issuer.hits(), before);

@@ -56,11 +56,17 @@ async fn jwt_issuers_and_roles_are_per_organization() {
     let r2 = role(&i2, "deploy");
     b.insert_jwt_role(&r).await.unwrap();
     b.insert_jwt_role(&r2).await.unwrap();
-    assert!(matches!(b.insert_jwt_role(&role(&i, "deploy")).await, Err(StorageError::Conflict(_))));
+    assert!(matches!(
+        b.insert_jwt_role(&role(&i, "deploy")).await,
+        Err(StorageError::Conflict(_))
+    ));
     // A role of another organization's issuer is refused.
     let mut cross = role(&i2, "cross");
     cross.org_id = org;
-    assert!(matches!(b.insert_jwt_role(&cross).await, Err(StorageError::Conflict(_))));
+    assert!(matches!(
+        b.insert_jwt_role(&cross).await,
+        Err(StorageError::Conflict(_))
+    ));
     assert_eq!(b.jwt_roles(org).await.unwrap(), vec![r.clone()]);
     let mut named = b.jwt_roles_named("deploy").await.unwrap();
     named.sort_by_key(|x| x.id);
@@ -69,7 +75,10 @@ async fn jwt_issuers_and_roles_are_per_organization() {
     assert_eq!(named, want, "the name across organizations");
 
     // An issuer in use cannot go; the role first.
-    assert!(matches!(b.delete_jwt_issuer(org, i.id).await, Err(StorageError::Conflict(_))));
+    assert!(matches!(
+        b.delete_jwt_issuer(org, i.id).await,
+        Err(StorageError::Conflict(_))
+    ));
     assert!(!b.delete_jwt_role(other, "nope").await.unwrap());
     assert!(b.delete_jwt_role(org, "deploy").await.unwrap());
     assert!(b.delete_jwt_issuer(org, i.id).await.unwrap());
