@@ -30,6 +30,16 @@ pub(crate) struct LoginArgs {
     /// (prompted for, or read from the second line of stdin, when omitted).
     #[arg(long, value_name = "CODE", requires = "email")]
     totp: Option<String>,
+    /// Log in with a CI job's OIDC ID token (JWT) through a JWT role
+    /// (docs/jwt-auth.md); `-` reads it from stdin.
+    #[arg(long, value_name = "ID_TOKEN", conflicts_with = "email", requires = "role")]
+    jwt: Option<String>,
+    /// The JWT role to log in with.
+    #[arg(long, requires = "jwt")]
+    role: Option<String>,
+    /// The role's organization (default: the only one with a role of that name).
+    #[arg(long, requires = "jwt")]
+    org: Option<String>,
     #[command(subcommand)]
     cmd: Option<LoginCmd>,
 }
@@ -121,6 +131,14 @@ pub(crate) enum TotpCmd {
 
 /// Run `coffer login …`.
 pub(crate) async fn login(server: &ServerArgs, args: LoginArgs) -> anyhow::Result<u8> {
+    if let Some(jwt) = args.jwt {
+        if args.cmd.is_some() {
+            bail!("`coffer login approve` takes no --jwt");
+        }
+        let anon = Client::anonymous(server)?;
+        let session = jwt_login(&anon, jwt, args.role.as_deref().unwrap_or(""), args.org.as_deref()).await?;
+        return finish_login(server, &anon, &session).await;
+    }
     match (args.cmd, args.email) {
         (Some(_), Some(_)) => bail!("`coffer login approve` takes no --email"),
         (Some(LoginCmd::Approve { user_code }), None) => approve(&Client::new(server)?, &user_code).await,
@@ -170,6 +188,39 @@ async fn password_login(anon: &Client, email: &str, totp: Option<&str>) -> anyho
         p.zeroize();
     }
     Ok(result?["data"].take())
+}
+
+/// `POST /auth/jwt/login`: a CI job's ID token for a service-account token.
+async fn jwt_login(anon: &Client, jwt: String, role: &str, org: Option<&str>) -> anyhow::Result<Value> {
+    let jwt = Zeroizing::new(jwt);
+    let jwt = if jwt.as_str() == "-" {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the ID token from stdin")?;
+        Zeroizing::new(line.trim().to_owned())
+    } else {
+        jwt
+    };
+    if jwt.is_empty() {
+        bail!("--jwt is empty: is the CI job's ID token variable set?");
+    }
+    let mut body = json!({ "role": role, "jwt": jwt.as_str(), "org": org });
+    let result = anon.api_raw(Method::POST, "/auth/jwt/login", Some(&body)).await;
+    scrub_field(&mut body, "jwt");
+    let (status, _, mut reply) = result?;
+    if !status.is_success() {
+        bail!("JWT login failed: {} ({})", error_message(&reply), status.as_u16());
+    }
+    Ok(reply["data"].take())
+}
+
+/// Wipe a string field of a request body.
+fn scrub_field(body: &mut Value, field: &str) {
+    if let Some(Value::String(p)) = body.get_mut(field) {
+        p.zeroize();
+    }
 }
 
 /// A code with dashes is a recovery code (`xxxx-xxxx-xxxx`), else a TOTP code.

@@ -11,6 +11,7 @@ mod context;
 mod credentials;
 mod fallback;
 mod files;
+mod jwt; // JWT/OIDC workload-identity login (issue 19)
 mod keys;
 mod operator;
 mod pin;
@@ -84,6 +85,16 @@ enum Command {
         org: access::OrgArgs,
         #[command(subcommand)]
         cmd: webhooks::WebhooksCmd,
+    },
+    /// JWT/OIDC login for CI: the organization's trusted token issuers and
+    /// login roles (`coffer login --jwt "$ID_TOKEN" --role NAME`).
+    Jwt {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        org: access::OrgArgs,
+        #[command(subcommand)]
+        cmd: jwt::JwtCmd,
     },
     /// Break glass on a protected environment: act at once for a while,
     /// with a mandatory reason (audited, reviewed by an approver).
@@ -318,6 +329,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             approvals::run(&client::Client::new(&server)?, &context::resolve(&env)?, cmd).await
         }
         Command::Webhooks { server, org, cmd } => webhooks::run(&client::Client::new(&server)?, &org, cmd).await,
+        Command::Jwt { server, org, cmd } => jwt::run(&client::Client::new(&server)?, &org, cmd).await,
         Command::BreakGlass { server, env, reason } => {
             approvals::break_glass(&client::Client::new(&server)?, &context::resolve(&env)?, &reason).await
         }

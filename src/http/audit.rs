@@ -41,6 +41,8 @@ struct Note {
     actor: Option<Actor>,
     action: Option<&'static str>,
     values: u64,
+    /// organization slug the handler resolved (a route without `{org}`)
+    org: Option<String>,
 }
 
 /// The request's audit note, shared between the layer and the handler.
@@ -77,6 +79,26 @@ impl AuditNote {
     /// that made the first version).
     pub(crate) fn action(&self, action: &'static str) {
         self.with(|n| n.action = Some(action));
+    }
+
+    /// A JWT login (issue 19): the role, issuer and verified `sub` as
+    /// the actor's name (never the token), the account it acted as when it
+    /// succeeded, and the organization resolved from the role.
+    pub(crate) fn jwt_login(&self, attempt: &crate::service::jwt_auth::JwtAttempt, accessor: Option<&str>) {
+        let name = attempt.describe();
+        let org = attempt.org.clone();
+        self.with(|n| {
+            n.actor = Some(Actor {
+                kind: if accessor.is_some() {
+                    "service_account"
+                } else {
+                    crate::service::PrincipalKind::ANONYMOUS
+                },
+                name,
+                accessor: accessor.unwrap_or_default().to_owned(),
+            });
+            n.org = org;
+        });
     }
 
     /// Plaintext values the response carries.
@@ -315,6 +337,9 @@ pub(crate) async fn layer(State(state): State<AppState>, req: Request, next: Nex
     let n = note.take();
     ev.actor = n.actor.unwrap_or_default();
     ev.action = n.action.unwrap_or(action).to_owned();
+    if let Some(org) = n.org {
+        ev.org = org;
+    }
     ev.outcome = outcome_of(status);
     ev.status = status.as_u16();
     ev.reason = res

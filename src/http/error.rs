@@ -19,6 +19,7 @@ fn classify(e: &ServiceError) -> (StatusCode, &'static str) {
         ServiceError::AlreadyInitialized => (StatusCode::BAD_REQUEST, "already_initialized"),
         ServiceError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
         ServiceError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
+        ServiceError::JwtRefused(_) => (StatusCode::UNAUTHORIZED, "jwt_refused"),
         ServiceError::TotpRequired => (StatusCode::UNAUTHORIZED, "totp_required"),
         ServiceError::InvalidTotp => (StatusCode::UNAUTHORIZED, "invalid_totp"),
         ServiceError::PasswordRequired(_) => (StatusCode::UNAUTHORIZED, "password_required"),
@@ -73,6 +74,7 @@ fn count(e: &ServiceError) {
     match e {
         ServiceError::Unauthenticated
         | ServiceError::InvalidCredentials
+        | ServiceError::JwtRefused(_)
         | ServiceError::InvalidTotp
         | ServiceError::CertificateRequired
         | ServiceError::SourceNotAllowed => {
@@ -139,6 +141,8 @@ impl IntoResponse for VaultError {
             ServiceError::AlreadyInitialized => (status, "Vault is already initialized".to_owned()),
             // Vault's userpass answers a wrong name or password 400.
             ServiceError::InvalidCredentials => (StatusCode::BAD_REQUEST, "invalid username or password".to_owned()),
+            // Vault's auth/jwt answers a refused token 400 with the reason.
+            ServiceError::JwtRefused(_) => (StatusCode::BAD_REQUEST, message(&self.0)),
             // Vault answers a missing or bad token with 403.
             ServiceError::Unauthenticated
             | ServiceError::PermissionDenied

@@ -11,6 +11,7 @@ mod generate_root;
 mod idempotency;
 mod identity;
 pub mod integrity;
+mod jwt_auth; // JWT/OIDC workload-identity login (issue 19)
 mod keys;
 pub mod metrics;
 pub mod proxy;

@@ -14,8 +14,8 @@ use axum::http::Method;
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
 
 use super::{
-    AppState, api, approvals, audit, generate_root, identity, keys, metrics, rekey, shares, sys, ui, vault_auth,
-    vault_kv, webhooks,
+    AppState, api, approvals, audit, generate_root, identity, jwt_auth, keys, metrics, rekey, shares, sys, ui,
+    vault_auth, vault_kv, webhooks,
 };
 use crate::access::{ENV_ROUTES, EnvRoute};
 
@@ -188,6 +188,7 @@ routes! {
     "/v1/auth/userpass/login/{user}" {
         POST | PUT => vault_auth::userpass_login, Action("auth.login");
     }
+    "/v1/auth/jwt/login" { POST | PUT => vault_auth::jwt_login, Action("auth.jwt_login"); }
     // native: organizations and what hangs off them
     "/api/v1/orgs" {
         GET => api::list_orgs, Action("org.list");
@@ -306,6 +307,18 @@ routes! {
     }
     "/api/v1/orgs/{org}/webhooks/{id}" { DELETE => webhooks::delete, Action("webhook.delete"); }
     "/api/v1/orgs/{org}/webhooks/{id}/deliveries" { GET => webhooks::deliveries, Action("webhook.deliveries"); }
+    // JWT/OIDC workload-identity login (issue 19)
+    "/api/v1/auth/jwt/login" { POST => jwt_auth::login, Action("auth.jwt_login"); }
+    "/api/v1/orgs/{org}/jwt/issuers" {
+        GET => jwt_auth::list_issuers, Action("jwt.issuer_list");
+        POST => jwt_auth::add_issuer, Action("jwt.issuer_create");
+    }
+    "/api/v1/orgs/{org}/jwt/issuers/{name}" { DELETE => jwt_auth::remove_issuer, Action("jwt.issuer_delete"); }
+    "/api/v1/orgs/{org}/jwt/roles" {
+        GET => jwt_auth::list_roles, Action("jwt.role_list");
+        POST => jwt_auth::add_role, Action("jwt.role_create");
+    }
+    "/api/v1/orgs/{org}/jwt/roles/{name}" { DELETE => jwt_auth::remove_role, Action("jwt.role_delete"); }
     // === end protected environments ===
     // native: users, sessions, tokens
     "/api/v1/users" {

@@ -286,3 +286,51 @@ pub(super) async fn cert_login(State(s): State<AppState>, peer: Peer) -> Respons
         Err(e) => fail(e),
     }
 }
+
+/// `auth/jwt/login` `{role, jwt}` (issue 19): the organization is the
+/// `X-Vault-Namespace` header, the body's `org`, or the only one with a
+/// role of that name.
+pub(super) async fn jwt_login(
+    State(s): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    note: AuditNote,
+    VaultBody(b): VaultBody<super::jwt_auth::LoginBody>,
+) -> Response {
+    let namespace = headers
+        .get("x-vault-namespace")
+        .and_then(|v| v.to_str().ok())
+        .map(|n| n.trim().trim_matches('/').to_owned())
+        .filter(|n| !n.is_empty());
+    let org = namespace.or(b.org);
+    let mut attempt = crate::service::jwt_auth::JwtAttempt::default();
+    let res = s
+        .coffer
+        .jwt
+        .login(peer.source, org.as_deref(), &b.role, &b.jwt, &mut attempt)
+        .await;
+    note.jwt_login(&attempt, res.as_ref().ok().map(|l| l.accessor.as_str()));
+    match res {
+        Ok(l) => {
+            let metadata = [
+                ("coffer_kind".to_owned(), l.kind.as_str().to_owned()),
+                ("coffer_name".to_owned(), l.service_account.clone()),
+                ("org".to_owned(), l.org.clone()),
+                ("role".to_owned(), l.role.clone()),
+            ]
+            .into();
+            auth_block(
+                VaultLogin {
+                    policies: crate::service::vault::policies(l.kind, false),
+                    lease_duration: l.expires_in,
+                    metadata,
+                    orphan: true,
+                    accessor: l.accessor,
+                    token: l.access_token,
+                },
+                Value::Null,
+            )
+        }
+        Err(e) => fail(e),
+    }
+}

@@ -24,6 +24,7 @@ pub mod generate_root;
 mod hash_gate;
 pub mod idempotency;
 pub mod jobs;
+pub mod jwt_auth; // JWT/OIDC workload-identity login (issue 19)
 pub mod keys;
 pub mod kv;
 mod lifecycle;
@@ -96,6 +97,10 @@ pub enum ServiceError {
     /// Wrong email or password (the same answer for an unknown email).
     #[error("invalid email or password")]
     InvalidCredentials,
+    /// A JWT login's token was refused; the text names what is wrong
+    /// (never the token).
+    #[error("JWT refused: {0}")]
+    JwtRefused(String),
     /// The password was right; the account needs a TOTP code.
     #[error("a TOTP code is required for this account")]
     TotpRequired,
@@ -468,6 +473,8 @@ pub struct Coffer {
     pub approvals: ApprovalService,
     /// signed webhooks of approval steps and their delivery queue
     pub webhooks: webhooks::WebhookService,
+    /// JWT/OIDC workload-identity login (issue 19)
+    pub jwt: jwt_auth::JwtAuthService,
     /// Vault's KV v2 engine
     pub kv: KvService,
     /// organization KEKs: rotate, rewrap, destroy
@@ -540,6 +547,14 @@ impl Coffer {
             tenant_store: store.clone(),
         };
         let webhooks = webhooks::WebhookService::new(store.clone(), access.clone());
+        let jwt = jwt_auth::JwtAuthService::new(
+            shared.clone(),
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            access.clone(),
+        );
         let secrets = SecretService {
             shared: shared.clone(),
             webhooks: webhooks.clone(),
@@ -596,6 +611,7 @@ impl Coffer {
             secrets,
             approvals,
             webhooks,
+            jwt,
             kv,
             keys,
             audit,

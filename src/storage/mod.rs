@@ -20,6 +20,7 @@
 //! | [`idempotency::IdempotencyStore`] | `idempotency.rs` | `Idempotency-Key` claims and first answers, per principal; their purge |
 //! | [`approvals::ApprovalStore`] | `approvals.rs` | approval policies, change/access requests, votes, break-glass windows |
 //! | [`webhooks::WebhookStore`] | `webhooks.rs` | an organization's webhooks, their durable delivery queue and log |
+//! | [`jwt_auth::JwtAuthStore`] | `jwt_auth.rs` | JWT/OIDC login: an organization's trusted issuers and login roles |
 //!
 //! [`Backend`] is the supertrait of all of them, which the services hold as
 //! `Arc<dyn Backend>`; of its own it has only what belongs to no aggregate:
@@ -52,6 +53,7 @@ mod db;
 pub mod env_vars;
 pub mod idempotency;
 pub mod identity;
+pub mod jwt_auth; // JWT/OIDC workload-identity login (issue 19)
 pub mod keystore;
 pub mod kv;
 mod lease;
@@ -146,6 +148,7 @@ pub trait Backend:
     + breach::BreachPolicyStore
     + approvals::ApprovalStore
     + webhooks::WebhookStore
+    + jwt_auth::JwtAuthStore
     + Send
     + Sync
     + std::fmt::Debug

@@ -27,6 +27,7 @@ mod generate_root;
 mod hardening;
 mod hsm;
 mod idempotency;
+mod jwt_auth;
 mod keys;
 mod lifecycle;
 mod memory;

@@ -9,6 +9,7 @@ mod audit;
 mod breach;
 mod idempotency;
 mod identity;
+mod jwt_auth;
 mod keystore;
 mod secrets;
 mod shares;
