@@ -20,6 +20,7 @@
 //! | [`idempotency::IdempotencyStore`] | `idempotency.rs` | `Idempotency-Key` claims and first answers, per principal; their purge |
 //! | [`approvals::ApprovalStore`] | `approvals.rs` | approval policies, change/access requests, votes, break-glass windows |
 //! | [`webhooks::WebhookStore`] | `webhooks.rs` | an organization's webhooks, their durable delivery queue and log |
+//! | [`dbcreds::DbCredsStore`] | `dbcreds.rs` | database connections (sealed admin URL), roles, leases of dynamic credentials |
 //!
 //! [`Backend`] is the supertrait of all of them, which the services hold as
 //! `Arc<dyn Backend>`; of its own it has only what belongs to no aggregate:
@@ -49,6 +50,7 @@ pub mod backup;
 pub mod breach;
 pub mod cluster;
 mod db;
+pub mod dbcreds; // database credentials (issue 21)
 pub mod env_vars;
 pub mod idempotency;
 pub mod identity;
@@ -146,6 +148,7 @@ pub trait Backend:
     + breach::BreachPolicyStore
     + approvals::ApprovalStore
     + webhooks::WebhookStore
+    + dbcreds::DbCredsStore
     + Send
     + Sync
     + std::fmt::Debug
