@@ -193,14 +193,16 @@ async fn db_lease(client: &Client, env: &Target, role: &str) -> anyhow::Result<(
         )
         .await
         .with_context(|| format!("--db-role {role}: no database credentials"))?;
-    let data = answer.get_mut("data").map(serde_json::Value::take).unwrap_or_default();
-    let lease_id = data["lease_id"].as_str().unwrap_or_default().to_owned();
-    let url = Zeroizing::new(data["database_url"].as_str().unwrap_or_default().to_owned());
-    crate::service::kv::wipe_value(data);
-    if lease_id.is_empty() || url.is_empty() {
-        bail!("--db-role {role}: the server's answer holds no lease");
+    /// What `coffer run` needs of the answer (the URL wiped when dropped).
+    #[derive(serde::Deserialize)]
+    struct Lease {
+        lease_id: String,
+        database_url: Zeroizing<String>,
     }
-    Ok((lease_id, url))
+    let data = answer.get_mut("data").map(serde_json::Value::take).unwrap_or_default();
+    let lease: Lease = serde_json::from_value(data)
+        .with_context(|| format!("--db-role {role}: the server's answer holds no lease"))?;
+    Ok((lease.lease_id, lease.database_url))
 }
 
 /// Revoke the lease of `--db-role` (a failure leaves it to expire at its TTL).
