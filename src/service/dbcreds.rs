@@ -1303,6 +1303,12 @@ impl DbCredsService {
                 }
                 Err(e) => {
                     failed += 1;
+                    // Audited at the first failure only (the lease lists
+                    // its attempts and last error): a database down for
+                    // hours does not flood the trail.
+                    if l.attempts > 0 {
+                        continue;
+                    }
                     (Outcome::Error, format!("revocation failed, retried: {e}"))
                 }
             };
