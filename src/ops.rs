@@ -93,6 +93,27 @@ pub(crate) fn install_metrics() -> anyhow::Result<()> {
         "coffer_cluster_messages_rejected_total",
         "cluster notifications refused (forged, replayed, stale or malformed) by reason"
     );
+    // database credentials (service::dbcreds)
+    metrics::describe_gauge!(
+        crate::service::dbcreds::METRIC_ACTIVE_LEASES,
+        "active dynamic database leases (refreshed by the database_credentials job)"
+    );
+    metrics::describe_counter!(
+        crate::service::dbcreds::METRIC_LEASES,
+        "dynamic database leases created"
+    );
+    metrics::describe_counter!(
+        crate::service::dbcreds::METRIC_ROTATIONS,
+        "static database role rotations committed"
+    );
+    metrics::describe_counter!(
+        crate::service::dbcreds::METRIC_ROTATION_FAILURES,
+        "static database role rotations that failed and were rolled back"
+    );
+    metrics::describe_counter!(
+        crate::service::dbcreds::METRIC_REVOCATION_FAILURES,
+        "database lease revocations that failed (retried by the job)"
+    );
     // Series that may stay at zero for a long time exist from the start,
     // so alerts and ratios need no `absent()`.
     for name in [
@@ -101,6 +122,10 @@ pub(crate) fn install_metrics() -> anyhow::Result<()> {
         "coffer_kek_cache_evictions_total",
         "coffer_decryption_failures_total",
         "coffer_password_hash_refused_total",
+        crate::service::dbcreds::METRIC_LEASES,
+        crate::service::dbcreds::METRIC_ROTATIONS,
+        crate::service::dbcreds::METRIC_ROTATION_FAILURES,
+        crate::service::dbcreds::METRIC_REVOCATION_FAILURES,
     ] {
         metrics::counter!(name).increment(0);
     }

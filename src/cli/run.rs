@@ -55,6 +55,10 @@ pub(crate) struct RunArgs {
     /// Oldest snapshot --fallback may use (30m, 24h, 7d…).
     #[arg(long, value_name = "AGE", default_value = "24h", value_parser = super::fallback::parse_age, requires = "fallback")]
     max_age: i64,
+    /// Also set DATABASE_URL from a fresh lease of this dynamic database
+    /// role of the organization; the lease is revoked when the program exits.
+    #[arg(long, value_name = "ROLE")]
+    db_role: Option<String>,
     /// The program and its arguments, after `--` (run without a shell).
     #[arg(last = true, required_unless_present = "shell", value_name = "CMD ARGS")]
     command: Vec<OsString>,
@@ -116,7 +120,16 @@ pub(crate) async fn run(client: &Client, env: &Target, args: RunArgs) -> anyhow:
             "warning: not injecting {name}: its value contains a NUL byte, which no environment variable can hold"
         );
     }
-    let vars = selected.vars;
+    let mut vars = selected.vars;
+    // A fresh database lease (docs/database-credentials.md), revoked below.
+    let lease = match &args.db_role {
+        Some(role) => Some(db_lease(client, env, role).await?),
+        None => None,
+    };
+    if let Some((_, url)) = &lease {
+        vars.retain(|(name, _)| name != "DATABASE_URL");
+        vars.push(("DATABASE_URL".to_owned(), url.clone()));
+    }
 
     // Handle the forwarded signals from before the child exists, so one
     // arriving in between is delivered to it rather than killing coffer.
@@ -138,10 +151,12 @@ pub(crate) async fn run(client: &Client, env: &Target, args: RunArgs) -> anyhow:
         // The codes a shell uses for a missing or non-executable program.
         Err(e) if e.kind() == ErrorKind::NotFound => {
             eprintln!("coffer run: {}: command not found", program.to_string_lossy());
+            revoke_lease(client, env, lease.as_ref()).await;
             return Ok(127);
         }
         Err(e) => {
             eprintln!("coffer run: {}: {e}", program.to_string_lossy());
+            revoke_lease(client, env, lease.as_ref()).await;
             return Ok(126);
         }
     };
@@ -164,7 +179,47 @@ pub(crate) async fn run(client: &Client, env: &Target, args: RunArgs) -> anyhow:
         // The child may have exited in between: nothing to deliver then.
         let _ = crate::secure_mem::send_signal(pid, raw);
     };
+    revoke_lease(client, env, lease.as_ref()).await;
     Ok(shell_status(status))
+}
+
+/// Take a lease of the dynamic database role `role`: (lease id, DATABASE_URL).
+async fn db_lease(client: &Client, env: &Target, role: &str) -> anyhow::Result<(String, Zeroizing<String>)> {
+    let mut answer = client
+        .call(
+            Method::POST,
+            &format!("/api/v1/orgs/{}/database/creds/{role}", env.org),
+            Some(&serde_json::json!({})),
+        )
+        .await
+        .with_context(|| format!("--db-role {role}: no database credentials"))?;
+    /// What `coffer run` needs of the answer (the URL wiped when dropped).
+    #[derive(serde::Deserialize)]
+    struct Lease {
+        lease_id: String,
+        database_url: Zeroizing<String>,
+    }
+    let data = answer.get_mut("data").map(serde_json::Value::take).unwrap_or_default();
+    let lease: Lease = serde_json::from_value(data)
+        .with_context(|| format!("--db-role {role}: the server's answer holds no lease"))?;
+    Ok((lease.lease_id, lease.database_url))
+}
+
+/// Revoke the lease of `--db-role` (a failure leaves it to expire at its TTL).
+async fn revoke_lease(client: &Client, env: &Target, lease: Option<&(String, Zeroizing<String>)>) {
+    let Some((lease_id, _)) = lease else {
+        return;
+    };
+    let revoked = client
+        .call(
+            Method::POST,
+            &format!("/api/v1/orgs/{}/database/leases/revoke", env.org),
+            Some(&serde_json::json!({ "lease_id": lease_id })),
+        )
+        .await;
+    if let Err(e) = revoked {
+        eprintln!("warning: database lease {lease_id} was not revoked ({e:#}); it expires at the end of its TTL");
+    }
 }
 
 /// The exit status as a shell reports it: the exit code, or 128+N for a
@@ -258,6 +313,7 @@ mod tests {
             shell: false,
             fallback: false,
             max_age: 86_400,
+            db_role: None,
             command: vec!["true".into()],
         }
     }

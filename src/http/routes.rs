@@ -14,7 +14,7 @@ use axum::http::Method;
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
 
 use super::{
-    AppState, api, approvals, audit, generate_root, identity, jwt_auth, keys, metrics, rekey, shares, sys, ui,
+    AppState, api, approvals, audit, dbcreds, generate_root, identity, jwt_auth, keys, metrics, rekey, shares, sys, ui,
     vault_auth, vault_kv, webhooks,
 };
 use crate::access::{ENV_ROUTES, EnvRoute};
@@ -158,6 +158,13 @@ routes! {
     "/v1/secret/{*rest}" { ANY => vault_kv::kv_mount, Kv; }
     "/v1/sys/internal/ui/mounts/{*path}" { GET => vault_kv::mount_preflight, Action("sys.mounts"); }
     "/v1/sys/mounts" { GET => vault_kv::mounts, Action("sys.mounts"); }
+    // Vault's database engine wire (issue 21): database/creds/<org>/<role>
+    "/v1/database/creds/{org}/{role}" { GET => dbcreds::vault_creds, Action("database.lease.create"); }
+    "/v1/sys/leases/renew" { PUT | POST => dbcreds::vault_renew, Action("database.lease.renew"); }
+    "/v1/sys/leases/revoke" { PUT | POST => dbcreds::vault_revoke, Action("database.lease.revoke"); }
+    "/v1/sys/leases/revoke-prefix/{*prefix}" {
+        PUT | POST => dbcreds::vault_revoke_prefix, Action("database.lease.revoke_prefix");
+    }
     "/v1/sys/mounts/{*path}" { ANY => vault_kv::mount_change, Action("sys.mounts"); }
     // what clients ask about the server: reads only
     "/v1/sys/auth" { GET => sys::auth_methods, Action("sys.auth_list"); }
@@ -319,6 +326,27 @@ routes! {
         POST => jwt_auth::add_role, Action("jwt.role_create");
     }
     "/api/v1/orgs/{org}/jwt/roles/{name}" { DELETE => jwt_auth::remove_role, Action("jwt.role_delete"); }
+    // database credentials (issue 21)
+    "/api/v1/orgs/{org}/database/connections" {
+        GET => dbcreds::list_connections, Action("database.connection.list");
+        POST => dbcreds::create_connection, Action("database.connection.create");
+    }
+    "/api/v1/orgs/{org}/database/connections/{name}" {
+        DELETE => dbcreds::delete_connection, Action("database.connection.delete");
+    }
+    "/api/v1/orgs/{org}/database/roles" {
+        GET => dbcreds::list_roles, Action("database.role.list");
+        POST => dbcreds::create_role, Action("database.role.create");
+    }
+    "/api/v1/orgs/{org}/database/roles/{name}" { DELETE => dbcreds::delete_role, Action("database.role.delete"); }
+    "/api/v1/orgs/{org}/database/roles/{name}/rotate" { POST => dbcreds::rotate, Action("database.role.rotate"); }
+    "/api/v1/orgs/{org}/database/creds/{role}" { POST => dbcreds::creds, Action("database.lease.create"); }
+    "/api/v1/orgs/{org}/database/leases" { GET => dbcreds::list_leases, Action("database.lease.list"); }
+    "/api/v1/orgs/{org}/database/leases/renew" { POST => dbcreds::renew, Action("database.lease.renew"); }
+    "/api/v1/orgs/{org}/database/leases/revoke" { POST => dbcreds::revoke, Action("database.lease.revoke"); }
+    "/api/v1/orgs/{org}/database/leases/revoke-prefix" {
+        POST => dbcreds::revoke_prefix, Action("database.lease.revoke_prefix");
+    }
     // === end protected environments ===
     // native: users, sessions, tokens
     "/api/v1/users" {

@@ -62,7 +62,9 @@ impl Job {
 /// expired share links (audited, `service::shares`); purge of idempotency
 /// keys older than 24 h (`service::idempotency`); expiry of pending
 /// approval requests (audited, `service::approvals`); delivery of queued
-/// webhooks (`service::webhooks`, every `min(period, 5 s)`).
+/// webhooks (`service::webhooks`, every `min(period, 5 s)`); revocation of
+/// expired database leases and rotation of due static database roles
+/// (audited, `service::dbcreds`, every `min(period, 5 s)`).
 pub fn builtin(period: Duration) -> Vec<Job> {
     vec![
         Job::new("purge_expired", period, |c: Coffer| async move {
@@ -91,11 +93,20 @@ pub fn builtin(period: Duration) -> Vec<Job> {
             period.min(WEBHOOK_PERIOD),
             move |c: Coffer| async move { c.webhooks.deliver_due(period.min(WEBHOOK_RETRY_BASE)).await },
         ),
+        // database credentials (service::dbcreds): expired leases revoked
+        // and due static roles rotated, at least every 5 s
+        Job::new(
+            "database_credentials",
+            period.min(DBCREDS_PERIOD),
+            |c: Coffer| async move { c.dbcreds.run_due().await },
+        ),
     ]
 }
 
 /// The longest period of the webhook delivery job.
 const WEBHOOK_PERIOD: Duration = Duration::from_secs(5);
+/// The longest period of the database credentials job.
+const DBCREDS_PERIOD: Duration = Duration::from_secs(5);
 /// The longest first retry wait of a webhook delivery.
 const WEBHOOK_RETRY_BASE: Duration = Duration::from_secs(30);
 

@@ -18,6 +18,7 @@ pub mod breach;
 mod cache;
 mod cluster;
 mod compare;
+pub mod dbcreds; // database credentials (issue 21)
 mod device;
 pub mod formats;
 pub mod generate_root;
@@ -489,6 +490,8 @@ pub struct Coffer {
     pub shares: ShareService,
     /// `Idempotency-Key` claims and first answers of the native API
     pub idempotency: idempotency::IdempotencyService,
+    /// database credentials: connections, dynamic leases, static rotation
+    pub dbcreds: dbcreds::DbCredsService,
     shared: Arc<Shared>,
 }
 
@@ -599,6 +602,13 @@ impl Coffer {
             access: access.clone(),
         };
         let idempotency = idempotency::IdempotencyService { store: store.clone() };
+        let dbcreds = dbcreds::DbCredsService {
+            shared: shared.clone(),
+            store: store.clone(),
+            access: access.clone(),
+            secrets: secrets.clone(),
+            audit: audit.clone(),
+        };
         let operator = OperatorService {
             shared: shared.clone(),
             store,
@@ -619,6 +629,7 @@ impl Coffer {
             ui_sessions: ui_session::UiSessions::default(),
             shares,
             idempotency,
+            dbcreds,
             shared,
         })
     }

@@ -21,6 +21,7 @@
 //! | [`approvals::ApprovalStore`] | `approvals.rs` | approval policies, change/access requests, votes, break-glass windows |
 //! | [`webhooks::WebhookStore`] | `webhooks.rs` | an organization's webhooks, their durable delivery queue and log |
 //! | [`jwt_auth::JwtAuthStore`] | `jwt_auth.rs` | JWT/OIDC login: an organization's trusted issuers and login roles |
+//! | [`dbcreds::DbCredsStore`] | `dbcreds.rs` | database connections (sealed admin URL), roles, leases of dynamic credentials |
 //!
 //! [`Backend`] is the supertrait of all of them, which the services hold as
 //! `Arc<dyn Backend>`; of its own it has only what belongs to no aggregate:
@@ -50,6 +51,7 @@ pub mod backup;
 pub mod breach;
 pub mod cluster;
 mod db;
+pub mod dbcreds; // database credentials (issue 21)
 pub mod env_vars;
 pub mod idempotency;
 pub mod identity;
@@ -149,6 +151,7 @@ pub trait Backend:
     + approvals::ApprovalStore
     + webhooks::WebhookStore
     + jwt_auth::JwtAuthStore
+    + dbcreds::DbCredsStore
     + Send
     + Sync
     + std::fmt::Debug

@@ -21,6 +21,7 @@ mod cli_tenants;
 mod cluster;
 mod conformance;
 mod dashboard;
+mod db_creds;
 mod edges;
 mod env_compare;
 mod generate_root;
