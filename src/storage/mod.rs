@@ -20,6 +20,7 @@
 //! | [`idempotency::IdempotencyStore`] | `idempotency.rs` | `Idempotency-Key` claims and first answers, per principal; their purge |
 //! | [`approvals::ApprovalStore`] | `approvals.rs` | approval policies, change/access requests, votes, break-glass windows |
 //! | [`webhooks::WebhookStore`] | `webhooks.rs` | an organization's webhooks, their durable delivery queue and log |
+//! | [`sso::SsoStore`] | `sso.rs` | an organization's OIDC provider (client secret encrypted), pending SSO logins |
 //!
 //! [`Backend`] is the supertrait of all of them, which the services hold as
 //! `Arc<dyn Backend>`; of its own it has only what belongs to no aggregate:
@@ -62,6 +63,7 @@ pub mod sql;
 mod sqlite;
 pub mod tenants;
 pub mod webhooks; // signed webhooks and their delivery queue (issue 17)
+pub mod sso; // single sign-on with OIDC (issue 20)
 
 use async_trait::async_trait;
 
@@ -146,6 +148,7 @@ pub trait Backend:
     + breach::BreachPolicyStore
     + approvals::ApprovalStore
     + webhooks::WebhookStore
+    + sso::SsoStore
     + Send
     + Sync
     + std::fmt::Debug

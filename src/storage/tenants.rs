@@ -650,6 +650,8 @@ impl TenantStore for SqlBackend {
                     ("DELETE FROM env_allowed_vars WHERE org_id = $1", 0),
                     ("DELETE FROM webhook_deliveries WHERE org_id = $1", 0),
                     ("DELETE FROM webhooks WHERE org_id = $1", 0),
+                    ("DELETE FROM sso_states WHERE org_id = $1", 0),
+                    ("DELETE FROM sso_providers WHERE org_id = $1", 0),
                     ("DELETE FROM approval_votes WHERE org_id = $1", 0),
                     ("DELETE FROM approval_requests WHERE org_id = $1", 0),
                     ("DELETE FROM approval_policies WHERE org_id = $1", 0),
