@@ -30,6 +30,19 @@ pub(crate) struct LoginArgs {
     /// (prompted for, or read from the second line of stdin, when omitted).
     #[arg(long, value_name = "CODE", requires = "email")]
     totp: Option<String>,
+    /// Sign in with the organization's identity provider (single sign-on):
+    /// a browser on this host opens on it (a loopback redirect, RFC 8252);
+    /// without a display, the device flow (sign in with SSO on the page it
+    /// names, then approve).
+    #[arg(long, requires = "org", conflicts_with = "email")]
+    sso: bool,
+    /// The organization to sign in to with `--sso`.
+    #[arg(long, value_name = "ORG", requires = "sso")]
+    org: Option<String>,
+    /// With `--sso`: print the sign-in URL instead of opening a browser,
+    /// and wait on the loopback redirect all the same.
+    #[arg(long, requires = "sso")]
+    no_browser: bool,
     #[command(subcommand)]
     cmd: Option<LoginCmd>,
 }
@@ -121,6 +134,22 @@ pub(crate) enum TotpCmd {
 
 /// Run `coffer login …`.
 pub(crate) async fn login(server: &ServerArgs, args: LoginArgs) -> anyhow::Result<u8> {
+    if let (true, Some(org)) = (args.sso, args.org.as_deref()) {
+        if args.cmd.is_some() {
+            bail!("`coffer login approve` takes no --sso");
+        }
+        let anon = Client::anonymous(server)?;
+        let session = if args.no_browser || super::sso::has_browser() {
+            super::sso::loopback_login(&anon, org, !args.no_browser).await?
+        } else {
+            eprintln!(
+                "No browser on this host: open the page below on any device, sign in there with \"Sign in with\" \
+                 (organization {org}) and approve this login."
+            );
+            device_login(&anon).await?
+        };
+        return finish_login(server, &anon, &session).await;
+    }
     match (args.cmd, args.email) {
         (Some(_), Some(_)) => bail!("`coffer login approve` takes no --email"),
         (Some(LoginCmd::Approve { user_code }), None) => approve(&Client::new(server)?, &user_code).await,

@@ -950,6 +950,86 @@ mod tests {
         assert!(check_loopback_redirect("http://10.0.0.1:8250/cb").is_err());
     }
 
+    /// Test-only RSA keys (PKCS#1 PEM, made with `openssl genrsa
+    /// -traditional 2048`): the provider's, and an attacker's.
+    const KEY: &str = include_str!("../../tests/oidc/test-rsa-key.pem");
+    const OTHER_KEY: &str = include_str!("../../tests/oidc/test-rsa-other-key.pem");
+    const ISSUER: &str = "https://idp.example.com";
+    const CLIENT: &str = "coffer";
+    const NONCE: &str = "the-nonce-of-this-sign-in";
+
+    fn key(pem: &str) -> openidconnect::core::CoreRsaPrivateSigningKey {
+        openidconnect::core::CoreRsaPrivateSigningKey::from_pem(pem, Some(openidconnect::JsonWebKeyId::new("k1".into())))
+            .unwrap()
+    }
+
+    /// An ID token signed (RS256) by `pem` with these claims over a good base.
+    fn token(pem: &str, changes: serde_json::Value) -> String {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mut claims = serde_json::json!({
+            "iss": ISSUER, "aud": [CLIENT], "exp": now + 300, "iat": now - 10, "sub": "alice",
+            "nonce": NONCE, "email": "Alice@Acme.test", "email_verified": true, "groups": ["devs", "ops"],
+        });
+        for (k, v) in changes.as_object().unwrap() {
+            if v.is_null() {
+                claims.as_object_mut().unwrap().remove(k);
+            } else {
+                claims[k] = v.clone();
+            }
+        }
+        let claims: openidconnect::IdTokenClaims<ExtraClaims, CoreGenderClaim> = serde_json::from_value(claims).unwrap();
+        let t = SsoIdToken::new(claims, &key(pem), CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256, None, None).unwrap();
+        serde_json::to_value(&t).unwrap().as_str().unwrap().to_owned()
+    }
+
+    fn verify(t: &str) -> std::result::Result<VerifiedPerson, String> {
+        use openidconnect::PrivateSigningKey;
+        let jwks = CoreJsonWebKeySet::new(vec![key(KEY).as_verification_key()]);
+        verify_id_token(t, &jwks, &IssuerUrl::new(ISSUER.into()).unwrap(), CLIENT, NONCE, "groups")
+    }
+
+    #[test]
+    fn a_good_id_token_gives_the_verified_person() {
+        let p = verify(&token(KEY, serde_json::json!({}))).unwrap();
+        assert_eq!(p.email, "alice@acme.test");
+        assert_eq!(p.groups, ["devs", "ops"]);
+    }
+
+    #[test]
+    fn tampered_expired_foreign_and_wrong_nonce_tokens_are_refused() {
+        let good = token(KEY, serde_json::json!({}));
+        // Tampered: the payload changed (groups widened), signature kept.
+        let parts: Vec<&str> = good.split('.').collect();
+        let mut payload: serde_json::Value =
+            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        payload["groups"] = serde_json::json!(["admins"]);
+        let forged = format!("{}.{}.{}", parts[0], b64(payload.to_string().as_bytes()), parts[2]);
+        assert!(verify(&forged).unwrap_err().contains("signature"));
+        // Signed by a key the provider does not publish.
+        assert!(verify(&token(OTHER_KEY, serde_json::json!({}))).unwrap_err().contains("signature"));
+        // Expired.
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let expired = token(KEY, serde_json::json!({"exp": now - 120, "iat": now - 600}));
+        assert!(verify(&expired).unwrap_err().contains("expired"));
+        // Another sign-in's nonce, no nonce, another audience, another issuer.
+        assert!(verify(&token(KEY, serde_json::json!({"nonce": "other"}))).unwrap_err().contains("nonce"));
+        assert!(verify(&token(KEY, serde_json::json!({"nonce": null}))).unwrap_err().contains("nonce"));
+        assert!(verify(&token(KEY, serde_json::json!({"aud": ["someone-else"]}))).unwrap_err().contains("another client"));
+        assert!(verify(&token(KEY, serde_json::json!({"iss": "https://evil.example"}))).unwrap_err().contains("issuer"));
+        // Not a JWT at all; alg "none".
+        assert!(verify("garbage").is_err());
+        let none = format!("{}.{}.", b64(br#"{"alg":"none"}"#), parts[1]);
+        assert!(verify(&none).is_err());
+    }
+
+    #[test]
+    fn unverified_or_missing_emails_are_refused() {
+        let e = verify(&token(KEY, serde_json::json!({"email_verified": false}))).unwrap_err();
+        assert!(e.contains("is verified"), "{e}");
+        assert!(verify(&token(KEY, serde_json::json!({"email_verified": null}))).is_err());
+        assert!(verify(&token(KEY, serde_json::json!({"email": null}))).unwrap_err().contains("email"));
+    }
+
     #[test]
     fn groups_claims_are_read_strictly() {
         let extra: ExtraClaims = serde_json::from_value(serde_json::json!({
