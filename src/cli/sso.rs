@@ -81,7 +81,11 @@ pub(crate) async fn loopback_login(anon: &Client, org: &str, browser: bool) -> a
         .api_raw(Method::POST, &format!("/auth/sso/{}/start", seg(org)), Some(&body))
         .await?;
     if !status.is_success() {
-        bail!("cannot start single sign-on: {} ({})", error_message(&reply), status.as_u16());
+        bail!(
+            "cannot start single sign-on: {} ({})",
+            error_message(&reply),
+            status.as_u16()
+        );
     }
     let Some(url) = reply["data"]["auth_url"].as_str() else {
         bail!("the server's answer has no auth_url");

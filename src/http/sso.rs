@@ -129,7 +129,13 @@ pub(super) async fn vault_auth_url(State(s): State<AppState>, VaultBody(b): Vaul
         .begin(b.role.trim(), &b.redirect_uri, &b.client_nonce, SsoPurpose::Api)
         .await
     {
-        Ok(url) => envelope(StatusCode::OK, "oidc", json!({ "auth_url": url }), Value::Null, Value::Null),
+        Ok(url) => envelope(
+            StatusCode::OK,
+            "oidc",
+            json!({ "auth_url": url }),
+            Value::Null,
+            Value::Null,
+        ),
         Err(e) => fail(e),
     }
 }
@@ -150,7 +156,11 @@ pub(super) async fn vault_callback(
     let b = if q.state.is_empty() && !body.is_empty() && (json_body || body.first() == Some(&b'{')) {
         match serde_json::from_slice::<Callback>(&body) {
             Ok(b) => b,
-            Err(_) => return fail(ServiceError::Invalid("the callback body must be JSON: state, code, client_nonce".into())),
+            Err(_) => {
+                return fail(ServiceError::Invalid(
+                    "the callback body must be JSON: state, code, client_nonce".into(),
+                ));
+            }
         }
     } else {
         q

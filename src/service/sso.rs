@@ -26,9 +26,7 @@ use openidconnect::core::{
     CoreGenderClaim, CoreJsonWebKey, CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
     CoreProviderMetadata,
 };
-use openidconnect::{
-    AdditionalClaims, ClaimsVerificationError, ClientId, IdToken, IdTokenVerifier, IssuerUrl, Nonce,
-};
+use openidconnect::{AdditionalClaims, ClaimsVerificationError, ClientId, IdToken, IdTokenVerifier, IssuerUrl, Nonce};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -334,9 +332,7 @@ pub(crate) fn verify_id_token(
             ClaimsVerificationError::Expired(_) => "the ID token has expired".to_owned(),
             ClaimsVerificationError::InvalidAudience(_) => "the ID token was issued to another client".to_owned(),
             ClaimsVerificationError::InvalidIssuer(_) => "the ID token was issued by another issuer".to_owned(),
-            ClaimsVerificationError::InvalidNonce(_) => {
-                "the ID token's nonce does not match this sign-in".to_owned()
-            }
+            ClaimsVerificationError::InvalidNonce(_) => "the ID token's nonce does not match this sign-in".to_owned(),
             ClaimsVerificationError::SignatureVerification(_) => {
                 "the ID token's signature does not verify against the provider's keys".to_owned()
             }
@@ -462,7 +458,9 @@ impl SsoService {
         let issuer = check_issuer(&input.issuer)?;
         let client_id = input.client_id.trim();
         if client_id.is_empty() || client_id.len() > 255 {
-            return Err(ServiceError::Invalid("client_id is required (at most 255 characters)".into()));
+            return Err(ServiceError::Invalid(
+                "client_id is required (at most 255 characters)".into(),
+            ));
         }
         let mut scopes: Vec<String> = input.scopes.iter().flat_map(|s| list(s)).collect();
         if scopes.is_empty() {
@@ -471,7 +469,10 @@ impl SsoService {
         if !scopes.iter().any(|s| s == "openid") {
             scopes.insert(0, "openid".into());
         }
-        if let Some(bad) = scopes.iter().find(|s| !s.chars().all(|c| c.is_ascii_graphic() && c != '"')) {
+        if let Some(bad) = scopes
+            .iter()
+            .find(|s| !s.chars().all(|c| c.is_ascii_graphic() && c != '"'))
+        {
             return Err(ServiceError::Invalid(format!("scope {bad:?} is not a valid scope")));
         }
         let domains: Vec<String> = input
@@ -484,7 +485,9 @@ impl SsoService {
             .iter()
             .find(|d| !d.contains('.') || !d.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'))
         {
-            return Err(ServiceError::Invalid(format!("allowed_domains: {bad:?} is not a domain")));
+            return Err(ServiceError::Invalid(format!(
+                "allowed_domains: {bad:?} is not a domain"
+            )));
         }
         let groups_claim = input.groups_claim.trim().to_owned();
         if groups_claim.len() > 100 || groups_claim.chars().any(|c| c.is_control()) {
@@ -497,7 +500,9 @@ impl SsoService {
             .map(|e| e.to_ascii_lowercase())
             .collect();
         if let Some(bad) = break_glass.iter().find(|e| !e.contains('@')) {
-            return Err(ServiceError::Invalid(format!("break_glass: {bad:?} is not an email address")));
+            return Err(ServiceError::Invalid(format!(
+                "break_glass: {bad:?} is not an email address"
+            )));
         }
         let display_name = input
             .display_name
@@ -512,9 +517,11 @@ impl SsoService {
         let existing = self.store.sso_provider(org_row.id).await?;
         let (client_secret, kek_version) = match (&input.client_secret, &existing) {
             (Some(secret), _) if !secret.trim().is_empty() => {
-                let version = self.store.active_kek(org_row.id).await?.ok_or_else(|| {
-                    ServiceError::Internal("the organization has no active KEK".into())
-                })?;
+                let version = self
+                    .store
+                    .active_kek(org_row.id)
+                    .await?
+                    .ok_or_else(|| ServiceError::Internal("the organization has no active KEK".into()))?;
                 let kek = self.access.shared_kek(who.keyring(), org_row.id, version).await?;
                 let blob = crate::crypto::aead::seal(&kek, &secret_aad(org_row.id, version), secret.trim().as_bytes());
                 (blob, version)
@@ -661,12 +668,15 @@ impl SsoService {
             .access
             .shared_kek(&keyring, pending.org_id, provider.kek_version)
             .await?;
-        let secret = crate::crypto::aead::open(&kek, &secret_aad(pending.org_id, provider.kek_version), &provider.client_secret)
-            .map_err(|_| {
-                ServiceError::Internal("the SSO client secret does not decrypt; set it again".into())
-            })?;
+        let secret = crate::crypto::aead::open(
+            &kek,
+            &secret_aad(pending.org_id, provider.kek_version),
+            &provider.client_secret,
+        )
+        .map_err(|_| ServiceError::Internal("the SSO client secret does not decrypt; set it again".into()))?;
         let secret = Zeroizing::new(
-            String::from_utf8(secret.to_vec()).map_err(|_| ServiceError::Internal("SSO client secret is not text".into()))?,
+            String::from_utf8(secret.to_vec())
+                .map_err(|_| ServiceError::Internal("SSO client secret is not text".into()))?,
         );
         let issuer = check_issuer(&provider.issuer)?;
         let md = self.metadata(&issuer, false).await?;
@@ -760,14 +770,24 @@ impl SsoService {
             .body(body.to_string())
             .send()
             .await
-            .map_err(|e| fail(format!("the identity provider's token endpoint failed: {}", e.without_url())))?;
+            .map_err(|e| {
+                fail(format!(
+                    "the identity provider's token endpoint failed: {}",
+                    e.without_url()
+                ))
+            })?;
         let status = res.status();
-        let body = res
-            .bytes()
-            .await
-            .map_err(|e| fail(format!("the identity provider's token endpoint failed: {}", e.without_url())))?;
-        let answer: TokenAnswer = serde_json::from_slice(&body)
-            .map_err(|_| fail(format!("the identity provider's token endpoint answered {status} without JSON")))?;
+        let body = res.bytes().await.map_err(|e| {
+            fail(format!(
+                "the identity provider's token endpoint failed: {}",
+                e.without_url()
+            ))
+        })?;
+        let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|_| {
+            fail(format!(
+                "the identity provider's token endpoint answered {status} without JSON"
+            ))
+        })?;
         if let Some(err) = answer.error {
             let clean = |s: &str| s.chars().filter(|c| !c.is_control()).take(200).collect::<String>();
             return Err(fail(format!(
@@ -776,10 +796,11 @@ impl SsoService {
                 clean(answer.error_description.as_deref().unwrap_or(""))
             )));
         }
-        answer
-            .id_token
-            .filter(|_| status.is_success())
-            .ok_or_else(|| fail(format!("the identity provider's token endpoint answered {status} without an ID token")))
+        answer.id_token.filter(|_| status.is_success()).ok_or_else(|| {
+            fail(format!(
+                "the identity provider's token endpoint answered {status} without an ID token"
+            ))
+        })
     }
 
     /// The coffer user of a verified email: the existing account (linked),
@@ -941,7 +962,10 @@ mod tests {
     fn issuers_and_redirects_are_checked() {
         assert!(check_issuer("https://idp.example.com").is_ok());
         assert!(check_issuer("http://127.0.0.1:8080").is_ok());
-        assert!(check_issuer("http://idp.example.com").is_err(), "plain http off loopback");
+        assert!(
+            check_issuer("http://idp.example.com").is_err(),
+            "plain http off loopback"
+        );
         assert!(check_issuer("not a url").is_err());
         assert!(check_loopback_redirect("http://127.0.0.1:43123/oidc/callback").is_ok());
         assert!(check_loopback_redirect("http://localhost:8250/oidc/callback").is_ok());
@@ -959,8 +983,11 @@ mod tests {
     const NONCE: &str = "the-nonce-of-this-sign-in";
 
     fn key(pem: &str) -> openidconnect::core::CoreRsaPrivateSigningKey {
-        openidconnect::core::CoreRsaPrivateSigningKey::from_pem(pem, Some(openidconnect::JsonWebKeyId::new("k1".into())))
-            .unwrap()
+        openidconnect::core::CoreRsaPrivateSigningKey::from_pem(
+            pem,
+            Some(openidconnect::JsonWebKeyId::new("k1".into())),
+        )
+        .unwrap()
     }
 
     /// An ID token signed (RS256) by `pem` with these claims over a good base.
@@ -977,15 +1004,30 @@ mod tests {
                 claims[k] = v.clone();
             }
         }
-        let claims: openidconnect::IdTokenClaims<ExtraClaims, CoreGenderClaim> = serde_json::from_value(claims).unwrap();
-        let t = SsoIdToken::new(claims, &key(pem), CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256, None, None).unwrap();
+        let claims: openidconnect::IdTokenClaims<ExtraClaims, CoreGenderClaim> =
+            serde_json::from_value(claims).unwrap();
+        let t = SsoIdToken::new(
+            claims,
+            &key(pem),
+            CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+            None,
+            None,
+        )
+        .unwrap();
         serde_json::to_value(&t).unwrap().as_str().unwrap().to_owned()
     }
 
     fn verify(t: &str) -> std::result::Result<VerifiedPerson, String> {
         use openidconnect::PrivateSigningKey;
         let jwks = CoreJsonWebKeySet::new(vec![key(KEY).as_verification_key()]);
-        verify_id_token(t, &jwks, &IssuerUrl::new(ISSUER.into()).unwrap(), CLIENT, NONCE, "groups")
+        verify_id_token(
+            t,
+            &jwks,
+            &IssuerUrl::new(ISSUER.into()).unwrap(),
+            CLIENT,
+            NONCE,
+            "groups",
+        )
     }
 
     #[test]
@@ -1000,22 +1042,46 @@ mod tests {
         let good = token(KEY, serde_json::json!({}));
         // Tampered: the payload changed (groups widened), signature kept.
         let parts: Vec<&str> = good.split('.').collect();
-        let mut payload: serde_json::Value =
-            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        let mut payload: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(parts[1])
+                .unwrap(),
+        )
+        .unwrap();
         payload["groups"] = serde_json::json!(["admins"]);
         let forged = format!("{}.{}.{}", parts[0], b64(payload.to_string().as_bytes()), parts[2]);
         assert!(verify(&forged).unwrap_err().contains("signature"));
         // Signed by a key the provider does not publish.
-        assert!(verify(&token(OTHER_KEY, serde_json::json!({}))).unwrap_err().contains("signature"));
+        assert!(
+            verify(&token(OTHER_KEY, serde_json::json!({})))
+                .unwrap_err()
+                .contains("signature")
+        );
         // Expired.
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let expired = token(KEY, serde_json::json!({"exp": now - 120, "iat": now - 600}));
         assert!(verify(&expired).unwrap_err().contains("expired"));
         // Another sign-in's nonce, no nonce, another audience, another issuer.
-        assert!(verify(&token(KEY, serde_json::json!({"nonce": "other"}))).unwrap_err().contains("nonce"));
-        assert!(verify(&token(KEY, serde_json::json!({"nonce": null}))).unwrap_err().contains("nonce"));
-        assert!(verify(&token(KEY, serde_json::json!({"aud": ["someone-else"]}))).unwrap_err().contains("another client"));
-        assert!(verify(&token(KEY, serde_json::json!({"iss": "https://evil.example"}))).unwrap_err().contains("issuer"));
+        assert!(
+            verify(&token(KEY, serde_json::json!({"nonce": "other"})))
+                .unwrap_err()
+                .contains("nonce")
+        );
+        assert!(
+            verify(&token(KEY, serde_json::json!({"nonce": null})))
+                .unwrap_err()
+                .contains("nonce")
+        );
+        assert!(
+            verify(&token(KEY, serde_json::json!({"aud": ["someone-else"]})))
+                .unwrap_err()
+                .contains("another client")
+        );
+        assert!(
+            verify(&token(KEY, serde_json::json!({"iss": "https://evil.example"})))
+                .unwrap_err()
+                .contains("issuer")
+        );
         // Not a JWT at all; alg "none".
         assert!(verify("garbage").is_err());
         let none = format!("{}.{}.", b64(br#"{"alg":"none"}"#), parts[1]);
@@ -1027,7 +1093,11 @@ mod tests {
         let e = verify(&token(KEY, serde_json::json!({"email_verified": false}))).unwrap_err();
         assert!(e.contains("is verified"), "{e}");
         assert!(verify(&token(KEY, serde_json::json!({"email_verified": null}))).is_err());
-        assert!(verify(&token(KEY, serde_json::json!({"email": null}))).unwrap_err().contains("email"));
+        assert!(
+            verify(&token(KEY, serde_json::json!({"email": null})))
+                .unwrap_err()
+                .contains("email")
+        );
     }
 
     #[test]

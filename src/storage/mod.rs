@@ -61,9 +61,9 @@ pub mod secrets;
 pub mod shares;
 pub mod sql;
 mod sqlite;
+pub mod sso;
 pub mod tenants;
-pub mod webhooks; // signed webhooks and their delivery queue (issue 17)
-pub mod sso; // single sign-on with OIDC (issue 20)
+pub mod webhooks; // signed webhooks and their delivery queue (issue 17) // single sign-on with OIDC (issue 20)
 
 use async_trait::async_trait;
 

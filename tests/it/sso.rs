@@ -51,7 +51,11 @@ fn npm_ci_once() {
         .current_dir(oidc_dir())
         .output()
         .expect("run npm ci in tests/oidc (node and npm are needed)");
-    assert!(out.status.success(), "npm ci failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "npm ci failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     *done = true;
 }
 
@@ -130,14 +134,27 @@ impl Idp {
             if !url.as_str().starts_with(&self.issuer) {
                 return url;
             }
-            let cookies = jar.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+            let cookies = jar
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ");
             let req = match form.take() {
-                Some(f) => client.post(url.clone()).form(&f),
+                Some(f) => client
+                    .post(url.clone())
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(serde_urlencoded::to_string(&f).expect("form")),
                 None => client.get(url.clone()),
             };
             let res = req.header("cookie", cookies).send().await.expect("provider request");
             for c in res.headers().get_all("set-cookie") {
-                if let Some((k, v)) = c.to_str().unwrap_or("").split(';').next().and_then(|p| p.split_once('=')) {
+                if let Some((k, v)) = c
+                    .to_str()
+                    .unwrap_or("")
+                    .split(';')
+                    .next()
+                    .and_then(|p| p.split_once('='))
+                {
                     jar.insert(k.to_owned(), v.to_owned());
                 }
             }
@@ -151,7 +168,11 @@ impl Idp {
             assert!(status.is_success(), "provider answered {status} at {url}: {body}");
             // The development interactions: a login form, then a consent form.
             form = Some(if body.contains("name=\"login\"") {
-                vec![("prompt", "login".into()), ("login", login.into()), ("password", "any".into())]
+                vec![
+                    ("prompt", "login".into()),
+                    ("login", login.into()),
+                    ("password", "any".into()),
+                ]
             } else if body.contains("value=\"consent\"") {
                 vec![("prompt", "consent".into())]
             } else {
@@ -208,7 +229,10 @@ pub async fn world(dir: &Path, idp: &Idp, extra: Value) -> (Server, Http, Http) 
     }
     let view = util::ok_data("configure sso", root.put("/api/v1/orgs/acme/sso", cfg).await);
     assert_eq!(view["client_secret_set"], true);
-    assert!(!view.to_string().contains(CLIENT_SECRET), "the client secret is never returned: {view}");
+    assert!(
+        !view.to_string().contains(CLIENT_SECRET),
+        "the client secret is never returned: {view}"
+    );
     (server, root, anon)
 }
 
@@ -263,8 +287,11 @@ fn session_token(what: &str, answer: (StatusCode, Value)) -> (String, Value) {
 }
 
 async fn reveal(http: &Http) -> (StatusCode, Value) {
-    http.get(&format!("{}/secrets/DB?reveal=true", util::env_path("acme", "api", "production")))
-        .await
+    http.get(&format!(
+        "{}/secrets/DB?reveal=true",
+        util::env_path("acme", "api", "production")
+    ))
+    .await
 }
 
 #[tokio::test]
@@ -289,19 +316,32 @@ async fn code_flow_creates_the_person_maps_groups_and_a_removed_group_takes_acce
     let (token, data) = session_token("alice's first sso login", callback(&anon, &back, &n).await);
     assert_eq!(data["email"], ALICE);
     assert_eq!(data["created"], true, "created just in time: {data}");
-    assert_eq!(data["groups"], json!(["devs"]), "only groups coffer has are mapped: {data}");
+    assert_eq!(
+        data["groups"],
+        json!(["devs"]),
+        "only groups coffer has are mapped: {data}"
+    );
 
     // A state is single use: the same callback again is refused.
     let (st, body) = callback(&anon, &back, &n).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED, "{body}");
-    assert!(body["message"].as_str().unwrap_or("").contains("already used"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("already used"),
+        "{body}"
+    );
 
     // The new person is a member, in group devs, and reads through its grant.
     let alice = anon.with_token(&token);
     let me = util::ok_data("whoami", alice.get("/api/v1/auth/whoami").await);
     assert_eq!(me["name"], ALICE);
     let groups = util::ok_data("groups", root.get("/api/v1/orgs/acme/groups").await);
-    let devs = groups.as_array().unwrap().iter().find(|g| g["name"] == "devs").cloned().unwrap();
+    let devs = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "devs")
+        .cloned()
+        .unwrap();
     assert_eq!(devs["members"], json!([ALICE]));
     let secret = util::ok_data("reveal through the group grant", reveal(&alice).await);
     assert_eq!(secret["value"], "sso-db-value-x20");
@@ -318,7 +358,10 @@ async fn code_flow_creates_the_person_maps_groups_and_a_removed_group_takes_acce
     tokio::time::sleep(Duration::from_millis(1100)).await; // the 1 s access cache
     for t in [&token, &token2] {
         let (st, body) = reveal(&anon.with_token(t)).await;
-        assert!(st == StatusCode::FORBIDDEN || st == StatusCode::NOT_FOUND, "{st} {body}");
+        assert!(
+            st == StatusCode::FORBIDDEN || st == StatusCode::NOT_FOUND,
+            "{st} {body}"
+        );
     }
 
     // The logins are audited under auth.sso_login, with no code or token.
@@ -328,7 +371,10 @@ async fn code_flow_creates_the_person_maps_groups_and_a_removed_group_takes_acce
     );
     let text = records.to_string();
     assert!(text.contains(ALICE), "the person is named: {text}");
-    assert!(!text.contains(&param(&back, "code")) && !text.contains(&token), "no code or token in audit");
+    assert!(
+        !text.contains(&param(&back, "code")) && !text.contains(&token),
+        "no code or token in audit"
+    );
 }
 
 #[tokio::test]
@@ -355,7 +401,11 @@ async fn unverified_emails_foreign_domains_forged_state_and_other_clients_are_re
     let auth = start(&anon, "http://127.0.0.1:9/oidc/callback", &n).await;
     let back = idp.sign_in(&auth, "alice").await;
     let mut forged = back.clone();
-    forged.query_pairs_mut().clear().append_pair("code", &param(&back, "code")).append_pair("state", "forged-state");
+    forged
+        .query_pairs_mut()
+        .clear()
+        .append_pair("code", &param(&back, "code"))
+        .append_pair("state", "forged-state");
     let (st, body) = callback(&anon, &forged, &n).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED, "{body}");
     assert!(body["message"].as_str().unwrap_or("").contains("unknown"), "{body}");
@@ -381,7 +431,10 @@ async fn unverified_emails_foreign_domains_forged_state_and_other_clients_are_re
         )
         .await;
     assert_eq!(st, StatusCode::UNAUTHORIZED, "{body}");
-    assert!(body["message"].as_str().unwrap_or("").contains("refused the code"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("refused the code"),
+        "{body}"
+    );
 
     // Bad starts.
     let (st, body) = anon
@@ -443,7 +496,10 @@ async fn an_sso_required_org_refuses_password_sessions_but_not_root_or_break_gla
     let (st, body) = reveal(&dave_pw).await;
     assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["code"], "sso_required");
-    assert!(body["message"].as_str().unwrap_or("").contains("single sign-on"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("single sign-on"),
+        "{body}"
+    );
     let (st, body) = dave_pw.get("/api/v1/orgs/acme/projects").await;
     assert_eq!(st, StatusCode::FORBIDDEN, "every route of the org: {body}");
 
@@ -468,7 +524,9 @@ async fn an_sso_required_org_refuses_password_sessions_but_not_root_or_break_gla
     // A token derived from the SSO session carries it too.
     let child = util::ok_data(
         "derived token",
-        anon.with_token(&token).post("/api/v1/tokens", json!({"name": "ci"})).await,
+        anon.with_token(&token)
+            .post("/api/v1/tokens", json!({"name": "ci"}))
+            .await,
     );
     let ct = child["token"].as_str().unwrap().to_owned();
     util::remember_secret(&ct);
@@ -511,12 +569,17 @@ async fn vault_wire_and_the_cli_loopback_flow() {
         ))
         .await;
     assert_eq!(st, StatusCode::OK, "{body}");
-    let token = body["auth"]["client_token"].as_str().expect("auth.client_token").to_owned();
+    let token = body["auth"]["client_token"]
+        .as_str()
+        .expect("auth.client_token")
+        .to_owned();
     util::remember_secret(&token);
     assert_eq!(body["auth"]["metadata"]["coffer_name"], ALICE);
     let (st, me) = anon.with_token(&token).get("/v1/auth/token/lookup-self").await;
     assert_eq!(st, StatusCode::OK, "{me}");
-    let (st, body) = anon.post("/v1/auth/oidc/oidc/auth_url", json!({"client_nonce": nonce()})).await;
+    let (st, body) = anon
+        .post("/v1/auth/oidc/oidc/auth_url", json!({"client_nonce": nonce()}))
+        .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "a role is required: {body}");
 
     // The CLI: `coffer login --sso --org acme --no-browser` prints the URL,
@@ -540,7 +603,11 @@ async fn vault_wire_and_the_cli_loopback_flow() {
     let mut url = String::new();
     out.read_line(&mut url).expect("the CLI prints the sign-in URL");
     let back = idp.sign_in(url.trim(), "alice").await;
-    assert_eq!(back.host_str(), Some("127.0.0.1"), "the CLI's loopback redirect: {back}");
+    assert_eq!(
+        back.host_str(),
+        Some("127.0.0.1"),
+        "the CLI's loopback redirect: {back}"
+    );
     assert_eq!(back.path(), "/oidc/callback");
     let page = reqwest::get(back.clone()).await.expect("the CLI's listener answers");
     assert_eq!(page.status(), StatusCode::OK);
@@ -567,4 +634,81 @@ async fn vault_wire_and_the_cli_loopback_flow() {
         .expect("coffer whoami");
     assert!(String::from_utf8_lossy(&who.stdout).contains(ALICE), "{who:?}");
     let _ = std::io::stderr().flush();
+}
+
+/// `bao login -method=oidc role=acme` for real, headless: `skip_browser`
+/// makes it print the URL, the scripted browser signs in, and the
+/// provider's redirect reaches bao's own loopback listener.
+#[tokio::test]
+async fn bao_login_method_oidc() {
+    let dir = util::tempdir();
+    let idp = Idp::start(users());
+    let (server, _root, anon) = world(dir.path(), &idp, json!({})).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let home = dir.path().join("bao-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut bao = Command::new(crate::vault_clients::bao_bin())
+        .args([
+            "login",
+            "-method=oidc",
+            "-format=json",
+            "role=acme",
+            "skip_browser=true",
+        ])
+        .arg("listenaddress=127.0.0.1")
+        .arg(format!("port={port}"))
+        .env("BAO_ADDR", &server.base)
+        .env("HOME", &home)
+        .env_remove("BAO_TOKEN")
+        .env_remove("VAULT_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run bao");
+    let mut err = BufReader::new(bao.stderr.take().unwrap());
+    let mut url = String::new();
+    let mut seen = String::new();
+    while url.is_empty() {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap_or(0) == 0 {
+            let _ = bao.kill();
+            panic!("bao printed no sign-in URL: {seen}");
+        }
+        seen.push_str(&line);
+        if line.trim().starts_with("http") {
+            url = line.trim().to_owned();
+        }
+    }
+    let back = idp.sign_in(&url, "alice").await;
+    assert_eq!(back.path(), "/oidc/callback", "{back}");
+    assert_eq!(back.port(), Some(port));
+    let mut to_bao = back.clone();
+    let _ = to_bao.set_host(Some("127.0.0.1"));
+    reqwest::get(to_bao).await.expect("bao's listener answers");
+    let out = tokio::task::spawn_blocking(move || bao.wait_with_output())
+        .await
+        .unwrap()
+        .expect("bao exit");
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+    assert!(
+        out.status.success(),
+        "bao login: {}{seen}{rest}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("bao's JSON");
+    let token = v["auth"]["client_token"]
+        .as_str()
+        .expect("auth.client_token")
+        .to_owned();
+    util::remember_secret(&token);
+    let me = util::ok_data(
+        "whoami with bao's token",
+        anon.with_token(&token).get("/api/v1/auth/whoami").await,
+    );
+    assert_eq!(me["name"], ALICE);
 }

@@ -14,8 +14,8 @@
 //! that starts on this site.
 
 use axum::extract::{Query, State};
-use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::StatusCode;
+use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::response::Response;
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 
 use super::super::AppState;
 use super::super::audit::AuditNote;
-use super::{after_login, cookie, error_page, html as page, random_secret, set_cookie, SESSION_COOKIE};
+use super::{SESSION_COOKIE, after_login, cookie, error_page, html as page, random_secret, set_cookie};
 use crate::service::ServiceError;
 use crate::service::sso::SsoPurpose;
 
@@ -124,9 +124,16 @@ pub(in crate::http) async fn start(
 ) -> Response {
     let org = q.org.trim().to_ascii_lowercase();
     if org.is_empty() {
-        return error_page(None, &ServiceError::Invalid("name the organization to sign in to".into()));
+        return error_page(
+            None,
+            &ServiceError::Invalid("name the organization to sign in to".into()),
+        );
     }
-    let next = if after_login(&q.next) == "/device" { "device" } else { "orgs" };
+    let next = if after_login(&q.next) == "/device" {
+        "device"
+    } else {
+        "orgs"
+    };
     let binding = match random_secret() {
         Ok(r) => format!("{next}~{}", r.as_str()),
         Err(e) => return error_page(None, &e),
@@ -138,7 +145,10 @@ pub(in crate::http) async fn start(
         .await
     {
         Ok(url) => {
-            let mut res = page(StatusCode::OK, moving_on(&url, "Signing in with your identity provider…"));
+            let mut res = page(
+                StatusCode::OK,
+                moving_on(&url, "Signing in with your identity provider…"),
+            );
             if let Some(v) = sso_cookie(&s, &binding, 600) {
                 res.headers_mut().append(header::SET_COOKIE, v);
             }
@@ -177,7 +187,11 @@ pub(in crate::http) async fn callback(
         Ok(c) => c,
         Err(e) => return error_page(None, &e),
     };
-    let to = if binding.starts_with("device~") { "/device" } else { "/ui/orgs" };
+    let to = if binding.starts_with("device~") {
+        "/device"
+    } else {
+        "/ui/orgs"
+    };
     let mut res = page(StatusCode::OK, moving_on(to, "Signed in."));
     if let Some(v) = set_cookie(&s, SESSION_COOKIE, &cookie_value, None) {
         res.headers_mut().append(header::SET_COOKIE, v);
