@@ -3,8 +3,7 @@
 //! admins); the CLI's start and callback (native API); Vault's
 //! `auth/oidc/oidc/auth_url` and `auth/oidc/oidc/callback` (the wire
 //! `bao login -method=oidc role=<org>` speaks). The dashboard's start and
-//! callback are in `ui/mod.rs`'s neighbour [`super::ui`] (`ui_start`,
-//! `ui_callback` below). Routes are registered in the route table.
+//! callback are in `ui/sso.rs`. Routes are registered in the route table.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};

@@ -12,6 +12,7 @@ mod identity;
 mod keystore;
 mod secrets;
 mod shares;
+mod sso;
 mod tenants;
 mod webhooks;
 
