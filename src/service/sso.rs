@@ -196,8 +196,11 @@ pub struct SsoService {
     pub(super) access: AccessService,
     pub(super) identity: IdentityService,
     http: Option<reqwest::Client>,
-    discovery: Arc<Mutex<HashMap<String, (Instant, Arc<CoreProviderMetadata>)>>>,
+    discovery: Arc<Mutex<DiscoveryCache>>,
 }
+
+/// Discovery documents by issuer, with when they were fetched.
+type DiscoveryCache = HashMap<String, (Instant, Arc<CoreProviderMetadata>)>;
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -855,7 +858,7 @@ impl SsoService {
         }
         let mut now_in = Vec::new();
         for g in groups {
-            let want = wanted.iter().any(|w| *w == g.name);
+            let want = wanted.contains(&g.name);
             let is = current.contains(&g.id);
             if want && !is {
                 self.store.add_group_member(org_id, g.id, user_id).await?;

@@ -712,3 +712,73 @@ async fn bao_login_method_oidc() {
     );
     assert_eq!(me["name"], ALICE);
 }
+
+/// On a host without a display, `coffer login --sso` falls back to the
+/// device flow: the person approves the code from an SSO session, and the
+/// CLI's session joins that SSO session — so it passes the organization's
+/// "SSO required" policy.
+#[tokio::test]
+async fn a_headless_cli_falls_back_to_the_device_flow_approved_from_an_sso_session() {
+    let dir = util::tempdir();
+    let idp = Idp::start(users());
+    let (server, _root, anon) = world(dir.path(), &idp, json!({"sso_required": true})).await;
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let cli_env = |cmd: &mut Command| {
+        cmd.env("COFFER_ADDR", &server.base)
+            .env("COFFER_ORG", "acme")
+            .env("COFFER_PROJECT", "api")
+            .env("COFFER_ENV", "production")
+            .env("HOME", &home)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("COFFER_TOKEN")
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY");
+    };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffer"));
+    cmd.args(["login", "--sso", "--org", "acme"]);
+    cli_env(&mut cmd);
+    let mut cli = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run coffer login --sso");
+    let mut err = BufReader::new(cli.stderr.take().unwrap());
+    let mut seen = String::new();
+    let code = loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap_or(0) == 0 {
+            panic!("no device code printed: {seen}");
+        }
+        seen.push_str(&line);
+        if let Some(rest) = line.split("coffer login approve ").nth(1) {
+            break rest.split(',').next().unwrap_or("").trim().to_owned();
+        }
+    };
+    assert!(seen.contains("No browser on this host"), "{seen}");
+
+    // The person signs in with SSO (elsewhere) and approves the code.
+    let (token, _) = session_token("alice sso", sso_login(&anon, &idp, "alice").await);
+    util::ok_data(
+        "approve from the sso session",
+        anon.with_token(&token)
+            .post("/api/v1/auth/device/approve", json!({"user_code": code}))
+            .await,
+    );
+    let out = tokio::task::spawn_blocking(move || cli.wait_with_output())
+        .await
+        .unwrap()
+        .expect("cli exit");
+    assert!(out.status.success(), "coffer login --sso (device): {seen}{:?}", out);
+
+    // The CLI's session reads in the SSO-required organization.
+    let mut get = Command::new(env!("CARGO_BIN_EXE_coffer"));
+    get.args(["secrets", "get", "DB"]);
+    cli_env(&mut get);
+    let got = get.output().expect("coffer secrets get");
+    assert!(
+        String::from_utf8_lossy(&got.stdout).contains("sso-db-value-x20"),
+        "the device session is an SSO session: {got:?}"
+    );
+}
