@@ -32,14 +32,25 @@ pub(crate) struct LoginArgs {
     totp: Option<String>,
     /// Log in with a CI job's OIDC ID token (JWT) through a JWT role
     /// (docs/jwt-auth.md); `-` reads it from stdin.
-    #[arg(long, value_name = "ID_TOKEN", conflicts_with = "email", requires = "role")]
+    #[arg(long, value_name = "ID_TOKEN", conflicts_with_all = ["email", "sso"], requires = "role")]
     jwt: Option<String>,
     /// The JWT role to log in with.
     #[arg(long, requires = "jwt")]
     role: Option<String>,
-    /// The role's organization (default: the only one with a role of that name).
-    #[arg(long, requires = "jwt")]
+    /// Sign in with the organization's identity provider (single sign-on):
+    /// a browser on this host opens on it (a loopback redirect, RFC 8252);
+    /// without a display, the device flow (sign in with SSO on the page it
+    /// names, then approve).
+    #[arg(long, requires = "org", conflicts_with = "email")]
+    sso: bool,
+    /// The organization: with `--sso`, the one to sign in to; with
+    /// `--jwt`, the role's (default: the only one with a role of that name).
+    #[arg(long, value_name = "ORG")]
     org: Option<String>,
+    /// With `--sso`: print the sign-in URL instead of opening a browser,
+    /// and wait on the loopback redirect all the same.
+    #[arg(long, requires = "sso")]
+    no_browser: bool,
     #[command(subcommand)]
     cmd: Option<LoginCmd>,
 }
@@ -138,6 +149,25 @@ pub(crate) async fn login(server: &ServerArgs, args: LoginArgs) -> anyhow::Resul
         let anon = Client::anonymous(server)?;
         let session = jwt_login(&anon, jwt, args.role.as_deref().unwrap_or(""), args.org.as_deref()).await?;
         return finish_login(server, &anon, &session).await;
+    }
+    if let (true, Some(org)) = (args.sso, args.org.as_deref()) {
+        if args.cmd.is_some() {
+            bail!("`coffer login approve` takes no --sso");
+        }
+        let anon = Client::anonymous(server)?;
+        let session = if args.no_browser || super::sso::has_browser() {
+            super::sso::loopback_login(&anon, org, !args.no_browser).await?
+        } else {
+            eprintln!(
+                "No browser on this host: open the page below on any device, sign in there with \"Sign in with\" \
+                 (organization {org}) and approve this login."
+            );
+            device_login(&anon).await?
+        };
+        return finish_login(server, &anon, &session).await;
+    }
+    if args.org.is_some() {
+        bail!("--org goes with --sso or --jwt");
     }
     match (args.cmd, args.email) {
         (Some(_), Some(_)) => bail!("`coffer login approve` takes no --email"),

@@ -18,6 +18,7 @@ mod pin;
 mod run;
 mod secrets;
 mod share;
+mod sso; // single sign-on (issue 20)
 mod tenants;
 mod webhooks; // signed webhooks (issue 17)
 

@@ -23,6 +23,8 @@ fn classify(e: &ServiceError) -> (StatusCode, &'static str) {
         ServiceError::TotpRequired => (StatusCode::UNAUTHORIZED, "totp_required"),
         ServiceError::InvalidTotp => (StatusCode::UNAUTHORIZED, "invalid_totp"),
         ServiceError::PasswordRequired(_) => (StatusCode::UNAUTHORIZED, "password_required"),
+        ServiceError::SsoRequired => (StatusCode::FORBIDDEN, "sso_required"),
+        ServiceError::SsoFailed(_) => (StatusCode::UNAUTHORIZED, "sso_failed"),
         ServiceError::AccountDisabled => (StatusCode::FORBIDDEN, "account_disabled"),
         ServiceError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         ServiceError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),

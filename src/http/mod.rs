@@ -19,6 +19,7 @@ pub mod proxy;
 mod rekey;
 pub mod routes;
 mod shares;
+mod sso; // single sign-on with OIDC (issue 20)
 mod sys;
 pub mod tls;
 pub mod transport;

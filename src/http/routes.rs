@@ -14,7 +14,7 @@ use axum::http::Method;
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
 
 use super::{
-    AppState, api, approvals, audit, dbcreds, generate_root, identity, jwt_auth, keys, metrics, rekey, shares, sys, ui,
+    AppState, api, approvals, audit, dbcreds, generate_root, identity, jwt_auth, keys, metrics, rekey, shares, sso, sys, ui,
     vault_auth, vault_kv, webhooks,
 };
 use crate::access::{ENV_ROUTES, EnvRoute};
@@ -348,6 +348,19 @@ routes! {
         POST => dbcreds::revoke_prefix, Action("database.lease.revoke_prefix");
     }
     // === end protected environments ===
+    // === single sign-on (issue 20, docs/sso.md) ===
+    "/api/v1/orgs/{org}/sso" {
+        GET => sso::get_config, Action("sso.read");
+        PUT => sso::set_config, Action("sso.set");
+        DELETE => sso::delete_config, Action("sso.delete");
+    }
+    "/api/v1/auth/sso/{org}/start" { POST => sso::start, Action("auth.sso_start"); }
+    "/api/v1/auth/sso/callback" { POST => sso::callback, Action("auth.sso_login"); }
+    "/v1/auth/oidc/oidc/auth_url" { POST | PUT => sso::vault_auth_url, Action("auth.sso_start"); }
+    "/v1/auth/oidc/oidc/callback" { GET | POST => sso::vault_callback, Action("auth.sso_login"); }
+    "/ui/sso/start" { GET => ui::sso::start, Action("auth.sso_start"); }
+    "/ui/sso/callback" { GET => ui::sso::callback, Action("auth.sso_login"); }
+    // === end single sign-on ===
     // native: users, sessions, tokens
     "/api/v1/users" {
         GET => identity::list_users, Action("user.list");

@@ -33,7 +33,7 @@ fn data(v: Value) -> Response {
 }
 
 /// Vault's `auth` block of a login or token creation.
-fn auth_block(l: VaultLogin, warnings: Value) -> Response {
+pub(super) fn auth_block(l: VaultLogin, warnings: Value) -> Response {
     let auth = json!({
         "client_token": l.token.as_str(),
         "accessor": l.accessor,

@@ -269,6 +269,8 @@ impl AccessService {
 
     /// What `who` may do in `org_id`; None when it is not part of the org.
     pub(crate) async fn access(&self, who: &Unsealed, org_id: Uuid) -> Result<Option<Arc<Access>>> {
+        // Per token (its login session), so before the per-principal cache.
+        self.sso_gate(who, org_id).await?;
         let key = (who.id(), org_id);
         if let Some(a) = self.shared.cache.access.get(&key) {
             return Ok(a);

@@ -74,6 +74,8 @@ pub(crate) struct HotCache {
     pub(crate) access: TtlMap<(Uuid, Uuid), Option<Arc<Access>>>,
     /// org/project/env slugs → ids
     pub(crate) envs: TtlMap<(String, String, String), EnvPath>,
+    /// an organization's SSO policy (`sso.rs`)
+    pub(crate) sso: TtlMap<Uuid, Option<Arc<super::sso::SsoPolicy>>>,
 }
 
 impl HotCache {
@@ -83,6 +85,7 @@ impl HotCache {
             certs: TtlMap::new(),
             access: TtlMap::new(),
             envs: TtlMap::new(),
+            sso: TtlMap::new(),
         }
     }
 
@@ -91,6 +94,7 @@ impl HotCache {
         self.certs.clear();
         self.access.clear();
         self.envs.clear();
+        self.sso.clear();
     }
 }
 

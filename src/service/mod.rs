@@ -36,6 +36,7 @@ mod references;
 pub mod rekey;
 mod secrets;
 pub mod shares;
+pub mod sso; // single sign-on with OIDC (issue 20)
 mod sync;
 pub mod ui_session;
 mod users;
@@ -108,6 +109,15 @@ pub enum ServiceError {
     /// The TOTP or recovery code is wrong or was used already.
     #[error("invalid or already used TOTP code")]
     InvalidTotp,
+    /// The organization requires single sign-on and this token's login
+    /// session was no SSO login to it (`sso.rs`).
+    #[error(
+        "this organization requires single sign-on: sign in with `coffer login --sso --org <org>` or the dashboard's \"Sign in with\" button"
+    )]
+    SsoRequired,
+    /// A single sign-on was refused; the message says why.
+    #[error("single sign-on failed: {0}")]
+    SsoFailed(String),
     /// The operation needs the person to prove themself again: the
     /// password (plus a TOTP code when enrolled), or a recent login.
     #[error("{0}")]
@@ -492,6 +502,8 @@ pub struct Coffer {
     pub idempotency: idempotency::IdempotencyService,
     /// database credentials: connections, dynamic leases, static rotation
     pub dbcreds: dbcreds::DbCredsService,
+    /// single sign-on with OIDC
+    pub sso: sso::SsoService,
     shared: Arc<Shared>,
 }
 
@@ -609,6 +621,7 @@ impl Coffer {
             secrets: secrets.clone(),
             audit: audit.clone(),
         };
+        let sso = sso::SsoService::new(shared.clone(), store.clone(), access.clone(), identity.clone());
         let operator = OperatorService {
             shared: shared.clone(),
             store,
@@ -630,6 +643,7 @@ impl Coffer {
             shares,
             idempotency,
             dbcreds,
+            sso,
             shared,
         })
     }

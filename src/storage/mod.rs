@@ -22,6 +22,7 @@
 //! | [`webhooks::WebhookStore`] | `webhooks.rs` | an organization's webhooks, their durable delivery queue and log |
 //! | [`jwt_auth::JwtAuthStore`] | `jwt_auth.rs` | JWT/OIDC login: an organization's trusted issuers and login roles |
 //! | [`dbcreds::DbCredsStore`] | `dbcreds.rs` | database connections (sealed admin URL), roles, leases of dynamic credentials |
+//! | [`sso::SsoStore`] | `sso.rs` | an organization's OIDC provider (client secret encrypted), pending SSO logins |
 //!
 //! [`Backend`] is the supertrait of all of them, which the services hold as
 //! `Arc<dyn Backend>`; of its own it has only what belongs to no aggregate:
@@ -64,8 +65,9 @@ pub mod secrets;
 pub mod shares;
 pub mod sql;
 mod sqlite;
+pub mod sso;
 pub mod tenants;
-pub mod webhooks; // signed webhooks and their delivery queue (issue 17)
+pub mod webhooks; // signed webhooks and their delivery queue (issue 17) // single sign-on with OIDC (issue 20)
 
 use async_trait::async_trait;
 
@@ -152,6 +154,7 @@ pub trait Backend:
     + webhooks::WebhookStore
     + jwt_auth::JwtAuthStore
     + dbcreds::DbCredsStore
+    + sso::SsoStore
     + Send
     + Sync
     + std::fmt::Debug

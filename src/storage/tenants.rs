@@ -655,6 +655,8 @@ impl TenantStore for SqlBackend {
                     ("DELETE FROM db_leases WHERE org_id = $1", 0),
                     ("DELETE FROM db_roles WHERE org_id = $1", 0),
                     ("DELETE FROM db_connections WHERE org_id = $1", 0),
+                    ("DELETE FROM sso_states WHERE org_id = $1", 0),
+                    ("DELETE FROM sso_providers WHERE org_id = $1", 0),
                     ("DELETE FROM approval_votes WHERE org_id = $1", 0),
                     ("DELETE FROM approval_requests WHERE org_id = $1", 0),
                     ("DELETE FROM approval_policies WHERE org_id = $1", 0),

@@ -39,6 +39,7 @@ mod rekey;
 mod rotate_totp;
 mod sessions;
 mod shares;
+mod sso;
 mod sync_endpoints;
 mod tamper;
 mod tenant_deletion;

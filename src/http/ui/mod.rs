@@ -33,6 +33,7 @@ mod device;
 pub(super) mod edit;
 mod pages;
 pub(super) mod shares;
+pub(super) mod sso; // single sign-on (issue 20)
 
 use std::sync::OnceLock;
 
@@ -368,7 +369,7 @@ impl FromRequestParts<AppState> for UiUser {
 fn login_required(state: &AppState, headers: &HeaderMap, device: bool) -> Response {
     match PreCsrf::of(state, headers) {
         Ok(pre) => {
-            let page = pages::login(&pre.token, "", device, Some("Log in to continue."));
+            let page = pages::login(&pre.token, "", device, Some("Log in to continue."), None);
             let mut res = html(StatusCode::UNAUTHORIZED, page);
             res.extensions_mut().insert(ErrorCode("unauthenticated"));
             pre.respond(res)
@@ -572,6 +573,8 @@ pub(super) struct LoginForm {
 #[serde(default)]
 pub(super) struct NextQuery {
     next: String,
+    /// an organization whose "Sign in with …" button to show
+    org: String,
 }
 
 /// Where a login goes next: only the device page or the organizations.
@@ -593,7 +596,14 @@ pub(super) async fn login_page(
     }
     match PreCsrf::of(&s, &headers) {
         Ok(pre) => {
-            let page = pages::login(&pre.token, "", after_login(&q.next) == "/device", None);
+            // The organization's provider name, when it has single sign-on.
+            let org = q.org.trim().to_ascii_lowercase();
+            let sso = match s.coffer.sso.display_name(&org).await {
+                Ok(Some(name)) if !org.is_empty() => Some((org, name)),
+                _ => None,
+            };
+            let sso = sso.as_ref().map(|(o, n)| (o.as_str(), n.as_str()));
+            let page = pages::login(&pre.token, "", after_login(&q.next) == "/device", None, sso);
             pre.respond(html(StatusCode::OK, page))
         }
         Err(e) => error_page(None, &e),
@@ -629,7 +639,7 @@ pub(super) async fn login_submit(
         Err(e) => {
             let (status, code, message) = describe(&e);
             let device = after_login(&f.next) == "/device";
-            let mut res = html(status, pages::login(&f.csrf, &f.email, device, Some(&message)));
+            let mut res = html(status, pages::login(&f.csrf, &f.email, device, Some(&message), None));
             if let ServiceError::RateLimited { retry_after_s } = e
                 && let Ok(v) = HeaderValue::from_str(&retry_after_s.to_string())
             {

@@ -193,7 +193,9 @@ pub(super) fn unseal(status: &SealStatus, hsm: bool, csrf: &str, error: Option<&
 
 /// Password plus TOTP or a recovery code; `device`: back to the
 /// device-flow page afterwards.
-pub(super) fn login(csrf: &str, email: &str, device: bool, error: Option<&str>) -> Markup {
+/// `sso`: the organization (slug, provider name) whose "Sign in with …"
+/// button to show; else a field for the organization.
+pub(super) fn login(csrf: &str, email: &str, device: bool, error: Option<&str>, sso: Option<(&str, &str)>) -> Markup {
     layout(
         "Log in",
         None,
@@ -214,6 +216,7 @@ pub(super) fn login(csrf: &str, email: &str, device: bool, error: Option<&str>) 
                 input #recovery type="text" name="recovery_code" autocomplete="off" spellcheck="false";
                 button type="submit" { "Log in" }
             }
+            (super::sso::login_block(sso, device))
             p.muted { "Operating the server? " a #root-login href="/ui/login/token" { "Log in with a root token" } }
         },
     )

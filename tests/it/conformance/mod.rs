@@ -14,6 +14,7 @@ mod jwt_auth;
 mod keystore;
 mod secrets;
 mod shares;
+mod sso;
 mod tenants;
 mod webhooks;
 

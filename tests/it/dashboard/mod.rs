@@ -688,3 +688,4 @@ async fn dashboard_device_page_completes_a_coffer_login() {
 }
 mod edit;
 mod shares;
+mod sso; // single sign-on (issue 20)
