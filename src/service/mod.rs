@@ -534,12 +534,14 @@ impl Coffer {
             access_store: store.clone(),
             access: access.clone(),
         };
+        let webhooks = webhooks::WebhookService::new(store.clone(), access.clone(), shared.clone());
+        webhooks.listen_for_signals(&shared.auditor);
         let keys = KeyService {
             shared: shared.clone(),
             key_store: store.clone(),
             tenant_store: store.clone(),
+            webhooks: webhooks.clone(),
         };
-        let webhooks = webhooks::WebhookService::new(store.clone(), access.clone());
         let secrets = SecretService {
             shared: shared.clone(),
             webhooks: webhooks.clone(),
