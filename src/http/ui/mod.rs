@@ -33,6 +33,7 @@ mod device;
 pub(super) mod edit;
 mod pages;
 pub(super) mod shares;
+pub(super) mod webhooks; // signed webhooks of an org (issue 17)
 
 use std::sync::OnceLock;
 
