@@ -534,7 +534,11 @@ impl Coffer {
             access_store: store.clone(),
             access: access.clone(),
         };
-        let webhooks = webhooks::WebhookService::new(store.clone(), access.clone(), shared.clone());
+        let webhooks = webhooks::WebhookService::new(
+            (store.clone(), store.clone(), store.clone()),
+            access.clone(),
+            shared.clone(),
+        );
         webhooks.listen_for_signals(&shared.auditor);
         let keys = KeyService {
             shared: shared.clone(),

@@ -35,7 +35,6 @@ use super::secrets::author_of;
 use super::{Result, ServiceError, Unsealed, now_ms, rfc3339};
 use crate::keys::{self, Keyring};
 use crate::secure_mem::KeyBytes;
-use crate::storage::Backend;
 use crate::storage::keystore::KeyStore;
 use crate::storage::webhooks::{DeliveryRow, WebhookRow, WebhookStore};
 
@@ -301,7 +300,11 @@ pub struct WebhookService {
 
 impl WebhookService {
     pub(super) fn new(
-        store: Arc<dyn Backend>,
+        (store, key_store, tenant_store): (
+            Arc<dyn WebhookStore>,
+            Arc<dyn KeyStore>,
+            Arc<dyn crate::storage::TenantStore>,
+        ),
         access: super::AccessService,
         shared: Arc<super::Shared>,
     ) -> WebhookService {
@@ -318,9 +321,9 @@ impl WebhookService {
             }
         };
         WebhookService {
-            store: store.clone(),
-            key_store: store.clone(),
-            tenant_store: store,
+            store,
+            key_store,
+            tenant_store,
             access,
             shared,
             http,
@@ -604,11 +607,16 @@ impl WebhookService {
             return Ok("sealed: deliveries wait for unseal".to_owned());
         };
         if !self.legacy_sealed.load(Ordering::Relaxed) {
-            let n = self.seal_legacy(&keyring).await?;
-            if n > 0 {
-                tracing::info!(hooks = n, "webhooks: clear signing secrets of older hooks sealed");
+            // A failure is retried at the next run; deliveries go on.
+            match self.seal_legacy(&keyring).await {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(hooks = n, "webhooks: clear signing secrets of older hooks sealed");
+                    }
+                    self.legacy_sealed.store(true, Ordering::Relaxed);
+                }
+                Err(e) => tracing::warn!(error = %e, "webhooks: older clear signing secrets not sealed yet"),
             }
-            self.legacy_sealed.store(true, Ordering::Relaxed);
         }
         let due = self.store.due_deliveries(now_ms(), BATCH).await?;
         let mut secrets: HashMap<Uuid, Zeroizing<String>> = HashMap::new();
