@@ -308,6 +308,19 @@ routes! {
     "/ui/orgs/{org}/approvals/{id}/approve" { POST => ui::approvals::approve, Action("approval.approve"); }
     "/ui/orgs/{org}/approvals/{id}/reject" { POST => ui::approvals::reject, Action("approval.reject"); }
     "/ui/orgs/{org}/break-glass/{id}/review" { POST => ui::approvals::review, Action("approval.review"); }
+    "/ui/orgs/{org}/projects/{project}/envs/{env}/approval-policy" {
+        GET => ui::approvals::policy_get, Action("approval.policy_read");
+        POST => ui::approvals::policy_set, Action("approval.policy_set");
+    }
+    "/ui/orgs/{org}/projects/{project}/envs/{env}/approval-policy/remove" {
+        POST => ui::approvals::policy_remove, Action("approval.policy_delete");
+    }
+    "/ui/orgs/{org}/webhooks" {
+        GET => ui::webhooks::page_get, Action("webhook.list");
+        POST => ui::webhooks::create, Action("webhook.create");
+    }
+    "/ui/orgs/{org}/webhooks/{id}" { GET => ui::webhooks::deliveries, Action("webhook.deliveries"); }
+    "/ui/orgs/{org}/webhooks/{id}/remove" { POST => ui::webhooks::remove, Action("webhook.delete"); }
     "/api/v1/orgs/{org}/webhooks" {
         GET => webhooks::list, Action("webhook.list");
         POST => webhooks::create, Action("webhook.create");

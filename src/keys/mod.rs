@@ -73,6 +73,28 @@ pub fn totp_aad(user_id: &Uuid) -> Vec<u8> {
     aad(b"totp", &[user_id], None)
 }
 
+/// AAD of a webhook's signing secret under its org's KEK:
+/// `"webhook" ‖ org_id ‖ webhook_id` (a blob copied to another hook or
+/// organization does not open).
+fn webhook_aad(org_id: &Uuid, webhook_id: &Uuid) -> Vec<u8> {
+    aad(b"webhook", &[org_id, webhook_id], None)
+}
+
+/// Encrypt a webhook's signing secret (AES-256-GCM) under an org KEK.
+pub fn seal_webhook_secret(kek: &KeyBytes, org_id: &Uuid, webhook_id: &Uuid, secret: &[u8]) -> Vec<u8> {
+    aead::seal(kek, &webhook_aad(org_id, webhook_id), secret)
+}
+
+/// Decrypt a webhook's signing secret made by [`seal_webhook_secret`].
+pub fn open_webhook_secret(
+    kek: &KeyBytes,
+    org_id: &Uuid,
+    webhook_id: &Uuid,
+    blob: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, AeadError> {
+    aead::open(kek, &webhook_aad(org_id, webhook_id), blob)
+}
+
 /// AAD of the audit key (it signs the audit log's checkpoints).
 pub const AUDIT_KEY_AAD: &[u8] = b"audit-key";
 
@@ -527,6 +549,20 @@ mod tests {
         assert!(decrypt_value(&old, &a, &sealed.ciphertext, &moved).is_err());
         // Bound to its row: another version id does not re-wrap it.
         assert!(rewrap_dek(&old, &new, &Uuid::new_v4(), &sealed.wrapped_dek).is_err());
+    }
+
+    #[test]
+    fn webhook_secret_opens_only_for_its_org_and_hook() {
+        let kek = KeyBytes::random().expect("key");
+        let (org, hook) = (Uuid::new_v4(), Uuid::new_v4());
+        let blob = seal_webhook_secret(&kek, &org, &hook, b"whsec_abc");
+        assert!(!blob.windows(9).any(|w| w == b"whsec_abc"));
+        let plain = open_webhook_secret(&kek, &org, &hook, &blob).expect("opens");
+        assert_eq!(plain.as_slice(), b"whsec_abc");
+        assert!(open_webhook_secret(&kek, &org, &Uuid::new_v4(), &blob).is_err());
+        assert!(open_webhook_secret(&kek, &Uuid::new_v4(), &hook, &blob).is_err());
+        let other = KeyBytes::random().expect("key");
+        assert!(open_webhook_secret(&other, &org, &hook, &blob).is_err());
     }
 
     #[test]

@@ -117,6 +117,9 @@ pub struct ApprovalEvent {
     pub key: String,
     /// who caused the step (kind:name)
     pub actor: String,
+    /// break-glass: the people to notify, every approver of the
+    /// environment (emails); empty for the other steps
+    pub approvers: Vec<String>,
 }
 
 /// `PUT …/approvals/policies/{project}/{env}` body.
@@ -417,6 +420,39 @@ impl super::SecretService {
         }
     }
 
+    /// Every approver of `env_id` (emails, enabled accounts): the org's
+    /// owners and admins when the policy's role is "admin" (or there is no
+    /// policy), and the members of its approver group. Break-glass
+    /// notifies them all (a storage error is logged: the step goes on).
+    pub(super) async fn approvers(&self, org_id: Uuid, env_id: Uuid) -> Vec<String> {
+        self.try_approvers(org_id, env_id).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "break-glass: approvers to notify not found");
+            Vec::new()
+        })
+    }
+
+    async fn try_approvers(&self, org_id: Uuid, env_id: Uuid) -> Result<Vec<String>> {
+        let policy = self.approval_store.approval_policy(org_id, env_id).await?;
+        let admins = policy.as_ref().is_none_or(|p| p.approver_role == "admin");
+        let group = policy.and_then(|p| p.approver_group);
+        let store = &self.access.access_store;
+        let mut out = Vec::new();
+        for (user, role) in store.members(org_id).await? {
+            if user.disabled {
+                continue;
+            }
+            let admin = admins && (role == "owner" || role == "admin");
+            let in_group = match group {
+                Some(g) if !admin => store.user_groups(org_id, user.id).await?.contains(&g),
+                _ => false,
+            };
+            if admin || in_group {
+                out.push(user.email);
+            }
+        }
+        Ok(out)
+    }
+
     async fn gate(&self, who: &Unsealed, org: &str, path: &EnvPath, access: &Access, act: i64) -> Result<Gate> {
         match who.kind {
             PrincipalKind::Root => {
@@ -438,6 +474,17 @@ impl super::SecretService {
                             row.reason.clone(),
                         ))
                         .await?;
+                    self.emit(ApprovalEvent {
+                        event: "break_glass",
+                        org: org.to_owned(),
+                        request_id: row.id.to_string(),
+                        kind: row.kind.clone(),
+                        environment: path.env_id.to_string(),
+                        key: String::new(),
+                        actor: row.author.clone(),
+                        approvers: self.approvers(path.org_id, path.env_id).await,
+                    })
+                    .await;
                 }
                 Ok(Gate::Proceed)
             }
@@ -567,31 +614,10 @@ impl super::SecretService {
             .ok_or_else(|| ServiceError::Conflict("the environment's approval policy changed; retry".into()))?;
         let now = now_ms();
         Ok(RequestRow {
-            id: Uuid::new_v4(),
-            org_id: path.org_id,
-            env_id: path.env_id,
-            kind: String::new(),
-            key: String::new(),
-            value_type: String::new(),
-            description: None,
-            base_version: 0,
-            rollback_to: None,
-            secret_id: None,
-            version_id: None,
-            ciphertext: None,
-            wrapped_dek: None,
-            kek_version: None,
-            author_id: who.id(),
-            author: author_of(who),
-            reason: String::new(),
             status: "pending".to_owned(),
             required: policy.required,
-            created_at: now,
             expires_at: now.saturating_add(policy.request_ttl_ms),
-            decided_at: None,
-            grant_until: None,
-            reviewed_by: None,
-            review_comment: None,
+            ..request_base(path, who.id(), author_of(who), now)
         })
     }
 
@@ -614,6 +640,7 @@ impl super::SecretService {
             environment: row.env_id.to_string(),
             key: row.key.clone(),
             actor: row.author.clone(),
+            approvers: Vec::new(),
         })
         .await;
         Ok(row.id.to_string())
@@ -1068,6 +1095,7 @@ impl ApprovalService {
             environment: r.env_id.to_string(),
             key: r.key.clone(),
             actor: actor.to_owned(),
+            approvers: Vec::new(),
         };
         let actor = author_of(who);
         if approve {
@@ -1171,6 +1199,7 @@ impl ApprovalService {
             environment: r.env_id.to_string(),
             key: r.key.clone(),
             actor: author_of(who),
+            approvers: Vec::new(),
         })
         .await;
         Ok(())
@@ -1279,6 +1308,7 @@ impl ApprovalService {
             environment: format!("{}/{}", env.1, env.2),
             key: String::new(),
             actor: row.author.clone(),
+            approvers: self.secrets.approvers(path.org_id, path.env_id).await,
         })
         .await;
         let names = self.env_names(path.org_id).await?;
@@ -1351,6 +1381,7 @@ impl ApprovalService {
             environment: r.env_id.to_string(),
             key: String::new(),
             actor: author_of(who),
+            approvers: Vec::new(),
         })
         .await;
         self.show(who, org, id).await
@@ -1389,10 +1420,44 @@ impl ApprovalService {
                 environment: r.env_id.to_string(),
                 key: r.key.clone(),
                 actor: "system:approval expiry job".to_owned(),
+                approvers: Vec::new(),
             })
             .await;
         }
         Ok(format!("{} requests expired", expired.len()))
+    }
+}
+
+/// The fields every request row starts from: a fresh id on `path`, by
+/// `author_id` (`author`: kind:name) at `now`, nothing proposed, nothing
+/// decided. Each kind sets its own kind, status, threshold and times.
+fn request_base(path: &EnvPath, author_id: Uuid, author: String, now: i64) -> RequestRow {
+    RequestRow {
+        id: Uuid::new_v4(),
+        org_id: path.org_id,
+        env_id: path.env_id,
+        kind: String::new(),
+        key: String::new(),
+        value_type: String::new(),
+        description: None,
+        base_version: 0,
+        rollback_to: None,
+        secret_id: None,
+        version_id: None,
+        ciphertext: None,
+        wrapped_dek: None,
+        kek_version: None,
+        author_id,
+        author,
+        reason: String::new(),
+        status: String::new(),
+        required: 0,
+        created_at: now,
+        expires_at: now,
+        decided_at: None,
+        grant_until: None,
+        reviewed_by: None,
+        review_comment: None,
     }
 }
 
@@ -1406,31 +1471,12 @@ fn break_glass_row(
     (now, until): (i64, i64),
 ) -> RequestRow {
     RequestRow {
-        id: Uuid::new_v4(),
-        org_id: path.org_id,
-        env_id: path.env_id,
         kind: "break_glass".to_owned(),
-        key: String::new(),
-        value_type: String::new(),
-        description: None,
-        base_version: 0,
-        rollback_to: None,
-        secret_id: None,
-        version_id: None,
-        ciphertext: None,
-        wrapped_dek: None,
-        kek_version: None,
-        author_id,
-        author,
         reason,
         status: "unreviewed".to_owned(),
-        required: 0,
-        created_at: now,
         expires_at: until,
-        decided_at: None,
         grant_until: Some(until),
-        reviewed_by: None,
-        review_comment: None,
+        ..request_base(path, author_id, author, now)
     }
 }
 

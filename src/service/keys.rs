@@ -4,7 +4,8 @@
 //! Invariants:
 //! - rotation adds a version and makes it active in one transaction; older
 //!   versions stay, so every existing secret version still decrypts;
-//! - re-wrapping moves a DEK from an older KEK version to the active one and
+//! - re-wrapping moves a DEK (and a webhook's signing secret,
+//!   `service::webhooks`) from an older KEK version to the active one and
 //!   touches only `wrapped_dek` and `kek_version`: the value ciphertext is
 //!   never read into clear nor rewritten, and the DEK exists in clear only in
 //!   the thread's locked scratch page;
@@ -56,6 +57,7 @@ pub struct KeyService {
     pub(super) shared: Arc<super::Shared>,
     pub(super) key_store: Arc<dyn crate::storage::keystore::KeyStore>,
     pub(super) tenant_store: Arc<dyn crate::storage::TenantStore>,
+    pub(super) webhooks: super::webhooks::WebhookService,
 }
 
 impl KeyService {
@@ -153,6 +155,8 @@ impl KeyService {
             .active_kek(org_id)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("organization {org:?}")))?;
+        // Webhook signing secrets (at most 50 an org) move in every batch.
+        self.webhooks.rewrap_secrets(keyring, org_id, active).await?;
         let rows = self.key_store.stale_deks(org_id, active, limit).await?;
         if rows.is_empty() {
             return Ok(RewrapBatch {
@@ -195,7 +199,7 @@ impl KeyService {
 
     /// Crypto-shred KEK version `version`: its wrapped key is deleted, so
     /// nothing it wrapped can ever be decrypted again. Refused while active
-    /// or referenced by any secret version.
+    /// or referenced by any secret version or webhook secret.
     pub async fn destroy_kek(&self, who: &Unsealed, org: &str, version: i64) -> Result<()> {
         let keyring = who.keyring();
         who.require_root()?;
@@ -213,7 +217,7 @@ impl KeyService {
                 "KEK version {version} is the active one; rotate first"
             ))),
             DestroyOutcome::InUse(n) => Err(ServiceError::Conflict(format!(
-                "KEK version {version} still wraps {n} secret versions; run rewrap first"
+                "KEK version {version} still wraps {n} secret versions or webhook secrets; run rewrap first"
             ))),
         }
     }

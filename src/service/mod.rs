@@ -556,12 +556,18 @@ impl Coffer {
             access_store: store.clone(),
             access: access.clone(),
         };
+        let webhooks = webhooks::WebhookService::new(
+            (store.clone(), store.clone(), store.clone()),
+            access.clone(),
+            shared.clone(),
+        );
+        webhooks.listen_for_signals(&shared.auditor);
         let keys = KeyService {
             shared: shared.clone(),
             key_store: store.clone(),
             tenant_store: store.clone(),
+            webhooks: webhooks.clone(),
         };
-        let webhooks = webhooks::WebhookService::new(store.clone(), access.clone());
         let jwt = jwt_auth::JwtAuthService::new(
             shared.clone(),
             store.clone(),

@@ -362,6 +362,8 @@ pub const BACKUP_TABLES: &[Table] = &[
             ("org_id", Text),
             ("url", Text),
             ("secret", Text),
+            ("sealed_secret", Bytes),
+            ("kek_version", Int),
             ("events", Text),
             ("format", Text),
             ("created_by", Text),

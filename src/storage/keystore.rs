@@ -70,7 +70,7 @@ pub enum DestroyOutcome {
     NotFound,
     /// it is the active version
     Active,
-    /// this many secret versions still reference it
+    /// this many secret versions and webhook secrets still reference it
     InUse(i64),
 }
 
@@ -366,9 +366,12 @@ impl KeyStore for SqlBackend {
     }
 
     async fn kek_usage(&self, org_id: Uuid) -> Result<Vec<KekUsage>> {
-        let rows = query("SELECT k.version, k.created_at, o.kek_version AS active, \
-                  (SELECT COUNT(*) FROM secret_versions v WHERE v.org_id = k.org_id AND v.kek_version = k.version) AS refs \
-             FROM kms_keys k JOIN orgs o ON o.id = k.org_id WHERE k.org_id = $1 ORDER BY k.version")
+        let rows = query(
+            "SELECT k.version, k.created_at, o.kek_version AS active, \
+                  (SELECT COUNT(*) FROM secret_versions v WHERE v.org_id = k.org_id AND v.kek_version = k.version) \
+                  + (SELECT COUNT(*) FROM webhooks w WHERE w.org_id = k.org_id AND w.kek_version = k.version) AS refs \
+             FROM kms_keys k JOIN orgs o ON o.id = k.org_id WHERE k.org_id = $1 ORDER BY k.version",
+        )
         .bind(org_id.to_string())
         .fetch_all(&mut *self.tenant(org_id).await?)
         .await?;
@@ -505,12 +508,18 @@ impl KeyStore for SqlBackend {
         if org.try_get::<i64, _>("kek_version")? == version {
             return Ok(DestroyOutcome::Active);
         }
-        let refs: i64 = query("SELECT COUNT(*) AS n FROM secret_versions WHERE org_id = $1 AND kek_version = $2")
-            .bind(org_id.to_string())
-            .bind(version)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("n")?;
+        // Secret versions' DEKs and webhooks' signing secrets (0018).
+        let refs: i64 = query(
+            "SELECT (SELECT COUNT(*) FROM secret_versions WHERE org_id = $1 AND kek_version = $2) \
+             + (SELECT COUNT(*) FROM webhooks WHERE org_id = $3 AND kek_version = $4) AS n",
+        )
+        .bind(org_id.to_string())
+        .bind(version)
+        .bind(org_id.to_string())
+        .bind(version)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
         if refs > 0 {
             return Ok(DestroyOutcome::InUse(refs));
         }

@@ -14,6 +14,10 @@ use super::db::{query, uuid};
 use super::{Result, SqlBackend};
 
 /// One webhook. Its Debug hides the signing secret.
+///
+/// The secret is stored sealed under the organization's KEK
+/// (`keys::seal_webhook_secret`); a hook created before migration 0018
+/// has its clear secret in `legacy_secret` until the delivery job seals it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WebhookRow {
     /// id
@@ -22,8 +26,14 @@ pub struct WebhookRow {
     pub org_id: Uuid,
     /// http(s) URL the deliveries are POSTed to
     pub url: String,
-    /// HMAC-SHA256 signing key (hex)
-    pub secret: String,
+    /// the signing secret sealed under the org's KEK (AES-256-GCM, AAD
+    /// "webhook" ‖ org ‖ id); None: not sealed yet (`legacy_secret`)
+    pub sealed_secret: Option<Vec<u8>>,
+    /// the KEK version that seals it
+    pub kek_version: Option<i64>,
+    /// a hook made before migration 0018: its clear secret until sealed;
+    /// empty otherwise
+    pub legacy_secret: String,
     /// event names, comma-separated
     pub events: String,
     /// coffer | slack
@@ -42,6 +52,7 @@ impl std::fmt::Debug for WebhookRow {
             .field("url", &self.url)
             .field("events", &self.events)
             .field("format", &self.format)
+            .field("kek_version", &self.kek_version)
             .finish_non_exhaustive()
     }
 }
@@ -91,6 +102,20 @@ pub trait WebhookStore: Send + Sync + std::fmt::Debug {
     /// Pending deliveries due at `now` in every organization, with their
     /// hook, at most `limit`, oldest first.
     async fn due_deliveries(&self, now: i64, limit: i64) -> Result<Vec<(DeliveryRow, WebhookRow)>>;
+    /// Hooks of every organization whose secret is still in clear (made
+    /// before migration 0018).
+    async fn legacy_webhooks(&self) -> Result<Vec<WebhookRow>>;
+    /// Store a hook's sealed secret under KEK version `kek_version` and
+    /// blank its clear column, if its sealing is still `expect` (the KEK
+    /// version it was read with; None: not sealed yet); false otherwise.
+    async fn seal_webhook_secret(
+        &self,
+        org_id: Uuid,
+        id: Uuid,
+        sealed: &[u8],
+        kek_version: i64,
+        expect: Option<i64>,
+    ) -> Result<bool>;
     /// Record an attempt's outcome (attempts, next_at, status, last
     /// status/error, delivered_at), if the delivery is still pending.
     async fn update_delivery(&self, row: &DeliveryRow) -> Result<bool>;
@@ -104,7 +129,9 @@ fn webhook_row(r: &AnyRow) -> Result<WebhookRow> {
         id: uuid(r, "id", "webhooks")?,
         org_id: uuid(r, "org_id", "webhooks")?,
         url: r.try_get("url")?,
-        secret: r.try_get("secret")?,
+        sealed_secret: r.try_get("sealed_secret")?,
+        kek_version: r.try_get("kek_version")?,
+        legacy_secret: r.try_get("secret")?,
         events: r.try_get("events")?,
         format: r.try_get("format")?,
         created_by: r.try_get("created_by")?,
@@ -138,13 +165,15 @@ impl WebhookStore for SqlBackend {
     async fn insert_webhook(&self, w: &WebhookRow) -> Result<()> {
         let mut tx = self.tenant_tx(w.org_id).await?;
         query(
-            "INSERT INTO webhooks (id, org_id, url, secret, events, format, created_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO webhooks (id, org_id, url, secret, sealed_secret, kek_version, events, format, \
+             created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(w.id.to_string())
         .bind(w.org_id.to_string())
         .bind(w.url.clone())
-        .bind(w.secret.clone())
+        .bind(w.legacy_secret.clone())
+        .bind(w.sealed_secret.clone())
+        .bind(w.kek_version)
         .bind(w.events.clone())
         .bind(w.format.clone())
         .bind(w.created_by.clone())
@@ -260,6 +289,51 @@ impl WebhookStore for SqlBackend {
         out.sort_by_key(|(d, _)| d.created_at);
         out.truncate(usize::try_from(limit).unwrap_or(0));
         Ok(out)
+    }
+
+    async fn legacy_webhooks(&self) -> Result<Vec<WebhookRow>> {
+        let orgs = query("SELECT id FROM orgs ORDER BY id").fetch_all(self.pool()).await?;
+        let mut out = Vec::new();
+        for r in &orgs {
+            let org_id = uuid(r, "id", "orgs")?;
+            let rows = query("SELECT * FROM webhooks WHERE org_id = $1 AND secret <> '' ORDER BY created_at, id")
+                .bind(org_id.to_string())
+                .fetch_all(&mut *self.tenant(org_id).await?)
+                .await?;
+            for row in &rows {
+                out.push(webhook_row(row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn seal_webhook_secret(
+        &self,
+        org_id: Uuid,
+        id: Uuid,
+        sealed: &[u8],
+        kek_version: i64,
+        expect: Option<i64>,
+    ) -> Result<bool> {
+        let mut tx = self.tenant_tx(org_id).await?;
+        let sql = if expect.is_some() {
+            "UPDATE webhooks SET sealed_secret = $1, kek_version = $2, secret = '' \
+             WHERE org_id = $3 AND id = $4 AND kek_version = $5"
+        } else {
+            "UPDATE webhooks SET sealed_secret = $1, kek_version = $2, secret = '' \
+             WHERE org_id = $3 AND id = $4 AND kek_version IS NULL"
+        };
+        let mut q = query(sql)
+            .bind(sealed.to_vec())
+            .bind(kek_version)
+            .bind(org_id.to_string())
+            .bind(id.to_string());
+        if let Some(v) = expect {
+            q = q.bind(v);
+        }
+        let done = q.execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn update_delivery(&self, d: &DeliveryRow) -> Result<bool> {

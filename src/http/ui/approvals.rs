@@ -1,7 +1,9 @@
 //! The Approvals page of an organization (issue 17, docs/approvals.md):
 //! pending change and access requests with Approve/Reject forms (the values
 //! diff only for a viewer holding reveal there), and the break-glass review
-//! queue with Accept/Flag. Every POST goes through `SessionForm` (CSRF).
+//! queue with Accept/Flag; and an environment's approval policy editor
+//! (actions, threshold, approver group, service-account exemption, TTLs).
+//! Every POST goes through `SessionForm` (CSRF).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -9,11 +11,11 @@ use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::pages::{Viewer, csrf_field, error_line, layout};
-use super::{SessionForm, UiUser, error_page, html as page, see_other};
+use super::pages::{Viewer, crumbs, csrf_field, error_line, layout};
+use super::{SessionForm, UiUser, error_page, html as page, see_other, seg};
 use crate::http::AppState;
 use crate::http::audit::AuditNote;
-use crate::service::approvals::RequestView;
+use crate::service::approvals::{PolicyInput, PolicyView, RequestView};
 
 #[derive(Default, Deserialize)]
 #[serde(default)]
@@ -193,6 +195,200 @@ fn approvals_page(
                                 button.danger type="submit" name="decision" value="flag" { "Flag" }
                             }
                         }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// The approval policy form of an environment.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct PolicyForm {
+    write: String,
+    delete: String,
+    rollback: String,
+    reveal: String,
+    export: String,
+    required: String,
+    approver_group: String,
+    sa_exempt: String,
+    request_ttl_s: String,
+    grant_ttl_s: String,
+    break_glass_ttl_s: String,
+}
+
+type EnvSlugs = (String, String, String);
+
+fn policy_base(org: &str, project: &str, env: &str) -> String {
+    format!(
+        "/ui/orgs/{}/projects/{}/envs/{}/approval-policy",
+        seg(org),
+        seg(project),
+        seg(env)
+    )
+}
+
+/// `GET /ui/orgs/{org}/projects/{project}/envs/{env}/approval-policy`
+pub(crate) async fn policy_get(
+    State(s): State<AppState>,
+    user: UiUser,
+    Path((org, project, env)): Path<EnvSlugs>,
+) -> Response {
+    render_policy(&s, &user, (&org, &project, &env), None).await
+}
+
+async fn render_policy(
+    s: &AppState,
+    user: &UiUser,
+    env: (&str, &str, &str),
+    error: Option<(StatusCode, &str)>,
+) -> Response {
+    match s.coffer.approvals.policy(&user.who, env).await {
+        Ok(policy) => page(
+            error.map_or(StatusCode::OK, |(st, _)| st),
+            policy_page(&user.viewer(), env, policy.as_ref(), error.map(|(_, m)| m)),
+        ),
+        Err(e) => error_page(Some(&user.viewer()), &e),
+    }
+}
+
+/// A number field: empty is "the default".
+fn number(name: &str, v: &str) -> Result<Option<i64>, crate::service::ServiceError> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.parse()
+        .map(Some)
+        .map_err(|_| crate::service::ServiceError::Invalid(format!("{name} must be a whole number")))
+}
+
+fn policy_input(f: &PolicyForm) -> Result<PolicyInput, crate::service::ServiceError> {
+    let actions = [
+        ("write", &f.write),
+        ("delete", &f.delete),
+        ("rollback", &f.rollback),
+        ("reveal", &f.reveal),
+        ("export", &f.export),
+    ]
+    .iter()
+    .filter(|(_, v)| v.as_str() == "on")
+    .map(|(n, _)| (*n).to_owned())
+    .collect();
+    let group = f.approver_group.trim();
+    Ok(PolicyInput {
+        actions,
+        required: number("required", &f.required)?,
+        approver_role: Some(if group.is_empty() { "admin" } else { "" }.to_owned()),
+        approver_group: (!group.is_empty()).then(|| group.to_owned()),
+        service_accounts_exempt: Some(f.sa_exempt == "on"),
+        request_ttl_s: number("request_ttl_s", &f.request_ttl_s)?,
+        grant_ttl_s: number("grant_ttl_s", &f.grant_ttl_s)?,
+        break_glass_ttl_s: number("break_glass_ttl_s", &f.break_glass_ttl_s)?,
+    })
+}
+
+/// `POST …/approval-policy`: set the policy (org admins).
+pub(crate) async fn policy_set(
+    State(s): State<AppState>,
+    Path((org, project, env)): Path<EnvSlugs>,
+    SessionForm(user, f): SessionForm<PolicyForm>,
+) -> Response {
+    let path = (org.as_str(), project.as_str(), env.as_str());
+    let done = match policy_input(&f) {
+        Ok(input) => s.coffer.approvals.set_policy(&user.who, path, input).await.map(drop),
+        Err(e) => Err(e),
+    };
+    match done {
+        Ok(()) => see_other(&policy_base(&org, &project, &env)),
+        Err(e) => {
+            let (status, _, message) = crate::http::error::describe(&e);
+            render_policy(&s, &user, path, Some((status, &message))).await
+        }
+    }
+}
+
+/// `POST …/approval-policy/remove`: the environment is no longer protected.
+pub(crate) async fn policy_remove(
+    State(s): State<AppState>,
+    Path((org, project, env)): Path<EnvSlugs>,
+    SessionForm(user, _): SessionForm<super::CsrfForm>,
+) -> Response {
+    let path = (org.as_str(), project.as_str(), env.as_str());
+    match s.coffer.approvals.delete_policy(&user.who, path).await {
+        Ok(()) => see_other(&policy_base(&org, &project, &env)),
+        Err(e) => {
+            let (status, _, message) = crate::http::error::describe(&e);
+            render_policy(&s, &user, path, Some((status, &message))).await
+        }
+    }
+}
+
+fn policy_page(
+    viewer: &Viewer<'_>,
+    (org, project, env): (&str, &str, &str),
+    policy: Option<&PolicyView>,
+    error: Option<&str>,
+) -> Markup {
+    let base = policy_base(org, project, env);
+    let has = |a: &str| policy.is_some_and(|p| p.actions.contains(&a));
+    let group = policy.and_then(|p| p.approver_group.clone()).unwrap_or_default();
+    layout(
+        "Approval policy",
+        Some(viewer),
+        html! {
+            (crumbs(Some(org), Some(project)))
+            h1 { "Approval policy of " code { (project) "/" (env) } }
+            (error_line(error))
+            section #current-policy {
+                @match policy {
+                    None => p.muted #no-policy { "Not protected: every action applies at once." },
+                    Some(p) => dl.record {
+                        dt { "Needs approval" } dd #policy-actions { (p.actions.join(", ")) }
+                        dt { "Approvals needed" } dd #policy-required { (p.required) }
+                        dt { "Approvers" } dd #policy-approvers {
+                            @if p.approver_role == "admin" { "org owners and admins" }
+                            @if let Some(g) = &p.approver_group { @if p.approver_role == "admin" { " and " } "group " code { (g) } }
+                        }
+                        dt { "Service accounts inject without approval" } dd #policy-sa { @if p.service_accounts_exempt { "yes" } @else { "no" } }
+                        dt { "Request expiry (s)" } dd { (p.request_ttl_s) }
+                        dt { "Reveal/export grant (s)" } dd { (p.grant_ttl_s) }
+                        dt { "Break-glass window (s)" } dd { (p.break_glass_ttl_s) }
+                        dt { "Set by" } dd { (p.updated_by) " " time datetime=(p.updated_at) { (p.updated_at) } }
+                    },
+                }
+            }
+            section #edit-policy {
+                h2 { "Edit (org owners and admins)" }
+                form #policy-form method="post" action=(base) {
+                    (csrf_field(viewer.csrf))
+                    fieldset {
+                        legend { "Actions that need a second person" }
+                        @for a in ["write", "delete", "rollback", "reveal", "export"] {
+                            label.check { input type="checkbox" name=(a) value="on" checked[has(a)]; " " (a) }
+                        }
+                    }
+                    label for="policy-required-input" { "Approvals needed (1–5)" }
+                    input #policy-required-input type="number" name="required" min="1" max="5"
+                        value=(policy.map_or(1, |p| p.required));
+                    label for="policy-group-input" { "Approver group (empty: org owners and admins)" }
+                    input #policy-group-input type="text" name="approver_group" maxlength="100" value=(group);
+                    label.check { input #policy-sa-input type="checkbox" name="sa_exempt" value="on"
+                        checked[policy.is_none_or(|p| p.service_accounts_exempt)]; " Service accounts inject without approval" }
+                    label for="policy-request-ttl" { "Request expiry (seconds)" }
+                    input #policy-request-ttl type="number" name="request_ttl_s" min="1" value=(policy.map_or(86400, |p| p.request_ttl_s));
+                    label for="policy-grant-ttl" { "Reveal/export grant (seconds)" }
+                    input #policy-grant-ttl type="number" name="grant_ttl_s" min="1" value=(policy.map_or(3600, |p| p.grant_ttl_s));
+                    label for="policy-glass-ttl" { "Break-glass window (seconds)" }
+                    input #policy-glass-ttl type="number" name="break_glass_ttl_s" min="1" value=(policy.map_or(3600, |p| p.break_glass_ttl_s));
+                    button type="submit" { "Save policy" }
+                }
+                @if policy.is_some() {
+                    form.inline #policy-remove method="post" action={ (base) "/remove" } {
+                        (csrf_field(viewer.csrf))
+                        button.danger type="submit" { "Remove the policy" }
                     }
                 }
             }

@@ -34,6 +34,7 @@ pub(super) mod edit;
 mod pages;
 pub(super) mod shares;
 pub(super) mod sso; // single sign-on (issue 20)
+pub(super) mod webhooks; // signed webhooks of an org (issue 17)
 
 use std::sync::OnceLock;
 

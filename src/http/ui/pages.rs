@@ -278,6 +278,7 @@ pub(super) fn projects(viewer: &Viewer<'_>, org: &str, projects: &[ProjectView])
             h1 { "Projects of " (org) }
             p { a #access-link href={ "/ui/orgs/" (seg(org)) "/access" } { "Access: members, groups, service accounts" } }
             p { a #approvals-link href={ "/ui/orgs/" (seg(org)) "/approvals" } { "Approvals: pending changes, break-glass review" } }
+            p { a #webhooks-link href={ "/ui/orgs/" (seg(org)) "/webhooks" } { "Webhooks: signed notifications, delivery log" } }
             @if projects.is_empty() {
                 p.muted { "No project you can see." }
             } @else {
@@ -311,6 +312,7 @@ pub(super) fn envs(viewer: &Viewer<'_>, org: &str, project: &str, envs: &[EnvVie
                             @if e.protected { span.badge.protected title="protected environment" { "protected" } }
                             " " span.muted { (e.name) }
                             " " a.grants-link href={ "/ui/orgs/" (seg(org)) "/projects/" (seg(project)) "/envs/" (seg(&e.slug)) "/grants" } { "Grants" }
+                            " " a.policy-link href={ "/ui/orgs/" (seg(org)) "/projects/" (seg(project)) "/envs/" (seg(&e.slug)) "/approval-policy" } { "Approval policy" }
                         }
                     }
                 }

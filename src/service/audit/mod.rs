@@ -33,6 +33,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use super::webhooks::SignalEvent;
 use super::{Principal, PrincipalKind, Result, ServiceError, Unsealed, now_ms, random_bytes, rfc3339};
 use crate::config::AuditConfig;
 use crate::storage::StorageError;
@@ -223,6 +224,8 @@ pub struct Auditor {
     /// highest seq a checkpoint of this process signed
     checkpointed: AtomicI64,
     sinks: Arc<sinks::Sinks>,
+    /// where security signals go (the webhook queue), once set
+    signals: Arc<std::sync::OnceLock<mpsc::Sender<SignalEvent>>>,
 }
 
 impl std::fmt::Debug for Auditor {
@@ -244,7 +247,9 @@ impl Auditor {
         let (tx, rx) = mpsc::channel(QUEUE);
         let committed = Arc::new(AtomicI64::new(0));
         let sinks = Arc::new(sinks::Sinks::start(settings.sinks.clone()));
+        let signals = Arc::new(std::sync::OnceLock::new());
         let writer = Writer {
+            signals: signals.clone(),
             store,
             single_process: storage_kind == "sqlite",
             head: None,
@@ -259,7 +264,15 @@ impl Auditor {
             committed,
             checkpointed: AtomicI64::new(0),
             sinks,
+            signals,
         })
+    }
+
+    /// Send every security signal from now on to `tx` as well (the webhook
+    /// queue, `service::webhooks`); a full channel drops the signal (its
+    /// counter and warning remain). Set once; later calls are ignored.
+    pub(crate) fn forward_signals(&self, tx: mpsc::Sender<SignalEvent>) {
+        let _ = self.signals.set(tx);
     }
 
     /// Write one record and wait until it is committed.
@@ -350,6 +363,7 @@ struct Writer {
     committed: Arc<AtomicI64>,
     sinks: Arc<sinks::Sinks>,
     detector: signals::Detector,
+    signals: Arc<std::sync::OnceLock<mpsc::Sender<SignalEvent>>>,
 }
 
 /// Attempts of one batch when other writers keep taking its positions.
@@ -376,13 +390,45 @@ impl Writer {
             let result = self.append(&mut rows).await;
             if result.is_ok() {
                 for (row, p) in rows.iter().zip(&batch) {
-                    self.detector.observe(row, p.values);
+                    for signal in self.detector.observe(row, p.values) {
+                        self.forward(signal, row, p.values);
+                    }
                 }
                 self.sinks.send(rows);
             }
             for p in batch.drain(..) {
                 let _ = p.done.send(result.clone());
             }
+        }
+    }
+
+    /// Hand a signal to the webhook queue, if one listens: names and
+    /// counts only.
+    fn forward(&self, signal: signals::Signal, row: &AuditRow, values: u64) {
+        let Some(tx) = self.signals.get() else { return };
+        let limits = self.detector.thresholds();
+        let (count, threshold) = match signal {
+            signals::Signal::BulkReveal => (values, limits.bulk_reveal),
+            signals::Signal::FailedLoginBurst => (limits.failed_logins.saturating_add(1), limits.failed_logins),
+            signals::Signal::OutsideCidr => (1, 0),
+        };
+        let ev = SignalEvent {
+            signal: signal.label(),
+            org: row.org.clone(),
+            actor: if row.actor.is_empty() {
+                String::new()
+            } else {
+                format!("{}:{}", row.actor_kind, row.actor)
+            },
+            source: row.source.clone(),
+            count,
+            threshold,
+        };
+        if tx.try_send(ev).is_err() {
+            tracing::warn!(
+                signal = signal.label(),
+                "security signal: webhook queue full; not queued"
+            );
         }
     }
 

@@ -2,7 +2,9 @@
 //! bursts of failed logins from one source, a service account used from
 //! outside its allowed networks. Each raises a counter
 //! (`coffer_security_signals_total{signal}`) and a warning naming the actor
-//! or source — never a value. Owned by the audit writer task, so no locks.
+//! or source — never a value — and, for the organization the record names,
+//! a `security.signal` webhook event (`service::webhooks`). Owned by the
+//! audit writer task, so no locks.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -90,7 +92,8 @@ pub enum Signal {
 }
 
 impl Signal {
-    fn label(self) -> &'static str {
+    /// The metric label and webhook name.
+    pub fn label(self) -> &'static str {
         match self {
             Signal::BulkReveal => "bulk_reveal",
             Signal::FailedLoginBurst => "failed_login_burst",
@@ -114,6 +117,11 @@ impl Detector {
             limits,
             ..Detector::default()
         }
+    }
+
+    /// The thresholds in force.
+    pub fn thresholds(&self) -> Thresholds {
+        self.limits
     }
 
     /// Look at one committed record that revealed `values` plaintexts.

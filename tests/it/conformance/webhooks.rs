@@ -10,7 +10,9 @@ fn hook(org: Uuid, url: &str) -> WebhookRow {
         id: Uuid::new_v4(),
         org_id: org,
         url: url.into(),
-        secret: "whsec_test".into(),
+        sealed_secret: Some(vec![1, 2, 3]),
+        kek_version: Some(1),
+        legacy_secret: String::new(),
         events: "approval.requested,approval.applied".into(),
         format: "coffer".into(),
         created_by: "user:a@b".into(),
@@ -110,4 +112,42 @@ async fn hooks_and_deliveries_are_per_organization_and_queued_until_done() {
     assert_eq!(due, vec![d3.id]);
     let log = b.deliveries(org, h.id, 10).await.unwrap();
     assert_eq!(log[0].status, "cancelled");
+}
+
+#[tokio::test]
+async fn a_clear_secret_of_an_older_hook_is_sealed_once_and_rewrapped_by_version() {
+    let (b, org, _env, _dir) = with_tenant().await;
+    let mut legacy = hook(org, "https://old.test/");
+    legacy.sealed_secret = None;
+    legacy.kek_version = None;
+    legacy.legacy_secret = "whsec_legacy".into();
+    let sealed = hook(org, "https://new.test/");
+    b.insert_webhook(&legacy).await.unwrap();
+    b.insert_webhook(&sealed).await.unwrap();
+    assert!(!format!("{legacy:?}").contains("whsec_"), "Debug hides the secret");
+    assert_eq!(b.legacy_webhooks().await.unwrap(), vec![legacy.clone()]);
+
+    // sealing blanks the clear column, once (compare-and-set on the version)
+    assert!(b.seal_webhook_secret(org, legacy.id, &[9, 9], 1, None).await.unwrap());
+    assert!(!b.seal_webhook_secret(org, legacy.id, &[8, 8], 1, None).await.unwrap());
+    assert!(b.legacy_webhooks().await.unwrap().is_empty());
+    let now = b.webhooks(org).await.unwrap();
+    let got = now.iter().find(|w| w.id == legacy.id).expect("still there");
+    assert_eq!(
+        (
+            got.sealed_secret.as_deref(),
+            got.kek_version,
+            got.legacy_secret.as_str()
+        ),
+        (Some(&[9u8, 9][..]), Some(1), "")
+    );
+    // a re-wrap applies only from the version it was read with
+    assert!(!b.seal_webhook_secret(org, sealed.id, &[7], 3, Some(2)).await.unwrap());
+    assert!(b.seal_webhook_secret(org, sealed.id, &[7], 2, Some(1)).await.unwrap());
+    let now = b.webhooks(org).await.unwrap();
+    let got = now.iter().find(|w| w.id == sealed.id).expect("still there");
+    assert_eq!(
+        (got.sealed_secret.as_deref(), got.kek_version),
+        (Some(&[7u8][..]), Some(2))
+    );
 }
