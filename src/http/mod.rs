@@ -5,6 +5,7 @@
 mod api;
 mod approvals; // protected environments (issue 17)
 pub mod audit;
+mod ci_sync;
 mod error;
 mod extract;
 mod generate_root;
@@ -23,7 +24,7 @@ pub mod transport;
 mod ui;
 mod vault_auth;
 pub(crate) mod vault_kv;
-mod webhooks; // signed webhooks (issue 17)
+mod webhooks; // signed webhooks (issue 17) // CI sync targets (issue 19)
 
 use axum::Router;
 

@@ -14,8 +14,8 @@ use axum::http::Method;
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
 
 use super::{
-    AppState, api, approvals, audit, generate_root, identity, keys, metrics, rekey, shares, sys, ui, vault_auth,
-    vault_kv, webhooks,
+    AppState, api, approvals, audit, ci_sync, generate_root, identity, keys, metrics, rekey, shares, sys, ui,
+    vault_auth, vault_kv, webhooks,
 };
 use crate::access::{ENV_ROUTES, EnvRoute};
 
@@ -306,6 +306,18 @@ routes! {
     }
     "/api/v1/orgs/{org}/webhooks/{id}" { DELETE => webhooks::delete, Action("webhook.delete"); }
     "/api/v1/orgs/{org}/webhooks/{id}/deliveries" { GET => webhooks::deliveries, Action("webhook.deliveries"); }
+    // === CI sync targets (issue 19, service/ci_sync.rs) ===
+    "/api/v1/orgs/{org}/ci-sync" {
+        GET => ci_sync::list, Action("ci_sync.list");
+        POST => ci_sync::create, Action("ci_sync.create");
+    }
+    "/api/v1/orgs/{org}/ci-sync/{id}" {
+        GET => ci_sync::show, Action("ci_sync.read");
+        DELETE => ci_sync::delete, Action("ci_sync.delete");
+    }
+    "/api/v1/orgs/{org}/ci-sync/{id}/run" { POST => ci_sync::run, Action("ci_sync.run"); }
+    "/api/v1/orgs/{org}/ci-sync/{id}/jobs" { GET => ci_sync::jobs, Action("ci_sync.jobs"); }
+    // === end CI sync targets ===
     // === end protected environments ===
     // native: users, sessions, tokens
     "/api/v1/users" {

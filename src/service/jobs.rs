@@ -62,7 +62,8 @@ impl Job {
 /// expired share links (audited, `service::shares`); purge of idempotency
 /// keys older than 24 h (`service::idempotency`); expiry of pending
 /// approval requests (audited, `service::approvals`); delivery of queued
-/// webhooks (`service::webhooks`, every `min(period, 5 s)`).
+/// webhooks (`service::webhooks`, every `min(period, 5 s)`); CI sync jobs
+/// and reconcile (`service::ci_sync`, every `min(period, 5 s)`).
 pub fn builtin(period: Duration) -> Vec<Job> {
     vec![
         Job::new("purge_expired", period, |c: Coffer| async move {
@@ -91,6 +92,11 @@ pub fn builtin(period: Duration) -> Vec<Job> {
             period.min(WEBHOOK_PERIOD),
             move |c: Coffer| async move { c.webhooks.deliver_due(period.min(WEBHOOK_RETRY_BASE)).await },
         ),
+        // CI sync targets (service::ci_sync): queued jobs and the reconcile,
+        // at least every 5 s; a failed job waits min(period, 30 s) × 2^n
+        Job::new("ci_sync", period.min(WEBHOOK_PERIOD), move |c: Coffer| async move {
+            c.ci_sync.run_due(&c.audit, period.min(WEBHOOK_RETRY_BASE)).await
+        }),
     ]
 }
 

@@ -16,6 +16,7 @@ mod auth;
 pub mod backup;
 pub mod breach;
 mod cache;
+pub mod ci_sync; // GitHub Actions / GitLab CI sync targets (issue 19)
 mod cluster;
 mod compare;
 mod device;
@@ -403,6 +404,8 @@ pub(crate) struct Shared {
     deletion_window_ms: i64,
     /// the leaked-password check (`[breach_check]`; off until configured)
     breach: std::sync::RwLock<Arc<breach::BreachChecker>>,
+    /// environment writes, for the CI sync queue (`ci_sync.rs`)
+    ci_sync_writes: ci_sync::WriteSignal,
     store: Arc<dyn Backend>,
 }
 
@@ -468,6 +471,8 @@ pub struct Coffer {
     pub approvals: ApprovalService,
     /// signed webhooks of approval steps and their delivery queue
     pub webhooks: webhooks::WebhookService,
+    /// CI sync targets (GitHub Actions, GitLab CI/CD) and their job queue
+    pub ci_sync: ci_sync::CiSyncService,
     /// Vault's KV v2 engine
     pub kv: KvService,
     /// organization KEKs: rotate, rewrap, destroy
@@ -510,6 +515,7 @@ impl Coffer {
             max_orgs_per_user: orgs.max_per_user,
             deletion_window_ms: i64::try_from(orgs.deletion_window.as_millis()).unwrap_or(i64::MAX),
             breach: std::sync::RwLock::new(Arc::new(breach::BreachChecker::default())),
+            ci_sync_writes: ci_sync::WriteSignal::default(),
             store: store.clone(),
         });
         let access = AccessService {
@@ -558,6 +564,7 @@ impl Coffer {
             access: access.clone(),
             secrets: secrets.clone(),
         };
+        let ci_sync = ci_sync::CiSyncService::new(shared.clone(), store.clone(), access.clone(), secrets.clone());
         let kv = KvService {
             shared: shared.clone(),
             kv_store: store.clone(),
@@ -596,6 +603,7 @@ impl Coffer {
             secrets,
             approvals,
             webhooks,
+            ci_sync,
             kv,
             keys,
             audit,

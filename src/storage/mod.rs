@@ -20,6 +20,7 @@
 //! | [`idempotency::IdempotencyStore`] | `idempotency.rs` | `Idempotency-Key` claims and first answers, per principal; their purge |
 //! | [`approvals::ApprovalStore`] | `approvals.rs` | approval policies, change/access requests, votes, break-glass windows |
 //! | [`webhooks::WebhookStore`] | `webhooks.rs` | an organization's webhooks, their durable delivery queue and log |
+//! | [`ci_sync::CiSyncStore`] | `ci_sync.rs` | CI sync targets per environment, their durable job queue and dead letters, what was last written |
 //!
 //! [`Backend`] is the supertrait of all of them, which the services hold as
 //! `Arc<dyn Backend>`; of its own it has only what belongs to no aggregate:
@@ -47,6 +48,7 @@ pub mod approvals; // protected environments (issue 17)
 pub mod audit;
 pub mod backup;
 pub mod breach;
+pub mod ci_sync; // GitHub Actions / GitLab CI sync targets and their job queue (issue 19)
 pub mod cluster;
 mod db;
 pub mod env_vars;
@@ -146,6 +148,7 @@ pub trait Backend:
     + breach::BreachPolicyStore
     + approvals::ApprovalStore
     + webhooks::WebhookStore
+    + ci_sync::CiSyncStore
     + Send
     + Sync
     + std::fmt::Debug
