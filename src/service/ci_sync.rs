@@ -1233,10 +1233,17 @@ impl CiSyncService {
                 continue;
             }
             let outcome = match (job.op.as_str(), cur) {
-                ("put", Some(v)) => {
-                    let value = self.secrets.decrypt(keyring, &path, &v.key, v.into()).await?;
-                    p.put(&job.key, &value).await
-                }
+                ("put", Some(v)) => match self.secrets.decrypt(keyring, &path, &v.key, v.into()).await {
+                    Ok(value) => p.put(&job.key, &value).await,
+                    // A value that does not decrypt here never will: a
+                    // dead letter, not a stuck queue.
+                    Err(e) => Err(CallError {
+                        msg: e.to_string(),
+                        status: None,
+                        retry_at: None,
+                        permanent: true,
+                    }),
+                },
                 _ => p.delete(&job.key).await.map(|()| String::new()),
             };
             job.attempts += 1;

@@ -671,7 +671,9 @@ async fn github_secrets_are_sealed_synced_and_deleted() {
         jobs.iter()
             .any(|j| j["op"] == "delete" && j["key"] == "API_KEY" && j["status"] == "done")
     );
-    let audit = w.call("GET", "/api/v1/audit?org=acme&limit=500", None).await;
+    let audit = w
+        .call("GET", "/api/v1/audit/records?org=acme&action=ci_sync.&limit=1000", None)
+        .await;
     let audit = audit.to_string();
     assert!(
         audit.contains("ci_sync.create") && audit.contains("ci_sync.put"),
@@ -874,7 +876,7 @@ async fn gitlab_variables_sync_and_reconcile() {
     );
     assert_eq!(gl.inner.unauthorized.load(Ordering::SeqCst), 0);
     let audit = w
-        .call("GET", "/api/v1/audit?org=acme&limit=500", None)
+        .call("GET", "/api/v1/audit/records?org=acme&action=ci_sync.&limit=1000", None)
         .await
         .to_string();
     assert!(audit.contains("ci_sync.drift"), "drift is audited");
