@@ -1095,11 +1095,10 @@ impl CiSyncService {
     /// run. A rate-limit block of the provider still holds.
     pub async fn run(&self, who: &Unsealed, org: &str, id: &str) -> Result<RunView> {
         let (org_row, _) = self.access.org_admin(who, org).await?;
-        let mut t = self.target(org_row.id, id).await?;
+        let t = self.target(org_row.id, id).await?;
         let queued = self.enqueue_target(&t).await?;
         let requeued = self.store.requeue_ci_jobs(org_row.id, t.id, now_ms()).await?;
-        t.reconciled_at = None;
-        self.store.update_ci_target_status(&t).await?;
+        self.store.request_ci_reconcile(org_row.id, t.id).await?;
         Ok(RunView { queued, requeued })
     }
 
@@ -1418,8 +1417,12 @@ impl CiSyncService {
             .enqueue_ci_jobs(t.org_id, &overwrite)
             .await
             .map_err(|e| internal(e.into()))?;
-        t.drift = serde_json::to_string(&entries).unwrap_or_else(|_| "[]".to_owned());
-        t.reconciled_at = Some(now);
+        let drift = serde_json::to_string(&entries).unwrap_or_else(|_| "[]".to_owned());
+        self.store
+            .record_ci_reconcile(t.org_id, t.id, &drift, now, t.reconciled_at)
+            .await
+            .map_err(|e| internal(e.into()))?;
+        t.drift = drift;
         Ok(found.len())
     }
 }

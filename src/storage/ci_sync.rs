@@ -131,9 +131,14 @@ pub trait CiSyncStore: Send + Sync + std::fmt::Debug {
     async fn ci_targets(&self, org_id: Uuid) -> Result<Vec<CiTargetRow>>;
     /// Every target of every organization.
     async fn all_ci_targets(&self) -> Result<Vec<CiTargetRow>>;
-    /// Save a target's status columns (last success/error, blocked_until,
-    /// drift, reconciled_at); false if absent.
+    /// Save a target's delivery status (last success/error,
+    /// blocked_until); false if absent.
     async fn update_ci_target_status(&self, row: &CiTargetRow) -> Result<bool>;
+    /// Save a reconcile's drift; its time only if no reconcile was
+    /// requested since the job read `seen` (so a request is never lost).
+    async fn record_ci_reconcile(&self, org_id: Uuid, id: Uuid, drift: &str, at: i64, seen: Option<i64>) -> Result<()>;
+    /// Ask for a reconcile at the next run; false if absent.
+    async fn request_ci_reconcile(&self, org_id: Uuid, id: Uuid) -> Result<bool>;
     /// Delete a target with its jobs and state; false if absent.
     async fn delete_ci_target(&self, org_id: Uuid, id: Uuid) -> Result<bool>;
     /// Queue jobs; a job whose (target, key, version, op) is already
@@ -268,18 +273,46 @@ impl CiSyncStore for SqlBackend {
         let mut tx = self.tenant_tx(t.org_id).await?;
         let done = query(
             "UPDATE ci_sync_targets SET last_success_at = $1, last_error = $2, last_error_at = $3, \
-             blocked_until = $4, drift = $5, reconciled_at = $6 WHERE org_id = $7 AND id = $8",
+             blocked_until = $4 WHERE org_id = $5 AND id = $6",
         )
         .bind(t.last_success_at)
         .bind(t.last_error.clone())
         .bind(t.last_error_at)
         .bind(t.blocked_until)
-        .bind(t.drift.clone())
-        .bind(t.reconciled_at)
         .bind(t.org_id.to_string())
         .bind(t.id.to_string())
         .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_ci_reconcile(&self, org_id: Uuid, id: Uuid, drift: &str, at: i64, seen: Option<i64>) -> Result<()> {
+        let mut tx = self.tenant_tx(org_id).await?;
+        // A requested reconcile is NULL; -1 stands for "never" in `seen`.
+        query(
+            "UPDATE ci_sync_targets SET drift = $1, reconciled_at = CASE \
+             WHEN COALESCE(reconciled_at, -1) = $2 THEN $3 ELSE reconciled_at END \
+             WHERE org_id = $4 AND id = $5",
+        )
+        .bind(drift.to_owned())
+        .bind(seen.unwrap_or(-1))
+        .bind(at)
+        .bind(org_id.to_string())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn request_ci_reconcile(&self, org_id: Uuid, id: Uuid) -> Result<bool> {
+        let mut tx = self.tenant_tx(org_id).await?;
+        let done = query("UPDATE ci_sync_targets SET reconciled_at = NULL WHERE org_id = $1 AND id = $2")
+            .bind(org_id.to_string())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }

@@ -780,7 +780,9 @@ async fn github_drift_and_dead_letters() {
     let staging = util::env_path("acme", "api", "staging");
     util::write_secret(&w.root, &staging, "STAGING_KEY", "staging-value-123").await;
     let s = w
-        .wait_status(&bad, "dead letter", |s| s["dead"].as_i64() >= Some(1))
+        .wait_status(&bad, "dead letter", |s| {
+            s["dead"].as_i64() >= Some(1) && !s["last_error"].is_null()
+        })
         .await;
     assert!(s["last_error"].as_str().unwrap_or_default().contains("401"), "{s}");
     let jobs = w.jobs(&bad).await;
