@@ -94,23 +94,20 @@ struct FakeGitHub {
     inner: Arc<GhInner>,
 }
 
-fn gh_auth(inner: &GhInner, h: &HeaderMap) -> Result<(), Response> {
+/// The auth headers and the repository of a request: None when both are right.
+fn gh_check(inner: &GhInner, h: &HeaderMap, owner: &str, repo: &str) -> Option<Response> {
     let hv = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     if hv("authorization") != format!("Bearer {GH_TOKEN}")
         || hv("accept") != "application/vnd.github+json"
         || hv("x-github-api-version") != "2022-11-28"
     {
         inner.unauthorized.fetch_add(1, Ordering::SeqCst);
-        return Err((StatusCode::UNAUTHORIZED, Json(json!({"message": "Bad credentials"}))).into_response());
+        return Some((StatusCode::UNAUTHORIZED, Json(json!({"message": "Bad credentials"}))).into_response());
     }
-    Ok(())
-}
-
-fn gh_repo(inner: &GhInner, owner: &str, repo: &str) -> Result<(), Response> {
     if owner == inner.owner && repo == inner.repo {
-        Ok(())
+        None
     } else {
-        Err((StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response())
+        Some((StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response())
     }
 }
 
@@ -140,7 +137,7 @@ impl FakeGitHub {
                 "/repos/{owner}/{repo}/actions/secrets/public-key",
                 get(
                     |State(i): State<Arc<GhInner>>, Path((o, r)): Path<(String, String)>, h: HeaderMap| async move {
-                        if let Err(e) = gh_auth(&i, &h).and_then(|()| gh_repo(&i, &o, &r)) {
+                        if let Some(e) = gh_check(&i, &h, &o, &r) {
                             return e;
                         }
                         Json(json!({"key_id": i.key_id, "key": B64.encode(i.sk.public_key().as_bytes())}))
@@ -155,7 +152,7 @@ impl FakeGitHub {
                      Path((o, r)): Path<(String, String)>,
                      Query(q): Query<BTreeMap<String, String>>,
                      h: HeaderMap| async move {
-                        if let Err(e) = gh_auth(&i, &h).and_then(|()| gh_repo(&i, &o, &r)) {
+                        if let Some(e) = gh_check(&i, &h, &o, &r) {
                             return e;
                         }
                         let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(30);
@@ -177,7 +174,7 @@ impl FakeGitHub {
                     |State(i): State<Arc<GhInner>>,
                      Path((o, r, n)): Path<(String, String, String)>,
                      h: HeaderMap| async move {
-                        if let Err(e) = gh_auth(&i, &h).and_then(|()| gh_repo(&i, &o, &r)) {
+                        if let Some(e) = gh_check(&i, &h, &o, &r) {
                             return e;
                         }
                         match i.secrets.lock().unwrap().get(&n.to_uppercase()) {
@@ -195,7 +192,7 @@ impl FakeGitHub {
                      h: HeaderMap,
                      Json(body): Json<Value>| async move {
                         i.writes.lock().unwrap().push(now_ms());
-                        if let Err(e) = gh_auth(&i, &h).and_then(|()| gh_repo(&i, &o, &r)) {
+                        if let Some(e) = gh_check(&i, &h, &o, &r) {
                             return e;
                         }
                         if let Some(resp) = inject(&i.plan).await {
@@ -238,7 +235,7 @@ impl FakeGitHub {
                     |State(i): State<Arc<GhInner>>,
                      Path((o, r, n)): Path<(String, String, String)>,
                      h: HeaderMap| async move {
-                        if let Err(e) = gh_auth(&i, &h).and_then(|()| gh_repo(&i, &o, &r)) {
+                        if let Some(e) = gh_check(&i, &h, &o, &r) {
                             return e;
                         }
                         match i.secrets.lock().unwrap().remove(&n.to_uppercase()) {
@@ -321,15 +318,15 @@ struct FakeGitLab {
 
 type Filter = Query<BTreeMap<String, String>>;
 
-fn gl_check(i: &GlInner, h: &HeaderMap, project: &str) -> Result<(), Response> {
+fn gl_check(i: &GlInner, h: &HeaderMap, project: &str) -> Option<Response> {
     if h.get("private-token").and_then(|v| v.to_str().ok()) != Some(GL_TOKEN) {
         i.unauthorized.fetch_add(1, Ordering::SeqCst);
-        return Err((StatusCode::UNAUTHORIZED, Json(json!({"message": "401 Unauthorized"}))).into_response());
+        return Some((StatusCode::UNAUTHORIZED, Json(json!({"message": "401 Unauthorized"}))).into_response());
     }
     if project != i.project {
-        return Err((StatusCode::NOT_FOUND, Json(json!({"message": "404 Project Not Found"}))).into_response());
+        return Some((StatusCode::NOT_FOUND, Json(json!({"message": "404 Project Not Found"}))).into_response());
     }
-    Ok(())
+    None
 }
 
 fn scope_of(q: &BTreeMap<String, String>) -> String {
@@ -378,7 +375,7 @@ impl FakeGitLab {
                          Path(id): Path<String>,
                          h: HeaderMap,
                          Json(body): Json<Value>| async move {
-                            if let Err(e) = gl_check(&i, &h, &id) {
+                            if let Some(e) = gl_check(&i, &h, &id) {
                                 return e;
                             }
                             if let Some(resp) = inject(&i.plan).await {
@@ -415,7 +412,7 @@ impl FakeGitLab {
                          Path((id, key)): Path<(String, String)>,
                          Query(q): Filter,
                          h: HeaderMap| async move {
-                            if let Err(e) = gl_check(&i, &h, &id) {
+                            if let Some(e) = gl_check(&i, &h, &id) {
                                 return e;
                             }
                             let scope = scope_of(&q);
@@ -437,7 +434,7 @@ impl FakeGitLab {
                          Query(q): Filter,
                          h: HeaderMap,
                          Json(body): Json<Value>| async move {
-                            if let Err(e) = gl_check(&i, &h, &id) {
+                            if let Some(e) = gl_check(&i, &h, &id) {
                                 return e;
                             }
                             if let Some(resp) = inject(&i.plan).await {
@@ -459,7 +456,7 @@ impl FakeGitLab {
                          Path((id, key)): Path<(String, String)>,
                          Query(q): Filter,
                          h: HeaderMap| async move {
-                            if let Err(e) = gl_check(&i, &h, &id) {
+                            if let Some(e) = gl_check(&i, &h, &id) {
                                 return e;
                             }
                             let scope = scope_of(&q);
