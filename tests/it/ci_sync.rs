@@ -931,3 +931,85 @@ async fn targets_are_validated_and_admin_only() {
     let (st, _) = dev.get("/api/v1/orgs/acme/ci-sync").await;
     assert_eq!(st.as_u16(), 403);
 }
+
+/// `coffer sync …`: add (the token from stdin, never argv), status, run,
+/// jobs, remove; no output carries the token.
+#[tokio::test]
+async fn cli_sync_commands() {
+    let dir = util::tempdir();
+    let w = world(dir.path()).await;
+    let gh = FakeGitHub::start("acme", "api").await;
+    util::write_secret(&w.root, &w.env, "DB_URL", "postgres://cli-value-one").await;
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let coffer = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+            .args(args)
+            .env("HOME", &home)
+            .env("COFFER_ADDR", &w.server.base)
+            .env("COFFER_TOKEN", w.root.token())
+            .env("COFFER_ORG", "acme")
+            .env("COFFER_PROJECT", "api")
+            .env("COFFER_ENV", "production")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run coffer");
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "coffer {args:?}: {text}");
+        assert!(!text.contains(GH_TOKEN), "the CLI printed the token");
+        text
+    };
+    let added = coffer(
+        &[
+            "sync",
+            "add",
+            "github",
+            "--repo",
+            "acme/api",
+            "--api-url",
+            &gh.url,
+            "--timeout-ms",
+            "400",
+        ],
+        GH_TOKEN,
+    );
+    assert!(added.contains("sync target"), "{added}");
+    gh.wait_for(&[("DB_URL", "postgres://cli-value-one")]).await;
+    let list = w
+        .call(
+            "GET",
+            "/api/v1/orgs/acme/ci-sync?project=api&environment=production",
+            None,
+        )
+        .await;
+    let id = list[0]["id"].as_str().expect("target").to_owned();
+    w.wait_status(&id, "idle", |s| s["pending"] == 0 && !s["last_success_at"].is_null())
+        .await;
+    let status = coffer(&["sync", "status"], "");
+    assert!(
+        status.contains(&id) && status.contains("acme/api") && status.contains("dead 0"),
+        "{status}"
+    );
+    let json: Value = serde_json::from_str(&coffer(&["sync", "status", "--json"], "")).expect("json");
+    assert_eq!(json[0]["provider"], "github", "{json}");
+    let run = coffer(&["sync", "run"], "");
+    assert!(run.contains("queued"), "{run}");
+    let jobs = coffer(&["sync", "jobs", &id], "");
+    assert!(jobs.contains("DB_URL") && jobs.contains("done"), "{jobs}");
+    let removed = coffer(&["sync", "remove", &id], "");
+    assert!(removed.contains("removed"), "{removed}");
+    assert_eq!(
+        coffer(&["sync", "status"], "").trim(),
+        "no sync targets in acme/api/production"
+    );
+    w.assert_no_credentials();
+}
