@@ -317,6 +317,7 @@ routes! {
     }
     "/api/v1/orgs/{org}/ci-sync/{id}/run" { POST => ci_sync::run, Action("ci_sync.run"); }
     "/api/v1/orgs/{org}/ci-sync/{id}/jobs" { GET => ci_sync::jobs, Action("ci_sync.jobs"); }
+    "/ui/orgs/{org}/ci-sync" { GET => ui::ci_sync::page_get, Action("ci_sync.list"); }
     // === end CI sync targets ===
     // === end protected environments ===
     // native: users, sessions, tokens
