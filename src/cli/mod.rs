@@ -6,6 +6,7 @@ mod approvals; // protected environments (issue 17)
 mod audit;
 mod auth;
 mod backup;
+mod ci_sync; // CI sync targets: GitHub Actions, GitLab CI/CD (issue 19)
 mod client;
 mod context;
 mod credentials;
@@ -96,6 +97,17 @@ enum Command {
         org: access::OrgArgs,
         #[command(subcommand)]
         cmd: jwt::JwtCmd,
+    },
+    /// CI sync targets of an environment: GitHub Actions secrets, GitLab
+    /// CI/CD variables (add, status, run, jobs, remove). Not the .env file
+    /// sync, which is `coffer push|pull|diff`.
+    Sync {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        env: secrets::EnvArgs,
+        #[command(subcommand)]
+        cmd: ci_sync::SyncCmd,
     },
     /// Break glass on a protected environment: act at once for a while,
     /// with a mandatory reason (audited, reviewed by an approver).
@@ -331,6 +343,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Webhooks { server, org, cmd } => webhooks::run(&client::Client::new(&server)?, &org, cmd).await,
         Command::Jwt { server, org, cmd } => jwt::run(&client::Client::new(&server)?, &org, cmd).await,
+        Command::Sync { server, env, cmd } => {
+            ci_sync::run(&client::Client::new(&server)?, &context::resolve(&env)?, cmd).await
+        }
         Command::BreakGlass { server, env, reason } => {
             approvals::break_glass(&client::Client::new(&server)?, &context::resolve(&env)?, &reason).await
         }

@@ -5,7 +5,8 @@
 mod api;
 mod approvals; // protected environments (issue 17)
 pub mod audit;
-mod dbcreds;
+mod ci_sync; // CI sync targets (issue 19)
+mod dbcreds; // database credentials (issue 21)
 mod error;
 mod extract;
 mod generate_root;
@@ -26,7 +27,7 @@ pub mod transport;
 mod ui;
 mod vault_auth;
 pub(crate) mod vault_kv;
-mod webhooks; // signed webhooks (issue 17) // database credentials (issue 21)
+mod webhooks; // signed webhooks (issue 17)
 
 use axum::Router;
 

@@ -14,8 +14,8 @@ use axum::http::Method;
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
 
 use super::{
-    AppState, api, approvals, audit, dbcreds, generate_root, identity, jwt_auth, keys, metrics, rekey, shares, sso, sys, ui,
-    vault_auth, vault_kv, webhooks,
+    AppState, api, approvals, audit, ci_sync, dbcreds, generate_root, identity, jwt_auth, keys, metrics, rekey, shares,
+    sso, sys, ui, vault_auth, vault_kv, webhooks,
 };
 use crate::access::{ENV_ROUTES, EnvRoute};
 
@@ -360,6 +360,19 @@ routes! {
     "/api/v1/orgs/{org}/database/leases/revoke-prefix" {
         POST => dbcreds::revoke_prefix, Action("database.lease.revoke_prefix");
     }
+    // === CI sync targets (issue 19, service/ci_sync.rs) ===
+    "/api/v1/orgs/{org}/ci-sync" {
+        GET => ci_sync::list, Action("ci_sync.list");
+        POST => ci_sync::create, Action("ci_sync.create");
+    }
+    "/api/v1/orgs/{org}/ci-sync/{id}" {
+        GET => ci_sync::show, Action("ci_sync.read");
+        DELETE => ci_sync::delete, Action("ci_sync.delete");
+    }
+    "/api/v1/orgs/{org}/ci-sync/{id}/run" { POST => ci_sync::run, Action("ci_sync.run"); }
+    "/api/v1/orgs/{org}/ci-sync/{id}/jobs" { GET => ci_sync::jobs, Action("ci_sync.jobs"); }
+    "/ui/orgs/{org}/ci-sync" { GET => ui::ci_sync::page_get, Action("ci_sync.list"); }
+    // === end CI sync targets ===
     // === end protected environments ===
     // === single sign-on (issue 20, docs/sso.md) ===
     "/api/v1/orgs/{org}/sso" {

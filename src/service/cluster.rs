@@ -303,6 +303,10 @@ impl Shared {
     /// one-second lifetime. A sealed server holds no key to sign with and
     /// announces nothing (the others' caches expire within a second).
     pub(crate) fn broadcast(&self, event: Event) {
+        if let Event::Env(env_id) = event {
+            // CI sync (issue 19): this server queues the environment's sync jobs
+            self.ci_sync_writes.written(env_id);
+        }
         match self.keyring() {
             Ok(keyring) => self.broadcast_signed(event, &keyring),
             Err(_) => tracing::debug!(event = event.kind(), "sealed: cluster notification not sent"),

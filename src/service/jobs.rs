@@ -64,7 +64,8 @@ impl Job {
 /// approval requests (audited, `service::approvals`); delivery of queued
 /// webhooks (`service::webhooks`, every `min(period, 5 s)`); revocation of
 /// expired database leases and rotation of due static database roles
-/// (audited, `service::dbcreds`, every `min(period, 5 s)`).
+/// (audited, `service::dbcreds`, every `min(period, 5 s)`); CI sync jobs
+/// and reconcile (`service::ci_sync`, every `min(period, 5 s)`).
 pub fn builtin(period: Duration) -> Vec<Job> {
     vec![
         Job::new("purge_expired", period, |c: Coffer| async move {
@@ -100,6 +101,11 @@ pub fn builtin(period: Duration) -> Vec<Job> {
             period.min(DBCREDS_PERIOD),
             |c: Coffer| async move { c.dbcreds.run_due().await },
         ),
+        // CI sync targets (service::ci_sync): queued jobs and the reconcile,
+        // at least every 5 s; a failed job waits min(period, 30 s) × 2^n
+        Job::new("ci_sync", period.min(WEBHOOK_PERIOD), move |c: Coffer| async move {
+            c.ci_sync.run_due(&c.audit, period.min(WEBHOOK_RETRY_BASE)).await
+        }),
     ]
 }
 

@@ -16,6 +16,7 @@ mod auth;
 pub mod backup;
 pub mod breach;
 mod cache;
+pub mod ci_sync; // GitHub Actions / GitLab CI sync targets (issue 19)
 mod cluster;
 mod compare;
 pub mod dbcreds; // database credentials (issue 21)
@@ -419,6 +420,8 @@ pub(crate) struct Shared {
     deletion_window_ms: i64,
     /// the leaked-password check (`[breach_check]`; off until configured)
     breach: std::sync::RwLock<Arc<breach::BreachChecker>>,
+    /// environment writes, for the CI sync queue (`ci_sync.rs`)
+    ci_sync_writes: ci_sync::WriteSignal,
     store: Arc<dyn Backend>,
 }
 
@@ -486,6 +489,8 @@ pub struct Coffer {
     pub webhooks: webhooks::WebhookService,
     /// JWT/OIDC workload-identity login (issue 19)
     pub jwt: jwt_auth::JwtAuthService,
+    /// CI sync targets (GitHub Actions, GitLab CI/CD) and their job queue
+    pub ci_sync: ci_sync::CiSyncService,
     /// Vault's KV v2 engine
     pub kv: KvService,
     /// organization KEKs: rotate, rewrap, destroy
@@ -532,6 +537,7 @@ impl Coffer {
             max_orgs_per_user: orgs.max_per_user,
             deletion_window_ms: i64::try_from(orgs.deletion_window.as_millis()).unwrap_or(i64::MAX),
             breach: std::sync::RwLock::new(Arc::new(breach::BreachChecker::default())),
+            ci_sync_writes: ci_sync::WriteSignal::default(),
             store: store.clone(),
         });
         let access = AccessService {
@@ -594,6 +600,7 @@ impl Coffer {
             access: access.clone(),
             secrets: secrets.clone(),
         };
+        let ci_sync = ci_sync::CiSyncService::new(shared.clone(), store.clone(), access.clone(), secrets.clone());
         let kv = KvService {
             shared: shared.clone(),
             kv_store: store.clone(),
@@ -641,6 +648,7 @@ impl Coffer {
             approvals,
             webhooks,
             jwt,
+            ci_sync,
             kv,
             keys,
             audit,

@@ -23,6 +23,7 @@
 //! | [`jwt_auth::JwtAuthStore`] | `jwt_auth.rs` | JWT/OIDC login: an organization's trusted issuers and login roles |
 //! | [`dbcreds::DbCredsStore`] | `dbcreds.rs` | database connections (sealed admin URL), roles, leases of dynamic credentials |
 //! | [`sso::SsoStore`] | `sso.rs` | an organization's OIDC provider (client secret encrypted), pending SSO logins |
+//! | [`ci_sync::CiSyncStore`] | `ci_sync.rs` | CI sync targets per environment, their durable job queue and dead letters, what was last written |
 //!
 //! [`Backend`] is the supertrait of all of them, which the services hold as
 //! `Arc<dyn Backend>`; of its own it has only what belongs to no aggregate:
@@ -50,6 +51,7 @@ pub mod approvals; // protected environments (issue 17)
 pub mod audit;
 pub mod backup;
 pub mod breach;
+pub mod ci_sync; // GitHub Actions / GitLab CI sync targets and their job queue (issue 19)
 pub mod cluster;
 mod db;
 pub mod dbcreds; // database credentials (issue 21)
@@ -155,6 +157,7 @@ pub trait Backend:
     + jwt_auth::JwtAuthStore
     + dbcreds::DbCredsStore
     + sso::SsoStore
+    + ci_sync::CiSyncStore
     + Send
     + Sync
     + std::fmt::Debug

@@ -586,6 +586,18 @@ impl TenantStore for SqlBackend {
                     ),
                     ("DELETE FROM approval_requests WHERE org_id = $1 AND env_id = $2", 0),
                     ("DELETE FROM approval_policies WHERE org_id = $1 AND env_id = $2", 0),
+                    // CI sync targets (issue 19)
+                    (
+                        "DELETE FROM ci_sync_jobs WHERE org_id = $1 AND target_id IN \
+                         (SELECT id FROM ci_sync_targets WHERE org_id = $1 AND env_id = $2)",
+                        0,
+                    ),
+                    (
+                        "DELETE FROM ci_sync_state WHERE org_id = $1 AND target_id IN \
+                         (SELECT id FROM ci_sync_targets WHERE org_id = $1 AND env_id = $2)",
+                        0,
+                    ),
+                    ("DELETE FROM ci_sync_targets WHERE org_id = $1 AND env_id = $2", 0),
                     ("DELETE FROM grants WHERE org_id = $1 AND env_id = $2", 0),
                     ("DELETE FROM environments WHERE org_id = $1 AND id = $2", 3),
                 ],
@@ -637,6 +649,24 @@ impl TenantStore for SqlBackend {
                          (SELECT id FROM environments WHERE org_id = $1 AND project_id = $2))",
                         0,
                     ),
+                    // CI sync targets (issue 19)
+                    (
+                        "DELETE FROM ci_sync_jobs WHERE org_id = $1 AND target_id IN \
+                         (SELECT id FROM ci_sync_targets WHERE org_id = $1 AND env_id IN \
+                          (SELECT id FROM environments WHERE org_id = $1 AND project_id = $2))",
+                        0,
+                    ),
+                    (
+                        "DELETE FROM ci_sync_state WHERE org_id = $1 AND target_id IN \
+                         (SELECT id FROM ci_sync_targets WHERE org_id = $1 AND env_id IN \
+                          (SELECT id FROM environments WHERE org_id = $1 AND project_id = $2))",
+                        0,
+                    ),
+                    (
+                        "DELETE FROM ci_sync_targets WHERE org_id = $1 AND env_id IN \
+                         (SELECT id FROM environments WHERE org_id = $1 AND project_id = $2)",
+                        0,
+                    ),
                     ("DELETE FROM environments WHERE org_id = $1 AND project_id = $2", 3),
                     ("DELETE FROM projects WHERE org_id = $1 AND id = $2", 0),
                 ],
@@ -648,6 +678,9 @@ impl TenantStore for SqlBackend {
                     ("DELETE FROM secrets WHERE org_id = $1", 2),
                     ("DELETE FROM kv_metadata WHERE org_id = $1", 0),
                     ("DELETE FROM env_allowed_vars WHERE org_id = $1", 0),
+                    ("DELETE FROM ci_sync_jobs WHERE org_id = $1", 0),
+                    ("DELETE FROM ci_sync_state WHERE org_id = $1", 0),
+                    ("DELETE FROM ci_sync_targets WHERE org_id = $1", 0),
                     ("DELETE FROM webhook_deliveries WHERE org_id = $1", 0),
                     ("DELETE FROM webhooks WHERE org_id = $1", 0),
                     ("DELETE FROM jwt_roles WHERE org_id = $1", 0),

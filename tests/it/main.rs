@@ -11,6 +11,7 @@ mod approvals;
 mod audit;
 mod backup;
 mod breach_check;
+mod ci_sync;
 mod cli;
 mod cli_access;
 mod cli_integrity;

@@ -29,6 +29,7 @@ pub(super) mod access;
 pub(super) mod account;
 mod admin;
 pub(super) mod approvals; // protected environments (issue 17)
+pub(super) mod ci_sync; // CI sync targets (issue 19)
 mod device;
 pub(super) mod edit;
 mod pages;
@@ -823,6 +824,7 @@ mod tests {
             ("device.rs", include_str!("device.rs")),
             ("edit.rs", include_str!("edit.rs")),
             ("approvals.rs", include_str!("approvals.rs")),
+            ("ci_sync.rs", include_str!("ci_sync.rs")),
         ] {
             let (code, _) = text.split_once("#[cfg(test)]").unwrap_or((text, ""));
             assert!(!code.contains("style="), "{file}: a style attribute");

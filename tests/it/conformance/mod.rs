@@ -7,6 +7,7 @@ mod access;
 mod approvals;
 mod audit;
 mod breach;
+mod ci_sync;
 mod dbcreds;
 mod idempotency;
 mod identity;

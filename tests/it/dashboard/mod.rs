@@ -20,6 +20,7 @@ mod access;
 mod admin;
 mod approvals;
 mod breach;
+mod ci_sync;
 mod webhooks;
 
 pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \

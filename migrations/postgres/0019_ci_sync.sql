@@ -1,0 +1,73 @@
+-- CI sync targets (issue 19, docs/ci-sync.md): per environment, a GitHub
+-- Actions or GitLab CI/CD destination, its durable job queue (also the
+-- dead-letter list) and what coffer last wrote there. Keep in step with
+-- migrations/sqlite. The credential is encrypted like a secret value
+-- (fresh DEK wrapped by the organization's KEK); no row holds a value.
+CREATE TABLE ci_sync_targets (
+    id              TEXT    NOT NULL PRIMARY KEY,
+    org_id          TEXT    NOT NULL REFERENCES orgs (id),
+    env_id          TEXT    NOT NULL,
+    provider        TEXT    NOT NULL,   -- github | gitlab
+    scope           TEXT    NOT NULL,   -- repository | environment | organization | project | group
+    api_url         TEXT    NOT NULL,
+    location        TEXT    NOT NULL,   -- JSON: owner/repo/environment, project or group id, flags
+    overwrite_drift BIGINT  NOT NULL,
+    timeout_ms      BIGINT  NOT NULL,
+    credential      BYTEA   NOT NULL,   -- token ciphertext (DEK, AAD binds org, env, target)
+    wrapped_dek     BYTEA   NOT NULL,
+    kek_version     BIGINT  NOT NULL,
+    created_by      TEXT    NOT NULL,
+    created_at      BIGINT  NOT NULL,
+    last_success_at BIGINT ,
+    last_error      TEXT,
+    last_error_at   BIGINT ,
+    blocked_until   BIGINT  NOT NULL,   -- unix ms: Retry-After / rate limit of the target's API
+    drift           TEXT    NOT NULL,   -- JSON array of {key, reason, detected_at, overwritten}
+    reconciled_at   BIGINT 
+);
+CREATE INDEX ci_sync_targets_env ON ci_sync_targets (org_id, env_id);
+
+CREATE TABLE ci_sync_jobs (
+    id         TEXT    NOT NULL PRIMARY KEY,
+    org_id     TEXT    NOT NULL REFERENCES orgs (id),
+    target_id  TEXT    NOT NULL,
+    key        TEXT    NOT NULL,
+    version    BIGINT  NOT NULL,
+    op         TEXT    NOT NULL,   -- put | delete
+    attempts   BIGINT  NOT NULL,
+    next_at    BIGINT  NOT NULL,
+    status     TEXT    NOT NULL,   -- pending | done | dead | superseded
+    last_error TEXT,
+    created_at BIGINT  NOT NULL,
+    done_at    BIGINT 
+);
+-- idempotent enqueue: one live (pending or dead) job per target, key, version, op
+CREATE UNIQUE INDEX ci_sync_jobs_once ON ci_sync_jobs (target_id, key, version, op)
+    WHERE status IN ('pending', 'dead');
+CREATE INDEX ci_sync_jobs_due ON ci_sync_jobs (org_id, target_id, status, next_at);
+
+CREATE TABLE ci_sync_state (
+    org_id            TEXT    NOT NULL REFERENCES orgs (id),
+    target_id         TEXT    NOT NULL,
+    key               TEXT    NOT NULL,
+    version           BIGINT  NOT NULL,   -- the coffer version last written to the target
+    written_at        BIGINT  NOT NULL,   -- unix ms of that write
+    remote_updated_at TEXT    NOT NULL,   -- GitHub: the secret's updated_at right after it ('' elsewhere)
+    PRIMARY KEY (target_id, key)
+);
+
+GRANT SELECT, INSERT, UPDATE, DELETE ON ci_sync_targets, ci_sync_jobs, ci_sync_state TO coffer_app;
+
+-- Same policy as the other tenant tables (0002_identity.sql, 0017_webhooks.sql).
+ALTER TABLE ci_sync_targets ENABLE ROW LEVEL SECURITY;
+ALTER TABLE ci_sync_targets FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant ON ci_sync_targets USING (org_id = current_setting('coffer.org_id', true))
+    WITH CHECK (org_id = current_setting('coffer.org_id', true));
+ALTER TABLE ci_sync_jobs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE ci_sync_jobs FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant ON ci_sync_jobs USING (org_id = current_setting('coffer.org_id', true))
+    WITH CHECK (org_id = current_setting('coffer.org_id', true));
+ALTER TABLE ci_sync_state ENABLE ROW LEVEL SECURITY;
+ALTER TABLE ci_sync_state FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant ON ci_sync_state USING (org_id = current_setting('coffer.org_id', true))
+    WITH CHECK (org_id = current_setting('coffer.org_id', true));
