@@ -23,6 +23,7 @@ mod conformance;
 mod dashboard;
 mod edges;
 mod env_compare;
+mod faults;
 mod generate_root;
 mod hardening;
 mod hsm;
