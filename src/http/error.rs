@@ -42,6 +42,7 @@ fn classify(e: &ServiceError) -> (StatusCode, &'static str) {
         ServiceError::Unseal(_) => (StatusCode::BAD_REQUEST, "unseal_failed"),
         ServiceError::Decryption { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "decryption_failed"),
         ServiceError::AuditUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable"),
+        ServiceError::Storage(cause) if cause.is_disk_full() => (StatusCode::SERVICE_UNAVAILABLE, "storage_full"),
         ServiceError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
         ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
@@ -53,7 +54,11 @@ fn message(e: &ServiceError) -> String {
     match e {
         ServiceError::Storage(cause) => {
             tracing::error!(error = %cause, "storage error");
-            "storage is unavailable; see the server log".to_owned()
+            if cause.is_disk_full() {
+                "the database's disk is full: changes are refused until space is freed; see the server log".to_owned()
+            } else {
+                "storage is unavailable; see the server log".to_owned()
+            }
         }
         ServiceError::Internal(cause) => {
             tracing::error!(error = %cause, "internal error");

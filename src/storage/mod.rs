@@ -113,6 +113,19 @@ pub enum StorageError {
     Url(String),
 }
 
+impl StorageError {
+    /// The database refused a write for want of disk space: SQLite's
+    /// `SQLITE_FULL` (13), PostgreSQL's `disk_full` (SQLSTATE 53100).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StorageError::Database(sqlx::Error::Database(db)) => {
+                matches!(db.code().as_deref(), Some("13" | "53100"))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Result alias of this layer.
 pub type Result<T> = std::result::Result<T, StorageError>;
 

@@ -25,6 +25,7 @@ mod dashboard;
 mod db_creds;
 mod edges;
 mod env_compare;
+mod faults;
 mod generate_root;
 mod hardening;
 mod hsm;

@@ -477,7 +477,11 @@ impl Writer {
                 Err(e) => {
                     tracing::error!(error = %e, "audit store unavailable");
                     metrics::counter!("coffer_audit_write_failures_total").increment(1);
-                    return Err(AuditError::Unavailable("the audit store is unavailable".into()));
+                    return Err(AuditError::Unavailable(if e.is_disk_full() {
+                        "the database's disk is full".into()
+                    } else {
+                        "the audit store is unavailable".into()
+                    }));
                 }
             }
         }
