@@ -47,8 +47,9 @@ use super::audit::{Actor, AuditEvent, Outcome};
 use super::secrets::author_of;
 use super::{AuditService, Result, SecretService, ServiceError, Shared, Unsealed, now_ms, rfc3339};
 use crate::keys::{self, Keyring, ValueRow};
+use crate::storage::ci_sync::CiSyncStore;
 use crate::storage::ci_sync::{CiJobRow, CiStateRow, CiTargetRow};
-use crate::storage::{Backend, CurrentValue, EnvPath};
+use crate::storage::{CurrentValue, EnvPath, SecretStore, TenantStore};
 
 /// Attempts before a job is `dead`.
 pub const MAX_ATTEMPTS: i64 = 8;
@@ -775,11 +776,28 @@ fn system_event(action: &str, resource: String, org: String, reason: String, out
     }
 }
 
+/// The stores CI sync touches.
+#[derive(Clone)]
+pub(super) struct CiSyncStores {
+    /// targets, their job queue and what was last written
+    pub(super) ci: Arc<dyn CiSyncStore>,
+    /// the current values of a synced environment
+    pub(super) secrets: Arc<dyn SecretStore>,
+    /// organizations, projects and environments by slug
+    pub(super) tenants: Arc<dyn TenantStore>,
+}
+
+impl std::fmt::Debug for CiSyncStores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CiSyncStores").finish_non_exhaustive()
+    }
+}
+
 /// CI sync targets and their queue.
 #[derive(Debug, Clone)]
 pub struct CiSyncService {
     pub(super) shared: Arc<Shared>,
-    pub(super) store: Arc<dyn Backend>,
+    pub(super) store: CiSyncStores,
     pub(super) access: super::AccessService,
     pub(super) secrets: SecretService,
     http: Option<reqwest::Client>,
@@ -792,7 +810,7 @@ impl CiSyncService {
     /// runtime runs).
     pub(super) fn new(
         shared: Arc<Shared>,
-        store: Arc<dyn Backend>,
+        store: CiSyncStores,
         access: super::AccessService,
         secrets: SecretService,
     ) -> CiSyncService {
@@ -857,6 +875,7 @@ impl CiSyncService {
     async fn reload_env_map(&self) -> Result<()> {
         let fresh: HashMap<Uuid, Uuid> = self
             .store
+            .ci
             .all_ci_targets()
             .await?
             .into_iter()
@@ -871,7 +890,7 @@ impl CiSyncService {
         let Some(org_id) = self.synced_org(env_id).await? else {
             return Ok(());
         };
-        for t in self.store.ci_targets(org_id).await? {
+        for t in self.store.ci.ci_targets(org_id).await? {
             if t.env_id == env_id {
                 self.enqueue_target(&t).await?;
             }
@@ -882,9 +901,10 @@ impl CiSyncService {
     /// Queue one job per difference between what the target last got and
     /// the environment's current versions; returns how many were queued.
     async fn enqueue_target(&self, t: &CiTargetRow) -> Result<usize> {
-        let current = self.store.current_values(t.org_id, t.env_id).await?;
+        let current = self.store.secrets.current_values(t.org_id, t.env_id).await?;
         let state: HashMap<String, i64> = self
             .store
+            .ci
             .ci_state(t.org_id, t.id)
             .await?
             .into_iter()
@@ -916,17 +936,17 @@ impl CiSyncService {
                 jobs.push(job(key, *version, "delete"));
             }
         }
-        Ok(self.store.enqueue_ci_jobs(t.org_id, &jobs).await?)
+        Ok(self.store.ci.enqueue_ci_jobs(t.org_id, &jobs).await?)
     }
 
     async fn views(&self, org_id: Uuid, rows: Vec<CiTargetRow>) -> Result<Vec<TargetView>> {
-        let envs = self.store.list_envs(org_id).await?;
-        let projects = self.store.list_projects(org_id).await?;
+        let envs = self.store.tenants.list_envs(org_id).await?;
+        let projects = self.store.tenants.list_projects(org_id).await?;
         let mut out = Vec::new();
         for t in rows {
             let env = envs.iter().find(|e| e.id == t.env_id);
             let project = env.and_then(|e| projects.iter().find(|p| p.id == e.project_id));
-            let (pending, dead) = self.store.ci_job_counts(org_id, t.id).await?;
+            let (pending, dead) = self.store.ci.ci_job_counts(org_id, t.id).await?;
             let now = now_ms();
             out.push(TargetView {
                 id: t.id.to_string(),
@@ -957,6 +977,7 @@ impl CiSyncService {
         let missing = || ServiceError::NotFound(format!("sync target {id}"));
         let id = Uuid::parse_str(id.trim()).map_err(|_| missing())?;
         self.store
+            .ci
             .ci_targets(org_id)
             .await?
             .into_iter()
@@ -981,6 +1002,7 @@ impl CiSyncService {
         }
         let path = self
             .store
+            .tenants
             .resolve_env(org, input.project.trim(), input.environment.trim())
             .await?
             .ok_or_else(|| {
@@ -990,7 +1012,7 @@ impl CiSyncService {
                     input.environment.trim()
                 ))
             })?;
-        if self.store.ci_targets(org_row.id).await?.len() >= MAX_TARGETS {
+        if self.store.ci.ci_targets(org_row.id).await?.len() >= MAX_TARGETS {
             return Err(ServiceError::Invalid(format!(
                 "an organization has at most {MAX_TARGETS} sync targets"
             )));
@@ -1022,7 +1044,7 @@ impl CiSyncService {
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         row.credential = sealed.ciphertext;
         row.wrapped_dek = sealed.wrapped_dek;
-        self.store.insert_ci_target(&row).await?;
+        self.store.ci.insert_ci_target(&row).await?;
         self.env_map
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -1036,10 +1058,11 @@ impl CiSyncService {
     /// environment.
     pub async fn list(&self, who: &Unsealed, org: &str, env: Option<(&str, &str)>) -> Result<Vec<TargetView>> {
         let (org_row, _) = self.access.org_admin(who, org).await?;
-        let mut rows = self.store.ci_targets(org_row.id).await?;
+        let mut rows = self.store.ci.ci_targets(org_row.id).await?;
         if let Some((project, env)) = env {
             let path = self
                 .store
+                .tenants
                 .resolve_env(org, project, env)
                 .await?
                 .ok_or_else(|| ServiceError::NotFound(format!("environment {org}/{project}/{env}")))?;
@@ -1061,6 +1084,7 @@ impl CiSyncService {
         let t = self.target(org_row.id, id).await?;
         Ok(self
             .store
+            .ci
             .ci_jobs(org_row.id, t.id, JOBS_LIMIT)
             .await?
             .into_iter()
@@ -1084,7 +1108,7 @@ impl CiSyncService {
     pub async fn delete(&self, who: &Unsealed, org: &str, id: &str) -> Result<()> {
         let (org_row, _) = self.access.org_admin(who, org).await?;
         let t = self.target(org_row.id, id).await?;
-        self.store.delete_ci_target(org_row.id, t.id).await?;
+        self.store.ci.delete_ci_target(org_row.id, t.id).await?;
         let mut map = self.env_map.lock().unwrap_or_else(|p| p.into_inner());
         map.0 = i64::MIN;
         Ok(())
@@ -1097,8 +1121,8 @@ impl CiSyncService {
         let (org_row, _) = self.access.org_admin(who, org).await?;
         let t = self.target(org_row.id, id).await?;
         let queued = self.enqueue_target(&t).await?;
-        let requeued = self.store.requeue_ci_jobs(org_row.id, t.id, now_ms()).await?;
-        self.store.request_ci_reconcile(org_row.id, t.id).await?;
+        let requeued = self.store.ci.requeue_ci_jobs(org_row.id, t.id, now_ms()).await?;
+        self.store.ci.request_ci_reconcile(org_row.id, t.id).await?;
         Ok(RunView { queued, requeued })
     }
 
@@ -1115,11 +1139,11 @@ impl CiSyncService {
             return Ok("no HTTP client".to_owned());
         };
         let base = i64::try_from(retry_base.as_millis()).unwrap_or(MAX_BACKOFF_MS).max(1);
-        let targets = self.store.all_ci_targets().await?;
+        let targets = self.store.ci.all_ci_targets().await?;
         if targets.is_empty() {
             return Ok("no sync targets".to_owned());
         }
-        let orgs = self.store.list_orgs().await?;
+        let orgs = self.store.tenants.list_orgs().await?;
         let (mut sent, mut failed, mut drifted) = (0, 0, 0);
         for mut t in targets {
             let org = orgs
@@ -1159,7 +1183,7 @@ impl CiSyncService {
                 t.blocked_until = t.blocked_until.max(at);
             }
             drop(p);
-            self.store.update_ci_target_status(&t).await?;
+            self.store.ci.update_ci_target_status(&t).await?;
         }
         Ok(format!(
             "{sent} sync jobs done, {failed} failed, {drifted} drifted keys"
@@ -1208,11 +1232,11 @@ impl CiSyncService {
         audit: &AuditService,
         (org, base): (&str, i64),
     ) -> Result<(usize, usize)> {
-        let jobs = self.store.due_ci_jobs(t.org_id, t.id, now_ms(), BATCH).await?;
+        let jobs = self.store.ci.due_ci_jobs(t.org_id, t.id, now_ms(), BATCH).await?;
         if jobs.is_empty() {
             return Ok((0, 0));
         }
-        let current = self.store.current_values(t.org_id, t.env_id).await?;
+        let current = self.store.secrets.current_values(t.org_id, t.env_id).await?;
         let by_key: BTreeMap<&str, &CurrentValue> = current.iter().map(|v| (v.key.as_str(), v)).collect();
         let path = Self::env_path(t);
         let (mut done, mut failed) = (0, 0);
@@ -1228,7 +1252,7 @@ impl CiSyncService {
             if stale {
                 job.status = "superseded".to_owned();
                 job.done_at = Some(now);
-                self.store.update_ci_job(&job).await?;
+                self.store.ci.update_ci_job(&job).await?;
                 continue;
             }
             let outcome = match (job.op.as_str(), cur) {
@@ -1254,6 +1278,7 @@ impl CiSyncService {
                     job.done_at = Some(now);
                     if job.op == "put" {
                         self.store
+                            .ci
                             .put_ci_state(&CiStateRow {
                                 org_id: t.org_id,
                                 target_id: t.id,
@@ -1264,10 +1289,10 @@ impl CiSyncService {
                             })
                             .await?;
                     } else {
-                        self.store.delete_ci_state(t.org_id, t.id, &job.key).await?;
+                        self.store.ci.delete_ci_state(t.org_id, t.id, &job.key).await?;
                     }
                     t.last_success_at = Some(now);
-                    self.store.update_ci_job(&job).await?;
+                    self.store.ci.update_ci_job(&job).await?;
                     audit
                         .audit(system_event(
                             &format!("ci_sync.{}", job.op),
@@ -1303,7 +1328,7 @@ impl CiSyncService {
                         let wait = base.saturating_mul(1_i64 << shift).min(MAX_BACKOFF_MS);
                         job.next_at = now.saturating_add(wait).max(e.retry_at.unwrap_or(0));
                     }
-                    self.store.update_ci_job(&job).await?;
+                    self.store.ci.update_ci_job(&job).await?;
                     failed += 1;
                     break;
                 }
@@ -1325,11 +1350,13 @@ impl CiSyncService {
         let internal = |e: ServiceError| CallError::new(format!("internal: {e}"));
         let current = self
             .store
+            .secrets
             .current_values(t.org_id, t.env_id)
             .await
             .map_err(|e| internal(e.into()))?;
         let state = self
             .store
+            .ci
             .ci_state(t.org_id, t.id)
             .await
             .map_err(|e| internal(e.into()))?;
@@ -1414,11 +1441,13 @@ impl CiSyncService {
             });
         }
         self.store
+            .ci
             .enqueue_ci_jobs(t.org_id, &overwrite)
             .await
             .map_err(|e| internal(e.into()))?;
         let drift = serde_json::to_string(&entries).unwrap_or_else(|_| "[]".to_owned());
         self.store
+            .ci
             .record_ci_reconcile(t.org_id, t.id, &drift, now, t.reconciled_at)
             .await
             .map_err(|e| internal(e.into()))?;

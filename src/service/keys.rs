@@ -199,7 +199,8 @@ impl KeyService {
 
     /// Crypto-shred KEK version `version`: its wrapped key is deleted, so
     /// nothing it wrapped can ever be decrypted again. Refused while active
-    /// or referenced by any secret version or webhook secret.
+    /// or referenced by any secret version or credential sealed under it
+    /// (webhook secret, CI sync token, SSO client secret, database connection).
     pub async fn destroy_kek(&self, who: &Unsealed, org: &str, version: i64) -> Result<()> {
         let keyring = who.keyring();
         who.require_root()?;
@@ -217,7 +218,10 @@ impl KeyService {
                 "KEK version {version} is the active one; rotate first"
             ))),
             DestroyOutcome::InUse(n) => Err(ServiceError::Conflict(format!(
-                "KEK version {version} still wraps {n} secret versions or webhook secrets; run rewrap first"
+                "KEK version {version} still wraps {n} secret versions or credentials (webhook secrets, CI sync \
+                 tokens, SSO client secrets, database connections); run rewrap first, and save again a CI sync \
+                 target, SSO provider or database connection made before the rotation (rewrap moves DEKs and \
+                 webhook secrets only)"
             ))),
         }
     }

@@ -600,7 +600,12 @@ impl Coffer {
             access: access.clone(),
             secrets: secrets.clone(),
         };
-        let ci_sync = ci_sync::CiSyncService::new(shared.clone(), store.clone(), access.clone(), secrets.clone());
+        let ci_stores = ci_sync::CiSyncStores {
+            ci: store.clone(),
+            secrets: store.clone(),
+            tenants: store.clone(),
+        };
+        let ci_sync = ci_sync::CiSyncService::new(shared.clone(), ci_stores, access.clone(), secrets.clone());
         let kv = KvService {
             shared: shared.clone(),
             kv_store: store.clone(),
@@ -634,7 +639,14 @@ impl Coffer {
             secrets: secrets.clone(),
             audit: audit.clone(),
         };
-        let sso = sso::SsoService::new(shared.clone(), store.clone(), access.clone(), identity.clone());
+        let sso_stores = sso::SsoStores {
+            sso: store.clone(),
+            tenants: store.clone(),
+            keys: store.clone(),
+            identity: store.clone(),
+            access: store.clone(),
+        };
+        let sso = sso::SsoService::new(shared.clone(), sso_stores, access.clone(), identity.clone());
         let operator = OperatorService {
             shared: shared.clone(),
             store,

@@ -35,9 +35,12 @@ use zeroize::Zeroizing;
 
 use super::auth::{Session, hash_password};
 use super::{AccessService, IdentityService, PrincipalKind, Result, ServiceError, Unsealed, now_ms, random_bytes};
-use crate::storage::Backend;
+use crate::storage::access::AccessStore;
+use crate::storage::keystore::KeyStore;
+use crate::storage::sso::SsoStore;
 use crate::storage::sso::{SsoProviderRow, SsoStateRow};
 use crate::storage::{GroupRow, UserRow};
+use crate::storage::{IdentityStore, TenantStore};
 
 /// How long a started sign-in may take.
 const STATE_TTL_MS: i64 = 10 * 60_000;
@@ -188,11 +191,32 @@ pub(crate) struct VerifiedPerson {
 #[error("{0}")]
 pub(crate) struct HttpFailure(String);
 
+/// The stores single sign-on touches.
+#[derive(Clone)]
+pub(super) struct SsoStores {
+    /// providers and pending logins
+    pub(super) sso: Arc<dyn SsoStore>,
+    /// organizations by slug
+    pub(super) tenants: Arc<dyn TenantStore>,
+    /// the active KEK version (the client secret is sealed under it)
+    pub(super) keys: Arc<dyn KeyStore>,
+    /// people found or created at login
+    pub(super) identity: Arc<dyn IdentityStore>,
+    /// memberships and groups re-synced at login
+    pub(super) access: Arc<dyn AccessStore>,
+}
+
+impl std::fmt::Debug for SsoStores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SsoStores").finish_non_exhaustive()
+    }
+}
+
 /// Single sign-on: provider settings, the start and the callback of a login.
 #[derive(Debug, Clone)]
 pub struct SsoService {
     pub(super) shared: Arc<super::Shared>,
-    pub(super) store: Arc<dyn Backend>,
+    pub(super) store: SsoStores,
     pub(super) access: AccessService,
     pub(super) identity: IdentityService,
     http: Option<reqwest::Client>,
@@ -359,7 +383,7 @@ pub(crate) fn verify_id_token(
 impl SsoService {
     pub(super) fn new(
         shared: Arc<super::Shared>,
-        store: Arc<dyn Backend>,
+        store: SsoStores,
         access: AccessService,
         identity: IdentityService,
     ) -> SsoService {
@@ -448,6 +472,7 @@ impl SsoService {
         let (org_row, _) = self.access.org_admin(who, org).await?;
         let row = self
             .store
+            .sso
             .sso_provider(org_row.id)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("single sign-on of organization {org}")))?;
@@ -517,11 +542,12 @@ impl SsoService {
         if display_name.chars().count() > 60 {
             return Err(ServiceError::Invalid("display_name: at most 60 characters".into()));
         }
-        let existing = self.store.sso_provider(org_row.id).await?;
+        let existing = self.store.sso.sso_provider(org_row.id).await?;
         let (client_secret, kek_version) = match (&input.client_secret, &existing) {
             (Some(secret), _) if !secret.trim().is_empty() => {
                 let version = self
                     .store
+                    .keys
                     .active_kek(org_row.id)
                     .await?
                     .ok_or_else(|| ServiceError::Internal("the organization has no active KEK".into()))?;
@@ -557,7 +583,7 @@ impl SsoService {
             updated_by: who.name.clone(),
             updated_at: now_ms(),
         };
-        self.store.put_sso_provider(&row).await?;
+        self.store.sso.put_sso_provider(&row).await?;
         self.shared.principals_changed();
         Ok(view(&row))
     }
@@ -565,7 +591,7 @@ impl SsoService {
     /// `DELETE /api/v1/orgs/{org}/sso` (org admins).
     pub async fn delete_config(&self, who: &Unsealed, org: &str) -> Result<()> {
         let (org_row, _) = self.access.org_admin(who, org).await?;
-        if !self.store.delete_sso_provider(org_row.id).await? {
+        if !self.store.sso.delete_sso_provider(org_row.id).await? {
             return Err(ServiceError::NotFound(format!("single sign-on of organization {org}")));
         }
         self.shared.principals_changed();
@@ -576,10 +602,10 @@ impl SsoService {
     /// organization does not exist or has no single sign-on).
     pub async fn display_name(&self, org: &str) -> Result<Option<String>> {
         self.shared.require_unsealed()?;
-        let Some(org_row) = self.store.org(org).await? else {
+        let Some(org_row) = self.store.tenants.org(org).await? else {
             return Ok(None);
         };
-        Ok(self.store.sso_provider(org_row.id).await?.map(|p| p.display_name))
+        Ok(self.store.sso.sso_provider(org_row.id).await?.map(|p| p.display_name))
     }
 
     /// Start a sign-in: the provider's authorization URL (code flow, PKCE
@@ -597,8 +623,8 @@ impl SsoService {
             ));
         }
         let missing = || ServiceError::NotFound(format!("single sign-on of organization {org:?}"));
-        let org_row = self.store.org(org).await?.ok_or_else(missing)?;
-        let provider = self.store.sso_provider(org_row.id).await?.ok_or_else(missing)?;
+        let org_row = self.store.tenants.org(org).await?.ok_or_else(missing)?;
+        let provider = self.store.sso.sso_provider(org_row.id).await?.ok_or_else(missing)?;
         let issuer = check_issuer(&provider.issuer)?;
         let md = self.metadata(&issuer, false).await?;
         let state = b64(&random_bytes::<32>()?);
@@ -607,6 +633,7 @@ impl SsoService {
         let challenge = b64(&Sha256::digest(verifier.as_bytes()));
         let now = now_ms();
         self.store
+            .sso
             .insert_sso_state(&SsoStateRow {
                 state_hash: sha256(&state),
                 org_id: org_row.id,
@@ -640,7 +667,7 @@ impl SsoService {
         if state.is_empty() || code.is_empty() {
             return Err(fail("the callback needs both state and code"));
         }
-        let Some(pending) = self.store.take_sso_state(&sha256(state)).await? else {
+        let Some(pending) = self.store.sso.take_sso_state(&sha256(state)).await? else {
             return Err(fail(
                 "unknown or already used state: this sign-in was not started here, or was finished already; start again",
             ));
@@ -656,11 +683,13 @@ impl SsoService {
         }
         let provider = self
             .store
+            .sso
             .sso_provider(pending.org_id)
             .await?
             .ok_or_else(|| fail("single sign-on was removed from this organization"))?;
         let org_slug = self
             .store
+            .tenants
             .list_orgs()
             .await?
             .into_iter()
@@ -717,8 +746,9 @@ impl SsoService {
             )));
         }
         let (user, created) = self.link_person(&person.email).await?;
-        if self.store.membership(pending.org_id, user.id).await?.is_none() {
+        if self.store.access.membership(pending.org_id, user.id).await?.is_none() {
             self.store
+                .access
                 .set_membership(pending.org_id, user.id, "member", now_ms())
                 .await?;
         }
@@ -809,7 +839,7 @@ impl SsoService {
     /// The coffer user of a verified email: the existing account (linked),
     /// or a new one without a usable password (created just in time).
     async fn link_person(&self, email: &str) -> Result<(UserRow, bool)> {
-        if let Some(user) = self.store.user_by_email(email).await? {
+        if let Some(user) = self.store.identity.user_by_email(email).await? {
             if user.disabled {
                 return Err(ServiceError::AccountDisabled);
             }
@@ -830,11 +860,12 @@ impl SsoService {
             created_at: now_ms(),
             disabled: false,
         };
-        match self.store.create_user(&user).await {
+        match self.store.identity.create_user(&user).await {
             Ok(()) => Ok((user, true)),
             // Two first logins raced: the other one created it.
             Err(crate::storage::StorageError::Conflict(_)) => self
                 .store
+                .identity
                 .user_by_email(email)
                 .await?
                 .map(|u| (u, false))
@@ -847,8 +878,15 @@ impl SsoService {
     /// (only groups that exist in coffer; names compared exactly). Without
     /// a groups claim configured, memberships are left alone.
     async fn sync_groups(&self, org_id: Uuid, user_id: Uuid, claim: &str, wanted: &[String]) -> Result<Vec<String>> {
-        let groups: Vec<GroupRow> = self.store.groups(org_id).await?.into_iter().map(|(g, _)| g).collect();
-        let current = self.store.user_groups(org_id, user_id).await?;
+        let groups: Vec<GroupRow> = self
+            .store
+            .access
+            .groups(org_id)
+            .await?
+            .into_iter()
+            .map(|(g, _)| g)
+            .collect();
+        let current = self.store.access.user_groups(org_id, user_id).await?;
         if claim.is_empty() {
             return Ok(groups
                 .into_iter()
@@ -861,9 +899,9 @@ impl SsoService {
             let want = wanted.contains(&g.name);
             let is = current.contains(&g.id);
             if want && !is {
-                self.store.add_group_member(org_id, g.id, user_id).await?;
+                self.store.access.add_group_member(org_id, g.id, user_id).await?;
             } else if !want && is {
-                self.store.remove_group_member(org_id, g.id, user_id).await?;
+                self.store.access.remove_group_member(org_id, g.id, user_id).await?;
             }
             if want {
                 now_in.push(g.name);

@@ -70,7 +70,7 @@ pub enum DestroyOutcome {
     NotFound,
     /// it is the active version
     Active,
-    /// this many secret versions and webhook secrets still reference it
+    /// this many secret versions and sealed credentials still reference it
     InUse(i64),
 }
 
@@ -369,7 +369,11 @@ impl KeyStore for SqlBackend {
         let rows = query(
             "SELECT k.version, k.created_at, o.kek_version AS active, \
                   (SELECT COUNT(*) FROM secret_versions v WHERE v.org_id = k.org_id AND v.kek_version = k.version) \
-                  + (SELECT COUNT(*) FROM webhooks w WHERE w.org_id = k.org_id AND w.kek_version = k.version) AS refs \
+                  + (SELECT COUNT(*) FROM webhooks w WHERE w.org_id = k.org_id AND w.kek_version = k.version) \
+                  + (SELECT COUNT(*) FROM ci_sync_targets c WHERE c.org_id = k.org_id AND c.kek_version = k.version) \
+                  + (SELECT COUNT(*) FROM sso_providers p WHERE p.org_id = k.org_id AND p.kek_version = k.version) \
+                  + (SELECT COUNT(*) FROM db_connections d WHERE d.org_id = k.org_id AND d.kek_version = k.version) \
+                  AS refs \
              FROM kms_keys k JOIN orgs o ON o.id = k.org_id WHERE k.org_id = $1 ORDER BY k.version",
         )
         .bind(org_id.to_string())
@@ -508,13 +512,16 @@ impl KeyStore for SqlBackend {
         if org.try_get::<i64, _>("kek_version")? == version {
             return Ok(DestroyOutcome::Active);
         }
-        // Secret versions' DEKs and webhooks' signing secrets (0018).
+        // Secret versions' DEKs and every credential sealed under an org
+        // KEK: webhooks' signing secrets (0018), CI sync tokens (0019), SSO
+        // client secrets (0021), database connections' admin URLs (0022).
         let refs: i64 = query(
             "SELECT (SELECT COUNT(*) FROM secret_versions WHERE org_id = $1 AND kek_version = $2) \
-             + (SELECT COUNT(*) FROM webhooks WHERE org_id = $3 AND kek_version = $4) AS n",
+             + (SELECT COUNT(*) FROM webhooks WHERE org_id = $1 AND kek_version = $2) \
+             + (SELECT COUNT(*) FROM ci_sync_targets WHERE org_id = $1 AND kek_version = $2) \
+             + (SELECT COUNT(*) FROM sso_providers WHERE org_id = $1 AND kek_version = $2) \
+             + (SELECT COUNT(*) FROM db_connections WHERE org_id = $1 AND kek_version = $2) AS n",
         )
-        .bind(org_id.to_string())
-        .bind(version)
         .bind(org_id.to_string())
         .bind(version)
         .fetch_one(&mut *tx)

@@ -932,6 +932,26 @@ async fn targets_are_validated_and_admin_only() {
     assert_eq!(st.as_u16(), 403);
 }
 
+/// A KEK version that still seals a target's token is not crypto-shredded
+/// (the token would be lost with it): destroying it is refused, after a
+/// rewrap too, until the target is saved again (here: removed).
+#[tokio::test]
+async fn a_kek_still_sealing_a_target_token_cannot_be_destroyed() {
+    let dir = util::tempdir();
+    let w = world(dir.path()).await;
+    let gh = FakeGitHub::start("acme", "api").await;
+    let id = w.add_target(github_spec(&gh, json!({}))).await;
+    util::ok_data("rotate", w.root.post("/api/v1/orgs/acme/keks/rotate", json!({})).await);
+    let done = util::ok_data("rewrap", w.root.post("/api/v1/orgs/acme/keks/rewrap", json!({})).await);
+    assert_eq!(done["done"], true, "{done}");
+    let (st, b) = w.root.delete("/api/v1/orgs/acme/keks/1").await;
+    assert_eq!(st.as_u16(), 409, "{b}");
+    assert!(b["message"].as_str().unwrap_or("").contains("CI sync"), "{b}");
+    let (st, b) = w.root.delete(&format!("/api/v1/orgs/acme/ci-sync/{id}")).await;
+    assert!(st.is_success(), "{b}");
+    util::ok_data("destroy v1", w.root.delete("/api/v1/orgs/acme/keks/1").await);
+}
+
 /// `coffer sync …`: add (the token from stdin, never argv), status, run,
 /// jobs, remove; no output carries the token.
 #[tokio::test]
