@@ -10,6 +10,7 @@ mod ci_sync; // CI sync targets: GitHub Actions, GitLab CI/CD (issue 19)
 mod client;
 mod context;
 mod credentials;
+mod database; // database credentials (issue 21)
 mod fallback;
 mod files;
 mod jwt; // JWT/OIDC workload-identity login (issue 19)
@@ -108,6 +109,16 @@ enum Command {
         env: secrets::EnvArgs,
         #[command(subcommand)]
         cmd: ci_sync::SyncCmd,
+    },
+    /// Database credentials: connections, dynamic and static roles, fresh
+    /// credentials (`creds ROLE`), leases (list, renew, revoke, revoke-prefix).
+    Database {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(flatten)]
+        env: secrets::EnvArgs,
+        #[command(subcommand)]
+        cmd: database::DatabaseCmd,
     },
     /// Break glass on a protected environment: act at once for a while,
     /// with a mandatory reason (audited, reviewed by an approver).
@@ -345,6 +356,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Jwt { server, org, cmd } => jwt::run(&client::Client::new(&server)?, &org, cmd).await,
         Command::Sync { server, env, cmd } => {
             ci_sync::run(&client::Client::new(&server)?, &context::resolve(&env)?, cmd).await
+        }
+        Command::Database { server, env, cmd } => {
+            database::run(&client::Client::new(&server)?, &context::resolve(&env)?, cmd).await
         }
         Command::BreakGlass { server, env, reason } => {
             approvals::break_glass(&client::Client::new(&server)?, &context::resolve(&env)?, &reason).await

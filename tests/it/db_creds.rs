@@ -105,12 +105,18 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    let f = bare_fixture().await;
+    connection(&f.root).await;
+    f
+}
+
+/// A server with the acme tenant and no database connection.
+async fn bare_fixture() -> Fixture {
     let dir = util::tempdir();
     let url = util::fresh_storage_url(dir.path()).await;
     let server = Server::start_full(dir.path(), &url, "tls_disable = true", JOBS, &[]);
     let (root, shares) = util::boot(&server.client(None)).await;
     util::tenant(&root).await;
-    connection(&root).await;
     Fixture {
         server,
         root,
@@ -579,4 +585,246 @@ async fn scheduled_rotation_runs_once_per_period_across_two_servers() {
     );
     drop(second);
     drop_user(&user).await;
+}
+
+/// `coffer database …` with `stdin`; (success, stdout, stderr).
+fn cli(f: &Fixture, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let home = util::tempdir();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .arg("database")
+        .args(args)
+        .env("HOME", home.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .env("COFFER_ADDR", &f.server.base)
+        .env("COFFER_TOKEN", f.root.token())
+        .env("COFFER_ORG", "acme")
+        .env("COFFER_PROJECT", "api")
+        .env("COFFER_ENV", "production")
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("coffer database");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("coffer database output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn cli_ok(f: &Fixture, args: &[&str], stdin: Option<&str>) -> String {
+    let (ok, out, err) = cli(f, args, stdin);
+    assert!(ok, "coffer database {args:?} failed:\n{out}\n{err}");
+    out
+}
+
+fn cli_err(f: &Fixture, args: &[&str], stdin: Option<&str>) -> String {
+    let (ok, out, err) = cli(f, args, stdin);
+    assert!(!ok, "coffer database {args:?} should fail:\n{out}\n{err}");
+    err
+}
+
+/// `KEY='value'` lines → value of `key`.
+fn env_line(out: &str, key: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(|v| v.trim_matches('\'').to_owned())
+        .unwrap_or_else(|| panic!("{key} in {out}"))
+}
+
+#[tokio::test]
+async fn the_database_cli_manages_connections_roles_and_leases_against_the_real_postgresql() {
+    let f = bare_fixture().await;
+    // trust authentication accepts any password: this one must never come back
+    let admin_pw = format!("adminpw{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+    util::remember_secret(&admin_pw);
+    let url = format!("postgres://postgres:{admin_pw}@{TARGET_HOST}/{TARGET_DB}");
+
+    // The URL is never taken from argv; without --url-stdin a pipe is refused.
+    let err = cli_err(&f, &["connection", "add", "main"], None);
+    assert!(err.contains("--url-stdin"), "{err}");
+    let err = cli_err(&f, &["connection", "add", "main", &url], None);
+    assert!(err.contains("unexpected argument"), "{err}");
+    // A connection that does not work is refused with the cause.
+    let err = cli_err(
+        &f,
+        &["connection", "add", "bad", "--url-stdin"],
+        Some("postgres://postgres:x@127.0.0.1:1/postgres\n"),
+    );
+    assert!(err.contains("not saved") && err.contains("bad"), "{err}");
+    let out = cli_ok(
+        &f,
+        &["connection", "add", "main", "--url-stdin"],
+        Some(&format!("{url}\n")),
+    );
+    assert!(out.contains("main") && out.contains("api/production"), "{out}");
+    assert!(!out.contains(&admin_pw), "the admin password is printed: {out}");
+    let list = cli_ok(&f, &["connection", "list"], None);
+    assert!(
+        list.contains(&format!("postgres://postgres@{TARGET_HOST}/{TARGET_DB}")),
+        "{list}"
+    );
+    assert!(!list.contains(&admin_pw), "{list}");
+    let json_list = cli_ok(&f, &["connection", "list", "--json"], None);
+    assert!(!json_list.contains(&admin_pw), "{json_list}");
+
+    // A dynamic role; bad combinations are refused with the flag named.
+    let role = unique("cli");
+    let err = cli_err(
+        &f,
+        &["role", "add", &role, "--connection", "main", "--dynamic", "--static"],
+        None,
+    );
+    assert!(err.contains("--static") || err.contains("--dynamic"), "{err}");
+    let err = cli_err(
+        &f,
+        &["role", "add", &role, "--connection", "main", "--dynamic", "--ttl", "1w"],
+        None,
+    );
+    assert!(err.contains("--ttl") && err.contains("unit"), "{err}");
+    let err = cli_err(&f, &["role", "add", &role, "--connection", "nope", "--dynamic"], None);
+    assert!(err.contains("database connection nope"), "{err}");
+    let out = cli_ok(
+        &f,
+        &[
+            "role",
+            "add",
+            &role,
+            "--connection",
+            "main",
+            "--dynamic",
+            "--template",
+            "read-write",
+            "--ttl",
+            "10m",
+            "--max-ttl",
+            "1h",
+        ],
+        None,
+    );
+    assert!(out.contains("ttl 600 s, max ttl 3600 s"), "{out}");
+    let roles = cli_ok(&f, &["role", "list"], None);
+    assert!(roles.contains(&role) && roles.contains("dynamic"), "{roles}");
+
+    // Credentials as env lines: they log in.
+    let out = cli_ok(&f, &["creds", &role], None);
+    let (user, password, lease) = (
+        env_line(&out, "DB_USERNAME"),
+        env_line(&out, "DB_PASSWORD"),
+        env_line(&out, "DB_LEASE_ID"),
+    );
+    util::remember_secret(&password);
+    assert_eq!(env_line(&out, "DB_LEASE_DURATION"), "600", "{out}");
+    assert!(lease.starts_with(&format!("database/creds/acme/{role}/")), "{out}");
+    login(&user, &password).await.expect("the lease logs in");
+    assert!(role_exists(&user).await);
+    // … and as JSON, with a shorter TTL.
+    let j: Value = serde_json::from_str(&cli_ok(&f, &["creds", &role, "--json", "--ttl", "2m"], None)).expect("json");
+    util::remember_secret(s(&j["password"]));
+    assert_eq!(j["lease_duration"], json!(120), "{j}");
+    let user2 = s(&j["username"]).to_owned();
+    assert!(role_exists(&user2).await);
+
+    let leases = cli_ok(&f, &["lease", "list"], None);
+    assert!(leases.contains(&lease) && leases.contains(&user), "{leases}");
+    assert!(leases.contains(&format!("role {role}")), "{leases}");
+    let out = cli_ok(&f, &["lease", "renew", &lease, "--increment", "20m"], None);
+    assert!(out.contains("renewed"), "{out}");
+    let err = cli_err(&f, &["lease", "renew", "database/creds/other/x/y"], None);
+    assert!(err.contains("not of organization acme"), "{err}");
+
+    let out = cli_ok(&f, &["lease", "revoke", &lease], None);
+    assert!(out.contains("revoked"), "{out}");
+    assert!(!role_exists(&user).await, "revoked: the PostgreSQL role is gone");
+    assert!(role_exists(&user2).await);
+    let out = cli_ok(
+        &f,
+        &["lease", "revoke-prefix", &format!("database/creds/acme/{role}")],
+        None,
+    );
+    assert!(out.starts_with("1 leases"), "{out}");
+    assert!(!role_exists(&user2).await, "revoked by prefix");
+
+    // A static role: rotated at creation and on demand; the secret must be
+    // in the connection's environment.
+    let db_user = unique("clistatic");
+    static_user(&db_user).await;
+    let err = cli_err(
+        &f,
+        &[
+            "role",
+            "add",
+            "legacy",
+            "--connection",
+            "main",
+            "--static",
+            "--username",
+            &db_user,
+            "--secret",
+            "staging/LEGACY_PW",
+        ],
+        None,
+    );
+    assert!(err.contains("bound to api/production"), "{err}");
+    let err = cli_err(
+        &f,
+        &[
+            "role",
+            "add",
+            "legacy",
+            "--connection",
+            "main",
+            "--static",
+            "--secret",
+            "production/LEGACY_PW",
+        ],
+        None,
+    );
+    assert!(err.contains("--username"), "{err}");
+    let out = cli_ok(
+        &f,
+        &[
+            "role",
+            "add",
+            "legacy",
+            "--connection",
+            "main",
+            "--static",
+            "--username",
+            &db_user,
+            "--secret",
+            "production/LEGACY_PW",
+            "--every",
+            "24h",
+        ],
+        None,
+    );
+    assert!(out.contains("rotated every 86400 s"), "{out}");
+    let v1 = revealed(&f.root, "LEGACY_PW").await;
+    assert!(scram_matches(&verifier(&db_user).await, &v1));
+    let out = cli_ok(&f, &["role", "rotate", "legacy"], None);
+    assert!(out.contains("version 2"), "{out}");
+    let v2 = revealed(&f.root, "LEGACY_PW").await;
+    assert!(scram_matches(&verifier(&db_user).await, &v2));
+
+    // Removal: a connection with roles is refused, naming the role.
+    let err = cli_err(&f, &["connection", "remove", "main"], None);
+    assert!(err.contains("used by role"), "{err}");
+    cli_ok(&f, &["role", "remove", "legacy"], None);
+    cli_ok(&f, &["role", "remove", &role], None);
+    let err = cli_err(&f, &["creds", &role], None);
+    assert!(err.contains(&format!("database role {role}")), "{err}");
+    cli_ok(&f, &["connection", "remove", "main"], None);
+    assert!(cli_ok(&f, &["connection", "list"], None).contains("no database connections"));
+    drop_user(&db_user).await;
 }
