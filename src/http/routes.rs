@@ -360,6 +360,26 @@ routes! {
     "/api/v1/orgs/{org}/database/leases/revoke-prefix" {
         POST => dbcreds::revoke_prefix, Action("database.lease.revoke_prefix");
     }
+    "/ui/orgs/{org}/database" { GET => ui::dbcreds::page_get, Action("database.connection.list"); }
+    "/ui/orgs/{org}/database/connections" {
+        POST => ui::dbcreds::add_connection, Action("database.connection.create");
+    }
+    "/ui/orgs/{org}/database/connections/{name}/remove" {
+        POST => ui::dbcreds::remove_connection, Action("database.connection.delete");
+    }
+    "/ui/orgs/{org}/database/roles" { POST => ui::dbcreds::add_role, Action("database.role.create"); }
+    "/ui/orgs/{org}/database/roles/{name}/remove" {
+        POST => ui::dbcreds::remove_role, Action("database.role.delete");
+    }
+    "/ui/orgs/{org}/database/roles/{name}/rotate" {
+        POST => ui::dbcreds::rotate_role, Action("database.role.rotate");
+    }
+    "/ui/orgs/{org}/database/leases/revoke" {
+        POST => ui::dbcreds::revoke_lease, Action("database.lease.revoke");
+    }
+    "/ui/orgs/{org}/database/leases/revoke-prefix" {
+        POST => ui::dbcreds::revoke_prefix, Action("database.lease.revoke_prefix");
+    }
     // === CI sync targets (issue 19, service/ci_sync.rs) ===
     "/api/v1/orgs/{org}/ci-sync" {
         GET => ci_sync::list, Action("ci_sync.list");

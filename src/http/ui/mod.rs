@@ -30,6 +30,7 @@ pub(super) mod account;
 mod admin;
 pub(super) mod approvals; // protected environments (issue 17)
 pub(super) mod ci_sync; // CI sync targets (issue 19)
+pub(super) mod dbcreds; // database credentials (issue 21)
 mod device;
 pub(super) mod edit;
 mod pages;
@@ -825,6 +826,7 @@ mod tests {
             ("edit.rs", include_str!("edit.rs")),
             ("approvals.rs", include_str!("approvals.rs")),
             ("ci_sync.rs", include_str!("ci_sync.rs")),
+            ("dbcreds.rs", include_str!("dbcreds.rs")),
         ] {
             let (code, _) = text.split_once("#[cfg(test)]").unwrap_or((text, ""));
             assert!(!code.contains("style="), "{file}: a style attribute");
@@ -846,6 +848,7 @@ mod tests {
             ("device.rs", include_str!("device.rs")),
             ("edit.rs", include_str!("edit.rs")),
             ("approvals.rs", include_str!("approvals.rs")),
+            ("dbcreds.rs", include_str!("dbcreds.rs")),
         ] {
             let plain = text.matches(concat!("UiForm", "(f)")).count();
             let allowed = usize::from(file == "admin.rs"); // the root-token login (pre-login, double submit)

@@ -279,6 +279,7 @@ pub(super) fn projects(viewer: &Viewer<'_>, org: &str, projects: &[ProjectView])
             p { a #access-link href={ "/ui/orgs/" (seg(org)) "/access" } { "Access: members, groups, service accounts" } }
             p { a #approvals-link href={ "/ui/orgs/" (seg(org)) "/approvals" } { "Approvals: pending changes, break-glass review" } }
             p { a #webhooks-link href={ "/ui/orgs/" (seg(org)) "/webhooks" } { "Webhooks: signed notifications, delivery log" } }
+            p { a #database-link href={ "/ui/orgs/" (seg(org)) "/database" } { "Database credentials: connections, roles, leases" } }
             @if projects.is_empty() {
                 p.muted { "No project you can see." }
             } @else {
