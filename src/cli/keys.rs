@@ -143,6 +143,9 @@ async fn rewrap(client: &Client, org: &str, batch: usize) -> anyhow::Result<()> 
         .sum();
     let start = Instant::now();
     let mut done_count: u64 = 0;
+    // Credentials sealed under the KEK: webhook secrets, CI sync tokens,
+    // SSO client secrets, database connections.
+    let mut creds = [0u64; 4];
     let active = loop {
         let b = client
             .api(
@@ -152,7 +155,15 @@ async fn rewrap(client: &Client, org: &str, batch: usize) -> anyhow::Result<()> 
             )
             .await?;
         done_count += b["rewrapped"].as_u64().unwrap_or(0);
-        progress(done_count, total, start);
+        for (n, k) in creds.iter_mut().zip([
+            "webhook_secrets",
+            "ci_sync_tokens",
+            "sso_client_secrets",
+            "database_connections",
+        ]) {
+            *n += b["credentials"][k].as_u64().unwrap_or(0);
+        }
+        progress(done_count + creds.iter().sum::<u64>(), total, start);
         if b["done"].as_bool() != Some(false) {
             break b["active_version"].clone();
         }
@@ -162,6 +173,11 @@ async fn rewrap(client: &Client, org: &str, batch: usize) -> anyhow::Result<()> 
     println!(
         "Re-wrapped {done_count} DEKs of {org} to KEK version {active} in {secs:.2} s ({:.0} DEKs/s).",
         done_count as f64 / secs
+    );
+    println!(
+        "Credentials moved to KEK version {active}: {} webhook secrets, {} CI sync tokens, {} SSO client secrets, \
+         {} database connections.",
+        creds[0], creds[1], creds[2], creds[3]
     );
     Ok(())
 }

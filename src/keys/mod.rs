@@ -95,6 +95,24 @@ pub fn open_webhook_secret(
     aead::open(kek, &webhook_aad(org_id, webhook_id), blob)
 }
 
+/// Move a credential sealed **directly** under an org KEK (one AES-256-GCM
+/// blob: webhook signing secrets, SSO client secrets, database connection
+/// URLs) to another KEK version: open under `old` with `old_aad`, seal under
+/// `new` with `new_aad`. The blob's format is unchanged; each caller passes
+/// the AAD it always used (some name the KEK version, some do not). The
+/// clear text lives only in a zeroized buffer. Credentials sealed as an
+/// envelope (CI sync tokens: value under a DEK) move with [`rewrap_dek`].
+pub fn reseal(
+    old: &KeyBytes,
+    old_aad: &[u8],
+    new: &KeyBytes,
+    new_aad: &[u8],
+    blob: &[u8],
+) -> Result<Vec<u8>, AeadError> {
+    let plain = aead::open(old, old_aad, blob)?;
+    Ok(aead::seal(new, new_aad, &plain))
+}
+
 /// AAD of the audit key (it signs the audit log's checkpoints).
 pub const AUDIT_KEY_AAD: &[u8] = b"audit-key";
 

@@ -751,6 +751,34 @@ fn credential_row(t: &CiTargetRow) -> ValueRow {
     }
 }
 
+impl CiSyncService {
+    /// Move the credentials of `org_id`'s targets sealed under an older KEK
+    /// version to the `active` one (`KeyService::rewrap_batch`): only the
+    /// DEK is wrapped again (same AAD, the target id); the credential
+    /// ciphertext is untouched, so its format does not change.
+    pub(super) async fn rewrap_credentials(&self, keyring: &Keyring, org_id: Uuid, active: i64) -> Result<usize> {
+        let mut n = 0;
+        for t in self.store.ci.ci_targets(org_id).await? {
+            if t.kek_version >= active {
+                continue;
+            }
+            let old = self.secrets.kek(keyring, org_id, t.kek_version).await?;
+            let new = self.secrets.kek(keyring, org_id, active).await?;
+            let wrapped = keys::rewrap_dek(&old, &new, &t.id, &t.wrapped_dek)
+                .map_err(|_| ServiceError::Internal("a sync target's credential does not decrypt".into()))?;
+            if self
+                .store
+                .ci
+                .rewrap_ci_credential(org_id, t.id, &wrapped, active, &t.wrapped_dek)
+                .await?
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
 fn drift_of(t: &CiTargetRow) -> Vec<DriftEntry> {
     serde_json::from_str(&t.drift).unwrap_or_default()
 }

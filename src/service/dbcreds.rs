@@ -616,6 +616,36 @@ impl DbCredsService {
         Ok(connection_view(&row))
     }
 
+    /// Move the admin URLs of `org_id`'s connections sealed under an older
+    /// KEK version to the `active` one (`KeyService::rewrap_batch`): same
+    /// blob format and AAD scheme, the AAD naming the new version.
+    pub(super) async fn rewrap_connections(&self, keyring: &Keyring, org_id: Uuid, active: i64) -> Result<usize> {
+        let mut n = 0;
+        for c in self.store.db_connections(org_id).await? {
+            if c.kek_version >= active {
+                continue;
+            }
+            let old = self.secrets.kek(keyring, org_id, c.kek_version).await?;
+            let new = self.secrets.kek(keyring, org_id, active).await?;
+            let sealed = crate::keys::reseal(
+                &old,
+                &Self::aad(org_id, c.id, c.kek_version),
+                &new,
+                &Self::aad(org_id, c.id, active),
+                &c.sealed_url,
+            )
+            .map_err(|_| ServiceError::Internal(format!("database connection {} does not decrypt", c.name)))?;
+            if self
+                .store
+                .reseal_db_connection(org_id, c.id, &sealed, active, c.kek_version)
+                .await?
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// An organization's connections (org admins); never a password.
     pub async fn list_connections(&self, who: &Unsealed, org: &str) -> Result<Vec<ConnectionView>> {
         let (org_row, _) = self.access.org_admin(who, org).await?;

@@ -4,11 +4,14 @@
 //! Invariants:
 //! - rotation adds a version and makes it active in one transaction; older
 //!   versions stay, so every existing secret version still decrypts;
-//! - re-wrapping moves a DEK (and a webhook's signing secret,
-//!   `service::webhooks`) from an older KEK version to the active one and
+//! - re-wrapping moves a DEK from an older KEK version to the active one and
 //!   touches only `wrapped_dek` and `kek_version`: the value ciphertext is
 //!   never read into clear nor rewritten, and the DEK exists in clear only in
 //!   the thread's locked scratch page;
+//! - every batch also moves the org's credentials sealed under an older
+//!   version (webhook signing secrets, CI sync tokens, SSO client secret,
+//!   database connection URLs; a few dozen at most), each in its own
+//!   format and AAD scheme, with a compare-and-set on its KEK version;
 //! - each batch is one statement: a crash loses at most the batch in flight,
 //!   whose rows still carry their old, valid wrapping, so a rerun resumes;
 //! - a version is destroyed only when inactive and unreferenced.
@@ -49,6 +52,21 @@ pub struct RewrapBatch {
     pub done: bool,
     /// the version DEKs now use
     pub active_version: i64,
+    /// credentials sealed under the org's KEK moved by this batch
+    pub credentials: CredentialsMoved,
+}
+
+/// Credentials (not secret versions) a re-wrap batch moved to the active KEK.
+#[derive(Debug, Default, Serialize)]
+pub struct CredentialsMoved {
+    /// webhook signing secrets
+    pub webhook_secrets: usize,
+    /// CI sync target tokens
+    pub ci_sync_tokens: usize,
+    /// the SSO client secret
+    pub sso_client_secrets: usize,
+    /// database connection admin URLs
+    pub database_connections: usize,
 }
 
 /// An organization's KEKs: list, rotate, rewrap, destroy.
@@ -58,6 +76,9 @@ pub struct KeyService {
     pub(super) key_store: Arc<dyn crate::storage::keystore::KeyStore>,
     pub(super) tenant_store: Arc<dyn crate::storage::TenantStore>,
     pub(super) webhooks: super::webhooks::WebhookService,
+    pub(super) ci_sync: super::ci_sync::CiSyncService,
+    pub(super) sso: super::sso::SsoService,
+    pub(super) dbcreds: super::dbcreds::DbCredsService,
 }
 
 impl KeyService {
@@ -155,14 +176,21 @@ impl KeyService {
             .active_kek(org_id)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("organization {org:?}")))?;
-        // Webhook signing secrets (at most 50 an org) move in every batch.
-        self.webhooks.rewrap_secrets(keyring, org_id, active).await?;
+        // Credentials sealed under the KEK (a few dozen an org at most)
+        // move in every batch; once moved, later batches find none.
+        let credentials = CredentialsMoved {
+            webhook_secrets: self.webhooks.rewrap_secrets(keyring, org_id, active).await?,
+            ci_sync_tokens: self.ci_sync.rewrap_credentials(keyring, org_id, active).await?,
+            sso_client_secrets: self.sso.rewrap_secret(keyring, org_id, active).await?,
+            database_connections: self.dbcreds.rewrap_connections(keyring, org_id, active).await?,
+        };
         let rows = self.key_store.stale_deks(org_id, active, limit).await?;
         if rows.is_empty() {
             return Ok(RewrapBatch {
                 rewrapped: 0,
                 done: true,
                 active_version: active,
+                credentials,
             });
         }
         let new = self.kek_of(keyring, org_id, active).await?;
@@ -194,6 +222,7 @@ impl KeyService {
             rewrapped,
             done: rows.len() < limit,
             active_version: active,
+            credentials,
         })
     }
 
@@ -219,9 +248,7 @@ impl KeyService {
             ))),
             DestroyOutcome::InUse(n) => Err(ServiceError::Conflict(format!(
                 "KEK version {version} still wraps {n} secret versions or credentials (webhook secrets, CI sync \
-                 tokens, SSO client secrets, database connections); run rewrap first, and save again a CI sync \
-                 target, SSO provider or database connection made before the rotation (rewrap moves DEKs and \
-                 webhook secrets only)"
+                 tokens, SSO client secrets, database connections); run rewrap first"
             ))),
         }
     }

@@ -568,12 +568,6 @@ impl Coffer {
             shared.clone(),
         );
         webhooks.listen_for_signals(&shared.auditor);
-        let keys = KeyService {
-            shared: shared.clone(),
-            key_store: store.clone(),
-            tenant_store: store.clone(),
-            webhooks: webhooks.clone(),
-        };
         let jwt = jwt_auth::JwtAuthService::new(
             shared.clone(),
             store.clone(),
@@ -647,6 +641,15 @@ impl Coffer {
             access: store.clone(),
         };
         let sso = sso::SsoService::new(shared.clone(), sso_stores, access.clone(), identity.clone());
+        let keys = KeyService {
+            shared: shared.clone(),
+            key_store: store.clone(),
+            tenant_store: store.clone(),
+            webhooks: webhooks.clone(),
+            ci_sync: ci_sync.clone(),
+            sso: sso.clone(),
+            dbcreds: dbcreds.clone(),
+        };
         let operator = OperatorService {
             shared: shared.clone(),
             store,

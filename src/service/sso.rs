@@ -588,6 +588,39 @@ impl SsoService {
         Ok(view(&row))
     }
 
+    /// Move the organization's client secret, if sealed under an older KEK
+    /// version, to the `active` one (`KeyService::rewrap_batch`): same blob
+    /// format and AAD scheme, the AAD naming the new version. 1 if moved.
+    pub(super) async fn rewrap_secret(
+        &self,
+        keyring: &crate::keys::Keyring,
+        org_id: Uuid,
+        active: i64,
+    ) -> Result<usize> {
+        let Some(p) = self.store.sso.sso_provider(org_id).await? else {
+            return Ok(0);
+        };
+        if p.kek_version >= active {
+            return Ok(0);
+        }
+        let old = self.access.shared_kek(keyring, org_id, p.kek_version).await?;
+        let new = self.access.shared_kek(keyring, org_id, active).await?;
+        let sealed = crate::keys::reseal(
+            &old,
+            &secret_aad(org_id, p.kek_version),
+            &new,
+            &secret_aad(org_id, active),
+            &p.client_secret,
+        )
+        .map_err(|_| ServiceError::Internal("the SSO client secret does not decrypt; set it again".into()))?;
+        let moved = self
+            .store
+            .sso
+            .reseal_sso_secret(org_id, &sealed, active, p.kek_version)
+            .await?;
+        Ok(usize::from(moved))
+    }
+
     /// `DELETE /api/v1/orgs/{org}/sso` (org admins).
     pub async fn delete_config(&self, who: &Unsealed, org: &str) -> Result<()> {
         let (org_row, _) = self.access.org_admin(who, org).await?;

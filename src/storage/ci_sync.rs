@@ -141,6 +141,17 @@ pub trait CiSyncStore: Send + Sync + std::fmt::Debug {
     async fn request_ci_reconcile(&self, org_id: Uuid, id: Uuid) -> Result<bool>;
     /// Delete a target with its jobs and state; false if absent.
     async fn delete_ci_target(&self, org_id: Uuid, id: Uuid) -> Result<bool>;
+    /// Store a target credential's DEK wrapped again under KEK version
+    /// `kek_version`, if the row still holds `expect_dek` (re-wrap; the
+    /// credential ciphertext is untouched); false otherwise.
+    async fn rewrap_ci_credential(
+        &self,
+        org_id: Uuid,
+        id: Uuid,
+        wrapped_dek: &[u8],
+        kek_version: i64,
+        expect_dek: &[u8],
+    ) -> Result<bool>;
     /// Queue jobs; a job whose (target, key, version, op) is already
     /// pending or dead is skipped. Returns how many were queued.
     async fn enqueue_ci_jobs(&self, org_id: Uuid, rows: &[CiJobRow]) -> Result<usize>;
@@ -315,6 +326,30 @@ impl CiSyncStore for SqlBackend {
             .await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn rewrap_ci_credential(
+        &self,
+        org_id: Uuid,
+        id: Uuid,
+        wrapped_dek: &[u8],
+        kek_version: i64,
+        expect_dek: &[u8],
+    ) -> Result<bool> {
+        let mut tx = self.tenant_tx(org_id).await?;
+        let done = query(
+            "UPDATE ci_sync_targets SET wrapped_dek = $1, kek_version = $2 \
+             WHERE org_id = $3 AND id = $4 AND wrapped_dek = $5",
+        )
+        .bind(wrapped_dek.to_vec())
+        .bind(kek_version)
+        .bind(org_id.to_string())
+        .bind(id.to_string())
+        .bind(expect_dek.to_vec())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn delete_ci_target(&self, org_id: Uuid, id: Uuid) -> Result<bool> {

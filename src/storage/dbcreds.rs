@@ -128,6 +128,16 @@ pub trait DbCredsStore: Send + Sync + std::fmt::Debug {
     async fn db_connections(&self, org_id: Uuid) -> Result<Vec<DbConnectionRow>>;
     /// Delete a connection; false if absent.
     async fn delete_db_connection(&self, org_id: Uuid, id: Uuid) -> Result<bool>;
+    /// Store a connection's admin URL sealed again under KEK version
+    /// `kek_version`, if it is still under `expect` (re-wrap); false otherwise.
+    async fn reseal_db_connection(
+        &self,
+        org_id: Uuid,
+        id: Uuid,
+        sealed_url: &[u8],
+        kek_version: i64,
+        expect: i64,
+    ) -> Result<bool>;
     /// Add a role; Conflict if its name exists.
     async fn insert_db_role(&self, row: &DbRoleRow) -> Result<()>;
     /// An organization's roles, by name.
@@ -256,6 +266,30 @@ impl DbCredsStore for SqlBackend {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn reseal_db_connection(
+        &self,
+        org_id: Uuid,
+        id: Uuid,
+        sealed_url: &[u8],
+        kek_version: i64,
+        expect: i64,
+    ) -> Result<bool> {
+        let mut tx = self.tenant_tx(org_id).await?;
+        let done = query(
+            "UPDATE db_connections SET sealed_url = $1, kek_version = $2 \
+             WHERE org_id = $3 AND id = $4 AND kek_version = $5",
+        )
+        .bind(sealed_url.to_vec())
+        .bind(kek_version)
+        .bind(org_id.to_string())
+        .bind(id.to_string())
+        .bind(expect)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }

@@ -98,6 +98,9 @@ pub trait SsoStore: Send + Sync + std::fmt::Debug {
     async fn put_sso_provider(&self, row: &SsoProviderRow) -> Result<()>;
     /// Remove an organization's provider (and its pending logins); false if absent.
     async fn delete_sso_provider(&self, org_id: Uuid) -> Result<bool>;
+    /// Store the client secret sealed again under KEK version
+    /// `kek_version`, if it is still under `expect` (re-wrap); false otherwise.
+    async fn reseal_sso_secret(&self, org_id: Uuid, sealed: &[u8], kek_version: i64, expect: i64) -> Result<bool>;
     /// Record a pending login (and drop the expired ones).
     async fn insert_sso_state(&self, row: &SsoStateRow) -> Result<()>;
     /// Take a pending login by its state hash: it is deleted, so a second
@@ -146,6 +149,21 @@ impl SsoStore for SqlBackend {
             .fetch_optional(&mut *self.tenant(org_id).await?)
             .await?;
         row.as_ref().map(provider_row).transpose()
+    }
+
+    async fn reseal_sso_secret(&self, org_id: Uuid, sealed: &[u8], kek_version: i64, expect: i64) -> Result<bool> {
+        let mut tx = self.tenant_tx(org_id).await?;
+        let done = query(
+            "UPDATE sso_providers SET client_secret = $1, kek_version = $2 WHERE org_id = $3 AND kek_version = $4",
+        )
+        .bind(sealed.to_vec())
+        .bind(kek_version)
+        .bind(org_id.to_string())
+        .bind(expect)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn put_sso_provider(&self, p: &SsoProviderRow) -> Result<()> {

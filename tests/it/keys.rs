@@ -228,3 +228,289 @@ async fn rewrap_killed_mid_run_resumes_and_loses_nothing() {
         assert_eq!(b["data"][format!("S{i}")], format!("value-{i}"));
     }
 }
+
+/// A stand-in OpenID Provider: discovery, an empty key set, and a token
+/// endpoint that records what it was sent (the client authentication) and
+/// refuses the code. Enough to see the SSO client secret decrypted and
+/// sent by coffer's callback, without a browser sign-in.
+struct TokenEndpointSpy {
+    issuer: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl TokenEndpointSpy {
+    async fn start() -> TokenEndpointSpy {
+        use axum::routing::{get, post};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let issuer = format!("http://{}", listener.local_addr().expect("addr"));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let doc = json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/auth"),
+            "token_endpoint": format!("{issuer}/token"),
+            "jwks_uri": format!("{issuer}/jwks"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        });
+        let log = seen.clone();
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || {
+                    let doc = doc.clone();
+                    async move { axum::Json(doc) }
+                }),
+            )
+            .route("/jwks", get(|| async { axum::Json(json!({"keys": []})) }))
+            .route(
+                "/token",
+                post(move |headers: axum::http::HeaderMap, body: String| {
+                    let log = log.clone();
+                    async move {
+                        let auth = headers
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.strip_prefix("Basic "))
+                            .and_then(|b| {
+                                use base64::Engine;
+                                base64::engine::general_purpose::STANDARD.decode(b).ok()
+                            })
+                            .map(|b| String::from_utf8_lossy(&b).into_owned())
+                            .unwrap_or_default();
+                        log.lock().expect("log").push(format!("{auth} {body}"));
+                        (
+                            axum::http::StatusCode::BAD_REQUEST,
+                            axum::Json(json!({"error": "invalid_grant"})),
+                        )
+                    }
+                }),
+            );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        TokenEndpointSpy { issuer, seen }
+    }
+}
+
+/// Issue 21: after a KEK rotation, `coffer operator rewrap` moves every
+/// credential sealed under the old version (webhook signing secret, CI sync
+/// token, SSO client secret, database connection URL) in its own format,
+/// so the old version can be destroyed, and each still works after a
+/// restart: the webhook delivers and verifies, CI sync pushes to the fake
+/// GitHub, the SSO callback sends the decrypted client secret, and a
+/// database lease is issued on the real PostgreSQL.
+#[tokio::test]
+async fn rewrap_moves_every_credential_sealed_under_the_kek_and_each_still_works() {
+    const SSO_SECRET: &str = "sso-client-secret-rewrap-4b7d";
+    util::remember_secret(SSO_SECRET);
+    let dir = util::tempdir();
+    let url = util::fresh_storage_url(dir.path()).await;
+    let mut server = Server::start_full(
+        dir.path(),
+        &url,
+        "tls_disable = true",
+        "[jobs]\ninterval_ms = 200\n",
+        &[],
+    );
+    let (root, shares) = util::boot(&server.client(None)).await;
+    util::tenant(&root).await;
+    let db = pool(&url).await;
+
+    // One credential of each kind, all under KEK version 1.
+    let receiver = crate::webhooks::Receiver::start(0).await;
+    crate::webhooks::add_hook(&root, &receiver, json!(["approval.requested"]), "coffer").await;
+    let gh = crate::ci_sync::FakeGitHub::start("acme", "api").await;
+    util::write_secret(&root, ENV, "SYNCED", "synced-value-one").await;
+    util::ok_data(
+        "ci sync target",
+        root.post("/api/v1/orgs/acme/ci-sync", crate::ci_sync::github_spec(&gh, json!({})))
+            .await,
+    );
+    gh.wait_for(&[("SYNCED", "synced-value-one")]).await;
+    let idp = TokenEndpointSpy::start().await;
+    util::ok_data(
+        "sso",
+        root.put(
+            "/api/v1/orgs/acme/sso",
+            json!({"issuer": idp.issuer, "client_id": "coffer-rewrap", "client_secret": SSO_SECRET,
+                   "scopes": ["openid", "email"], "allowed_domains": ["acme.test"]}),
+        )
+        .await,
+    );
+    util::ok_data(
+        "database connection",
+        root.post(
+            "/api/v1/orgs/acme/database/connections",
+            json!({"name": "main", "url": "postgres://postgres@127.0.0.1:5432/postgres",
+                   "project": "api", "environment": "production"}),
+        )
+        .await,
+    );
+    let role = format!("rewrap_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    util::ok_data(
+        "database role",
+        root.post(
+            "/api/v1/orgs/acme/database/roles",
+            json!({"name": role, "connection": "main", "default_ttl": 600}),
+        )
+        .await,
+    );
+    let sealed = |table: &'static str, column: &'static str| {
+        let db = db.clone();
+        async move {
+            let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {column} AS blob, kek_version FROM {table}"
+            )))
+            .fetch_one(&db)
+            .await
+            .unwrap_or_else(|e| panic!("{table}: {e}"));
+            (r.get::<Vec<u8>, _>("blob"), r.get::<i64, _>("kek_version"))
+        }
+    };
+    let tables = [
+        ("webhooks", "sealed_secret"),
+        ("ci_sync_targets", "wrapped_dek"),
+        ("sso_providers", "client_secret"),
+        ("db_connections", "sealed_url"),
+    ];
+    let mut before = Vec::new();
+    for (t, c) in tables {
+        let (blob, v) = sealed(t, c).await;
+        assert_eq!(v, 1, "{t} under KEK v1");
+        before.push(blob);
+    }
+    let (ci_cipher_before,): (Vec<u8>,) = sqlx::query_as("SELECT credential FROM ci_sync_targets")
+        .fetch_one(&db)
+        .await
+        .expect("ci credential");
+
+    util::ok_data("rotate", root.post("/api/v1/orgs/acme/keks/rotate", json!({})).await);
+    let (st, b) = root.delete("/api/v1/orgs/acme/keks/1").await;
+    assert_eq!(st, 409, "v1 still seals credentials: {b}");
+
+    let out = operator(&server, root.token(), &["rewrap", "--org", "acme"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("1 webhook secrets, 1 CI sync tokens, 1 SSO client secrets, 1 database connections"),
+        "{stdout}"
+    );
+    for ((t, c), old) in tables.iter().zip(&before) {
+        let (blob, v) = sealed(t, c).await;
+        assert_eq!(v, 2, "{t} moved to KEK v2");
+        assert_ne!(&blob, old, "{t} sealed again");
+        assert_eq!(blob.len(), old.len(), "{t}: same format");
+        assert_eq!(blob[0], old[0], "{t}: same format byte");
+    }
+    let (ci_cipher_after,): (Vec<u8>,) = sqlx::query_as("SELECT credential FROM ci_sync_targets")
+        .fetch_one(&db)
+        .await
+        .expect("ci credential");
+    assert_eq!(
+        ci_cipher_before, ci_cipher_after,
+        "the token ciphertext is untouched (DEK re-wrapped)"
+    );
+    let out = operator(&server, root.token(), &["rewrap", "--org", "acme"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("0 webhook secrets, 0 CI sync tokens"),
+        "a second run moves nothing"
+    );
+
+    // v1 can go now; restart so that no KEK is cached.
+    util::ok_data("destroy v1", root.delete("/api/v1/orgs/acme/keks/1").await);
+    server.restart_hard();
+    util::unseal(&server.client(None), &[&shares[1], &shares[2]]).await;
+    let root = server.client(Some(root.token()));
+
+    // Database: a lease on the real PostgreSQL.
+    let c = util::ok_data(
+        "creds",
+        root.post(&format!("/api/v1/orgs/acme/database/creds/{role}"), json!({}))
+            .await,
+    );
+    util::remember_secret(c["password"].as_str().unwrap_or(""));
+    let user = c["username"].as_str().expect("username").to_owned();
+    let conn = <sqlx::PgConnection as sqlx::Connection>::connect(&format!(
+        "postgres://{user}:{}@127.0.0.1:5432/postgres",
+        c["password"].as_str().unwrap_or("")
+    ))
+    .await
+    .expect("the lease logs in");
+    let _ = sqlx::Connection::close(conn).await;
+    util::ok_data(
+        "revoke",
+        root.post(
+            "/api/v1/orgs/acme/database/leases/revoke",
+            json!({"lease_id": c["lease_id"]}),
+        )
+        .await,
+    );
+
+    // CI sync: a new value reaches the fake GitHub with the token.
+    util::write_secret(&root, ENV, "SYNCED", "synced-value-two").await;
+    gh.wait_for(&[("SYNCED", "synced-value-two")]).await;
+
+    // SSO: the callback decrypts the client secret and sends it.
+    let anon = server.client(None);
+    let start = util::ok_data(
+        "sso start",
+        anon.post(
+            "/api/v1/auth/sso/acme/start",
+            json!({"redirect_uri": "http://127.0.0.1:9/oidc/callback", "client_nonce": "nonce-rewrap-0123456789"}),
+        )
+        .await,
+    );
+    let auth = reqwest::Url::parse(start["auth_url"].as_str().expect("auth_url")).expect("url");
+    let state = auth
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .expect("state");
+    let (st, b) = anon
+        .post(
+            "/api/v1/auth/sso/callback",
+            json!({"state": state, "code": "code-1", "client_nonce": "nonce-rewrap-0123456789"}),
+        )
+        .await;
+    assert!(!b.to_string().contains("does not decrypt"), "{st} {b}");
+    let seen = idp.seen.lock().expect("seen").clone();
+    assert!(
+        seen.iter().any(|r| r.contains(SSO_SECRET)),
+        "the token endpoint got the decrypted client secret: {seen:?}"
+    );
+
+    // Webhook: an approval request is delivered, and its signature verifies.
+    util::create_user(&root, "dev@acme.test", "correct horse battery staple").await;
+    util::add_member(&root, "acme", "dev@acme.test", "member").await;
+    util::grant(
+        &root,
+        "acme",
+        json!({"user": "dev@acme.test", "project": "api", "environment": "production",
+               "permissions": ["read", "create", "update"]}),
+    )
+    .await;
+    util::ok_data(
+        "policy",
+        root.put(
+            "/api/v1/orgs/acme/approval-policies/api/production",
+            json!({"actions": ["write"], "required": 1}),
+        )
+        .await,
+    );
+    let dev = util::user_client(&anon, "dev@acme.test", "correct horse battery staple").await;
+    let (st, b) = dev
+        .post(&format!("{ENV}/secrets/SYNCED"), json!({"value": "synced-value-three"}))
+        .await;
+    assert_eq!(st, 202, "a change request: {b}");
+    receiver.wait_for(1).await;
+    assert_eq!(
+        receiver.inner.bad.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the signature verified"
+    );
+}

@@ -22,7 +22,7 @@ const DEV: &str = "dev@acme.test";
 const OPS: &str = "ops@acme.test";
 
 #[derive(Default)]
-struct Inner {
+pub(crate) struct Inner {
     secret: Mutex<String>,
     /// answer 500 to this many requests first
     fail_first: AtomicUsize,
@@ -31,15 +31,15 @@ struct Inner {
     /// accepted (verified) bodies
     bodies: Mutex<Vec<String>>,
     /// signature failures
-    bad: AtomicUsize,
+    pub(crate) bad: AtomicUsize,
 }
 
 /// A webhook receiver that verifies the signature like docs/webhooks.md
 /// says (HMAC-SHA256 over "<t>.<body>", 5 minutes tolerance).
 #[derive(Clone)]
-struct Receiver {
-    url: String,
-    inner: Arc<Inner>,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
+    pub(crate) inner: Arc<Inner>,
 }
 
 fn verify(secret: &str, header: &str, body: &str) -> bool {
@@ -63,7 +63,7 @@ fn verify(secret: &str, header: &str, body: &str) -> bool {
 }
 
 impl Receiver {
-    async fn start(fail_first: usize) -> Receiver {
+    pub(crate) async fn start(fail_first: usize) -> Receiver {
         let inner = Arc::new(Inner::default());
         inner.fail_first.store(fail_first, Ordering::SeqCst);
         let app = axum::Router::new()
@@ -107,7 +107,7 @@ impl Receiver {
     }
 
     /// Wait until `n` bodies were accepted (30 s at most).
-    async fn wait_for(&self, n: usize) -> Vec<String> {
+    pub(crate) async fn wait_for(&self, n: usize) -> Vec<String> {
         for _ in 0..300 {
             let b = self.bodies();
             if b.len() >= n {
@@ -181,7 +181,7 @@ async fn world_with(dir: &std::path::Path, extra: &str) -> World {
 }
 
 /// Register a hook for `r`; gives the receiver its secret; returns the id.
-async fn add_hook(http: &Http, r: &Receiver, events: Value, format: &str) -> String {
+pub(crate) async fn add_hook(http: &Http, r: &Receiver, events: Value, format: &str) -> String {
     let data = util::ok_data(
         "create webhook",
         http.post(
