@@ -140,3 +140,27 @@ async fn targets_queue_and_state_are_per_organization_and_idempotent() {
     assert!(b.ci_state(org, t.id).await.unwrap().is_empty());
     assert_eq!(b.ci_targets(other).await.unwrap(), vec![t2]);
 }
+
+/// Re-wrap of a target token's DEK: a compare-and-set on the wrapped DEK
+/// it was read with; the token ciphertext is untouched.
+#[tokio::test]
+async fn a_target_dek_is_rewrapped_only_from_what_was_read() {
+    let (b, org, env, _dir) = with_tenant().await;
+    let (other, _) = add_tenant(b.as_ref(), "other").await;
+    let t = target(org, env);
+    b.insert_ci_target(&t).await.unwrap();
+    assert!(
+        !b.rewrap_ci_credential(org, t.id, &[4, 4], 2, &[1, 1]).await.unwrap(),
+        "stale"
+    );
+    assert!(
+        !b.rewrap_ci_credential(other, t.id, &[4, 4], 2, &[9, 9, 9])
+            .await
+            .unwrap(),
+        "another organization"
+    );
+    assert!(b.rewrap_ci_credential(org, t.id, &[4, 4], 2, &[9, 9, 9]).await.unwrap());
+    let got = b.ci_targets(org).await.unwrap().remove(0);
+    assert_eq!((got.wrapped_dek, got.kek_version), (vec![4, 4], 2));
+    assert_eq!(got.credential, t.credential, "the ciphertext is untouched");
+}

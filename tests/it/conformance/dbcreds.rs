@@ -127,3 +127,27 @@ async fn connections_roles_and_leases_are_per_organization() {
     assert!(b.delete_db_connection(org, c.id).await.unwrap());
     assert_eq!(b.db_connections(other).await.unwrap(), vec![c2]);
 }
+
+/// Re-wrap of a connection's admin URL: a compare-and-set on the KEK version.
+#[tokio::test]
+async fn a_connection_is_resealed_only_from_the_version_it_was_read_with() {
+    let (b, org, _env, _dir) = with_tenant().await;
+    let (other, _) = add_tenant(b.as_ref(), "other").await;
+    let c = connection(org, "main");
+    b.insert_db_connection(&c).await.unwrap();
+    assert!(
+        !b.reseal_db_connection(org, c.id, &[9, 9], 3, 2).await.unwrap(),
+        "stale expect"
+    );
+    assert!(
+        !b.reseal_db_connection(other, c.id, &[9, 9], 2, 1).await.unwrap(),
+        "another organization"
+    );
+    assert!(b.reseal_db_connection(org, c.id, &[7, 7, 7], 2, 1).await.unwrap());
+    let got = b.db_connections(org).await.unwrap().remove(0);
+    assert_eq!((got.sealed_url, got.kek_version), (vec![7, 7, 7], 2));
+    assert!(
+        !b.reseal_db_connection(org, c.id, &[8], 2, 1).await.unwrap(),
+        "moved already"
+    );
+}

@@ -67,3 +67,18 @@ async fn providers_are_per_organization_and_states_are_taken_once() {
     assert_eq!(b.take_sso_state(&[2; 32]).await.unwrap(), None);
     assert!(b.sso_provider(other).await.unwrap().is_some());
 }
+
+/// Re-wrap of the client secret: a compare-and-set on the KEK version.
+#[tokio::test]
+async fn the_client_secret_is_resealed_only_from_the_version_it_was_read_with() {
+    let (b, org, _env, _dir) = with_tenant().await;
+    let (other, _) = add_tenant(b.as_ref(), "other").await;
+    b.put_sso_provider(&provider(org, "https://a.test")).await.unwrap();
+    b.put_sso_provider(&provider(other, "https://b.test")).await.unwrap();
+    assert!(!b.reseal_sso_secret(org, &[9], 3, 2).await.unwrap(), "stale expect");
+    assert!(b.reseal_sso_secret(org, &[5, 6], 2, 1).await.unwrap());
+    let got = b.sso_provider(org).await.unwrap().expect("provider");
+    assert_eq!((got.client_secret, got.kek_version), (vec![5, 6], 2));
+    let untouched = b.sso_provider(other).await.unwrap().expect("provider");
+    assert_eq!((untouched.client_secret, untouched.kek_version), (vec![1, 2, 3, 4], 1));
+}
