@@ -32,6 +32,7 @@ pub(super) mod approvals; // protected environments (issue 17)
 pub(super) mod ci_sync; // CI sync targets (issue 19)
 mod device;
 pub(super) mod edit;
+pub(super) mod jwt_auth; // JWT/OIDC workload identity (issue 19)
 mod pages;
 pub(super) mod shares;
 pub(super) mod sso; // single sign-on (issue 20)
@@ -825,6 +826,7 @@ mod tests {
             ("edit.rs", include_str!("edit.rs")),
             ("approvals.rs", include_str!("approvals.rs")),
             ("ci_sync.rs", include_str!("ci_sync.rs")),
+            ("jwt_auth.rs", include_str!("jwt_auth.rs")),
         ] {
             let (code, _) = text.split_once("#[cfg(test)]").unwrap_or((text, ""));
             assert!(!code.contains("style="), "{file}: a style attribute");
@@ -846,6 +848,8 @@ mod tests {
             ("device.rs", include_str!("device.rs")),
             ("edit.rs", include_str!("edit.rs")),
             ("approvals.rs", include_str!("approvals.rs")),
+            ("ci_sync.rs", include_str!("ci_sync.rs")),
+            ("jwt_auth.rs", include_str!("jwt_auth.rs")),
         ] {
             let plain = text.matches(concat!("UiForm", "(f)")).count();
             let allowed = usize::from(file == "admin.rs"); // the root-token login (pre-login, double submit)

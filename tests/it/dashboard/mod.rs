@@ -21,6 +21,7 @@ mod admin;
 mod approvals;
 mod breach;
 mod ci_sync;
+mod jwt_auth;
 mod webhooks;
 
 pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
