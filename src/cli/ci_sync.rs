@@ -39,6 +39,32 @@ pub(crate) enum SyncCmd {
         /// Target id.
         id: String,
     },
+    /// Replace a target's token; the target must accept the new token
+    /// (checked first) or the old one stays. The token is read from stdin
+    /// (`--token-stdin`) or a hidden prompt, never from the command line.
+    SetToken {
+        /// Target id.
+        id: String,
+        /// Read the token from stdin (`printf %s "$TOKEN" | coffer sync set-token ID --token-stdin`).
+        #[arg(long)]
+        token_stdin: bool,
+    },
+    /// Authenticate a GitHub target as a GitHub App instead of a token:
+    /// coffer signs an App JWT with the private key and uses short-lived
+    /// installation tokens. Checked against the target first.
+    SetApp {
+        /// Target id.
+        id: String,
+        /// The GitHub App's id.
+        #[arg(long)]
+        app_id: u64,
+        /// The App's installation id (on the repository's owner).
+        #[arg(long)]
+        installation_id: u64,
+        /// The App's private key, PEM (`-`: stdin).
+        #[arg(long)]
+        private_key_file: String,
+    },
     /// Remove a target (what it wrote stays at the provider).
     Remove {
         /// Target id.
@@ -304,6 +330,38 @@ pub(crate) async fn run(client: &Client, t: &Target, cmd: SyncCmd) -> anyhow::Re
                 );
             }
         }
+        SyncCmd::SetToken { id, token_stdin } => {
+            let token = if token_stdin {
+                read_stdin("coffer sync set-token ID --token-stdin")?
+            } else {
+                super::secrets::read_hidden("new token (input hidden): ", "coffer sync set-token ID --token-stdin")?
+            };
+            let mut b = json!({ "token": token.as_str() });
+            let data = client.api(Method::PUT, &format!("{base}/{}", seg(&id)), Some(&b)).await;
+            b["token"] = Value::Null;
+            data?;
+            println!("sync target {id}: the target accepted the new token; it replaced the old one");
+        }
+        SyncCmd::SetApp {
+            id,
+            app_id,
+            installation_id,
+            private_key_file,
+        } => {
+            let pem = if private_key_file == "-" {
+                read_stdin("coffer sync set-app ID … --private-key-file -")?
+            } else {
+                zeroize::Zeroizing::new(
+                    std::fs::read_to_string(&private_key_file)
+                        .map_err(|e| anyhow::anyhow!("cannot read {private_key_file}: {e}"))?,
+                )
+            };
+            let mut b = json!({ "app_id": app_id, "installation_id": installation_id, "private_key": pem.as_str() });
+            let data = client.api(Method::PUT, &format!("{base}/{}", seg(&id)), Some(&b)).await;
+            b["private_key"] = Value::Null;
+            data?;
+            println!("sync target {id}: authenticates as GitHub App {app_id} (installation {installation_id})");
+        }
         SyncCmd::Remove { id } => {
             client
                 .api(Method::DELETE, &format!("{base}/{}", seg(&id)), None)
@@ -312,4 +370,20 @@ pub(crate) async fn run(client: &Client, t: &Target, cmd: SyncCmd) -> anyhow::Re
         }
     }
     Ok(0)
+}
+
+/// All of stdin, one trailing newline dropped; empty is an error.
+fn read_stdin(example: &str) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    use std::io::Read as _;
+    let mut v = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_to_string(&mut v)
+        .map_err(|_| anyhow::anyhow!("cannot read stdin (is it UTF-8?)"))?;
+    while v.ends_with('\n') || v.ends_with('\r') {
+        v.pop();
+    }
+    if v.trim().is_empty() {
+        anyhow::bail!("nothing on stdin; pipe it in, e.g. `printf %s \"$TOKEN\" | {example}`");
+    }
+    Ok(v)
 }

@@ -1,5 +1,5 @@
 //! CI sync targets (issue 19, `service::ci_sync`): add, list with status,
-//! show, remove, sync now, and a target's queue with its dead letters.
+//! show, change its credential, remove, sync now, and a target's queue with its dead letters.
 //! Thin handlers: one service call each. No answer carries a credential.
 
 use axum::extract::{Path, Query, State};
@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::api::{Reply, ok};
 use super::extract::{Auth, Body};
-use crate::service::ci_sync::TargetInput;
+use crate::service::ci_sync::{CredentialInput, TargetInput};
 
 /// `GET …/ci-sync?project=P&environment=E`: one environment's targets.
 #[derive(Debug, Deserialize)]
@@ -42,6 +42,17 @@ pub(super) async fn show(
     Path((org, id)): Path<(String, String)>,
 ) -> Reply<impl Serialize> {
     ok(s.coffer.ci_sync.get(&who, &org, &id).await?)
+}
+
+/// `PUT|PATCH …/ci-sync/{id}`: a new credential (token or GitHub App),
+/// tried against the target before it replaces the sealed one.
+pub(super) async fn set_credential(
+    State(s): State<AppState>,
+    Auth(who): Auth,
+    Path((org, id)): Path<(String, String)>,
+    Body(b): Body<CredentialInput>,
+) -> Reply<impl Serialize> {
+    ok(s.coffer.ci_sync.set_credential(&who, &org, &id, b).await?)
 }
 
 pub(super) async fn delete(

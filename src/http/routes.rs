@@ -339,6 +339,11 @@ routes! {
         POST => jwt_auth::add_role, Action("jwt.role_create");
     }
     "/api/v1/orgs/{org}/jwt/roles/{name}" { DELETE => jwt_auth::remove_role, Action("jwt.role_delete"); }
+    "/ui/orgs/{org}/jwt" { GET => ui::jwt_auth::page_get, Action("jwt.issuer_list"); }
+    "/ui/orgs/{org}/jwt/issuers" { POST => ui::jwt_auth::add_issuer, Action("jwt.issuer_create"); }
+    "/ui/orgs/{org}/jwt/issuers/{name}/remove" { POST => ui::jwt_auth::remove_issuer, Action("jwt.issuer_delete"); }
+    "/ui/orgs/{org}/jwt/roles" { POST => ui::jwt_auth::add_role, Action("jwt.role_create"); }
+    "/ui/orgs/{org}/jwt/roles/{name}/remove" { POST => ui::jwt_auth::remove_role, Action("jwt.role_delete"); }
     // database credentials (issue 21)
     "/api/v1/orgs/{org}/database/connections" {
         GET => dbcreds::list_connections, Action("database.connection.list");
@@ -387,11 +392,18 @@ routes! {
     }
     "/api/v1/orgs/{org}/ci-sync/{id}" {
         GET => ci_sync::show, Action("ci_sync.read");
+        PUT | PATCH => ci_sync::set_credential, Action("ci_sync.set_credential");
         DELETE => ci_sync::delete, Action("ci_sync.delete");
     }
     "/api/v1/orgs/{org}/ci-sync/{id}/run" { POST => ci_sync::run, Action("ci_sync.run"); }
     "/api/v1/orgs/{org}/ci-sync/{id}/jobs" { GET => ci_sync::jobs, Action("ci_sync.jobs"); }
-    "/ui/orgs/{org}/ci-sync" { GET => ui::ci_sync::page_get, Action("ci_sync.list"); }
+    "/ui/orgs/{org}/ci-sync" {
+        GET => ui::ci_sync::page_get, Action("ci_sync.list");
+        POST => ui::ci_sync::create, Action("ci_sync.create");
+    }
+    "/ui/orgs/{org}/ci-sync/{id}/token" { POST => ui::ci_sync::set_token, Action("ci_sync.set_credential"); }
+    "/ui/orgs/{org}/ci-sync/{id}/run" { POST => ui::ci_sync::run, Action("ci_sync.run"); }
+    "/ui/orgs/{org}/ci-sync/{id}/remove" { POST => ui::ci_sync::remove, Action("ci_sync.delete"); }
     // === end CI sync targets ===
     // === end protected environments ===
     // === single sign-on (issue 20, docs/sso.md) ===

@@ -112,6 +112,15 @@ pub struct Location {
     /// GitLab: exposed to protected branches and tags only
     #[serde(default)]
     pub protected: bool,
+    /// how the target authenticates: empty (a token) or `github_app`
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub auth: String,
+    /// GitHub App: the App's id (the JWT's `iss`)
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub app_id: String,
+    /// GitHub App: the installation whose token coffer asks for
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub installation_id: String,
 }
 
 /// `POST /api/v1/orgs/{org}/ci-sync` body. Its Debug hides the token.
@@ -154,7 +163,17 @@ pub struct TargetInput {
     pub api_url: Option<String>,
     /// the credential: a GitHub token (fine-grained, or an App
     /// installation token) or a GitLab token with the `api` scope
+    #[serde(default)]
     pub token: Zeroizing<String>,
+    /// GitHub App authentication instead of a token: the App id
+    #[serde(default)]
+    pub app_id: Option<Value>,
+    /// GitHub App: the installation id
+    #[serde(default)]
+    pub installation_id: Option<Value>,
+    /// GitHub App: the App's private key (PEM)
+    #[serde(default)]
+    pub private_key: Zeroizing<String>,
     /// write the coffer value again over a value changed at the target
     #[serde(default)]
     pub overwrite_drift: bool,
@@ -170,9 +189,176 @@ impl std::fmt::Debug for TargetInput {
             .field("provider", &self.provider)
             .field("scope", &self.scope)
             .field("token", &"<redacted>")
+            .field("private_key", &"<redacted>")
             .finish_non_exhaustive()
     }
 }
+
+/// `PUT|PATCH /api/v1/orgs/{org}/ci-sync/{id}` body: a new credential for
+/// the target, a token or a GitHub App. Its Debug hides the secrets.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+pub struct CredentialInput {
+    /// a token (GitHub or GitLab)
+    pub token: Zeroizing<String>,
+    /// GitHub App id
+    pub app_id: Option<Value>,
+    /// GitHub App installation id
+    pub installation_id: Option<Value>,
+    /// GitHub App private key (PEM)
+    pub private_key: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for CredentialInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialInput")
+            .field("app_id", &self.app_id)
+            .field("installation_id", &self.installation_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A checked credential: the secret to seal and how it authenticates.
+struct Credential {
+    secret: Zeroizing<String>,
+    /// "" (a token) or "github_app"
+    auth: &'static str,
+    app_id: String,
+    installation_id: String,
+}
+
+/// A numeric GitHub id given as a JSON number or string.
+fn github_id(field: &str, v: Option<&Value>) -> Result<String> {
+    let text = match v {
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.trim().to_owned(),
+        _ => String::new(),
+    };
+    if text.is_empty() || text.len() > 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ServiceError::Invalid(format!(
+            "{field} is required for GitHub App authentication: the numeric id GitHub shows"
+        )));
+    }
+    Ok(text)
+}
+
+/// The DER of a PKCS#1 RSA private key in PEM (`BEGIN RSA PRIVATE KEY`,
+/// what GitHub issues for an App). The message never quotes the key.
+fn app_key_der(pem: &str) -> std::result::Result<Zeroizing<Vec<u8>>, String> {
+    const BEGIN: &str = "-----BEGIN RSA PRIVATE KEY-----";
+    const END: &str = "-----END RSA PRIVATE KEY-----";
+    let pem = pem.trim();
+    if pem.starts_with("-----BEGIN PRIVATE KEY-----") {
+        return Err(
+            "private_key is PKCS#8 (BEGIN PRIVATE KEY); give the PKCS#1 PEM GitHub issues \
+                    (BEGIN RSA PRIVATE KEY), or convert it with `openssl pkey -in key.pem -traditional`"
+                .into(),
+        );
+    }
+    let body = pem
+        .strip_prefix(BEGIN)
+        .and_then(|r| r.trim_end().strip_suffix(END))
+        .ok_or("private_key must be the App's private key in PEM (BEGIN RSA PRIVATE KEY … END RSA PRIVATE KEY)")?;
+    let b64: Zeroizing<String> = Zeroizing::new(body.chars().filter(|c| !c.is_whitespace()).collect());
+    B64.decode(b64.as_bytes())
+        .map(Zeroizing::new)
+        .map_err(|_| "private_key: the PEM body is not base64".to_owned())
+}
+
+/// The App JWT GitHub asks for: RS256, `iat` 60 s in the past (clock
+/// drift), `exp` 9 min ahead (GitHub allows at most 10), `iss` the App id.
+fn app_jwt(app_id: &str, pem: &str) -> std::result::Result<Zeroizing<String>, String> {
+    let der = app_key_der(pem)?;
+    let now = now_ms() / 1000;
+    let claims = json!({ "iat": now - 60, "exp": now + 540, "iss": app_id });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_der(&der),
+    )
+    .map(Zeroizing::new)
+    .map_err(|_| "private_key is not a usable RSA private key".to_owned())
+}
+
+/// Check a credential for `provider`: a token, or (GitHub) an App id,
+/// installation id and private key, the key tried by signing a JWT.
+fn parse_credential(
+    provider: &str,
+    token: &str,
+    app_id: Option<&Value>,
+    installation_id: Option<&Value>,
+    private_key: &str,
+) -> Result<Credential> {
+    let app = app_id.is_some_and(|v| !v.is_null())
+        || installation_id.is_some_and(|v| !v.is_null())
+        || !private_key.trim().is_empty();
+    if app {
+        if provider != "github" {
+            return Err(ServiceError::Invalid(
+                "app_id, installation_id and private_key are for GitHub targets only".into(),
+            ));
+        }
+        if !token.trim().is_empty() {
+            return Err(ServiceError::Invalid(
+                "give either a token or a GitHub App (app_id, installation_id, private_key), not both".into(),
+            ));
+        }
+        let app_id = github_id("app_id", app_id)?;
+        let installation_id = github_id("installation_id", installation_id)?;
+        if private_key.len() > 16_384 {
+            return Err(ServiceError::Invalid(
+                "private_key must be at most 16384 characters".into(),
+            ));
+        }
+        app_jwt(&app_id, private_key).map_err(ServiceError::Invalid)?;
+        return Ok(Credential {
+            secret: Zeroizing::new(private_key.trim().to_owned()),
+            auth: "github_app",
+            app_id,
+            installation_id,
+        });
+    }
+    let token = token.trim();
+    if token.is_empty() || token.len() > 4096 || token.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(ServiceError::Invalid(
+            "token is required (or, for GitHub, a GitHub App: app_id, installation_id, private_key): \
+             one line, at most 4096 characters, no spaces"
+                .into(),
+        ));
+    }
+    Ok(Credential {
+        secret: Zeroizing::new(token.to_owned()),
+        auth: "",
+        app_id: String::new(),
+        installation_id: String::new(),
+    })
+}
+
+/// `expires_at` of GitHub (`2016-07-11T22:14:10Z`) as unix ms.
+fn github_time(s: &str) -> Option<i64> {
+    let b = s.trim().as_bytes();
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| std::str::from_utf8(&b[r]).ok()?.parse::<u32>().ok();
+    let month = time::Month::try_from(u8::try_from(num(5..7)?).ok()?).ok()?;
+    let date =
+        time::Date::from_calendar_date(i32::try_from(num(0..4)?).ok()?, month, u8::try_from(num(8..10)?).ok()?).ok()?;
+    let t = time::Time::from_hms(
+        u8::try_from(num(11..13)?).ok()?,
+        u8::try_from(num(14..16)?).ok()?,
+        u8::try_from(num(17..19)?).ok()?,
+    )
+    .ok()?;
+    Some(time::PrimitiveDateTime::new(date, t).assume_utc().unix_timestamp() * 1000)
+}
+
+/// An installation token is used until this long before its `expires_at`.
+const APP_TOKEN_MARGIN_MS: i64 = 5 * 60 * 1000;
+
+/// Installation tokens by target: (token, expires_at in unix ms).
+type AppTokens = Mutex<HashMap<Uuid, (Zeroizing<String>, i64)>>;
 
 /// One key found changed (or gone) at the target by a reconcile.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -204,6 +390,8 @@ pub struct TargetView {
     pub api_url: String,
     /// where in the provider
     pub location: Location,
+    /// how coffer authenticates: token | github_app
+    pub auth: String,
     /// overwrite drift
     pub overwrite_drift: bool,
     /// per-request timeout
@@ -390,6 +578,13 @@ struct Provider<'a> {
     github_key: Option<(String, crypto_box::PublicKey)>,
     /// the rate limit told us to stop after this answer
     blocked_until: Option<i64>,
+    /// GitHub App targets: the App's private key (PEM); `token` is then
+    /// the installation token [`Provider::authenticate`] got
+    app_key: Option<Zeroizing<String>>,
+    /// GitHub answered 401 to the installation token: drop it from the cache
+    app_token_refused: bool,
+    /// installation tokens by target
+    app_cache: Arc<AppTokens>,
 }
 
 impl std::fmt::Debug for Provider<'_> {
@@ -400,7 +595,31 @@ impl std::fmt::Debug for Provider<'_> {
     }
 }
 
-impl Provider<'_> {
+impl<'a> Provider<'a> {
+    /// A connection with the target's decrypted `secret`: the token, or
+    /// (GitHub App targets) the App's private key.
+    fn open(
+        http: &'a reqwest::Client,
+        t: &CiTargetRow,
+        secret: Zeroizing<String>,
+        app_cache: Arc<AppTokens>,
+    ) -> Provider<'a> {
+        let location: Location = serde_json::from_str(&t.location).unwrap_or_default();
+        let app = location.auth == "github_app";
+        Provider {
+            http,
+            target: t.clone(),
+            location,
+            token: if app { Zeroizing::default() } else { secret.clone() },
+            timeout: Duration::from_millis(u64::try_from(t.timeout_ms).unwrap_or(10_000)),
+            github_key: None,
+            blocked_until: None,
+            app_key: app.then_some(secret),
+            app_token_refused: false,
+            app_cache,
+        }
+    }
+
     fn base(&self) -> &str {
         self.target.api_url.trim_end_matches('/')
     }
@@ -435,24 +654,109 @@ impl Provider<'_> {
         )
     }
 
+    /// A request without its credential: [`Provider::send`] adds it.
     fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
         let rb = self.http.request(method, url).timeout(self.timeout);
         if self.target.provider == "github" {
-            rb.header(
-                reqwest::header::AUTHORIZATION,
-                format!("Bearer {}", self.token.as_str()),
-            )
-            .header(reqwest::header::ACCEPT, "application/vnd.github+json")
-            .header("X-GitHub-Api-Version", "2022-11-28")
+            rb.header(reqwest::header::ACCEPT, "application/vnd.github+json")
+                .header("X-GitHub-Api-Version", "2022-11-28")
         } else {
-            rb.header("PRIVATE-TOKEN", self.token.as_str())
+            rb
+        }
+    }
+
+    /// GitHub App targets: the installation token, from `cache` while it
+    /// has more than [`APP_TOKEN_MARGIN_MS`] to live, else exchanged for a
+    /// fresh App JWT at `POST /app/installations/{id}/access_tokens`.
+    /// Token targets: nothing to do.
+    async fn authenticate(&mut self) -> CallResult<()> {
+        let Some(pem) = self.app_key.clone() else {
+            return Ok(());
+        };
+        if !self.token.is_empty() {
+            return Ok(());
+        }
+        let cache = self.app_cache.clone();
+        let now = now_ms();
+        {
+            let c = cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((token, expires)) = c.get(&self.target.id)
+                && expires.saturating_sub(APP_TOKEN_MARGIN_MS) > now
+            {
+                self.token = token.clone();
+                return Ok(());
+            }
+        }
+        let what = "getting a GitHub App installation token";
+        let jwt = app_jwt(&self.location.app_id, &pem).map_err(|m| CallError {
+            msg: format!("{what}: {m}"),
+            status: None,
+            retry_at: None,
+            permanent: true,
+        })?;
+        let url = format!(
+            "{}/app/installations/{}/access_tokens",
+            self.base(),
+            seg(&self.location.installation_id)
+        );
+        let rb = self
+            .http
+            .post(&url)
+            .timeout(self.timeout)
+            .header(reqwest::header::AUTHORIZATION, format!("Bearer {}", jwt.as_str()))
+            .header(reqwest::header::ACCEPT, "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", "2022-11-28");
+        let resp = rb.send().await.map_err(|e| send_error(&e, what))?;
+        let body: Value = check(resp, what)
+            .await?
+            .json()
+            .await
+            .map_err(|_| CallError::new(format!("{what}: not JSON")))?;
+        let token = Zeroizing::new(body["token"].as_str().unwrap_or_default().to_owned());
+        let expires = body["expires_at"].as_str().and_then(github_time);
+        let (false, Some(expires)) = (token.is_empty(), expires) else {
+            return Err(CallError::new(format!("{what}: the answer has no token or expires_at")));
+        };
+        if expires.saturating_sub(APP_TOKEN_MARGIN_MS) > now {
+            cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(self.target.id, (token.clone(), expires));
+        }
+        self.token = token;
+        Ok(())
+    }
+
+    /// Check that the credential works at the target: GitHub: read the
+    /// scope's public key (needs the secrets permission); GitLab: list one
+    /// variable (needs the `api` scope on the project or group).
+    async fn verify(&mut self) -> CallResult<()> {
+        if self.target.provider == "github" {
+            self.github_key().await.map(|_| ())
+        } else {
+            let url = with_query(&self.gitlab_prefix(), &[("per_page", "1")]);
+            let rb = self.request(reqwest::Method::GET, &url);
+            self.send(rb, "listing variables").await.map(|_| ())
         }
     }
 
     /// Send, note an exhausted rate limit of a successful answer, and
     /// map failures.
     async fn send(&mut self, rb: reqwest::RequestBuilder, what: &str) -> CallResult<reqwest::Response> {
+        // GitHub App: the installation token, at the first request of a run.
+        self.authenticate().await?;
+        let rb = if self.target.provider == "github" {
+            rb.header(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {}", self.token.as_str()),
+            )
+        } else {
+            rb.header("PRIVATE-TOKEN", self.token.as_str())
+        };
         let resp = rb.send().await.map_err(|e| send_error(&e, what))?;
+        if resp.status() == reqwest::StatusCode::UNAUTHORIZED && self.app_key.is_some() {
+            self.app_token_refused = true;
+        }
         if resp.status().is_success()
             && let Some(at) = retry_at(resp.headers(), now_ms())
         {
@@ -831,6 +1135,8 @@ pub struct CiSyncService {
     http: Option<reqwest::Client>,
     /// synced environment → organization, and when it was loaded
     env_map: Arc<Mutex<(i64, HashMap<Uuid, Uuid>)>>,
+    /// GitHub App installation tokens by target (never stored)
+    app_tokens: Arc<AppTokens>,
 }
 
 impl CiSyncService {
@@ -860,6 +1166,7 @@ impl CiSyncService {
             secrets,
             http,
             env_map: Arc::new(Mutex::new((i64::MIN, HashMap::new()))),
+            app_tokens: Arc::default(),
         };
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Uuid>();
@@ -984,6 +1291,11 @@ impl CiSyncService {
                 scope: t.scope.clone(),
                 api_url: t.api_url.clone(),
                 location: serde_json::from_str(&t.location).unwrap_or_default(),
+                auth: if serde_json::from_str::<Location>(&t.location).is_ok_and(|l| l.auth == "github_app") {
+                    "github_app".to_owned()
+                } else {
+                    "token".to_owned()
+                },
                 overwrite_drift: t.overwrite_drift,
                 timeout_ms: t.timeout_ms,
                 created_by: t.created_by.clone(),
@@ -1017,13 +1329,17 @@ impl CiSyncService {
     /// queued at once.
     pub async fn create(&self, who: &Unsealed, org: &str, input: TargetInput) -> Result<TargetView> {
         let (org_row, _) = self.access.org_admin(who, org).await?;
-        let (provider, scope, api_url, location) = parse_input(&input)?;
-        let token = input.token.trim();
-        if token.is_empty() || token.len() > 4096 || token.chars().any(|c| c.is_control() || c == ' ') {
-            return Err(ServiceError::Invalid(
-                "token is required: one line, at most 4096 characters, no spaces".into(),
-            ));
-        }
+        let (provider, scope, api_url, mut location) = parse_input(&input)?;
+        let cred = parse_credential(
+            &provider,
+            &input.token,
+            input.app_id.as_ref(),
+            input.installation_id.as_ref(),
+            &input.private_key,
+        )?;
+        cred.auth.clone_into(&mut location.auth);
+        location.app_id.clone_from(&cred.app_id);
+        location.installation_id.clone_from(&cred.installation_id);
         let timeout_ms = input.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
         if !(100..=60_000).contains(&timeout_ms) {
             return Err(ServiceError::Invalid("timeout_ms must be between 100 and 60000".into()));
@@ -1068,7 +1384,7 @@ impl CiSyncService {
             reconciled_at: None,
         };
         let kek = self.secrets.kek(who.keyring(), org_row.id, path.kek_version).await?;
-        let sealed = keys::encrypt_value(&kek, &credential_row(&row), token.as_bytes())
+        let sealed = keys::encrypt_value(&kek, &credential_row(&row), cred.secret.as_bytes())
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         row.credential = sealed.ciphertext;
         row.wrapped_dek = sealed.wrapped_dek;
@@ -1137,9 +1453,80 @@ impl CiSyncService {
         let (org_row, _) = self.access.org_admin(who, org).await?;
         let t = self.target(org_row.id, id).await?;
         self.store.ci.delete_ci_target(org_row.id, t.id).await?;
+        self.app_tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(&t.id);
         let mut map = self.env_map.lock().unwrap_or_else(|p| p.into_inner());
         map.0 = i64::MIN;
         Ok(())
+    }
+
+    /// Replace a target's credential (org admins): a new token, or a
+    /// GitHub App. The new credential is tried against the target first
+    /// (GitHub: the scope's public key; GitLab: its variables) and sealed
+    /// under the organization's active KEK only if the target accepts it;
+    /// on refusal the old one stays. Dead letters get fresh attempts.
+    pub async fn set_credential(
+        &self,
+        who: &Unsealed,
+        org: &str,
+        id: &str,
+        input: CredentialInput,
+    ) -> Result<TargetView> {
+        let (org_row, _) = self.access.org_admin(who, org).await?;
+        let t = self.target(org_row.id, id).await?;
+        let cred = parse_credential(
+            &t.provider,
+            &input.token,
+            input.app_id.as_ref(),
+            input.installation_id.as_ref(),
+            &input.private_key,
+        )?;
+        let http = self
+            .http
+            .as_ref()
+            .ok_or_else(|| ServiceError::Internal("no HTTP client to try the credential with".into()))?;
+        let mut location: Location = serde_json::from_str(&t.location).unwrap_or_default();
+        cred.auth.clone_into(&mut location.auth);
+        location.app_id.clone_from(&cred.app_id);
+        location.installation_id.clone_from(&cred.installation_id);
+        let mut row = t.clone();
+        row.location = serde_json::to_string(&location).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        // A scratch cache: nothing of the trial is kept unless it is saved.
+        let trial = Arc::new(AppTokens::default());
+        let mut p = Provider::open(http, &row, cred.secret.clone(), trial.clone());
+        if let Err(e) = p.verify().await {
+            return Err(ServiceError::Unprocessable(
+                "ci_sync_credential_refused",
+                format!("the target refused the new credential; the old one is kept: {}", e.msg),
+            ));
+        }
+        let view = self.views(org_row.id, vec![t.clone()]).await?.remove(0);
+        let path = self
+            .store
+            .tenants
+            .resolve_env(org, &view.project, &view.environment)
+            .await?
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!("environment {org}/{}/{}", view.project, view.environment))
+            })?;
+        row.kek_version = path.kek_version;
+        let kek = self.secrets.kek(who.keyring(), org_row.id, row.kek_version).await?;
+        let sealed = keys::encrypt_value(&kek, &credential_row(&row), cred.secret.as_bytes())
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        row.credential = sealed.ciphertext;
+        row.wrapped_dek = sealed.wrapped_dek;
+        if !self.store.ci.set_ci_target_credential(&row).await? {
+            return Err(ServiceError::NotFound(format!("sync target {id}")));
+        }
+        {
+            let mut cache = self.app_tokens.lock().unwrap_or_else(|p| p.into_inner());
+            cache.remove(&row.id);
+            // The trial's installation token is good: keep it.
+            if let Some(fresh) = trial.lock().unwrap_or_else(|p| p.into_inner()).remove(&row.id) {
+                cache.insert(row.id, fresh);
+            }
+        }
+        self.store.ci.requeue_ci_jobs(org_row.id, row.id, now_ms()).await?;
+        Ok(self.views(org_row.id, vec![row]).await?.remove(0))
     }
 
     /// Sync now (org admins): queue the differences, make pending jobs
@@ -1210,6 +1597,9 @@ impl CiSyncService {
             if let Some(at) = p.blocked_until {
                 t.blocked_until = t.blocked_until.max(at);
             }
+            if p.app_token_refused {
+                self.app_tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(&t.id);
+            }
             drop(p);
             self.store.ci.update_ci_target_status(&t).await?;
         }
@@ -1228,16 +1618,8 @@ impl CiSyncService {
         let kek = self.secrets.kek(keyring, t.org_id, t.kek_version).await?;
         let plain = keys::decrypt_value(&kek, &credential_row(t), &t.credential, &t.wrapped_dek)
             .map_err(|_| ServiceError::Internal("a sync target's credential does not decrypt".into()))?;
-        let token = Zeroizing::new(String::from_utf8_lossy(&plain).into_owned());
-        Ok(Provider {
-            http,
-            target: t.clone(),
-            location: serde_json::from_str(&t.location).unwrap_or_default(),
-            token,
-            timeout: Duration::from_millis(u64::try_from(t.timeout_ms).unwrap_or(10_000)),
-            github_key: None,
-            blocked_until: None,
-        })
+        let secret = Zeroizing::new(String::from_utf8_lossy(&plain).into_owned());
+        Ok(Provider::open(http, t, secret, self.app_tokens.clone()))
     }
 
     fn env_path(t: &CiTargetRow) -> EnvPath {
@@ -1521,6 +1903,42 @@ mod tests {
         h.insert("ratelimit-remaining", "0".parse().expect("header"));
         h.insert("ratelimit-reset", "99999999999".parse().expect("header"));
         assert_eq!(retry_at(&h, 1_000), Some(1_000 + MAX_BACKOFF_MS), "capped at an hour");
+    }
+
+    #[test]
+    fn github_times_parse() {
+        assert_eq!(github_time("1970-01-01T00:01:40Z"), Some(100_000));
+        assert_eq!(github_time("2016-07-11T22:14:10Z"), Some(1_468_275_250_000));
+        assert_eq!(github_time("2016-07-11T22:14:10+01:00"), None);
+        assert_eq!(github_time("2016-13-11T22:14:10Z"), None);
+        assert_eq!(github_time(""), None);
+    }
+
+    #[test]
+    fn app_credentials_are_checked_and_never_quoted() {
+        let id = |v: &str| Some(json!(v));
+        let pem = "-----BEGIN RSA PRIVATE KEY-----\nbm90IGEga2V5\n-----END RSA PRIVATE KEY-----\n";
+        let e = parse_credential("github", "", id("12").as_ref(), id("34").as_ref(), pem)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("not a usable RSA private key") && !e.contains("bm90"), "{e}");
+        let e = parse_credential("gitlab", "", id("12").as_ref(), id("34").as_ref(), pem);
+        assert!(e.is_err(), "apps are for GitHub");
+        let e = parse_credential("github", "tok", id("12").as_ref(), id("34").as_ref(), pem);
+        assert!(e.is_err(), "not both");
+        let e = parse_credential("github", "", id("x1").as_ref(), id("34").as_ref(), pem);
+        assert!(e.is_err_and(|e| e.to_string().contains("app_id")));
+        let e = parse_credential(
+            "github",
+            "",
+            id("1").as_ref(),
+            id("2").as_ref(),
+            "-----BEGIN PRIVATE KEY-----",
+        );
+        assert!(e.is_err_and(|e| e.to_string().contains("PKCS#8")));
+        let ok = parse_credential("github", " tok-1 ", None, None, "").expect("a token");
+        assert_eq!((ok.secret.as_str(), ok.auth), ("tok-1", ""));
     }
 
     #[test]

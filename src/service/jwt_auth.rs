@@ -201,6 +201,9 @@ pub struct IssuerView {
     pub created_by: String,
     /// RFC 3339
     pub created_at: String,
+    /// RFC 3339: when this server last fetched the issuer's keys (None:
+    /// static set, or not fetched since this server started)
+    pub last_key_fetch: Option<String>,
 }
 
 /// Patterns of one bound claim: one or several.
@@ -332,6 +335,8 @@ struct Slot {
     fetched: Option<Instant>,
     /// the last fetch attempt (success or not)
     tried: Option<Instant>,
+    /// wall-clock time of the last successful fetch (unix ms), for the list
+    fetched_at: Option<i64>,
 }
 
 /// Issuers, roles and JWT login.
@@ -635,6 +640,7 @@ fn issuer_view(i: &JwtIssuerRow) -> IssuerView {
         static_kids,
         created_by: i.created_by.clone(),
         created_at: rfc3339(i.created_at),
+        last_key_fetch: None,
     }
 }
 
@@ -775,21 +781,36 @@ impl JwtAuthService {
             s.keys = keys;
             s.fetched = Some(Instant::now());
             s.tried = s.fetched;
+            s.fetched_at = Some(now_ms());
         }
         self.store.insert_jwt_issuer(&row).await?;
-        Ok(issuer_view(&row))
+        let mut view = issuer_view(&row);
+        view.last_key_fetch = self.last_fetch(row.id).await;
+        Ok(view)
     }
 
     /// An organization's issuers (org admins).
     pub async fn list_issuers(&self, who: &Unsealed, org: &str) -> Result<Vec<IssuerView>> {
         let (org_row, _) = self.access.org_admin(who, org).await?;
-        Ok(self
-            .store
-            .jwt_issuers(org_row.id)
-            .await?
-            .iter()
-            .map(issuer_view)
-            .collect())
+        let mut out = Vec::new();
+        for row in self.store.jwt_issuers(org_row.id).await? {
+            let mut view = issuer_view(&row);
+            if row.jwks.is_none() {
+                view.last_key_fetch = self.last_fetch(row.id).await;
+            }
+            out.push(view);
+        }
+        Ok(out)
+    }
+
+    /// When this server last fetched the keys of issuer `id` (RFC 3339).
+    async fn last_fetch(&self, id: Uuid) -> Option<String> {
+        let slot = match self.cache.lock() {
+            Ok(c) => c.get(&id).cloned(),
+            Err(p) => p.into_inner().get(&id).cloned(),
+        }?;
+        let at = slot.lock().await.fetched_at;
+        at.map(rfc3339)
     }
 
     /// Remove an issuer no role uses (org admins).
@@ -1207,6 +1228,7 @@ impl JwtAuthService {
             Ok(keys) => {
                 s.keys = keys;
                 s.fetched = s.tried;
+                s.fetched_at = Some(now_ms());
             }
             // A stale set still serves while the issuer is down.
             Err(e) if !s.keys.is_empty() => {

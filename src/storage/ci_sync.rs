@@ -134,6 +134,10 @@ pub trait CiSyncStore: Send + Sync + std::fmt::Debug {
     /// Save a target's delivery status (last success/error,
     /// blocked_until); false if absent.
     async fn update_ci_target_status(&self, row: &CiTargetRow) -> Result<bool>;
+    /// Replace a target's sealed credential (`credential`, `wrapped_dek`,
+    /// `kek_version`) and its `location` (how it authenticates) together;
+    /// false if absent.
+    async fn set_ci_target_credential(&self, row: &CiTargetRow) -> Result<bool>;
     /// Save a reconcile's drift; its time only if no reconcile was
     /// requested since the job read `seen` (so a request is never lost).
     async fn record_ci_reconcile(&self, org_id: Uuid, id: Uuid, drift: &str, at: i64, seen: Option<i64>) -> Result<()>;
@@ -290,6 +294,24 @@ impl CiSyncStore for SqlBackend {
         .bind(t.last_error.clone())
         .bind(t.last_error_at)
         .bind(t.blocked_until)
+        .bind(t.org_id.to_string())
+        .bind(t.id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_ci_target_credential(&self, t: &CiTargetRow) -> Result<bool> {
+        let mut tx = self.tenant_tx(t.org_id).await?;
+        let done = query(
+            "UPDATE ci_sync_targets SET credential = $1, wrapped_dek = $2, kek_version = $3, location = $4 \
+             WHERE org_id = $5 AND id = $6",
+        )
+        .bind(t.credential.clone())
+        .bind(t.wrapped_dek.clone())
+        .bind(t.kek_version)
+        .bind(t.location.clone())
         .bind(t.org_id.to_string())
         .bind(t.id.to_string())
         .execute(&mut *tx)

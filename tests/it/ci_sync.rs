@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 use crate::util::{self, Http, Server};
 
-const GH_TOKEN: &str = "github_pat_11TESTTOKENabcdefghijklmnop";
+pub(crate) const GH_TOKEN: &str = "github_pat_11TESTTOKENabcdefghijklmnop";
 const GL_TOKEN: &str = "glpat-TESTtokenABCDEFGHIJ0123";
 
 /// An injected failure, used by the next write request.
@@ -75,8 +75,27 @@ struct GhSecret {
     updated_at: String,
 }
 
-struct GhInner {
+/// A GitHub App the fake knows: its id, its installation, the public key
+/// that verifies its JWTs, and the lifetimes of the next installation
+/// tokens it issues (seconds; empty: an hour).
+struct GhApp {
+    app_id: String,
+    installation_id: String,
+    key: jsonwebtoken::DecodingKey,
+    ttls: VecDeque<i64>,
+}
+
+pub(crate) struct GhInner {
     sk: crypto_box::SecretKey,
+    /// bearer tokens GitHub accepts, with their expiry (unix ms)
+    tokens: Mutex<Vec<(String, u128)>>,
+    /// the bearer token of each write (PUT), in order
+    pub(crate) put_tokens: Mutex<Vec<String>>,
+    app: Mutex<Option<GhApp>>,
+    /// installation tokens issued
+    pub(crate) exchanges: AtomicUsize,
+    /// App JWTs refused (bad signature, claims or lifetime)
+    pub(crate) bad_jwts: AtomicUsize,
     key_id: String,
     owner: String,
     repo: String,
@@ -90,17 +109,22 @@ struct GhInner {
 
 #[derive(Clone)]
 pub(crate) struct FakeGitHub {
-    url: String,
-    inner: Arc<GhInner>,
+    pub(crate) url: String,
+    pub(crate) inner: Arc<GhInner>,
 }
 
 /// The auth headers and the repository of a request: None when both are right.
 fn gh_check(inner: &GhInner, h: &HeaderMap, owner: &str, repo: &str) -> Option<Response> {
     let hv = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    if hv("authorization") != format!("Bearer {GH_TOKEN}")
-        || hv("accept") != "application/vnd.github+json"
-        || hv("x-github-api-version") != "2022-11-28"
-    {
+    let auth = hv("authorization");
+    let now = now_ms();
+    let known = inner
+        .tokens
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(t, exp)| auth == format!("Bearer {t}") && *exp > now);
+    if !known || hv("accept") != "application/vnd.github+json" || hv("x-github-api-version") != "2022-11-28" {
         inner.unauthorized.fetch_add(1, Ordering::SeqCst);
         return Some((StatusCode::UNAUTHORIZED, Json(json!({"message": "Bad credentials"}))).into_response());
     }
@@ -111,6 +135,24 @@ fn gh_check(inner: &GhInner, h: &HeaderMap, owner: &str, repo: &str) -> Option<R
     }
 }
 
+fn jwt_fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/tests/fixtures/jwt/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// Test key `rsa1` as the PKCS#1 PEM GitHub hands out for an App.
+fn app_private_key_pem() -> String {
+    let b64 = B64.encode(jwt_fixture("rsa1.pk1.der"));
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN RSA PRIVATE KEY-----\n{}\n-----END RSA PRIVATE KEY-----\n",
+        lines.join("\n")
+    )
+}
+
 fn now_ms() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -118,10 +160,72 @@ fn now_ms() -> u128 {
         .as_millis()
 }
 
+/// `POST /app/installations/{id}/access_tokens`: GitHub's exchange of an
+/// App JWT (RS256, `iss` the App id, `iat`/`exp` at most 10 min apart, not
+/// expired) for an installation token, verified with the App's public key.
+async fn gh_exchange(i: &GhInner, installation: &str, h: &HeaderMap) -> Response {
+    let hv = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let mut app = i.app.lock().unwrap();
+    let Some(app) = app.as_mut() else {
+        return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response();
+    };
+    let refuse = |m: &str| {
+        i.bad_jwts.fetch_add(1, Ordering::SeqCst);
+        (StatusCode::UNAUTHORIZED, Json(json!({"message": m}))).into_response()
+    };
+    if hv("accept") != "application/vnd.github+json" || hv("x-github-api-version") != "2022-11-28" {
+        return refuse("missing GitHub API headers");
+    }
+    let Some(jwt) = hv("authorization").strip_prefix("Bearer ").map(str::to_owned) else {
+        return refuse("A JSON web token could not be decoded");
+    };
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    v.set_issuer(&[app.app_id.as_str()]);
+    v.set_required_spec_claims(&["exp", "iat", "iss"]);
+    v.validate_aud = false;
+    v.leeway = 0;
+    let claims = match jsonwebtoken::decode::<Value>(&jwt, &app.key, &v) {
+        Ok(d) => d.claims,
+        Err(_) => return refuse("A JSON web token could not be decoded"),
+    };
+    let now = (now_ms() / 1000) as i64;
+    let (iat, exp) = (claims["iat"].as_i64().unwrap_or(0), claims["exp"].as_i64().unwrap_or(0));
+    if iat > now || exp - iat > 600 || exp <= now {
+        return refuse("'Expiration time' claim ('exp') is too far in the future");
+    }
+    if installation != app.installation_id {
+        return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response();
+    }
+    let n = i.exchanges.fetch_add(1, Ordering::SeqCst) + 1;
+    let ttl = app.ttls.pop_front().unwrap_or(3600);
+    let token = format!("ghs_installation{n}TOKEN0123456789abcdef");
+    let expires = now + ttl;
+    i.tokens.lock().unwrap().push((token.clone(), (expires as u128) * 1000));
+    let expires_at = time::OffsetDateTime::from_unix_timestamp(expires)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    (
+        StatusCode::CREATED,
+        Json(json!({
+            "token": token,
+            "expires_at": expires_at,
+            "permissions": {"secrets": "write", "metadata": "read"},
+            "repository_selection": "selected",
+        })),
+    )
+        .into_response()
+}
+
 impl FakeGitHub {
     pub(crate) async fn start(owner: &str, repo: &str) -> FakeGitHub {
         let sk = crypto_box::SecretKey::generate(&mut crypto_box::aead::OsRng);
         let inner = Arc::new(GhInner {
+            tokens: Mutex::new(vec![(GH_TOKEN.to_owned(), u128::MAX)]),
+            put_tokens: Mutex::default(),
+            app: Mutex::default(),
+            exchanges: AtomicUsize::new(0),
+            bad_jwts: AtomicUsize::new(0),
             sk,
             key_id: "568250167242549743".to_owned(),
             owner: owner.to_owned(),
@@ -133,6 +237,14 @@ impl FakeGitHub {
             clock: AtomicUsize::new(0),
         });
         let app = axum::Router::new()
+            .route(
+                "/app/installations/{id}/access_tokens",
+                axum::routing::post(
+                    |State(i): State<Arc<GhInner>>, Path(id): Path<String>, h: HeaderMap| async move {
+                        gh_exchange(&i, &id, &h).await
+                    },
+                ),
+            )
             .route(
                 "/repos/{owner}/{repo}/actions/secrets/public-key",
                 get(
@@ -192,6 +304,11 @@ impl FakeGitHub {
                      h: HeaderMap,
                      Json(body): Json<Value>| async move {
                         i.writes.lock().unwrap().push(now_ms());
+                        let bearer = h.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+                        i.put_tokens
+                            .lock()
+                            .unwrap()
+                            .push(bearer.trim_start_matches("Bearer ").to_owned());
                         if let Some(e) = gh_check(&i, &h, &o, &r) {
                             return e;
                         }
@@ -254,7 +371,31 @@ impl FakeGitHub {
         FakeGitHub { url, inner }
     }
 
-    fn values(&self) -> BTreeMap<String, String> {
+    /// GitHub accepts `token` from now on.
+    pub(crate) fn accept(&self, token: &str) {
+        self.inner.tokens.lock().unwrap().push((token.to_owned(), u128::MAX));
+    }
+
+    /// GitHub no longer accepts `token`.
+    pub(crate) fn revoke(&self, token: &str) {
+        self.inner.tokens.lock().unwrap().retain(|(t, _)| t != token);
+    }
+
+    /// Install GitHub App `app_id` (JWTs verified with test key `rsa1`)
+    /// on the repository as `installation_id`; its next installation
+    /// tokens live `ttls` seconds each (then an hour).
+    fn install_app(&self, app_id: &str, installation_id: &str, ttls: &[i64]) {
+        let all: Value = serde_json::from_slice(&jwt_fixture("public-jwks.json")).unwrap();
+        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(all["rsa1"].clone()).unwrap();
+        *self.inner.app.lock().unwrap() = Some(GhApp {
+            app_id: app_id.to_owned(),
+            installation_id: installation_id.to_owned(),
+            key: jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap(),
+            ttls: ttls.iter().copied().collect(),
+        });
+    }
+
+    pub(crate) fn values(&self) -> BTreeMap<String, String> {
         self.inner
             .secrets
             .lock()
@@ -1030,5 +1171,221 @@ async fn cli_sync_commands() {
         coffer(&["sync", "status"], "").trim(),
         "no sync targets in acme/api/production"
     );
+    w.assert_no_credentials();
+}
+
+/// A target's token replaced in place: a token the target refuses is
+/// refused (422) and the old one keeps syncing; one it accepts (through
+/// `coffer sync set-token --token-stdin`) replaces it; the change is
+/// audited; no answer, output or log carries either token. (Multi-thread:
+/// the fake GitHub answers while the test waits for the CLI.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_targets_token_is_replaced_only_when_the_target_accepts_it() {
+    const WRONG: &str = "github_pat_11WRONGtokenZZZZZZZZZZZZZZ";
+    const NEW: &str = "github_pat_11ROTATEDtokenYYYYYYYYYYYYY";
+    util::remember_secret(WRONG);
+    util::remember_secret(NEW);
+    let dir = util::tempdir();
+    let w = world(dir.path()).await;
+    let gh = FakeGitHub::start("acme", "api").await;
+    util::write_secret(&w.root, &w.env, "A_KEY", "value-before-rotation").await;
+    let id = w.add_target(github_spec(&gh, json!({}))).await;
+    gh.wait_for(&[("A_KEY", "value-before-rotation")]).await;
+    let target = format!("/api/v1/orgs/acme/ci-sync/{id}");
+
+    // refused by the target: 422, the old token stays and keeps working
+    let (st, b) = w.root.req("PATCH", &target, Some(json!({"token": WRONG}))).await;
+    w.answers.lock().unwrap().push(b.to_string());
+    assert_eq!(
+        (st.as_u16(), b["code"].as_str()),
+        (422, Some("ci_sync_credential_refused")),
+        "{b}"
+    );
+    assert!(
+        b["message"].as_str().unwrap_or("").contains("old one is kept")
+            && b["message"].as_str().unwrap_or("").contains("401"),
+        "{b}"
+    );
+    util::write_secret(&w.root, &w.env, "B_KEY", "value-with-the-old-token").await;
+    gh.wait_for(&[
+        ("A_KEY", "value-before-rotation"),
+        ("B_KEY", "value-with-the-old-token"),
+    ])
+    .await;
+    // a malformed one never reaches the target
+    let (st, b) = w.root.req("PUT", &target, Some(json!({"token": ""}))).await;
+    assert_eq!(st.as_u16(), 400, "{b}");
+
+    // rotated at GitHub: the new token through the CLI, from stdin
+    gh.accept(NEW);
+    let out = {
+        use std::io::Write;
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+            .args(["sync", "set-token", &id, "--token-stdin"])
+            .env("HOME", &home)
+            .env("COFFER_ADDR", &w.server.base)
+            .env("COFFER_TOKEN", w.root.token())
+            .env("COFFER_ORG", "acme")
+            .env("COFFER_PROJECT", "api")
+            .env("COFFER_ENV", "production")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run coffer");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{NEW}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "set-token: {text}");
+    assert!(text.contains("accepted the new token") && !text.contains(NEW), "{text}");
+    gh.revoke(GH_TOKEN);
+    let before = gh.inner.put_tokens.lock().unwrap().len();
+    util::write_secret(&w.root, &w.env, "C_KEY", "value-with-the-new-token").await;
+    gh.wait_for(&[
+        ("A_KEY", "value-before-rotation"),
+        ("B_KEY", "value-with-the-old-token"),
+        ("C_KEY", "value-with-the-new-token"),
+    ])
+    .await;
+    let used = gh.inner.put_tokens.lock().unwrap()[before..].to_vec();
+    assert!(!used.is_empty() && used.iter().all(|t| t == NEW), "{used:?}");
+
+    let audit = w
+        .call(
+            "GET",
+            "/api/v1/audit/records?org=acme&action=ci_sync.set_credential&limit=100",
+            None,
+        )
+        .await
+        .to_string();
+    assert!(audit.contains("ci_sync.set_credential"), "{audit}");
+    for t in [WRONG, NEW] {
+        assert!(!audit.contains(t), "the audit trail carries a token");
+        assert!(!w.server.log_text().contains(t), "the log carries a token");
+    }
+    w.assert_no_credentials();
+}
+
+/// A GitHub target authenticated as a GitHub App: coffer signs an App JWT
+/// with the App's key (the fake verifies signature and claims with the
+/// public key), exchanges it for an installation token, caches it until
+/// 5 min before its `expires_at` and then gets a new one; the private key
+/// is sealed and never returned; a wrong key is refused up front.
+#[tokio::test]
+async fn github_app_installation_tokens_are_minted_cached_and_refreshed() {
+    let dir = util::tempdir();
+    let w = world(dir.path()).await;
+    let gh = FakeGitHub::start("acme", "api").await;
+    // The first token expires within coffer's 5-minute margin: used for
+    // its run, not cached; the next ones live an hour.
+    gh.install_app("123456", "987654", &[299]);
+    let pem = app_private_key_pem();
+    let body_line = pem.lines().nth(3).unwrap().to_owned();
+    util::remember_secret(&body_line);
+    util::write_secret(&w.root, &w.env, "A_KEY", "app-synced-value-one").await;
+
+    // added with the App instead of a token
+    let mut spec = github_spec(
+        &gh,
+        json!({"app_id": 123456, "installation_id": "987654", "private_key": pem}),
+    );
+    spec.as_object_mut().unwrap().remove("token");
+    let id = w.add_target(spec).await;
+    gh.wait_for(&[("A_KEY", "app-synced-value-one")]).await;
+    let s = w.status(&id).await;
+    assert_eq!(s["auth"], "github_app", "{s}");
+    assert_eq!(s["location"]["app_id"], "123456", "{s}");
+    assert!(!s.to_string().contains(&body_line), "the private key is never returned");
+    assert_eq!(gh.inner.exchanges.load(Ordering::SeqCst), 1);
+
+    // the next run: the first token is within 5 min of expiry → a new one
+    util::write_secret(&w.root, &w.env, "B_KEY", "app-synced-value-two").await;
+    gh.wait_for(&[("A_KEY", "app-synced-value-one"), ("B_KEY", "app-synced-value-two")])
+        .await;
+    assert_eq!(gh.inner.exchanges.load(Ordering::SeqCst), 2, "refreshed");
+    // and then cached: no exchange for the third write
+    util::write_secret(&w.root, &w.env, "C_KEY", "app-synced-value-three").await;
+    gh.wait_for(&[
+        ("A_KEY", "app-synced-value-one"),
+        ("B_KEY", "app-synced-value-two"),
+        ("C_KEY", "app-synced-value-three"),
+    ])
+    .await;
+    assert_eq!(gh.inner.exchanges.load(Ordering::SeqCst), 2, "cached");
+    let used = gh.inner.put_tokens.lock().unwrap().clone();
+    assert_eq!(
+        used,
+        vec![
+            "ghs_installation1TOKEN0123456789abcdef".to_owned(),
+            "ghs_installation2TOKEN0123456789abcdef".to_owned(),
+            "ghs_installation2TOKEN0123456789abcdef".to_owned(),
+        ],
+        "each write used the installation token of its time"
+    );
+    assert_eq!(gh.inner.bad_jwts.load(Ordering::SeqCst), 0, "every App JWT verified");
+
+    // another App key (rsa2) for this App: GitHub refuses its JWT, so the
+    // change is refused and the right key stays
+    let other = {
+        let b64 = B64.encode(jwt_fixture("rsa2.pk1.der"));
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN RSA PRIVATE KEY-----\n{}\n-----END RSA PRIVATE KEY-----\n",
+            lines.join("\n")
+        )
+    };
+    let (st, b) = w
+        .root
+        .req(
+            "PUT",
+            &format!("/api/v1/orgs/acme/ci-sync/{id}"),
+            Some(json!({"app_id": "123456", "installation_id": "987654", "private_key": other})),
+        )
+        .await;
+    assert_eq!(
+        (st.as_u16(), b["code"].as_str()),
+        (422, Some("ci_sync_credential_refused")),
+        "{b}"
+    );
+    assert_eq!(
+        gh.inner.bad_jwts.load(Ordering::SeqCst),
+        1,
+        "the fake verified and refused it"
+    );
+    // a key that is no key: refused before any request
+    let (st, b) = w
+        .root
+        .req(
+            "PUT",
+            &format!("/api/v1/orgs/acme/ci-sync/{id}"),
+            Some(json!({"app_id": "123456", "installation_id": "987654", "private_key": "not a pem"})),
+        )
+        .await;
+    assert_eq!(st.as_u16(), 400, "{b}");
+    util::write_secret(&w.root, &w.env, "D_KEY", "app-synced-value-four").await;
+    gh.wait_for(&[
+        ("A_KEY", "app-synced-value-one"),
+        ("B_KEY", "app-synced-value-two"),
+        ("C_KEY", "app-synced-value-three"),
+        ("D_KEY", "app-synced-value-four"),
+    ])
+    .await;
+    assert!(!w.server.log_text().contains(&body_line), "the log carries the key");
     w.assert_no_credentials();
 }

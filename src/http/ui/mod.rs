@@ -33,6 +33,7 @@ pub(super) mod ci_sync; // CI sync targets (issue 19)
 pub(super) mod dbcreds; // database credentials (issue 21)
 mod device;
 pub(super) mod edit;
+pub(super) mod jwt_auth; // JWT/OIDC workload identity (issue 19)
 mod pages;
 pub(super) mod shares;
 pub(super) mod sso; // single sign-on (issue 20)
@@ -827,6 +828,7 @@ mod tests {
             ("approvals.rs", include_str!("approvals.rs")),
             ("ci_sync.rs", include_str!("ci_sync.rs")),
             ("dbcreds.rs", include_str!("dbcreds.rs")),
+            ("jwt_auth.rs", include_str!("jwt_auth.rs")),
         ] {
             let (code, _) = text.split_once("#[cfg(test)]").unwrap_or((text, ""));
             assert!(!code.contains("style="), "{file}: a style attribute");
@@ -849,6 +851,8 @@ mod tests {
             ("edit.rs", include_str!("edit.rs")),
             ("approvals.rs", include_str!("approvals.rs")),
             ("dbcreds.rs", include_str!("dbcreds.rs")),
+            ("ci_sync.rs", include_str!("ci_sync.rs")),
+            ("jwt_auth.rs", include_str!("jwt_auth.rs")),
         ] {
             let plain = text.matches(concat!("UiForm", "(f)")).count();
             let allowed = usize::from(file == "admin.rs"); // the root-token login (pre-login, double submit)

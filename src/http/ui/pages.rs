@@ -280,6 +280,8 @@ pub(super) fn projects(viewer: &Viewer<'_>, org: &str, projects: &[ProjectView])
             p { a #approvals-link href={ "/ui/orgs/" (seg(org)) "/approvals" } { "Approvals: pending changes, break-glass review" } }
             p { a #webhooks-link href={ "/ui/orgs/" (seg(org)) "/webhooks" } { "Webhooks: signed notifications, delivery log" } }
             p { a #database-link href={ "/ui/orgs/" (seg(org)) "/database" } { "Database credentials: connections, roles, leases" } }
+            p { a #ci-sync-link href={ "/ui/orgs/" (seg(org)) "/ci-sync" } { "CI sync: GitHub Actions and GitLab CI/CD targets" } }
+            p { a #jwt-link href={ "/ui/orgs/" (seg(org)) "/jwt" } { "Workload identity: JWT/OIDC issuers and roles for CI" } }
             @if projects.is_empty() {
                 p.muted { "No project you can see." }
             } @else {

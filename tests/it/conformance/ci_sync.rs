@@ -131,6 +131,17 @@ async fn targets_queue_and_state_are_per_organization_and_idempotent() {
     assert_eq!(now.drift, r#"[{"key":"DB"}]"#);
     assert_eq!((now.last_error.as_deref(), now.blocked_until), (Some("timed out"), 99));
 
+    // credential: replaced with the location, nothing else; tenant-bound
+    let mut cred = now.clone();
+    cred.credential = vec![9, 9, 9];
+    cred.wrapped_dek = vec![8, 8];
+    cred.location = r#"{"owner":"acme","app_id":"7"}"#.into();
+    let mut foreign = cred.clone();
+    foreign.org_id = other;
+    assert!(!b.set_ci_target_credential(&foreign).await.unwrap(), "tenant");
+    assert!(b.set_ci_target_credential(&cred).await.unwrap());
+    assert_eq!(b.ci_targets(org).await.unwrap().remove(0), cred);
+
     // delete: the target with its queue and state
     b.put_ci_state(&s).await.unwrap();
     assert!(b.delete_ci_target(org, t.id).await.unwrap());

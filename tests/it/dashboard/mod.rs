@@ -22,6 +22,7 @@ mod approvals;
 mod breach;
 mod ci_sync;
 mod db_creds;
+mod jwt_auth;
 mod webhooks;
 
 pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
