@@ -15,6 +15,7 @@ mod identity;
 pub mod integrity;
 mod jwt_auth; // JWT/OIDC workload-identity login (issue 19)
 mod keys;
+mod openapi; // the native API's OpenAPI document (issue 22)
 pub mod metrics;
 pub mod proxy;
 mod rekey;

@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# schemathesis.sh - the native API's OpenAPI contract, fuzzed: starts a dev
+# server (throw-away SQLite), takes its root token, creates a fixture
+# organization/project/environment/secret (`fx`/`fx`/`fx`/`FX_KEY`) so
+# generated paths resolve, and runs schemathesis against
+# /api/v1/openapi.json with the token. Checks: no 5xx (the designed 503s
+# come only from a sealed server or an unavailable store, neither of which
+# happens here), every answer's status documented and its body valid against
+# the document. Then checks that the server is still alive and logged no panic.
+#
+#   bench/schemathesis.sh                      # 25 examples per operation
+#   bench/schemathesis.sh --max-examples 200   # the long run
+#   bench/schemathesis.sh --max-time 150       # a time budget (.ci/run)
+#
+# Options: --max-examples N, --max-time SECONDS, --seed N.
+# Env: COFFER_BIN (a built binary; default: `cargo build` then the target
+# dir's debug binary), OUT (report directory), COFFER_CI_TOOLS (where the
+# schemathesis virtualenv lives, default ~/.cache/coffer-ci-tools).
+# Prints a summary line: operations, test cases, failures; exit 1 on any
+# failure. Reports (JUnit, NDJSON), the server log and the config in $OUT.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(dirname "$HERE")"
+say() { printf 'schemathesis.sh: %s\n' "$*" >&2; }
+
+MAX_EXAMPLES=25
+MAX_TIME=""
+SEED=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --max-examples) MAX_EXAMPLES="${2:?--max-examples needs a number}"; shift 2 ;;
+        --max-time) MAX_TIME="${2:?--max-time needs seconds}"; shift 2 ;;
+        --seed) SEED="${2:?--seed needs a number}"; shift 2 ;;
+        -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
+        *) say "unknown argument $1 (see --help)"; exit 2 ;;
+    esac
+done
+
+# --- schemathesis in its own virtualenv (it pins its own dependencies)
+SCHEMATHESIS_VERSION=4.32.5
+TOOLS="${COFFER_CI_TOOLS:-${HOME:?}/.cache/coffer-ci-tools}"
+VENV="$TOOLS/schemathesis-$SCHEMATHESIS_VERSION"
+if [ ! -x "$VENV/bin/schemathesis" ]; then
+    say "installing schemathesis==$SCHEMATHESIS_VERSION into $VENV"
+    mkdir -p "$TOOLS"
+    python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
+# --- the server binary
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+if [ -z "${COFFER_BIN:-}" ]; then
+    (cd "$ROOT" && cargo build --locked --bin coffer >&2)
+    COFFER_BIN="$TARGET/debug/coffer"
+fi
+OUT="${OUT:-$TARGET/schemathesis/$(date -u +%Y%m%d-%H%M%S)}"
+mkdir -p "$OUT"
+
+# --- a dev server on a free port
+PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+ADDR="http://127.0.0.1:$PORT"
+"$COFFER_BIN" server --dev --dev-listen-address "127.0.0.1:$PORT" >"$OUT/dev.out" 2>"$OUT/server.log" &
+SERVER=$!
+cleanup() {
+    if kill -0 "$SERVER" 2>/dev/null; then
+        kill "$SERVER" 2>/dev/null || true
+        wait "$SERVER" 2>/dev/null || true
+    fi
+    # the dev output holds the root token and the unseal share
+    rm -f "$OUT/dev.out"
+}
+trap cleanup EXIT
+TOKEN=""
+for _ in $(seq 1 300); do
+    TOKEN="$(sed -n 's/^ *Root token: *//p' "$OUT/dev.out" 2>/dev/null | head -n1)"
+    if [ -n "$TOKEN" ] && curl -fsS -o /dev/null "$ADDR/v1/sys/health"; then break; fi
+    kill -0 "$SERVER" 2>/dev/null || { say "the dev server exited; see $OUT/server.log"; exit 1; }
+    sleep 0.2
+done
+[ -n "$TOKEN" ] || { say "no root token from the dev server; see $OUT/server.log"; exit 1; }
+export COFFER_SCHEMATHESIS_TOKEN="$TOKEN"
+
+# --- the fixture: fx/fx/fx with one secret
+api() { # METHOD PATH [BODY]
+    curl -fsS -o /dev/null -X "$1" -H "Authorization: Bearer $COFFER_SCHEMATHESIS_TOKEN" \
+        -H 'Content-Type: application/json' ${3:+--data "$3"} "$ADDR$2"
+}
+api POST /api/v1/orgs '{"slug":"fx","name":"Fixture"}'
+api POST /api/v1/orgs/fx/projects '{"slug":"fx","name":"Fixture"}'
+api POST /api/v1/orgs/fx/projects/fx/environments '{"slug":"fx","name":"Fixture"}'
+api PUT /api/v1/orgs/fx/projects/fx/environments/fx/secrets/FX_KEY '{"value":"fixture-value"}'
+api PUT /api/v1/orgs/fx/projects/fx/environments/fx/secrets/FX_KEY '{"value":"fixture-value-2"}'
+curl -fsS -o "$OUT/openapi.json" "$ADDR/api/v1/openapi.json"
+
+# --- schemathesis: the fixture's names for most path parameters, random
+# ones for the rest (404s and refusals are part of the contract too)
+cat >"$OUT/schemathesis.toml" <<'TOML'
+headers = { Authorization = "Bearer ${COFFER_SCHEMATHESIS_TOKEN}" }
+
+[dictionaries.fx]
+values = ["fx"]
+[dictionaries.key]
+values = ["FX_KEY"]
+[dictionaries.version]
+values = [1, 2]
+
+[parameters]
+"path.org" = { dictionary = "fx", probability = 0.8 }
+"path.project" = { dictionary = "fx", probability = 0.8 }
+"path.env" = { dictionary = "fx", probability = 0.8 }
+"path.key" = { dictionary = "key", probability = 0.5 }
+"query.a" = { dictionary = "fx", probability = 0.5 }
+"query.b" = { dictionary = "fx", probability = 0.5 }
+TOML
+args=(
+    --checks not_a_server_error,status_code_conformance,response_schema_conformance
+    --max-examples "$MAX_EXAMPLES"
+    --workers 2
+    --request-timeout 10
+    # logout would revoke the run's own token
+    --exclude-operation-id "post /api/v1/auth/logout"
+    --report junit,ndjson --report-dir "$OUT"
+    --warnings off
+    --no-color
+)
+if [ -n "$MAX_TIME" ]; then args+=(--max-time "$MAX_TIME"); fi
+if [ -n "$SEED" ]; then args+=(--seed "$SEED"); fi
+say "schemathesis $SCHEMATHESIS_VERSION against $ADDR (reports in $OUT)"
+status=0
+"$VENV/bin/schemathesis" --config-file "$OUT/schemathesis.toml" run "${args[@]}" \
+    "$ADDR/api/v1/openapi.json" | tee "$OUT/schemathesis.txt" || status=$?
+
+# --- the server survived, and panicked nowhere
+if ! kill -0 "$SERVER" 2>/dev/null; then
+    say "FAIL: the server died during the run; see $OUT/server.log"
+    status=1
+elif ! curl -fsS -o /dev/null "$ADDR/v1/sys/health"; then
+    say "FAIL: the server no longer answers sys/health"
+    status=1
+fi
+if grep -q "panicked" "$OUT/server.log"; then
+    say "FAIL: the server log has a panic:"
+    grep -m3 -A3 "panicked" "$OUT/server.log" >&2
+    status=1
+fi
+python3 - "$OUT" <<'PY' || true
+import json, os, sys
+out = sys.argv[1]
+cases = server_errors = 0
+for line in open(os.path.join(out, "events.ndjson"), errors="replace"):
+    try:
+        ev = json.loads(line)
+    except ValueError:
+        continue
+    for name, body in ev.items():
+        if name == "ScenarioFinished":
+            rec = body.get("recorder", {})
+            for inter in rec.get("interactions", {}).values():
+                resp = inter.get("response") or {}
+                cases += 1
+                if resp.get("status_code", 0) >= 500:
+                    server_errors += 1
+print(f"schemathesis.sh: {cases} requests recorded, {server_errors} with a 5xx status")
+PY
+exit "$status"
