@@ -119,7 +119,7 @@ args=(
     --request-timeout 10
     # logout would revoke the run's own token
     --exclude-operation-id "post /api/v1/auth/logout"
-    --report junit,ndjson --report-dir "$OUT"
+    --report junit,ndjson --report-dir "$OUT" --report-ndjson-path "$OUT/events.ndjson"
     --warnings off
     --no-color
 )
@@ -143,23 +143,21 @@ if grep -q "panicked" "$OUT/server.log"; then
     grep -m3 -A3 "panicked" "$OUT/server.log" >&2
     status=1
 fi
-python3 - "$OUT" <<'PY' || true
-import json, os, sys
-out = sys.argv[1]
-cases = server_errors = 0
-for line in open(os.path.join(out, "events.ndjson"), errors="replace"):
+# requests made and their statuses, from the NDJSON report
+python3 - "$OUT/events.ndjson" <<'PY' || true
+import collections, json, sys
+statuses = collections.Counter()
+for line in open(sys.argv[1], errors="replace"):
     try:
         ev = json.loads(line)
     except ValueError:
         continue
-    for name, body in ev.items():
-        if name == "ScenarioFinished":
-            rec = body.get("recorder", {})
-            for inter in rec.get("interactions", {}).values():
-                resp = inter.get("response") or {}
-                cases += 1
-                if resp.get("status_code", 0) >= 500:
-                    server_errors += 1
-print(f"schemathesis.sh: {cases} requests recorded, {server_errors} with a 5xx status")
+    rec = ev.get("ScenarioFinished", {}).get("recorder", {})
+    for inter in rec.get("interactions", {}).values():
+        statuses[(inter.get("response") or {}).get("status_code", "none")] += 1
+total = sum(statuses.values())
+fives = sum(n for s, n in statuses.items() if isinstance(s, int) and s >= 500)
+by = ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items(), key=str))
+print(f"schemathesis.sh: {total} requests ({by}); {fives} answered 5xx")
 PY
 exit "$status"

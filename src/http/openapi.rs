@@ -21,7 +21,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::path::{HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::schema::{ArrayBuilder, ComponentsBuilder, ObjectBuilder, OneOfBuilder, SchemaType, Type};
+use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder, ComponentsBuilder, ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
     Content, InfoBuilder, OpenApi, OpenApiBuilder, PathItem, PathsBuilder, Ref, RefOr, Required, ResponseBuilder,
@@ -116,9 +116,10 @@ fn array(items: RefOr<Schema>) -> RefOr<Schema> {
     ArrayBuilder::new().items(items).into()
 }
 
-/// A listing: live nodes, or (`?deleted=true`) deleted ones.
+/// A listing: live nodes, or (`?deleted=true`) deleted ones (`anyOf`: an
+/// empty list is both).
 fn listing(items: RefOr<Schema>) -> RefOr<Schema> {
-    OneOfBuilder::new()
+    AnyOfBuilder::new()
         .item(array(items))
         .item(array(schema_ref::<DeletedView>()))
         .into()
