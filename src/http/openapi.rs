@@ -76,15 +76,35 @@ const DELETED: &[Query] = &[(
     false,
     "list what was deleted (restorable) instead",
 )];
-const NOW: &[Query] = &[("now", Type::Boolean, false, "purge before the deletion window ends (owners)")];
+const NOW: &[Query] = &[(
+    "now",
+    Type::Boolean,
+    false,
+    "purge before the deletion window ends (owners)",
+)];
 const REVEAL: &[Query] = &[
-    ("reveal", Type::Boolean, false, "include the plaintext value (permission `reveal`)"),
-    ("resolve", Type::Boolean, false, "with `reveal`: resolve the value's `${…}` references"),
+    (
+        "reveal",
+        Type::Boolean,
+        false,
+        "include the plaintext value (permission `reveal`)",
+    ),
+    (
+        "resolve",
+        Type::Boolean,
+        false,
+        "with `reveal`: resolve the value's `${…}` references",
+    ),
 ];
 const DIFF: &[Query] = &[
     ("a", Type::String, true, "one environment's slug"),
     ("b", Type::String, true, "the other environment's slug"),
-    ("values", Type::Boolean, false, "compare values too (permission `reveal` on both)"),
+    (
+        "values",
+        Type::Boolean,
+        false,
+        "compare values too (permission `reveal` on both)",
+    ),
 ];
 const PULL: &[Query] = &[("format", Type::String, false, "env, json or yaml")];
 
@@ -464,7 +484,11 @@ mod tests {
             );
         }
         let table = ENV_ROUTES.len() + routes::ROUTE_ACTIONS.len();
-        assert!(documented.len() > 100 && documented.len() < table, "{}", documented.len());
+        assert!(
+            documented.len() > 100 && documented.len() < table,
+            "{}",
+            documented.len()
+        );
     }
 
     /// The core surface is typed; a typed shape names only routes that

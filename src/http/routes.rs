@@ -14,8 +14,8 @@ use axum::http::Method;
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
 
 use super::{
-    AppState, api, approvals, audit, ci_sync, dbcreds, generate_root, identity, jwt_auth, keys, metrics, openapi, rekey,
-    shares, sso, sys, ui, vault_auth, vault_kv, webhooks,
+    AppState, api, approvals, audit, ci_sync, dbcreds, generate_root, identity, jwt_auth, keys, metrics, openapi,
+    rekey, shares, sso, sys, ui, vault_auth, vault_kv, webhooks,
 };
 use crate::access::{ENV_ROUTES, EnvRoute};
 
