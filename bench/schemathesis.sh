@@ -6,7 +6,8 @@
 # /api/v1/openapi.json with the token. Checks: no 5xx (the designed 503s
 # come only from a sealed server or an unavailable store, neither of which
 # happens here), every answer's status documented and its body valid against
-# the document. The same for the Vault-compatible sys/* reads and KV v2
+# the document (the checks not_a_server_error, status_code_conformance and
+# response_schema_conformance). The same for the Vault-compatible sys/* reads and KV v2
 # from the hand-written docs/openapi/vault.json. Then checks that the server is still alive and logged no panic.
 #
 #   bench/schemathesis.sh                      # 25 examples per operation
@@ -95,8 +96,13 @@ curl -fsS -o "$OUT/openapi.json" "$ADDR/api/v1/openapi.json"
 
 # --- schemathesis: the fixture's names for most path parameters, random
 # ones for the rest (404s and refusals are part of the contract too)
+# The token is never generated (with-security-parameters = false): junk
+# tokens from one address are failed authentications, and after 20 in a
+# minute coffer answers 429 to every junk token of that address (by design,
+# src/service/limits.rs), which would turn the rest of the run into 429s.
 cat >"$OUT/schemathesis.toml" <<'TOML'
 headers = { Authorization = "Bearer ${COFFER_SCHEMATHESIS_TOKEN}" }
+generation.with-security-parameters = false
 
 [dictionaries.fx]
 values = ["fx"]
@@ -112,11 +118,24 @@ values = [1, 2]
 "path.key" = { dictionary = "key", probability = 0.5 }
 "query.a" = { dictionary = "fx", probability = 0.5 }
 "query.b" = { dictionary = "fx", probability = 0.5 }
+
+[checks]
+enabled = false
+not_a_server_error.enabled = true
+status_code_conformance.enabled = true
+response_schema_conformance.enabled = true
+
+# sys/health answers the status a client asks for (?activecode=…), a 5xx
+# too: by request, not a server error
+[[operations]]
+include-operation-id = "sys-health"
+checks.not_a_server_error.enabled = false
 TOML
 args=(
-    --checks not_a_server_error,status_code_conformance,response_schema_conformance
     --max-examples "$MAX_EXAMPLES"
-    --workers 2
+    # one worker: with two, CPython 3.11's ast.parse (hypothesis describing a
+    # filter) can fail with "AST constructor recursion depth mismatch"
+    --workers 1
     --request-timeout 10
     --warnings off
     --no-color
@@ -135,9 +154,11 @@ run_schemathesis() {
         --report-junit-path "$OUT/$name.junit.xml" --report-ndjson-path "$OUT/$name.ndjson" \
         "$location") | tee "$OUT/$name.txt" || status=1
 }
-# The native API, from its generated document (logout would revoke the
-# run's own token).
-run_schemathesis native "$ADDR/api/v1/openapi.json" --exclude-operation-id "post /api/v1/auth/logout"
+# The native API, from its generated document. Left out: logout and token
+# revocation, which would revoke the run's own token (schemathesis takes the
+# accessor from the token listing; tests/it covers both).
+run_schemathesis native "$ADDR/api/v1/openapi.json" \
+    --exclude-operation-id "post /api/v1/auth/logout" --exclude-operation-id "delete /api/v1/tokens/{accessor}"
 # The Vault-compatible sys/* reads and KV v2, from the hand-written document.
 run_schemathesis vault "$ROOT/docs/openapi/vault.json" --url "$ADDR"
 
@@ -165,12 +186,15 @@ for line in open(sys.argv[1], errors="replace"):
     except ValueError:
         continue
     rec = ev.get("ScenarioFinished", {}).get("recorder", {})
+    if rec.get("label") == "GET /v1/sys/health":
+        continue  # answers the status a client asks for, a 5xx too
     for inter in rec.get("interactions", {}).values():
         statuses[(inter.get("response") or {}).get("status_code", "none")] += 1
 total = sum(statuses.values())
 fives = sum(n for s, n in statuses.items() if isinstance(s, int) and s >= 500)
 by = ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items(), key=str))
-print(f"schemathesis.sh: {sys.argv[2]}: {total} requests ({by}); {fives} answered 5xx")
+health = " (sys/health, which answers the status asked for, left out)" if sys.argv[2] == "vault" else ""
+print(f"schemathesis.sh: {sys.argv[2]}: {total} requests{health} ({by}); {fives} answered 5xx")
 PY
 done
 exit "$status"
