@@ -108,8 +108,6 @@ generation.with-security-parameters = false
 values = ["fx"]
 [dictionaries.key]
 values = ["FX_KEY"]
-[dictionaries.version]
-values = [1, 2]
 
 [parameters]
 "path.org" = { dictionary = "fx", probability = 0.8 }
