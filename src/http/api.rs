@@ -33,14 +33,14 @@ pub(super) fn ok<T: Serialize>(data: T) -> Reply<T> {
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(super) struct NewOrg {
     slug: String,
     #[serde(default)]
     name: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(super) struct NewEnv {
     slug: String,
     #[serde(default)]
@@ -50,8 +50,9 @@ pub(super) struct NewEnv {
 }
 
 /// Its Debug never shows the value.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct WriteSecret {
+    #[schema(value_type = String)]
     value: Zeroizing<String>,
     #[serde(rename = "type")]
     value_type: Option<String>,
@@ -67,7 +68,7 @@ impl std::fmt::Debug for WriteSecret {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(super) struct Rollback {
     version: i64,
 }
@@ -203,7 +204,7 @@ pub(super) async fn create_org(
 }
 
 /// A rename: a new slug, a new display name, or both.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(super) struct Rename {
     #[serde(default)]
     slug: Option<String>,
@@ -223,7 +224,7 @@ pub(super) async fn rename_org(
         .await?)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct BreachPolicy {
     block_breached_passwords: bool,
@@ -264,7 +265,7 @@ pub(super) async fn rename_project(
 }
 
 /// An environment change: slug, name, protection, each optional.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(super) struct EnvUpdate {
     #[serde(default)]
     slug: Option<String>,
@@ -375,7 +376,7 @@ pub(super) async fn diff_envs(
 }
 
 /// `POST …/projects/{project}/copy`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(super) struct CopyBody {
     from: String,
     to: String,

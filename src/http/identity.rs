@@ -56,7 +56,7 @@ pub(super) struct DeviceToken {
     device_code: Zeroizing<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(super) struct NewToken {
     #[serde(default)]
     name: String,

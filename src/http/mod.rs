@@ -16,6 +16,7 @@ pub mod integrity;
 mod jwt_auth; // JWT/OIDC workload-identity login (issue 19)
 mod keys;
 pub mod metrics;
+mod openapi; // the native API's OpenAPI document (issue 22)
 pub mod proxy;
 mod rekey;
 pub mod routes;

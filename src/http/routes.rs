@@ -14,8 +14,8 @@ use axum::http::Method;
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
 
 use super::{
-    AppState, api, approvals, audit, ci_sync, dbcreds, generate_root, identity, jwt_auth, keys, metrics, rekey, shares,
-    sso, sys, ui, vault_auth, vault_kv, webhooks,
+    AppState, api, approvals, audit, ci_sync, dbcreds, generate_root, identity, jwt_auth, keys, metrics, openapi,
+    rekey, shares, sso, sys, ui, vault_auth, vault_kv, webhooks,
 };
 use crate::access::{ENV_ROUTES, EnvRoute};
 
@@ -470,6 +470,9 @@ routes! {
     "/api/v1/audit/records" { GET => audit::search, Action("audit.search"); }
     "/api/v1/audit/verify" { GET => audit::verify, Action("audit.verify"); }
     "/api/v1/audit/prune" { POST => audit::prune, Action("audit.prune"); }
+    // the native API's OpenAPI 3.1 document (src/http/openapi.rs): public,
+    // it describes routes and bodies, never data
+    "/api/v1/openapi.json" { GET => openapi::spec, Public; }
     // the web dashboard (docs/dashboard.md): pages record what they show
     // under the API's action for it; every POST needs its CSRF token
     "/" { GET => ui::root, Public; }
@@ -589,6 +592,24 @@ pub const ENV_PREFIX: &str = "/api/v1/orgs/{org}/projects/{project}/environments
 const NATIVE: &str = "/api/v1";
 /// The Vault-compatible API's mount point.
 const VAULT: &str = "/v1";
+
+/// Every native (method, full path template) the router serves: the
+/// table's `/api/v1` routes, then the access table's environment routes
+/// (each once), in table order. The OpenAPI document is built from it.
+pub fn native_routes() -> Vec<(&'static str, String)> {
+    let mut out: Vec<(&'static str, String)> = ROUTE_ACTIONS
+        .iter()
+        .filter(|(m, p, _)| *m != "*" && p.starts_with("/api/v1/"))
+        .map(|(m, p, _)| (*m, (*p).to_owned()))
+        .collect();
+    for r in ENV_ROUTES {
+        let path = format!("{ENV_PREFIX}{}", r.path);
+        if !out.iter().any(|(m, p)| *m == r.method && *p == path) {
+            out.push((r.method, path));
+        }
+    }
+    out
+}
 
 /// The handler of one environment route of the access table. Every entry
 /// of [`ENV_ROUTES`] must have one (a unit test checks), and environment

@@ -61,10 +61,18 @@ fn seal_status_body(state: &AppState, s: &SealStatus) -> Value {
 }
 
 /// `GET|HEAD /v1/sys/health`: 200 active, 503 sealed, 501 uninitialized;
-/// each code can be overridden by query parameter, as Vault allows.
+/// each code can be overridden by query parameter, as Vault allows. An
+/// override outside 200–599 is ignored: a 1xx is no final answer (hyper
+/// turned 100–199 into an empty 500, and 101 broke the connection) and
+/// 600–999 are no HTTP status (found by schemathesis, docs/reliability.md).
 pub(super) async fn health(State(state): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
     let s = state.coffer.operator.seal_status_cached();
-    let code = |name: &str, default: u16| q.get(name).and_then(|v| v.parse::<u16>().ok()).unwrap_or(default);
+    let code = |name: &str, default: u16| {
+        q.get(name)
+            .and_then(|v| v.parse::<u16>().ok())
+            .filter(|c| (200..=599).contains(c))
+            .unwrap_or(default)
+    };
     let status = if !s.initialized {
         code("uninitcode", 501)
     } else if s.sealed {

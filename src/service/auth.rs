@@ -109,9 +109,10 @@ impl std::fmt::Debug for Session {
 }
 
 /// A newly created token, shown once.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct IssuedToken {
     /// the secret
+    #[schema(value_type = String)]
     pub token: Zeroizing<String>,
     /// public id
     pub accessor: String,
@@ -142,7 +143,7 @@ pub(crate) struct Lineage {
 }
 
 /// A token as listings show it (never the secret).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenView {
     /// public id
     pub accessor: String,

@@ -20,7 +20,7 @@ use super::{Result, ServiceError, TenantService, Unsealed, now_ms, rfc3339};
 use crate::storage::{EnvRow, OrgRow, ProjectRow, Purged, TenantNode};
 
 /// A deleted node as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeletedView {
     /// "organization", "project" or "environment"
     pub kind: &'static str,
@@ -37,7 +37,7 @@ pub struct DeletedView {
 }
 
 /// What a purge erased, as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PurgedView {
     /// "organization", "project" or "environment"
     pub kind: &'static str,
@@ -54,7 +54,7 @@ pub struct PurgedView {
 }
 
 /// A restored node.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RestoredView {
     /// "organization", "project" or "environment"
     pub kind: &'static str,

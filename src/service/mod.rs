@@ -70,10 +70,10 @@ pub use compare::{CopyAction, CopyItem, CopyRequest, CopyView, DiffEntry, DiffSt
 pub use device::{DeviceCode, DeviceRequest};
 pub use keys::KeyService;
 pub use kv::KvService;
-pub use lifecycle::DeletedView;
+pub use lifecycle::{DeletedView, PurgedView, RestoredView};
 pub use operator::OperatorService;
 pub use orgs::TenantService;
-pub use orgs::{DEFAULT_MAX_ORGS_PER_USER, EnvChange, EnvView, OrgView, ProjectView};
+pub use orgs::{BreachPolicyView, DEFAULT_MAX_ORGS_PER_USER, EnvChange, EnvView, OrgView, ProjectView};
 pub use secrets::SecretService;
 pub use secrets::{SecretInput, SecretView, VersionView};
 pub use shares::ShareService;

@@ -10,7 +10,7 @@ use crate::access::Permission;
 use crate::storage::{EnvRow, KekRow, OrgRow, ProjectRow, StorageError};
 
 /// An organization as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrgView {
     /// url slug
     pub slug: String,
@@ -21,7 +21,7 @@ pub struct OrgView {
 }
 
 /// An organization's leaked-password policy as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BreachPolicyView {
     /// a `password` secret found in the breach corpus is refused (422),
     /// else written with a warning
@@ -31,7 +31,7 @@ pub struct BreachPolicyView {
 }
 
 /// A project as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProjectView {
     /// url slug
     pub slug: String,
@@ -42,7 +42,7 @@ pub struct ProjectView {
 }
 
 /// An environment as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EnvView {
     /// url slug
     pub slug: String,

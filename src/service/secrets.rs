@@ -26,7 +26,7 @@ pub(super) const WRITE_RETRIES: usize = 5;
 
 /// A secret as the API shows it; `value` only when revealed (wiped when
 /// dropped). Its Debug never shows the value.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct SecretView {
     /// variable name
     pub key: String,
@@ -37,6 +37,7 @@ pub struct SecretView {
     pub version: i64,
     /// the plaintext, present only on reveal
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub value: Option<Zeroizing<String>>,
     /// bytes of the value (known without decrypting)
     pub length: i64,
@@ -81,7 +82,7 @@ impl std::fmt::Debug for SecretView {
 }
 
 /// One entry of a secret's history (no value).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VersionView {
     /// version number
     pub version: i64,

@@ -34,6 +34,7 @@ mod jwt_auth;
 mod keys;
 mod lifecycle;
 mod memory;
+mod openapi;
 mod ops;
 mod org_limits;
 mod references;
