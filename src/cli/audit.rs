@@ -188,18 +188,18 @@ async fn search(client: &Client, f: Filter, output: Format) -> anyhow::Result<u8
     Ok(0)
 }
 
-/// `400d` → that many days ago; anything else must be RFC 3339.
-fn cutoff(before: &str) -> anyhow::Result<String> {
-    if let Some(days) = before.strip_suffix('d') {
+/// `400d` → that many days ago; anything else must be RFC 3339. Unix ms.
+fn cutoff(before: &str) -> anyhow::Result<i64> {
+    let t = if let Some(days) = before.strip_suffix('d') {
         let days: i64 = days
             .parse()
             .with_context(|| format!("--before {before:?}: expected RFC 3339 or a number of days like 400d"))?;
-        let t = time::OffsetDateTime::now_utc() - time::Duration::days(days);
-        return Ok((t.unix_timestamp_nanos() / 1_000_000).to_string());
-    }
-    time::OffsetDateTime::parse(before, &time::format_description::well_known::Rfc3339)
-        .with_context(|| format!("--before {before:?}: expected RFC 3339 or a number of days like 400d"))?;
-    Ok(before.to_owned())
+        time::OffsetDateTime::now_utc() - time::Duration::days(days)
+    } else {
+        time::OffsetDateTime::parse(before, &time::format_description::well_known::Rfc3339)
+            .with_context(|| format!("--before {before:?}: expected RFC 3339 or a number of days like 400d"))?
+    };
+    Ok(i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MIN))
 }
 
 async fn prune(client: &Client, before: &str, export: &PathBuf, yes: bool) -> anyhow::Result<u8> {
@@ -213,22 +213,36 @@ async fn prune(client: &Client, before: &str, export: &PathBuf, yes: bool) -> an
             .open(export)
             .with_context(|| format!("cannot create {} (it must not exist yet)", export.display()))?
     };
+    // By sequence, not by time: record times follow the wall clock, which
+    // may have been stepped back (a later record stamped earlier). A prune
+    // removes a prefix of the sequence, so the export is that prefix: every
+    // record up to the first one at or after the cutoff, which stays with
+    // everything after it (docs/reliability.md, "Clock steps").
     let mut after: Option<i64> = None;
+    let mut last_seq: Option<i64> = None;
     let mut count = 0u64;
-    loop {
+    'pages: loop {
         let q = query(&[
-            ("until", Some(until.clone())),
-            ("after_seq", after.map(|s| s.to_string())),
+            ("after_seq", Some(after.unwrap_or(0).to_string())),
             ("limit", Some(PAGE.to_string())),
         ])?;
         let page = client.api(Method::GET, &format!("/audit/records?{q}"), None).await?;
         let rows = page.as_array().cloned().unwrap_or_default();
-        let Some(last) = rows.last() else { break };
-        after = last["seq"].as_i64();
-        for r in &rows {
-            writeln!(file, "{r}").context("cannot write the export file")?;
+        if rows.is_empty() {
+            break;
         }
-        count += rows.len() as u64;
+        for r in &rows {
+            let (Some(seq), Some(t)) = (r["seq"].as_i64(), r["time_ms"].as_i64()) else {
+                bail!("unexpected audit record from the server (no seq or time_ms)");
+            };
+            if t >= until {
+                break 'pages;
+            }
+            writeln!(file, "{r}").context("cannot write the export file")?;
+            last_seq = Some(seq);
+            count += 1;
+        }
+        after = last_seq;
         eprint!("\rexported {count} records");
         if (rows.len() as i64) < PAGE {
             break;
@@ -236,7 +250,7 @@ async fn prune(client: &Client, before: &str, export: &PathBuf, yes: bool) -> an
     }
     eprintln!();
     file.sync_all().context("cannot sync the export file")?;
-    let Some(through) = after else {
+    let Some(through) = last_seq else {
         println!("no audit record is older than {before}; nothing to prune");
         return Ok(0);
     };

@@ -405,6 +405,9 @@ impl IdentityService {
             _ => return Err(ServiceError::Unauthenticated),
         };
         if entry.principal.expires_at.is_some_and(|t| t <= now_ms()) {
+            if c.token.is_some_and(|t| !t.is_empty()) {
+                self.forget_expired(&entry.principal.accessor).await;
+            }
             return Err(ServiceError::Unauthenticated);
         }
         if let Some(spki) = &entry.bound_spki {
@@ -422,6 +425,21 @@ impl IdentityService {
             principal: entry.principal.clone(),
             keyring,
         })
+    }
+
+    /// A token seen past its expiry is deleted at once (with what was
+    /// derived from it, which cannot outlive it), not merely refused: else a
+    /// wall clock stepped back later (NTP correcting a clock that ran ahead,
+    /// an operator's mistake) would make it valid again. docs/reliability.md,
+    /// "Clock steps". A failure to delete is logged; the refusal stands.
+    async fn forget_expired(&self, accessor: &str) {
+        match self.identity_store.delete_token_tree(accessor).await {
+            Ok(_) => tracing::info!(accessor, "expired token deleted on use"),
+            Err(e) => tracing::warn!(accessor, error = %e, "expired token refused; deleting it failed"),
+        }
+        // The 1-s cache holds the entry with its (now past) expiry: a clock
+        // stepped back within that second must not revive it either.
+        self.shared.cache.tokens.clear();
     }
 
     async fn token_entry(&self, token: &str, source: Option<IpAddr>) -> Result<Arc<AuthEntry>> {

@@ -344,3 +344,6 @@ async fn postgres_restarted_under_load_fails_cleanly_then_serves_without_a_coffe
         recovered
     );
 }
+
+mod clock;
+mod kill;

@@ -834,9 +834,29 @@ impl AuditService {
             return Err(ServiceError::NotFound(format!("audit record {through_seq}")));
         };
         let retention = i64::try_from(self.shared.auditor.settings.retention.as_millis()).unwrap_or(i64::MAX);
-        if last.time > now_ms().saturating_sub(retention) {
+        let cutoff = now_ms().saturating_sub(retention);
+        // Every record through `through_seq` must be old enough, not only the
+        // last: times follow the wall clock and are not monotonic (a clock
+        // stepped back stamps later records with earlier times), sequence
+        // numbers are. docs/reliability.md, "Clock steps".
+        let younger = if last.time > cutoff {
+            Some(through_seq)
+        } else {
+            self.audit_store
+                .search_audit(&AuditFilter {
+                    since: Some(cutoff.saturating_add(1)),
+                    before_seq: Some(through_seq),
+                    limit: 1,
+                    ..AuditFilter::default()
+                })
+                .await?
+                .first()
+                .map(|r| r.seq)
+        };
+        if let Some(seq) = younger {
             return Err(ServiceError::Invalid(format!(
-                "record {through_seq} is younger than the retention period ({} days); only older records can be pruned",
+                "record {seq} is younger than the retention period ({} days); only older records can be pruned \
+                 (prune through a record before it)",
                 self.shared.auditor.settings.retention.as_secs() / 86_400
             )));
         }
