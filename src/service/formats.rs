@@ -310,20 +310,46 @@ pub fn render_as(format: Format, values: &BTreeMap<String, Zeroizing<String>>) -
             s
         }
         Format::Yaml if values.is_empty() => "{}\n".to_owned(),
-        // A JSON string is a valid YAML double-quoted scalar.
-        Format::Yaml => values
-            .iter()
-            .map(|(k, v)| {
-                Ok(format!(
-                    "{}: {}\n",
-                    serde_json::to_string(k)?,
-                    serde_json::to_string(v.as_str())?
-                ))
-            })
-            .collect::<serde_json::Result<String>>()
-            .map_err(|e| e.to_string())?,
+        Format::Yaml => {
+            let mut out = String::new();
+            for (k, v) in values {
+                yaml_quote(&mut out, k);
+                out.push_str(": ");
+                yaml_quote(&mut out, v);
+                out.push('\n');
+            }
+            out
+        }
     };
     Ok(Zeroizing::new(text))
+}
+
+/// Append `s` as a YAML double-quoted scalar: `\\` and `"` escaped, and
+/// every character YAML does not take as it is written as an escape — C0
+/// and C1 controls, DEL, U+FFFE/U+FFFF (outside YAML's printable set, a
+/// parser refuses them), U+0085, U+2028/U+2029 (line breaks to YAML 1.1
+/// readers) and U+FEFF (a byte order mark). A JSON string is not enough:
+/// JSON leaves DEL and the C1 controls as they are (found by fuzzing,
+/// `fuzz/corpus/env_file/yaml-del-c1`).
+fn yaml_quote(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c < ' '
+                || ('\u{7f}'..='\u{9f}').contains(&c)
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}') =>
+            {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// Render values as `KEY="value"` lines, sorted by key, that [`parse`]
@@ -444,6 +470,11 @@ mod tests {
             ("E", "ünïcødé ✓"),
             ("F", ""),
             ("G", "${X} 0012"),
+            // outside YAML's printable set or line breaks to some readers
+            (
+                "H",
+                "del \u{7f} c1 \u{80}\u{85}\u{9f} nul \0 esc \u{1b} ls \u{2028}\u{2029} bom \u{feff} \u{fffe}\u{ffff}",
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), Zeroizing::new(v.to_owned())))
