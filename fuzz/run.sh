@@ -18,6 +18,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs="${1:-20}"
+# FUZZ_SEED fixes libFuzzer's seed (CI: the same inputs on every run of the
+# same code, so a smoke run cannot fail at random); 0 = a new seed each run.
+seed="${FUZZ_SEED:-0}"
 shift || true
 if ! rustup toolchain list | grep -q '^nightly'; then
     echo "fuzz/run.sh: no nightly toolchain (rustup toolchain install nightly)" >&2
@@ -36,7 +39,7 @@ for t in "${targets[@]}"; do
     printf '=== fuzz %s (%s s)\n' "$t" "$secs"
     # -max_len 64 KiB covers every input these parsers take whole; the
     # final stats give executions, coverage (cov, ft) and peak RSS.
-    if ! cargo +nightly fuzz run -s none "$t" -- -max_total_time="$secs" -max_len=65536 \
+    if ! cargo +nightly fuzz run -s none "$t" -- -max_total_time="$secs" -max_len=65536 -seed="$seed" \
         -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 >"$log" 2>&1; then
         tail -n 40 "$log"
         echo "fuzz/run.sh: $t failed; the input is in fuzz/artifacts/$t/" >&2

@@ -134,10 +134,12 @@ pub fn parse_kdf(kdf: &str) -> Result<Option<Argon2Kdf>, ShareCryptoError> {
     let [Some(m), Some(t), Some(p)] = vals else {
         return Err(bad());
     };
+    // p is bounded before `8 * p` is taken: a huge p overflowed it (a
+    // panic with overflow checks; found by the share_link fuzz target).
     if params.split(',').count() != 3
+        || !(1..=ARGON2_P_MAX).contains(&p)
         || !(8 * p..=ARGON2_M_MAX).contains(&m)
         || !(1..=ARGON2_T_MAX).contains(&t)
-        || !(1..=ARGON2_P_MAX).contains(&p)
     {
         return Err(bad());
     }
@@ -308,6 +310,8 @@ mod tests {
             "argon2id$v=19$m=19456,t=2$AAAAAAAAAAAAAAAAAAAAAA",
             "argon2i$v=19$m=19456,t=2,p=1$AAAAAAAAAAAAAAAAAAAAAA",
             "argon2id$v=19$m=19456,t=2,p=1$",
+            // 8 * p overflows u32 (fuzz/corpus/share_link/kdf-p-overflow)
+            "argon2id$v=19$m=19456,t=2,p=999999990$AAAAAAAAAAAAAAAAAAAAAA",
             "scrypt",
         ] {
             assert!(parse_kdf(bad).is_err(), "{bad}");
